@@ -1,0 +1,3 @@
+from llamaedge.cli import main
+
+raise SystemExit(main())
