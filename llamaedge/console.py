@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
 
 from llamaedge.errors import LlamaEdgeError
 
@@ -22,3 +36,41 @@ def print_error(err: LlamaEdgeError) -> None:
 
 def is_interactive() -> bool:
     return sys.stdout.isatty()
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[Any], None]]:
+    """A sink for download progress events (`download.ProgressEvent`: name, status,
+    completed, total) that draws one bar per file: bytes, speed and time left."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def draw(event: Any) -> None:
+            task = tasks.get(event.name)
+            if task is None:
+                task = tasks[event.name] = progress.add_task(event.name, total=event.total)
+            progress.update(task, completed=event.completed, total=event.total, description=f"{event.status} {event.name}")
+
+        yield draw
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[str]], *, caption: str | None = None) -> None:
+    """A plain table on stdout; cells may use rich markup."""
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, no markup or wrapping."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")

