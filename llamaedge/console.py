@@ -55,17 +55,31 @@ def download_progress() -> Iterator[Callable[[Any], None]]:
         def draw(event: Any) -> None:
             task = tasks.get(event.name)
             if task is None:
-                task = tasks[event.name] = progress.add_task(event.name, total=event.total)
-            progress.update(task, completed=event.completed, total=event.total, description=f"{event.status} {event.name}")
+                task = tasks[event.name] = progress.add_task(event.name, total=event.total, visible=False)
+            progress.update(
+                task,
+                completed=event.completed,
+                total=event.total,
+                description=f"{event.status} {event.name}",
+                # Asking the hub about the file takes a moment; a bar appears once bytes flow.
+                visible=event.status != "resolving",
+            )
 
-        yield draw
+        try:
+            yield draw
+        except BaseException:
+            # A failed download leaves its one-line error, not a half-drawn bar above it.
+            for task in tasks.values():
+                progress.remove_task(task)
+            raise
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[str]], *, caption: str | None = None) -> None:
     """A plain table on stdout; cells may use rich markup."""
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        # The first column names the row: never break it, so it stays greppable and copyable.
+        table.add_column(column, overflow="fold", no_wrap=index == 0)
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             row["parameters"],
             row["quantization"],
             download.human_bytes(row["size_bytes"]),
-            f"{row['context_length'] // 1024}k",
+            f"{row['context_length'] // 1024}k" if row["context_length"] >= 1024 else str(row["context_length"]),
             row["license"],
             _downloaded_cell(row),
             FIT_LABELS[row["fits"]],

