@@ -1,0 +1,50 @@
+"""`llamaedge serve`: the OpenAI-compatible API and the web chat for one model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from llamaedge.errors import UsageError
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `serve` and `run` share."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--ctx-size", type=int, help="context size in tokens (default: the model's, at most 4096)")
+    parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
+    parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")
+    parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this bearer key on /v1 (default: $LLAMAEDGE_API_KEY)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow browser requests from ORIGIN (repeatable; * for any)")
+    parser.add_argument("--models-dir", help="where downloaded models live")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve a model over the OpenAI API and the web chat",
+                                   description="Serve a GGUF model: the OpenAI-compatible API under /v1 and the web chat at /.")
+    parser.add_argument("--model", "-m", required=True, help="catalog name, path to a .gguf, hf:REPO/FILE or an https URL")
+    add_server_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def check_server_arguments(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a port", hint="use 1-65535")
+    for name in ("ctx_size", "threads", "parallel"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.n_gpu_layers is not None and args.n_gpu_layers < -1:
+        raise UsageError("--n-gpu-layers must be -1 (all), 0 (none) or a count")
+
+
+def run(args: argparse.Namespace) -> int:
+    from llamaedge.catalog import resolve_model
+    from llamaedge.launch import launch
+
+    check_server_arguments(args)
+    model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
+    return launch(model, args)

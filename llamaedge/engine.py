@@ -1,0 +1,550 @@
+"""Inference on llama.cpp through llama-cpp-python's low-level API. The only module that
+imports llama_cpp.
+
+One `Model` owns one llama context. A single scheduler thread alone decodes and samples on
+that context: callers submit sequences (`Model.generate`) and read their tokens from a queue.
+Every step decodes one `llama_batch` holding the next token of every running sequence plus a
+chunk of any prompt still being read, so several sequences share each decode (continuous
+batching). Each sequence runs in a slot (a llama sequence id) whose KV cache is kept after it
+ends: the next request that starts with the same tokens (the same conversation, one turn
+later) reuses that prefix instead of reading it again.
+
+Tokenizing and detokenizing read only the vocabulary, which llama.cpp never mutates, so they
+run on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import llama_cpp as lc
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from llamaedge.errors import ModelError
+from llamaedge.types import Device
+
+log = logging.getLogger("llamaedge.engine")
+
+DEFAULT_CTX_SIZE = 4096
+_DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+_LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level; the rest is debug
+
+
+@lc.llama_log_callback
+def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if message:
+        log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            lc.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))
+            lc.llama_backend_init()
+            _backend_ready = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Build and device information
+
+
+def supports_gpu_offload() -> bool:
+    _init_backend()
+    return bool(lc.llama_supports_gpu_offload())
+
+
+def _ggml() -> ctypes.CDLL:
+    from llama_cpp._ggml import libggml  # the ggml library llama-cpp-python loaded
+
+    lib = libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(lib, name).restype = ctypes.c_char_p
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_memory.restype = None
+    lib.ggml_backend_dev_memory.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    return lib
+
+
+def list_devices() -> list[Device]:
+    """The devices in ggml's backend registry, with their free and total memory."""
+    _init_backend()
+    lib = _ggml()
+    devices = []
+    for index in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(index)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        devices.append(
+            Device(
+                name=(lib.ggml_backend_dev_name(dev) or b"").decode(),
+                description=(lib.ggml_backend_dev_description(dev) or b"").decode(),
+                kind=_DEVICE_KINDS.get(lib.ggml_backend_dev_type(dev), "unknown"),
+                memory_free_bytes=free.value,
+                memory_total_bytes=total.value,
+            )
+        )
+    return devices
+
+
+def build_info() -> dict[str, str]:
+    """llama-cpp-python's version and llama.cpp's system info line (backends, CPU features)."""
+    _init_backend()
+    return {
+        "llama_cpp_python": lc.__version__,
+        "system_info": lc.llama_print_system_info().decode(errors="replace").strip(),
+        "gpu_offload": "yes" if lc.llama_supports_gpu_offload() else "no",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass
+class LoadOptions:
+    """Fixed for the life of a model: the context and where the layers live."""
+
+    ctx_size: int | None = None  # None: the model's training context, at most DEFAULT_CTX_SIZE
+    n_gpu_layers: int = 0  # -1: all
+    threads: int | None = None  # None: all cores
+    batch_size: int = 512
+    ubatch_size: int = 512
+    parallel: int = 4  # sequences decoded together
+    use_mmap: bool = True
+    main_gpu: int = 0
+
+
+@dataclass
+class SamplingOptions:
+    """Per sequence."""
+
+    temp: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    seed: int | None = None
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    grammar: str | None = None
+    n_predict: int = -1  # -1: until the model ends or the context is full
+    ignore_eos: bool = False
+
+
+class PromptTooLong(ValueError):
+    """The prompt alone fills the context."""
+
+
+FINISH_STOP = "stop"  # the model ended the sequence
+FINISH_LENGTH = "length"  # n_predict reached
+FINISH_CONTEXT_FULL = "context_full"  # no room left in the context
+FINISH_CANCELLED = "cancelled"
+FINISH_ERROR = "error"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequences
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation. The scheduler puts token pieces (bytes) on `_pieces`, then None."""
+
+    prompt: list[int]
+    sampling: SamplingOptions
+    _model: Model
+    _pieces: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
+    finish_reason: str | None = None
+    n_generated: int = 0
+    n_cached: int = 0  # prompt tokens found in the KV cache
+    error: str | None = None
+    _cancelled: bool = False
+    # Scheduler state
+    _slot: int = -1
+    _pending: list[int] = field(default_factory=list)  # tokens to feed to the next decode
+    _n_past: int = 0
+    _sampler: ctypes.c_void_p | None = None
+
+    def next_piece(self, timeout_s: float | None = None) -> bytes | None:
+        """The bytes of the next token (maybe part of a UTF-8 character), or None at the end
+        (then `finish_reason` says why). Raises queue.Empty after `timeout_s`."""
+        return self._pieces.get(timeout=timeout_s)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (piece := self.next_piece()) is not None:
+            yield piece
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def cancel(self) -> None:
+        """Stop generating; the slot is freed at the scheduler's next step."""
+        if not self.done:
+            self._cancelled = True
+            self._model._wake()
+
+
+# ---------------------------------------------------------------------------------------------
+# The model and its scheduler
+
+
+class Model:
+    """A GGUF model loaded into one llama context, served by one scheduler thread."""
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        _init_backend()
+        self.path = Path(path)
+        self.options = options
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}", hint="check the path")
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = options.n_gpu_layers
+        mparams.main_gpu = options.main_gpu
+        mparams.use_mmap = options.use_mmap
+        started = time.monotonic()
+        self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            raise ModelError(
+                f"llama.cpp could not load {self.path.name}",
+                hint="is it a GGUF file of an architecture this llama.cpp supports? (run with -v for details)",
+            )
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        self.n_layers = lc.llama_model_n_layer(self._model)
+        self.n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        self.size_bytes = lc.llama_model_size(self._model)
+
+        ctx_size = options.ctx_size or min(self.n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
+        threads = options.threads or os.cpu_count() or 1
+        parallel = max(1, options.parallel)
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = ctx_size
+        cparams.n_batch = options.batch_size
+        cparams.n_ubatch = min(options.ubatch_size, options.batch_size)
+        cparams.n_seq_max = parallel
+        cparams.kv_unified = True  # every sequence may use the whole context
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            lc.llama_model_free(self._model)
+            raise ModelError(
+                f"llama.cpp could not create a context of {ctx_size} tokens for {self.path.name}",
+                hint="try a smaller --ctx-size",
+            )
+        self.n_ctx = lc.llama_n_ctx(self._ctx)
+        self.threads = threads
+        self.parallel = parallel
+        self.load_s = time.monotonic() - started
+        self._mem = lc.llama_get_memory(self._ctx)
+        self._batch = lc.llama_batch_init(options.batch_size, 0, 1)
+
+        self.metadata = self._read_metadata()
+        self.chat_template: str | None = self.metadata.get("tokenizer.chat_template")
+        self.bos_token = self._special_text(lc.llama_vocab_bos(self._vocab))
+        self.eos_token = self._special_text(lc.llama_vocab_eos(self._vocab))
+        self._bos = lc.llama_vocab_bos(self._vocab)
+        self._formatters: dict[bool, Jinja2ChatFormatter] = {}
+
+        # Scheduler state: touched only by the scheduler thread, except under _cond.
+        self._cond = threading.Condition()
+        self._incoming: list[Sequence] = []
+        self._running: list[Sequence] = []
+        self._slot_tokens: list[list[int]] = [[] for _ in range(parallel)]  # what each slot's KV holds
+        self._slot_busy = [False] * parallel
+        self._closing = False
+        self._thread = threading.Thread(target=self._schedule, name="llamaedge-engine", daemon=True)
+        self._thread.start()
+
+    # -- information -----------------------------------------------------------------------
+
+    def _read_metadata(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(1 << 16)
+        for index in range(lc.llama_model_meta_count(self._model)):
+            n = lc.llama_model_meta_key_by_index(self._model, index, buf, len(buf))
+            if n < 0:
+                continue
+            key = buf.value.decode(errors="replace")
+            n = lc.llama_model_meta_val_str_by_index(self._model, index, buf, len(buf))
+            if n >= len(buf):
+                big = ctypes.create_string_buffer(n + 1)
+                lc.llama_model_meta_val_str_by_index(self._model, index, big, len(big))
+                values[key] = big.value.decode(errors="replace")
+            elif n >= 0:
+                values[key] = buf.value.decode(errors="replace")
+        return values
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.token_piece(token, special=True).decode(errors="replace")
+
+    def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True) -> str:
+        """The prompt the model's own chat template (`tokenizer.chat_template`) makes of
+        `messages`, rendered exactly as llama-cpp-python does. LookupError when the GGUF has
+        no template; ValueError when the template rejects the messages."""
+        if not self.chat_template:
+            raise LookupError("the model has no embedded chat template")
+        formatter = self._formatters.get(add_generation_prompt)
+        if formatter is None:
+            formatter = Jinja2ChatFormatter(
+                self.chat_template, self.eos_token, self.bos_token, add_generation_prompt=add_generation_prompt
+            )
+            self._formatters[add_generation_prompt] = formatter
+        try:
+            return formatter(messages=messages).prompt
+        except jinja2.TemplateError as exc:
+            raise ValueError(f"the chat template failed: {exc}") from exc
+
+    @property
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self._model, buf, len(buf))
+        return buf.value.decode(errors="replace")
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def tokenize(self, text: bytes, *, special: bool = True) -> list[int]:
+        """Tokens of `text`, with the model's BOS when it wants one (never twice: chat
+        templates often write the BOS text themselves)."""
+        n_max = len(text) + 8
+        tokens = (lc.llama_token * n_max)()
+        n = lc.llama_tokenize(self._vocab, text, len(text), tokens, n_max, True, special)
+        if n < 0:
+            n_max = -n
+            tokens = (lc.llama_token * n_max)()
+            n = lc.llama_tokenize(self._vocab, text, len(text), tokens, n_max, True, special)
+        result = list(tokens[:n])
+        if len(result) >= 2 and result[0] == result[1] == self._bos:
+            del result[0]
+        return result
+
+    def token_piece(self, token: int, *, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    # -- generation ------------------------------------------------------------------------
+
+    def generate(self, prompt: list[int], sampling: SamplingOptions) -> Sequence:
+        """Queue a sequence; read it with `Sequence.next_piece` or by iterating."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.n_ctx:
+            raise PromptTooLong(f"prompt of {len(prompt)} tokens does not fit a context of {self.n_ctx}")
+        seq = Sequence(prompt=list(prompt), sampling=sampling, _model=self)
+        seq._sampler = self._make_sampler(sampling)  # raises ValueError on a bad grammar
+        with self._cond:
+            if self._closing:
+                raise ModelError("the model is shutting down")
+            self._incoming.append(seq)
+            self._cond.notify()
+        return seq
+
+    def _make_sampler(self, s: SamplingOptions) -> ctypes.c_void_p:
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if s.grammar:
+            grammar = lc.llama_sampler_init_grammar(self._vocab, s.grammar.encode(), b"root")
+            if not grammar:
+                lc.llama_sampler_free(chain)
+                raise ValueError("the grammar could not be parsed")
+            lc.llama_sampler_chain_add(chain, grammar)
+        if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
+            lc.llama_sampler_chain_add(
+                chain,
+                lc.llama_sampler_init_penalties(
+                    self.n_vocab, s.penalty_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+                ),
+            )
+        if s.temp <= 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(s.top_k))
+            if 0 < s.top_p < 1:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+            if 0 < s.min_p < 1:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(s.temp))
+            seed = lc.LLAMA_DEFAULT_SEED if s.seed is None else s.seed & 0xFFFFFFFF
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+        return chain
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        lc.llama_batch_free(self._batch)
+        lc.llama_free(self._ctx)
+        lc.llama_model_free(self._model)
+
+    # -- the scheduler thread --------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._incoming and not self._running:
+                    self._cond.wait()
+                if self._closing:
+                    for seq in self._incoming + self._running:
+                        self._finish(seq, FINISH_CANCELLED)
+                    return
+                self._admit()
+            for seq in [s for s in self._running if s._cancelled]:
+                self._finish(seq, FINISH_CANCELLED)
+            if self._running:
+                try:
+                    self._step()
+                except Exception as exc:  # keep the thread alive; fail what was running
+                    log.exception("decode step failed")
+                    for seq in list(self._running):
+                        seq.error = str(exc)
+                        self._finish(seq, FINISH_ERROR)
+
+    def _admit(self) -> None:
+        """Move queued sequences into free slots, preferring the slot whose cached tokens
+        share the longest prefix with the prompt."""
+        while self._incoming and not all(self._slot_busy):
+            seq = self._incoming.pop(0)
+            if seq._cancelled:
+                self._finish(seq, FINISH_CANCELLED)
+                continue
+            best, best_len = -1, -1
+            for slot, busy in enumerate(self._slot_busy):
+                if busy:
+                    continue
+                common = _common_prefix(self._slot_tokens[slot], seq.prompt)
+                if common > best_len:
+                    best, best_len = slot, common
+            # At least one token must be decoded to get logits for the first sample.
+            reuse = min(best_len, len(seq.prompt) - 1)
+            lc.llama_memory_seq_rm(self._mem, best, reuse, -1)
+            del self._slot_tokens[best][reuse:]
+            self._slot_busy[best] = True
+            seq._slot = best
+            seq._n_past = reuse
+            seq.n_cached = reuse
+            seq._pending = seq.prompt[reuse:]
+            self._running.append(seq)
+
+    def _step(self) -> None:
+        batch = self._batch
+        n_batch = self.options.batch_size
+        outputs: list[tuple[Sequence, int]] = []
+        fed: list[tuple[Sequence, list[int]]] = []
+        n = 0
+        # Sequences that are generating add one token each first (keeps their latency low),
+        # then prompts fill what is left of the batch.
+        order = sorted(self._running, key=lambda s: len(s._pending) > 1)
+        for seq in order:
+            if n >= n_batch:
+                break
+            take = seq._pending[: n_batch - n]
+            if not take:
+                continue
+            for i, token in enumerate(take):
+                batch.token[n] = token
+                batch.pos[n] = seq._n_past + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq._slot
+                last = i == len(take) - 1 and len(take) == len(seq._pending)
+                batch.logits[n] = 1 if last else 0
+                if last:
+                    outputs.append((seq, n))
+                n += 1
+            fed.append((seq, take))
+        batch.n_tokens = n
+        rc = lc.llama_decode(self._ctx, batch)
+        if rc == 1 and self._evict_idle_slots():
+            rc = lc.llama_decode(self._ctx, batch)
+        if rc == 1:
+            # The context is full: end the longest sequence; the others go on next step.
+            victim = max(self._running, key=lambda s: s._n_past)
+            self._finish(victim, FINISH_CONTEXT_FULL)
+            return
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with {rc}")
+        for seq, take in fed:
+            seq._n_past += len(take)
+            del seq._pending[: len(take)]
+            self._slot_tokens[seq._slot].extend(take)
+        for seq, index in outputs:
+            self._sample(seq, index)
+
+    def _sample(self, seq: Sequence, index: int) -> None:
+        token = lc.llama_sampler_sample(seq._sampler, self._ctx, index)
+        if lc.llama_vocab_is_eog(self._vocab, token) and not seq.sampling.ignore_eos:
+            self._finish(seq, FINISH_STOP)
+            return
+        seq.n_generated += 1
+        seq._pieces.put(self.token_piece(token))
+        if seq.sampling.n_predict >= 0 and seq.n_generated >= seq.sampling.n_predict:
+            self._finish(seq, FINISH_LENGTH)
+        elif seq._n_past + 1 >= self.n_ctx:
+            self._finish(seq, FINISH_CONTEXT_FULL)
+        else:
+            seq._pending = [token]
+
+    def _evict_idle_slots(self) -> bool:
+        evicted = False
+        for slot, busy in enumerate(self._slot_busy):
+            if not busy and self._slot_tokens[slot]:
+                lc.llama_memory_seq_rm(self._mem, slot, -1, -1)
+                self._slot_tokens[slot].clear()
+                evicted = True
+        return evicted
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        if seq in self._running:
+            self._running.remove(seq)
+        if seq._slot >= 0:
+            self._slot_busy[seq._slot] = False
+        if seq._sampler:
+            lc.llama_sampler_free(seq._sampler)
+            seq._sampler = None
+        seq.finish_reason = reason
+        seq._pieces.put(None)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

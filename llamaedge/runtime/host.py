@@ -1,0 +1,225 @@
+"""The WebAssembly runtime: wasmtime with WASI preview 1, `wasi_ephemeral_nn` and the
+`llamaedge` import.
+
+Lifetimes: one wasmtime Engine and Linker per process (`Runtime`); one compiled Module and
+InstancePre per app (`App`, compiled code cached on disk); one Store per run, never shared
+between threads. Host functions find the run they serve through a thread-local, since a run
+executes on one thread from `_start` to exit.
+
+Limits: a Store may use `memory_max_bytes` of linear memory, and wasm may execute for at
+most `wasm_slice_max_s` between two host calls (an epoch deadline that every host call
+renews), so a trapping or runaway app fails its own run and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from llamaedge.errors import AppError
+from llamaedge.runtime import wasi_nn
+from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
+from llamaedge.runtime.wasi_nn import Errno, GraphRegistry, NNError, NNSession
+from llamaedge.settings import cache_dir
+
+log = logging.getLogger("llamaedge.runtime")
+
+EPOCH_TICK_S = 0.05
+HOST_MODULE = "llamaedge"
+
+
+class AppTrap(AppError):
+    """The app trapped (or was interrupted) while running."""
+
+
+@dataclass
+class RunLimits:
+    memory_max_bytes: int = 256 * 1024 * 1024
+    wasm_slice_max_s: float = 5.0  # wasm time between two host calls
+
+    @property
+    def deadline_ticks(self) -> int:
+        return max(1, round(self.wasm_slice_max_s / EPOCH_TICK_S))
+
+
+class _Run:
+    """What the host functions need to know about the run on this thread."""
+
+    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits) -> None:
+        self.store = store
+        self.session = session
+        self.limits = limits
+
+
+_current = threading.local()
+
+
+def _run() -> _Run:
+    run = getattr(_current, "run", None)
+    if run is None:  # only reachable if a module is run outside Runtime.run
+        raise NNError(Errno.RUNTIME_ERROR, "host call outside a run")
+    return run
+
+
+@dataclass(frozen=True)
+class App:
+    """A compiled app, ready to instantiate."""
+
+    name: str
+    pre: wasmtime.InstancePre
+
+
+class Runtime:
+    def __init__(self, registry: GraphRegistry, *, limits: RunLimits | None = None, cache: bool = True) -> None:
+        self.registry = registry
+        self.limits = limits or RunLimits()
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        if cache:
+            config.cache = str(_cache_config())
+        self.engine = wasmtime.Engine(config)
+        self.linker = wasmtime.Linker(self.engine)
+        self.linker.define_wasi()
+        self._define_imports()
+        self._ticker_stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="llamaedge-epoch", daemon=True)
+        self._ticker.start()
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        while not self._ticker_stop.wait(EPOCH_TICK_S):
+            self.engine.increment_epoch()
+
+    def _define_imports(self) -> None:
+        functions = wasi_nn.Functions(lambda: _run().session)
+        for name, n_params in wasi_nn.SIGNATURES.items():
+            self._define(wasi_nn.MODULE, name, n_params, getattr(functions, name))
+        self._define(HOST_MODULE, "chat_template", 6, _chat_template)
+
+    def _define(self, module: str, name: str, n_params: int, body: Callable[..., None]) -> None:
+        i32 = wasmtime.ValType.i32()
+        ty = wasmtime.FuncType([i32] * n_params, [i32])
+
+        def host_call(caller: wasmtime.Caller, *args: int) -> int:
+            run = getattr(_current, "run", None)
+            try:
+                body(GuestMemory(caller), *args)
+                return Errno.SUCCESS
+            except NNError as err:
+                if err.errno not in (Errno.END_OF_SEQUENCE,):
+                    log.info("%s.%s -> %d: %s", module, name, err.errno, err)
+                return err.errno
+            except GuestMemoryError as err:
+                log.warning("%s.%s: %s", module, name, err)
+                return Errno.INVALID_ARGUMENT
+            except Exception:  # a host bug must fail the call, not unwind through wasm
+                log.exception("%s.%s failed", module, name)
+                return Errno.RUNTIME_ERROR
+            finally:
+                if run is not None:
+                    # Time spent in the host (waiting for tokens) is not the app's.
+                    run.store.set_epoch_deadline(run.limits.deadline_ticks)
+
+        self.linker.define_func(module, name, ty, host_call, access_caller=True)
+
+    def close(self) -> None:
+        self._ticker_stop.set()
+
+    # -- apps --------------------------------------------------------------------------------
+
+    def load_app(self, path: Path) -> App:
+        try:
+            module = wasmtime.Module.from_file(self.engine, str(path))
+            pre = self.linker.instantiate_pre(module)
+        except FileNotFoundError as exc:
+            raise AppError(f"app not found: {path}", hint="check the path to the .wasm file") from exc
+        except wasmtime.WasmtimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+            raise AppError(f"cannot load {Path(path).name}: {first}",
+                           hint="is it a wasm32-wasi command module?") from exc
+        return App(name=Path(path).name, pre=pre)
+
+    @contextmanager
+    def instance(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession) -> Iterator[tuple[wasmtime.Store, wasmtime.Instance]]:
+        """A fresh Store and instance of `app`, usable on this thread inside the block."""
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=self.limits.memory_max_bytes)
+        store.set_wasi(wasi)
+        store.set_epoch_deadline(self.limits.deadline_ticks)
+        _current.run = _Run(store, session, self.limits)
+        try:
+            yield store, app.pre.instantiate(store)
+        finally:
+            _current.run = None
+            session.close()
+
+    def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession) -> int:
+        """Run the app's `_start` on this thread; return its exit code. Raises AppTrap."""
+        try:
+            with self.instance(app, wasi, session) as (store, instance):
+                start = instance.exports(store).get("_start")
+                if not isinstance(start, wasmtime.Func):
+                    raise AppError(f"{app.name} has no _start: it is not a WASI command module")
+                start(store)
+                return 0
+        except wasmtime.ExitTrap as exit_trap:
+            return exit_trap.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise AppTrap(_describe_trap(app.name, exc, self.limits)) from exc
+
+
+def _describe_trap(app_name: str, exc: Exception, limits: RunLimits) -> str:
+    trap_code = getattr(exc, "trap_code", None)
+    if trap_code == wasmtime.TrapCode.INTERRUPT:
+        return f"{app_name} ran for more than {limits.wasm_slice_max_s:g}s without calling the host and was stopped"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    for line in lines:
+        if line.startswith("wasm trap:") or "Caused by" in line:
+            message = line
+    return f"{app_name} trapped: {message}"
+
+
+def _cache_config() -> Path:
+    """wasmtime's compiled-code cache, under our cache directory."""
+    directory = cache_dir() / "wasmtime"
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "config.toml"
+    text = f"[cache]\ndirectory = {json.dumps(str(directory))}\n"
+    if not config.exists() or config.read_text() != text:
+        config.write_text(text)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# The `llamaedge` import
+
+
+def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len: int,
+                   out_ptr: int, out_max_len: int, written_ptr: int) -> None:
+    """Render the graph's embedded chat template (see docs/host-interface.md)."""
+    session = _run().session
+    model = session.registry.get(graph)
+    try:
+        request: Any = json.loads(mem.read(messages_ptr, messages_len).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, f"chat_template input is not JSON: {exc}") from exc
+    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+        raise NNError(Errno.INVALID_ARGUMENT, 'chat_template input must be {"messages": [...]}')
+    try:
+        prompt = model.render_chat(request["messages"],
+                                   add_generation_prompt=bool(request.get("add_generation_prompt", True)))
+    except LookupError as exc:
+        raise NNError(Errno.NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:
+        raise NNError(Errno.RUNTIME_ERROR, str(exc)) from exc
+    wasi_nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)

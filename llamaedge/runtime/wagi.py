@@ -1,0 +1,177 @@
+"""WAGI, CGI for WebAssembly: how a server app meets HTTP (docs/host-interface.md).
+
+The request goes in as environment variables and stdin; the app answers on stdout with CGI
+header lines, a blank line, then the body, which is streamed: each write to stdout after the
+headers is one chunk to the client."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import wasmtime
+from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
+
+from llamaedge.runtime.host import App, Runtime
+from llamaedge.runtime.wasi_nn import NNSession
+
+app_log = logging.getLogger("llamaedge.app")
+
+HEAD_MAX_BYTES = 64 * 1024
+
+
+@dataclass
+class WagiRequest:
+    method: str
+    path: str
+    query: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    content_length: int = 0  # may exceed len(body): a body over the limit arrives cut
+    server_name: str = "127.0.0.1"
+    server_port: int = 0
+
+
+# Headers the app never sees: the host checks the API key, and hop-by-hop headers are ours.
+_WITHHELD = {"authorization", "connection", "content-length", "content-type", "transfer-encoding"}
+
+
+def wagi_environ(request: WagiRequest, app_env: Mapping[str, str]) -> list[tuple[str, str]]:
+    env = [
+        ("REQUEST_METHOD", request.method),
+        ("PATH_INFO", request.path),
+        ("X_RAW_PATH_INFO", request.path),
+        ("QUERY_STRING", request.query),
+        ("SCRIPT_NAME", ""),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_NAME", request.server_name),
+        ("SERVER_PORT", str(request.server_port)),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("CONTENT_LENGTH", str(request.content_length)),
+        ("CONTENT_TYPE", next((v for k, v in request.headers if k.lower() == "content-type"), "")),
+    ]
+    for name, value in request.headers:
+        if name.lower() not in _WITHHELD:
+            env.append(("HTTP_" + name.upper().replace("-", "_"), value))
+    env.extend(app_env.items())
+    return env
+
+
+class ResponseStream:
+    """Parses what the app writes to stdout and hands it on: `on_head(status, headers)` once,
+    then `on_chunk(bytes)` per write. After `close()` (the client left) writes fail with
+    EPIPE, which the app sees as an error from fd_write."""
+
+    def __init__(self, on_head: Callable[[int, list[tuple[str, str]]], None],
+                 on_chunk: Callable[[bytes], None]) -> None:
+        self._on_head = on_head
+        self._on_chunk = on_chunk
+        self._head = bytearray()
+        self.head_done = False
+        self.closed = False
+        self.error: str | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.closed:
+            return -errno.EPIPE
+        if self.head_done:
+            if data:
+                self._on_chunk(data)
+            return len(data)
+        self._head += data
+        end, sep = self._head.find(b"\r\n\r\n"), 4
+        if end < 0:
+            end, sep = self._head.find(b"\n\n"), 2
+        if end < 0:
+            if len(self._head) > HEAD_MAX_BYTES:
+                self.error = "the app's response headers are longer than 64 KiB or never end"
+                self.closed = True
+                return -errno.EIO
+            return len(data)
+        head, rest = bytes(self._head[:end]), bytes(self._head[end + sep:])
+        self._head = bytearray()
+        try:
+            status, headers = parse_cgi_head(head)
+        except ValueError as exc:
+            self.error = str(exc)
+            self.closed = True
+            return -errno.EIO
+        self.head_done = True
+        self._on_head(status, headers)
+        if rest:
+            self._on_chunk(rest)
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def parse_cgi_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
+    status = 200
+    headers: list[tuple[str, str]] = []
+    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"malformed response header line {line[:80]!r}")
+        name, value = name.strip(), value.strip()
+        if name.lower() == "status":
+            code = value.split(" ", 1)[0]
+            if not code.isdigit() or not 100 <= int(code) <= 599:
+                raise ValueError(f"bad Status header {value[:40]!r}")
+            status = int(code)
+        else:
+            headers.append((name, value))
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", "application/octet-stream"))
+    return status, headers
+
+
+class _LineLog:
+    """The app's stderr, line by line, into the server log."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._buf = b""
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            app_log.info("%s: %s", self._prefix, line.decode("utf-8", errors="replace").rstrip())
+        if len(self._buf) > 8192:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buf:
+            app_log.info("%s: %s", self._prefix, self._buf.decode("utf-8", errors="replace").rstrip())
+            self._buf = b""
+
+
+def _set_stdin_bytes(config: wasmtime.WasiConfig, data: bytes) -> None:
+    vec = wasmtime_ffi.wasm_byte_vec_t()
+    buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data) if data else None
+    wasmtime_ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
+    wasmtime_ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))  # takes ownership
+
+
+def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str],
+             response: ResponseStream, session: NNSession) -> int:
+    """Run one instance of `app` for `request` on this thread. Returns the exit code;
+    raises AppTrap when the app traps or runs away."""
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = [app.name]
+    wasi.env = wagi_environ(request, app_env)
+    _set_stdin_bytes(wasi, request.body)
+    wasi.stdout_custom = response.write
+    stderr = _LineLog(app.name)
+    wasi.stderr_custom = stderr.write
+    try:
+        return runtime.run(app, wasi, session)
+    finally:
+        stderr.flush()

@@ -1,0 +1,320 @@
+"""The HTTP server: Starlette on uvicorn. It owns transport, scheduling and the model's life;
+the chat-server app owns the API. Requests under /v1 each run a fresh instance of the app
+(WAGI); `/health` says whether the model is ready; `/` serves the web chat.
+
+    HTTP request -> app instance (wasm) -> WASI-NN host calls -> engine -> chunks to the client
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llamaedge import __version__
+from llamaedge.engine import LoadOptions, Model
+from llamaedge.errors import AppError, LlamaEdgeError
+from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Runtime, WagiRequest, run_wagi
+from llamaedge.types import ResolvedModel
+
+log = logging.getLogger("llamaedge.server")
+
+MODEL_GRAPH = "default"
+_END = object()
+
+
+def default_app_path() -> Path:
+    return Path(str(resources.files("llamaedge") / "apps" / "chat-server.wasm"))
+
+
+@dataclass
+class ServeConfig:
+    model: ResolvedModel
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ctx_size: int | None = None
+    n_gpu_layers: int | None = None  # None: decided from the devices found
+    threads: int | None = None
+    parallel: int = 4
+    api_key: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = 8 * 1024 * 1024
+    app_path: Path = field(default_factory=default_app_path)
+
+
+def openai_error(status: int, message: str, *, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class ServerState:
+    """The model's life: loading, ready or failed. Loaded on a thread so that /health can
+    answer 503 meanwhile."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.registry = GraphRegistry()
+        self.runtime: Runtime | None = None
+        self.app: App | None = None
+        self.model: Model | None = None
+        self.error: LlamaEdgeError | None = None
+        self.ready = threading.Event()
+        self.loaded_at = int(time.time())
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="llamaedge-app")
+
+    def load(self) -> None:
+        config = self.config
+        try:
+            self.runtime = Runtime(self.registry)
+            self.app = self.runtime.load_app(config.app_path)
+            options = LoadOptions(
+                ctx_size=config.ctx_size,
+                n_gpu_layers=-1 if config.n_gpu_layers is None else config.n_gpu_layers,
+                threads=config.threads,
+                parallel=config.parallel,
+            )
+            self.model = Model(config.model.path, options)
+            self.registry.register(MODEL_GRAPH, self.model)
+            self.loaded_at = int(time.time())
+            log.info("model %s ready in %.1fs (ctx %d)", config.model.model_id, self.model.load_s, self.model.n_ctx)
+        except LlamaEdgeError as err:
+            self.error = err
+            log.error("cannot serve: %s", err)
+        finally:
+            self.ready.set()
+
+    @property
+    def status(self) -> str:
+        if not self.ready.is_set():
+            return "loading"
+        return "error" if self.error or self.model is None else "ok"
+
+    def app_env(self) -> dict[str, str]:
+        assert self.model is not None
+        return {
+            "LLAMAEDGE_MODEL_ID": self.config.model.model_id,
+            "LLAMAEDGE_MODEL_GRAPH": MODEL_GRAPH,
+            "LLAMAEDGE_MODEL_CREATED": str(self.loaded_at),
+            "LLAMAEDGE_PROMPT_TEMPLATE": self.config.model.prompt_template,
+            "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
+            "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
+        }
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.runtime:
+            self.runtime.close()
+        if self.model:
+            self.model.close()
+
+
+class APIKeyMiddleware:
+    """With a key set, every /v1 route needs `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.api_key and scope["type"] == "http" and scope["path"].startswith("/v1"):
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+                response = openai_error(
+                    401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+                    type_="authentication_error", code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """At most `limit` bytes: a larger body arrives cut and the app answers 413."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) >= limit:
+            return bytes(body[:limit])
+    return bytes(body)
+
+
+def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    config = state.config
+
+    async def health(request: Request) -> Response:
+        status = state.status
+        body = {"status": status, "model": config.model.model_id}
+        if state.error:
+            body["error"] = str(state.error)
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    async def api(request: Request) -> Response:
+        status = state.status
+        if status != "ok":
+            message = "The model is still loading; try again shortly." if status == "loading" else f"The model failed to load: {state.error}"
+            return openai_error(503, message, type_="server_error", code="model_not_ready", headers={"Retry-After": "2"})
+        assert state.runtime is not None and state.app is not None
+        try:
+            body = await _read_body(request, config.max_body_bytes + 1)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        declared = request.headers.get("content-length", "")
+        content_length = int(declared) if declared.isdigit() else len(body)
+        server = request.scope.get("server") or ("127.0.0.1", config.port)
+        wagi_request = WagiRequest(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers=[(k, v) for k, v in request.headers.items()],
+            body=body,
+            content_length=max(content_length, len(body)),
+            server_name=str(server[0]),
+            server_port=int(server[1] or 0),
+        )
+        return await _run_app(state, wagi_request)
+
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/{path:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    routes += extra_routes or []
+    middleware = [Middleware(APIKeyMiddleware, api_key=config.api_key)]
+    if config.cors_origins:
+        middleware.insert(0, Middleware(
+            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def _run_app(state: ServerState, wagi_request: WagiRequest) -> Response:
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[object] = asyncio.Queue()
+    head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
+
+    def on_head(status: int, headers: list[tuple[str, str]]) -> None:
+        loop.call_soon_threadsafe(lambda: head.done() or head.set_result((status, headers)))
+
+    def on_chunk(data: bytes) -> None:
+        loop.call_soon_threadsafe(chunks.put_nowait, data)
+
+    stream = ResponseStream(on_head, on_chunk)
+    session = NNSession(state.registry)
+    failure: list[str] = []
+
+    def work() -> None:
+        try:
+            code = run_wagi(state.runtime, state.app, wagi_request, state.app_env(), stream, session)
+            if code != 0:
+                failure.append(f"the app exited with code {code}")
+        except AppError as err:
+            failure.append(str(err))
+        except Exception as exc:  # the request fails; the server goes on
+            log.exception("app run failed")
+            failure.append(f"internal error: {exc}")
+        finally:
+            if stream.error:
+                failure.append(stream.error)
+            loop.call_soon_threadsafe(chunks.put_nowait, _END)
+
+    done = loop.run_in_executor(state.executor, work)
+    await asyncio.wait([head, done], return_when=asyncio.FIRST_COMPLETED)
+    if not head.done():
+        await done
+        await asyncio.sleep(0)  # let a head scheduled just before the end land
+    if not head.done():
+        message = "; ".join(failure) or "the app ended without a response"
+        log.error("%s %s failed: %s", wagi_request.method, wagi_request.path, message)
+        return openai_error(500, f"The request failed: {message}", type_="server_error")
+    status, headers = head.result()
+    event_stream = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in headers)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while (chunk := await chunks.get()) is not _END:
+                yield chunk  # type: ignore[misc]
+            if failure:
+                log.error("%s %s failed mid-response: %s", wagi_request.method, wagi_request.path, "; ".join(failure))
+                if event_stream:
+                    error = {"error": {"message": "; ".join(failure), "type": "server_error", "param": None, "code": None}}
+                    yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+        finally:
+            # Reached early when the client disconnects: stop generating now.
+            stream.close()
+            session.cancel()
+
+    response = StreamingResponse(body(), status_code=status)
+    response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if event_stream:
+        response.raw_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+    return response
+
+
+def webui_routes_or_none() -> list[BaseRoute]:
+    try:
+        from llamaedge.webui import webui_routes
+    except ImportError:
+        return []
+    return webui_routes()
+
+
+def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
+          on_loaded: Callable[[ServerState], None] | None = None) -> int:
+    """Run the server until interrupted. The model loads in the background; `on_loaded` is
+    called when loading ends (well or not), `on_ready(url)` once the server answers."""
+    import uvicorn
+
+    state = ServerState(config)
+    app = create_app(state, extra_routes=webui_routes_or_none())
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="warning", access_log=False,
+        timeout_graceful_shutdown=3,
+    ))
+    url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+
+    def load_then_announce() -> None:
+        state.load()
+        if on_loaded:
+            on_loaded(state)
+        if state.error:
+            server.should_exit = True
+            return
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if on_ready and server.started:
+            on_ready(url)
+
+    threading.Thread(target=load_then_announce, name="llamaedge-load", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        state.close()
+    if state.error:
+        raise state.error
+    if not server.started:
+        from llamaedge.errors import UsageError
+
+        raise UsageError(f"could not listen on {config.host}:{config.port}",
+                         hint="is the port in use? pick another with --port")
+    return 0
+
+
+__all__ = ["ServeConfig", "ServerState", "create_app", "serve", "openai_error", "__version__"]
