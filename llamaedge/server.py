@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llamaedge import __version__
 from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError
-from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Runtime, WagiRequest, run_wagi
+from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.types import ResolvedModel
 
 log = logging.getLogger("llamaedge.server")
@@ -56,6 +56,7 @@ class ServeConfig:
     cors_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = 8 * 1024 * 1024
     app_path: Path = field(default_factory=default_app_path)
+    limits: RunLimits = field(default_factory=RunLimits)
 
 
 def openai_error(status: int, message: str, *, type_: str = "invalid_request_error",
@@ -83,7 +84,7 @@ class ServerState:
     def load(self) -> None:
         config = self.config
         try:
-            self.runtime = Runtime(self.registry)
+            self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
             options = LoadOptions(
                 ctx_size=config.ctx_size,

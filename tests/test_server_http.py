@@ -1,0 +1,137 @@
+"""The HTTP layer over real uvicorn on a real port, with small WAT apps standing in for the
+chat app: status and headers from CGI output, streaming, traps, runaway apps, memory limits,
+the API key, and /health while the model loads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from llamaedge.runtime import RunLimits
+from llamaedge.server import ServeConfig, ServerState, create_app
+from llamaedge.types import ResolvedModel
+from tests.conftest import free_port
+from tests.wat_apps import MEMORY_HOG, RUNAWAY, TRAPS, write_app, writes_app
+
+
+@contextmanager
+def running(state: ServerState, *, load: bool = True) -> Iterator[str]:
+    if load:
+        state.load()
+        assert state.error is None, state.error
+    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=state.config.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{state.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        state.close()
+
+
+def config_for(tiny_model: Path, app: Path, **overrides: object) -> ServeConfig:
+    return ServeConfig(
+        model=ResolvedModel(path=tiny_model, model_id="tiny-chat"),
+        port=free_port(), threads=2, ctx_size=512, app_path=app, **overrides,  # type: ignore[arg-type]
+    )
+
+
+def test_status_headers_and_chunks_come_from_the_app(tmp_path: Path, tiny_model: Path) -> None:
+    app = write_app(tmp_path, "stream.wasm", writes_app(
+        ["Status: 201 Created\nContent-Type: text/plain\nX-Thing: yes\n", "\n", "first ", "second"]))
+    with running(ServerState(config_for(tiny_model, app))) as url:
+        response = httpx.post(f"{url}/v1/anything", content=b"{}")
+    assert response.status_code == 201
+    assert response.headers["content-type"] == "text/plain"
+    assert response.headers["x-thing"] == "yes"
+    assert response.text == "first second"
+
+
+def test_each_write_reaches_the_client_as_it_is_written(tmp_path: Path, tiny_model: Path) -> None:
+    app = write_app(tmp_path, "sse.wasm", writes_app(
+        ["Content-Type: text/event-stream\n\n", "data: 1\n\n", "data: 2\n\n"]))
+    with running(ServerState(config_for(tiny_model, app))) as url:
+        with httpx.stream("GET", f"{url}/v1/events") as response:
+            chunks = list(response.iter_raw())
+    assert response.headers["cache-control"] == "no-cache"
+    assert b"".join(chunks) == b"data: 1\n\ndata: 2\n\n"
+
+
+@pytest.mark.parametrize(
+    ("wat", "expected"),
+    [
+        (RUNAWAY, "ran for more than 0.3s without calling the host"),
+        (TRAPS, "trapped"),
+        (MEMORY_HOG, "exited with code 3"),
+        (writes_app(["Content-Type: text/plain\n"]), "ended without a response"),
+        (writes_app(["not a header line\n\n"]), "malformed response header"),
+    ],
+    ids=["runaway", "trap", "memory-limit", "no-head", "bad-head"],
+)
+def test_a_failing_app_fails_its_request_and_the_server_carries_on(
+        tmp_path: Path, tiny_model: Path, wat: str, expected: str) -> None:
+    bad = write_app(tmp_path, "bad.wasm", wat)
+    config = config_for(tiny_model, bad, limits=RunLimits(memory_max_bytes=16 * 2**20, wasm_slice_max_s=0.3))
+    with running(ServerState(config)) as url:
+        response = httpx.post(f"{url}/v1/chat/completions", json={}, timeout=30)
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert expected in error["message"]
+        assert error["type"] == "server_error"
+        assert httpx.get(f"{url}/health").status_code == 200
+        # The next request runs a fresh instance and fails the same way, not worse.
+        assert httpx.post(f"{url}/v1/chat/completions", json={}, timeout=30).status_code == 500
+
+
+def test_api_key_guards_every_api_route_but_not_health(tmp_path: Path, tiny_model: Path) -> None:
+    app = write_app(tmp_path, "ok.wasm", writes_app(["Content-Type: text/plain\n\n", "ok"]))
+    with running(ServerState(config_for(tiny_model, app, api_key="s3cret"))) as url:
+        for path in ("/v1/models", "/v1/chat/completions", "/v1/unknown"):
+            missing = httpx.post(f"{url}{path}")
+            assert missing.status_code == 401
+            assert missing.json()["error"]["type"] == "authentication_error"
+            wrong = httpx.post(f"{url}{path}", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            right = httpx.post(f"{url}{path}", headers={"Authorization": "Bearer s3cret"})
+            assert right.status_code == 200 and right.text == "ok"
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_health_and_api_answer_503_until_the_model_is_loaded(tmp_path: Path, tiny_model: Path) -> None:
+    app = write_app(tmp_path, "ok.wasm", writes_app(["Content-Type: text/plain\n\n", "ok"]))
+    state = ServerState(config_for(tiny_model, app))
+    with running(state, load=False) as url:
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        api = httpx.get(f"{url}/v1/models")
+        assert api.status_code == 503
+        assert api.headers["retry-after"]
+        assert api.json()["error"]["code"] == "model_not_ready"
+        state.load()
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+        assert httpx.get(f"{url}/v1/models").text == "ok"
+
+
+def test_a_model_that_cannot_load_is_reported_by_health(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"GGUF but not really")
+    app = write_app(tmp_path, "ok.wasm", writes_app(["Content-Type: text/plain\n\n", "ok"]))
+    state = ServerState(config_for(bogus, app))
+    with running(state, load=False) as url:
+        state.load()
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "error"
+        assert "could not load bogus.gguf" in health.json()["error"]
