@@ -1,0 +1,101 @@
+"""Build the WebAssembly apps with the pinned Zig from PyPI (`ziglang`).
+
+    python wasm-apps/build.py              # rebuilds llamaedge/apps/chat-server.wasm
+    python wasm-apps/build.py --out DIR    # builds into DIR instead
+    python wasm-apps/build.py --test       # runs the Zig unit tests
+
+Builds are reproducible: the same sources and Zig version give the same bytes,
+which tests/test_wasm_build.py checks against the committed file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+APPS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = APPS_DIR.parent
+DEFAULT_OUT = REPO_ROOT / "llamaedge" / "apps"
+ZIG_VERSION = "0.14.1"
+
+# name -> entry point; each app is a WASI command module (it exports _start).
+APPS = {"chat-server": APPS_DIR / "chat-server" / "src" / "main.zig"}
+
+
+class BuildError(Exception):
+    """Zig is missing, is the wrong version, or the compile failed."""
+
+
+def zig(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ziglang", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def check_zig() -> None:
+    try:
+        found = zig("version", cwd=APPS_DIR)
+    except OSError as exc:  # the interpreter itself could not start
+        raise BuildError(f"cannot run Zig: {exc}") from exc
+    version = found.stdout.strip()
+    if found.returncode != 0:
+        raise BuildError(f"Zig is not installed: pip install ziglang=={ZIG_VERSION}")
+    if version != ZIG_VERSION:
+        raise BuildError(f"Zig {version} found, {ZIG_VERSION} needed: pip install ziglang=={ZIG_VERSION}")
+
+
+def build(name: str, out_dir: Path) -> Path:
+    """Compiles one app to OUT_DIR/NAME.wasm and returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.wasm"
+    # Zig also leaves an object file next to its output: build in a scratch
+    # directory and copy only the module.
+    with tempfile.TemporaryDirectory(prefix=f"{name}-build-") as scratch:
+        scratch_dir = Path(scratch)
+        result = zig(
+            "build-exe",
+            str(APPS[name]),
+            "-target", "wasm32-wasi",
+            "-O", "ReleaseSmall",
+            "-fstrip",
+            "--name", name,
+            "--cache-dir", str(scratch_dir / "cache"),
+            f"-femit-bin={scratch_dir / (name + '.wasm')}",
+            cwd=scratch_dir,
+        )
+        if result.returncode != 0:
+            raise BuildError(f"zig build-exe {name} failed:\n{result.stderr}")
+        target.write_bytes((scratch_dir / f"{name}.wasm").read_bytes())
+    return target
+
+
+def test(name: str) -> subprocess.CompletedProcess[str]:
+    """Runs the app's Zig `test` blocks natively (testing allocator: leaks fail)."""
+    return zig("test", str(APPS[name]), cwd=APPS[name].parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the llamaedge WebAssembly apps.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--test", action="store_true", help="run the Zig unit tests instead of building")
+    args = parser.parse_args(argv)
+    try:
+        check_zig()
+        for name in APPS:
+            if args.test:
+                result = test(name)
+                sys.stderr.write(result.stderr)
+                if result.returncode != 0:
+                    return 1
+            else:
+                path = build(name, args.out)
+                print(f"built {path} ({path.stat().st_size} bytes)")
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+//! WAGI, the CGI convention for WebAssembly: the request arrives in
+//! environment variables and stdin, the response leaves on stdout as header
+//! lines, a blank line, then the body. Also the app's settings, which the host
+//! passes as LLAMAEDGE_* variables, and routing.
+
+const std = @import("std");
+const openai = @import("openai.zig");
+
+pub const Settings = struct {
+    model_id: []const u8 = "default",
+    graph: []const u8 = "default",
+    created: i64 = 0,
+    template: []const u8 = "auto",
+    ctx_size: u32 = 4096,
+    max_body_bytes: u64 = 1 << 20,
+};
+
+/// Reads the LLAMAEDGE_* variables; a value that is present but unusable is
+/// a host misconfiguration, reported by name.
+pub fn settingsFromEnv(env: *const std.process.EnvMap, bad_var: *[]const u8) error{BadSetting}!Settings {
+    var s = Settings{};
+    if (env.get("LLAMAEDGE_MODEL_ID")) |v| s.model_id = v;
+    if (env.get("LLAMAEDGE_MODEL_GRAPH")) |v| s.graph = v;
+    if (env.get("LLAMAEDGE_PROMPT_TEMPLATE")) |v| s.template = v;
+    s.created = try intVar(i64, env, "LLAMAEDGE_MODEL_CREATED", s.created, bad_var);
+    s.ctx_size = try intVar(u32, env, "LLAMAEDGE_CTX_SIZE", s.ctx_size, bad_var);
+    s.max_body_bytes = try intVar(u64, env, "LLAMAEDGE_MAX_BODY_BYTES", s.max_body_bytes, bad_var);
+    if (s.ctx_size == 0) {
+        bad_var.* = "LLAMAEDGE_CTX_SIZE";
+        return error.BadSetting;
+    }
+    return s;
+}
+
+fn intVar(comptime T: type, env: *const std.process.EnvMap, name: []const u8, default: T, bad_var: *[]const u8) error{BadSetting}!T {
+    const text = env.get(name) orelse return default;
+    return std.fmt.parseInt(T, std.mem.trim(u8, text, " "), 10) catch {
+        bad_var.* = name;
+        return error.BadSetting;
+    };
+}
+
+pub const Route = union(enum) {
+    models,
+    model: []const u8,
+    chat_completions,
+    not_found,
+    /// The path exists; the method does not. Carries the `Allow` value.
+    method_not_allowed: []const u8,
+};
+
+pub fn route(method: []const u8, path_info: []const u8) Route {
+    // Clients differ on a trailing slash; the routes mean the same without it.
+    const path = if (path_info.len > 1 and path_info[path_info.len - 1] == '/') path_info[0 .. path_info.len - 1] else path_info;
+    const is_get = std.mem.eql(u8, method, "GET") or std.mem.eql(u8, method, "HEAD");
+    if (std.mem.eql(u8, path, "/v1/models")) return if (is_get) .models else .{ .method_not_allowed = "GET" };
+    const model_prefix = "/v1/models/";
+    if (std.mem.startsWith(u8, path, model_prefix) and path.len > model_prefix.len)
+        return if (is_get) .{ .model = path[model_prefix.len..] } else .{ .method_not_allowed = "GET" };
+    if (std.mem.eql(u8, path, "/v1/chat/completions"))
+        return if (std.mem.eql(u8, method, "POST")) .chat_completions else .{ .method_not_allowed = "POST" };
+    return .not_found;
+}
+
+pub const BodyError = error{ TooLarge, BadLength };
+
+/// The request body, refused (413) from CONTENT_LENGTH alone when it is over
+/// the limit, and refused again if more bytes than the limit arrive.
+pub fn readBody(allocator: std.mem.Allocator, reader: anytype, content_length: ?[]const u8, max_bytes: u64) ![]u8 {
+    if (content_length) |text| if (text.len > 0) {
+        const declared = std.fmt.parseInt(u64, std.mem.trim(u8, text, " "), 10) catch return error.BadLength;
+        if (declared > max_bytes) return error.TooLarge;
+    };
+    return reader.readAllAlloc(allocator, @intCast(max_bytes)) catch |err| switch (err) {
+        error.StreamTooLong => error.TooLarge,
+        else => |e| e,
+    };
+}
+
+pub fn statusText(status: u16) []const u8 {
+    return switch (status) {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        else => "Error",
+    };
+}
+
+/// Status line, headers and a JSON body, in one write.
+pub fn writeJson(allocator: std.mem.Allocator, out: anytype, status: u16, extra_headers: []const u8, body: []const u8) !void {
+    var response = std.ArrayList(u8).init(allocator);
+    defer response.deinit();
+    try response.writer().print("Status: {d} {s}\nContent-Type: application/json\n{s}\n", .{ status, statusText(status), extra_headers });
+    try response.appendSlice(body);
+    try out.writeAll(response.items);
+}
+
+pub fn writeError(allocator: std.mem.Allocator, out: anytype, err: openai.ApiError, extra_headers: []const u8) !void {
+    var body = std.ArrayList(u8).init(allocator);
+    defer body.deinit();
+    try openai.appendError(&body, err);
+    try writeJson(allocator, out, err.status, extra_headers, body.items);
+}
+
+const testing = std.testing;
+
+test "routes" {
+    try testing.expectEqual(Route.models, route("GET", "/v1/models"));
+    try testing.expectEqual(Route.models, route("GET", "/v1/models/"));
+    try testing.expectEqualStrings("tiny-chat", route("GET", "/v1/models/tiny-chat").model);
+    try testing.expectEqualStrings("org/name", route("GET", "/v1/models/org/name").model);
+    try testing.expectEqual(Route.chat_completions, route("POST", "/v1/chat/completions"));
+    try testing.expectEqualStrings("POST", route("GET", "/v1/chat/completions").method_not_allowed);
+    try testing.expectEqualStrings("GET", route("DELETE", "/v1/models").method_not_allowed);
+    try testing.expectEqual(Route.not_found, route("GET", "/v1/nothing"));
+    try testing.expectEqual(Route.not_found, route("POST", "/v1/completions"));
+}
+
+test "a body over the limit is refused from its declared length" {
+    var stream = std.io.fixedBufferStream("0123456789");
+    try testing.expectError(error.TooLarge, readBody(testing.allocator, stream.reader(), "11", 10));
+    try testing.expectError(error.BadLength, readBody(testing.allocator, stream.reader(), "ten", 10));
+    const body = try readBody(testing.allocator, stream.reader(), "10", 10);
+    defer testing.allocator.free(body);
+    try testing.expectEqualStrings("0123456789", body);
+    // a host that sends more than it declared is caught too
+    var more = std.io.fixedBufferStream("0123456789ABC");
+    try testing.expectError(error.TooLarge, readBody(testing.allocator, more.reader(), null, 10));
+}
+
+test "settings come from the environment and bad values are named" {
+    var env = std.process.EnvMap.init(testing.allocator);
+    defer env.deinit();
+    try env.put("LLAMAEDGE_MODEL_ID", "tiny");
+    try env.put("LLAMAEDGE_CTX_SIZE", "2048");
+    var bad: []const u8 = "";
+    const s = try settingsFromEnv(&env, &bad);
+    try testing.expectEqualStrings("tiny", s.model_id);
+    try testing.expectEqual(@as(u32, 2048), s.ctx_size);
+    try env.put("LLAMAEDGE_MAX_BODY_BYTES", "lots");
+    try testing.expectError(error.BadSetting, settingsFromEnv(&env, &bad));
+    try testing.expectEqualStrings("LLAMAEDGE_MAX_BODY_BYTES", bad);
+}
+
+test "an error response is a status line, JSON type, and the error body" {
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try writeError(testing.allocator, out.writer(), .{ .status = 405, .message = "m" }, "Allow: POST\n");
+    try testing.expectEqualStrings("Status: 405 Method Not Allowed\nContent-Type: application/json\nAllow: POST\n\n" ++
+        "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}", out.items);
+}

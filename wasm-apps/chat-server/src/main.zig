@@ -1,0 +1,274 @@
+//! chat-server: the OpenAI chat API as a WebAssembly app. The host runs one
+//! instance per HTTP request (WAGI, see docs/host-interface.md) and provides
+//! inference through WASI-NN. Without REQUEST_METHOD the app runs as a
+//! command: `render-template NAME` (messages JSON on stdin, prompt on stdout)
+//! and `list-templates`.
+
+const std = @import("std");
+const builtin = @import("builtin");
+const chat = @import("chat.zig");
+const http = @import("http.zig");
+const nn = @import("nn.zig");
+const openai = @import("openai.zig");
+const templates = @import("templates.zig");
+
+pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
+
+const log = std.log.scoped(.chat_server);
+
+/// One write per line, so that the host's line-by-line log never interleaves.
+fn logLine(comptime level: std.log.Level, comptime scope: @TypeOf(.enum_literal), comptime fmt: []const u8, args: anytype) void {
+    var buf: [2048]u8 = undefined;
+    const prefix = comptime level.asText() ++ "(" ++ @tagName(scope) ++ "): ";
+    const line = std.fmt.bufPrint(&buf, prefix ++ fmt ++ "\n", args) catch blk: {
+        buf[buf.len - 1] = '\n';
+        break :blk buf[0..];
+    };
+    std.io.getStdErr().writeAll(line) catch {};
+}
+
+/// stdout; each writeAll is one fd_write, which the host sends as one chunk.
+const Stdout = struct {
+    pub fn writeAll(_: Stdout, bytes: []const u8) !void {
+        try std.io.getStdOut().writeAll(bytes);
+    }
+};
+
+pub fn main() u8 {
+    const allocator = if (builtin.target.cpu.arch.isWasm()) std.heap.wasm_allocator else std.heap.page_allocator;
+    var env = std.process.getEnvMap(allocator) catch {
+        log.err("cannot read the environment", .{});
+        return 1;
+    };
+    defer env.deinit();
+
+    const method = env.get("REQUEST_METHOD") orelse return command(allocator, &env);
+    serve(allocator, &env, method) catch |err| switch (err) {
+        error.ClientGone => {
+            log.info("the client disconnected: stopped", .{});
+            return 0;
+        },
+        else => {
+            log.err("request failed: {s}", .{@errorName(err)});
+            return 1;
+        },
+    };
+    return 0;
+}
+
+fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: []const u8) !void {
+    const out = Stdout{};
+    var bad_var: []const u8 = "";
+    const settings = http.settingsFromEnv(env, &bad_var) catch {
+        var buf: [160]u8 = undefined;
+        const message = std.fmt.bufPrint(&buf, "The server is misconfigured: {s} is not a valid number.", .{bad_var}) catch "The server is misconfigured.";
+        return sendError(allocator, out, .{ .status = 500, .message = message, .kind = "server_error" }, "");
+    };
+    const path = env.get("PATH_INFO") orelse "/";
+    switch (http.route(method, path)) {
+        .models => {
+            var body = std.ArrayList(u8).init(allocator);
+            defer body.deinit();
+            try body.appendSlice("{\"object\":\"list\",\"data\":[");
+            try appendModel(&body, settings);
+            try body.appendSlice("]}");
+            try send(allocator, out, 200, "", body.items);
+        },
+        .model => |id| {
+            if (!std.mem.eql(u8, id, settings.model_id)) return sendError(allocator, out, modelNotFound(id, settings.model_id), "");
+            var body = std.ArrayList(u8).init(allocator);
+            defer body.deinit();
+            try appendModel(&body, settings);
+            try send(allocator, out, 200, "", body.items);
+        },
+        .chat_completions => try chatCompletions(allocator, env, out, settings),
+        .not_found => {
+            var buf: [300]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models and POST /v1/chat/completions.", .{ method, path }) catch "Unknown request URL.";
+            try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
+        },
+        .method_not_allowed => |allow| {
+            var buf: [200]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "{s} is not allowed on {s}; use {s}.", .{ method, path, allow }) catch "Method not allowed.";
+            var header_buf: [32]u8 = undefined;
+            const header = std.fmt.bufPrint(&header_buf, "Allow: {s}\n", .{allow}) catch "";
+            try sendError(allocator, out, .{ .status = 405, .message = message, .code = "method_not_allowed" }, header);
+        },
+    }
+}
+
+fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+    const body = http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
+        error.TooLarge => {
+            var buf: [160]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
+            return sendError(allocator, out, .{ .status = 413, .message = message, .code = "request_too_large" }, "");
+        },
+        error.BadLength => return sendError(allocator, out, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." }, ""),
+        else => |e| return e,
+    };
+    defer allocator.free(body);
+
+    var diag = openai.Diagnostic{};
+    var req = openai.parseChatRequest(allocator, body, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+    defer req.deinit();
+    if (req.model) |model| if (!std.mem.eql(u8, model, settings.model_id))
+        return sendError(allocator, out, modelNotFound(model, settings.model_id), "");
+
+    var template: ?templates.Template = null;
+    if (!std.mem.eql(u8, settings.template, "auto")) {
+        template = templates.Template.fromName(settings.template) orelse {
+            log.err("unknown prompt template '{s}' (LLAMAEDGE_PROMPT_TEMPLATE); run `list-templates` for the names", .{settings.template});
+            return sendError(allocator, out, .{ .status = 500, .message = "The server is misconfigured: unknown prompt template.", .kind = "server_error" }, "");
+        };
+    }
+
+    var backend = nn.Backend.open(settings.graph) catch |err| {
+        log.err("cannot open model '{s}': {s}", .{ settings.graph, @errorName(err) });
+        return sendError(allocator, out, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" }, "");
+    };
+
+    var id_buf: [40]u8 = undefined;
+    const cfg = chat.Config{
+        .model_id = settings.model_id,
+        .ctx_size = settings.ctx_size,
+        .template = template,
+        .created = std.time.timestamp(),
+        .id = completionId(&id_buf),
+    };
+    chat.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+}
+
+fn modelNotFound(asked: []const u8, served: []const u8) openai.ApiError {
+    const static = struct {
+        var buf: [512]u8 = undefined;
+    };
+    const message = std.fmt.bufPrint(&static.buf, "The model '{s}' does not exist. This server serves '{s}'.", .{ asked, served }) catch "The model does not exist.";
+    return .{ .status = 404, .message = message, .param = "model", .code = "model_not_found" };
+}
+
+fn appendModel(out: *std.ArrayList(u8), settings: http.Settings) !void {
+    const w = out.writer();
+    try w.writeAll("{\"id\":");
+    try std.json.encodeJsonString(settings.model_id, .{}, w);
+    try w.print(",\"object\":\"model\",\"created\":{d},\"owned_by\":\"llamaedge\"}}", .{settings.created});
+}
+
+/// `chatcmpl-` and 24 random letters and digits.
+fn completionId(buf: *[40]u8) []const u8 {
+    const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const prefix = "chatcmpl-";
+    var raw: [24]u8 = undefined;
+    std.crypto.random.bytes(&raw);
+    @memcpy(buf[0..prefix.len], prefix);
+    for (raw, 0..) |byte, i| buf[prefix.len + i] = alphabet[byte % alphabet.len];
+    return buf[0 .. prefix.len + raw.len];
+}
+
+fn send(allocator: std.mem.Allocator, out: Stdout, status: u16, headers: []const u8, body: []const u8) !void {
+    http.writeJson(allocator, out, status, headers, body) catch |err| switch (err) {
+        error.OutOfMemory => return error.OutOfMemory,
+        else => return error.ClientGone,
+    };
+}
+
+fn sendError(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError, headers: []const u8) !void {
+    http.writeError(allocator, out, err, headers) catch |e| switch (e) {
+        error.OutOfMemory => return error.OutOfMemory,
+        else => return error.ClientGone,
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Command mode
+
+const usage =
+    \\chat-server: the OpenAI chat completions API as a WAGI app (see docs/chat-server.md).
+    \\Run by a host with REQUEST_METHOD set, it answers one HTTP request. Without it:
+    \\  chat-server.wasm render-template NAME   render {"messages":[...]} from stdin with template NAME
+    \\  chat-server.wasm list-templates         print the template names, one a line
+    \\
+;
+
+fn command(allocator: std.mem.Allocator, env: *const std.process.EnvMap) u8 {
+    const args = std.process.argsAlloc(allocator) catch return fail("out of memory", .{});
+    defer std.process.argsFree(allocator, args);
+    if (args.len == 2 and std.mem.eql(u8, args[1], "list-templates")) {
+        var list = std.ArrayList(u8).init(allocator);
+        defer list.deinit();
+        list.appendSlice("auto\n") catch return fail("out of memory", .{});
+        for (std.meta.fieldNames(templates.Template)) |name| list.writer().print("{s}\n", .{name}) catch return fail("out of memory", .{});
+        std.io.getStdOut().writeAll(list.items) catch return 1;
+        return 0;
+    }
+    if (args.len == 3 and std.mem.eql(u8, args[1], "render-template")) return renderCommand(allocator, env, args[2]);
+    std.io.getStdErr().writeAll(usage) catch {};
+    return 2;
+}
+
+fn renderCommand(allocator: std.mem.Allocator, env: *const std.process.EnvMap, name: []const u8) u8 {
+    const is_auto = std.mem.eql(u8, name, "auto");
+    const template = templates.Template.fromName(name);
+    if (!is_auto and template == null) return fail("unknown template '{s}'; `list-templates` prints the names", .{name});
+
+    const input = std.io.getStdIn().reader().readAllAlloc(allocator, 64 << 20) catch return fail("cannot read the messages from stdin", .{});
+    defer allocator.free(input);
+    var diag = openai.Diagnostic{};
+    var req = openai.parseChatRequest(allocator, input, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return fail("{s}", .{diag.err.message}),
+        else => return fail("{s}", .{@errorName(err)}),
+    };
+    defer req.deinit();
+
+    const prompt = if (template) |t|
+        templates.render(allocator, t, req.messages) catch return fail("out of memory", .{})
+    else blk: {
+        const graph = env.get("LLAMAEDGE_MODEL_GRAPH") orelse "default";
+        var backend = nn.Backend.open(graph) catch |err| return fail("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
+        var request = std.ArrayList(u8).init(allocator);
+        defer request.deinit();
+        chat.appendTemplateRequest(&request, req.messages) catch return fail("out of memory", .{});
+        break :blk backend.renderTemplate(allocator, request.items) catch |err| return fail("the model's template failed: {s}", .{@errorName(err)});
+    };
+    defer allocator.free(prompt);
+    std.io.getStdOut().writeAll(prompt) catch return 1;
+    return 0;
+}
+
+fn fail(comptime fmt: []const u8, args: anytype) u8 {
+    log.err(fmt, args);
+    return 1;
+}
+
+test {
+    _ = @import("stream.zig");
+    _ = @import("templates.zig");
+    _ = @import("openai.zig");
+    _ = @import("nn.zig");
+    _ = @import("chat.zig");
+    _ = @import("http.zig");
+}
+
+test "completion ids are chatcmpl- and 24 letters or digits, and differ" {
+    var a: [40]u8 = undefined;
+    var b: [40]u8 = undefined;
+    const id_a = completionId(&a);
+    const id_b = completionId(&b);
+    try std.testing.expect(std.mem.startsWith(u8, id_a, "chatcmpl-"));
+    try std.testing.expectEqual(@as(usize, 33), id_a.len);
+    for (id_a[9..]) |c| try std.testing.expect(std.ascii.isAlphanumeric(c));
+    try std.testing.expect(!std.mem.eql(u8, id_a, id_b));
+}
+
+test "the model object" {
+    var out = std.ArrayList(u8).init(std.testing.allocator);
+    defer out.deinit();
+    try appendModel(&out, .{ .model_id = "tiny \"q\"", .created = 17 });
+    try std.testing.expectEqualStrings("{\"id\":\"tiny \\\"q\\\"\",\"object\":\"model\",\"created\":17,\"owned_by\":\"llamaedge\"}", out.items);
+}

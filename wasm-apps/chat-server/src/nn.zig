@@ -1,0 +1,248 @@
+//! Bindings to the host: `wasi_ephemeral_nn` (WasmEdge's GGML ABI) and the
+//! `llamaedge.chat_template` import, wrapped as `Backend`, the interface that
+//! chat.zig drives. Every host error code becomes a Zig error here, once, with
+//! a log line naming the call and the code.
+
+const std = @import("std");
+const builtin = @import("builtin");
+const Finish = @import("openai.zig").Finish;
+
+const log = std.log.scoped(.nn);
+
+/// The host's imports. Off wasm (native `zig test`) they do not exist; the
+/// stand-ins report "unsupported operation" so that code paths still compile.
+const host = if (builtin.target.cpu.arch.isWasm()) struct {
+    extern "wasi_ephemeral_nn" fn load_by_name(name_ptr: [*]const u8, name_len: u32, out_graph: *u32) u32;
+    extern "wasi_ephemeral_nn" fn init_execution_context(graph: u32, out_ctx: *u32) u32;
+    extern "wasi_ephemeral_nn" fn set_input(ctx: u32, index: u32, tensor: *const Tensor) u32;
+    extern "wasi_ephemeral_nn" fn get_output(ctx: u32, index: u32, out_ptr: [*]u8, out_max_len: u32, out_written: *u32) u32;
+    extern "wasi_ephemeral_nn" fn compute_single(ctx: u32) u32;
+    extern "wasi_ephemeral_nn" fn get_output_single(ctx: u32, index: u32, out_ptr: [*]u8, out_max_len: u32, out_written: *u32) u32;
+    extern "wasi_ephemeral_nn" fn fini_single(ctx: u32) u32;
+    extern "llamaedge" fn chat_template(graph: u32, messages_ptr: [*]const u8, messages_len: u32, out_ptr: [*]u8, out_max_len: u32, out_written: *u32) u32;
+} else struct {
+    const unsupported: u32 = 6;
+    fn load_by_name(_: [*]const u8, _: u32, _: *u32) u32 {
+        return unsupported;
+    }
+    fn init_execution_context(_: u32, _: *u32) u32 {
+        return unsupported;
+    }
+    fn set_input(_: u32, _: u32, _: *const Tensor) u32 {
+        return unsupported;
+    }
+    fn get_output(_: u32, _: u32, _: [*]u8, _: u32, _: *u32) u32 {
+        return unsupported;
+    }
+    fn compute_single(_: u32) u32 {
+        return unsupported;
+    }
+    fn get_output_single(_: u32, _: u32, _: [*]u8, _: u32, _: *u32) u32 {
+        return unsupported;
+    }
+    fn fini_single(_: u32) u32 {
+        return unsupported;
+    }
+    fn chat_template(_: u32, _: [*]const u8, _: u32, _: [*]u8, _: u32, _: *u32) u32 {
+        return unsupported;
+    }
+};
+
+/// The 20-byte tensor the legacy WASI-NN ABI passes to set_input.
+const Tensor = extern struct {
+    dims_ptr: [*]const u32,
+    dims_len: u32,
+    kind: u32,
+    data_ptr: [*]const u8,
+    data_len: u32,
+};
+
+const tensor_u8: u32 = 3; // the GGML backend ignores the type
+
+/// WASI-NN error codes (and WasmEdge's LLM extensions).
+pub const Code = enum(u32) {
+    success = 0,
+    invalid_argument = 1,
+    invalid_encoding = 2,
+    missing_memory = 3,
+    busy = 4,
+    runtime_error = 5,
+    unsupported_operation = 6,
+    too_large = 7,
+    not_found = 8,
+    end_of_sequence = 100,
+    context_full = 101,
+    prompt_too_long = 102,
+    model_not_found = 103,
+    _,
+};
+
+pub const Error = error{
+    /// 102: the prompt does not fit in the context.
+    PromptTooLong,
+    /// 8 from chat_template: the model carries no chat template.
+    NoTemplate,
+    /// 5 from chat_template: the template raised an error.
+    TemplateFailed,
+    /// 103 / 8 from load_by_name: no model under that name.
+    ModelNotFound,
+    /// Any other failure; the log line says which call and code.
+    BackendFailed,
+};
+
+/// One step of generation.
+pub const Step = union(enum) {
+    /// The bytes of one token (possibly part of a UTF-8 character).
+    token: []const u8,
+    end: Finish,
+};
+
+fn check(call: []const u8, code: u32) Error!void {
+    switch (@as(Code, @enumFromInt(code))) {
+        .success => {},
+        .prompt_too_long => return error.PromptTooLong,
+        else => |c| {
+            log.err("{s} failed with WASI-NN code {d} ({s})", .{ call, code, codeName(c) });
+            return error.BackendFailed;
+        },
+    }
+}
+
+fn codeName(code: Code) []const u8 {
+    return std.enums.tagName(Code, code) orelse "unknown";
+}
+
+pub const Backend = struct {
+    graph: u32,
+    ctx: u32,
+    token_buf: [1024]u8 = undefined,
+
+    /// `load_by_name(name)` and a fresh execution context for this request.
+    pub fn open(name: []const u8) Error!Backend {
+        var graph: u32 = 0;
+        const code = host.load_by_name(name.ptr, @intCast(name.len), &graph);
+        switch (@as(Code, @enumFromInt(code))) {
+            .success => {},
+            .model_not_found, .not_found => return error.ModelNotFound,
+            else => try check("load_by_name", code),
+        }
+        var ctx: u32 = 0;
+        try check("init_execution_context", host.init_execution_context(graph, &ctx));
+        return .{ .graph = graph, .ctx = ctx };
+    }
+
+    /// Renders the model's own chat template (`llamaedge.chat_template`).
+    /// `request_json` is `{"messages":[...],"add_generation_prompt":true}`.
+    /// Caller owns the returned prompt.
+    pub fn renderTemplate(self: *Backend, allocator: std.mem.Allocator, request_json: []const u8) ![]u8 {
+        return renderWithTemplate(allocator, self.graph, request_json);
+    }
+
+    pub fn setMetadata(self: *Backend, json: []const u8) Error!void {
+        try check("set_input(metadata)", setBytes(self.ctx, 1, json));
+    }
+
+    /// Sets (and so tokenizes) the prompt.
+    pub fn setPrompt(self: *Backend, prompt: []const u8) Error!void {
+        try check("set_input(prompt)", setBytes(self.ctx, 0, prompt));
+    }
+
+    /// `get_output(ctx, 1)`: `{"input_tokens":N,"output_tokens":M,...}`.
+    /// Caller owns the returned JSON.
+    pub fn info(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
+        var buf = try allocator.alloc(u8, 1024);
+        errdefer allocator.free(buf);
+        var written: u32 = 0;
+        var code = host.get_output(self.ctx, 1, buf.ptr, @intCast(buf.len), &written);
+        if (code == @intFromEnum(Code.too_large) and written > buf.len) {
+            buf = try allocator.realloc(buf, written);
+            code = host.get_output(self.ctx, 1, buf.ptr, @intCast(buf.len), &written);
+        }
+        try check("get_output(1)", code);
+        if (written > buf.len) return error.BackendFailed;
+        return allocator.realloc(buf, written);
+    }
+
+    /// Generates one token. The token's bytes stay valid until the next call.
+    pub fn next(self: *Backend) Error!Step {
+        const code = host.compute_single(self.ctx);
+        switch (@as(Code, @enumFromInt(code))) {
+            .success => {},
+            .end_of_sequence => return .{ .end = self.reportedFinish() },
+            .context_full => return .{ .end = .length },
+            else => try check("compute_single", code),
+        }
+        var written: u32 = 0;
+        try check("get_output_single", host.get_output_single(self.ctx, 0, &self.token_buf, self.token_buf.len, &written));
+        if (written > self.token_buf.len) return error.BackendFailed;
+        return .{ .token = self.token_buf[0..written] };
+    }
+
+    /// After end of sequence, the host says whether the model ended (stop) or
+    /// a limit was reached (length); "stop" when it does not say.
+    fn reportedFinish(self: *Backend) Finish {
+        var buf: [1024]u8 = undefined;
+        var written: u32 = 0;
+        if (host.get_output(self.ctx, 1, &buf, buf.len, &written) != 0 or written > buf.len) return .stop;
+        return finishFromInfo(buf[0..written]);
+    }
+
+    pub fn finish(self: *Backend) void {
+        _ = host.fini_single(self.ctx);
+    }
+};
+
+/// `finish_reason` from get_output(1)'s JSON; "stop" when absent or unreadable.
+fn finishFromInfo(json: []const u8) Finish {
+    var scratch: [8192]u8 = undefined;
+    var fba = std.heap.FixedBufferAllocator.init(&scratch);
+    const value = std.json.parseFromSliceLeaky(std.json.Value, fba.allocator(), json, .{}) catch return .stop;
+    if (value != .object) return .stop;
+    const reason = value.object.get("finish_reason") orelse return .stop;
+    return if (reason == .string and std.mem.eql(u8, reason.string, "length")) .length else .stop;
+}
+
+fn setBytes(ctx: u32, index: u32, bytes: []const u8) u32 {
+    const dims = [_]u32{1};
+    const tensor = Tensor{ .dims_ptr = &dims, .dims_len = 1, .kind = tensor_u8, .data_ptr = bytes.ptr, .data_len = @intCast(bytes.len) };
+    return host.set_input(ctx, index, &tensor);
+}
+
+/// `llamaedge.chat_template` on graph `graph`, growing the buffer once when
+/// the host says the prompt does not fit.
+pub fn renderWithTemplate(allocator: std.mem.Allocator, graph: u32, request_json: []const u8) ![]u8 {
+    var buf = try allocator.alloc(u8, request_json.len + 4096);
+    errdefer allocator.free(buf);
+    var written: u32 = 0;
+    var code = host.chat_template(graph, request_json.ptr, @intCast(request_json.len), buf.ptr, @intCast(buf.len), &written);
+    if (code == @intFromEnum(Code.too_large) and written > buf.len) {
+        buf = try allocator.realloc(buf, written);
+        code = host.chat_template(graph, request_json.ptr, @intCast(request_json.len), buf.ptr, @intCast(buf.len), &written);
+    }
+    switch (@as(Code, @enumFromInt(code))) {
+        .success => {},
+        .not_found => return error.NoTemplate,
+        .runtime_error => return error.TemplateFailed,
+        else => try check("chat_template", code),
+    }
+    if (written > buf.len) return error.BackendFailed;
+    return allocator.realloc(buf, written);
+}
+
+test "host codes map to errors" {
+    try check("x", 0);
+    try std.testing.expectError(error.PromptTooLong, check("x", 102));
+    try std.testing.expectEqualStrings("context_full", codeName(.context_full));
+    try std.testing.expectEqualStrings("unknown", codeName(@enumFromInt(42)));
+}
+
+test "finish reason from the host's info" {
+    try std.testing.expectEqual(Finish.length, finishFromInfo("{\"input_tokens\": 3, \"finish_reason\": \"length\"}"));
+    try std.testing.expectEqual(Finish.stop, finishFromInfo("{\"finish_reason\":\"stop\"}"));
+    try std.testing.expectEqual(Finish.stop, finishFromInfo("{\"input_tokens\":3}"));
+    try std.testing.expectEqual(Finish.stop, finishFromInfo("garbage"));
+}
+
+test "the tensor has the 20-byte wasm32 layout" {
+    if (@sizeOf(usize) == 4) try std.testing.expectEqual(@as(usize, 20), @sizeOf(Tensor));
+}
