@@ -159,3 +159,24 @@ def test_ctrl_c_keeps_the_partial_and_the_next_pull_resumes(hub: FakeHub, tiny_m
     assert main(["pull", spec]) == 0
     assert dest.read_bytes() == data
     assert hub.gets(FILE)[-1].range == f"bytes={kept}-"
+
+
+def test_a_full_disk_mid_download_keeps_the_partial_and_says_so(hub: FakeHub, tiny_model: Path) -> None:
+    hub.add(REPO, FILE, tiny_model.read_bytes())
+    dest = settings.models_dir() / REPO / FILE
+    # The child may write at most 200 kB per file: writes past that fail as on a full disk.
+    code = (
+        "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000));"
+        "import huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 16384;"
+        "from llamaedge.cli import main; raise SystemExit(main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "pull", f"hf:{REPO}/{FILE}"], cwd=REPO_ROOT, env=os.environ.copy(),
+        capture_output=True, text=True, timeout=60,
+    )
+    err = " ".join(result.stderr.split())
+    assert result.returncode == 1, err
+    assert "the disk filled up while downloading" in err and "run again to resume" in err
+    assert "Traceback" not in err
+    assert not dest.exists() and 0 < download.partial_bytes(dest) <= 200_000
