@@ -1,0 +1,247 @@
+"""A tiny llama-architecture GGUF chat model, written in-process for tests.
+
+The model has random (seeded) weights, so what it says is gibberish, but it is a real GGUF that
+llama.cpp loads, tokenizes with a real BPE vocabulary, templates with ChatML and samples from in
+milliseconds. Two properties are built into the weights so tests can rely on them:
+
+* Output is printable ASCII. Random weights would happily emit lone bytes that are not valid
+  UTF-8, so hidden dimension 0 is held constant through the whole residual stream (constant in
+  every embedding, never written by attention or FFN outputs) and the output matrix uses it as
+  a per-token bias: a large negative one for every token that is not printable ASCII.
+* Generations stop on their own sometimes. The end token `<|im_end|>` gets a moderate bias
+  through the same dimension, so sampled replies end naturally a good part of the time and run
+  into `max_tokens` the rest of the time: tests need both kinds of stop.
+
+Usage: `write_tiny_gguf(tmp_path / "tiny.gguf")`. The same arguments give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFWriter, LlamaFileType, TokenType
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+
+N_EMBD = 64
+N_HEAD = 4
+N_HEAD_KV = 2
+N_FF = 128
+N_LAYER = 2
+ROPE_DIMS = 16
+N_MERGES = 250
+
+# Hidden dimension 0 carries a constant; the output matrix turns it into per-token biases.
+# The blocks add only small updates to the residual stream (_UPDATE_STD per dimension), so its
+# norm, and with it the normalised constant, barely moves from token to token: the biases hold.
+_CONST_DIM_VALUE = 3.0
+_UPDATE_STD = 0.3
+_LOGIT_STD = 2.0
+_BIAS_UNPRINTABLE = -40.0
+_BIAS_END = 1.2
+
+# A small English text to train the BPE merges on. Kept to one line of printable ASCII so no
+# merge produces a token the model is not allowed to say.
+_CORPUS = " ".join(
+    """
+    The quick brown fox jumps over the lazy dog. A local model answers questions without
+    sending anything to a server. You can ask it about the weather, the capital of a country,
+    or how to write a small program. It reads your message, thinks for a moment, and then
+    writes an answer one token at a time. Tokens are short pieces of text: a word, part of a
+    word, a space or a mark of punctuation. The model keeps the conversation in its context,
+    so it can refer back to what you said before. When the context is full, the oldest
+    messages are the first to go. Hello there! How are you today? I am fine, thank you. What
+    is the time? It is about ten past three in the afternoon. Where is the station? Walk to
+    the end of the street and turn left at the bakery. Please tell me a short story about a
+    cat and a mouse who become friends. Once upon a time, in a quiet house at the edge of a
+    town, there lived a cat named Tom and a mouse named Jerry. They were not friends at
+    first, but one cold winter night they shared a warm place near the fire, and from then on
+    they were never apart. The end. Numbers like 1, 2, 3, 10, 42 and 2024 appear in text too,
+    as do words such as "the", "and", "that", "with", "this", "from", "they", "have" and
+    "there". Good morning, good evening and good night.
+    """.split()
+)
+
+_PRETOKENIZE = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+""")
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters, which llama.cpp's `gpt2`
+    tokenizer expects vocabulary entries to be written in."""
+    printable = list(range(ord("!"), ord("~") + 1))
+    printable += list(range(ord("\xa1"), ord("\xac") + 1))
+    printable += list(range(ord("\xae"), ord("\xff") + 1))
+    mapping: dict[int, str] = {}
+    extra = 0
+    for byte in range(256):
+        if byte in printable:
+            mapping[byte] = chr(byte)
+        else:
+            mapping[byte] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def _train_merges(corpus: str, n_merges: int, byte_map: dict[int, str]) -> list[tuple[str, str]]:
+    """Plain BPE training over the pre-tokenized corpus. Ties break on the pair itself, so the
+    result does not depend on dict ordering."""
+    words: Counter[tuple[str, ...]] = Counter(
+        tuple(byte_map[b] for b in piece.encode()) for piece in _PRETOKENIZE.findall(corpus)
+    )
+    merges: list[tuple[str, str]] = []
+    while len(merges) < n_merges:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        if pairs[best] < 2:
+            break
+        merges.append(best)
+        merged_words: Counter[tuple[str, ...]] = Counter()
+        for word, count in words.items():
+            out: list[str] = []
+            i = 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged_words[tuple(out)] += count
+        words = merged_words
+    return merges
+
+
+def _vocabulary() -> tuple[list[str], list[int], list[str], dict[str, int]]:
+    byte_map = _byte_to_unicode()
+    tokens = [byte_map[b] for b in range(256)]
+    merges = _train_merges(_CORPUS, N_MERGES, byte_map)
+    known = set(tokens)
+    for left, right in merges:
+        if left + right not in known:
+            tokens.append(left + right)
+            known.add(left + right)
+    types = [int(TokenType.NORMAL)] * len(tokens)
+    for special in (ENDOFTEXT, IM_START, IM_END):
+        tokens.append(special)
+        types.append(int(TokenType.CONTROL))
+    ids = {token: i for i, token in enumerate(tokens)}
+    return tokens, types, [f"{left} {right}" for left, right in merges], ids
+
+
+def _is_printable_ascii(token: str, unicode_to_byte: dict[str, int]) -> bool:
+    return all(0x20 <= unicode_to_byte[ch] <= 0x7E for ch in token)
+
+
+def _weights(rng: np.random.Generator, tokens: list[str], ids: dict[str, int]) -> dict[str, np.ndarray]:
+    """Random weights, in numpy's (rows=outputs, cols=inputs) layout, which the writer turns
+    into ggml's reversed shape."""
+    n_vocab = len(tokens)
+    head_dim = N_EMBD // N_HEAD
+    n_embd_kv = head_dim * N_HEAD_KV
+
+    def normal(*shape: int, std: float) -> np.ndarray:
+        return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+    # Projections of a normalised input (entries ~1) get std 1/sqrt(fan_in): outputs ~1.
+    unit = 1.0 / np.sqrt(N_EMBD)
+    tensors: dict[str, np.ndarray] = {}
+    embd = normal(n_vocab, N_EMBD, std=1.0)
+    embd[:, 0] = _CONST_DIM_VALUE
+    tensors["token_embd.weight"] = embd
+    for layer in range(N_LAYER):
+        prefix = f"blk.{layer}"
+        tensors[f"{prefix}.attn_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+        tensors[f"{prefix}.attn_q.weight"] = normal(N_EMBD, N_EMBD, std=unit)
+        tensors[f"{prefix}.attn_k.weight"] = normal(n_embd_kv, N_EMBD, std=unit)
+        tensors[f"{prefix}.attn_v.weight"] = normal(n_embd_kv, N_EMBD, std=unit)
+        attn_out = normal(N_EMBD, N_EMBD, std=_UPDATE_STD / np.sqrt(N_EMBD))
+        attn_out[0, :] = 0.0  # never write the constant dimension
+        tensors[f"{prefix}.attn_output.weight"] = attn_out
+        tensors[f"{prefix}.ffn_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+        tensors[f"{prefix}.ffn_gate.weight"] = normal(N_FF, N_EMBD, std=unit)
+        tensors[f"{prefix}.ffn_up.weight"] = normal(N_FF, N_EMBD, std=unit)
+        # silu(gate) * up has a std of about 0.5.
+        ffn_down = normal(N_EMBD, N_FF, std=2 * _UPDATE_STD / np.sqrt(N_FF))
+        ffn_down[0, :] = 0.0
+        tensors[f"{prefix}.ffn_down.weight"] = ffn_down
+    tensors["output_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+
+    # After the final RMS norm the constant dimension reads about `const_normed`; dividing
+    # by it keeps the biases in logit units.
+    other_var = 1.0 + 2 * N_LAYER * _UPDATE_STD**2
+    const_normed = _CONST_DIM_VALUE / np.sqrt((_CONST_DIM_VALUE**2 + (N_EMBD - 1) * other_var) / N_EMBD)
+    unicode_to_byte = {ch: b for b, ch in _byte_to_unicode().items()}
+    bias = np.zeros(n_vocab, dtype=np.float32)
+    for i, token in enumerate(tokens):
+        if i >= ids[ENDOFTEXT] or not _is_printable_ascii(token, unicode_to_byte):
+            bias[i] = _BIAS_UNPRINTABLE
+    bias[ids[IM_END]] = _BIAS_END
+    output = normal(n_vocab, N_EMBD, std=_LOGIT_STD / np.sqrt(N_EMBD - 1))
+    output[:, 0] = bias / const_normed
+    tensors["output.weight"] = output
+    return tensors
+
+
+def write_tiny_gguf(
+    path: Path,
+    *,
+    chat_template: str | None = CHATML,
+    ctx_len: int = 2048,
+    seed: int = 0,
+) -> Path:
+    """Write the tiny chat model to `path` and return `path`. `chat_template=None` writes no
+    template, for tests of the fallback."""
+    path = Path(path)
+    tokens, types, merges, ids = _vocabulary()
+    tensors = _weights(np.random.default_rng(seed), tokens, ids)
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-chat")
+    writer.add_context_length(ctx_len)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_block_count(N_LAYER)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(N_HEAD)
+    writer.add_head_count_kv(N_HEAD_KV)
+    writer.add_rope_dimension_count(ROPE_DIMS)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_file_type(LlamaFileType.ALL_F32)
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(ids[IM_START])
+    writer.add_eos_token_id(ids[IM_END])
+    writer.add_add_bos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
