@@ -12,7 +12,7 @@
 #
 # Environment (all optional):
 #   LLAMAEDGE_SPEC    what to install: a pip requirement, a git URL or a local path
-#                     (default: the checkout this script sits in, else "llamaedge")
+#                     (default: the checkout this script sits in, else DEFAULT_SPEC below)
 #   LLAMAEDGE_VENV    the virtual environment to create or reuse (default: <data dir>/venv)
 #   LLAMAEDGE_HOME    moves everything llamaedge keeps (models, caches, the venv)
 #   LLAMAEDGE_PYTHON  the Python to build the venv with (default: python3)
@@ -24,7 +24,10 @@ INTERACTIVE=0
 FORCE_CPU=0
 NO_BROWSER=0
 ASSUME_YES=0
-LLAMA_CPP_REQUIREMENT="llama-cpp-python>=0.3.16,<0.4"
+# What the one-liner installs when it runs outside a checkout and LLAMAEDGE_SPEC is unset: the
+# project's git URL (git+https://...), filled in where the script is published. Not the bare
+# name "llamaedge": on PyPI that is an unrelated package.
+DEFAULT_SPEC=""
 
 usage() {
     cat <<'EOF'
@@ -135,8 +138,10 @@ if [ -n "${LLAMAEDGE_SPEC:-}" ]; then
     SPEC="$LLAMAEDGE_SPEC"
 elif [ -n "$SCRIPT_DIR" ] && [ -f "$SCRIPT_DIR/pyproject.toml" ] && grep -q '^name = "llamaedge"' "$SCRIPT_DIR/pyproject.toml"; then
     SPEC="$SCRIPT_DIR"   # run from a checkout: install that checkout
+elif [ -n "$DEFAULT_SPEC" ]; then
+    SPEC="$DEFAULT_SPEC"
 else
-    SPEC="llamaedge"
+    die "no source to install llamaedge from" "set LLAMAEDGE_SPEC to the project's git URL (git+https://...), a pip requirement or a checkout path"
 fi
 SPEC_IS_DIR=0
 if [ -d "$SPEC" ]; then SPEC="$(cd "$SPEC" && pwd)"; SPEC_IS_DIR=1; fi

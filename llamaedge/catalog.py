@@ -179,7 +179,7 @@ def local_path(spec: ModelSpec, models_dir: Path) -> Path:
     raise ModelError(f"'{spec.text}' is not a downloadable model")
 
 
-def entry_path(entry: CatalogEntry, models_dir: Path | None = None) -> Path | None:
+def entry_path(entry: CatalogEntry, models_dir: str | Path | None = None) -> Path | None:
     """The file of a catalog entry if it is on this machine, else None."""
     if entry.embedded:
         return embedded_path(entry)
@@ -208,7 +208,7 @@ def _terminal_progress() -> AbstractContextManager[ProgressSink]:
 def resolve_model(
     spec: str,
     *,
-    models_dir: Path | None = None,
+    models_dir: str | Path | None = None,
     pull: bool = True,
     on_progress: ProgressSink | None = None,
 ) -> ResolvedModel:

@@ -161,3 +161,14 @@ def test_one_liner_from_the_checkout_answers_a_chat(tmp_path: Path) -> None:
                 proc.wait()
     text = log.read_text()
     assert "reusing" in text and "installing llamaedge" not in text
+
+
+def test_piped_without_a_source_says_where_to_point_it(tmp_path: Path) -> None:
+    # `curl ... | bash`: the script arrives on stdin, so it cannot find a checkout around it.
+    env = {k: v for k, v in script_env(LLAMAEDGE_VENV=str(tmp_path / "venv")).items() if k != "LLAMAEDGE_SPEC"}
+    result = subprocess.run(
+        ["bash", "-s", "--", "--yes"], input=SCRIPT.read_text(), env=env, capture_output=True, text=True,
+        timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "no source to install llamaedge from" in result.stderr and "LLAMAEDGE_SPEC" in result.stderr
