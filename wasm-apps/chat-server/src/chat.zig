@@ -52,7 +52,8 @@ pub fn complete(
         .id = cfg.id,
         .created = cfg.created,
         .model = cfg.model_id,
-        .system_fingerprint = if (prepared.build) |b|
+        // A host that does not know its llama.cpp build says 0.
+        .system_fingerprint = if (prepared.build) |b| if (b <= 0) "fp_llamaedge" else
             std.fmt.bufPrint(&fingerprint_buf, "fp_llamaedge_b{d}", .{b}) catch "fp_llamaedge"
         else
             "fp_llamaedge",
@@ -251,6 +252,10 @@ fn prepare(
         if (fits) {
             tokens = try inputTokens(allocator, backend, diag);
             fits = tokens <= budget;
+        } else {
+            // Over the whole context: the host may still say by how much (for the message).
+            tokens = inputTokens(allocator, backend, diag) catch 0;
+            if (tokens <= budget) tokens = 0; // a count from an earlier prompt
         }
         if (fits) break;
         if (!dropOldestTurn(req.messages, kept)) {

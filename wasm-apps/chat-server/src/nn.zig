@@ -170,6 +170,11 @@ pub const Backend = struct {
             .success => {},
             .end_of_sequence => return .{ .end = self.reportedFinish() },
             .context_full => return .{ .end = .length },
+            .runtime_error => {
+                // Also how the host says that the client disconnected.
+                log.info("compute_single returned 5: the request was cancelled or generation failed", .{});
+                return error.BackendFailed;
+            },
             else => try check("compute_single", code),
         }
         var written: u32 = 0;

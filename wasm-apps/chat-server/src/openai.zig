@@ -83,7 +83,11 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
 
     const root = std.json.parseFromSliceLeaky(Value, arena, body, .{}) catch |err| switch (err) {
         error.OutOfMemory => return error.OutOfMemory,
-        else => return diag.set(400, null, null, "We could not parse the JSON body of your request: {s}. The body must be a JSON object.", .{@errorName(err)}),
+        else => return diag.set(400, null, null, "We could not parse the JSON body of your request ({s}). The body must be a JSON object.", .{switch (err) {
+            error.DuplicateField => "a field appears twice",
+            error.ValueTooLong => "a value is too long",
+            else => "it is not valid JSON",
+        }}),
     };
     if (root != .object) return diag.set(400, null, null, "The request body must be a JSON object, not {s}.", .{typeName(root)});
     const obj = root.object;
