@@ -210,9 +210,11 @@ const Generation = struct {
 // Prompt and context budget
 
 /// Renders the prompt and fits it into the context: the answer gets a reserve
-/// (max_tokens, or a fifth of the context); while the prompt is over the rest,
-/// the oldest non-system turn is dropped. Then the options are set with the
-/// final n-predict, and the prompt set again after them (the documented order).
+/// (max_tokens, or a fifth of the context); when the prompt is over the rest,
+/// the oldest non-system turns are dropped (as few as possible, found by
+/// bisection so that a long conversation costs a few tokenizations, not one per
+/// turn). Then the options are set with the final n-predict, and the prompt set
+/// again after them (the documented order).
 fn prepare(
     allocator: std.mem.Allocator,
     backend: anytype,
@@ -224,84 +226,116 @@ fn prepare(
     const reserve = req.max_tokens orelse ctx / 5;
     if (reserve >= ctx)
         return diag.set(400, "max_tokens", "context_length_exceeded", "max_tokens ({d}) leaves no room for the messages: the model's context is {d} tokens.", .{ reserve, ctx });
-    const budget = ctx - reserve;
+    const fit = Fit{ .allocator = allocator, .messages = req.messages, .template = cfg.template, .budget = ctx - reserve };
 
-    const kept = try allocator.alloc(bool, req.messages.len);
-    defer allocator.free(kept);
-    @memset(kept, true);
-    var dropped: usize = 0;
-    var selected = std.ArrayList(templates.Message).init(allocator);
-    defer selected.deinit();
-
-    var prompt: []u8 = &.{};
-    defer allocator.free(prompt);
-    var tokens: u32 = 0;
-    while (true) {
-        selected.clearRetainingCapacity();
-        for (req.messages, kept) |m, keep| if (keep) try selected.append(m);
-        allocator.free(prompt);
-        prompt = &.{};
-        prompt = try renderPrompt(allocator, backend, cfg.template, selected.items, diag);
-
-        var fits = true;
-        tokens = 0;
-        backend.setPrompt(prompt) catch |err| switch (err) {
-            error.PromptTooLong => fits = false,
-            else => return backendError(diag, "set the prompt"),
-        };
-        if (fits) {
-            tokens = try inputTokens(allocator, backend, diag);
-            fits = tokens <= budget;
-        } else {
-            // Over the whole context: the host may still say by how much (for the message).
-            tokens = inputTokens(allocator, backend, diag) catch 0;
-            if (tokens <= budget) tokens = 0; // a count from an earlier prompt
-        }
-        if (fits) break;
-        if (!dropOldestTurn(req.messages, kept)) {
-            if (tokens > 0) return diag.set(400, "messages", "context_length_exceeded", "This model's maximum context length is {d} tokens. However, your messages resulted in {d} tokens, and {d} more are reserved for the completion. Shorten the messages or lower max_tokens.", .{ ctx, tokens, reserve });
+    var best = try fit.attempt(backend, 0, diag);
+    // `best` changes below; the defer frees whichever prompt it holds at the end.
+    defer allocator.free(best.prompt);
+    if (!best.fits) {
+        const droppable = fit.droppable();
+        const smallest = if (droppable == 0) best else try fit.attempt(backend, droppable, diag);
+        if (!smallest.fits) {
+            if (droppable > 0) allocator.free(smallest.prompt);
+            if (smallest.tokens > 0) return diag.set(400, "messages", "context_length_exceeded", "This model's maximum context length is {d} tokens. However, your messages resulted in {d} tokens, and {d} more are reserved for the completion. Shorten the messages or lower max_tokens.", .{ ctx, smallest.tokens, reserve });
             return diag.set(400, "messages", "context_length_exceeded", "This model's maximum context length is {d} tokens, and your messages do not fit in it. Shorten the messages.", .{ctx});
         }
-        dropped = 0;
-        for (kept) |keep| dropped += @intFromBool(!keep);
+        allocator.free(best.prompt);
+        best = smallest;
+        // fits(lo) is false, fits(hi) is true: find the fewest turns to drop.
+        var lo: usize = 0;
+        var hi = droppable;
+        while (hi - lo > 1) {
+            const mid = lo + (hi - lo) / 2;
+            const try_mid = try fit.attempt(backend, mid, diag);
+            if (try_mid.fits) {
+                allocator.free(best.prompt);
+                best = try_mid;
+                hi = mid;
+            } else {
+                allocator.free(try_mid.prompt);
+                lo = mid;
+            }
+        }
+        log.info("dropped the {d} oldest message(s) to fit the context of {d} tokens", .{ best.dropped, ctx });
     }
-    if (dropped > 0) log.info("dropped the {d} oldest message(s) to fit the context of {d} tokens", .{ dropped, ctx });
 
-    var n_predict = ctx - tokens;
+    var n_predict = ctx - best.tokens;
     if (req.max_tokens) |max| n_predict = @min(n_predict, max);
     var metadata = std.ArrayList(u8).init(allocator);
     defer metadata.deinit();
     try openai.appendMetadata(&metadata, req, n_predict);
     backend.setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
-    backend.setPrompt(prompt) catch return backendError(diag, "set the prompt");
+    backend.setPrompt(best.prompt) catch return backendError(diag, "set the prompt");
 
     const info = backend.info(allocator) catch return backendError(diag, "read the token count");
     defer allocator.free(info);
-    return .{ .prompt_tokens = tokens, .n_predict = n_predict, .build = jsonInteger(allocator, info, "llama_build_number") };
+    return .{ .prompt_tokens = best.tokens, .n_predict = n_predict, .build = jsonInteger(allocator, info, "llama_build_number") };
 }
 
-/// Drops the oldest non-system message that is not the last one, and any
-/// assistant turns it leaves at the front. False when nothing can go.
-fn dropOldestTurn(messages: []const templates.Message, kept: []bool) bool {
-    const last = messages.len - 1;
-    var first: ?usize = null;
-    for (messages[0..last], 0..) |m, i| {
-        if (kept[i] and m.role != .system) {
-            first = i;
-            break;
+/// Trying the conversation with its oldest turns dropped.
+const Fit = struct {
+    allocator: std.mem.Allocator,
+    messages: []const templates.Message,
+    template: ?templates.Template,
+    budget: u32,
+
+    const Attempt = struct {
+        /// Owned by the caller.
+        prompt: []u8,
+        /// 0 when the host could not count them (prompt over the whole context).
+        tokens: u32,
+        fits: bool,
+        dropped: usize,
+    };
+
+    /// How many messages can go: all but system messages and the last one.
+    fn droppable(self: Fit) usize {
+        var n: usize = 0;
+        for (self.messages[0 .. self.messages.len - 1]) |m| n += @intFromBool(m.role != .system);
+        return n;
+    }
+
+    /// Renders and sets the prompt without the `drop` oldest droppable
+    /// messages (and without assistant turns that would then come first, so
+    /// the conversation starts with the user), and counts its tokens.
+    fn attempt(self: Fit, backend: anytype, drop: usize, diag: *openai.Diagnostic) !Attempt {
+        var selected = std.ArrayList(templates.Message).init(self.allocator);
+        defer selected.deinit();
+        var seen: usize = 0;
+        var dropped: usize = 0;
+        var at_front = true;
+        for (self.messages, 0..) |m, i| {
+            const is_last = i == self.messages.len - 1;
+            if (m.role != .system and !is_last) {
+                seen += 1;
+                if (seen <= drop or (at_front and drop > 0 and m.role == .assistant)) {
+                    dropped += 1;
+                    continue;
+                }
+            }
+            if (m.role != .system) at_front = false;
+            try selected.append(m);
         }
+
+        const prompt = try renderPrompt(self.allocator, backend, self.template, selected.items, diag);
+        errdefer self.allocator.free(prompt);
+        var fits = true;
+        var tokens: u32 = 0;
+        backend.setPrompt(prompt) catch |err| switch (err) {
+            error.PromptTooLong => fits = false,
+            else => return backendError(diag, "set the prompt"),
+        };
+        if (fits) {
+            tokens = try inputTokens(self.allocator, backend, diag);
+            fits = tokens <= self.budget;
+        } else {
+            // Over the whole context: the host may still say by how much (for the message).
+            tokens = inputTokens(self.allocator, backend, diag) catch 0;
+            if (tokens <= self.budget) tokens = 0; // a count from an earlier prompt
+        }
+        return .{ .prompt = prompt, .tokens = tokens, .fits = fits, .dropped = dropped };
     }
-    const at = first orelse return false;
-    kept[at] = false;
-    // A conversation should start with the user: drop assistant turns left in front.
-    var i = at + 1;
-    while (i < last) : (i += 1) {
-        if (!kept[i] or messages[i].role == .system) continue;
-        if (messages[i].role != .assistant) break;
-        kept[i] = false;
-    }
-    return true;
-}
+};
 
 fn renderPrompt(
     allocator: std.mem.Allocator,
@@ -510,6 +544,31 @@ test "the oldest turns are dropped until the prompt fits" {
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "system\nS") != null);
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "last") != null);
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "xxx") == null);
+}
+
+test "a long conversation drops the fewest turns with a few tokenizations" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    var body = std.ArrayList(u8).init(testing.allocator);
+    defer body.deinit();
+    try body.appendSlice("{\"messages\":[{\"role\":\"system\",\"content\":\"S\"}");
+    for (0..200) |i| try body.writer().print(",{{\"role\":\"{s}\",\"content\":\"turn {d:0>3} {s}\"}}", .{ if (i % 2 == 0) "user" else "assistant", i, "w" ** 30 });
+    try body.appendSlice("]}");
+    var cfg = test_cfg;
+    cfg.ctx_size = 500; // budget 400 tokens = 1600 bytes in the fake: about 30 turns of 55 bytes
+    var r = try run(&backend, body.items, cfg);
+    defer r.deinit();
+    try r.result;
+    const prompt = backend.prompt.items;
+    try testing.expect(prompt.len / 4 <= 400);
+    // the kept conversation starts with a user turn right after the system message
+    try testing.expect(std.mem.startsWith(u8, prompt, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nturn "));
+    try testing.expect(std.mem.indexOf(u8, prompt, "turn 199") != null);
+    // the fewest were dropped: one more (older) user/assistant pair, 67 + 72
+    // bytes in this format, would not have fitted
+    try testing.expect((prompt.len + 67 + 72) / 4 > 400);
+    // bisection: about log2(200) attempts, not one per turn
+    try testing.expect(backend.prompts_set < 15);
 }
 
 test "a last message larger than the context is context_length_exceeded" {
