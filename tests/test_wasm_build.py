@@ -148,6 +148,37 @@ def _write_out(caller: Caller, data: bytes, out: int, max_len: int, written: int
 
 
 @dataclass
+class StdoutWrites:
+    """Replaces WASI's fd_write for stdout: records each write as one entry (the host sends
+    each as one chunk) and, from write number `fail_from` on, answers EPIPE like a host
+    whose client has gone. Other descriptors go to stderr as usual."""
+
+    fail_from: int | None = None
+    writes: list[bytes] = field(default_factory=list)
+    failed: int = 0
+    stderr: list[bytes] = field(default_factory=list)
+
+    def define(self, linker: Linker) -> None:
+        i32 = ValType.i32()
+        linker.allow_shadowing = True
+        linker.define_func("wasi_snapshot_preview1", "fd_write", FuncType([i32] * 4, [i32]), self._fd_write, access_caller=True)
+
+    def _fd_write(self, caller: Caller, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
+        data = b"".join(
+            _read(caller, ptr, length) for ptr, length in struct.iter_unpack("<II", _read(caller, iovs, 8 * iovs_len))
+        )
+        if fd == 1:
+            if self.fail_from is not None and len(self.writes) >= self.fail_from:
+                self.failed += 1
+                return 64  # EPIPE
+            self.writes.append(data)
+        else:
+            self.stderr.append(data)
+        _write_u32(caller, nwritten, len(data))
+        return 0
+
+
+@dataclass
 class AppResult:
     exit_code: int
     stdout: bytes
@@ -212,12 +243,16 @@ def run_wasm(
     env: dict[str, str] | None = None,
     stdin: bytes = b"",
     nn: FakeNN | None = None,
+    stdout_writes: StdoutWrites | None = None,
 ) -> AppResult:
     """Runs the app once, as the host would: WASI with the given env and stdin, and the
-    nn imports from `nn` (or traps when None)."""
+    nn imports from `nn` (or traps when None). With `stdout_writes`, stdout goes through
+    it instead of the file, one record per fd_write."""
     engine, module = app
     linker = Linker(engine)
     linker.define_wasi()
+    if stdout_writes is not None:
+        stdout_writes.define(linker)
     if nn is not None:
         nn.define(linker)
     linker.define_unknown_imports_as_traps(module)
@@ -239,7 +274,8 @@ def run_wasm(
         code = 0
     except ExitTrap as exit_trap:
         code = exit_trap.code
-    return AppResult(code, files["stdout"].read_bytes(), files["stderr"].read_text())
+    stdout = b"".join(stdout_writes.writes) if stdout_writes is not None else files["stdout"].read_bytes()
+    return AppResult(code, stdout, files["stderr"].read_text())
 
 
 def request(
@@ -251,15 +287,23 @@ def request(
     *,
     nn: FakeNN | None = None,
     env: dict[str, str] | None = None,
+    stdout_writes: StdoutWrites | None = None,
 ) -> AppResult:
     raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
     wagi = {**BASE_ENV, "REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": str(len(raw)), **(env or {})}
-    return run_wasm(app, tmp_path, env=wagi, stdin=raw, nn=nn)
+    return run_wasm(app, tmp_path, env=wagi, stdin=raw, nn=nn, stdout_writes=stdout_writes)
 
 
-def chat(app: tuple[Engine, Module], tmp_path: Path, nn: FakeNN, env: dict[str, str] | None = None, **fields: Any) -> AppResult:
+def chat(
+    app: tuple[Engine, Module],
+    tmp_path: Path,
+    nn: FakeNN,
+    env: dict[str, str] | None = None,
+    stdout_writes: StdoutWrites | None = None,
+    **fields: Any,
+) -> AppResult:
     body = {"messages": [{"role": "user", "content": "Hi"}], **fields}
-    return request(app, tmp_path, "POST", "/v1/chat/completions", body, nn=nn, env=env)
+    return request(app, tmp_path, "POST", "/v1/chat/completions", body, nn=nn, env=env, stdout_writes=stdout_writes)
 
 
 def assert_error(result: AppResult, status: int, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -535,3 +579,26 @@ def test_misconfigured_template_is_a_500_naming_the_problem(app_module: tuple[En
     result = chat(app_module, tmp_path, FakeNN(), env={"LLAMAEDGE_PROMPT_TEMPLATE": "klingon"})
     assert result.status == 500
     assert "unknown prompt template 'klingon'" in result.stderr
+
+
+def test_each_sse_event_is_one_write(app_module: tuple[Engine, Module], tmp_path: Path) -> None:
+    writes = StdoutWrites()
+    nn = FakeNN(tokens=[b"a", b"\xc3", b"\xa9", b"b"])
+    result = chat(app_module, tmp_path, nn, stdout_writes=writes, stream=True, stream_options={"include_usage": True})
+    assert result.status == 200
+    head, *events = writes.writes
+    assert head.endswith(b"\n\n") and head.startswith(b"Status: 200")
+    # role, "a", "é", "b", finish, usage, [DONE]: one write each, each a whole event
+    assert len(events) == 7
+    for event in events:
+        assert event.startswith(b"data: ") and event.endswith(b"\n\n") and event.count(b"\n\n") == 1
+
+
+def test_a_client_that_left_stops_the_generation(app_module: tuple[Engine, Module], tmp_path: Path) -> None:
+    writes = StdoutWrites(fail_from=3)  # head, role chunk, one content chunk, then EPIPE
+    nn = FakeNN(tokens=[b"t"] * 50)
+    result = chat(app_module, tmp_path, nn, stdout_writes=writes, stream=True)
+    assert result.exit_code == 0
+    assert writes.failed == 1  # no write after the failed one
+    assert nn.computed == 2  # and no token generated after it
+    assert "client disconnected" in b"".join(writes.stderr).decode()
