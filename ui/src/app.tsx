@@ -1,0 +1,455 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { listModels, streamChat, type ChatMessage, type ChatRequest, type Connection } from "./api";
+import { ChatSettingsDialog } from "./components/ChatSettingsDialog";
+import { Composer } from "./components/Composer";
+import { MessageView } from "./components/MessageView";
+import { SettingsDialog } from "./components/SettingsDialog";
+import { Sidebar } from "./components/Sidebar";
+import { ApiError } from "./errors";
+import { ReplyMeter } from "./stats";
+import { ConversationStore, newConversation, newId, StorageError, titleFrom } from "./storage";
+import { applyTheme } from "./theme";
+import type { Conversation, Message, MessageError, Settings, Theme } from "./types";
+
+interface Props {
+  store: ConversationStore;
+}
+
+type ServerState = { state: "checking" } | { state: "ready" } | { state: "error"; error: ApiError };
+
+const LOADING_POLL_MS = 2000;
+const SAVE_DURING_STREAM_MS = 500;
+
+/** The conversation named in the URL fragment (`#<id>`), so a reload reopens it. */
+function idFromHash(): string {
+  return decodeURIComponent(window.location.hash.replace(/^#/, ""));
+}
+
+function toMessageError(error: unknown): MessageError {
+  const apiError =
+    error instanceof ApiError ? error : new ApiError("server", error instanceof Error ? error.message : String(error));
+  return {
+    kind: apiError.kind,
+    title: apiError.title,
+    message: apiError.message,
+    hint: apiError.hint,
+    retryable: apiError.retryable,
+  };
+}
+
+function isAbort(error: unknown): boolean {
+  return error instanceof DOMException && error.name === "AbortError";
+}
+
+/** What is sent for a conversation: the system prompt, then the messages that carry text. */
+export function chatRequest(conversation: Conversation, model: string): ChatRequest {
+  const messages: ChatMessage[] = [];
+  if (conversation.systemPrompt.trim()) messages.push({ role: "system", content: conversation.systemPrompt });
+  for (const message of conversation.messages) {
+    if (message.role === "assistant" && message.content === "") continue; // failed before any text
+    messages.push({ role: message.role, content: message.content });
+  }
+  const request: ChatRequest = {
+    model,
+    messages,
+    temperature: conversation.params.temperature,
+    top_p: conversation.params.topP,
+  };
+  if (conversation.params.maxTokens !== null) request.max_tokens = conversation.params.maxTokens;
+  return request;
+}
+
+export function App({ store }: Props) {
+  const [settings, setSettings] = useState<Settings>(() => store.loadSettings());
+  const [summaries, setSummaries] = useState(() => store.list());
+  const [query, setQuery] = useState("");
+  const [conversation, setConversation] = useState<Conversation>(
+    () => store.get(idFromHash()) ?? newConversation(),
+  );
+  const [models, setModels] = useState<string[]>([]);
+  const [server, setServer] = useState<ServerState>({ state: "checking" });
+  const [streamingId, setStreamingId] = useState<string | null>(null);
+  const [sidebarOpen, setSidebarOpen] = useState(false);
+  const [dialog, setDialog] = useState<"settings" | "chat" | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+
+  const abortRef = useRef<AbortController | null>(null);
+  const currentIdRef = useRef(conversation.id);
+  currentIdRef.current = conversation.id;
+  const threadRef = useRef<HTMLDivElement>(null);
+  const stickToBottom = useRef(true);
+
+  const connection: Connection = useMemo(
+    () => ({ baseUrl: settings.baseUrl, apiKey: settings.apiKey }),
+    [settings.baseUrl, settings.apiKey],
+  );
+
+  // --- server and models -------------------------------------------------------------------
+  const [checkCount, setCheckCount] = useState(0);
+  const recheck = useCallback(() => setCheckCount((n) => n + 1), []);
+  useEffect(() => {
+    const controller = new AbortController();
+    let timer = 0;
+    setServer({ state: "checking" });
+    listModels(connection, controller.signal)
+      .then((ids) => {
+        setModels(ids);
+        setServer({ state: "ready" });
+      })
+      .catch((error: unknown) => {
+        if (isAbort(error)) return;
+        const apiError = error instanceof ApiError ? error : new ApiError("unreachable", String(error));
+        setServer({ state: "error", error: apiError });
+        // While the model loads the server answers 503: keep asking until it is ready.
+        if (apiError.kind === "loading") timer = window.setTimeout(recheck, LOADING_POLL_MS);
+      });
+    return () => {
+      controller.abort();
+      window.clearTimeout(timer);
+    };
+  }, [connection, checkCount, recheck]);
+
+  const model = conversation.model && models.includes(conversation.model) ? conversation.model : (models[0] ?? "");
+
+  // --- persistence -------------------------------------------------------------------------
+  const refreshList = useCallback(() => {
+    setSummaries(query.trim() ? store.search(query) : store.list());
+  }, [store, query]);
+  useEffect(refreshList, [refreshList]);
+
+  const persist = useCallback(
+    (value: Conversation) => {
+      if (value.messages.length === 0) return; // an untouched new chat is not worth keeping
+      try {
+        store.save(value);
+      } catch (error) {
+        setNotice(error instanceof StorageError ? error.message : "Could not save the conversation.");
+      }
+    },
+    [store],
+  );
+
+  /** Save a conversation and show it if it is the one on screen. */
+  const commit = useCallback(
+    (value: Conversation) => {
+      persist(value);
+      if (value.id === currentIdRef.current) setConversation(value);
+      refreshList();
+    },
+    [persist, refreshList],
+  );
+
+  useEffect(() => {
+    const onHash = () => {
+      const found = store.get(idFromHash());
+      if (found && found.id !== currentIdRef.current) setConversation(found);
+    };
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, [store]);
+
+  const open = (value: Conversation) => {
+    setConversation(value);
+    stickToBottom.current = true;
+    const hash = value.messages.length ? `#${encodeURIComponent(value.id)}` : "";
+    if (window.location.hash !== hash) history.replaceState(null, "", hash || window.location.pathname);
+    setSidebarOpen(false);
+  };
+
+  // --- generation --------------------------------------------------------------------------
+  const generate = async (base: Conversation) => {
+    const chosen = base.model && models.includes(base.model) ? base.model : (models[0] ?? base.model);
+    const reply: Message = { id: newId(), role: "assistant", content: "", createdAt: Date.now(), model: chosen };
+    const request = chatRequest(base, chosen);
+    let working: Conversation = { ...base, model: chosen, messages: [...base.messages, reply], updatedAt: Date.now() };
+    const update = (patch: Partial<Message>) => {
+      working = { ...working, messages: working.messages.map((m) => (m.id === reply.id ? { ...m, ...patch } : m)) };
+    };
+    if (working.id === currentIdRef.current && !window.location.hash) {
+      history.replaceState(null, "", `#${encodeURIComponent(working.id)}`);
+    }
+    stickToBottom.current = true;
+    commit(working);
+
+    const controller = new AbortController();
+    abortRef.current = controller;
+    setStreamingId(working.id);
+    const meter = new ReplyMeter(performance.now());
+    let content = "";
+    let frame = 0;
+    let savedAt = performance.now();
+    // Render at most once per frame however fast tokens arrive.
+    const paint = () => {
+      frame = 0;
+      update({ content });
+      if (working.id === currentIdRef.current) setConversation(working);
+      if (performance.now() - savedAt > SAVE_DURING_STREAM_MS) {
+        savedAt = performance.now();
+        persist(working);
+      }
+    };
+    let stopped = false;
+    let failure: MessageError | undefined;
+    try {
+      for await (const item of streamChat(connection, request, controller.signal)) {
+        if (item.type === "delta") {
+          content += item.content;
+          meter.delta(performance.now());
+          if (!frame) frame = requestAnimationFrame(paint);
+        } else if (item.type === "usage") {
+          meter.setUsage(item.usage);
+        } else if (item.type === "finish") {
+          meter.finish(item.reason);
+        }
+      }
+    } catch (error) {
+      if (isAbort(error)) stopped = true;
+      else failure = toMessageError(error);
+    } finally {
+      if (frame) cancelAnimationFrame(frame);
+      const stats = meter.stats();
+      update({
+        content,
+        stats: stats.completionTokens > 0 ? stats : undefined,
+        stopped: stopped || undefined,
+        error: failure,
+      });
+      working = { ...working, updatedAt: Date.now() };
+      abortRef.current = null;
+      setStreamingId(null);
+      commit(working);
+    }
+  };
+
+  const busy = streamingId !== null;
+
+  const send = (text: string) => {
+    if (busy) return;
+    const message: Message = { id: newId(), role: "user", content: text, createdAt: Date.now() };
+    const isFirst = !conversation.messages.some((m) => m.role === "user");
+    void generate({
+      ...conversation,
+      title: isFirst && !conversation.titleEdited ? titleFrom(text) : conversation.title,
+      messages: [...conversation.messages, message],
+    });
+  };
+
+  const stop = () => abortRef.current?.abort();
+
+  /** Drop the last reply and ask again (regenerate, and retry after an error). */
+  const regenerate = () => {
+    if (busy) return;
+    const messages = [...conversation.messages];
+    if (messages.at(-1)?.role === "assistant") messages.pop();
+    if (messages.length === 0) return;
+    void generate({ ...conversation, messages });
+  };
+
+  const edit = (id: string, text: string) => {
+    if (busy) return;
+    const index = conversation.messages.findIndex((m) => m.id === id);
+    if (index < 0) return;
+    const edited = { ...conversation.messages[index], content: text };
+    const isFirst = !conversation.messages.slice(0, index).some((m) => m.role === "user");
+    void generate({
+      ...conversation,
+      title: isFirst && !conversation.titleEdited ? titleFrom(text) : conversation.title,
+      messages: [...conversation.messages.slice(0, index), edited],
+    });
+  };
+
+  // --- conversations -----------------------------------------------------------------------
+  const newChat = () => open(newConversation(model));
+
+  const select = (id: string) => {
+    const found = store.get(id);
+    if (found) open(found);
+  };
+
+  const rename = (id: string, title: string) => {
+    const found = id === conversation.id ? conversation : store.get(id);
+    if (!found) return;
+    commit({ ...found, title, titleEdited: true });
+  };
+
+  const remove = (id: string) => {
+    const found = store.get(id);
+    if (!found || !window.confirm(`Delete “${found.title}”?`)) return;
+    if (id === streamingId) stop();
+    store.delete(id);
+    if (id === conversation.id) open(newConversation(model));
+    refreshList();
+  };
+
+  const exportAll = () => {
+    const blob = new Blob([store.exportJson()], { type: "application/json" });
+    const url = URL.createObjectURL(blob);
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `llamaedge-chats-${new Date().toISOString().slice(0, 10)}.json`;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    window.setTimeout(() => URL.revokeObjectURL(url), 1000);
+  };
+
+  const importFile = async (file: File) => {
+    try {
+      const count = store.importJson(await file.text());
+      setNotice(`Imported ${count} chat${count === 1 ? "" : "s"}.`);
+    } catch (error) {
+      setNotice(`Import failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    refreshList();
+  };
+
+  useEffect(() => {
+    if (!notice) return;
+    const timer = window.setTimeout(() => setNotice(null), 6000);
+    return () => window.clearTimeout(timer);
+  }, [notice]);
+
+  const saveSettings = (next: Settings) => {
+    setSettings(next);
+    store.saveSettings(next);
+    applyTheme(next.theme);
+    setDialog(null);
+  };
+
+  const setTheme = (theme: Theme) => saveSettings({ ...settings, theme });
+
+  const updateConversation = (patch: Partial<Conversation>) => {
+    const next = { ...conversation, ...patch };
+    if (next.messages.length) commit(next);
+    else setConversation(next);
+  };
+
+  // --- scrolling ---------------------------------------------------------------------------
+  useEffect(() => {
+    const el = threadRef.current;
+    if (el && stickToBottom.current) el.scrollTop = el.scrollHeight;
+  }, [conversation]);
+
+  const onScroll = () => {
+    const el = threadRef.current;
+    if (el) stickToBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+  };
+
+  // --- view --------------------------------------------------------------------------------
+  const last = conversation.messages.at(-1);
+  const streamingHere = streamingId === conversation.id;
+
+  return (
+    <div class="layout">
+      <Sidebar
+        open={sidebarOpen}
+        summaries={summaries}
+        currentId={conversation.id}
+        query={query}
+        theme={settings.theme}
+        notice={notice}
+        onQuery={setQuery}
+        onNew={newChat}
+        onSelect={select}
+        onRename={rename}
+        onDelete={remove}
+        onExport={exportAll}
+        onImport={(file) => void importFile(file)}
+        onTheme={setTheme}
+        onSettings={() => setDialog("settings")}
+        onClose={() => setSidebarOpen(false)}
+      />
+      <main class="chat" aria-label="Chat">
+        <header class="topbar">
+          <button
+            type="button"
+            class="icon-button menu"
+            aria-label="Open sidebar"
+            aria-expanded={sidebarOpen}
+            onClick={() => setSidebarOpen(true)}
+          >
+            ☰
+          </button>
+          <label class="model-picker">
+            <span class="sr-only">Model</span>
+            <select
+              value={model}
+              disabled={models.length === 0}
+              onChange={(e) => updateConversation({ model: e.currentTarget.value })}
+            >
+              {models.length === 0 && <option value="">No model</option>}
+              {models.map((id) => (
+                <option key={id} value={id}>
+                  {id}
+                </option>
+              ))}
+            </select>
+          </label>
+          <h1 class="chat-title">{conversation.title}</h1>
+          <button type="button" class="button small" onClick={() => setDialog("chat")}>
+            Chat settings
+          </button>
+        </header>
+        <ServerBanner server={server} onRetry={recheck} />
+        <div class="thread" ref={threadRef} onScroll={onScroll}>
+          {conversation.messages.length === 0 ? (
+            <div class="empty">
+              <h2>How can I help?</h2>
+              <p class="muted">
+                Chats stay in this browser. {model ? `Model: ${model}.` : ""}
+              </p>
+            </div>
+          ) : (
+            <div class="messages" role="log" aria-label="Messages" aria-live="off">
+              {conversation.messages.map((message) => (
+                <MessageView
+                  key={message.id}
+                  message={message}
+                  streaming={streamingHere && message === last && message.role === "assistant"}
+                  canRegenerate={message === last && message.role === "assistant" && !message.error}
+                  busy={busy}
+                  onEdit={edit}
+                  onRegenerate={regenerate}
+                  onRetry={regenerate}
+                />
+              ))}
+            </div>
+          )}
+        </div>
+        <div class="composer-wrap">
+          <Composer streaming={streamingHere} disabled={busy && !streamingHere} onSend={send} onStop={stop} />
+          <p class="footnote muted">Replies are generated locally and can be wrong.</p>
+        </div>
+      </main>
+      {dialog === "settings" && (
+        <SettingsDialog settings={settings} onSave={saveSettings} onClose={() => setDialog(null)} />
+      )}
+      {dialog === "chat" && (
+        <ChatSettingsDialog
+          systemPrompt={conversation.systemPrompt}
+          params={conversation.params}
+          onClose={() => setDialog(null)}
+          onSave={(systemPrompt, params) => {
+            updateConversation({ systemPrompt, params });
+            setDialog(null);
+          }}
+        />
+      )}
+    </div>
+  );
+}
+
+function ServerBanner({ server, onRetry }: { server: ServerState; onRetry: () => void }) {
+  if (server.state !== "error") return null;
+  const { error } = server;
+  return (
+    <div class={`banner ${error.kind}`} role="alert">
+      <div>
+        <strong>{error.title}.</strong> {error.message} <span class="muted">{error.hint}</span>
+      </div>
+      <button type="button" class="button small" onClick={onRetry}>
+        Retry
+      </button>
+    </div>
+  );
+}

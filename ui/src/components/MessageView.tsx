@@ -1,0 +1,181 @@
+import { useMemo, useState } from "preact/hooks";
+import { copyText } from "../clipboard";
+import { renderMarkdown } from "../markdown";
+import { formatStats } from "../stats";
+import type { Message } from "../types";
+
+interface Props {
+  message: Message;
+  streaming: boolean;
+  canRegenerate: boolean;
+  busy: boolean;
+  onEdit: (id: string, content: string) => void;
+  onRegenerate: () => void;
+  onRetry: () => void;
+}
+
+export function MessageView({ message, streaming, canRegenerate, busy, onEdit, onRegenerate, onRetry }: Props) {
+  const [editing, setEditing] = useState(false);
+  const [copied, setCopied] = useState(false);
+  const html = useMemo(
+    () => (message.role === "assistant" ? renderMarkdown(message.content) : ""),
+    [message.role, message.content],
+  );
+
+  const copyMessage = async () => {
+    if (await copyText(message.content)) {
+      setCopied(true);
+      window.setTimeout(() => setCopied(false), 1500);
+    }
+  };
+
+  // Code-block copy buttons come from rendered Markdown, so one listener here serves them all.
+  const onMarkdownClick = async (event: MouseEvent) => {
+    const button = (event.target as HTMLElement).closest("button.copy-code");
+    if (!button) return;
+    const code = button.closest(".code-block")?.querySelector("code");
+    if (code && (await copyText(code.textContent ?? ""))) {
+      button.textContent = "Copied";
+      window.setTimeout(() => (button.textContent = "Copy"), 1500);
+    }
+  };
+
+  const label = message.role === "user" ? "You" : "Assistant";
+  return (
+    <article
+      class={`message ${message.role}${streaming ? " streaming" : ""}`}
+      aria-label={`${label} message`}
+      aria-busy={streaming ? "true" : undefined}
+      data-role={message.role}
+    >
+      <div class="message-inner">
+        <div class="avatar" aria-hidden="true">
+          {message.role === "user" ? "You" : "AI"}
+        </div>
+        <div class="message-main">
+          {editing ? (
+            <EditForm
+              initial={message.content}
+              onCancel={() => setEditing(false)}
+              onSubmit={(text) => {
+                setEditing(false);
+                onEdit(message.id, text);
+              }}
+            />
+          ) : message.role === "user" ? (
+            <div class="user-text">{message.content}</div>
+          ) : (
+            <div
+              class="markdown"
+              onClick={onMarkdownClick}
+              // Safe: renderMarkdown escapes raw HTML and sanitizes its output with DOMPurify.
+              dangerouslySetInnerHTML={{ __html: html }}
+            />
+          )}
+          {streaming && message.content === "" && (
+            <div class="typing" aria-label="Waiting for the reply">
+              <span />
+              <span />
+              <span />
+            </div>
+          )}
+          {message.stopped && <p class="muted stopped">Stopped.</p>}
+          {message.error && (
+            <div class="error-box" role="alert">
+              <strong>{message.error.title}</strong>
+              <p>{message.error.message}</p>
+              <p class="muted">{message.error.hint}</p>
+              {message.error.retryable && (
+                <button type="button" class="button small" onClick={onRetry} disabled={busy}>
+                  Retry
+                </button>
+              )}
+            </div>
+          )}
+          {!editing && !streaming && (
+            <div class="message-actions">
+              <button type="button" class="action" onClick={copyMessage} aria-label="Copy message">
+                {copied ? "Copied" : "Copy"}
+              </button>
+              {message.role === "user" && (
+                <button
+                  type="button"
+                  class="action"
+                  onClick={() => setEditing(true)}
+                  disabled={busy}
+                  aria-label="Edit message"
+                >
+                  Edit
+                </button>
+              )}
+              {canRegenerate && (
+                <button
+                  type="button"
+                  class="action"
+                  onClick={onRegenerate}
+                  disabled={busy}
+                  aria-label="Regenerate reply"
+                >
+                  Regenerate
+                </button>
+              )}
+              {message.stats && (
+                <span class="stats" aria-label="Reply statistics">
+                  {formatStats(message.stats).map((part) => (
+                    <span key={part}>{part}</span>
+                  ))}
+                </span>
+              )}
+            </div>
+          )}
+        </div>
+      </div>
+    </article>
+  );
+}
+
+function EditForm({
+  initial,
+  onSubmit,
+  onCancel,
+}: {
+  initial: string;
+  onSubmit: (text: string) => void;
+  onCancel: () => void;
+}) {
+  const [text, setText] = useState(initial);
+  return (
+    <form
+      class="edit-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (text.trim()) onSubmit(text);
+      }}
+    >
+      <label class="sr-only" for="edit-message">
+        Edit message
+      </label>
+      <textarea
+        id="edit-message"
+        rows={Math.min(12, Math.max(2, text.split("\n").length))}
+        value={text}
+        onInput={(e) => setText(e.currentTarget.value)}
+        onKeyDown={(e) => {
+          if (e.key === "Escape") onCancel();
+          if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+            e.preventDefault();
+            if (text.trim()) onSubmit(text);
+          }
+        }}
+      />
+      <div class="form-actions">
+        <button type="button" class="button small" onClick={onCancel}>
+          Cancel
+        </button>
+        <button type="submit" class="button small primary" disabled={!text.trim()}>
+          Save &amp; send
+        </button>
+      </div>
+    </form>
+  );
+}
