@@ -190,6 +190,8 @@ def _weights(rng: np.random.Generator, tokens: list[str], ids: dict[str, int]) -
     unicode_to_byte = {ch: b for b, ch in _byte_to_unicode().items()}
     bias = np.zeros(n_vocab, dtype=np.float32)
     for i, token in enumerate(tokens):
+        # Control tokens come last; none is ever said as text, and the end token gets its own
+        # bias just below.
         if i >= ids[ENDOFTEXT] or not _is_printable_ascii(token, unicode_to_byte):
             bias[i] = _BIAS_UNPRINTABLE
     bias[ids[IM_END]] = _BIAS_END
