@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load chatter
+    load_before = os.getloadavg()
     model = args.model or smollm2_path()
     raw = RawLlama(model, n_ctx=args.ctx, n_threads=args.threads)
     template = jinja2.Environment().from_string(raw.chat_template())
@@ -171,13 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {"raw": Summary.of(raw_runs)}
     if server_runs:
         summaries["ours"] = Summary.of(server_runs)
+    # Other processes on a small machine distort everything; record how busy it was.
+    load_after = os.getloadavg()
     print(f"model {model.name}, {args.threads} threads, ctx {args.ctx}, {args.max_tokens} max tokens, {args.runs} runs each")
+    print(f"1-min load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
     print(_table(summaries))
 
     result: dict[str, object] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": _git_commit(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_1min_before": round(load_before[0], 2),
+            "load_average_1min_after": round(load_after[0], 2),
+        },
         "llama_cpp_python": llama_cpp.__version__,
         "config": {
             "model": model.name,
