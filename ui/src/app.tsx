@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks"
 import { listModels, streamChat, type ChatMessage, type ChatRequest, type Connection } from "./api";
 import { ChatSettingsDialog } from "./components/ChatSettingsDialog";
 import { Composer } from "./components/Composer";
+import { MenuIcon } from "./components/icons";
 import { MessageView } from "./components/MessageView";
 import { SettingsDialog } from "./components/SettingsDialog";
 import { Sidebar } from "./components/Sidebar";
@@ -368,7 +369,7 @@ export function App({ store }: Props) {
             aria-expanded={sidebarOpen}
             onClick={() => setSidebarOpen(true)}
           >
-            ☰
+            <MenuIcon />
           </button>
           <label class="model-picker">
             <span class="sr-only">Model</span>

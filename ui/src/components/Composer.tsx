@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
+import { SendIcon, StopIcon } from "./icons";
 
 interface Props {
   streaming: boolean;
@@ -55,11 +56,11 @@ export function Composer({ streaming, disabled, onSend, onStop }: Props) {
       />
       {streaming ? (
         <button type="button" class="send stop" aria-label="Stop generating" onClick={onStop}>
-          <span aria-hidden="true">■</span>
+          <StopIcon />
         </button>
       ) : (
         <button type="submit" class="send" aria-label="Send message" disabled={disabled || !text.trim()}>
-          <span aria-hidden="true">↑</span>
+          <SendIcon />
         </button>
       )}
     </form>

@@ -1,5 +1,6 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef } from "preact/hooks";
+import { CloseIcon } from "./icons";
 
 interface Props {
   title: string;
@@ -29,7 +30,7 @@ export function Dialog({ title, onClose, children }: Props) {
         <header class="dialog-head">
           <h2>{title}</h2>
           <button type="button" class="icon-button" aria-label="Close" onClick={onClose}>
-            ✕
+            <CloseIcon />
           </button>
         </header>
         {children}

@@ -152,11 +152,8 @@ function EditForm({
         if (text.trim()) onSubmit(text);
       }}
     >
-      <label class="sr-only" for="edit-message">
-        Edit message
-      </label>
       <textarea
-        id="edit-message"
+        aria-label="Edit message"
         rows={Math.min(12, Math.max(2, text.split("\n").length))}
         value={text}
         onInput={(e) => setText(e.currentTarget.value)}

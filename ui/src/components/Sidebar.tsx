@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ConversationSummary } from "../storage";
+import { CloseIcon, PencilIcon, PlusIcon, TrashIcon } from "./icons";
 import type { Theme } from "../types";
 
 interface Props {
@@ -30,10 +31,10 @@ export function Sidebar(props: Props) {
       <aside class={`sidebar${props.open ? " open" : ""}`} aria-label="Conversations">
         <div class="sidebar-top">
           <button type="button" class="button new-chat" onClick={props.onNew}>
-            <span aria-hidden="true">＋</span> New chat
+            <PlusIcon /> New chat
           </button>
           <button type="button" class="icon-button close-sidebar" aria-label="Close sidebar" onClick={props.onClose}>
-            ✕
+            <CloseIcon />
           </button>
         </div>
         <label class="search">
@@ -79,7 +80,7 @@ export function Sidebar(props: Props) {
                         title="Rename"
                         onClick={() => setRenaming(summary.id)}
                       >
-                        ✎
+                        <PencilIcon />
                       </button>
                       <button
                         type="button"
@@ -88,7 +89,7 @@ export function Sidebar(props: Props) {
                         title="Delete"
                         onClick={() => props.onDelete(summary.id)}
                       >
-                        🗑
+                        <TrashIcon />
                       </button>
                     </span>
                   </>

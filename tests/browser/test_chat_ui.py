@@ -1,0 +1,423 @@
+"""The web chat in Chromium against `llamaedge serve` with the tiny model.
+
+The tiny model writes random printable ASCII, so tests that need particular reply text
+(Markdown rendering, sanitization) answer /v1/chat/completions with a canned SSE body through
+`page.route` (a fake at the network seam); every other test talks to the real server."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, Route, expect
+
+from tests.conftest import ServerProcess, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+NewPage = Callable[..., Page]
+Screenshot = Callable[[Page, str], Path]
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def wait_for_model(page: Page, server: ServerProcess) -> str:
+    model = json.loads(page.request.get(f"{server.base_url}/v1/models").text())["data"][0]["id"]
+    expect(page.locator(".model-picker select")).to_have_value(model)
+    return model
+
+
+def chat_settings(page: Page, *, temperature: str | None = None, max_tokens: str | None = None, system: str | None = None) -> None:
+    page.get_by_role("button", name="Chat settings").click()
+    dialog = page.get_by_role("dialog", name="Chat settings")
+    if temperature is not None:
+        dialog.get_by_label("Temperature").fill(temperature)
+    if max_tokens is not None:
+        dialog.get_by_label("Max tokens").fill(max_tokens)
+    if system is not None:
+        dialog.get_by_label("System prompt").fill(system)
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")
+
+
+def wait_for_reply(page: Page) -> None:
+    expect(page.locator(".message.streaming")).to_have_count(0)
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+
+
+def last_reply(page: Page):  # noqa: ANN201 - a Locator
+    return page.locator(".message.assistant").last
+
+
+def throttle(page: Page, bytes_per_s: int) -> None:
+    """Slow the browser's downloads (Chrome DevTools network emulation), so a reply from the
+    real server streams for long enough to watch and stop it."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
+    )
+
+
+def canned_stream(text: str, piece_chars: int = 7) -> str:
+    """An OpenAI streaming body that delivers `text` in small deltas, with usage and [DONE]."""
+    pieces = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
+    base = {"id": "chatcmpl-canned", "object": "chat.completion.chunk", "created": 1, "model": "canned"}
+    events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    events += [{**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append({**base, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": len(pieces), "total_tokens": 9 + len(pieces)}})
+    return "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+
+
+def answer_with(page: Page, text: str) -> list[dict[str, object]]:
+    """Fulfil chat completions with `text`; returns the request bodies the page sent."""
+    bodies: list[dict[str, object]] = []
+
+    def handle(route: Route) -> None:
+        bodies.append(json.loads(route.request.post_data or "{}"))
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=canned_stream(text))
+
+    page.route("**/v1/chat/completions", handle)
+    return bodies
+
+
+# ---- real server ------------------------------------------------------------------------------
+
+
+def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    # Greedy decoding makes the tiny model run until max_tokens: a known token count.
+    chat_settings(page, temperature="0", max_tokens="120")
+    throttle(page, 20_000)
+    # Record the reply's text length at every DOM change, to see it grow in steps.
+    page.evaluate(
+        """() => {
+          window.__lengths = [];
+          new MutationObserver(() => {
+            const el = document.querySelector('.message.assistant .markdown');
+            if (el) window.__lengths.push(el.textContent.length);
+          }).observe(document.body, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    send(page, "Hello there, tiny model")
+    expect(page.locator(".message.user")).to_have_text(re.compile("Hello there, tiny model"))
+    expect(page.locator(".message.assistant.streaming")).to_have_count(1)
+    expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
+    wait_for_reply(page)
+
+    reply = last_reply(page)
+    text = reply.locator(".markdown").inner_text()
+    assert len(text.strip()) > 20
+    lengths = [n for n in page.evaluate("window.__lengths") if n > 0]
+    assert len(set(lengths)) >= 3, f"the reply did not grow in steps: {lengths}"
+    stats = reply.get_by_label("Reply statistics").inner_text()
+    assert re.search(r"\b120 tokens\b", stats), stats  # the usage chunk's exact count
+    assert re.search(r"[\d.]+ tok/s", stats), stats
+    assert re.search(r"TTFT [\d.]+ (ms|s)", stats), stats
+    # The first message names the conversation.
+    expect(page.locator(".history-item")).to_have_text(["Hello there, tiny model"])
+    screenshot(page, "chat-light")
+
+
+def test_stop_a_reply_mid_stream(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    chat_settings(page, temperature="0", max_tokens="1500")
+    throttle(page, 3_000)
+    send(page, "Write a very long story")
+    reply = last_reply(page)
+    expect(reply.locator(".markdown")).not_to_have_text("")
+    page.get_by_role("button", name="Stop generating").click()
+    expect(reply.get_by_text("Stopped.")).to_be_visible()
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    shown = reply.locator(".markdown").inner_text()
+    page.wait_for_timeout(500)
+    assert reply.locator(".markdown").inner_text() == shown, "text kept arriving after Stop"
+    assert "1500 tokens" not in reply.get_by_label("Reply statistics").inner_text()
+    screenshot(page, "stopped")
+
+    # The server let go of the cancelled request: the next message is answered.
+    throttle(page, -1)
+    chat_settings(page, max_tokens="20")
+    send(page, "Again, shorter")
+    wait_for_reply(page)
+    expect(page.locator(".message.assistant")).to_have_count(2)
+    expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("20 tokens")
+
+
+def test_reload_and_find_the_conversation(new_page: NewPage, ui_server: ServerProcess) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    chat_settings(page, max_tokens="30", system="You are terse.")
+    send(page, "Remember the llama named Edge")
+    wait_for_reply(page)
+    reply_text = last_reply(page).locator(".markdown").inner_text()
+
+    page.reload()
+    # The URL names the conversation, so it is open again after the reload.
+    expect(page.locator(".message.user .user-text")).to_have_text(["Remember the llama named Edge"])
+    expect(last_reply(page).locator(".markdown")).to_have_text(reply_text)
+
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    page.get_by_role("button", name="Remember the llama named Edge", exact=True).click()
+    expect(page.locator(".message.user .user-text")).to_have_text(["Remember the llama named Edge"])
+    expect(last_reply(page).locator(".markdown")).to_have_text(reply_text)
+    # Its settings came back with it.
+    page.get_by_role("button", name="Chat settings").click()
+    expect(page.get_by_label("System prompt")).to_have_value("You are terse.")
+    expect(page.get_by_label("Max tokens")).to_have_value("30")
+
+
+def test_regenerate_and_edit_continue_from_there(new_page: NewPage, ui_server: ServerProcess) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    chat_settings(page, max_tokens="16")
+    requests: list[dict[str, object]] = []
+    page.on(
+        "request",
+        lambda request: requests.append(json.loads(request.post_data or "{}"))
+        if request.url.endswith("/v1/chat/completions")
+        else None,
+    )
+    send(page, "First question")
+    wait_for_reply(page)
+    send(page, "Second question")
+    wait_for_reply(page)
+    expect(page.locator(".message")).to_have_count(4)
+
+    page.get_by_role("button", name="Regenerate reply").click()
+    wait_for_reply(page)
+    expect(page.locator(".message")).to_have_count(4)
+    sent = [m["content"] for m in requests[-1]["messages"]]  # type: ignore[index]
+    assert sent[0] == "First question" and sent[-1] == "Second question" and len(sent) == 3
+
+    page.locator(".message.user").first.get_by_role("button", name="Edit message").click()
+    page.get_by_role("textbox", name="Edit message").fill("First question, edited")
+    page.get_by_role("button", name="Save & send").click()
+    wait_for_reply(page)
+    expect(page.locator(".message")).to_have_count(2)
+    expect(page.locator(".message.user .user-text")).to_have_text(["First question, edited"])
+    assert [m["content"] for m in requests[-1]["messages"]] == ["First question, edited"]  # type: ignore[index]
+    expect(page.locator(".history-item")).to_have_text(["First question, edited"])
+
+
+def test_errors_are_plain_and_retryable(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+
+    # Context too long: the server's message, and what to do.
+    send(page, "hello world " * 3000)
+    error = last_reply(page).get_by_role("alert")
+    expect(error).to_contain_text("Conversation too long")
+    expect(error).to_contain_text("maximum context length")
+
+    # Server unreachable: a banner with Retry, and a failed reply with Retry.
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.get_by_label("Server URL").fill(f"http://127.0.0.1:{free_port()}")
+    page.get_by_role("button", name="Save").click()
+    banner = page.locator(".banner")
+    expect(banner).to_contain_text("Server unreachable")
+    expect(banner.get_by_role("button", name="Retry")).to_be_visible()
+    page.get_by_role("button", name="New chat").click()
+    send(page, "Anyone there?")
+    expect(last_reply(page).get_by_role("alert")).to_contain_text("Server unreachable")
+    screenshot(page, "unreachable")
+
+    # Back to the real server: Retry in the reply now succeeds.
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.get_by_label("Server URL").fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(banner).to_have_count(0)
+    wait_for_model(page, ui_server)
+    last_reply(page).get_by_role("button", name="Retry").click()
+    wait_for_reply(page)
+    expect(last_reply(page).get_by_role("alert")).to_have_count(0)
+    expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("tokens")
+
+
+def test_theme_switch(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+    page = new_page(color_scheme="light")
+    wait_for_model(page, ui_server)
+    background = lambda: page.evaluate("getComputedStyle(document.body).backgroundColor")  # noqa: E731
+    assert background() == "rgb(255, 255, 255)"
+    theme = page.locator(".theme-select select")
+
+    theme.select_option("dark")
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    assert background() == "rgb(33, 33, 33)"
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    assert background() == "rgb(33, 33, 33)"
+
+    theme.select_option("light")
+    assert background() == "rgb(255, 255, 255)"
+
+    # System follows the operating system's preference, also when it changes.
+    theme.select_option("system")
+    page.emulate_media(color_scheme="dark")
+    assert background() == "rgb(33, 33, 33)"
+    page.emulate_media(color_scheme="light")
+    assert background() == "rgb(255, 255, 255)"
+
+    theme.select_option("dark")
+    send(page, "Dark mode, please")
+    wait_for_reply(page)
+    screenshot(page, "chat-dark")
+
+
+def test_phone_viewport(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+    width = 390
+    page = new_page(viewport={"width": width, "height": 844}, is_mobile=True, has_touch=True)
+    wait_for_model(page, ui_server)
+    sidebar = page.get_by_role("complementary", name="Conversations")
+    expect(sidebar).not_to_be_in_viewport()
+    expect(page.get_by_role("button", name="Open sidebar")).to_be_visible()
+
+    chat_settings(page, max_tokens="40")
+    send(page, "Hi from a phone")
+    wait_for_reply(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    composer = page.get_by_label("Message", exact=True).bounding_box()
+    assert composer is not None and composer["x"] >= 0 and composer["x"] + composer["width"] <= width
+    screenshot(page, "phone")
+
+    page.get_by_role("button", name="Open sidebar").click()
+    expect(sidebar).to_be_in_viewport(ratio=1)
+    screenshot(page, "phone-sidebar")
+    page.get_by_role("button", name="Hi from a phone", exact=True).click()
+    expect(sidebar).not_to_be_in_viewport()
+    expect(page.locator(".message.user .user-text")).to_have_text(["Hi from a phone"])
+
+
+def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server: ServerProcess, tmp_path: Path) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    export = {
+        "format": "llamaedge.conversations",
+        "version": 1,
+        "conversations": [
+            {"id": "a", "title": "Paella recipe", "updatedAt": 2, "messages": [{"role": "user", "content": "saffron?"}]},
+            {"id": "b", "title": "Rust lifetimes", "updatedAt": 1, "messages": [{"role": "user", "content": "borrowing"}]},
+        ],
+    }
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "chats.json", "mimeType": "application/json", "buffer": json.dumps(export).encode()}]
+    )
+    expect(page.get_by_role("status")).to_contain_text("Imported 2 chats")
+    expect(page.locator(".history-item")).to_have_text(["Paella recipe", "Rust lifetimes"])
+
+    page.get_by_label("Search conversations").fill("borrow")
+    expect(page.locator(".history-item")).to_have_text(["Rust lifetimes"])
+    page.get_by_label("Search conversations").fill("")
+
+    page.get_by_role("button", name="Rename “Rust lifetimes”").click()
+    page.get_by_label("New title").fill("Ownership in Rust")
+    page.get_by_label("New title").press("Enter")
+    # Renaming does not reorder: the list is by last activity.
+    expect(page.locator(".history-item")).to_have_text(["Paella recipe", "Ownership in Rust"])
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete “Paella recipe”").click()
+    expect(page.locator(".history-item")).to_have_text(["Ownership in Rust"])
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert [c["title"] for c in exported["conversations"]] == ["Ownership in Rust"]
+    assert exported["conversations"][0]["messages"][0]["content"] == "borrowing"
+
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{not json"}]
+    )
+    expect(page.get_by_role("status")).to_contain_text("Import failed: The file is not JSON.")
+
+
+# ---- canned replies at the network seam (rendering only) -------------------------------------
+
+MARKDOWN_REPLY = """Here is a function:
+
+```python
+def greet(name: str) -> str:
+    return f"Hello, {name}!"
+```
+
+| Language | Typed |
+|----------|-------|
+| Python   | gradually |
+| Rust     | yes |
+
+- first item
+- second item
+
+Install it with `pip install llamaedge` and read [the docs](https://example.com/docs).
+"""
+
+
+def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+    page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    wait_for_model(page, ui_server)
+    bodies = answer_with(page, MARKDOWN_REPLY)
+    send(page, "Show me some Markdown")
+    wait_for_reply(page)
+    assert bodies[0]["stream"] is True
+    assert bodies[0]["stream_options"] == {"include_usage": True}
+
+    markdown = last_reply(page).locator(".markdown")
+    code = markdown.locator(".code-block pre code.language-python")
+    expect(code).to_contain_text('return f"Hello, {name}!"')
+    expect(code.locator(".hljs-keyword").first).to_have_text("def")
+    expect(markdown.locator(".code-lang")).to_have_text("python")
+    expect(markdown.locator("table th")).to_have_text(["Language", "Typed"])
+    expect(markdown.locator("table tbody tr")).to_have_count(2)
+    expect(markdown.locator("ul > li")).to_have_text(["first item", "second item"])
+    expect(markdown.locator("p code")).to_have_text("pip install llamaedge")
+    link = markdown.get_by_role("link", name="the docs")
+    expect(link).to_have_attribute("href", "https://example.com/docs")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(link).to_have_attribute("rel", re.compile("noopener"))
+
+    markdown.get_by_role("button", name="Copy code").click()
+    expect(markdown.get_by_role("button", name="Copy code")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == 'def greet(name: str) -> str:\n    return f"Hello, {name}!"'
+    last_reply(page).get_by_role("button", name="Copy message").click()
+    assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN_REPLY
+    screenshot(page, "markdown")
+
+
+HOSTILE_REPLY = """Watch this: <img src=x onerror="window.__pwned = 'img'">
+
+<script>window.__pwned = 'script'</script>
+
+<a href="javascript:window.__pwned='link'">click me</a> and [also me](javascript:window.__pwned='md')
+"""
+
+
+def test_html_in_a_reply_stays_inert_text(new_page: NewPage, ui_server: ServerProcess) -> None:
+    # Without the page's Content-Security-Policy, so this shows the sanitizer alone holds.
+    page = new_page(bypass_csp=True)
+    wait_for_model(page, ui_server)
+    answer_with(page, HOSTILE_REPLY)
+    send(page, "Say something dangerous")
+    wait_for_reply(page)
+    markdown = last_reply(page).locator(".markdown")
+    expect(markdown).to_contain_text('<img src=x onerror="window.__pwned = \'img\'">')
+    expect(markdown).to_contain_text("<script>window.__pwned = 'script'</script>")
+    assert markdown.locator("img, script, iframe, [onerror]").count() == 0
+    for link in markdown.locator("a").all():
+        assert not (link.get_attribute("href") or "").lower().startswith("javascript:")
+    page.get_by_text("also me").click()
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__pwned") is None
