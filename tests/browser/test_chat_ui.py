@@ -111,8 +111,14 @@ def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: Server
           }).observe(document.body, {subtree: true, childList: true, characterData: true});
         }"""
     )
-    send(page, "Hello there, tiny model")
-    expect(page.locator(".message.user")).to_have_text(re.compile("Hello there, tiny model"))
+    prompt = page.get_by_label("Message", exact=True)
+    prompt.fill("Hello there, tiny model")
+    prompt.press("Shift+Enter")  # a line break, not a send
+    prompt.type("second line")
+    expect(page.locator(".message")).to_have_count(0)
+    prompt.press("Enter")
+    expect(page.locator(".message.user .user-text")).to_have_text(["Hello there, tiny model\nsecond line"])
+    expect(prompt).to_have_value("")
     expect(page.locator(".message.assistant.streaming")).to_have_count(1)
     expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
     wait_for_reply(page)
@@ -345,6 +351,70 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
     expect(page.get_by_role("status")).to_contain_text("Import failed: The file is not JSON.")
 
 
+def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    send(page, "Check the labels")
+    wait_for_reply(page)
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('button, input, select, textarea')]
+          .filter((el) => !(el.getAttribute('aria-label') || el.textContent.trim() ||
+                            (el.labels && el.labels.length) || el.getAttribute('title')))
+          .map((el) => el.outerHTML.slice(0, 80))"""
+    )
+    assert unnamed == []
+    # Tabbing reaches the controls, and the focused one shows an outline or a highlighted border.
+    page.locator("body").click(position={"x": 5, "y": 5})
+    seen: list[str] = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        focus = page.evaluate(
+            """() => {
+              const el = document.activeElement;
+              const box = el.closest('.composer') || el;
+              const style = getComputedStyle(el);
+              const visible = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0;
+              return {name: el.getAttribute('aria-label') || el.textContent.trim() || el.tagName,
+                      visible: visible || box !== el};
+            }"""
+        )
+        assert focus["visible"], f"focus on {focus['name']} is not visible"
+        seen.append(focus["name"])
+    assert "New chat" in " ".join(seen)
+
+
+# ---- canned answers at the network seam ------------------------------------------------------
+
+
+def test_model_loading_is_shown_and_the_page_recovers_by_itself(new_page: NewPage, ui_server: ServerProcess) -> None:
+    """The tiny model loads in milliseconds, too fast to catch the server's 503; the first
+    model-list requests get the server's loading answer shape instead."""
+    page = new_page("/health")  # any page of the origin, to register the route before the app loads
+    loading_answers = 2
+    calls: list[int] = []
+
+    def models(route: Route) -> None:
+        calls.append(1)
+        if len(calls) <= loading_answers:
+            route.fulfill(
+                status=503,
+                headers={"Content-Type": "application/json", "Retry-After": "1"},
+                body=json.dumps({"error": {"message": "The model is still loading.", "type": "server_error", "code": None}}),
+            )
+        else:
+            route.continue_()
+
+    page.route("**/v1/models", models)
+    page.goto("/")
+    banner = page.locator(".banner")
+    expect(banner).to_contain_text("The model is loading")
+    expect(banner).to_contain_text("The model is still loading.")
+    # No click: the page polls until the model answers.
+    expect(banner).to_have_count(0, timeout=10_000)
+    wait_for_model(page, ui_server)
+    assert len(calls) == loading_answers + 1
+
+
 # ---- canned replies at the network seam (rendering only) -------------------------------------
 
 MARKDOWN_REPLY = """Here is a function:
@@ -388,13 +458,13 @@ def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerPr
     expect(link).to_have_attribute("href", "https://example.com/docs")
     expect(link).to_have_attribute("target", "_blank")
     expect(link).to_have_attribute("rel", re.compile("noopener"))
+    screenshot(page, "markdown")
 
     markdown.get_by_role("button", name="Copy code").click()
     expect(markdown.get_by_role("button", name="Copy code")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == 'def greet(name: str) -> str:\n    return f"Hello, {name}!"'
     last_reply(page).get_by_role("button", name="Copy message").click()
     assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN_REPLY
-    screenshot(page, "markdown")
 
 
 HOSTILE_REPLY = """Watch this: <img src=x onerror="window.__pwned = 'img'">

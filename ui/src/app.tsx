@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { listModels, streamChat, type ChatMessage, type ChatRequest, type Connection } from "./api";
+import { listModels, streamChat, type Connection } from "./api";
 import { ChatSettingsDialog } from "./components/ChatSettingsDialog";
 import { Composer } from "./components/Composer";
 import { MenuIcon } from "./components/icons";
@@ -7,6 +7,7 @@ import { MessageView } from "./components/MessageView";
 import { SettingsDialog } from "./components/SettingsDialog";
 import { Sidebar } from "./components/Sidebar";
 import { ApiError } from "./errors";
+import { chatRequest } from "./request";
 import { ReplyMeter } from "./stats";
 import { ConversationStore, newConversation, newId, StorageError, titleFrom } from "./storage";
 import { applyTheme } from "./theme";
@@ -40,24 +41,6 @@ function toMessageError(error: unknown): MessageError {
 
 function isAbort(error: unknown): boolean {
   return error instanceof DOMException && error.name === "AbortError";
-}
-
-/** What is sent for a conversation: the system prompt, then the messages that carry text. */
-export function chatRequest(conversation: Conversation, model: string): ChatRequest {
-  const messages: ChatMessage[] = [];
-  if (conversation.systemPrompt.trim()) messages.push({ role: "system", content: conversation.systemPrompt });
-  for (const message of conversation.messages) {
-    if (message.role === "assistant" && message.content === "") continue; // failed before any text
-    messages.push({ role: message.role, content: message.content });
-  }
-  const request: ChatRequest = {
-    model,
-    messages,
-    temperature: conversation.params.temperature,
-    top_p: conversation.params.topP,
-  };
-  if (conversation.params.maxTokens !== null) request.max_tokens = conversation.params.maxTokens;
-  return request;
 }
 
 export function App({ store }: Props) {
@@ -419,7 +402,10 @@ export function App({ store }: Props) {
         </div>
         <div class="composer-wrap">
           <Composer streaming={streamingHere} disabled={busy && !streamingHere} onSend={send} onStop={stop} />
-          <p class="footnote muted">Replies are generated locally and can be wrong.</p>
+          <p class="footnote muted">
+            Replies are generated locally and can be wrong.
+            <span class="keys"> Enter sends, Shift+Enter starts a new line.</span>
+          </p>
         </div>
       </main>
       {dialog === "settings" && (

@@ -3,6 +3,9 @@
 import type { Usage } from "./chatstream";
 import type { ReplyStats } from "./types";
 
+/** Below this, the time between first and last token is too short to measure a rate over. */
+const RATE_SPAN_MS_MIN = 100;
+
 export class ReplyMeter {
   private readonly startMs: number;
   private firstTokenMs: number | null = null;
@@ -36,8 +39,14 @@ export class ReplyMeter {
     let tokensPerSecond: number | null = null;
     if (this.firstTokenMs !== null && this.lastTokenMs !== null && completionTokens > 1) {
       const spanMs = this.lastTokenMs - this.firstTokenMs;
-      // The first token's time is in the TTFT; the rate is over the tokens that followed it.
-      if (spanMs > 0) tokensPerSecond = ((completionTokens - 1) * 1000) / spanMs;
+      if (spanMs >= RATE_SPAN_MS_MIN) {
+        // The first token's time is in the TTFT; the rate is over the tokens that followed it.
+        tokensPerSecond = ((completionTokens - 1) * 1000) / spanMs;
+      } else if (this.lastTokenMs > this.startMs) {
+        // The reply arrived in one burst (a buffering proxy, a cached answer): a rate over a
+        // few milliseconds means nothing, so measure from the request instead.
+        tokensPerSecond = (completionTokens * 1000) / (this.lastTokenMs - this.startMs);
+      }
     }
     return { completionTokens, exact: this.usage !== null, ttftMs, tokensPerSecond, finishReason: this.finishReason };
   }
@@ -45,7 +54,10 @@ export class ReplyMeter {
 
 export function formatStats(stats: ReplyStats): string[] {
   const parts = [`${stats.exact ? "" : "~"}${stats.completionTokens} tokens`];
-  if (stats.tokensPerSecond !== null) parts.push(`${stats.tokensPerSecond.toFixed(1)} tok/s`);
+  if (stats.tokensPerSecond !== null) {
+    const rate = stats.tokensPerSecond;
+    parts.push(`${rate >= 100 ? Math.round(rate) : rate.toFixed(1)} tok/s`);
+  }
   if (stats.ttftMs !== null) parts.push(`TTFT ${formatMs(stats.ttftMs)}`);
   return parts;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { apiUrl } from "../src/api";
-import { chatRequest } from "../src/app";
+import { chatRequest } from "../src/request";
 import { newConversation } from "../src/storage";
 
 describe("apiUrl", () => {

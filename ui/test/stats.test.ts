@@ -6,7 +6,7 @@ describe("ReplyMeter", () => {
     const meter = new ReplyMeter(1000);
     meter.delta(1250); // first token 250 ms after sending
     meter.delta(1300);
-    meter.delta(1450);
+    meter.delta(1450); // 200 ms after the first: long enough to measure a rate over
     meter.setUsage({ promptTokens: 5, completionTokens: 5 });
     meter.finish("stop");
     // 4 tokens after the first, over 200 ms.
@@ -34,5 +34,16 @@ describe("ReplyMeter", () => {
     expect(stats.ttftMs).toBeNull();
     expect(stats.tokensPerSecond).toBeNull();
     expect(formatStats({ ...stats, ttftMs: 1534 })).toContain("TTFT 1.53 s");
+  });
+});
+
+describe("ReplyMeter with a burst", () => {
+  it("measures the rate from the request when all tokens arrive at once", () => {
+    const meter = new ReplyMeter(0);
+    for (let i = 0; i < 40; i++) meter.delta(200 + i * 0.01);
+    meter.setUsage({ promptTokens: 1, completionTokens: 40 });
+    const stats = meter.stats();
+    expect(stats.tokensPerSecond).toBeCloseTo(200, 0); // 40 tokens over 200 ms, not over 0.4 ms
+    expect(formatStats(stats)[1]).toBe("200 tok/s");
   });
 });

@@ -43,7 +43,7 @@ export function Composer({ streaming, disabled, onSend, onStop }: Props) {
         id="prompt"
         ref={area}
         rows={1}
-        placeholder="Message (Enter to send, Shift+Enter for a new line)"
+        placeholder="Send a message"
         value={text}
         onInput={(e) => setText(e.currentTarget.value)}
         onKeyDown={(e) => {
