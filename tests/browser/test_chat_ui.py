@@ -163,6 +163,34 @@ def test_stop_a_reply_mid_stream(new_page: NewPage, ui_server: ServerProcess, sc
     expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("20 tokens")
 
 
+def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: ServerProcess) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    chat_settings(page, temperature="0", max_tokens="1500")
+    throttle(page, 3_000)
+
+    send(page, "A long one")
+    expect(last_reply(page).locator(".markdown")).not_to_have_text("")
+    page.get_by_role("button", name="Rename “A long one”").click()
+    page.get_by_label("New title").fill("Renamed mid-stream")
+    page.get_by_label("New title").press("Enter")
+    page.get_by_role("button", name="Stop generating").click()
+    expect(last_reply(page).get_by_text("Stopped.")).to_be_visible()
+    expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
+    expect(page.locator(".chat-title")).to_have_text("Renamed mid-stream")
+
+    page.get_by_role("button", name="New chat").click()
+    send(page, "Delete me while you talk")
+    expect(last_reply(page).locator(".markdown")).not_to_have_text("")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete “Delete me while you talk”").click()
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    page.wait_for_timeout(300)
+    expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
+    page.reload()
+    expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
+
+
 def test_reload_and_find_the_conversation(new_page: NewPage, ui_server: ServerProcess) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
@@ -322,7 +350,7 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "chats.json", "mimeType": "application/json", "buffer": json.dumps(export).encode()}]
     )
-    expect(page.get_by_role("status")).to_contain_text("Imported 2 chats")
+    expect(page.locator(".notice")).to_contain_text("Imported 2 chats")
     expect(page.locator(".history-item")).to_have_text(["Paella recipe", "Rust lifetimes"])
 
     page.get_by_label("Search conversations").fill("borrow")
@@ -348,7 +376,7 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{not json"}]
     )
-    expect(page.get_by_role("status")).to_contain_text("Import failed: The file is not JSON.")
+    expect(page.locator(".notice")).to_contain_text("Import failed: The file is not JSON.")
 
 
 def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -> None:
@@ -488,6 +516,6 @@ def test_html_in_a_reply_stays_inert_text(new_page: NewPage, ui_server: ServerPr
     assert markdown.locator("img, script, iframe, [onerror]").count() == 0
     for link in markdown.locator("a").all():
         assert not (link.get_attribute("href") or "").lower().startswith("javascript:")
-    page.get_by_text("also me").click()
+    markdown.get_by_text("also me").click()
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None

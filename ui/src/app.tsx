@@ -57,7 +57,12 @@ export function App({ store }: Props) {
   const [dialog, setDialog] = useState<"settings" | "chat" | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
 
+  const [announcement, setAnnouncement] = useState("");
+
   const abortRef = useRef<AbortController | null>(null);
+  /** The conversation a reply is streaming into. Changes made while it streams (rename,
+   * settings, delete) are applied here too, so the end of the reply does not undo them. */
+  const liveRef = useRef<Conversation | null>(null);
   const currentIdRef = useRef(conversation.id);
   currentIdRef.current = conversation.id;
   const threadRef = useRef<HTMLDivElement>(null);
@@ -145,19 +150,23 @@ export function App({ store }: Props) {
     const chosen = base.model && models.includes(base.model) ? base.model : (models[0] ?? base.model);
     const reply: Message = { id: newId(), role: "assistant", content: "", createdAt: Date.now(), model: chosen };
     const request = chatRequest(base, chosen);
-    let working: Conversation = { ...base, model: chosen, messages: [...base.messages, reply], updatedAt: Date.now() };
+    liveRef.current = { ...base, model: chosen, messages: [...base.messages, reply], updatedAt: Date.now() };
     const update = (patch: Partial<Message>) => {
-      working = { ...working, messages: working.messages.map((m) => (m.id === reply.id ? { ...m, ...patch } : m)) };
+      const live = liveRef.current;
+      if (live) {
+        liveRef.current = { ...live, messages: live.messages.map((m) => (m.id === reply.id ? { ...m, ...patch } : m)) };
+      }
     };
-    if (working.id === currentIdRef.current && !window.location.hash) {
-      history.replaceState(null, "", `#${encodeURIComponent(working.id)}`);
+    if (base.id === currentIdRef.current && !window.location.hash) {
+      history.replaceState(null, "", `#${encodeURIComponent(base.id)}`);
     }
     stickToBottom.current = true;
-    commit(working);
+    setAnnouncement("");
+    commit(liveRef.current);
 
     const controller = new AbortController();
     abortRef.current = controller;
-    setStreamingId(working.id);
+    setStreamingId(base.id);
     const meter = new ReplyMeter(performance.now());
     let content = "";
     let frame = 0;
@@ -166,10 +175,12 @@ export function App({ store }: Props) {
     const paint = () => {
       frame = 0;
       update({ content });
-      if (working.id === currentIdRef.current) setConversation(working);
+      const live = liveRef.current;
+      if (!live) return;
+      if (live.id === currentIdRef.current) setConversation(live);
       if (performance.now() - savedAt > SAVE_DURING_STREAM_MS) {
         savedAt = performance.now();
-        persist(working);
+        persist(live);
       }
     };
     let stopped = false;
@@ -198,10 +209,15 @@ export function App({ store }: Props) {
         stopped: stopped || undefined,
         error: failure,
       });
-      working = { ...working, updatedAt: Date.now() };
+      const live = liveRef.current;
+      liveRef.current = null;
       abortRef.current = null;
       setStreamingId(null);
-      commit(working);
+      // null: the conversation was deleted while its reply streamed; do not bring it back.
+      if (live) commit({ ...live, updatedAt: Date.now() });
+      setAnnouncement(
+        failure ? `${failure.title}. ${failure.message}` : stopped ? "Reply stopped." : `Reply: ${content.slice(0, 500)}`,
+      );
     }
   };
 
@@ -253,13 +269,17 @@ export function App({ store }: Props) {
   const rename = (id: string, title: string) => {
     const found = id === conversation.id ? conversation : store.get(id);
     if (!found) return;
+    if (liveRef.current?.id === id) liveRef.current = { ...liveRef.current, title, titleEdited: true };
     commit({ ...found, title, titleEdited: true });
   };
 
   const remove = (id: string) => {
     const found = store.get(id);
     if (!found || !window.confirm(`Delete “${found.title}”?`)) return;
-    if (id === streamingId) stop();
+    if (liveRef.current?.id === id) {
+      liveRef.current = null;
+      stop();
+    }
     store.delete(id);
     if (id === conversation.id) open(newConversation(model));
     refreshList();
@@ -302,8 +322,9 @@ export function App({ store }: Props) {
 
   const setTheme = (theme: Theme) => saveSettings({ ...settings, theme });
 
-  const updateConversation = (patch: Partial<Conversation>) => {
+  const updateConversation = (patch: Pick<Partial<Conversation>, "model" | "systemPrompt" | "params">) => {
     const next = { ...conversation, ...patch };
+    if (liveRef.current?.id === next.id) liveRef.current = { ...liveRef.current, ...patch };
     if (next.messages.length) commit(next);
     else setConversation(next);
   };
@@ -399,6 +420,9 @@ export function App({ store }: Props) {
               ))}
             </div>
           )}
+        </div>
+        <div class="sr-only" role="status" aria-live="polite">
+          {announcement}
         </div>
         <div class="composer-wrap">
           <Composer streaming={streamingHere} disabled={busy && !streamingHere} onSend={send} onStop={stop} />
