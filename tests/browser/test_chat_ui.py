@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.conftest import ServerProcess, free_port
 
@@ -54,7 +54,7 @@ def wait_for_reply(page: Page) -> None:
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
 
 
-def last_reply(page: Page):  # noqa: ANN201 - a Locator
+def last_reply(page: Page) -> Locator:
     return page.locator(".message.assistant").last
 
 
@@ -282,6 +282,26 @@ def test_errors_are_plain_and_retryable(new_page: NewPage, ui_server: ServerProc
     expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("tokens")
 
 
+def test_an_api_key_is_asked_for_and_used(
+    new_page: NewPage, start_server: Callable[..., ServerProcess], tiny_model: Path
+) -> None:
+    server = start_server("--model", str(tiny_model), "--api-key", "sesame")
+    page = new_page(f"{server.base_url}/")
+    banner = page.locator(".banner")
+    expect(banner).to_contain_text("API key needed")
+    expect(banner).to_contain_text("Enter the server's API key in Settings")
+
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.get_by_label("API key").fill("sesame")
+    page.get_by_role("button", name="Save").click()
+    expect(banner).to_have_count(0)
+    expect(page.locator(".model-picker select")).to_have_value(tiny_model.stem)
+    chat_settings(page, max_tokens="10")
+    send(page, "Open sesame")
+    wait_for_reply(page)
+    expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("tokens")
+
+
 def test_theme_switch(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
     page = new_page(color_scheme="light")
     wait_for_model(page, ui_server)
@@ -416,7 +436,7 @@ def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -
 
 def test_model_loading_is_shown_and_the_page_recovers_by_itself(new_page: NewPage, ui_server: ServerProcess) -> None:
     """The tiny model loads in milliseconds, too fast to catch the server's 503; the first
-    model-list requests get the server's loading answer shape instead."""
+    model-list requests get the answer the server gives while loading instead."""
     page = new_page("/health")  # any page of the origin, to register the route before the app loads
     loading_answers = 2
     calls: list[int] = []
@@ -427,7 +447,16 @@ def test_model_loading_is_shown_and_the_page_recovers_by_itself(new_page: NewPag
             route.fulfill(
                 status=503,
                 headers={"Content-Type": "application/json", "Retry-After": "1"},
-                body=json.dumps({"error": {"message": "The model is still loading.", "type": "server_error", "code": None}}),
+                body=json.dumps(
+                    {
+                        "error": {
+                            "message": "The model is still loading; try again shortly.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": "model_not_ready",
+                        }
+                    }
+                ),
             )
         else:
             route.continue_()
@@ -435,8 +464,8 @@ def test_model_loading_is_shown_and_the_page_recovers_by_itself(new_page: NewPag
     page.route("**/v1/models", models)
     page.goto("/")
     banner = page.locator(".banner")
-    expect(banner).to_contain_text("The model is loading")
-    expect(banner).to_contain_text("The model is still loading.")
+    expect(banner).to_contain_text("Model not ready")
+    expect(banner).to_contain_text("The model is still loading; try again shortly.")
     # No click: the page polls until the model answers.
     expect(banner).to_have_count(0, timeout=10_000)
     wait_for_model(page, ui_server)

@@ -138,6 +138,8 @@ export function App({ store }: Props) {
   }, [store]);
 
   const open = (value: Conversation) => {
+    // Now, not at the next render: a reply painting in between must see the switch.
+    currentIdRef.current = value.id;
     setConversation(value);
     stickToBottom.current = true;
     const hash = value.messages.length ? `#${encodeURIComponent(value.id)}` : "";

@@ -2,7 +2,7 @@
 
 export type ApiErrorKind =
   | "unreachable" // no HTTP answer at all
-  | "loading" // 503: the model is still loading or the server is busy
+  | "loading" // 503 or 429: the model is not loaded yet, or the server is busy
   | "context" // the conversation no longer fits the model's context
   | "auth" // 401: missing or wrong API key
   | "not_found" // 404: unknown model or route
@@ -34,7 +34,7 @@ export class ApiError extends Error {
       case "unreachable":
         return "Server unreachable";
       case "loading":
-        return "The model is loading";
+        return "Model not ready";
       case "context":
         return "Conversation too long";
       case "auth":
@@ -56,7 +56,7 @@ export class ApiError extends Error {
       case "unreachable":
         return "Check that `llamaedge serve` is running and that the server URL in Settings is right, then retry.";
       case "loading":
-        return "Wait a moment and retry.";
+        return "It is probably still loading; the page keeps checking.";
       case "context":
         return "Start a new chat, delete earlier messages or lower Max tokens in the chat settings.";
       case "auth":
