@@ -89,6 +89,8 @@ export function App({ store }: Props) {
         if (isAbort(error)) return;
         const apiError = error instanceof ApiError ? error : new ApiError("unreachable", String(error));
         setServer({ state: "error", error: apiError });
+        // A list from another server, or one we can no longer reach, would offer wrong choices.
+        if (apiError.kind !== "loading") setModels([]);
         // While the model loads the server answers 503: keep asking until it is ready.
         if (apiError.kind === "loading") timer = window.setTimeout(recheck, LOADING_POLL_MS);
       });

@@ -54,7 +54,7 @@ export class ApiError extends Error {
   get hint(): string {
     switch (this.kind) {
       case "unreachable":
-        return "Check that `llamaedge serve` is running and that the server URL in Settings is right, then retry.";
+        return "Check that llamaedge serve is running and that the server URL in Settings is right, then retry.";
       case "loading":
         return "It is probably still loading; the page keeps checking.";
       case "context":

@@ -94,9 +94,11 @@ export function MessageView({ message, streaming, canRegenerate, busy, onEdit, o
           )}
           {!editing && !streaming && (
             <div class="message-actions">
-              <button type="button" class="action" onClick={copyMessage} aria-label="Copy message">
-                {copied ? "Copied" : "Copy"}
-              </button>
+              {message.content !== "" && (
+                <button type="button" class="action" onClick={copyMessage} aria-label="Copy message">
+                  {copied ? "Copied" : "Copy"}
+                </button>
+              )}
               {message.role === "user" && (
                 <button
                   type="button"
