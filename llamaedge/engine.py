@@ -184,6 +184,7 @@ class Sequence:
     n_cached: int = 0  # prompt tokens found in the KV cache
     error: str | None = None
     _cancelled: bool = False
+    _drained: bool = False
     # Scheduler state
     _slot: int = -1
     _pending: list[int] = field(default_factory=list)  # tokens to feed to the next decode
@@ -192,8 +193,13 @@ class Sequence:
 
     def next_piece(self, timeout_s: float | None = None) -> bytes | None:
         """The bytes of the next token (maybe part of a UTF-8 character), or None at the end
-        (then `finish_reason` says why). Raises queue.Empty after `timeout_s`."""
-        return self._pieces.get(timeout=timeout_s)
+        (then `finish_reason` says why), and None again on every later call. Raises
+        queue.Empty after `timeout_s`."""
+        if self._drained:
+            return None
+        piece = self._pieces.get(timeout=timeout_s)
+        self._drained = piece is None
+        return piece
 
     def __iter__(self) -> Iterator[bytes]:
         while (piece := self.next_piece()) is not None:

@@ -25,7 +25,7 @@ def harness_wat() -> str:
             imports.append(f'(import "{module}" "{name}" (func ${module}_{name} (param {params}) (result i32)))')
             gets = " ".join(f"local.get {i}" for i in range(n))
             exports.append(f'(func (export "{name}") (param {params}) (result i32) {gets} call ${module}_{name})')
-    return "(module\n" + "\n".join(imports) + '\n(memory (export "memory") 4)\n' + "\n".join(exports) + "\n)"
+    return "(module\n" + "\n".join(imports) + '\n(memory (export "memory") 64)\n' + "\n".join(exports) + "\n)"
 
 
 @dataclass

@@ -24,6 +24,10 @@ class GuestMemory:
         self._base = ctypes.addressof(memory.data_ptr(caller).contents)
         self._size = memory.data_len(caller)
 
+    def check(self, ptr: int, length: int) -> None:
+        """Raise GuestMemoryError unless [ptr, ptr+length) lies in guest memory."""
+        self._check(ptr, length & 0xFFFFFFFF)
+
     def _check(self, ptr: int, length: int) -> int:
         ptr &= 0xFFFFFFFF  # wasm32 pointers arrive as signed i32
         if length < 0 or ptr + length > self._size:

@@ -342,6 +342,8 @@ class NNSession:
 
 
 def write_output(mem: Any, data: bytes, out_ptr: int, out_max_len: int, written_ptr: int) -> None:
+    mem.check(out_ptr, out_max_len)  # the whole buffer offered must be the guest's own
+    mem.check(written_ptr, 4)
     if len(data) > (out_max_len & 0xFFFFFFFF):
         mem.write_u32(written_ptr, len(data))
         raise NNError(Errno.TOO_LARGE, f"output of {len(data)} bytes does not fit a buffer of {out_max_len & 0xFFFFFFFF}")

@@ -1,0 +1,334 @@
+"""Every `wasi_ephemeral_nn` function (and `llamaedge.chat_template`), called from wasm
+through real wasmtime on the real engine with the tiny model, error paths included."""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llamaedge.engine import LoadOptions
+from llamaedge.runtime import GraphRegistry, Preload, Runtime
+from llamaedge.runtime.wasi_nn import Errno
+from tests.nn_harness import Harness, harness, harness_app, new_runtime
+from tests.tiny_gguf import write_tiny_gguf
+
+PROMPT = b"<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
+GREEDY = {"temp": 0, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model: Path) -> Iterator[Runtime]:
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=256), [Preload("default", "GGML", "AUTO", tiny_model)])
+    runtime = new_runtime(registry)
+    yield runtime
+    runtime.close()
+    registry.close()
+
+
+@pytest.fixture
+def nn(runtime: Runtime) -> Iterator[Harness]:
+    with harness(runtime, harness_app(runtime)) as h:
+        yield h
+
+
+def ready_context(nn: Harness, metadata: dict | None = None) -> int:
+    rc, graph = nn.load_by_name("default")
+    assert rc == Errno.SUCCESS
+    rc, ctx = nn.init_context(graph)
+    assert rc == Errno.SUCCESS
+    assert nn.set_input(ctx, 1, {**GREEDY, **(metadata or {})}) == Errno.SUCCESS
+    assert nn.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
+    return ctx
+
+
+# -- load, load_by_name, load_by_name_with_config ------------------------------------------------
+
+
+def test_load_by_name_returns_the_same_graph_each_time(nn: Harness) -> None:
+    first, second = nn.load_by_name("default"), nn.load_by_name("default")
+    assert first[0] == second[0] == Errno.SUCCESS
+    assert first[1] == second[1]
+
+
+def test_load_by_name_unknown_is_not_found(nn: Harness) -> None:
+    assert nn.load_by_name("nope")[0] == Errno.NOT_FOUND
+
+
+def test_load_by_name_with_config_applies_load_keys_on_first_load(tmp_path: Path, tiny_model: Path) -> None:
+    registry = GraphRegistry(LoadOptions(threads=2), [Preload("small", "GGML", "AUTO", tiny_model)])
+    runtime = new_runtime(registry)
+    try:
+        with harness(runtime, harness_app(runtime)) as h:
+            rc, graph = h.load_by_name("small", {"ctx-size": 512, "n-gpu-layers": 0})
+            assert rc == Errno.SUCCESS
+            assert registry.get(graph).n_ctx == 512
+            assert h.load_by_name("small", {"ctx-size": 1024}) == (Errno.SUCCESS, graph)
+            assert registry.get(graph).n_ctx == 512
+    finally:
+        registry.close()
+
+
+def test_load_by_name_with_config_rejects_bad_json(nn: Harness) -> None:
+    out, name, cfg = nn.alloc(4), nn.alloc(b"default"), nn.alloc(b"{not json")
+    assert nn.call("load_by_name_with_config", name, 7, cfg, 9, out) == Errno.INVALID_ARGUMENT
+
+
+def builders(nn: Harness, *entries: bytes) -> int:
+    pairs = b"".join(struct.pack("<II", nn.alloc(e), len(e)) for e in entries)
+    return nn.alloc(pairs)
+
+
+def test_load_preload_path_and_raw_bytes(nn: Harness, tiny_model: Path) -> None:
+    out = nn.alloc(4)
+    by_path = builders(nn, b"preload:" + str(tiny_model).encode(), b'{"ctx-size": 64}')
+    assert nn.call("load", by_path, 2, 6, 0, out) == Errno.SUCCESS
+    graph = nn.u32(out)
+    rc, ctx = nn.init_context(graph)
+    assert rc == Errno.SUCCESS
+    by_bytes = builders(nn, tiny_model.read_bytes())
+    assert nn.call("load", by_bytes, 1, 6, 3, out) == Errno.SUCCESS
+    assert nn.u32(out) != graph
+    assert nn.call("unload", nn.u32(out)) == Errno.SUCCESS
+
+
+def test_load_errors(nn: Harness, tmp_path: Path) -> None:
+    out = nn.alloc(4)
+    assert nn.call("load", builders(nn, b"preload:/x.gguf"), 1, 1, 0, out) == Errno.INVALID_ENCODING
+    assert nn.call("load", nn.alloc(8), 0, 6, 0, out) == Errno.INVALID_ARGUMENT
+    missing = builders(nn, b"preload:" + str(tmp_path / "missing.gguf").encode())
+    assert nn.call("load", missing, 1, 6, 0, out) == Errno.NOT_FOUND
+    not_gguf = tmp_path / "junk.gguf"
+    not_gguf.write_bytes(b"junk" * 100)
+    assert nn.call("load", builders(nn, b"preload:" + str(not_gguf).encode()), 1, 6, 0, out) == Errno.INVALID_ARGUMENT
+    assert nn.call("load", 2**20, 1, 6, 0, out) == Errno.INVALID_ARGUMENT  # builder array out of memory
+
+
+# -- contexts and inputs -------------------------------------------------------------------------
+
+
+def test_unknown_graph_and_context_ids(nn: Harness) -> None:
+    assert nn.init_context(42)[0] == Errno.INVALID_ARGUMENT
+    for name in ("compute", "compute_single", "fini_single", "finalize_execution_context"):
+        assert nn.call(name, 99) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(99, 0, b"x") == Errno.INVALID_ARGUMENT
+    assert nn.get_output(99, 0)[0] == Errno.INVALID_ARGUMENT
+    assert nn.call("unload", 42) == Errno.INVALID_ARGUMENT
+
+
+def test_bad_pointers_are_invalid_arguments_not_traps(nn: Harness) -> None:
+    rc, graph = nn.load_by_name("default")
+    outside = 10 * 2**20
+    assert nn.call("init_execution_context", graph, outside) == Errno.INVALID_ARGUMENT
+    assert nn.call("load_by_name", outside, 7, nn.alloc(4)) == Errno.INVALID_ARGUMENT
+    ctx = ready_context(nn)
+    assert nn.call("set_input", ctx, 0, outside) == Errno.INVALID_ARGUMENT
+    tensor = nn.alloc(struct.pack("<5I", 0, 0, 0, outside, 16))  # data pointer outside memory
+    assert nn.call("set_input", ctx, 0, tensor) == Errno.INVALID_ARGUMENT
+    assert nn.call("get_output", ctx, 1, outside, 100, nn.alloc(4)) == Errno.INVALID_ARGUMENT
+    # The instance is still usable afterwards.
+    assert nn.call("compute_single", ctx) in (Errno.SUCCESS, Errno.END_OF_SEQUENCE)
+
+
+def test_set_input_reports_prompt_tokens_before_compute(nn: Harness, runtime: Runtime) -> None:
+    ctx = ready_context(nn)
+    expected = len(runtime.registry.get(0).tokenize(PROMPT))
+    meta = nn.metadata(ctx)
+    assert meta["input_tokens"] == expected
+    assert meta["output_tokens"] == 0
+    assert {"llama_build_number", "llama_commit"} <= meta.keys()
+
+
+def test_set_input_errors(nn: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = ready_context(nn)
+    assert nn.set_input(ctx, 2, b"x") == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, b"{oops") == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, b"[1, 2]") == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"temp": "hot"}) == Errno.INVALID_ARGUMENT
+    with caplog.at_level(logging.INFO, logger="llamaedge.wasi_nn"):
+        assert nn.set_input(ctx, 1, {"no-such-key": 1, "n-predict": 3}) == Errno.SUCCESS
+    assert "unknown metadata key 'no-such-key' ignored" in caplog.text
+
+
+def test_prompt_longer_than_the_context(nn: Harness) -> None:
+    rc, graph = nn.load_by_name("default")
+    rc, ctx = nn.init_context(graph)
+    assert nn.set_input(ctx, 0, b"word " * 400) == Errno.PROMPT_TOO_LONG
+    assert nn.metadata(ctx)["input_tokens"] >= 256  # still counted, for budgeting
+    assert nn.call("compute_single", ctx) == Errno.PROMPT_TOO_LONG
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+
+def test_compute_single_honours_n_predict(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 7, "ignore-eos": True})
+    text, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE
+    meta = nn.metadata(ctx)
+    assert meta["output_tokens"] == 7
+    assert meta["finish_reason"] == "length"
+    assert nn.get_output(ctx, 0) == (Errno.SUCCESS, text)
+    assert nn.call("compute_single", ctx) == Errno.END_OF_SEQUENCE  # stays ended
+
+
+def test_compute_equals_the_streamed_text_for_the_same_greedy_run(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 12})
+    streamed, _ = nn.stream(ctx)
+    assert nn.call("fini_single", ctx) == Errno.SUCCESS
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    assert nn.get_output(ctx, 0) == (Errno.SUCCESS, streamed)
+    assert streamed
+
+
+def test_reverse_prompt_stops_compute_and_is_not_in_the_output(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 40, "ignore-eos": True})
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    full = nn.get_output(ctx, 0)[1].decode()
+    stop = full[8:10]
+    assert stop and stop not in full[:8]
+    assert nn.set_input(ctx, 1, {"reverse-prompt": stop}) == Errno.SUCCESS
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    assert nn.get_output(ctx, 0)[1].decode() == full[: full.index(stop)]
+
+
+def test_context_full(tmp_path: Path, tiny_model: Path) -> None:
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=256), [Preload("default", "GGML", "AUTO", tiny_model)])
+    runtime = new_runtime(registry)
+    try:
+        with harness(runtime, harness_app(runtime)) as h:
+            ctx = ready_context(h, {"ignore-eos": True})
+            _, end = h.stream(ctx)
+            assert end == Errno.CONTEXT_FULL
+            meta = h.metadata(ctx)
+            assert meta["input_tokens"] + meta["output_tokens"] == registry.get(0).n_ctx
+            assert meta["finish_reason"] == "length"
+    finally:
+        registry.close()
+
+
+def test_output_buffer_too_small_says_how_much_is_needed(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 3})
+    assert nn.call("compute_single", ctx) == Errno.SUCCESS
+    piece = nn.get_output(ctx, 0, single=True)[1]
+    buf, written = nn.alloc(1), nn.alloc(4)
+    assert nn.call("get_output_single", ctx, 0, buf, 0, written) == Errno.TOO_LARGE
+    assert nn.u32(written) == len(piece)
+    meta_len = len(nn.get_output(ctx, 1)[1])
+    assert nn.call("get_output", ctx, 1, buf, 1, written) == Errno.TOO_LARGE
+    assert nn.u32(written) == meta_len
+    assert nn.get_output(ctx, 2)[0] == Errno.INVALID_ARGUMENT
+    assert nn.get_output(ctx, 5, single=True)[0] == Errno.INVALID_ARGUMENT
+
+
+def test_compute_without_a_prompt(nn: Harness) -> None:
+    rc, graph = nn.load_by_name("default")
+    rc, ctx = nn.init_context(graph)
+    assert nn.call("compute_single", ctx) == Errno.INVALID_ARGUMENT
+    assert nn.call("compute", ctx) == Errno.INVALID_ARGUMENT
+
+
+def test_fini_single_then_a_new_generation(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 5})
+    first, _ = nn.stream(ctx)
+    assert nn.call("fini_single", ctx) == Errno.SUCCESS
+    second, _ = nn.stream(ctx)
+    assert first == second  # greedy: the same prompt gives the same text
+
+
+def test_finalize_execution_context(nn: Harness) -> None:
+    ctx = ready_context(nn)
+    assert nn.call("finalize_execution_context", ctx) == Errno.SUCCESS
+    assert nn.call("compute_single", ctx) == Errno.INVALID_ARGUMENT
+    assert nn.call("finalize_execution_context", ctx) == Errno.INVALID_ARGUMENT
+
+
+def test_unload_keeps_host_registered_models(tiny_model: Path) -> None:
+    from llamaedge.engine import Model
+
+    registry = GraphRegistry(LoadOptions(threads=2))
+    model = Model(tiny_model, LoadOptions(threads=2, ctx_size=128))
+    graph = registry.register("default", model)
+    runtime = new_runtime(registry)
+    try:
+        with harness(runtime, harness_app(runtime)) as h:
+            assert h.call("unload", graph) == Errno.SUCCESS
+            assert h.load_by_name("default") == (Errno.SUCCESS, graph)
+            assert h.init_context(graph)[0] == Errno.SUCCESS
+    finally:
+        model.close()
+
+
+def test_grammar_constrains_the_output(nn: Harness) -> None:
+    ctx = ready_context(nn, {"grammar": 'root ::= ("yes" | "no") "."', "temp": 0.9, "seed": 3})
+    text, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE
+    assert text in (b"yes.", b"no.")
+
+
+def test_json_schema_becomes_a_grammar(nn: Harness) -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    ctx = ready_context(nn, {"json-schema": schema, "n-predict": 40})
+    text, _ = nn.stream(ctx)
+    assert re.fullmatch(rb'\{\s*"ok"\s*:\s*(true|false)\s*\}', text), text
+
+
+def test_a_bad_grammar_is_an_invalid_argument(nn: Harness) -> None:
+    ctx = ready_context(nn, {"grammar": "root ::= ("})
+    assert nn.call("compute_single", ctx) == Errno.INVALID_ARGUMENT
+
+
+def test_cancelled_session_fails_the_next_call_and_stops_generating(tiny_model: Path) -> None:
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=2048), [Preload("default", "GGML", "AUTO", tiny_model)])
+    runtime = new_runtime(registry)
+    try:
+        with harness(runtime, harness_app(runtime)) as h:
+            ctx = ready_context(h, {"ignore-eos": True})
+            assert h.call("compute_single", ctx) == Errno.SUCCESS
+            sequence = h.session.contexts[ctx].sequence
+            assert sequence is not None
+            h.session.cancel()
+            assert h.call("compute_single", ctx) == Errno.RUNTIME_ERROR
+            list(sequence)  # drains at once: the scheduler dropped it
+            assert sequence.finish_reason == "cancelled"
+            assert sequence.n_generated < 2048 - 30
+    finally:
+        registry.close()
+
+
+# -- llamaedge.chat_template -----------------------------------------------------------------
+
+
+def render(nn: Harness, graph: int, body: bytes, size: int = 4096) -> tuple[int, bytes, int]:
+    buf, written = nn.alloc(size), nn.alloc(4)
+    rc = nn.call("chat_template", graph, nn.alloc(body), len(body), buf, size, written)
+    return rc, nn.read(buf, nn.u32(written)) if rc == 0 else b"", nn.u32(written)
+
+
+def test_chat_template_renders_the_embedded_template(nn: Harness) -> None:
+    _, graph = nn.load_by_name("default")
+    body = b'{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]}'
+    rc, prompt, _ = render(nn, graph, body)
+    assert rc == Errno.SUCCESS
+    assert prompt == b"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    rc, _, needed = render(nn, graph, body, size=8)
+    assert rc == Errno.TOO_LARGE and needed == len(prompt)
+    assert render(nn, graph, b"{bad")[0] == Errno.INVALID_ARGUMENT
+    assert render(nn, graph, b'{"messages": 3}')[0] == Errno.INVALID_ARGUMENT
+    assert render(nn, 77, body)[0] == Errno.INVALID_ARGUMENT
+
+
+def test_chat_template_of_a_model_without_one_is_not_found(tmp_path: Path) -> None:
+    bare = write_tiny_gguf(tmp_path / "bare.gguf", chat_template=None)
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=128), [Preload("bare", "GGML", "AUTO", bare)])
+    runtime = new_runtime(registry)
+    try:
+        with harness(runtime, harness_app(runtime)) as h:
+            _, graph = h.load_by_name("bare")
+            assert render(h, graph, b'{"messages":[{"role":"user","content":"Hi"}]}')[0] == Errno.NOT_FOUND
+    finally:
+        registry.close()
