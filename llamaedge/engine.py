@@ -35,6 +35,9 @@ from llamaedge.types import Device
 log = logging.getLogger("llamaedge.engine")
 
 DEFAULT_CTX_SIZE = 4096
+# A sequence runs at most this many tokens ahead of its reader: a slow client slows its own
+# generation only, and a client that left wastes at most this much work.
+LOOKAHEAD_TOKENS_MAX = 16
 _DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
 _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level; the rest is debug
 
@@ -120,6 +123,64 @@ def build_info() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What the offload decision needs to know of a model before loading its weights."""
+
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    n_ctx_train: int
+
+
+def inspect_model(path: Path) -> ModelShape:
+    """Read a GGUF's hyperparameters without loading its weights (a vocab-only load, which
+    keeps the metadata but not the per-layer hyperparameters)."""
+    _init_backend()
+    params = lc.llama_model_default_params()
+    params.vocab_only = True
+    model = lc.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelError(f"llama.cpp could not read {Path(path).name}",
+                         hint="is it a GGUF file of an architecture this llama.cpp supports?")
+    try:
+        meta = _read_metadata(model)
+    finally:
+        lc.llama_model_free(model)
+    arch = meta.get("general.architecture", "llama")
+
+    def number(key: str, default: int) -> int:
+        value = meta.get(f"{arch}.{key}", "")
+        return int(value) if value.isdigit() else default  # per-layer arrays: use the default
+
+    n_heads = max(1, number("attention.head_count", 1))
+    return ModelShape(
+        n_layers=number("block_count", 0),
+        n_kv_heads=number("attention.head_count_kv", n_heads),
+        head_dim=number("embedding_length", 0) // n_heads,
+        n_ctx_train=number("context_length", 0),
+    )
+
+
+def _read_metadata(model: ctypes.c_void_p) -> dict[str, str]:
+    """A model's GGUF metadata as strings (arrays are summarized by llama.cpp)."""
+    values: dict[str, str] = {}
+    buf = ctypes.create_string_buffer(1 << 16)
+    for index in range(lc.llama_model_meta_count(model)):
+        n = lc.llama_model_meta_key_by_index(model, index, buf, len(buf))
+        if n < 0:
+            continue
+        key = buf.value.decode(errors="replace")
+        n = lc.llama_model_meta_val_str_by_index(model, index, buf, len(buf))
+        if n >= len(buf):
+            big = ctypes.create_string_buffer(n + 1)
+            lc.llama_model_meta_val_str_by_index(model, index, big, len(big))
+            values[key] = big.value.decode(errors="replace")
+        elif n >= 0:
+            values[key] = buf.value.decode(errors="replace")
+    return values
+
+
 # ---------------------------------------------------------------------------------------------
 # Options
 
@@ -199,6 +260,8 @@ class Sequence:
             return None
         piece = self._pieces.get(timeout=timeout_s)
         self._drained = piece is None
+        if self._pieces.qsize() == LOOKAHEAD_TOKENS_MAX - 1:
+            self._model._wake()  # the scheduler may be waiting for room in this queue
         return piece
 
     def __iter__(self) -> Iterator[bytes]:
@@ -272,7 +335,7 @@ class Model:
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(options.batch_size, 0, 1)
 
-        self.metadata = self._read_metadata()
+        self.metadata = _read_metadata(self._model)
         self.chat_template: str | None = self.metadata.get("tokenizer.chat_template")
         self.bos_token = self._special_text(lc.llama_vocab_bos(self._vocab))
         self.eos_token = self._special_text(lc.llama_vocab_eos(self._vocab))
@@ -290,23 +353,6 @@ class Model:
         self._thread.start()
 
     # -- information -----------------------------------------------------------------------
-
-    def _read_metadata(self) -> dict[str, str]:
-        values: dict[str, str] = {}
-        buf = ctypes.create_string_buffer(1 << 16)
-        for index in range(lc.llama_model_meta_count(self._model)):
-            n = lc.llama_model_meta_key_by_index(self._model, index, buf, len(buf))
-            if n < 0:
-                continue
-            key = buf.value.decode(errors="replace")
-            n = lc.llama_model_meta_val_str_by_index(self._model, index, buf, len(buf))
-            if n >= len(buf):
-                big = ctypes.create_string_buffer(n + 1)
-                lc.llama_model_meta_val_str_by_index(self._model, index, big, len(big))
-                values[key] = big.value.decode(errors="replace")
-            elif n >= 0:
-                values[key] = buf.value.decode(errors="replace")
-        return values
 
     def _special_text(self, token: int) -> str:
         if token < 0:
@@ -425,8 +471,8 @@ class Model:
     def _schedule(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._incoming and not self._running:
-                    self._cond.wait()
+                while not self._closing and not self._incoming and not self._runnable():
+                    self._cond.wait(timeout=0.1 if self._running else None)
                 if self._closing:
                     for seq in self._incoming + self._running:
                         self._finish(seq, FINISH_CANCELLED)
@@ -434,7 +480,7 @@ class Model:
                 self._admit()
             for seq in [s for s in self._running if s._cancelled]:
                 self._finish(seq, FINISH_CANCELLED)
-            if self._running:
+            if self._runnable():
                 try:
                     self._step()
                 except Exception as exc:  # keep the thread alive; fail what was running
@@ -442,6 +488,9 @@ class Model:
                     for seq in list(self._running):
                         seq.error = str(exc)
                         self._finish(seq, FINISH_ERROR)
+
+    def _runnable(self) -> list[Sequence]:
+        return [s for s in self._running if s._cancelled or s._pieces.qsize() < LOOKAHEAD_TOKENS_MAX]
 
     def _admit(self) -> None:
         """Move queued sequences into free slots, preferring the slot whose cached tokens
@@ -477,7 +526,7 @@ class Model:
         n = 0
         # Sequences that are generating add one token each first (keeps their latency low),
         # then prompts fill what is left of the batch.
-        order = sorted(self._running, key=lambda s: len(s._pending) > 1)
+        order = sorted(self._runnable(), key=lambda s: len(s._pending) > 1)
         for seq in order:
             if n >= n_batch:
                 break
@@ -546,6 +595,8 @@ class Model:
             seq._sampler = None
         seq.finish_reason = reason
         seq._pieces.put(None)
+        if reason in (FINISH_CANCELLED, FINISH_ERROR):
+            log.info("sequence %s after %d tokens; slot %d is free", reason, seq.n_generated, seq._slot)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -7,13 +7,26 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 
-from llamaedge import engine
+from llamaedge import engine, gpu
 from llamaedge.console import console
+from llamaedge.gpu import OffloadPlan
 from llamaedge.server import ServeConfig, ServerState, serve
 from llamaedge.types import ResolvedModel
 
 
-def server_config(model: ResolvedModel, args: argparse.Namespace) -> ServeConfig:
+def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int | None) -> OffloadPlan:
+    """The user's --n-gpu-layers, or what fits the GPUs found."""
+    if n_gpu_layers is not None:
+        mode = "cpu" if n_gpu_layers == 0 else ("full" if n_gpu_layers == -1 else "partial")
+        return OffloadPlan(n_gpu_layers, mode, f"--n-gpu-layers {n_gpu_layers}")
+    shape = engine.inspect_model(model.path)
+    ctx = ctx_size or min(shape.n_ctx_train or engine.DEFAULT_CTX_SIZE, engine.DEFAULT_CTX_SIZE)
+    kv_bytes = gpu.kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, ctx)
+    return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes,
+                            engine.list_devices(), engine.supports_gpu_offload())
+
+
+def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan) -> ServeConfig:
     if args.prompt_template and args.prompt_template != "auto":
         model = dataclasses.replace(model, prompt_template=args.prompt_template)
     return ServeConfig(
@@ -21,7 +34,7 @@ def server_config(model: ResolvedModel, args: argparse.Namespace) -> ServeConfig
         host=args.host,
         port=args.port,
         ctx_size=args.ctx_size,
-        n_gpu_layers=args.n_gpu_layers if args.n_gpu_layers is not None else (-1 if engine.supports_gpu_offload() else 0),
+        n_gpu_layers=plan.n_gpu_layers,
         threads=args.threads,
         parallel=args.parallel,
         api_key=args.api_key,
@@ -29,24 +42,24 @@ def server_config(model: ResolvedModel, args: argparse.Namespace) -> ServeConfig
     )
 
 
-def print_banner(state: ServerState, url: str) -> None:
+def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     config, model = state.config, state.model
     if model is None:
         return
     devices = ", ".join(f"{d.name} ({d.kind})" for d in engine.list_devices()) or "none"
-    layers = "all" if config.n_gpu_layers == -1 else str(config.n_gpu_layers)
-    offload = f"{layers} of {model.n_layers} layers on the GPU" if config.n_gpu_layers else "CPU only"
     console.print(f"[bold green]llamaedge[/] serving [bold]{config.model.model_id}[/]")
     console.print(f"  chat      {url}/")
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
     console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
-    console.print(f"  backend   {offload}; devices: {devices}")
+    console.print(f"  devices   {devices}")
+    console.print(f"  offload   {plan.reason}")
     console.print("  [dim]Ctrl-C to stop[/]")
 
 
 def launch(model: ResolvedModel, args: argparse.Namespace, *, on_ready: Callable[[str], None] | None = None) -> int:
-    config = server_config(model, args)
+    plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
+    config = server_config(model, args, plan)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
     console.print(f"[dim]loading {model.path.name} ...[/]")
-    return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url))
+    return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url, plan))
