@@ -172,8 +172,11 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     async def api(request: Request) -> Response:
         status = state.status
         if status != "ok":
-            message = "The model is still loading; try again shortly." if status == "loading" else f"The model failed to load: {state.error}"
-            return openai_error(503, message, type_="server_error", code="model_not_ready", headers={"Retry-After": "2"})
+            if status == "loading":
+                return openai_error(503, "The model is still loading; try again shortly.", type_="server_error",
+                                    code="model_not_ready", headers={"Retry-After": "2"})
+            return openai_error(500, f"The model failed to load: {state.error}", type_="server_error",
+                                code="model_load_failed")
         assert state.runtime is not None and state.app is not None
         try:
             body = await _read_body(request, config.max_body_bytes + 1)

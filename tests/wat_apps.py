@@ -49,3 +49,48 @@ def write_app(directory: Path, name: str, wat: str) -> Path:
     path = directory / name
     path.write_bytes(wasmtime.wat2wasm(wat))
     return path
+
+
+# Exits with the errno of fd_prestat_get(3): 0 when a directory was preopened, 8 (EBADF) when not.
+PREOPEN_PROBE = """(module
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $proc_exit (call $prestat (i32.const 3) (i32.const 16)))))"""
+
+# Exits with the number of environment variables it was given.
+ENV_COUNT = """(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (drop (call $sizes (i32.const 0) (i32.const 4))) (call $proc_exit (i32.load (i32.const 0)))))"""
+
+
+def nn_compute_app(prompt: str, metadata: str) -> str:
+    """What a WasmEdge GGML app does: load_by_name("default"), set metadata and prompt,
+    compute, then print get_output(0) to stdout. Exits with the first failing errno."""
+    name, meta, text = "default", metadata, prompt
+    layout = {"name": 1024, "meta": 1100, "prompt": 2048}
+    nbytes = {k: len(v.encode()) for k, v in (("name", name), ("meta", meta), ("prompt", text))}
+    return f"""(module
+  (import "wasi_ephemeral_nn" "load_by_name" (func $load_by_name (param i32 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "set_input" (func $set_input (param i32 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "compute" (func $compute (param i32) (result i32)))
+  (import "wasi_ephemeral_nn" "get_output" (func $get_output (param i32 i32 i32 i32 i32) (result i32)))
+  {_PRELUDE}
+  {_data(layout["name"], name)} {_data(layout["meta"], meta)} {_data(layout["prompt"], text)}
+  (func $check (param $rc i32) (if (local.get $rc) (then (call $proc_exit (local.get $rc)))))
+  ;; tensor at 256: dims_ptr, dims_len, type, data_ptr, data_len
+  (func $tensor (param $ptr i32) (param $len i32) (result i32)
+    (i32.store (i32.const 256) (i32.const 300)) (i32.store (i32.const 260) (i32.const 1))
+    (i32.store (i32.const 264) (i32.const 0)) (i32.store (i32.const 268) (local.get $ptr))
+    (i32.store (i32.const 272) (local.get $len)) (i32.const 256))
+  (func (export "_start")
+    (call $check (call $load_by_name (i32.const {layout["name"]}) (i32.const {nbytes["name"]}) (i32.const 100)))
+    (call $check (call $init (i32.load (i32.const 100)) (i32.const 104)))
+    (call $check (call $set_input (i32.load (i32.const 104)) (i32.const 1) (call $tensor (i32.const {layout["meta"]}) (i32.const {nbytes["meta"]}))))
+    (call $check (call $set_input (i32.load (i32.const 104)) (i32.const 0) (call $tensor (i32.const {layout["prompt"]}) (i32.const {nbytes["prompt"]}))))
+    (call $check (call $compute (i32.load (i32.const 104))))
+    (call $check (call $get_output (i32.load (i32.const 104)) (i32.const 0) (i32.const 8192) (i32.const 4096) (i32.const 108)))
+    (drop (call $write (i32.const 1) (i32.const 8192) (i32.load (i32.const 108))))))"""
