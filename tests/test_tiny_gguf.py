@@ -80,7 +80,7 @@ def test_no_template_when_asked(tmp_path: Path) -> None:
 def test_generation_is_printable_ascii(llm: llama_cpp.Llama, temperature: float) -> None:
     messages = [{"role": "user", "content": "Say something."}]
     # Greedy decoding ignores the seed: one run says all it can.
-    for seed in range(1 if temperature == 0.0 else 5):
+    for seed in range(1 if temperature == 0.0 else 3):
         reply = llm.create_chat_completion(messages, max_tokens=64, temperature=temperature, seed=seed)
         text = reply["choices"][0]["message"]["content"]
         assert text, "the model said nothing"
