@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -103,6 +104,17 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+@contextmanager
+def serving(home: Path, *args: str) -> Iterator[ServerProcess]:
+    """`llamaedge serve ARGS...` with LLAMAEDGE_HOME=home, ready, for a module-scoped fixture."""
+    server = ServerProcess(list(args), {**os.environ, "LLAMAEDGE_HOME": str(home)})
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

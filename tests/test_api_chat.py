@@ -5,7 +5,6 @@ parsed strictly with the `openai` SDK's own types."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,21 +15,15 @@ import pytest
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, serving
 
 USER = [{"role": "user", "content": "Say hi"}]
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    home = tmp_path_factory.mktemp("api-home")
-    proc = ServerProcess(["--model", str(tiny_model), "--threads", "2", "--ctx-size", "512"],
-                         {**os.environ, "LLAMAEDGE_HOME": str(home)})
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
+    with serving(tmp_path_factory.mktemp("api-home"), "--model", str(tiny_model), "--threads", "2", "--ctx-size", "512") as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the official `openai` client and to curl over real HTTP."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +12,15 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, serving
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    home = tmp_path_factory.mktemp("smollm2-home")
-    proc = ServerProcess(["--model", str(smollm2_model), "--threads", "2", "--ctx-size", "2048"],
-                         {**os.environ, "LLAMAEDGE_HOME": str(home)})
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
+    with serving(tmp_path_factory.mktemp("smollm2-home"), "--model", str(smollm2_model), "--threads", "2", "--ctx-size", "2048") as server:
+        yield server
 
 
 def test_openai_client_streams_a_coherent_reply(server: ServerProcess) -> None:
