@@ -19,10 +19,12 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
+elif ! command -v sudo >/dev/null 2>&1; then
+    SUDO=(no-sudo)
+elif [ -t 0 ]; then
     SUDO=(sudo)
 else
-    SUDO=()
+    SUDO=(sudo -n)  # no terminal to type a password into: fail at once rather than wait
 fi
 
 APT_UPDATED=0
@@ -31,13 +33,17 @@ apt_install() {
         log "missing $*, and this is not a Debian-like system: install them, then run again"
         exit 1
     fi
+    if [ "${SUDO[0]:-}" = no-sudo ]; then
+        log "missing $*: run as root or install sudo, or install them yourself, then run again"
+        exit 1
+    fi
     if [ "$APT_UPDATED" -eq 0 ]; then
         log "apt-get update"
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
 
 # --- system packages ---------------------------------------------------------------------
