@@ -15,20 +15,28 @@ class GuestMemoryError(Exception):
 class GuestMemory:
     """The exported `memory` of the instance that made the current host call.
 
-    Built per call: memory may grow (and move) between calls."""
+    Built per call (memory may grow, and move, between calls) and looked up only when a
+    function touches memory: `compute_single`, the hottest call, never does."""
 
     def __init__(self, caller: Caller) -> None:
-        memory = caller.get("memory")
+        self._caller = caller
+        self._base = -1
+        self._size = 0
+
+    def _bounds(self) -> None:
+        memory = self._caller.get("memory")
         if not isinstance(memory, Memory):
             raise GuestMemoryError("the module exports no memory named 'memory'")
-        self._base = ctypes.addressof(memory.data_ptr(caller).contents)
-        self._size = memory.data_len(caller)
+        self._base = ctypes.addressof(memory.data_ptr(self._caller).contents)
+        self._size = memory.data_len(self._caller)
 
     def check(self, ptr: int, length: int) -> None:
         """Raise GuestMemoryError unless [ptr, ptr+length) lies in guest memory."""
         self._check(ptr, length & 0xFFFFFFFF)
 
     def _check(self, ptr: int, length: int) -> int:
+        if self._base < 0:
+            self._bounds()
         ptr &= 0xFFFFFFFF  # wasm32 pointers arrive as signed i32
         if length < 0 or ptr + length > self._size:
             raise GuestMemoryError(f"range {ptr}+{length} is outside guest memory ({self._size} bytes)")
