@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge import __version__
 from llamaedge.engine import LoadOptions, Model
-from llamaedge.errors import AppError, LlamaEdgeError
+from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.types import ResolvedModel
 
@@ -86,6 +87,7 @@ class ServerState:
         try:
             self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
+            self._check_prompt_template()
             options = LoadOptions(
                 ctx_size=config.ctx_size,
                 n_gpu_layers=-1 if config.n_gpu_layers is None else config.n_gpu_layers,
@@ -101,6 +103,18 @@ class ServerState:
             log.error("cannot serve: %s", err)
         finally:
             self.ready.set()
+
+    def _check_prompt_template(self) -> None:
+        """Refuse an unknown --prompt-template at startup rather than on every request: the
+        app itself lists the names it knows."""
+        assert self.runtime is not None and self.app is not None
+        name = self.config.model.prompt_template
+        if name == "auto":
+            return
+        listing = self.runtime.run_command(self.app, ["list-templates"], NNSession(self.registry))
+        known = listing.decode().split()
+        if name not in known:
+            raise UsageError(f"unknown prompt template {name!r}", hint="use one of: " + ", ".join(known))
 
     @property
     def status(self) -> str:
@@ -280,12 +294,25 @@ def webui_routes_or_none() -> list[BaseRoute]:
     return webui_routes()
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail before loading the model when the address is taken or not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                             hint="is the port in use? pick another with --port") from exc
+
+
 def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
           on_loaded: Callable[[ServerState], None] | None = None) -> int:
     """Run the server until interrupted. The model loads in the background; `on_loaded` is
     called when loading ends (well or not), `on_ready(url)` once the server answers."""
     import uvicorn
 
+    _check_can_listen(config.host, config.port)
     state = ServerState(config)
     app = create_app(state, extra_routes=webui_routes_or_none())
     server = uvicorn.Server(uvicorn.Config(
@@ -309,13 +336,13 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
     threading.Thread(target=load_then_announce, name="llamaedge-load", daemon=True).start()
     try:
         server.run()
+    except SystemExit:  # uvicorn exits when it cannot start (the port was taken meanwhile)
+        pass
     finally:
         state.close()
     if state.error:
         raise state.error
     if not server.started:
-        from llamaedge.errors import UsageError
-
         raise UsageError(f"could not listen on {config.host}:{config.port}",
                          hint="is the port in use? pick another with --port")
     return 0

@@ -176,6 +176,17 @@ class Runtime:
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise AppTrap(_describe_trap(app.name, exc, self.limits)) from exc
 
+    def run_command(self, app: App, args: list[str], session: NNSession) -> bytes:
+        """Run the app as a command with `args`; return what it wrote to stdout."""
+        out = bytearray()
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [app.name, *args]
+        wasi.stdout_custom = out.extend
+        code = self.run(app, wasi, session)
+        if code != 0:
+            raise AppError(f"{app.name} {' '.join(args)} exited with code {code}")
+        return bytes(out)
+
 
 def _describe_trap(app_name: str, exc: Exception, limits: RunLimits) -> str:
     trap_code = getattr(exc, "trap_code", None)

@@ -1,0 +1,73 @@
+"""`llamaedge serve` from the command line: startup errors are one line with the fix."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from llamaedge import __version__
+from tests.conftest import ServerProcess, free_port
+
+
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llamaedge", "serve", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "llamaedge", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"llamaedge {__version__}"
+
+
+def test_unknown_prompt_template(tiny_model: Path) -> None:
+    line = one_line_error(serve("--model", str(tiny_model), "--port", str(free_port()), "--prompt-template", "nope"))
+    assert "unknown prompt template 'nope'" in line and "chatml" in line
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    line = one_line_error(serve("--model", str(tmp_path / "absent.gguf")))
+    assert "absent.gguf" in line
+
+
+def test_not_a_gguf_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all" * 100)
+    line = one_line_error(serve("--model", str(junk), "--port", str(free_port())))
+    assert "junk.gguf" in line
+
+
+def test_port_in_use(tiny_model: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = one_line_error(serve("--model", str(tiny_model), "--port", str(port), "--threads", "2"))
+    assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_bad_port() -> None:
+    assert "not a port" in one_line_error(serve("--model", "x.gguf", "--port", "70000"))
+
+
+def test_a_named_template_is_used(start_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "512",
+                          "--prompt-template", "llama-3-chat")
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    usage = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30).json()["usage"]
+    # The llama-3 frame (header ids, eot) tokenizes longer than ChatML's for the same message.
+    chatml = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "512")
+    usage_chatml = httpx.post(f"{chatml.base_url}/v1/chat/completions", json=body, timeout=30).json()["usage"]
+    assert usage["prompt_tokens"] != usage_chatml["prompt_tokens"]
