@@ -71,3 +71,15 @@ def test_a_named_template_is_used(start_server: Callable[..., ServerProcess], ti
     chatml = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "512")
     usage_chatml = httpx.post(f"{chatml.base_url}/v1/chat/completions", json=body, timeout=30).json()["usage"]
     assert usage["prompt_tokens"] != usage_chatml["prompt_tokens"]
+
+
+def test_the_banner_shows_url_model_devices_offload_and_context(
+        start_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "512")
+    banner = server.log()
+    assert f"{server.base_url}/" in banner
+    assert "serving tiny-chat" in banner
+    assert "context   512 tokens" in banner
+    assert "devices   CPU" in banner
+    offload = next(line for line in banner.splitlines() if line.strip().startswith("offload"))
+    assert "CPU" in offload or "GPU" in offload
