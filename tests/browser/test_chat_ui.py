@@ -489,7 +489,7 @@ def greet(name: str) -> str:
 - first item
 - second item
 
-Install it with `pip install llamaedge` and read [the docs](https://example.com/docs).
+Start it with `llamaedge serve` and read [the docs](https://example.com/docs).
 """
 
 
@@ -510,7 +510,7 @@ def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerPr
     expect(markdown.locator("table th")).to_have_text(["Language", "Typed"])
     expect(markdown.locator("table tbody tr")).to_have_count(2)
     expect(markdown.locator("ul > li")).to_have_text(["first item", "second item"])
-    expect(markdown.locator("p code")).to_have_text("pip install llamaedge")
+    expect(markdown.locator("p code")).to_have_text("llamaedge serve")
     link = markdown.get_by_role("link", name="the docs")
     expect(link).to_have_attribute("href", "https://example.com/docs")
     expect(link).to_have_attribute("target", "_blank")
