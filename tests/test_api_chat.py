@@ -243,3 +243,20 @@ def test_concurrent_requests_are_all_answered(server: ServerProcess) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         assert list(pool.map(ask, range(6))) == [200] * 6
+
+
+def test_the_next_turn_reuses_the_cached_prompt(server: ServerProcess) -> None:
+    first = [{"role": "system", "content": "You answer in one short line. " * 6},
+             {"role": "user", "content": "Name three rivers."}]
+    url = f"{server.base_url}/v1/chat/completions"
+    r1 = ChatCompletion.model_validate(httpx.post(url, json={"messages": first, "max_tokens": 8, "temperature": 0},
+                                                  timeout=60).json(), strict=True)
+    follow_up = [*first, {"role": "assistant", "content": r1.choices[0].message.content or ""},
+                 {"role": "user", "content": "And three mountains?"}]
+    r2 = ChatCompletion.model_validate(httpx.post(url, json={"messages": follow_up, "max_tokens": 8, "temperature": 0},
+                                                  timeout=60).json(), strict=True)
+    assert r1.usage is not None and r2.usage is not None
+    assert r2.usage.prompt_tokens_details is not None
+    # Everything the first turn's prompt held was already in the KV cache.
+    assert r2.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens
+    assert r2.usage.prompt_tokens_details.cached_tokens < r2.usage.prompt_tokens

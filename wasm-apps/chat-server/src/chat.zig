@@ -106,13 +106,14 @@ fn streamCompletion(
         }
         if (gen.finish_reason != null) break;
     }
+    const cached_tokens = backend.cachedTokens();
     backend.finish();
     event.clearRetainingCapacity();
     try openai.appendChunk(&event, env, .empty, gen.finish_reason.?);
     try write(out, event.items);
     if (req.include_usage) {
         event.clearRetainingCapacity();
-        try openai.appendUsageChunk(&event, env, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = gen.tokens });
+        try openai.appendUsageChunk(&event, env, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = gen.tokens, .cached_tokens = cached_tokens });
         try write(out, event.items);
     }
     try write(out, openai.done_event);
@@ -140,11 +141,12 @@ fn wholeCompletion(
         };
         try content.appendSlice(text);
     }
+    const cached_tokens = backend.cachedTokens();
     backend.finish();
     var body = std.ArrayList(u8).init(allocator);
     defer body.deinit();
     try body.appendSlice("Status: 200 OK\nContent-Type: application/json\n\n");
-    try openai.appendCompletion(&body, env, content.items, gen.finish_reason.?, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = gen.tokens });
+    try openai.appendCompletion(&body, env, content.items, gen.finish_reason.?, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = gen.tokens, .cached_tokens = cached_tokens });
     try write(out, body.items);
 }
 
@@ -438,6 +440,11 @@ const FakeBackend = struct {
 
     pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
         return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"llama_build_number\":7}}", .{self.prompt.items.len / 4});
+    }
+
+    pub fn cachedTokens(self: *FakeBackend) u32 {
+        _ = self;
+        return 0;
     }
 
     pub fn next(self: *FakeBackend) Error!@import("nn.zig").Step {

@@ -192,10 +192,29 @@ pub const Backend = struct {
         return finishFromInfo(buf[0..written]);
     }
 
+    /// Prompt tokens the host reused from its KV cache (`cached_tokens` of get_output(1));
+    /// 0 when it does not say. Read before `finish`.
+    pub fn cachedTokens(self: *Backend) u32 {
+        var buf: [1024]u8 = undefined;
+        var written: u32 = 0;
+        if (host.get_output(self.ctx, 1, &buf, buf.len, &written) != 0 or written > buf.len) return 0;
+        return cachedFromInfo(buf[0..written]);
+    }
+
     pub fn finish(self: *Backend) void {
         _ = host.fini_single(self.ctx);
     }
 };
+
+/// `cached_tokens` from get_output(1)'s JSON; 0 when absent or unreadable.
+fn cachedFromInfo(json: []const u8) u32 {
+    var scratch: [8192]u8 = undefined;
+    var fba = std.heap.FixedBufferAllocator.init(&scratch);
+    const value = std.json.parseFromSliceLeaky(std.json.Value, fba.allocator(), json, .{}) catch return 0;
+    if (value != .object) return 0;
+    const cached = value.object.get("cached_tokens") orelse return 0;
+    return if (cached == .integer and cached.integer >= 0 and cached.integer <= std.math.maxInt(u32)) @intCast(cached.integer) else 0;
+}
 
 /// `finish_reason` from get_output(1)'s JSON; "stop" when absent or unreadable.
 fn finishFromInfo(json: []const u8) Finish {
@@ -246,6 +265,13 @@ test "finish reason from the host's info" {
     try std.testing.expectEqual(Finish.stop, finishFromInfo("{\"finish_reason\":\"stop\"}"));
     try std.testing.expectEqual(Finish.stop, finishFromInfo("{\"input_tokens\":3}"));
     try std.testing.expectEqual(Finish.stop, finishFromInfo("garbage"));
+}
+
+test "cached tokens from the host's metadata" {
+    try std.testing.expectEqual(@as(u32, 12), cachedFromInfo("{\"input_tokens\":30,\"cached_tokens\":12}"));
+    try std.testing.expectEqual(@as(u32, 0), cachedFromInfo("{\"input_tokens\":30}"));
+    try std.testing.expectEqual(@as(u32, 0), cachedFromInfo("{\"cached_tokens\":-3}"));
+    try std.testing.expectEqual(@as(u32, 0), cachedFromInfo("garbage"));
 }
 
 test "the tensor has the 20-byte wasm32 layout" {

@@ -375,6 +375,8 @@ pub const Envelope = struct {
 pub const Usage = struct {
     prompt_tokens: u32,
     completion_tokens: u32,
+    /// Prompt tokens the host reused from its KV cache (an earlier turn of the conversation).
+    cached_tokens: u32 = 0,
 };
 
 pub const Delta = union(enum) {
@@ -395,8 +397,9 @@ fn appendEnvelope(w: anytype, env: Envelope, object: []const u8) !void {
 }
 
 fn appendUsage(w: anytype, usage: Usage) !void {
-    try w.print("\"usage\":{{\"prompt_tokens\":{d},\"completion_tokens\":{d},\"total_tokens\":{d}}}", .{
-        usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens,
+    try w.print("\"usage\":{{\"prompt_tokens\":{d},\"completion_tokens\":{d},\"total_tokens\":{d}," ++
+        "\"prompt_tokens_details\":{{\"cached_tokens\":{d}}}}}", .{
+        usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens, usage.cached_tokens,
     });
 }
 
