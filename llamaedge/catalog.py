@@ -102,6 +102,14 @@ def find_entry(name: str) -> CatalogEntry | None:
     return next((entry for entry in load_catalog() if entry.name == wanted), None)
 
 
+def check_chat_model(spec: str) -> None:
+    """The server chats: refuse a catalog embedding model before downloading it."""
+    entry = find_entry(spec)
+    if entry is not None and entry.kind != "chat":
+        raise UsageError(f"{entry.name} is an embedding model; the chat server needs a chat model",
+                         hint="pick a chat model from `llamaedge models`")
+
+
 def _unknown_model(name: str) -> ModelError:
     close = difflib.get_close_matches(name.lower(), [e.name for e in load_catalog()], n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""

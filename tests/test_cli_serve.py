@@ -83,3 +83,8 @@ def test_the_banner_shows_url_model_devices_offload_and_context(
     assert "devices   CPU" in banner
     offload = next(line for line in banner.splitlines() if line.strip().startswith("offload"))
     assert "CPU" in offload or "GPU" in offload
+
+
+def test_an_embedding_model_is_refused_before_any_download() -> None:
+    line = one_line_error(serve("--model", "nomic-embed-text-v1.5"))
+    assert "embedding model" in line and "llamaedge models" in line

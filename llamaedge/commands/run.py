@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def choose_model(name: str | None, models_dir: str | None) -> ResolvedModel:
     if name:
+        catalog.check_chat_model(name)
         return catalog.resolve_model(name, models_dir=models_dir)
     budget = catalog.MemoryBudget.from_devices(gpu.probe_devices(), gpu.gpu_offload_supported())
     entry, reason = catalog.pick_default(budget)

@@ -42,9 +42,10 @@ def check_server_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llamaedge.catalog import resolve_model
+    from llamaedge.catalog import check_chat_model, resolve_model
     from llamaedge.launch import launch
 
     check_server_arguments(args)
+    check_chat_model(args.model)
     model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
     return launch(model, args)
