@@ -34,6 +34,8 @@ from llamaedge.types import Device
 
 log = logging.getLogger("llamaedge.engine")
 
+LLAMA_CPP_PYTHON_VERSION: str = lc.__version__
+
 DEFAULT_CTX_SIZE = 4096
 # A sequence runs at most this many tokens ahead of its reader: a slow client slows its own
 # generation only, and a client that left wastes at most this much work.
@@ -117,7 +119,7 @@ def build_info() -> dict[str, str]:
     """llama-cpp-python's version and llama.cpp's system info line (backends, CPU features)."""
     _init_backend()
     return {
-        "llama_cpp_python": lc.__version__,
+        "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
         "system_info": lc.llama_print_system_info().decode(errors="replace").strip(),
         "gpu_offload": "yes" if lc.llama_supports_gpu_offload() else "no",
     }
@@ -179,6 +181,17 @@ def _read_metadata(model: ctypes.c_void_p) -> dict[str, str]:
         elif n >= 0:
             values[key] = buf.value.decode(errors="replace")
     return values
+
+
+def json_schema_grammar(schema: str) -> str:
+    """A GBNF grammar that only admits JSON valid under `schema` (JSON text), built the way
+    llama.cpp's server does. ValueError when the schema cannot be converted."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(schema)
+    except Exception as exc:  # the converter raises assorted errors on bad schemas
+        raise ValueError(f"json-schema cannot be turned into a grammar: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llamaedge import __version__
 from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
@@ -347,5 +346,3 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
                          hint="is the port in use? pick another with --port")
     return 0
 
-
-__all__ = ["ServeConfig", "ServerState", "create_app", "serve", "openai_error", "__version__"]

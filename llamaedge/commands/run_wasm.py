@@ -55,30 +55,21 @@ def _env(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import wasmtime
-
     from llamaedge import engine
     from llamaedge.engine import LoadOptions
     from llamaedge.runtime import GraphRegistry, NNSession, RunLimits, Runtime, parse_preload
 
     preloads = [parse_preload(spec) for spec in args.nn_preload]
     dirs, env = _dirs(args.dir), _env(args.env)
-    app_path = Path(args.app)
     options = LoadOptions(n_gpu_layers=-1 if engine.supports_gpu_offload() else 0)
     registry = GraphRegistry(options, preloads)
     runtime = Runtime(registry, limits=RunLimits(memory_max_bytes=CLI_MEMORY_MAX_BYTES, wasm_slice_max_s=CLI_SLICE_MAX_S))
     try:
-        app = runtime.load_app(app_path)
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [app_path.name, *args.args]
-        wasi.env = env
-        wasi.inherit_stdin()
-        wasi.inherit_stdout()
-        wasi.inherit_stderr()
-        for host, guest in dirs:
-            wasi.preopen_dir(str(host), guest)
+        app = runtime.load_app(Path(args.app))
         sys.stdout.flush()
-        return runtime.run(app, wasi, NNSession(registry, host_stdout=sys.stdout.buffer))
+        session = NNSession(registry, host_stdout=sys.stdout.buffer)
+        return runtime.run_attached(app, args.args, session, env=env,
+                                    dirs=[(str(host), guest) for host, guest in dirs])
     finally:
         runtime.close()
         registry.close()

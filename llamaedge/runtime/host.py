@@ -176,6 +176,21 @@ class Runtime:
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise AppTrap(_describe_trap(app.name, exc, self.limits)) from exc
 
+    def run_attached(self, app: App, args: list[str], session: NNSession, *,
+                     env: list[tuple[str, str]] | None = None,
+                     dirs: list[tuple[str, str]] | None = None) -> int:
+        """Run the app as this process's command: its stdio attached to ours, the given
+        environment and (host, guest) directories only. Returns its exit code."""
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [app.name, *args]
+        wasi.env = env or []
+        wasi.inherit_stdin()
+        wasi.inherit_stdout()
+        wasi.inherit_stderr()
+        for host_dir, guest_dir in dirs or []:
+            wasi.preopen_dir(host_dir, guest_dir)
+        return self.run(app, wasi, session)
+
     def run_command(self, app: App, args: list[str], session: NNSession) -> bytes:
         """Run the app as a command with `args`; return what it wrote to stdout."""
         out = bytearray()

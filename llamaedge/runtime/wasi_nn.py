@@ -288,13 +288,11 @@ class ExecutionContext:
 
 
 def _schema_to_grammar(schema: Any) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf  # grammar builder only, no model
-
     text = schema if isinstance(schema, str) else json.dumps(schema)
     try:
-        return json_schema_to_gbnf(text)
-    except Exception as exc:  # the converter raises assorted errors on bad schemas
-        raise NNError(Errno.INVALID_ARGUMENT, f"json-schema cannot be turned into a grammar: {exc}") from exc
+        return engine_mod.json_schema_grammar(text)
+    except ValueError as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
 
 
 class NNSession:
@@ -492,7 +490,7 @@ class Functions:
             "cached_tokens": sequence.n_cached if sequence else 0,
             "finish_reason": context.finish_reason,
             "llama_build_number": 0,
-            "llama_commit": engine_mod.lc.__version__,
+            "llama_commit": engine_mod.LLAMA_CPP_PYTHON_VERSION,
         }
         return json.dumps(info).encode()
 
