@@ -77,6 +77,14 @@ def test_a_wasi_nn_app_generates_with_a_preloaded_model_and_streams_stdout(tmp_p
     assert result.stdout and result.stdout[:half] == result.stdout[half:]
 
 
+def test_enable_log_reports_the_generation(tmp_path: Path, tiny_model: Path) -> None:
+    metadata = json.dumps({"n-predict": 5, "temp": 0, "enable-log": True, "ignore-eos": True})
+    app = write_app(tmp_path, "nn.wasm", nn_compute_app(PROMPT, metadata))
+    result = run_wasm("--nn-preload", f"default:GGML:AUTO:{tiny_model}", str(app))
+    assert result.returncode == 0, result.stderr
+    assert "generation length: prompt" in result.stderr and "5 tokens generated" in result.stderr
+
+
 def test_a_wasi_nn_app_without_the_model_gets_not_found(tmp_path: Path) -> None:
     app = write_app(tmp_path, "nn.wasm", nn_compute_app(PROMPT, "{}"))
     assert run_wasm(str(app)).returncode == 8

@@ -16,6 +16,7 @@ import logging
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -258,6 +259,7 @@ class ExecutionContext:
     output: bytearray = field(default_factory=bytearray)
     n_output_tokens: int = 0
     finish_reason: str | None = None
+    started_s: float = 0.0
 
     def reset_generation(self) -> None:
         if self.sequence is not None:
@@ -354,6 +356,7 @@ def _start(context: ExecutionContext) -> Sequence:
         return context.sequence
     if context.prompt is None:
         raise NNError(Errno.INVALID_ARGUMENT, "no prompt: call set_input with index 0 first")
+    context.started_s = time.monotonic()
     try:
         context.sequence = context.model.generate(context.prompt, context.sampling)
     except PromptTooLong as exc:
@@ -370,9 +373,19 @@ _FINISH_ERRNO = {
 }
 
 
+def _log_stats(context: ExecutionContext) -> None:
+    """`enable-log`: one line per generation, as WasmEdge's plugin prints its timings."""
+    if context.flags.get("enable-log") or context.flags.get("enable-debug-log"):
+        elapsed_s = max(time.monotonic() - context.started_s, 1e-9)
+        log.info("generation %s: prompt %d tokens (%d cached), %d tokens generated in %.2fs (%.1f tokens/s)",
+                 context.finish_reason, len(context.prompt or ()), context.sequence.n_cached if context.sequence else 0,
+                 context.n_output_tokens, elapsed_s, context.n_output_tokens / elapsed_s)
+
+
 def _finished(context: ExecutionContext, sequence: Sequence) -> NNError:
     reason = sequence.finish_reason or engine_mod.FINISH_ERROR
     context.finish_reason = "stop" if reason == engine_mod.FINISH_STOP else "length"
+    _log_stats(context)
     errno = _FINISH_ERRNO.get(reason)
     if errno is None:
         return NNError(Errno.RUNTIME_ERROR, f"generation ended: {sequence.error or reason}")
@@ -456,6 +469,7 @@ class Functions:
                 del context.output[context.output.index(stop.encode()):]
                 sequence.cancel()
                 context.finish_reason = "stop"
+                _log_stats(context)
                 return
         session.check_cancelled()
         error = _finished(context, sequence)
