@@ -484,35 +484,39 @@ class Model:
     def _schedule(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._incoming and not self._runnable():
+                while True:
+                    if self._closing:
+                        for seq in self._incoming + self._running:
+                            self._finish(seq, FINISH_CANCELLED)
+                        return
+                    self._admit()
+                    if self._runnable():
+                        break
+                    # Idle, or every sequence is waiting for its reader (who wakes us).
                     self._cond.wait(timeout=0.1 if self._running else None)
-                if self._closing:
-                    for seq in self._incoming + self._running:
-                        self._finish(seq, FINISH_CANCELLED)
-                    return
-                self._admit()
             for seq in [s for s in self._running if s._cancelled]:
                 self._finish(seq, FINISH_CANCELLED)
-            if self._runnable():
-                try:
-                    self._step()
-                except Exception as exc:  # keep the thread alive; fail what was running
-                    log.exception("decode step failed")
-                    for seq in list(self._running):
-                        seq.error = str(exc)
-                        self._finish(seq, FINISH_ERROR)
+            if not self._running:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # keep the thread alive; fail what was running
+                log.exception("decode step failed")
+                for seq in list(self._running):
+                    seq.error = str(exc)
+                    self._finish(seq, FINISH_ERROR)
 
     def _runnable(self) -> list[Sequence]:
         return [s for s in self._running if s._cancelled or s._pieces.qsize() < LOOKAHEAD_TOKENS_MAX]
 
     def _admit(self) -> None:
-        """Move queued sequences into free slots, preferring the slot whose cached tokens
-        share the longest prefix with the prompt."""
+        """Drop queued sequences that were cancelled, then move queued sequences into free
+        slots, preferring the slot whose cached tokens share the longest prefix."""
+        for seq in [s for s in self._incoming if s._cancelled]:
+            self._incoming.remove(seq)
+            self._finish(seq, FINISH_CANCELLED)
         while self._incoming and not all(self._slot_busy):
             seq = self._incoming.pop(0)
-            if seq._cancelled:
-                self._finish(seq, FINISH_CANCELLED)
-                continue
             best, best_len = -1, -1
             for slot, busy in enumerate(self._slot_busy):
                 if busy:
@@ -557,6 +561,8 @@ class Model:
                     outputs.append((seq, n))
                 n += 1
             fed.append((seq, take))
+        if n == 0:
+            return
         batch.n_tokens = n
         rc = lc.llama_decode(self._ctx, batch)
         if rc == 1 and self._evict_idle_slots():
