@@ -172,3 +172,42 @@ def test_piped_without_a_source_says_where_to_point_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no source to install llamaedge from" in result.stderr and "LLAMAEDGE_SPEC" in result.stderr
+
+
+def detect(tmp_path: Path, tools: dict[str, str], *, os_name: str = "Linux", arch: str = "x86_64",
+           force_cpu: int = 0) -> list[str]:
+    """Run run-llm.sh's own detect_backend with stand-in tools on PATH; (backend, why, flags)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, output in tools.items():
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\nprintf '%s\\n' '{output}'\n")
+        tool.chmod(0o755)
+    function = subprocess.run(["sed", "-n", "/^detect_backend() {/,/^}/p", str(SCRIPT)],
+                              capture_output=True, text=True, check=True).stdout
+    assert function.startswith("detect_backend()")
+    script = f'{function}\nFORCE_CPU={force_cpu}; OS={os_name}; ARCH={arch}\ndetect_backend\nprintf "%s\\n%s\\n%s\\n" "$BACKEND" "$BACKEND_WHY" "$CMAKE_FLAGS"\n'
+    result = subprocess.run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                            capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def test_install_time_detection_nvidia_with_cuda(tmp_path: Path) -> None:
+    backend, why, flags = detect(tmp_path, {"nvidia-smi": "GPU 0: NVIDIA H100 (UUID: GPU-1)", "nvcc": "cuda"})
+    assert backend == "cuda" and "NVIDIA H100" in why and flags == "-DGGML_CUDA=on"
+
+
+def test_install_time_detection_apple_silicon(tmp_path: Path) -> None:
+    assert detect(tmp_path, {}, os_name="Darwin", arch="arm64") == ["metal", "Apple Silicon: Metal", "-DGGML_METAL=on"]
+
+
+def test_install_time_detection_amd_rocm(tmp_path: Path) -> None:
+    backend, why, flags = detect(tmp_path, {"rocminfo": "Name: gfx1100", "hipcc": "hip"})
+    assert backend == "hip" and "ROCm" in why and flags == "-DGGML_HIP=on"
+
+
+def test_install_time_detection_nothing_found_and_forced_cpu(tmp_path: Path) -> None:
+    backend, why, *_ = detect(tmp_path, {})
+    assert backend == "cpu" and "no supported GPU" in why
+    backend, why, *_ = detect(tmp_path, {"nvidia-smi": "GPU 0: NVIDIA H100", "nvcc": "cuda"}, force_cpu=1)
+    assert backend == "cpu" and why == "--cpu was given"
