@@ -154,6 +154,13 @@ def test_set_input_errors(nn: Harness, caplog: pytest.LogCaptureFixture) -> None
     assert "unknown metadata key 'no-such-key' ignored" in caplog.text
 
 
+@pytest.mark.parametrize("mode", [{"embedding": True}, {"mmproj": "/m.gguf"}, {"image": "/i.png"}])
+def test_modes_this_host_lacks_are_unsupported_not_ignored(nn: Harness, mode: dict) -> None:
+    ctx = ready_context(nn, mode)
+    assert nn.call("compute_single", ctx) == Errno.UNSUPPORTED_OPERATION
+    assert nn.call("compute", ctx) == Errno.UNSUPPORTED_OPERATION
+
+
 def test_prompt_longer_than_the_context(nn: Harness) -> None:
     rc, graph = nn.load_by_name("default")
     rc, ctx = nn.init_context(graph)

@@ -92,7 +92,10 @@ _SAMPLING_KEYS: dict[str, tuple[str, type]] = {
 }
 _CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "reverse-prompt", "json-schema"}
 # Accepted by WasmEdge, meaningless here: taken silently.
-_ACCEPTED_NOOP = {"tensor-split", "mmproj", "image", "embedding", "flash-attn", "n-keep"}
+_ACCEPTED_NOOP = {"tensor-split", "flash-attn", "n-keep"}
+# Modes this host does not offer: asking for one makes the next compute fail with
+# "unsupported operation" rather than silently generating text instead.
+_UNSUPPORTED_MODES = {"embedding": "embedding mode", "mmproj": "multimodal projectors", "image": "image input"}
 
 
 def _convert(key: str, value: Any, kind: type) -> Any:
@@ -283,6 +286,9 @@ class ExecutionContext:
                 self.sampling.grammar = _schema_to_grammar(value)
             elif key in _CONTEXT_FLAGS:
                 self.flags[key] = bool(value)
+            elif key in _UNSUPPORTED_MODES:
+                if value:
+                    self.flags["unsupported"] = _UNSUPPORTED_MODES[key]
             elif key in _LOAD_KEYS:
                 log.info("metadata %r applies when a model is loaded; ignored here", key)
             elif key not in _ACCEPTED_NOOP:
@@ -354,6 +360,8 @@ def write_output(mem: Any, data: bytes, out_ptr: int, out_max_len: int, written_
 def _start(context: ExecutionContext) -> Sequence:
     if context.sequence is not None:
         return context.sequence
+    if context.flags.get("unsupported"):
+        raise NNError(Errno.UNSUPPORTED_OPERATION, f"{context.flags['unsupported']} is not supported by this host")
     if context.prompt is None:
         raise NNError(Errno.INVALID_ARGUMENT, "no prompt: call set_input with index 0 first")
     context.started_s = time.monotonic()
