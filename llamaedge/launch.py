@@ -54,6 +54,9 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
     console.print(f"  devices   {devices}")
     console.print(f"  offload   {plan.reason}")
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        console.print(f"  [yellow]listening on {config.host} without --api-key: anyone who can reach this "
+                      "machine can use the model[/]")
     console.print("  [dim]Ctrl-C to stop[/]")
 
 

@@ -88,3 +88,12 @@ def test_the_banner_shows_url_model_devices_offload_and_context(
 def test_an_embedding_model_is_refused_before_any_download() -> None:
     line = one_line_error(serve("--model", "nomic-embed-text-v1.5"))
     assert "embedding model" in line and "llamaedge models" in line
+
+
+def test_listening_beyond_this_machine_without_a_key_is_flagged(
+        start_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
+    open_server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--host", "0.0.0.0")
+    assert "without --api-key" in open_server.log()
+    keyed = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--host", "0.0.0.0",
+                         "--api-key", "k")
+    assert "without --api-key" not in keyed.log()
