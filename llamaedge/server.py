@@ -49,7 +49,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     ctx_size: int | None = None
-    n_gpu_layers: int | None = None  # None: decided from the devices found
+    n_gpu_layers: int | None = None  # None: all layers; `launch` decides from the devices found
     threads: int | None = None
     parallel: int = 4
     api_key: str | None = None
