@@ -206,7 +206,7 @@ pub fn complete(
     const prompts = try arena.alloc(Prompt, req.prompts.len);
     var build: ?i64 = null;
     for (req.prompts, prompts) |input, *prompt| {
-        try setPrompt(backend, input, diag);
+        try setPrompt(backend, input, cfg.ctx_size, diag);
         const info = backend.info(allocator) catch return backendError(diag, "read the token count");
         defer allocator.free(info);
         const tokens = jsonInteger(allocator, info, "input_tokens") orelse {
@@ -259,13 +259,13 @@ fn appendMetadata(out: *std.ArrayList(u8), req: *const CompletionRequest, cfg: C
     try w.writeByte('}');
 }
 
-fn setPrompt(backend: anytype, input: Input, diag: *openai.Diagnostic) !void {
+fn setPrompt(backend: anytype, input: Input, ctx_size: u32, diag: *openai.Diagnostic) !void {
     const result = switch (input) {
         .text => |t| backend.setPrompt(t),
         .tokens => |t| backend.setPromptTokens(t),
     };
     result catch |err| switch (err) {
-        error.PromptTooLong => return diag.set(400, "prompt", "context_length_exceeded", "The prompt does not fit in the model's context. Shorten the prompt.", .{}),
+        error.PromptTooLong => return diag.set(400, "prompt", "context_length_exceeded", "This model's maximum context length is {d} tokens, and the prompt is longer. Shorten the prompt.", .{ctx_size}),
         error.InvalidInput => return diag.set(400, "prompt", null, "The model refused the prompt: it holds a token id the model does not have.", .{}),
         else => return backendError(diag, "set the prompt"),
     };
