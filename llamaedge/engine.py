@@ -16,17 +16,23 @@ run on the caller's thread.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import json
 import logging
+import math
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import llama_cpp as lc
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from llamaedge.errors import ModelError
@@ -40,6 +46,11 @@ DEFAULT_CTX_SIZE = 4096
 # A sequence runs at most this many tokens ahead of its reader: a slow client slows its own
 # generation only, and a client that left wastes at most this much work.
 LOOKAHEAD_TOKENS_MAX = 16
+TOP_LOGPROBS_MAX = 20
+# The embedding context: inputs of up to this many tokens (or the model's training context,
+# if shorter), up to EMBED_SEQ_MAX of them decoded together.
+EMBED_CTX_MAX = 2048
+EMBED_SEQ_MAX = 16
 _DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
 _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level; the rest is debug
 
@@ -183,15 +194,32 @@ def _read_metadata(model: ctypes.c_void_p) -> dict[str, str]:
     return values
 
 
-def json_schema_grammar(schema: str) -> str:
-    """A GBNF grammar that only admits JSON valid under `schema` (JSON text), built the way
-    llama.cpp's server does. ValueError when the schema cannot be converted."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+def json_schema_grammar(schema: str, prefix: str = "", suffix: str = "") -> str:
+    """A GBNF grammar that only admits `prefix` + JSON valid under `schema` (JSON text) +
+    `suffix`, the JSON part built the way llama.cpp's server does. ValueError when the schema
+    cannot be converted."""
+    from llama_cpp.llama_grammar import SchemaConverter
 
     try:
-        return json_schema_to_gbnf(schema)
+        converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        resolved = converter.resolve_refs(json.loads(schema), "stdin")
+        value = converter.visit(resolved, "" if not (prefix or suffix) else "json-value")
+        if prefix or suffix:
+            parts = [converter._format_literal(prefix)] if prefix else []
+            parts.append(value)
+            if suffix:
+                parts.append(converter._format_literal(suffix))
+            converter._add_rule("root", " ".join(parts))
+        return converter.format_grammar()
     except Exception as exc:  # the converter raises assorted errors on bad schemas
         raise ValueError(f"json-schema cannot be turned into a grammar: {exc}") from exc
+
+
+def _trigger_pattern(text: str) -> bytes:
+    """llama.cpp's lazy-grammar pattern for a trigger word: the generated text so far matches
+    once it contains the word, and the grammar takes over from the word on."""
+    escaped = "".join("\\" + ch if ch in ".^$|()*+?[]{}\\" else ch for ch in text)
+    return f"[\\s\\S]*?({escaped})[\\s\\S]*".encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +254,11 @@ class SamplingOptions:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     grammar: str | None = None
+    # With triggers the grammar is lazy: it constrains from the first trigger text on.
+    grammar_triggers: list[str] = field(default_factory=list)
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logprobs: bool = False
+    top_logprobs: int = 0  # 0..TOP_LOGPROBS_MAX alternatives per token
     n_predict: int = -1  # -1: until the model ends or the context is full
     ignore_eos: bool = False
 
@@ -245,14 +278,24 @@ FINISH_ERROR = "error"
 # Sequences
 
 
+@dataclass(frozen=True)
+class Token:
+    """A sampled token: its id, its bytes (maybe part of a UTF-8 character) and, when the
+    sequence asked for them, its log-probability record (see `Model._logprobs`)."""
+
+    id: int
+    piece: bytes
+    logprobs: dict[str, Any] | None = None
+
+
 @dataclass(eq=False)
 class Sequence:
-    """One generation. The scheduler puts token pieces (bytes) on `_pieces`, then None."""
+    """One generation. The scheduler puts tokens on `_pieces`, then None."""
 
     prompt: list[int]
     sampling: SamplingOptions
     _model: Model
-    _pieces: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
+    _pieces: queue.SimpleQueue[Token | None] = field(default_factory=queue.SimpleQueue)
     finish_reason: str | None = None
     n_generated: int = 0
     n_cached: int = 0  # prompt tokens found in the KV cache
@@ -265,17 +308,21 @@ class Sequence:
     _n_past: int = 0
     _sampler: ctypes.c_void_p | None = None
 
-    def next_piece(self, timeout_s: float | None = None) -> bytes | None:
-        """The bytes of the next token (maybe part of a UTF-8 character), or None at the end
-        (then `finish_reason` says why), and None again on every later call. Raises
-        queue.Empty after `timeout_s`."""
+    def next_token(self, timeout_s: float | None = None) -> Token | None:
+        """The next token, or None at the end (then `finish_reason` says why), and None
+        again on every later call. Raises queue.Empty after `timeout_s`."""
         if self._drained:
             return None
-        piece = self._pieces.get(timeout=timeout_s)
-        self._drained = piece is None
+        token = self._pieces.get(timeout=timeout_s)
+        self._drained = token is None
         if self._pieces.qsize() == LOOKAHEAD_TOKENS_MAX - 1:
             self._model._wake()  # the scheduler may be waiting for room in this queue
-        return piece
+        return token
+
+    def next_piece(self, timeout_s: float | None = None) -> bytes | None:
+        """The bytes of the next token (maybe part of a UTF-8 character); see `next_token`."""
+        token = self.next_token(timeout_s)
+        return None if token is None else token.piece
 
     def __iter__(self) -> Iterator[bytes]:
         while (piece := self.next_piece()) is not None:
@@ -353,7 +400,8 @@ class Model:
         self.bos_token = self._special_text(lc.llama_vocab_bos(self._vocab))
         self.eos_token = self._special_text(lc.llama_vocab_eos(self._vocab))
         self._bos = lc.llama_vocab_bos(self._vocab)
-        self._formatters: dict[bool, Jinja2ChatFormatter] = {}
+        self.tool_use_template: str | None = self.metadata.get("tokenizer.chat_template.tool_use")
+        self._formatters: dict[tuple[str, bool], Jinja2ChatFormatter] = {}
 
         # Scheduler state: touched only by the scheduler thread, except under _cond.
         self._cond = threading.Condition()
@@ -362,6 +410,17 @@ class Model:
         self._slot_tokens: list[list[int]] = [[] for _ in range(parallel)]  # what each slot's KV holds
         self._slot_busy = [False] * parallel
         self._closing = False
+        self._jobs: list[tuple[Callable[[], Any], Future[Any]]] = []  # run on the scheduler thread
+        self.n_tokens_decoded = 0  # tokens fed through llama_decode, prompts and generations
+
+        # Embedding mode: a second context on the same weights, created on first use.
+        arch = self.metadata.get("general.architecture", "")
+        self._model_pools = self.metadata.get(f"{arch}.pooling_type", "0") in ("1", "2", "3")
+        self.n_embd = (lc.llama_model_n_embd_out(self._model) if hasattr(lc, "llama_model_n_embd_out")
+                       else lc.llama_model_n_embd(self._model))
+        self.n_ctx_embed = min(self.n_ctx_train or EMBED_CTX_MAX, EMBED_CTX_MAX)
+        self._embed_ctx: ctypes.c_void_p | None = None
+        self._embed_batch: Any = None
         self._thread = threading.Thread(target=self._schedule, name="llamaedge-engine", daemon=True)
         self._thread.start()
 
@@ -372,22 +431,45 @@ class Model:
             return ""
         return self.token_piece(token, special=True).decode(errors="replace")
 
-    def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True) -> str:
-        """The prompt the model's own chat template (`tokenizer.chat_template`) makes of
-        `messages`, rendered exactly as llama-cpp-python does. LookupError when the GGUF has
-        no template; ValueError when the template rejects the messages."""
-        if not self.chat_template:
+    def render_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
+                    tools: list[Any] | None = None, template_kwargs: dict[str, Any] | None = None) -> str:
+        """The prompt the model's own chat template makes of `messages` (and `tools`), with
+        the variables llama.cpp's Jinja path gives a template: messages, tools,
+        add_generation_prompt, bos_token, eos_token, then `template_kwargs` on top. With tools
+        the GGUF's `tokenizer.chat_template.tool_use` variant is preferred. Tool-call
+        arguments that are JSON text reach the template as objects. LookupError when the
+        GGUF has no template; ValueError when the template rejects the messages."""
+        template = (self.tool_use_template if tools else None) or self.chat_template
+        if not template:
             raise LookupError("the model has no embedded chat template")
-        formatter = self._formatters.get(add_generation_prompt)
+        extra = dict(template_kwargs or {})
+        add_generation_prompt = bool(extra.pop("add_generation_prompt", add_generation_prompt))
+        for reserved in ("messages", "tools", "bos_token", "eos_token"):
+            extra.pop(reserved, None)
+        key = (template, add_generation_prompt)
+        formatter = self._formatters.get(key)
         if formatter is None:
-            formatter = Jinja2ChatFormatter(
-                self.chat_template, self.eos_token, self.bos_token, add_generation_prompt=add_generation_prompt
-            )
-            self._formatters[add_generation_prompt] = formatter
+            formatter = Jinja2ChatFormatter(template, self.eos_token, self.bos_token,
+                                            add_generation_prompt=add_generation_prompt)
+            self._formatters[key] = formatter
         try:
-            return formatter(messages=messages).prompt
-        except jinja2.TemplateError as exc:
+            return formatter(messages=[_template_message(m) for m in messages], tools=tools or None, **extra).prompt
+        except (jinja2.TemplateError, TypeError) as exc:
             raise ValueError(f"the chat template failed: {exc}") from exc
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        """The text of `tokens` as the model writes it, special tokens included."""
+        if not tokens:
+            return b""
+        array = (lc.llama_token * len(tokens))(*tokens)
+        size = max(64, len(tokens) * 8)
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = lc.llama_detokenize(self._vocab, array, len(tokens), buf, size, False, True)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+        raise RuntimeError("llama_detokenize did not fit its buffer")
 
     @property
     def description(self) -> str:
@@ -428,6 +510,7 @@ class Model:
             raise ValueError("empty prompt")
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(f"prompt of {len(prompt)} tokens does not fit a context of {self.n_ctx}")
+        sampling = dataclasses.replace(sampling)  # the caller may change its copy meanwhile
         seq = Sequence(prompt=list(prompt), sampling=sampling, _model=self)
         seq._sampler = self._make_sampler(sampling)  # raises ValueError on a bad grammar
         with self._cond:
@@ -437,13 +520,38 @@ class Model:
             self._cond.notify()
         return seq
 
+    def check_sampling(self, s: SamplingOptions) -> None:
+        """ValueError when `s` cannot be sampled with (a grammar that does not parse, a
+        logit bias on a token the model lacks)."""
+        lc.llama_sampler_free(self._make_sampler(s))
+
+    def _grammar_sampler(self, s: SamplingOptions) -> ctypes.c_void_p:
+        assert s.grammar
+        if s.grammar_triggers:
+            patterns = (ctypes.c_char_p * len(s.grammar_triggers))(*[_trigger_pattern(t) for t in s.grammar_triggers])
+            sampler = lc.llama_sampler_init_grammar_lazy_patterns(
+                self._vocab, s.grammar.encode(), b"root", patterns, len(s.grammar_triggers), None, 0)
+        else:
+            sampler = lc.llama_sampler_init_grammar(self._vocab, s.grammar.encode(), b"root")
+        if not sampler:
+            raise ValueError("the grammar could not be parsed")
+        return sampler
+
     def _make_sampler(self, s: SamplingOptions) -> ctypes.c_void_p:
+        for token, bias in s.logit_bias.items():
+            if not 0 <= token < self.n_vocab:
+                raise ValueError(f"logit-bias: token {token} is not in the vocabulary of {self.n_vocab}")
+            if not math.isfinite(bias):
+                raise ValueError(f"logit-bias of token {token} must be a finite number")
+        if not 0 <= s.top_logprobs <= TOP_LOGPROBS_MAX:
+            raise ValueError(f"top-logprobs must be between 0 and {TOP_LOGPROBS_MAX}")
+        grammar = self._grammar_sampler(s) if s.grammar else None
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if s.grammar:
-            grammar = lc.llama_sampler_init_grammar(self._vocab, s.grammar.encode(), b"root")
-            if not grammar:
-                lc.llama_sampler_free(chain)
-                raise ValueError("the grammar could not be parsed")
+        if s.logit_bias:
+            biases = (lc.llama_logit_bias * len(s.logit_bias))(
+                *[lc.llama_logit_bias(token, bias) for token, bias in s.logit_bias.items()])
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(self.n_vocab, len(biases), biases))
+        if grammar is not None:
             lc.llama_sampler_chain_add(chain, grammar)
         if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
             lc.llama_sampler_chain_add(
@@ -470,11 +578,91 @@ class Model:
         with self._cond:
             self._cond.notify()
 
+    # -- embeddings ------------------------------------------------------------------------
+
+    def embed(self, inputs: list[list[int]], *, normalize: int = 2) -> np.ndarray:
+        """One pooled embedding per input (rows of a float32 array of n_embd columns),
+        normalized as llama.cpp's `embd_normalize` says (-1 none, 0 max-abs int16, 1 taxicab,
+        2 euclidean, >2 p-norm). Inputs are decoded together, EMBED_SEQ_MAX at a time, on the
+        scheduler thread (the contexts share the weights and the threads)."""
+        for tokens in inputs:
+            if not tokens:
+                raise ValueError("empty input")
+            if len(tokens) > self.n_ctx_embed:
+                raise PromptTooLong(f"input of {len(tokens)} tokens does not fit the embedding context of {self.n_ctx_embed}")
+        vectors = self._run_job(lambda: self._embed_all(inputs))
+        return _normalize(vectors, normalize)
+
+    def _run_job(self, job: Callable[[], Any]) -> Any:
+        future: Future[Any] = Future()
+        with self._cond:
+            if self._closing:
+                raise ModelError("the model is shutting down")
+            self._jobs.append((job, future))
+            self._cond.notify()
+        return future.result()
+
+    def _embedding_context(self) -> ctypes.c_void_p:
+        if self._embed_ctx is None:
+            cparams = lc.llama_context_default_params()
+            cparams.n_ctx = self.n_ctx_embed
+            # A pooled sequence must fit one micro-batch.
+            cparams.n_batch = cparams.n_ubatch = self.n_ctx_embed
+            cparams.n_seq_max = EMBED_SEQ_MAX
+            cparams.kv_unified = True
+            cparams.embeddings = True
+            cparams.pooling_type = lc.LLAMA_POOLING_TYPE_UNSPECIFIED if self._model_pools else lc.LLAMA_POOLING_TYPE_MEAN
+            cparams.n_threads = cparams.n_threads_batch = self.threads
+            cparams.no_perf = True
+            ctx = lc.llama_init_from_model(self._model, cparams)
+            if not ctx:
+                raise ModelError(f"llama.cpp could not create an embedding context for {self.path.name}")
+            self._embed_ctx = ctx
+            self._embed_batch = lc.llama_batch_init(self.n_ctx_embed, 0, 1)
+        return self._embed_ctx
+
+    def _embed_all(self, inputs: list[list[int]]) -> np.ndarray:
+        ctx = self._embedding_context()
+        mem = lc.llama_get_memory(ctx)
+        batch = self._embed_batch
+        out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+        start = 0
+        while start < len(inputs):
+            group, n = [], 0
+            while (start + len(group) < len(inputs) and len(group) < EMBED_SEQ_MAX
+                   and n + len(inputs[start + len(group)]) <= self.n_ctx_embed):
+                tokens = inputs[start + len(group)]
+                for pos, token in enumerate(tokens):
+                    batch.token[n] = token
+                    batch.pos[n] = pos
+                    batch.n_seq_id[n] = 1
+                    batch.seq_id[n][0] = len(group)
+                    batch.logits[n] = 1
+                    n += 1
+                group.append(tokens)
+            batch.n_tokens = n
+            lc.llama_memory_clear(mem, True)
+            rc = lc.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with {rc} in embedding mode")
+            self.n_tokens_decoded += n
+            for seq in range(len(group)):
+                pooled = lc.llama_get_embeddings_seq(ctx, seq)
+                if not pooled:
+                    raise RuntimeError("llama.cpp returned no pooled embedding")
+                out[start + seq] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
+            start += len(group)
+        lc.llama_memory_clear(mem, True)
+        return out
+
     def close(self) -> None:
         with self._cond:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        if self._embed_ctx is not None:
+            lc.llama_batch_free(self._embed_batch)
+            lc.llama_free(self._embed_ctx)
         lc.llama_batch_free(self._batch)
         lc.llama_free(self._ctx)
         lc.llama_model_free(self._model)
@@ -488,12 +676,20 @@ class Model:
                     if self._closing:
                         for seq in self._incoming + self._running:
                             self._finish(seq, FINISH_CANCELLED)
+                        for _job, future in self._jobs:
+                            future.set_exception(ModelError("the model is shutting down"))
                         return
                     self._admit()
-                    if self._runnable():
+                    jobs, self._jobs = self._jobs, []
+                    if jobs or self._runnable():
                         break
                     # Idle, or every sequence is waiting for its reader (who wakes us).
                     self._cond.wait(timeout=0.1 if self._running else None)
+            for job, future in jobs:
+                try:
+                    future.set_result(job())
+                except Exception as exc:  # the caller gets it; the thread goes on
+                    future.set_exception(exc)
             for seq in [s for s in self._running if s._cancelled]:
                 self._finish(seq, FINISH_CANCELLED)
             if not self._running:
@@ -511,12 +707,15 @@ class Model:
 
     def _admit(self) -> None:
         """Drop queued sequences that were cancelled, then move queued sequences into free
-        slots, preferring the slot whose cached tokens share the longest prefix."""
+        slots, preferring the slot whose cached tokens share the longest prefix. A prefix
+        held by a busy slot is shared (its KV cells copied to the new sequence's slot); a
+        sequence whose prefix another sequence is reading right now waits for it."""
         for seq in [s for s in self._incoming if s._cancelled]:
             self._incoming.remove(seq)
             self._finish(seq, FINISH_CANCELLED)
-        while self._incoming and not all(self._slot_busy):
-            seq = self._incoming.pop(0)
+        for seq in list(self._incoming):
+            if all(self._slot_busy):
+                break
             best, best_len = -1, -1
             for slot, busy in enumerate(self._slot_busy):
                 if busy:
@@ -524,10 +723,27 @@ class Model:
                 common = _common_prefix(self._slot_tokens[slot], seq.prompt)
                 if common > best_len:
                     best, best_len = slot, common
+            source, source_len = -1, best_len
+            for slot, busy in enumerate(self._slot_busy):
+                if busy:
+                    common = _common_prefix(self._slot_tokens[slot], seq.prompt)
+                    if common > source_len:
+                        source, source_len = slot, common
+            held = max(best_len, source_len)
+            if any(other.n_generated == 0 and len(other._pending) > 1
+                   and _common_prefix(other.prompt, seq.prompt) > held for other in self._running):
+                continue  # decoding those tokens twice would be waste: take them when read
+            self._incoming.remove(seq)
             # At least one token must be decoded to get logits for the first sample.
-            reuse = min(best_len, len(seq.prompt) - 1)
-            lc.llama_memory_seq_rm(self._mem, best, reuse, -1)
-            del self._slot_tokens[best][reuse:]
+            if source >= 0:
+                reuse = min(source_len, len(seq.prompt) - 1)
+                lc.llama_memory_seq_rm(self._mem, best, -1, -1)
+                lc.llama_memory_seq_cp(self._mem, source, best, 0, reuse)
+                self._slot_tokens[best] = self._slot_tokens[source][:reuse]
+            else:
+                reuse = min(best_len, len(seq.prompt) - 1)
+                lc.llama_memory_seq_rm(self._mem, best, reuse, -1)
+                del self._slot_tokens[best][reuse:]
             self._slot_busy[best] = True
             seq._slot = best
             seq._n_past = reuse
@@ -564,6 +780,7 @@ class Model:
         if n == 0:
             return
         batch.n_tokens = n
+        self.n_tokens_decoded += n
         rc = lc.llama_decode(self._ctx, batch)
         if rc == 1 and self._evict_idle_slots():
             rc = lc.llama_decode(self._ctx, batch)
@@ -587,13 +804,35 @@ class Model:
             self._finish(seq, FINISH_STOP)
             return
         seq.n_generated += 1
-        seq._pieces.put(self.token_piece(token))
+        logprobs = self._logprobs(seq.sampling, index, token) if seq.sampling.logprobs else None
+        seq._pieces.put(Token(token, self.token_piece(token), logprobs))
         if seq.sampling.n_predict >= 0 and seq.n_generated >= seq.sampling.n_predict:
             self._finish(seq, FINISH_LENGTH)
         elif seq._n_past + 1 >= self.n_ctx:
             self._finish(seq, FINISH_CONTEXT_FULL)
         else:
             seq._pending = [token]
+
+    def _logprobs(self, s: SamplingOptions, index: int, token: int) -> dict[str, Any]:
+        """The sampled token's log-probability and the `top_logprobs` likeliest tokens: the
+        log-softmax of the logits after logit bias (before temperature, top-k/p and grammar),
+        so that the greedy choice is the top entry."""
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
+        logits = logits.astype(np.float64)
+        for biased, bias in s.logit_bias.items():
+            logits[biased] += bias
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        top = np.argsort(-logprobs, kind="stable")[: s.top_logprobs]
+        entry = self._logprob_entry(token, float(logprobs[token]))
+        entry["top_logprobs"] = [self._logprob_entry(int(t), float(logprobs[t])) for t in top]
+        return entry
+
+    def _logprob_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        piece = self.token_piece(token)
+        # JSON has no -inf; OpenAI writes -9999.0 for a token with no chance.
+        return {"id": token, "token": piece.decode("utf-8", errors="replace"), "bytes": list(piece),
+                "logprob": max(logprob, -9999.0)}
 
     def _evict_idle_slots(self) -> bool:
         evicted = False
@@ -616,6 +855,37 @@ class Model:
         seq._pieces.put(None)
         if reason in (FINISH_CANCELLED, FINISH_ERROR):
             log.info("sequence %s after %d tokens; slot %d is free", reason, seq.n_generated, seq._slot)
+
+
+def _normalize(vectors: np.ndarray, norm: int) -> np.ndarray:
+    """llama.cpp's common_embd_normalize, row by row."""
+    if norm < 0:
+        return vectors
+    if norm == 0:
+        scale = np.abs(vectors).max(axis=1, keepdims=True) / 32760.0
+    elif norm == 2:
+        scale = np.sqrt((vectors.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    else:
+        scale = (np.abs(vectors.astype(np.float64)) ** norm).sum(axis=1, keepdims=True) ** (1.0 / norm)
+    return (vectors / np.where(scale > 0, scale, 1.0)).astype(np.float32)
+
+
+def _template_message(message: Any) -> Any:
+    """A message as a chat template wants it: the arguments of its tool calls as objects
+    when they are JSON text (templates iterate over them; llama.cpp does the same)."""
+    if not isinstance(message, dict) or not isinstance(message.get("tool_calls"), list):
+        return message
+    calls = []
+    for call in message["tool_calls"]:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            try:
+                arguments = json.loads(function["arguments"])
+            except json.JSONDecodeError:
+                arguments = function["arguments"]
+            call = {**call, "function": {**function, "arguments": arguments}}
+        calls.append(call)
+    return {**message, "tool_calls": calls}
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -241,9 +241,15 @@ def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len
         raise NNError(Errno.INVALID_ARGUMENT, f"chat_template input is not JSON: {exc}") from exc
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         raise NNError(Errno.INVALID_ARGUMENT, 'chat_template input must be {"messages": [...]}')
+    tools, kwargs = request.get("tools"), request.get("chat_template_kwargs")
+    if tools is not None and not isinstance(tools, list):
+        raise NNError(Errno.INVALID_ARGUMENT, "chat_template: tools must be an array")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise NNError(Errno.INVALID_ARGUMENT, "chat_template: chat_template_kwargs must be an object")
     try:
         prompt = model.render_chat(request["messages"],
-                                   add_generation_prompt=bool(request.get("add_generation_prompt", True)))
+                                   add_generation_prompt=bool(request.get("add_generation_prompt", True)),
+                                   tools=tools, template_kwargs=kwargs)
     except LookupError as exc:
         raise NNError(Errno.NOT_FOUND, str(exc)) from exc
     except ValueError as exc:
