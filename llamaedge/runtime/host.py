@@ -24,6 +24,7 @@ from typing import Any
 
 import wasmtime
 
+from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
 from llamaedge.runtime import wasi_nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
@@ -250,8 +251,8 @@ def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len
         prompt = model.render_chat(request["messages"],
                                    add_generation_prompt=bool(request.get("add_generation_prompt", True)),
                                    tools=tools, template_kwargs=kwargs)
-    except LookupError as exc:
+    except NoChatTemplate as exc:
         raise NNError(Errno.NOT_FOUND, str(exc)) from exc
-    except ValueError as exc:
+    except TemplateError as exc:
         raise NNError(Errno.RUNTIME_ERROR, str(exc)) from exc
     wasi_nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)

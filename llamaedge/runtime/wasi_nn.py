@@ -23,8 +23,19 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import llamaedge.engine as engine_mod
-from llamaedge.engine import LoadOptions, Model, PromptTooLong, SamplingOptions, Sequence
+from llamaedge.engine import (
+    LLAMA_CPP_PYTHON_VERSION,
+    BadInput,
+    FinishReason,
+    GrammarError,
+    LoadOptions,
+    Model,
+    PromptTooLong,
+    SamplingOptions,
+    Sequence,
+    Token,
+    json_schema_grammar,
+)
 from llamaedge.errors import ModelError, UsageError
 
 log = logging.getLogger("llamaedge.wasi_nn")
@@ -164,12 +175,18 @@ def parse_preload(spec: str) -> Preload:
     return Preload(name, encoding.upper(), target.upper(), Path(path))
 
 
+ModelLoader = Callable[[Path, LoadOptions], Model]
+
+
 class GraphRegistry:
     """Models by WASI-NN graph id, and the names they can be loaded by. Shared by every app
-    instance in the process; loading a name twice returns the same graph."""
+    instance in the process; loading a name twice returns the same graph. `loader` makes a
+    model of a file (the engine's Model; tests may give a stand-in)."""
 
-    def __init__(self, base_options: LoadOptions | None = None, preloads: list[Preload] | None = None) -> None:
+    def __init__(self, base_options: LoadOptions | None = None, preloads: list[Preload] | None = None,
+                 *, loader: ModelLoader = Model) -> None:
         self.base_options = base_options or LoadOptions()
+        self.loader = loader
         self._preloads: dict[str, Preload] = {p.name: p for p in preloads or []}
         self._graphs: list[Model | None] = []
         self._by_name: dict[str, int] = {}
@@ -204,7 +221,7 @@ class GraphRegistry:
     def _load(self, path: Path, metadata: dict[str, Any]) -> int:
         options = load_options_from(metadata, self.base_options)
         try:
-            model = Model(path, options)
+            model = self.loader(path, options)
         except ModelError as exc:
             raise NNError(Errno.NOT_FOUND if not Path(path).is_file() else Errno.INVALID_ARGUMENT, str(exc)) from exc
         self._graphs.append(model)
@@ -266,8 +283,8 @@ class GrammarSource:
             return self.gbnf or None  # grammar-prefix/-suffix shape JSON-schema grammars only
         text = self.json_schema if isinstance(self.json_schema, str) else json.dumps(self.json_schema)
         try:
-            return engine_mod.json_schema_grammar(text, self.prefix, self.suffix)
-        except ValueError as exc:
+            return json_schema_grammar(text, self.prefix, self.suffix)
+        except GrammarError as exc:
             raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
 
 
@@ -343,7 +360,7 @@ class ExecutionContext:
             self.sampling.grammar = self.grammar.build()
             try:
                 self.model.check_sampling(self.sampling)
-            except ValueError as exc:
+            except (BadInput, GrammarError) as exc:
                 raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
 
     def _apply_grammar_key(self, key: str, value: Any) -> None:
@@ -449,15 +466,15 @@ def _start(context: ExecutionContext) -> Sequence:
         context.sequence = context.model.generate(context.prompt, context.sampling)
     except PromptTooLong as exc:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
-    except ValueError as exc:  # a grammar that does not parse
+    except (BadInput, GrammarError) as exc:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
     return context.sequence
 
 
 _FINISH_ERRNO = {
-    engine_mod.FINISH_STOP: Errno.END_OF_SEQUENCE,
-    engine_mod.FINISH_LENGTH: Errno.END_OF_SEQUENCE,
-    engine_mod.FINISH_CONTEXT_FULL: Errno.CONTEXT_FULL,
+    FinishReason.STOP: Errno.END_OF_SEQUENCE,
+    FinishReason.LENGTH: Errno.END_OF_SEQUENCE,
+    FinishReason.CONTEXT_FULL: Errno.CONTEXT_FULL,
 }
 
 
@@ -471,10 +488,10 @@ def _embed(context: ExecutionContext) -> None:
         raise NNError(Errno.INVALID_ARGUMENT, "no input: call set_input with index 0 (or 3) first")
     context.started_s = time.monotonic()
     try:
-        context.embeddings = context.model.embed(inputs, normalize=context.embd_normalize)
+        context.embeddings = context.model.embed(inputs, norm=context.embd_normalize)
     except PromptTooLong as exc:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
-    except ValueError as exc:
+    except BadInput as exc:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
     rows = context.embeddings.tolist()
     n = context.model.n_embd
@@ -485,18 +502,21 @@ def _embed(context: ExecutionContext) -> None:
 
 
 def _check_embedding_inputs(model: Model, inputs: list[list[int]]) -> None:
-    for tokens in inputs:
-        if not tokens:
-            raise NNError(Errno.INVALID_ARGUMENT, "an input to embed is empty")
-        if len(tokens) > model.n_ctx_embed:
-            raise NNError(Errno.PROMPT_TOO_LONG,
-                          f"input of {len(tokens)} tokens does not fit the embedding context of {model.n_ctx_embed}")
+    try:
+        model.check_embedding_inputs(inputs)
+    except PromptTooLong as exc:
+        raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
+    except BadInput as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
 
 
 def _token_ids(model: Model, ids: list[Any], what: str) -> list[int]:
-    for token in ids:
-        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < model.n_vocab:
-            raise NNError(Errno.INVALID_ARGUMENT, f"{what}: {token!r} is not a token id of this model")
+    if not all(isinstance(token, int) and not isinstance(token, bool) for token in ids):
+        raise NNError(Errno.INVALID_ARGUMENT, f"{what} must be integers")
+    try:
+        model.check_tokens(ids)
+    except BadInput as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, f"{what}: {exc}") from exc
     return list(ids)
 
 
@@ -510,13 +530,13 @@ def _log_stats(context: ExecutionContext) -> None:
 
 
 def _finished(context: ExecutionContext, sequence: Sequence) -> NNError:
-    reason = sequence.finish_reason or engine_mod.FINISH_ERROR
-    context.finish_reason = "stop" if reason == engine_mod.FINISH_STOP else "length"
+    reason = sequence.finish_reason or FinishReason.ERROR
+    context.finish_reason = "stop" if reason == FinishReason.STOP else "length"
     _log_stats(context)
     errno = _FINISH_ERRNO.get(reason)
     if errno is None:
-        return NNError(Errno.RUNTIME_ERROR, f"generation ended: {sequence.error or reason}")
-    return NNError(errno, f"generation ended: {reason}")
+        return NNError(Errno.RUNTIME_ERROR, f"generation ended: {sequence.error or reason.value}")
+    return NNError(errno, f"generation ended: {reason.value}")
 
 
 class Functions:
@@ -653,7 +673,7 @@ class Functions:
         self._took(context, token)
         self._echo(session, context, token.piece)
 
-    def _took(self, context: ExecutionContext, token: engine_mod.Token) -> None:
+    def _took(self, context: ExecutionContext, token: Token) -> None:
         context.last_piece = token.piece
         context.last_logprobs = token.logprobs
         if token.logprobs is not None:
@@ -674,7 +694,7 @@ class Functions:
             "cached_tokens": sequence.n_cached if sequence else 0,
             "finish_reason": context.finish_reason,
             "llama_build_number": 0,
-            "llama_commit": engine_mod.LLAMA_CPP_PYTHON_VERSION,
+            "llama_commit": LLAMA_CPP_PYTHON_VERSION,
         }
         if context.embedding_mode:
             each = [len(t) for t in context.embed_inputs] if context.embed_inputs is not None else [info["input_tokens"]]
