@@ -106,3 +106,13 @@ def test_embeddings_of_related_sentences_are_closer(smollm2_model: Path) -> None
             model.embed([[1] * (model.n_ctx_embed + 1)])
     finally:
         model.close()
+
+
+def test_stats_of_the_real_engine(model: Model) -> None:
+    prompt = model.tokenize(PROMPT)
+    seq = model.generate(prompt, SamplingOptions(temp=0, n_predict=4, ignore_eos=True))
+    assert len(list(seq)) == 4
+    stats = model.stats()
+    assert (stats.slots_total, stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (1, 0, 0, 0)
+    assert stats.kv_cells_used == len(prompt) + 3  # the last token sampled is never decoded
+    assert stats.kv_cells_total == model.n_ctx

@@ -599,3 +599,26 @@ def test_chat_template_gets_tools_tool_calls_and_kwargs(tmp_path: Path) -> None:
             assert render(h, graph, bad_kwargs)[0] == Errno.INVALID_ARGUMENT
     finally:
         registry.close()
+
+
+def test_the_registry_loads_models_with_the_loader_it_is_given(tmp_path: Path) -> None:
+    loaded: list[tuple[Path, LoadOptions]] = []
+
+    class Stand:
+        n_ctx = 64
+
+        def close(self) -> None:
+            pass
+
+    def loader(path: Path, options: LoadOptions) -> Stand:
+        loaded.append((path, options))
+        return Stand()
+
+    registry = GraphRegistry(LoadOptions(threads=1), [Preload("x", "GGML", "AUTO", tmp_path / "x.gguf")],
+                             loader=loader)  # type: ignore[arg-type]
+    runtime = new_runtime(registry)
+    with harness(runtime, harness_app(runtime)) as h:
+        rc, graph = h.load_by_name("x", {"ctx-size": 64, "threads": 2})
+        assert rc == Errno.SUCCESS
+        assert h.call("unload", graph) == Errno.SUCCESS
+    assert [(p.name, o.ctx_size, o.threads) for p, o in loaded] == [("x.gguf", 64, 2)]

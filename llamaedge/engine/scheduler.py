@@ -210,8 +210,11 @@ class Scheduler:
         self._jobs.clear()
 
     def run_once(self) -> None:
-        """One round: admit queued sequences, run jobs, drop cancelled sequences, decode."""
+        """One round: drop cancelled sequences, admit queued ones (into the slots just
+        freed too), run jobs, decode."""
         with self._cond:
+            for seq in [s for s in self._running if s._cancelled]:
+                self._finish(seq, FinishReason.CANCELLED)
             self._admit()
             jobs, self._jobs = self._jobs, []
         for job, future in jobs:
@@ -219,8 +222,6 @@ class Scheduler:
                 future.set_result(job())
             except Exception as exc:  # the caller gets it; the thread goes on
                 future.set_exception(exc)
-        for seq in [s for s in self._running if s._cancelled]:
-            self._finish(seq, FinishReason.CANCELLED)
         if not self._runnable():
             return
         try:
@@ -246,7 +247,9 @@ class Scheduler:
             if all(self._slot_busy):
                 break
             free = [slot for slot, busy in enumerate(self._slot_busy) if not busy]
-            best = max(free, key=lambda slot: _common_prefix(self._slot_tokens[slot], seq.prompt))
+            # The longest prefix; on a tie, the slot holding least (keep others' caches).
+            best = max(free, key=lambda slot: (_common_prefix(self._slot_tokens[slot], seq.prompt),
+                                               -len(self._slot_tokens[slot])))
             best_len = _common_prefix(self._slot_tokens[best], seq.prompt)
             source, source_len = -1, best_len
             for slot, busy in enumerate(self._slot_busy):
