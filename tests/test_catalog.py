@@ -3,7 +3,9 @@ resolve the way `serve --model` and `pull` rely on."""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -11,7 +13,7 @@ import pytest
 
 from llamaedge import catalog, settings
 from llamaedge.errors import ModelError, UsageError
-from tests.conftest import smollm2_path
+from tests.conftest import REPO_ROOT, smollm2_path
 
 SCHEMA_PATH = Path(catalog.__file__).with_name("catalog.schema.json")
 
@@ -20,6 +22,17 @@ def test_shipped_catalog_obeys_the_schema() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(catalog.catalog_text()), schema)
+
+
+def test_packaged_catalog_is_the_top_level_file() -> None:
+    top_level = REPO_ROOT / "models.json"
+    packaged = importlib.resources.files("llamaedge").joinpath("models.json")
+    assert packaged.is_file()
+    assert packaged.read_bytes() == top_level.read_bytes()
+    assert catalog.catalog_text().encode("utf-8") == top_level.read_bytes()
+    # One file, not two copies that can drift: the package's is a relative link to the top-level one.
+    link = Path(catalog.__file__).with_name("models.json")
+    assert link.is_symlink() and os.readlink(link) == "../models.json"
 
 
 def test_schema_rejects_a_broken_entry() -> None:
