@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import llama_cpp
 import numpy as np
 import openai
 import pytest
-from openai.types import CreateEmbeddingResponse
+from openai.types import CreateEmbeddingResponse, Model
 
 from tests.conftest import ServerProcess, serving
 
+# Longer than the tiny model's embedding context (its training context, 2048 tokens).
+TOO_LONG = "word " * 3000
 SENTENCES = ["The cat sleeps on the warm mat.", "Stock markets fell sharply today.", "A kitten naps in the sun."]
 
 
@@ -75,7 +78,8 @@ def test_float_json_reads_back_as_exactly_the_base64_float32s(server: ServerProc
 def test_the_openai_client_asks_for_base64_and_gets_the_float_answer(client: openai.OpenAI, server: ServerProcess) -> None:
     sdk = client.embeddings.create(model="tiny-chat", input=SENTENCES)  # the SDK asks for base64
     explicit = embed(server, {"input": SENTENCES, "encoding_format": "float"})
-    assert [d.embedding for d in sdk.data] == [d.embedding for d in explicit.data]
+    for decoded, parsed in zip(sdk.data, explicit.data):
+        assert np.array_equal(np.array(decoded.embedding, dtype=np.float32), np.array(parsed.embedding, dtype=np.float32))
     CreateEmbeddingResponse.model_validate(sdk.model_dump(exclude_unset=True), strict=True)
 
 
@@ -135,8 +139,8 @@ def test_embedding_leaves_chat_working(server: ServerProcess) -> None:
         ({"input": "x", "dimensions": 65}, 400, "dimensions", None),
         ({"input": "x", "dimensions": 0}, 400, "dimensions", None),
         ({"input": [1, 99999999]}, 400, "input", None),
-        ({"input": "word " * 1000}, 400, "input", "context_length_exceeded"),
-        ({"input": ["short", "word " * 1000]}, 400, "input", "context_length_exceeded"),
+        ({"input": TOO_LONG}, 400, "input", "context_length_exceeded"),
+        ({"input": ["short", TOO_LONG]}, 400, "input", "context_length_exceeded"),
         ({"input": "x", "model": "text-embedding-3-small"}, 404, "model", "model_not_found"),
     ],
     ids=["empty", "empty-list", "empty-item", "empty-tokens", "mixed", "too-many", "type", "missing", "encoding",
@@ -160,7 +164,7 @@ def test_an_unknown_model_names_the_served_one(client: openai.OpenAI) -> None:
 
 def test_too_long_is_a_bad_request_for_the_openai_client(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        client.embeddings.create(model="tiny-chat", input="word " * 1000)
+        client.embeddings.create(model="tiny-chat", input=TOO_LONG)
     assert raised.value.code == "context_length_exceeded"
 
 
@@ -184,3 +188,51 @@ def test_related_sentences_are_closer_than_unrelated_ones(smollm2_server: Server
     # unit vectors: the dot product is the cosine similarity
     assert cat @ kitten > cat @ markets
     assert cat @ kitten > kitten @ markets
+
+
+# -- a separate embedding model ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`serve --embedding-model`: the tiny model again, under another name, as the embedding model."""
+    home = tmp_path_factory.mktemp("two-models-home")
+    embedding = home / "tiny-embed.gguf"
+    shutil.copyfile(tiny_model, embedding)
+    with serving(home, "--model", str(tiny_model), "--embedding-model", str(embedding), "--threads", "2",
+                 "--ctx-size", "512") as server:
+        yield server
+
+
+def test_serve_with_an_embedding_model_lists_both(two_models: ServerProcess) -> None:
+    client = openai.OpenAI(base_url=f"{two_models.base_url}/v1", api_key="unused", max_retries=0)
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny-chat", "tiny-embed"]
+    for m in models.data:
+        Model.model_validate(m.model_dump(), strict=True)
+        assert client.models.retrieve(m.id).id == m.id
+
+
+def test_model_picks_the_embedding_model_by_default_and_the_chat_model_by_name(two_models: ServerProcess) -> None:
+    assert embed(two_models, {"input": "hi"}).model == "tiny-embed"
+    assert embed(two_models, {"input": "hi", "model": "tiny-embed"}).model == "tiny-embed"
+    assert embed(two_models, {"input": "hi", "model": "tiny-chat"}).model == "tiny-chat"
+    response = httpx.post(f"{two_models.base_url}/v1/embeddings", json={"input": "hi", "model": "nomic"}, timeout=60)
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "'tiny-chat'" in message and "'tiny-embed'" in message
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/completions", {"prompt": "hi"}),
+])
+def test_the_embedding_model_does_not_generate_text(two_models: ServerProcess, path: str, body: dict) -> None:
+    response = httpx.post(f"{two_models.base_url}{path}", json={**body, "model": "tiny-embed"}, timeout=60)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "model"
+    assert "embedding model" in error["message"] and "'tiny-chat'" in error["message"]
+    # the chat model still does
+    assert httpx.post(f"{two_models.base_url}{path}", json={**body, "model": "tiny-chat", "max_tokens": 2},
+                      timeout=60).status_code == 200
