@@ -548,3 +548,49 @@ def test_html_in_a_reply_stays_inert_text(new_page: NewPage, ui_server: ServerPr
     markdown.get_by_text("also me").click()
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None
+
+
+# ---- phone header ----------------------------------------------------------------------------
+
+# A model id as long as real GGUF names get: the select must shrink, not push the buttons out.
+LONG_MODEL_ID = "DeepSeek-R1-Distill-Qwen-14B-Q4_K_M-with-a-long-suffix"
+
+
+@pytest.mark.parametrize("size", [(360, 740), (320, 640)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_header_controls_fit_and_work_on_a_phone(
+    new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot, size: tuple[int, int]
+) -> None:
+    width, height = size
+    page = new_page("/health", viewport={"width": width, "height": height}, is_mobile=True, has_touch=True)
+    models = {"object": "list", "data": [{"id": LONG_MODEL_ID, "object": "model", "created": 1, "owned_by": "x"}]}
+    page.route("**/v1/models", lambda route: route.fulfill(status=200, json=models))
+    page.goto("/")
+    expect(page.locator(".model-picker select")).to_have_value(LONG_MODEL_ID)
+
+    controls = page.locator("header.topbar").locator("button, select, input")
+    names = []
+    for control in controls.all():
+        if not control.is_visible():
+            continue
+        tag = control.evaluate("el => el.tagName")
+        name = "model picker" if tag == "SELECT" else control.get_attribute("aria-label") or control.inner_text().strip()
+        names.append(name)
+        box = control.bounding_box()
+        assert box is not None, name
+        assert box["x"] >= 0 and box["y"] >= 0, f"{name} starts outside the screen: {box}"
+        assert box["x"] + box["width"] <= width, f"{name} is cut off at the right edge: {box}"
+        assert box["y"] + box["height"] <= height, f"{name} is below the screen: {box}"
+        # Actionable where it is: visible, enabled, and nothing else on top of its centre.
+        control.click(trial=True, timeout=2_000)
+    assert set(names) >= {"Open sidebar", "Chat settings", "model picker"}, names
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    screenshot(page, f"phone-header-{width}")
+
+    page.get_by_role("button", name="Chat settings").tap()
+    dialog = page.get_by_role("dialog", name="Chat settings")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Close").tap()
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Open sidebar").tap()
+    expect(page.get_by_role("complementary", name="Conversations")).to_be_in_viewport(ratio=1)
+
