@@ -50,8 +50,11 @@ def send(page: Page, text: str) -> None:
     page.get_by_label("Message", exact=True).press("Enter")
 
 
+REPLY_TIMEOUT_MS = 30_000  # generation on shared, busy cores can take a while
+
+
 def wait_for_reply(page: Page) -> None:
-    expect(page.locator(".message.streaming")).to_have_count(0)
+    expect(page.locator(".message.streaming")).to_have_count(0, timeout=REPLY_TIMEOUT_MS)
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
 
 
@@ -520,6 +523,10 @@ def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerPr
     expect(markdown.locator(".code-lang")).to_have_text("python")
     expect(markdown.locator("table th")).to_have_text(["Language", "Typed"])
     expect(markdown.locator("table tbody tr")).to_have_count(2)
+    # The reply's styles apply: a wide table scrolls inside the reply, inline code is boxed.
+    table_style = markdown.locator("table").evaluate("el => [getComputedStyle(el).display, getComputedStyle(el).borderCollapse]")
+    assert table_style == ["block", "collapse"]
+    assert markdown.locator("p code").evaluate("el => getComputedStyle(el).borderTopStyle") == "solid"
     expect(markdown.locator("ul > li")).to_have_text(["first item", "second item"])
     expect(markdown.locator("p code")).to_have_text("llamaedge serve")
     link = markdown.get_by_role("link", name="the docs")

@@ -87,9 +87,9 @@ export function MessageView({
                 />
               )}
               <div
-              class="markdown"
-              onClick={onMarkdownClick}
-              // Safe: renderMarkdown escapes raw HTML and sanitizes its output with DOMPurify.
+                class="markdown prose"
+                onClick={onMarkdownClick}
+                // Safe: renderMarkdown escapes raw HTML and sanitizes its output with DOMPurify.
                 dangerouslySetInnerHTML={{ __html: html }}
               />
             </>
@@ -184,7 +184,7 @@ function Thinking({
         type="button"
         class="thinking-toggle"
         aria-expanded={open}
-        aria-controls={id}
+        aria-controls={open ? id : undefined}
         onClick={() => setChosen(!open)}
       >
         <ChevronIcon />
