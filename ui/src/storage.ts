@@ -13,6 +13,7 @@ import {
   type Settings,
   type Theme,
 } from "./types";
+import { splitStored } from "./thinking";
 
 /** The part of the Web Storage API this module uses. */
 export interface KeyValue {
@@ -254,6 +255,11 @@ function parseMessage(value: unknown, index: number): Message {
   };
   if (typeof v.model === "string") message.model = v.model;
   if (typeof v.reasoning === "string" && v.reasoning) message.reasoning = v.reasoning;
+  const split = message.role === "assistant" && !message.reasoning ? splitStored(message.content) : null;
+  if (split) {
+    message.content = split.content;
+    if (split.reasoning) message.reasoning = split.reasoning;
+  }
   if (typeof v.thinkingMs === "number" && v.thinkingMs >= 0) message.thinkingMs = v.thinkingMs;
   if (typeof v.stats === "object" && v.stats !== null) message.stats = v.stats as Message["stats"];
   if (v.stopped === true) message.stopped = true;

@@ -143,12 +143,6 @@ export class ReplyParts {
     return this.serverReasoning !== "" ? this.rawContent.trimStart() : this.splitter.content;
   }
 
-  /** Still thinking: reasoning has come and no answer yet, or an opened block is unclosed. */
-  get thinking(): boolean {
-    if (this.endMs !== null) return false;
-    return this.content === "" && (this.reasoning !== "" || this.splitter.thinking);
-  }
-
   /** How long the model thought, in ms; null when the reply has no reasoning. */
   get thinkingMs(): number | null {
     if (this.reasoning === "" || this.firstMs === null) return null;
@@ -162,6 +156,19 @@ export class ReplyParts {
     const settled = this.serverReasoning !== "" || this.splitter.closed;
     if (this.answerMs === null && settled && this.content !== "" && this.endMs === null) this.answerMs = nowMs;
   }
+}
+
+/**
+ * Reasoning and answer of a reply kept whole, `<think>` block and all (saved by an older
+ * version of this page, or imported): only a block at the very start counts, so an answer
+ * that merely mentions the tags is left alone.
+ */
+export function splitStored(content: string): { reasoning: string; content: string } | null {
+  if (!content.trimStart().startsWith(OPEN)) return null;
+  const splitter = new ThinkSplitter();
+  splitter.push(content);
+  splitter.end();
+  return { reasoning: splitter.reasoning, content: splitter.content };
 }
 
 /** "Thought for 2.4 s", "Thought for 12 s". */

@@ -169,6 +169,34 @@ describe("ConversationStore", () => {
   });
 });
 
+describe("stored replies with their <think> block inline", () => {
+  it("are split on reading, so the reasoning is shown apart and not sent back", () => {
+    const backend = new MemoryStorage();
+    const store = new ConversationStore(backend);
+    const imported = {
+      format: "llamaedge.conversations",
+      version: 1,
+      conversations: [
+        {
+          id: "old",
+          title: "Old",
+          messages: [
+            { role: "user", content: "hi" },
+            { role: "assistant", content: "<think>\nThey greet me.\n</think>\n\nHello!" },
+            { role: "assistant", content: "A literal </think> stays." },
+          ],
+        },
+      ],
+    };
+    store.importJson(JSON.stringify(imported));
+    const [, reply, other] = store.get("old")!.messages;
+    expect(reply.content).toBe("Hello!");
+    expect(reply.reasoning).toBe("They greet me.");
+    expect(other.content).toBe("A literal </think> stays.");
+    expect(other.reasoning).toBeUndefined();
+  });
+});
+
 describe("titleFrom", () => {
   it("takes the first line, collapsing whitespace", () => {
     expect(titleFrom("  What is   WASI?\nMore detail")).toBe("What is WASI?");

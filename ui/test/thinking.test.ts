@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatThought, ReplyParts, ThinkSplitter } from "../src/thinking";
+import { formatThought, ReplyParts, splitStored, ThinkSplitter } from "../src/thinking";
 
 /** Feed `pieces` to a fresh splitter; `end` says whether the stream finished. */
 function split(pieces: string[], end = true): { reasoning: string; content: string; thinking: boolean } {
@@ -107,10 +107,10 @@ describe("ReplyParts", () => {
     const parts = new ReplyParts();
     parts.reasoningDelta("Let me ", 1000);
     parts.reasoningDelta("think.", 1500);
-    expect(parts.thinking).toBe(true);
+    expect(parts.reasoning).toBe("Let me think.");
+    expect(parts.content).toBe("");
     expect(parts.thinkingMs).toBe(null);
     parts.contentDelta("\n\nFour.", 3400);
-    expect(parts.thinking).toBe(false);
     parts.contentDelta(" Done.", 3600);
     parts.end(3700);
     expect(parts.reasoning).toBe("Let me think.");
@@ -131,7 +131,8 @@ describe("ReplyParts", () => {
     const parts = new ReplyParts();
     parts.contentDelta("<think>", 100);
     parts.contentDelta("Hmm.", 200);
-    expect(parts.thinking).toBe(true);
+    expect(parts.reasoning).toBe("Hmm.");
+    expect(parts.content).toBe("");
     parts.contentDelta("</think>", 900);
     parts.contentDelta("\n\n", 950);
     parts.contentDelta("Yes", 1100);
@@ -156,7 +157,6 @@ describe("ReplyParts", () => {
     const stopped = new ReplyParts();
     stopped.reasoningDelta("Still going", 100);
     stopped.end(700);
-    expect(stopped.thinking).toBe(false);
     expect(stopped.content).toBe("");
     expect(stopped.thinkingMs).toBe(600);
 
@@ -165,6 +165,14 @@ describe("ReplyParts", () => {
     plain.end(200);
     expect(plain.reasoning).toBe("");
     expect(plain.thinkingMs).toBe(null);
+  });
+});
+
+describe("splitStored", () => {
+  it("splits a reply kept with its <think> block, and leaves other replies alone", () => {
+    expect(splitStored("<think>\nhm\n</think>\n\nYes.")).toEqual({ reasoning: "hm", content: "Yes." });
+    expect(splitStored("Close it with </think>, like this.")).toBe(null);
+    expect(splitStored("Plain.")).toBe(null);
   });
 });
 
