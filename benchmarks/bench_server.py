@@ -135,6 +135,7 @@ class Config:
     sides: tuple[str, ...] = SIDES
     ours_env: dict[str, str] = field(default_factory=dict)
     ours_args: list[str] = field(default_factory=list)
+    ours_tune: list[str] = field(default_factory=list)  # KEY=VALUE for benchmarks.serve_tuned
     llama_server_args: list[str] = field(default_factory=list)
 
 
@@ -227,7 +228,8 @@ def ours_argv(cfg: Config) -> Callable[[int], list[str]]:
         "--model", str(cfg.model), "--threads", str(cfg.threads), "--ctx-size", str(cfg.ctx),
         "--parallel", str(cfg.parallel), *cfg.ours_args,
     ]
-    return lambda port: [sys.executable, "-m", "llamaedge", "serve", "--port", str(port), *common]
+    launcher = ["-m", "benchmarks.serve_tuned", *cfg.ours_tune, "--"] if cfg.ours_tune else ["-m", "llamaedge"]
+    return lambda port: [sys.executable, *launcher, "serve", "--port", str(port), *common]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,6 +516,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--sides", default=",".join(SIDES), help=f"servers to run (default {','.join(SIDES)})")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE", help="environment for llamaedge serve (repeatable)")
     parser.add_argument("--ours-arg", action="append", default=[], metavar="ARG", help="extra llamaedge serve argument (repeatable)")
+    parser.add_argument("--ours-tune", action="append", default=[], metavar="KEY=VALUE", help="engine setting without a flag, via benchmarks.serve_tuned (repeatable)")
     parser.add_argument("--llama-server-arg", action="append", default=[], metavar="ARG", help="extra llama-server argument (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "server-latest.json", help="JSON results (the .md table goes beside it)")
     args = parser.parse_args(argv)
@@ -534,7 +537,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         long_prompt_tokens=args.long_prompt_tokens, interfered_stream_tokens=args.interfered_stream_tokens,
         rows=rows, sides=sides,
         ours_env=dict(kv.split("=", 1) for kv in args.ours_env),
-        ours_args=list(args.ours_arg), llama_server_args=list(args.llama_server_arg),
+        ours_args=list(args.ours_arg), ours_tune=list(args.ours_tune), llama_server_args=list(args.llama_server_arg),
     )
     return args, cfg
 
