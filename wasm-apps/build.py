@@ -14,8 +14,8 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 APPS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APPS_DIR.parent
@@ -23,8 +23,7 @@ DEFAULT_OUT = REPO_ROOT / "llamaedge" / "apps"
 ZIG_VERSION = "0.14.1"
 
 
-@dataclass(frozen=True)
-class App:
+class App(NamedTuple):
     """One WASI command module (it exports _start): its root source file, and the named
     modules it imports (`@import("name")`), each given by its root file."""
 
