@@ -365,6 +365,7 @@ test {
     _ = @import("http.zig");
     _ = @import("embeddings.zig");
     _ = @import("completions.zig");
+    _ = @import("reasoning.zig");
 }
 
 test "completion ids are chatcmpl- and 24 letters or digits, and differ" {
