@@ -41,6 +41,7 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
         api_key=args.api_key,
         cors_origins=args.cors_origin,
         embedding_model=embedding_model,
+        reasoning_format=args.reasoning_format,
     )
 
 

@@ -61,6 +61,7 @@ class ServeConfig:
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)
     embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
+    reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
 
 
 def is_anthropic_route(path: str) -> bool:
@@ -172,6 +173,7 @@ class ServerState:
             "LLAMAEDGE_PROMPT_TEMPLATE": self.config.model.prompt_template,
             "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
             "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
+            "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
         }
         if self.embedding is not None and self.config.embedding_model is not None:
             env["LLAMAEDGE_EMBEDDING_MODEL_ID"] = self.config.embedding_model.model_id

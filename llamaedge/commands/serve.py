@@ -17,6 +17,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
     parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")
+    parser.add_argument("--reasoning-format", choices=("auto", "none"), default="auto",
+                        help="auto: a thinking model's reasoning goes to reasoning_content (default); none: it stays in content")
     parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this bearer key on /v1 (default: $LLAMAEDGE_API_KEY)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow browser requests from ORIGIN (repeatable; * for any)")
     parser.add_argument("--models-dir", help="where downloaded models live")

@@ -11,6 +11,7 @@ const std = @import("std");
 const openai = @import("openai.zig");
 const templates = @import("templates.zig");
 const stream = @import("stream.zig");
+const reasoning = @import("reasoning.zig");
 
 const log = std.log.scoped(.chat);
 
@@ -22,6 +23,7 @@ pub const Config = struct {
     created: i64,
     /// `chatcmpl-...`, the same in every chunk.
     id: []const u8,
+    reasoning_format: reasoning.Format = .auto,
 };
 
 /// The prompt as it will be generated from.
@@ -30,6 +32,9 @@ const Prepared = struct {
     /// The most tokens the completion may have.
     n_predict: u32,
     build: ?i64,
+    /// Split the thinking from the answer: whether the prompt opened the
+    /// think block. Null: the text stays as it is (`--reasoning-format none`).
+    thinking: ?bool,
 };
 
 pub const ClientGone = error{ClientGone};
@@ -88,6 +93,7 @@ fn streamCompletion(
 
     var gen = Generation.init(allocator, stops, prepared.n_predict);
     defer gen.deinit();
+    gen.splitThinking(prepared.thinking);
     while (true) {
         const text = gen.step(backend) catch |err| {
             backend.finish();
@@ -99,6 +105,11 @@ fn streamCompletion(
             try write(out, openai.done_event);
             return;
         };
+        if (gen.reasoning_text.len > 0) {
+            event.clearRetainingCapacity();
+            try openai.appendChunk(&event, env, .{ .reasoning = gen.reasoning_text }, null);
+            try write(out, event.items);
+        }
         if (text.len > 0) {
             event.clearRetainingCapacity();
             try openai.appendChunk(&event, env, .{ .content = text }, null);
@@ -130,8 +141,11 @@ fn wholeCompletion(
 ) !void {
     var content = std.ArrayList(u8).init(allocator);
     defer content.deinit();
+    var thought = std.ArrayList(u8).init(allocator);
+    defer thought.deinit();
     var gen = Generation.init(allocator, stops, prepared.n_predict);
     defer gen.deinit();
+    gen.splitThinking(prepared.thinking);
     while (gen.finish_reason == null) {
         const text = gen.step(backend) catch |err| {
             backend.finish();
@@ -140,13 +154,14 @@ fn wholeCompletion(
             return error.InvalidRequest;
         };
         try content.appendSlice(text);
+        try thought.appendSlice(gen.reasoning_text);
     }
     const cached_tokens = backend.cachedTokens();
     backend.finish();
     var body = std.ArrayList(u8).init(allocator);
     defer body.deinit();
     try body.appendSlice("Status: 200 OK\nContent-Type: application/json\n\n");
-    try openai.appendCompletion(&body, env, content.items, gen.finish_reason.?, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = gen.tokens, .cached_tokens = cached_tokens });
+    try openai.appendCompletion(&body, env, content.items, thought.items, gen.finish_reason.?, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = gen.tokens, .cached_tokens = cached_tokens });
     try write(out, body.items);
 }
 
@@ -171,12 +186,19 @@ fn generationError(err: anyerror, prepared: Prepared) openai.ApiError {
     };
 }
 
-/// The token loop: counts tokens, enforces the limit, filters the text.
+/// The token loop: counts tokens (the reasoning's too), enforces the limit,
+/// splits the thinking from the answer, and filters the answer's text.
 pub const Generation = struct {
     filter: stream.TextFilter,
     n_predict: u32,
     tokens: u32 = 0,
     finish_reason: ?openai.Finish = null,
+    /// Ahead of the stop-string filter: stop strings apply to the answer only.
+    thinking: ?reasoning.Reasoner = null,
+    /// The reasoning text the last step released (maybe empty).
+    reasoning_text: []const u8 = "",
+    /// The answer's last text when the generation ends (two filter calls).
+    tail: std.ArrayListUnmanaged(u8) = .empty,
 
     pub fn init(allocator: std.mem.Allocator, stops: []const []const u8, n_predict: u32) Generation {
         return .{ .filter = stream.TextFilter.init(allocator, stops), .n_predict = n_predict };
@@ -184,18 +206,34 @@ pub const Generation = struct {
 
     pub fn deinit(self: *Generation) void {
         self.filter.deinit();
+        if (self.thinking) |*t| t.deinit();
+        self.tail.deinit(self.filter.allocator);
     }
 
-    /// Generates one token and returns the text it releases (maybe empty).
-    /// Sets finish_reason when the completion is over.
+    /// Splits reasoning out of the text (Prepared.thinking: whether the
+    /// prompt opened the block; null leaves the text as it is).
+    pub fn splitThinking(self: *Generation, opened: ?bool) void {
+        if (opened) |o| self.thinking = reasoning.Reasoner.init(self.filter.allocator, o);
+    }
+
+    /// Generates one token and returns the answer text it releases (maybe
+    /// empty; its reasoning is in reasoning_text). Sets finish_reason when the
+    /// completion is over.
     pub fn step(self: *Generation, backend: anytype) ![]const u8 {
+        self.reasoning_text = "";
         // The app enforces the limit itself: a host need not honour n-predict.
         if (self.tokens >= self.n_predict) return self.end(.length);
         switch (try backend.next()) {
             .end => |reason| return self.end(reason),
             .token => |bytes| {
                 self.tokens += 1;
-                const text = try self.filter.push(bytes);
+                var answer = bytes;
+                if (self.thinking) |*t| {
+                    const parts = try t.push(bytes);
+                    self.reasoning_text = parts.reasoning;
+                    answer = parts.content;
+                }
+                const text = try self.filter.push(answer);
                 if (self.filter.stopped) self.finish_reason = .stop;
                 return text;
             },
@@ -204,7 +242,14 @@ pub const Generation = struct {
 
     fn end(self: *Generation, reason: openai.Finish) ![]const u8 {
         self.finish_reason = reason;
-        return self.filter.finish();
+        const t = if (self.thinking) |*t| t else return self.filter.finish();
+        const parts = try t.finish();
+        self.reasoning_text = parts.reasoning;
+        self.tail.clearRetainingCapacity();
+        try self.tail.appendSlice(self.filter.allocator, try self.filter.push(parts.content));
+        if (self.filter.stopped) self.finish_reason = .stop;
+        try self.tail.appendSlice(self.filter.allocator, try self.filter.finish());
+        return self.tail.items;
     }
 };
 
@@ -228,7 +273,7 @@ fn prepare(
     const reserve = req.max_tokens orelse ctx / 5;
     if (reserve >= ctx)
         return diag.set(400, "max_tokens", "context_length_exceeded", "max_tokens ({d}) leaves no room for the messages: the model's context is {d} tokens.", .{ reserve, ctx });
-    const fit = Fit{ .allocator = allocator, .messages = req.messages, .template = cfg.template, .budget = ctx - reserve };
+    const fit = Fit{ .allocator = allocator, .messages = req.messages, .template = cfg.template, .kwargs = req.template_kwargs, .budget = ctx - reserve };
 
     var best = try fit.attempt(backend, 0, diag);
     // `best` changes below; the defer frees whichever prompt it holds at the end.
@@ -271,7 +316,12 @@ fn prepare(
 
     const info = backend.info(allocator) catch return backendError(diag, "read the token count");
     defer allocator.free(info);
-    return .{ .prompt_tokens = best.tokens, .n_predict = n_predict, .build = jsonInteger(allocator, info, "llama_build_number") };
+    return .{
+        .prompt_tokens = best.tokens,
+        .n_predict = n_predict,
+        .build = jsonInteger(allocator, info, "llama_build_number"),
+        .thinking = if (cfg.reasoning_format == .auto) reasoning.promptOpensThinking(best.prompt) else null,
+    };
 }
 
 /// Trying the conversation with its oldest turns dropped.
@@ -279,6 +329,7 @@ const Fit = struct {
     allocator: std.mem.Allocator,
     messages: []const templates.Message,
     template: ?templates.Template,
+    kwargs: ?[]const u8 = null,
     budget: u32,
 
     const Attempt = struct {
@@ -319,7 +370,7 @@ const Fit = struct {
             try selected.append(m);
         }
 
-        const prompt = try renderPrompt(self.allocator, backend, self.template, selected.items, diag);
+        const prompt = try renderPrompt(self.allocator, backend, self.template, selected.items, self.kwargs, diag);
         errdefer self.allocator.free(prompt);
         var fits = true;
         var tokens: u32 = 0;
@@ -344,13 +395,14 @@ fn renderPrompt(
     backend: anytype,
     template: ?templates.Template,
     messages: []const templates.Message,
+    kwargs: ?[]const u8,
     diag: *openai.Diagnostic,
 ) ![]u8 {
     if (template) |t| return templates.render(allocator, t, messages);
 
     var request = std.ArrayList(u8).init(allocator);
     defer request.deinit();
-    try appendTemplateRequest(&request, messages);
+    try appendTemplateRequestKwargs(&request, messages, kwargs);
     return backend.renderTemplate(allocator, request.items) catch |err| switch (err) {
         error.NoTemplate => {
             log.info("the model has no chat template of its own: using chatml", .{});
@@ -364,6 +416,12 @@ fn renderPrompt(
 
 /// `{"messages":[{"role":..,"content":..}],"add_generation_prompt":true}`
 pub fn appendTemplateRequest(out: *std.ArrayList(u8), messages: []const templates.Message) !void {
+    return appendTemplateRequestKwargs(out, messages, null);
+}
+
+/// The template request with the client's template variables
+/// (`"chat_template_kwargs"`, a JSON object), when there are any.
+pub fn appendTemplateRequestKwargs(out: *std.ArrayList(u8), messages: []const templates.Message, kwargs: ?[]const u8) !void {
     const w = out.writer();
     try w.writeAll("{\"messages\":[");
     for (messages, 0..) |m, i| {
@@ -372,7 +430,9 @@ pub fn appendTemplateRequest(out: *std.ArrayList(u8), messages: []const template
         try std.json.encodeJsonString(m.content, .{}, w);
         try w.writeByte('}');
     }
-    try w.writeAll("],\"add_generation_prompt\":true}");
+    try w.writeByte(']');
+    if (kwargs) |k| try w.print(",\"chat_template_kwargs\":{s}", .{k});
+    try w.writeAll(",\"add_generation_prompt\":true}");
 }
 
 fn inputTokens(allocator: std.mem.Allocator, backend: anytype, diag: *openai.Diagnostic) !u32 {
@@ -409,6 +469,8 @@ const FakeBackend = struct {
     end: openai.Finish = .stop,
     fail_at: ?usize = null,
     has_template: bool = true,
+    /// What the fake template puts after the request (a generation prompt).
+    prompt_suffix: []const u8 = "",
     next_index: usize = 0,
     prompt: std.ArrayListUnmanaged(u8) = .empty,
     metadata: std.ArrayListUnmanaged(u8) = .empty,
@@ -424,7 +486,7 @@ const FakeBackend = struct {
 
     pub fn renderTemplate(self: *FakeBackend, allocator: std.mem.Allocator, request_json: []const u8) Error![]u8 {
         if (!self.has_template) return error.NoTemplate;
-        return std.fmt.allocPrint(allocator, "JINJA{s}", .{request_json});
+        return std.fmt.allocPrint(allocator, "JINJA{s}{s}", .{ request_json, self.prompt_suffix });
     }
 
     pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
@@ -632,4 +694,58 @@ test "a client that left stops the generation at once" {
     defer req.deinit();
     try testing.expectError(error.ClientGone, complete(testing.allocator, &backend, FailingWriter{}, &req, test_cfg, &diag));
     try testing.expectEqual(@as(usize, 0), backend.next_index);
+}
+
+test "thinking goes to reasoning_content, the answer to content, and both count as tokens" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<th", "ink>\nLet", " me see", ".\n</thi", "nk>\n\nFo", "ur." } };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"stop\":\"see\"}", test_cfg);
+    defer r.deinit();
+    try r.result;
+    const body = r.out.items[std.mem.indexOf(u8, r.out.items, "\n\n").? + 2 ..];
+    const parsed = try std.json.parseFromSlice(std.json.Value, testing.allocator, body, .{});
+    defer parsed.deinit();
+    const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
+    // the stop string "see" is in the thinking only: it does not end the answer
+    try testing.expectEqualStrings("Let me see.", message.get("reasoning_content").?.string);
+    try testing.expectEqualStrings("Four.", message.get("content").?.string);
+    try testing.expectEqual(@as(i64, 6), parsed.value.object.get("usage").?.object.get("completion_tokens").?.integer);
+}
+
+test "a streamed think block comes in reasoning_content deltas; cut off, it is all reasoning" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<think>", "a", "b", "c" } };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":3}", test_cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"reasoning_content\":\"a\"}") != null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"reasoning_content\":\"b\"}") != null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"c\"") == null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"content\"") == null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"finish_reason\":\"length\"") != null);
+}
+
+test "a prompt that ends in an opened think block starts the output in reasoning" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "hmm", "</think>", "ok" }, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"chat_template_kwargs\":{\"enable_thinking\":true},\"reasoning_effort\":\"low\"}", cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"ok\",\"reasoning_content\":\"hmm\"") != null);
+    // the template variables reached the host's template
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, ",\"chat_template_kwargs\":{\"enable_thinking\":true,\"reasoning_effort\":\"low\"},\"add_generation_prompt\":true}") != null);
+}
+
+test "with --reasoning-format none the think block stays in content" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<think>", "hmm", "</think>", "ok" } };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.reasoning_format = .none;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"<think>hmm</think>ok\"}") != null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "reasoning_content") == null);
 }

@@ -12,6 +12,7 @@ const embeddings = @import("embeddings.zig");
 const http = @import("http.zig");
 const nn = @import("nn.zig");
 const openai = @import("openai.zig");
+const reasoning = @import("reasoning.zig");
 const templates = @import("templates.zig");
 
 pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
@@ -146,6 +147,7 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
         .template = template,
         .created = std.time.timestamp(),
         .id = completionId(&id_buf),
+        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
     };
     chat.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),

@@ -5,6 +5,7 @@
 
 const std = @import("std");
 const templates = @import("templates.zig");
+const reasoning = @import("reasoning.zig");
 
 const Message = templates.Message;
 const Value = std.json.Value;
@@ -65,6 +66,8 @@ pub const ChatRequest = struct {
     frequency_penalty: ?f64 = null,
     stop: []const []const u8 = &.{},
     response_format: ResponseFormat = .text,
+    /// Extra variables for the model's own template, a JSON object (see reasoning.zig).
+    template_kwargs: ?[]const u8 = null,
 
     pub fn deinit(self: *ChatRequest) void {
         self.arena.deinit();
@@ -110,6 +113,7 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
     req.seed = try optInteger(obj, "seed", diag);
     req.stop = try parseStop(arena, obj.get("stop"), diag);
     req.response_format = try parseResponseFormat(arena, obj.get("response_format"), diag);
+    req.template_kwargs = try reasoning.parseTemplateKwargs(arena, obj, diag);
     try refuseUnsupported(obj, diag);
     return req;
 }
@@ -383,6 +387,8 @@ pub const Delta = union(enum) {
     /// The first chunk: the role, and no text yet.
     role,
     content: []const u8,
+    /// Thinking, apart from the answer: `{"reasoning_content":...}`.
+    reasoning: []const u8,
     /// The last choice chunk, next to its finish_reason.
     empty,
 };
@@ -416,6 +422,11 @@ pub fn appendChunk(out: *std.ArrayList(u8), env: Envelope, delta: Delta, finish:
             try std.json.encodeJsonString(text, .{}, w);
             try w.writeByte('}');
         },
+        .reasoning => |text| {
+            try w.writeAll("{\"reasoning_content\":");
+            try std.json.encodeJsonString(text, .{}, w);
+            try w.writeByte('}');
+        },
         .empty => try w.writeAll("{}"),
     }
     try w.writeAll(",\"logprobs\":null,\"finish_reason\":");
@@ -435,12 +446,16 @@ pub fn appendUsageChunk(out: *std.ArrayList(u8), env: Envelope, usage: Usage) !v
 
 pub const done_event = "data: [DONE]\n\n";
 
-/// A whole `chat.completion` object.
-pub fn appendCompletion(out: *std.ArrayList(u8), env: Envelope, content: []const u8, finish: Finish, usage: Usage) !void {
+/// A whole `chat.completion` object; `reasoning_content` only when there is some.
+pub fn appendCompletion(out: *std.ArrayList(u8), env: Envelope, content: []const u8, thinking: []const u8, finish: Finish, usage: Usage) !void {
     const w = out.writer();
     try appendEnvelope(w, env, "chat.completion");
     try w.writeAll(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
     try std.json.encodeJsonString(content, .{}, w);
+    if (thinking.len > 0) {
+        try w.writeAll(",\"reasoning_content\":");
+        try std.json.encodeJsonString(thinking, .{}, w);
+    }
     try w.print("}},\"logprobs\":null,\"finish_reason\":\"{s}\"}}],", .{@tagName(finish)});
     try appendUsage(w, usage);
     try w.writeByte('}');
@@ -558,7 +573,7 @@ test "chunks and completions are valid JSON in the OpenAI shapes" {
         out.items,
     );
     out.clearRetainingCapacity();
-    try appendCompletion(&out, env, "hi", .length, .{ .prompt_tokens = 3, .completion_tokens = 2 });
+    try appendCompletion(&out, env, "hi", "", .length, .{ .prompt_tokens = 3, .completion_tokens = 2 });
     const parsed = try std.json.parseFromSlice(Value, testing.allocator, out.items, .{});
     defer parsed.deinit();
     const usage = parsed.value.object.get("usage").?.object;

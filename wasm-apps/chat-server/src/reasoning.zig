@@ -25,6 +25,7 @@
 
 const std = @import("std");
 const stream = @import("stream.zig");
+const openai = @import("openai.zig");
 
 pub const open_tag = "<think>";
 pub const close_tag = "</think>";
@@ -39,6 +40,35 @@ pub const Format = enum {
         return std.meta.stringToEnum(Format, text);
     }
 };
+
+/// OpenAI's `reasoning_effort` values.
+pub const efforts = [_][]const u8{ "none", "minimal", "low", "medium", "high", "xhigh", "max" };
+
+/// The request's extra template variables, serialized as a JSON object for
+/// the host's chat_template import, or null when there are none:
+/// `chat_template_kwargs` (an object, e.g. `{"enable_thinking":false}`), and
+/// `reasoning_effort` as the variable `reasoning_effort` (as llama.cpp gives
+/// it to gpt-oss-style templates) unless the object sets that itself. A
+/// template without such variables ignores them.
+pub fn parseTemplateKwargs(arena: std.mem.Allocator, request: std.json.ObjectMap, diag: *openai.Diagnostic) !?[]const u8 {
+    var kwargs = switch (request.get("chat_template_kwargs") orelse .null) {
+        .null => std.json.ObjectMap.init(arena),
+        .object => |o| try o.clone(),
+        else => |v| return openai.typeError(diag, "chat_template_kwargs", "an object", v),
+    };
+    switch (request.get("reasoning_effort") orelse .null) {
+        .null => {},
+        .string => |effort| {
+            for (efforts) |known| {
+                if (std.mem.eql(u8, effort, known)) break;
+            } else return diag.set(400, "reasoning_effort", null, "Invalid value for 'reasoning_effort': '{s}'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh' and 'max'.", .{effort});
+            if (!kwargs.contains("reasoning_effort")) try kwargs.put("reasoning_effort", .{ .string = effort });
+        },
+        else => |v| return openai.typeError(diag, "reasoning_effort", "a string", v),
+    }
+    if (kwargs.count() == 0) return null;
+    return try std.json.stringifyAlloc(arena, std.json.Value{ .object = kwargs }, .{});
+}
 
 /// Whether the prompt leaves the model inside a think block that the template
 /// opened: it ends, after whitespace, with `<think>`.
@@ -385,6 +415,42 @@ test "promptOpensThinking" {
     try testing.expect(!promptOpensThinking("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
     try testing.expect(!promptOpensThinking("<|im_start|>assistant\n"));
     try testing.expect(!promptOpensThinking(""));
+}
+
+fn expectKwargs(body: []const u8, expected: ?[]const u8) !void {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const parsed = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(), body, .{});
+    var diag = openai.Diagnostic{};
+    const kwargs = try parseTemplateKwargs(arena.allocator(), parsed.object, &diag);
+    if (expected) |e| try testing.expectEqualStrings(e, kwargs.?) else try testing.expect(kwargs == null);
+}
+
+fn expectKwargsError(body: []const u8, param: []const u8) !void {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const parsed = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(), body, .{});
+    var diag = openai.Diagnostic{};
+    try testing.expectError(error.InvalidRequest, parseTemplateKwargs(arena.allocator(), parsed.object, &diag));
+    try testing.expectEqual(@as(u16, 400), diag.err.status);
+    try testing.expectEqualStrings(param, diag.err.param.?);
+}
+
+test "chat_template_kwargs and reasoning_effort become template variables" {
+    try expectKwargs("{}", null);
+    try expectKwargs("{\"chat_template_kwargs\":null,\"reasoning_effort\":null}", null);
+    try expectKwargs("{\"chat_template_kwargs\":{\"enable_thinking\":false}}", "{\"enable_thinking\":false}");
+    try expectKwargs("{\"reasoning_effort\":\"low\"}", "{\"reasoning_effort\":\"low\"}");
+    try expectKwargs("{\"reasoning_effort\":\"high\",\"chat_template_kwargs\":{\"enable_thinking\":true}}", "{\"enable_thinking\":true,\"reasoning_effort\":\"high\"}");
+    // the client's own variable wins
+    try expectKwargs("{\"reasoning_effort\":\"high\",\"chat_template_kwargs\":{\"reasoning_effort\":\"low\"}}", "{\"reasoning_effort\":\"low\"}");
+}
+
+test "bad reasoning options name their field" {
+    try expectKwargsError("{\"chat_template_kwargs\":[1]}", "chat_template_kwargs");
+    try expectKwargsError("{\"chat_template_kwargs\":\"x\"}", "chat_template_kwargs");
+    try expectKwargsError("{\"reasoning_effort\":\"extreme\"}", "reasoning_effort");
+    try expectKwargsError("{\"reasoning_effort\":2}", "reasoning_effort");
 }
 
 test "Format.parse" {
