@@ -273,7 +273,7 @@ fn prepare(
     const reserve = req.max_tokens orelse ctx / 5;
     if (reserve >= ctx)
         return diag.set(400, "max_tokens", "context_length_exceeded", "max_tokens ({d}) leaves no room for the messages: the model's context is {d} tokens.", .{ reserve, ctx });
-    const fit = Fit{ .allocator = allocator, .messages = req.messages, .template = cfg.template, .kwargs = req.template_kwargs, .budget = ctx - reserve };
+    const fit = Fit{ .allocator = allocator, .messages = req.messages, .template = cfg.template, .kwargs = req.template_kwargs, .reasoning = req.reasoning, .budget = ctx - reserve };
 
     var best = try fit.attempt(backend, 0, diag);
     // `best` changes below; the defer frees whichever prompt it holds at the end.
@@ -330,6 +330,8 @@ const Fit = struct {
     messages: []const templates.Message,
     template: ?templates.Template,
     kwargs: ?[]const u8 = null,
+    /// The messages' reasoning_content, by index.
+    reasoning: []const ?[]const u8 = &.{},
     budget: u32,
 
     const Attempt = struct {
@@ -354,6 +356,8 @@ const Fit = struct {
     fn attempt(self: Fit, backend: anytype, drop: usize, diag: *openai.Diagnostic) !Attempt {
         var selected = std.ArrayList(templates.Message).init(self.allocator);
         defer selected.deinit();
+        var thoughts = std.ArrayList(?[]const u8).init(self.allocator);
+        defer thoughts.deinit();
         var seen: usize = 0;
         var dropped: usize = 0;
         var at_front = true;
@@ -368,9 +372,10 @@ const Fit = struct {
             }
             if (m.role != .system) at_front = false;
             try selected.append(m);
+            try thoughts.append(if (i < self.reasoning.len) self.reasoning[i] else null);
         }
 
-        const prompt = try renderPrompt(self.allocator, backend, self.template, selected.items, self.kwargs, diag);
+        const prompt = try renderPrompt(self.allocator, backend, self.template, selected.items, thoughts.items, self.kwargs, diag);
         errdefer self.allocator.free(prompt);
         var fits = true;
         var tokens: u32 = 0;
@@ -395,6 +400,7 @@ fn renderPrompt(
     backend: anytype,
     template: ?templates.Template,
     messages: []const templates.Message,
+    thoughts: []const ?[]const u8,
     kwargs: ?[]const u8,
     diag: *openai.Diagnostic,
 ) ![]u8 {
@@ -402,7 +408,7 @@ fn renderPrompt(
 
     var request = std.ArrayList(u8).init(allocator);
     defer request.deinit();
-    try appendTemplateRequestKwargs(&request, messages, kwargs);
+    try appendTemplateRequestKwargs(&request, messages, thoughts, kwargs);
     return backend.renderTemplate(allocator, request.items) catch |err| switch (err) {
         error.NoTemplate => {
             log.info("the model has no chat template of its own: using chatml", .{});
@@ -416,18 +422,23 @@ fn renderPrompt(
 
 /// `{"messages":[{"role":..,"content":..}],"add_generation_prompt":true}`
 pub fn appendTemplateRequest(out: *std.ArrayList(u8), messages: []const templates.Message) !void {
-    return appendTemplateRequestKwargs(out, messages, null);
+    return appendTemplateRequestKwargs(out, messages, &.{}, null);
 }
 
-/// The template request with the client's template variables
-/// (`"chat_template_kwargs"`, a JSON object), when there are any.
-pub fn appendTemplateRequestKwargs(out: *std.ArrayList(u8), messages: []const templates.Message, kwargs: ?[]const u8) !void {
+/// The template request with each message's `reasoning_content` (`thoughts`,
+/// by index) and the client's template variables (`"chat_template_kwargs"`,
+/// a JSON object), where there are any.
+pub fn appendTemplateRequestKwargs(out: *std.ArrayList(u8), messages: []const templates.Message, thoughts: []const ?[]const u8, kwargs: ?[]const u8) !void {
     const w = out.writer();
     try w.writeAll("{\"messages\":[");
     for (messages, 0..) |m, i| {
         if (i > 0) try w.writeByte(',');
         try w.print("{{\"role\":\"{s}\",\"content\":", .{m.role.name()});
         try std.json.encodeJsonString(m.content, .{}, w);
+        if (i < thoughts.len) if (thoughts[i]) |thought| {
+            try w.writeAll(",\"reasoning_content\":");
+            try std.json.encodeJsonString(thought, .{}, w);
+        };
         try w.writeByte('}');
     }
     try w.writeByte(']');
@@ -736,6 +747,23 @@ test "a prompt that ends in an opened think block starts the output in reasoning
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"ok\",\"reasoning_content\":\"hmm\"") != null);
     // the template variables reached the host's template
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, ",\"chat_template_kwargs\":{\"enable_thinking\":true,\"reasoning_effort\":\"low\"},\"add_generation_prompt\":true}") != null);
+}
+
+test "earlier turns' reasoning_content goes to the model's template, not to a named one" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    const body = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"},{\"role\":\"user\",\"content\":\"q2\"}]}";
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, body, cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"}") != null);
+
+    var r2 = try run(&backend, body, test_cfg);
+    defer r2.deinit();
+    try r2.result;
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "because") == null);
 }
 
 test "with --reasoning-format none the think block stays in content" {

@@ -68,6 +68,8 @@ pub const ChatRequest = struct {
     response_format: ResponseFormat = .text,
     /// Extra variables for the model's own template, a JSON object (see reasoning.zig).
     template_kwargs: ?[]const u8 = null,
+    /// Each message's reasoning_content, by index (null for most).
+    reasoning: []const ?[]const u8 = &.{},
 
     pub fn deinit(self: *ChatRequest) void {
         self.arena.deinit();
@@ -114,6 +116,7 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
     req.stop = try parseStop(arena, obj.get("stop"), diag);
     req.response_format = try parseResponseFormat(arena, obj.get("response_format"), diag);
     req.template_kwargs = try reasoning.parseTemplateKwargs(arena, obj, diag);
+    req.reasoning = try reasoning.parseHistory(arena, obj, diag);
     try refuseUnsupported(obj, diag);
     return req;
 }

@@ -70,6 +70,32 @@ pub fn parseTemplateKwargs(arena: std.mem.Allocator, request: std.json.ObjectMap
     return try std.json.stringifyAlloc(arena, std.json.Value{ .object = kwargs }, .{});
 }
 
+/// Each message's `reasoning_content` (assistant turns only; null elsewhere),
+/// by index: it goes to the model's own template with its message, and the
+/// template decides (thinking templates show it where they were trained to,
+/// e.g. Qwen3 inside a tool-call loop; one that never mentions the field
+/// renders nothing of it). Named templates leave it out. `request` has been
+/// checked by openai.parseChatRequest: `messages` is an array of objects.
+pub fn parseHistory(arena: std.mem.Allocator, request: std.json.ObjectMap, diag: *openai.Diagnostic) ![]const ?[]const u8 {
+    const items = request.get("messages").?.array.items;
+    const history = try arena.alloc(?[]const u8, items.len);
+    for (items, history, 0..) |item, *slot, i| {
+        slot.* = null;
+        const role = item.object.get("role") orelse continue;
+        if (role != .string or !std.mem.eql(u8, role.string, "assistant")) continue;
+        switch (item.object.get("reasoning_content") orelse .null) {
+            .null => {},
+            .string => |text| slot.* = text,
+            else => |v| {
+                var param_buf: [64]u8 = undefined;
+                const param = std.fmt.bufPrint(&param_buf, "messages[{d}].reasoning_content", .{i}) catch "messages";
+                return openai.typeError(diag, param, "a string", v);
+            },
+        }
+    }
+    return history;
+}
+
 /// Whether the prompt leaves the model inside a think block that the template
 /// opened: it ends, after whitespace, with `<think>`.
 pub fn promptOpensThinking(prompt: []const u8) bool {
@@ -451,6 +477,26 @@ test "bad reasoning options name their field" {
     try expectKwargsError("{\"chat_template_kwargs\":\"x\"}", "chat_template_kwargs");
     try expectKwargsError("{\"reasoning_effort\":\"extreme\"}", "reasoning_effort");
     try expectKwargsError("{\"reasoning_effort\":2}", "reasoning_effort");
+}
+
+test "assistant turns' reasoning_content is read by message index" {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const parsed = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(),
+        \\{"messages":[{"role":"user","content":"q","reasoning_content":"not mine"},{"role":"assistant","content":"a","reasoning_content":"why"},
+        \\{"role":"assistant","content":"b","reasoning_content":null},{"role":"user","content":"q2"}]}
+    , .{});
+    var diag = openai.Diagnostic{};
+    const history = try parseHistory(arena.allocator(), parsed.object, &diag);
+    try testing.expectEqual(@as(usize, 4), history.len);
+    try testing.expect(history[0] == null and history[2] == null and history[3] == null);
+    try testing.expectEqualStrings("why", history[1].?);
+
+    const bad = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(),
+        \\{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a","reasoning_content":["x"]}]}
+    , .{});
+    try testing.expectError(error.InvalidRequest, parseHistory(arena.allocator(), bad.object, &diag));
+    try testing.expectEqualStrings("messages[1].reasoning_content", diag.err.param.?);
 }
 
 test "Format.parse" {
