@@ -98,7 +98,6 @@ _SAMPLING_KEYS: dict[str, tuple[str, type]] = {
     "presence-penalty": ("presence_penalty", float),
     "frequency-penalty": ("frequency_penalty", float),
     "penalty-last-n": ("penalty_last_n", int),
-    "grammar": ("grammar", str),
     "ignore-eos": ("ignore_eos", bool),
 }
 _CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "embedding"}
@@ -329,7 +328,7 @@ class ExecutionContext:
     def apply_metadata(self, metadata: dict[str, Any]) -> None:
         check = False
         for key, value in metadata.items():
-            if key in _SAMPLING_KEYS and key != "grammar":
+            if key in _SAMPLING_KEYS:
                 attr, kind = _SAMPLING_KEYS[key]
                 setattr(self.sampling, attr, _convert(key, value, kind))
             elif key == "reverse-prompt":
