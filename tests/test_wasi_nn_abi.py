@@ -654,11 +654,13 @@ def test_a_bad_option_at_load_fails_the_load(nn: Harness) -> None:
 
 
 def test_a_preloaded_model_whose_file_is_gone_is_model_not_found(tmp_path: Path) -> None:
-    registry = GraphRegistry(LoadOptions(threads=2), [Preload("gone", "GGML", "AUTO", tmp_path / "gone.gguf")])
+    preloads = [Preload("gone", "GGML", "AUTO", tmp_path / "gone.gguf"), Preload("dir", "GGML", "AUTO", tmp_path)]
+    registry = GraphRegistry(LoadOptions(threads=2), preloads)
     runtime = new_runtime(registry)
     with harness(runtime, harness_app(runtime)) as h:
         assert h.load_by_name("gone")[0] == Errno.MODEL_NOT_FOUND
         assert h.load_by_name("gone", {"ctx-size": 64})[0] == Errno.MODEL_NOT_FOUND
+        assert h.load_by_name("dir")[0] == Errno.MODEL_NOT_FOUND
 
 
 def run_compute_app(runtime: Runtime, tmp_path: Path, config: dict) -> tuple[bytes, bytes]:

@@ -209,8 +209,11 @@ class GraphRegistry:
             preload = self._preloads.get(name)
             if preload is None:
                 raise NNError(Errno.NOT_FOUND, f"no model is preloaded as {name!r}")
-            if not preload.path.is_file():
-                raise NNError(Errno.MODEL_NOT_FOUND, f"the model preloaded as {name!r} cannot be opened: {preload.path}")
+            try:
+                with open(preload.path, "rb"):
+                    pass
+            except OSError as exc:
+                raise NNError(Errno.MODEL_NOT_FOUND, f"the model preloaded as {name!r} cannot be opened: {exc}") from exc
             graph = self._load(preload.path, metadata)
             self._by_name[name] = graph
             return graph
