@@ -686,3 +686,24 @@ def test_a_wasmedge_app_with_options_at_load_streams_compute_to_stdout(runtime: 
     assert stop and stop not in text[:22]
     streamed, printed = run_compute_app(runtime, tmp_path, {**config, "n-predict": 40, "reverse-prompt": stop})
     assert streamed == printed == text[:20].encode()
+
+
+def test_a_lazy_grammar_must_start_with_its_trigger(nn: Harness) -> None:
+    ctx = ready_context(nn)
+    metadata = {"grammar": 'root ::= "abc"', "grammar-triggers": ["xyz"]}
+    assert nn.set_input(ctx, 1, metadata) == Errno.INVALID_ARGUMENT
+
+
+def test_a_token_running_past_a_trigger_against_the_grammar_is_passed_over(nn: Harness) -> None:
+    # llama.cpp would abort the process on such a token; the host draws another instead.
+    pieces = unconstrained(nn, 12)
+    k = next(i for i, piece in enumerate(pieces) if len(piece) >= 3)
+    trigger = pieces[k][:-1].decode()
+    grammar = f'root ::= "{trigger}" "Q" [a-z]*'
+    ctx = ready_context(nn, {"grammar": grammar, "grammar-triggers": [trigger], "n-predict": 12, "ignore-eos": True})
+    text, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE
+    assert text.startswith(b"".join(pieces[:k])) and not text.startswith(b"".join(pieces[: k + 1]))
+    decoded = text.decode()
+    if trigger in decoded:
+        assert re.fullmatch(re.escape(trigger) + "Q[a-z]*", decoded[decoded.index(trigger):])
