@@ -104,12 +104,14 @@ class Sampler:
             return lc.llama_sampler_sample(self.chain, ctx, index)
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,))
         banned: list[int] = []
+        # Earlier text holds no trigger (the grammar would be on): look only where one can end.
+        search_from = max(0, len(self._seen) - max(len(t) for t in self._triggers) + 1)
         for _ in range(_TRIGGER_DRAWS_MAX):
             data, array = _candidates(logits, banned)
             lc.llama_sampler_apply(self.chain, ctypes.byref(array))
             token = int(array.data[array.selected].id)
             seen = self._seen + token_piece(self._vocab, token, special=True)
-            starts = [i for i in (seen.find(t) for t in self._triggers) if i >= 0]
+            starts = [i for i in (seen.find(t, search_from) for t in self._triggers) if i >= 0]
             if starts and not grammar_accepts(self._vocab, self._grammar_text, seen[starts[0]:]):
                 banned.append(token)
                 continue
