@@ -85,7 +85,8 @@ class _GaugeCollector(Collector):
                     family.add_metric([m.model_id], float(value))
             used, total = getattr(m.stats, "kv_cells_used", None), getattr(m.stats, "kv_cells_total", None)
             if used is not None and total:
-                usage.add_metric([m.model_id], used / total)
+                # Slots sharing a prompt prefix each count its cells: keep the ratio a ratio.
+                usage.add_metric([m.model_id], min(1.0, used / total))
         yield from families.values()
         yield usage
 

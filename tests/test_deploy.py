@@ -247,6 +247,12 @@ def test_the_image_serves_on_all_interfaces_with_a_healthcheck_and_a_models_volu
     assert "API_KEY" not in values["ENV"] and "--api-key" not in entrypoint + json.loads(values["CMD"])
 
 
+def test_the_images_default_model_is_a_catalog_chat_model() -> None:
+    values = {i["instruction"]: i["value"] for i in final_stage(containerfile())}
+    entry = find_entry(option(json.loads(values["CMD"]), "--model"))
+    assert entry is not None and entry.kind == "chat"
+
+
 def test_the_build_copies_only_what_exists() -> None:
     parser = containerfile()
     for copy in instructions(parser, "COPY"):
