@@ -105,8 +105,10 @@ def test_counters_and_histograms_move_as_requests_run(chat_url: str) -> None:
     assert not any(dict(key).get("route", "").startswith("/v1/nothing") for key in unmatched["llamaedge_requests_total"])
 
 
-# A stream of 12 events, 0.1 s apart (poll_oneoff sleeps): a request that stays in flight.
-SLOW_STREAM = """(module
+def slow_stream(n_events: int) -> str:
+    """A stream of `n_events` events, 0.1 s apart (poll_oneoff sleeps): a request that stays
+    in flight."""
+    return """(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
@@ -132,11 +134,11 @@ SLOW_STREAM = """(module
       (call $sleep)
       (call $write (i32.const 128) (i32.const 10))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $next (i32.lt_u (local.get $i) (i32.const 12))))))"""
+      (br_if $next (i32.lt_u (local.get $i) (i32.const N_EVENTS))))))""".replace("N_EVENTS", str(n_events))
 
 
 def test_requests_in_flight_running_and_waiting_follow_the_requests(tmp_path: Path, tiny_model: Path) -> None:
-    app = write_app(tmp_path, "slow.wasm", SLOW_STREAM)
+    app = write_app(tmp_path, "slow.wasm", slow_stream(12))
     config = config_for(tiny_model, app, parallel=1, limits=RunLimits(wasm_slice_max_s=30))
     with running(ServerState(config)) as url:
         opened = threading.Barrier(4)
