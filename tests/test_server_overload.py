@@ -221,3 +221,22 @@ def test_under_load_a_trapping_app_fails_only_its_own_requests(chat_and_trap: st
     samples = scrape(url)
     assert value(samples, "llamaedge_requests_in_flight") == 0
     assert value(samples, "llamaedge_requests_total", route="/v1/chat/completions", status="200") == 8
+
+
+def test_ctrl_c_on_an_idle_server_exits_0(tiny_server: Callable[..., ServerProcess]) -> None:
+    server = tiny_server()
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=30) == 0
+    assert "Traceback" not in server.log()
+
+
+def test_a_second_signal_ends_the_drain_at_once(tiny_server: Callable[..., ServerProcess]) -> None:
+    server = tiny_server("--parallel", "1", "--drain-s", "600")
+    thread, events = stream_in_thread(server, LONG_PROMPT, 8)
+    wait_for(lambda: in_flight(server) == 1 and len(events) >= 1, "the stream to start")
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: httpx.get(f"{server.base_url}/health").json()["status"] == "draining", "draining")
+    server.proc.send_signal(signal.SIGINT)
+    thread.join(60)
+    assert server.proc.wait(timeout=60) == 0
+    assert events[-1] == b"data: [DONE]" and b"shutting down" in events[-2]
