@@ -94,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     model = choose_model(args.model, args.models_dir)
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
     if not args.verbose:
-        # The terminal is the conversation's: the host's per-call notes only with -v.
-        logging.getLogger("llamaedge.runtime").setLevel(logging.WARNING)
+        # The terminal is the conversation's: the host's and engine's notes only with -v.
+        for name in ("llamaedge.runtime", "llamaedge.engine"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     registry = GraphRegistry()
     runtime = Runtime(registry, limits=RunLimits(memory_max_bytes=CLI_MEMORY_MAX_BYTES, wasm_slice_max_s=CLI_SLICE_MAX_S))
     try:
