@@ -5,9 +5,13 @@ The app's conversation and budget logic has Zig unit tests against a fake backen
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +186,53 @@ def test_the_app_runs_under_run_wasm_with_a_preloaded_model(smollm2_model: Path)
     assert re.search(r"\[prompt \d+ tokens, answer \d+ tokens\]", result.stderr)
     assert "/reset  forget the conversation" in result.stderr
     assert "template chatml" in result.stderr
+
+
+class Terminal:
+    """A process on a pseudo-terminal, as a user at a keyboard would run it."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "llamaedge", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, close_fds=True, cwd=REPO_ROOT)
+        os.close(slave)
+        self.seen = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def wait_for(self, text: bytes, count: int = 1, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.seen.count(text) < count:
+            assert time.monotonic() < deadline, self.seen.decode(errors="replace")
+            if select.select([self.master], [], [], 1)[0]:
+                try:
+                    self.seen += os.read(self.master, 4096)
+                except OSError:  # the process ended and closed the terminal
+                    break
+        assert self.seen.count(text) >= count, self.seen.decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+@pytest.mark.slow
+def test_in_a_terminal_it_answers_each_line_and_ctrl_d_quits(smollm2_model: Path) -> None:
+    term = Terminal(["chat", "--model", str(smollm2_model), "--ctx-size", "512", *QUICK])
+    try:
+        term.wait_for(b"[USER]:")
+        term.type(b"Hello!\n")
+        # the answer comes, then the cue for the next line, before anything else is typed
+        term.wait_for(b"[USER]:", count=2)
+        answer = term.seen.split(b"[ASSISTANT]:", 1)[1].split(b"[USER]:", 1)[0]
+        assert answer.strip()
+        term.type(b"\x04")  # Ctrl-D: end of input
+        assert term.proc.wait(timeout=60) == 0
+    finally:
+        term.close()
 
 
 # ---------------------------------------------------------------------------
