@@ -172,23 +172,23 @@ fn generationError(err: anyerror, prepared: Prepared) openai.ApiError {
 }
 
 /// The token loop: counts tokens, enforces the limit, filters the text.
-const Generation = struct {
+pub const Generation = struct {
     filter: stream.TextFilter,
     n_predict: u32,
     tokens: u32 = 0,
     finish_reason: ?openai.Finish = null,
 
-    fn init(allocator: std.mem.Allocator, stops: []const []const u8, n_predict: u32) Generation {
+    pub fn init(allocator: std.mem.Allocator, stops: []const []const u8, n_predict: u32) Generation {
         return .{ .filter = stream.TextFilter.init(allocator, stops), .n_predict = n_predict };
     }
 
-    fn deinit(self: *Generation) void {
+    pub fn deinit(self: *Generation) void {
         self.filter.deinit();
     }
 
     /// Generates one token and returns the text it releases (maybe empty).
     /// Sets finish_reason when the completion is over.
-    fn step(self: *Generation, backend: anytype) ![]const u8 {
+    pub fn step(self: *Generation, backend: anytype) ![]const u8 {
         // The app enforces the limit itself: a host need not honour n-predict.
         if (self.tokens >= self.n_predict) return self.end(.length);
         switch (try backend.next()) {
