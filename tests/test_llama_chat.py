@@ -180,8 +180,10 @@ def test_a_full_context_drops_the_oldest_turns_says_so_and_goes_on(smollm2_model
 @pytest.mark.slow
 def test_the_app_runs_under_run_wasm_with_a_preloaded_model(smollm2_model: Path) -> None:
     result = run_cli("run-wasm", "--nn-preload", f"default:GGML:AUTO:{smollm2_model}", str(APP_PATH),
-                     "--temp", "0", "-n", "16", "-c", "4096", "--log-stat", "-p", "chatml", lines=["Hi!", "/help"])
+                     "--temp", "0", "-n", "16", "-c", "256", "--log-stat", "-p", "chatml", lines=["Hi!", "/help"])
     assert result.returncode == 0, result.stderr
+    # the host loaded the model with the context the app asked for
+    assert re.search(r"loaded graph \d+ from SmolLM2\S*\.gguf \(ctx 256\)", result.stderr), result.stderr
     assert len(result.answers) == 1 and result.answers[0].strip()
     assert re.search(r"\[prompt \d+ tokens, answer \d+ tokens\]", result.stderr)
     assert "/reset  forget the conversation" in result.stderr
@@ -270,7 +272,7 @@ def test_answers_stream_while_they_are_generated(smollm2_runtime: tuple, tmp_pat
     stdin = tmp_path / "stdin"
     stdin.write_text("Tell me about the sea.\n")
     wasi = WasiConfig()
-    wasi.argv = ["llama-chat.wasm", "--temp", "0", "-n", "32", "-c", "512", "-p", "chatml"]
+    wasi.argv = ["llama-chat.wasm", "--temp", "0", "-n", "20", "-c", "512", "-p", "chatml"]
     wasi.stdin_file = str(stdin)
     wasi.stdout_custom = on_stdout
     wasi.stderr_file = str(tmp_path / "stderr")

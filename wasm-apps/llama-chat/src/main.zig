@@ -55,7 +55,7 @@ pub fn main() u8 {
         return 0;
     }
 
-    var backend = nn.Backend.open(cli.model_alias) catch |err| switch (err) {
+    var backend = openModel(&cli) catch |err| switch (err) {
         error.ModelNotFound => return fail("no model is preloaded as '{s}': run it with --nn-preload {s}:GGML:AUTO:model.gguf", .{ cli.model_alias, cli.model_alias }),
         else => return fail("cannot open the model '{s}': {s}", .{ cli.model_alias, @errorName(err) }),
     };
@@ -70,6 +70,16 @@ pub fn main() u8 {
         else => return fail("{s}", .{@errorName(err)}),
     };
     return 0;
+}
+
+/// Opens the model; with --ctx-size, asks the host for that context (as a
+/// load-time option, it applies when the host loads the model, not to one
+/// already loaded).
+fn openModel(cli: *const args_mod.Cli) nn.Error!nn.Backend {
+    if (!cli.ctx_size_given) return nn.Backend.open(cli.model_alias);
+    var buf: [64]u8 = undefined;
+    const config = std.fmt.bufPrint(&buf, "{{\"ctx-size\":{d}}}", .{cli.options.ctx_size}) catch unreachable;
+    return nn.Backend.openWithConfig(cli.model_alias, config);
 }
 
 /// The read-answer loop, until /exit or the end of input.
