@@ -252,6 +252,7 @@ test {
     _ = @import("openai.zig");
     _ = @import("nn.zig");
     _ = @import("chat.zig");
+    _ = @import("tools.zig");
     _ = @import("http.zig");
 }
 

@@ -204,6 +204,29 @@ pub const Backend = struct {
     pub fn finish(self: *Backend) void {
         _ = host.fini_single(self.ctx);
     }
+
+    /// Another execution context on the same graph (a further choice of `n`).
+    pub fn fork(self: *Backend) Error!Backend {
+        var ctx: u32 = 0;
+        try check("init_execution_context", host.init_execution_context(self.graph, &ctx));
+        return .{ .graph = self.graph, .ctx = ctx };
+    }
+
+    /// `get_output_single(ctx, 2)`: the JSON of the token just generated, with
+    /// its logprob and the top alternatives (metadata `logprobs`). Caller owns.
+    pub fn tokenLogprob(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
+        var buf = try allocator.alloc(u8, 4096);
+        errdefer allocator.free(buf);
+        var written: u32 = 0;
+        var code = host.get_output_single(self.ctx, 2, buf.ptr, @intCast(buf.len), &written);
+        if (code == @intFromEnum(Code.too_large) and written > buf.len) {
+            buf = try allocator.realloc(buf, written);
+            code = host.get_output_single(self.ctx, 2, buf.ptr, @intCast(buf.len), &written);
+        }
+        try check("get_output_single(2)", code);
+        if (written > buf.len) return error.BackendFailed;
+        return allocator.realloc(buf, written);
+    }
 };
 
 /// `cached_tokens` from get_output(1)'s JSON; 0 when absent or unreadable.
