@@ -17,7 +17,7 @@ import functools
 import importlib.resources
 import importlib.util
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,16 @@ GGUF_MAGIC = b"GGUF"
 CPU_DEFAULT_PARAMS_MAX_B = 4.5
 # Share of free memory a picked model may take, leaving room for the OS and the browser.
 MEMORY_SHARE = 0.8
+# What a catalog entry can say a model does, in the order they are listed.
+CAPABILITIES = ("chat", "tools", "thinking", "code", "embedding")
+# A model with any of these is never the unasked-for default, which is a plain chat model:
+# code models are specialists, embedding models do not chat at all. Nor is a model that
+# thinks by default (CatalogEntry.thinking_by_default): it reasons before the first word of
+# every answer, slow on a small machine. One that thinks only when asked is fine.
+NOT_DEFAULT_CAPABILITIES = frozenset({"code", "embedding"})
+# GGUF architectures that are text encoders: they embed and do not generate.
+ENCODER_ARCHITECTURES = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert",
+                                   "neo-bert", "t5encoder", "gemma-embedding"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class CatalogEntry:
     name: str
     description: str
     kind: str  # "chat" or "embedding"
+    capabilities: tuple[str, ...]  # drawn from CAPABILITIES
     source: str  # "huggingface" or "pypi"
     file: str
     quantization: str
@@ -61,6 +72,7 @@ class CatalogEntry:
     module: str | None = None
     layers: int | None = None
     default_rank: int | None = None
+    thinking_by_default: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -94,12 +106,64 @@ def catalog_text() -> str:
 @functools.cache
 def load_catalog() -> tuple[CatalogEntry, ...]:
     data = json.loads(catalog_text())
-    return tuple(CatalogEntry(**model) for model in data["models"])
+    return tuple(CatalogEntry(**{**model, "capabilities": tuple(model["capabilities"])}) for model in data["models"])
 
 
 def find_entry(name: str) -> CatalogEntry | None:
     wanted = name.strip().lower()
     return next((entry for entry in load_catalog() if entry.name == wanted), None)
+
+
+def _entry_for_spec(spec: str) -> CatalogEntry | None:
+    """The catalog entry a spec names, or whose file it points at (a downloaded catalog file
+    given by path, or the same hub file given as hf:), without touching the disk or network."""
+    entry = find_entry(spec)
+    if entry is not None:
+        return entry
+    try:
+        parsed = parse_spec(spec)
+    except (ModelError, UsageError):
+        return None
+    if parsed.kind == "hf":
+        return next((e for e in load_catalog() if e.repo == parsed.repo and e.file == parsed.filename), None)
+    if parsed.kind == "path" and parsed.path is not None:
+        parts = parsed.path.parts
+        for e in load_catalog():
+            if e.repo and parts[-3:] == (*e.repo.split("/"), e.file):
+                return e
+            if e.embedded and parsed.path.name == e.file:
+                return e
+    return None
+
+
+def capabilities_from_metadata(metadata: Mapping[str, str]) -> list[str]:
+    """What a GGUF's own metadata shows it can do: an encoder or a pooling type means an
+    embedding model; a chat template means chat, and the template's handling of `tools` and
+    of thinking (`<think>`, `enable_thinking`) shows those."""
+    arch = metadata.get("general.architecture", "")
+    if arch in ENCODER_ARCHITECTURES or f"{arch}.pooling_type" in metadata:
+        return ["embedding"]
+    template = metadata.get("tokenizer.chat_template")
+    if not template:
+        return []
+    found = {"chat"}
+    if "tools" in template:
+        found.add("tools")
+    if "<think>" in template or "enable_thinking" in template:
+        found.add("thinking")
+    return [c for c in CAPABILITIES if c in found]
+
+
+def capabilities_of(model: str | CatalogEntry, metadata: Mapping[str, str] | None = None) -> list[str]:
+    """What a model can do, as /v1/models reports it: a catalog entry's `capabilities`.
+
+    `model` is an entry or a spec (a catalog name, or a path or hf: spec of a catalog file).
+    For a model the catalog does not know, pass its GGUF metadata (`engine.Model.metadata`,
+    read when it was loaded) to infer them from it; without metadata the answer is []."""
+    entry = model if isinstance(model, CatalogEntry) else _entry_for_spec(model)
+    if entry is not None:
+        return list(entry.capabilities)
+    return capabilities_from_metadata(metadata) if metadata is not None else []
 
 
 def check_chat_model(spec: str) -> None:
@@ -125,7 +189,7 @@ def _parse_hf(text: str, body: str) -> ModelSpec:
     if len(parts) < 3 or not parts[-1].endswith(".gguf"):
         raise UsageError(
             f"'{text}' is not a hub file spec",
-            hint="write it as hf:OWNER/REPO/FILE.gguf, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf",
+            hint="write it as hf:OWNER/REPO/FILE.gguf, e.g. hf:unsloth/Qwen3.5-0.8B-GGUF/Qwen3.5-0.8B-Q4_K_M.gguf",
         )
     return ModelSpec("hf", text, repo=f"{parts[0]}/{parts[1]}", filename="/".join(parts[2:]), revision=revision)
 
@@ -303,13 +367,21 @@ def fit(entry: CatalogEntry, budget: MemoryBudget) -> str:
     return "no"
 
 
-def pick_default(budget: MemoryBudget) -> tuple[CatalogEntry, str]:
-    """The best chat model for this machine when the user names none, and why."""
-    ranked = sorted(
-        (e for e in load_catalog() if e.kind == "chat" and e.default_rank is not None and not e.embedded),
-        key=lambda e: e.default_rank or 0,
-        reverse=True,
+def default_candidate(entry: CatalogEntry) -> bool:
+    """Whether `run` may pick the entry by itself: a ranked, downloadable plain chat model
+    (see NOT_DEFAULT_CAPABILITIES)."""
+    return (
+        entry.default_rank is not None
+        and not entry.embedded
+        and "chat" in entry.capabilities
+        and not NOT_DEFAULT_CAPABILITIES.intersection(entry.capabilities)
+        and not entry.thinking_by_default
     )
+
+
+def pick_default(budget: MemoryBudget) -> tuple[CatalogEntry, str]:
+    """The best plain chat model for this machine when the user names none, and why."""
+    ranked = sorted(filter(default_candidate, load_catalog()), key=lambda e: e.default_rank or 0, reverse=True)
     gib = 1024**3
     if budget.gpu_offload:
         limit = budget.vram_free_bytes * MEMORY_SHARE

@@ -26,7 +26,8 @@ def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int |
                             engine.list_devices(), engine.supports_gpu_offload())
 
 
-def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan) -> ServeConfig:
+def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan,
+                  embedding_model: ResolvedModel | None = None) -> ServeConfig:
     if args.prompt_template and args.prompt_template != "auto":
         model = dataclasses.replace(model, prompt_template=args.prompt_template)
     return ServeConfig(
@@ -39,6 +40,7 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
         parallel=args.parallel,
         api_key=args.api_key,
         cors_origins=args.cors_origin,
+        embedding_model=embedding_model,
     )
 
 
@@ -52,6 +54,10 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
     console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
+    if state.embedding is not None and config.embedding_model is not None:
+        embedding = state.embedding
+        console.print(f"  embedding {config.embedding_model.model_id}  ({config.embedding_model.path.name}, "
+                      f"{embedding.size_bytes / 2**20:.0f} MiB, context {embedding.n_ctx} tokens)")
     console.print(f"  devices   {devices}")
     console.print(f"  offload   {plan.reason}")
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
@@ -60,9 +66,10 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     console.print("  [dim]Ctrl-C to stop[/]")
 
 
-def launch(model: ResolvedModel, args: argparse.Namespace, *, on_ready: Callable[[str], None] | None = None) -> int:
+def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: ResolvedModel | None = None,
+           on_ready: Callable[[str], None] | None = None) -> int:
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
-    config = server_config(model, args, plan)
+    config = server_config(model, args, plan, embedding_model)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
     console.print(f"[dim]loading {model.path.name} ...[/]")
     return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url, plan))

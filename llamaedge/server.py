@@ -8,6 +8,7 @@ the chat-server app owns the API. Requests under /v1 each run a fresh instance o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -36,6 +37,8 @@ from llamaedge.types import ResolvedModel
 log = logging.getLogger("llamaedge.server")
 
 MODEL_GRAPH = "default"
+EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
+ANTHROPIC_ROUTE = "/v1/messages"  # its requests get the host's errors in Anthropic's shape
 _END = object()
 
 
@@ -57,13 +60,42 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)
+    embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
 
 
-def openai_error(status: int, message: str, *, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+def is_anthropic_route(path: str) -> bool:
+    return path == ANTHROPIC_ROUTE or path.startswith(ANTHROPIC_ROUTE + "/")
+
+
+# The host's own failures by kind: (OpenAI error type, Anthropic error type).
+_ERROR_TYPES = {
+    "authentication": ("authentication_error", "authentication_error"),
+    "overloaded": ("server_error", "overloaded_error"),
+    "server": ("server_error", "api_error"),
+}
+
+
+def _error_body(path: str, message: str, kind: str, code: str | None) -> dict[str, object]:
+    openai_type, anthropic_type = _ERROR_TYPES[kind]
+    if is_anthropic_route(path):
+        return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    return {"error": {"message": message, "type": openai_type, "param": None, "code": code}}
+
+
+def host_error(path: str, status: int, message: str, *, kind: str, code: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error the host answers itself (not the app), in the shape the route's clients
+    read: Anthropic's on /v1/messages, OpenAI's elsewhere."""
+    return JSONResponse(_error_body(path, message, kind, code), status_code=status, headers=headers)
+
+
+def stream_error_event(path: str, message: str, *, kind: str = "server") -> bytes:
+    """The last event of a stream that the host ends: an OpenAI error chunk then [DONE], or
+    Anthropic's `error` event."""
+    body = json.dumps(_error_body(path, message, kind, None))
+    if is_anthropic_route(path):
+        return f"event: error\ndata: {body}\n\n".encode()
+    return f"data: {body}\n\ndata: [DONE]\n\n".encode()
 
 
 class ServerState:
@@ -76,6 +108,7 @@ class ServerState:
         self.runtime: Runtime | None = None
         self.app: App | None = None
         self.model: Model | None = None
+        self.embedding: Model | None = None
         self.error: LlamaEdgeError | None = None
         self.ready = threading.Event()
         self.loaded_at = int(time.time())
@@ -95,8 +128,16 @@ class ServerState:
             )
             self.model = Model(config.model.path, options)
             self.registry.register(MODEL_GRAPH, self.model)
-            self.loaded_at = int(time.time())
             log.info("model %s ready in %.1fs (ctx %d)", config.model.model_id, self.model.load_s, self.model.n_ctx)
+            if config.embedding_model is not None:
+                # --parallel is for chat requests and --ctx-size for the chat model: the
+                # embedding model keeps the engine's defaults for both.
+                embedding_options = dataclasses.replace(options, ctx_size=None, parallel=LoadOptions().parallel)
+                self.embedding = Model(config.embedding_model.path, embedding_options)
+                self.registry.register(EMBEDDING_GRAPH, self.embedding)
+                log.info("embedding model %s ready in %.1fs (ctx %d)", config.embedding_model.model_id,
+                         self.embedding.load_s, self.embedding.n_ctx)
+            self.loaded_at = int(time.time())
         except LlamaEdgeError as err:
             self.error = err
             log.error("cannot serve: %s", err)
@@ -119,11 +160,12 @@ class ServerState:
     def status(self) -> str:
         if not self.ready.is_set():
             return "loading"
-        return "error" if self.error or self.model is None else "ok"
+        missing_embedding = self.config.embedding_model is not None and self.embedding is None
+        return "error" if self.error or self.model is None or missing_embedding else "ok"
 
     def app_env(self) -> dict[str, str]:
         assert self.model is not None
-        return {
+        env = {
             "LLAMAEDGE_MODEL_ID": self.config.model.model_id,
             "LLAMAEDGE_MODEL_GRAPH": MODEL_GRAPH,
             "LLAMAEDGE_MODEL_CREATED": str(self.loaded_at),
@@ -131,31 +173,44 @@ class ServerState:
             "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
             "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
         }
+        if self.embedding is not None and self.config.embedding_model is not None:
+            env["LLAMAEDGE_EMBEDDING_MODEL_ID"] = self.config.embedding_model.model_id
+            env["LLAMAEDGE_EMBEDDING_GRAPH"] = EMBEDDING_GRAPH
+        return env
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.runtime:
             self.runtime.close()
-        if self.model:
-            self.model.close()
+        for model in (self.model, self.embedding):
+            if model:
+                model.close()
 
 
 class APIKeyMiddleware:
-    """With a key set, every /v1 route needs `Authorization: Bearer <key>`."""
+    """With a key set, every /v1 route needs `Authorization: Bearer <key>` or, as Anthropic's
+    clients send it, `x-api-key: <key>`."""
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
         self.api_key = api_key
 
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        assert self.api_key is not None
+        expected = self.api_key.encode()
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), expected):
+            return True
+        x_api_key = headers.get(b"x-api-key")
+        return x_api_key is not None and hmac.compare_digest(x_api_key.strip(), expected)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.api_key and scope["type"] == "http" and scope["path"].startswith("/v1"):
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-                response = openai_error(
-                    401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-                    type_="authentication_error", code="invalid_api_key",
-                    headers={"WWW-Authenticate": "Bearer"},
+            if not self._authorized(dict(scope["headers"])):
+                response = host_error(
+                    scope["path"], 401,
+                    "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+                    kind="authentication", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
                 )
                 await response(scope, receive, send)
                 return
@@ -178,18 +233,20 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     async def health(request: Request) -> Response:
         status = state.status
         body = {"status": status, "model": config.model.model_id}
+        if config.embedding_model is not None:
+            body["embedding_model"] = config.embedding_model.model_id
         if state.error:
             body["error"] = str(state.error)
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     async def api(request: Request) -> Response:
-        status = state.status
+        status, path = state.status, request.url.path
         if status != "ok":
             if status == "loading":
-                return openai_error(503, "The model is still loading; try again shortly.", type_="server_error",
-                                    code="model_not_ready", headers={"Retry-After": "2"})
-            return openai_error(500, f"The model failed to load: {state.error}", type_="server_error",
-                                code="model_load_failed")
+                return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
+                                  code="model_not_ready", headers={"Retry-After": "2"})
+            return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
+                              code="model_load_failed")
         assert state.runtime is not None and state.app is not None
         try:
             body = await _read_body(request, config.max_body_bytes + 1)
@@ -202,7 +259,8 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
             method=request.method,
             path=request.url.path,
             query=request.url.query,
-            headers=[(k, v) for k, v in request.headers.items()],
+            # The key stays with the host, as Authorization does (wagi withholds that one).
+            headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],
             body=body,
             content_length=max(content_length, len(body)),
             server_name=str(server[0]),
@@ -260,7 +318,7 @@ async def _run_app(state: ServerState, wagi_request: WagiRequest) -> Response:
     if not head.done():
         message = "; ".join(failure) or "the app ended without a response"
         log.error("%s %s failed: %s", wagi_request.method, wagi_request.path, message)
-        return openai_error(500, f"The request failed: {message}", type_="server_error")
+        return host_error(wagi_request.path, 500, f"The request failed: {message}", kind="server")
     status, headers = head.result()
     event_stream = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in headers)
 
@@ -271,8 +329,7 @@ async def _run_app(state: ServerState, wagi_request: WagiRequest) -> Response:
             if failure:
                 log.error("%s %s failed mid-response: %s", wagi_request.method, wagi_request.path, "; ".join(failure))
                 if event_stream:
-                    error = {"error": {"message": "; ".join(failure), "type": "server_error", "param": None, "code": None}}
-                    yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+                    yield stream_error_event(wagi_request.path, "; ".join(failure))
         finally:
             # Reached early when the client disconnects: stop generating now.
             stream.close()

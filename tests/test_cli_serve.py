@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from llamaedge import __version__
+from llamaedge.catalog import find_entry
 from tests.conftest import ServerProcess, free_port
 
 
@@ -97,3 +99,36 @@ def test_listening_beyond_this_machine_without_a_key_is_flagged(
     keyed = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--host", "0.0.0.0",
                          "--api-key", "k")
     assert "without --api-key" not in keyed.log()
+
+
+def test_an_embedding_model_is_served_beside_the_chat_model(
+        start_server: Callable[..., ServerProcess], tiny_model: Path, tmp_path: Path) -> None:
+    embed = tmp_path / "tiny-embed.gguf"
+    shutil.copyfile(tiny_model, embed)
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256",
+                          "--embedding-model", str(embed))
+    health = httpx.get(f"{server.base_url}/health").json()
+    assert health == {"status": "ok", "model": "tiny-chat", "embedding_model": "tiny-embed"}
+    embedding_line = next(line for line in server.log().splitlines() if line.strip().startswith("embedding"))
+    assert "tiny-embed" in embedding_line and "context 2048 tokens" in embedding_line
+
+
+def test_a_catalog_embedding_model_resolves_for_embedding_model(
+        start_server: Callable[..., ServerProcess], tiny_model: Path, tmp_path: Path) -> None:
+    # The catalog's file, already downloaded (the tiny model stands in for it): no hub is asked.
+    entry = find_entry("nomic-embed-text-v1.5")
+    assert entry is not None and entry.kind == "embedding" and entry.repo
+    models = tmp_path / "models"
+    local = models.joinpath(*entry.repo.split("/"), entry.file)
+    local.parent.mkdir(parents=True)
+    shutil.copyfile(tiny_model, local)
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256",
+                          "--models-dir", str(models), "--embedding-model", entry.name,
+                          env={"HF_HUB_OFFLINE": "1"})
+    assert httpx.get(f"{server.base_url}/health").json()["embedding_model"] == "nomic-embed-text-v1.5"
+    assert "embedding nomic-embed-text-v1.5" in server.log()
+
+
+def test_a_missing_embedding_model_file_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    line = one_line_error(serve("--model", str(tiny_model), "--embedding-model", str(tmp_path / "nope.gguf")))
+    assert "nope.gguf" in line

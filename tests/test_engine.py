@@ -6,9 +6,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, SamplingOptions
+from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions
 
 PROMPT = b"<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 ENDLESS = SamplingOptions(temp=0, ignore_eos=True)
@@ -70,3 +71,48 @@ def test_the_next_sequence_gets_the_slot_and_reuses_its_prefix(model: Model) -> 
     second = model.generate(prompt, SamplingOptions(temp=0, n_predict=4))
     assert len(list(second)) == 4
     assert second.n_cached == len(prompt) - 1  # all but the token that must be decoded again
+
+
+def test_sequences_with_the_same_prompt_share_its_prefill(tiny_model: Path) -> None:
+    model = Model(tiny_model, LoadOptions(threads=2, ctx_size=1024, parallel=3))
+    try:
+        prompt = model.tokenize(PROMPT)
+        greedy = SamplingOptions(temp=0, n_predict=8, ignore_eos=True)
+        sequences = [model.generate(prompt, greedy) for _ in range(3)]
+        texts = [b"".join(seq) for seq in sequences]
+        assert texts[0] == texts[1] == texts[2] and texts[0]
+        # The prompt was read once; the others decoded only its last token, for their logits.
+        assert sorted(seq.n_cached for seq in sequences) == [0, len(prompt) - 1, len(prompt) - 1]
+        assert model.n_tokens_decoded == len(prompt) + 2 + 3 * 7
+    finally:
+        model.close()
+
+
+@pytest.mark.slow
+def test_embeddings_of_related_sentences_are_closer(smollm2_model: Path) -> None:
+    model = Model(smollm2_model, LoadOptions(threads=2, ctx_size=512, parallel=1))
+    try:
+        texts = [b"The cat sat on the mat.", b"A kitten was sitting on the rug.",
+                 b"Quarterly revenue rose by four percent."]
+        vectors = model.embed([model.tokenize(t) for t in texts])
+        assert vectors.shape == (3, model.n_embd)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        similarity = vectors @ vectors.T
+        assert similarity[0, 1] > similarity[0, 2]
+        assert similarity[0, 1] > similarity[1, 2]
+        singles = np.concatenate([model.embed([model.tokenize(t)]) for t in texts])
+        assert np.allclose(vectors, singles, atol=1e-4)
+        with pytest.raises(PromptTooLong):
+            model.embed([[1] * (model.n_ctx_embed + 1)])
+    finally:
+        model.close()
+
+
+def test_stats_of_the_real_engine(model: Model) -> None:
+    prompt = model.tokenize(PROMPT)
+    seq = model.generate(prompt, SamplingOptions(temp=0, n_predict=4, ignore_eos=True))
+    assert len(list(seq)) == 4
+    stats = model.stats()
+    assert (stats.slots_total, stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (1, 0, 0, 0)
+    assert stats.kv_cells_used == len(prompt) + 3  # the last token sampled is never decoded
+    assert stats.kv_cells_total == model.n_ctx

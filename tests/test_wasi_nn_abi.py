@@ -3,12 +3,15 @@ through real wasmtime on the real engine with the tiny model, error paths includ
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llamaedge.engine import LoadOptions
@@ -154,7 +157,7 @@ def test_set_input_errors(nn: Harness, caplog: pytest.LogCaptureFixture) -> None
     assert "unknown metadata key 'no-such-key' ignored" in caplog.text
 
 
-@pytest.mark.parametrize("mode", [{"embedding": True}, {"mmproj": "/m.gguf"}, {"image": "/i.png"}])
+@pytest.mark.parametrize("mode", [{"mmproj": "/m.gguf"}, {"image": "/i.png"}])
 def test_modes_this_host_lacks_are_unsupported_not_ignored(nn: Harness, mode: dict) -> None:
     ctx = ready_context(nn, mode)
     assert nn.call("compute_single", ctx) == Errno.UNSUPPORTED_OPERATION
@@ -284,9 +287,11 @@ def test_json_schema_becomes_a_grammar(nn: Harness) -> None:
     assert re.fullmatch(rb'\{\s*"ok"\s*:\s*(true|false)\s*\}', text), text
 
 
-def test_a_bad_grammar_is_an_invalid_argument(nn: Harness) -> None:
-    ctx = ready_context(nn, {"grammar": "root ::= ("})
-    assert nn.call("compute_single", ctx) == Errno.INVALID_ARGUMENT
+def test_a_bad_grammar_is_an_invalid_argument_of_the_call_that_sets_it(nn: Harness) -> None:
+    ctx = ready_context(nn)
+    assert nn.set_input(ctx, 1, {"grammar": "root ::= ("}) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"json-schema": {"type": "no-such-type"}}) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"json-schema": "{not json"}) == Errno.INVALID_ARGUMENT
 
 
 def test_cancelled_session_fails_the_next_call_and_stops_generating(tiny_model: Path) -> None:
@@ -339,3 +344,281 @@ def test_chat_template_of_a_model_without_one_is_not_found(tmp_path: Path) -> No
             assert render(h, graph, b'{"messages":[{"role":"user","content":"Hi"}]}')[0] == Errno.NOT_FOUND
     finally:
         registry.close()
+
+
+# -- extensions: logit-bias, logprobs ------------------------------------------------------------
+
+
+def first_token(nn: Harness, ctx: int) -> dict:
+    assert nn.call("compute_single", ctx) == Errno.SUCCESS
+    rc, raw = nn.get_output(ctx, 2, single=True)
+    assert rc == Errno.SUCCESS
+    return json.loads(raw)
+
+
+def test_logit_bias_minus_100_changes_the_greedy_token(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 1, "logprobs": True, "top-logprobs": 2})
+    greedy = first_token(nn, ctx)
+    assert nn.call("fini_single", ctx) == Errno.SUCCESS
+    assert nn.set_input(ctx, 1, {"logit-bias": {str(greedy["id"]): -100}}) == Errno.SUCCESS
+    biased = first_token(nn, ctx)
+    assert biased["id"] != greedy["id"]
+    assert biased["id"] == greedy["top_logprobs"][1]["id"]  # the runner-up takes its place
+    assert greedy["id"] not in [t["id"] for t in biased["top_logprobs"]]
+
+
+@pytest.mark.parametrize("bias", [{"x": 1}, {"999999": 1}, {"-1": 1}, {"5": "high"}, {"5": True}, [5]])
+def test_a_bad_logit_bias_is_an_invalid_argument(nn: Harness, bias: object) -> None:
+    ctx = ready_context(nn)
+    raw = json.dumps({"logit-bias": bias}).encode()
+    assert nn.set_input(ctx, 1, raw) == Errno.INVALID_ARGUMENT
+
+
+def test_logprobs_of_each_token_and_of_the_whole_generation(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 6, "ignore-eos": True, "logprobs": True, "top-logprobs": 5})
+    records = []
+    while nn.call("compute_single", ctx) == Errno.SUCCESS:
+        piece = nn.get_output(ctx, 0, single=True)[1]
+        record = json.loads(nn.get_output(ctx, 2, single=True)[1])
+        assert bytes(record["bytes"]) == piece
+        assert record["token"] == piece.decode("utf-8", errors="replace")
+        top = record["top_logprobs"]
+        assert len(top) == 5 and len({t["id"] for t in top}) == 5
+        assert top[0]["id"] == record["id"]  # greedy: the sampled token is the likeliest
+        assert top[0]["logprob"] == record["logprob"]
+        logprobs = [t["logprob"] for t in top]
+        assert logprobs == sorted(logprobs, reverse=True)
+        assert all(lp <= 0 for lp in logprobs)
+        assert sum(math.exp(lp) for lp in logprobs) <= 1 + 1e-6
+        records.append(record)
+    assert len(records) == 6
+    assert json.loads(nn.get_output(ctx, 2)[1]) == records
+
+
+def test_logprobs_are_off_unless_asked_for(nn: Harness) -> None:
+    ctx = ready_context(nn, {"n-predict": 2})
+    assert nn.call("compute_single", ctx) == Errno.SUCCESS
+    assert nn.get_output(ctx, 2, single=True)[0] == Errno.INVALID_ARGUMENT
+    assert nn.get_output(ctx, 2)[0] == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"top-logprobs": 21}) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"logprobs": "yes"}) == Errno.INVALID_ARGUMENT
+
+
+# -- extensions: the prompt as tokens, and as text -----------------------------------------------
+
+
+def test_a_token_prompt_generates_what_its_text_does(nn: Harness, runtime: Runtime) -> None:
+    tokens = runtime.registry.get(0).tokenize(PROMPT)
+    text_ctx = ready_context(nn, {"n-predict": 8})
+    by_text, _ = nn.stream(text_ctx)
+    _, graph = nn.load_by_name("default")
+    _, ctx = nn.init_context(graph)
+    assert nn.set_input(ctx, 1, {**GREEDY, "n-predict": 8}) == Errno.SUCCESS
+    assert nn.set_input(ctx, 2, struct.pack(f"<{len(tokens)}I", *tokens)) == Errno.SUCCESS
+    assert nn.metadata(ctx)["input_tokens"] == len(tokens)
+    assert nn.get_output(ctx, 3) == (Errno.SUCCESS, PROMPT)
+    assert nn.stream(ctx)[0] == by_text
+
+
+def test_token_prompt_errors(nn: Harness, runtime: Runtime) -> None:
+    n_vocab = runtime.registry.get(0).n_vocab
+    ctx = ready_context(nn)
+    assert nn.set_input(ctx, 2, struct.pack("<2I", 5, n_vocab)) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 2, b"\x01\x00\x00") == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 2, b"") == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 2, struct.pack("<300I", *[40] * 300)) == Errno.PROMPT_TOO_LONG
+
+
+# -- extensions: grammar prefix and suffix, lazy grammars ----------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+def test_grammar_prefix_and_suffix_wrap_the_json_schema(nn: Harness) -> None:
+    ctx = ready_context(nn, {"json-schema": SCHEMA, "grammar-prefix": "<tool_call>\n",
+                             "grammar-suffix": "\n</tool_call>", "temp": 0.9, "seed": 7, "n-predict": 120})
+    text, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE
+    decoded = text.decode()
+    assert decoded.startswith("<tool_call>\n") and decoded.endswith("\n</tool_call>"), decoded
+    value = json.loads(decoded[len("<tool_call>\n"):-len("\n</tool_call>")])
+    assert isinstance(value["ok"], bool)
+
+
+def unconstrained(nn: Harness, n: int) -> list[bytes]:
+    ctx = ready_context(nn, {"n-predict": n, "ignore-eos": True})
+    pieces = []
+    while nn.call("compute_single", ctx) == Errno.SUCCESS:
+        pieces.append(nn.get_output(ctx, 0, single=True)[1])
+    return pieces
+
+
+def test_a_lazy_grammar_is_free_until_its_trigger_then_constrains(nn: Harness) -> None:
+    pieces = unconstrained(nn, 4)
+    before, trigger = b"".join(pieces[:2]).decode(), b"".join(pieces[2:4]).decode()
+    assert trigger not in before + trigger[:-1]
+    ctx = ready_context(nn, {"grammar-triggers": [trigger], "grammar-prefix": trigger,
+                             "json-schema": {"type": "boolean"}, "n-predict": 30})
+    text, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE
+    assert re.fullmatch(re.escape(before + trigger) + r"(true|false)\s*", text.decode()), text
+
+
+def test_a_lazy_grammar_whose_trigger_never_comes_leaves_the_text_free(nn: Harness) -> None:
+    free = b"".join(unconstrained(nn, 10))
+    ctx = ready_context(nn, {"grammar-triggers": ["<never said>"], "grammar-prefix": "<never said>",
+                             "json-schema": SCHEMA, "n-predict": 10, "ignore-eos": True})
+    assert nn.stream(ctx)[0] == free
+
+
+def test_bad_grammar_triggers_are_invalid_arguments(nn: Harness) -> None:
+    ctx = ready_context(nn)
+    assert nn.set_input(ctx, 1, {"grammar-triggers": "x"}) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"grammar-triggers": [""]}) == Errno.INVALID_ARGUMENT
+
+
+# -- extensions: embedding mode ------------------------------------------------------------------
+
+
+def embedding_context(nn: Harness, metadata: dict | None = None) -> int:
+    _, graph = nn.load_by_name("default")
+    rc, ctx = nn.init_context(graph)
+    assert nn.set_input(ctx, 1, {"embedding": True, **(metadata or {})}) == Errno.SUCCESS
+    return ctx
+
+
+def test_embedding_of_one_input_in_wasmedge_shape(nn: Harness) -> None:
+    ctx = embedding_context(nn)
+    assert nn.set_input(ctx, 0, b"hello there") == Errno.SUCCESS
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    rc, raw = nn.get_output(ctx, 0)
+    body = json.loads(raw)
+    assert set(body) == {"n_embedding", "embedding"}
+    vector = np.array(body["embedding"])
+    assert body["n_embedding"] == len(vector) == 64
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    rc, floats = nn.get_output(ctx, 2)
+    assert rc == Errno.SUCCESS
+    assert np.allclose(np.frombuffer(floats, dtype="<f4"), vector, atol=1e-7)
+    meta = nn.metadata(ctx)
+    assert meta["n_embedding"] == 64
+    assert meta["input_tokens_each"] == [meta["input_tokens"]] and meta["input_tokens"] > 0
+    assert nn.call("compute_single", ctx) == Errno.UNSUPPORTED_OPERATION
+
+
+def test_embedding_a_batch_equals_embedding_each_alone(nn: Harness, runtime: Runtime) -> None:
+    texts = ["hello there", "good night", "the quick brown fox jumps over the lazy dog"]
+    tokens = runtime.registry.get(0).tokenize(b"walk to the station")
+    singles = []
+    for text in texts:
+        ctx = embedding_context(nn)
+        assert nn.set_input(ctx, 0, text.encode()) == Errno.SUCCESS
+        assert nn.call("compute", ctx) == Errno.SUCCESS
+        singles.append(json.loads(nn.get_output(ctx, 0)[1])["embedding"])
+    ctx = embedding_context(nn)
+    assert nn.set_input(ctx, 3, json.dumps([*texts, tokens]).encode()) == Errno.SUCCESS
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    body = json.loads(nn.get_output(ctx, 0)[1])
+    assert body["n_embedding"] == 64 and len(body["embeddings"]) == 4
+    assert np.allclose(body["embeddings"][:3], singles, atol=1e-4)
+    raw = np.frombuffer(nn.get_output(ctx, 2)[1], dtype="<f4").reshape(4, 64)
+    assert np.allclose(raw, body["embeddings"], atol=1e-7)
+    assert np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-5)
+    meta = nn.metadata(ctx)
+    assert meta["input_tokens_each"][3] == len(tokens)
+    assert meta["input_tokens"] == sum(meta["input_tokens_each"])
+
+
+def test_embedding_without_normalization(nn: Harness) -> None:
+    ctx = embedding_context(nn, {"embd-normalize": -1})
+    assert nn.set_input(ctx, 0, b"hello there") == Errno.SUCCESS
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    assert np.linalg.norm(json.loads(nn.get_output(ctx, 0)[1])["embedding"]) > 1.5
+
+
+def test_embedding_input_errors(nn: Harness, runtime: Runtime) -> None:
+    n_ctx_embed = runtime.registry.get(0).n_ctx_embed
+    ctx = embedding_context(nn)
+    assert nn.set_input(ctx, 3, b"[]") == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 3, b'["a", ""]') == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 3, b'["a", [1, -2]]') == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 3, b'[3]') == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 3, b'{"a": 1}') == Errno.INVALID_ARGUMENT
+    too_long = json.dumps(["a", [40] * (n_ctx_embed + 1)]).encode()
+    assert nn.set_input(ctx, 3, too_long) == Errno.PROMPT_TOO_LONG
+    assert nn.set_input(ctx, 0, b"word " * (n_ctx_embed + 10)) == Errno.PROMPT_TOO_LONG
+    assert nn.call("compute", ctx) == Errno.PROMPT_TOO_LONG
+
+
+# -- extensions: chat templates with tools -------------------------------------------------------
+
+NL = "{{ '\\n' }}"  # the formatter trims the newline after a block tag
+TOOLS_TEMPLATE = (
+    "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}" + NL + "{% endif %}"
+    "{% for m in messages %}{{ m.role }}"
+    "{% if m.name %}({{ m.name }}){% endif %}"
+    "{% if m.tool_call_id %}[{{ m.tool_call_id }}]{% endif %}: {{ m.content or '' }}"
+    "{% for c in m.tool_calls or [] %} CALL {{ c.function.name }}"
+    "{% if c.function.arguments is mapping %} city={{ c.function.arguments.city }}"
+    "{% else %} raw={{ c.function.arguments }}{% endif %}{% endfor %}" + NL + "{% endfor %}"
+    "{% if greeting is defined %}{{ greeting }}" + NL + "{% endif %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def test_chat_template_gets_tools_tool_calls_and_kwargs(tmp_path: Path) -> None:
+    default = "{% for m in messages %}{{ m.role }}: {{ m.content }}" + NL + "{% endfor %}"
+    path = write_tiny_gguf(tmp_path / "tools.gguf", chat_template=[  # type: ignore[arg-type]
+        {"name": "default", "template": default}, {"name": "tool_use", "template": TOOLS_TEMPLATE}])
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=128), [Preload("tools", "GGML", "AUTO", path)])
+    runtime = new_runtime(registry)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": "not json"}}]},
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+    ]
+    try:
+        with harness(runtime, harness_app(runtime)) as h:
+            _, graph = h.load_by_name("tools")
+            body = json.dumps({"messages": messages, "tools": tools,
+                               "chat_template_kwargs": {"greeting": "hi"}}).encode()
+            rc, prompt, _ = render(h, graph, body)
+            assert rc == Errno.SUCCESS
+            assert prompt.decode() == (
+                "TOOLS:get_weather;\nuser: Weather?\n"
+                "assistant:  CALL get_weather city=Oslo CALL get_weather raw=not json\n"
+                "tool(get_weather)[c1]: sunny\nhi\nassistant:")
+            # Without tools, the default template.
+            rc, prompt, _ = render(h, graph, json.dumps({"messages": messages[:1]}).encode())
+            assert (rc, prompt) == (Errno.SUCCESS, b"user: Weather?\n")
+            assert render(h, graph, json.dumps({"messages": [], "tools": {}}).encode())[0] == Errno.INVALID_ARGUMENT
+            bad_kwargs = json.dumps({"messages": [], "chat_template_kwargs": []}).encode()
+            assert render(h, graph, bad_kwargs)[0] == Errno.INVALID_ARGUMENT
+    finally:
+        registry.close()
+
+
+def test_the_registry_loads_models_with_the_loader_it_is_given(tmp_path: Path) -> None:
+    loaded: list[tuple[Path, LoadOptions]] = []
+
+    class Stand:
+        n_ctx = 64
+
+        def close(self) -> None:
+            pass
+
+    def loader(path: Path, options: LoadOptions) -> Stand:
+        loaded.append((path, options))
+        return Stand()
+
+    registry = GraphRegistry(LoadOptions(threads=1), [Preload("x", "GGML", "AUTO", tmp_path / "x.gguf")],
+                             loader=loader)  # type: ignore[arg-type]
+    runtime = new_runtime(registry)
+    with harness(runtime, harness_app(runtime)) as h:
+        rc, graph = h.load_by_name("x", {"ctx-size": 64, "threads": 2})
+        assert rc == Errno.SUCCESS
+        assert h.call("unload", graph) == Errno.SUCCESS
+    assert [(p.name, o.ctx_size, o.threads) for p, o in loaded] == [("x.gguf", 64, 2)]

@@ -332,6 +332,23 @@ def test_zig_unit_tests_pass() -> None:
     assert "All" in result.stderr and "tests passed" in result.stderr
 
 
+def test_llama_chat_wasm_is_rebuilt_byte_identical(tmp_path: Path) -> None:
+    # llama-chat imports the chat server's shared module (chat-server/src/lib.zig)
+    rebuilt = build.build("llama-chat", tmp_path)
+    committed = REPO_ROOT / "llamaedge" / "apps" / "llama-chat.wasm"
+    assert rebuilt.read_bytes() == committed.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
+
+
+def test_llama_chat_zig_unit_tests_pass() -> None:
+    result = build.test("llama-chat")
+    assert result.returncode == 0, result.stderr
+    assert "All" in result.stderr and "tests passed" in result.stderr
+
+
+def test_every_app_built_is_committed_in_the_package() -> None:
+    assert {path.stem for path in (REPO_ROOT / "llamaedge" / "apps").glob("*.wasm")} == set(build.APPS)
+
+
 def test_module_is_a_small_wasi_command_with_only_the_documented_imports(app_module: tuple[Engine, Module]) -> None:
     _engine, module = app_module
     exports = {export.name for export in module.exports}

@@ -15,8 +15,8 @@ FIT_LABELS = {"gpu": "[green]yes (GPU)[/]", "ram": "[green]yes (RAM)[/]", "no": 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the model catalog: size, licence, downloaded, fits this machine",
-        description="List the catalog: what each model needs, whether it is downloaded and whether it fits this machine.",
+        help="list the model catalog: capabilities, size, licence, downloaded, fits this machine",
+        description="List the catalog: what each model can do and needs, whether it is downloaded and whether it fits this machine.",
     )
     parser.add_argument("--models-dir", help="where downloaded models live")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -31,6 +31,8 @@ def catalog_rows(models_dir: Path, budget: catalog.MemoryBudget) -> list[dict[st
         rows.append({
             "name": entry.name,
             "kind": entry.kind,
+            "capabilities": list(entry.capabilities),
+            "thinking_by_default": entry.thinking_by_default,
             "description": entry.description,
             "parameters": entry.parameters,
             "quantization": entry.quantization,
@@ -45,6 +47,11 @@ def catalog_rows(models_dir: Path, budget: catalog.MemoryBudget) -> list[dict[st
             "path": str(path) if path else None,
         })
     return rows
+
+
+def _capabilities_cell(row: dict[str, Any]) -> str:
+    text = ", ".join(row["capabilities"])
+    return text.replace("thinking", "thinking by default") if row["thinking_by_default"] else text
 
 
 def _downloaded_cell(row: dict[str, Any]) -> str:
@@ -74,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     table_rows = [
         [
             f"[bold]{row['name']}[/]" + (" *" if row["name"] == picked.name else ""),
-            row["kind"],
+            _capabilities_cell(row),
             row["parameters"],
             row["quantization"],
             download.human_bytes(row["size_bytes"]),
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         memory += f", {budget.vram_free_bytes / 1024**3:.1f} GiB GPU memory free"
     print_table(
         "Model catalog",
-        ["name", "kind", "params", "quant", "size", "context", "license", "downloaded", "fits"],
+        ["name", "capabilities", "params", "quant", "size", "context", "license", "downloaded", "fits"],
         table_rows,
         caption=f"{memory}. * = what `llamaedge run` picks here: {reason}. Models live in {models_dir}",
     )

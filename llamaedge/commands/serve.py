@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve a model over the OpenAI API and the web chat",
                                    description="Serve a GGUF model: the OpenAI-compatible API under /v1 and the web chat at /.")
     parser.add_argument("--model", "-m", required=True, help="catalog name, path to a .gguf, hf:REPO/FILE or an https URL")
+    parser.add_argument("--embedding-model", metavar="MODEL",
+                        help="also load this model for /v1/embeddings (named as --model is; default: embed with the chat model)")
     add_server_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -48,4 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_server_arguments(args)
     check_chat_model(args.model)
     model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
-    return launch(model, args)
+    embedding = None
+    if args.embedding_model:
+        embedding = resolve_model(args.embedding_model, models_dir=args.models_dir, pull=True)
+    return launch(model, args, embedding_model=embedding)

@@ -24,6 +24,7 @@ from typing import Any
 
 import wasmtime
 
+from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
 from llamaedge.runtime import wasi_nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
@@ -241,11 +242,17 @@ def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len
         raise NNError(Errno.INVALID_ARGUMENT, f"chat_template input is not JSON: {exc}") from exc
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         raise NNError(Errno.INVALID_ARGUMENT, 'chat_template input must be {"messages": [...]}')
+    tools, kwargs = request.get("tools"), request.get("chat_template_kwargs")
+    if tools is not None and not isinstance(tools, list):
+        raise NNError(Errno.INVALID_ARGUMENT, "chat_template: tools must be an array")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise NNError(Errno.INVALID_ARGUMENT, "chat_template: chat_template_kwargs must be an object")
     try:
         prompt = model.render_chat(request["messages"],
-                                   add_generation_prompt=bool(request.get("add_generation_prompt", True)))
-    except LookupError as exc:
+                                   add_generation_prompt=bool(request.get("add_generation_prompt", True)),
+                                   tools=tools, template_kwargs=kwargs)
+    except NoChatTemplate as exc:
         raise NNError(Errno.NOT_FOUND, str(exc)) from exc
-    except ValueError as exc:
+    except TemplateError as exc:
         raise NNError(Errno.RUNTIME_ERROR, str(exc)) from exc
     wasi_nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)

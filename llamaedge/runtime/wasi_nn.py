@@ -23,8 +23,19 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import llamaedge.engine as engine_mod
-from llamaedge.engine import LoadOptions, Model, PromptTooLong, SamplingOptions, Sequence
+from llamaedge.engine import (
+    LLAMA_CPP_PYTHON_VERSION,
+    BadInput,
+    FinishReason,
+    GrammarError,
+    LoadOptions,
+    Model,
+    PromptTooLong,
+    SamplingOptions,
+    Sequence,
+    Token,
+    json_schema_grammar,
+)
 from llamaedge.errors import ModelError, UsageError
 
 log = logging.getLogger("llamaedge.wasi_nn")
@@ -90,12 +101,14 @@ _SAMPLING_KEYS: dict[str, tuple[str, type]] = {
     "grammar": ("grammar", str),
     "ignore-eos": ("ignore_eos", bool),
 }
-_CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "reverse-prompt", "json-schema"}
+_CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "embedding"}
+# Keys that together make the grammar: rebuilt and checked whenever one of them changes.
+_GRAMMAR_KEYS = {"grammar", "json-schema", "grammar-prefix", "grammar-suffix", "grammar-triggers"}
 # Accepted by WasmEdge, meaningless here: taken silently.
 _ACCEPTED_NOOP = {"tensor-split", "flash-attn", "n-keep"}
 # Modes this host does not offer: asking for one makes the next compute fail with
 # "unsupported operation" rather than silently generating text instead.
-_UNSUPPORTED_MODES = {"embedding": "embedding mode", "mmproj": "multimodal projectors", "image": "image input"}
+_UNSUPPORTED_MODES = {"mmproj": "multimodal projectors", "image": "image input"}
 
 
 def _convert(key: str, value: Any, kind: type) -> Any:
@@ -162,12 +175,18 @@ def parse_preload(spec: str) -> Preload:
     return Preload(name, encoding.upper(), target.upper(), Path(path))
 
 
+ModelLoader = Callable[[Path, LoadOptions], Model]
+
+
 class GraphRegistry:
     """Models by WASI-NN graph id, and the names they can be loaded by. Shared by every app
-    instance in the process; loading a name twice returns the same graph."""
+    instance in the process; loading a name twice returns the same graph. `loader` makes a
+    model of a file (the engine's Model; tests may give a stand-in)."""
 
-    def __init__(self, base_options: LoadOptions | None = None, preloads: list[Preload] | None = None) -> None:
+    def __init__(self, base_options: LoadOptions | None = None, preloads: list[Preload] | None = None,
+                 *, loader: ModelLoader = Model) -> None:
         self.base_options = base_options or LoadOptions()
+        self.loader = loader
         self._preloads: dict[str, Preload] = {p.name: p for p in preloads or []}
         self._graphs: list[Model | None] = []
         self._by_name: dict[str, int] = {}
@@ -202,7 +221,7 @@ class GraphRegistry:
     def _load(self, path: Path, metadata: dict[str, Any]) -> int:
         options = load_options_from(metadata, self.base_options)
         try:
-            model = Model(path, options)
+            model = self.loader(path, options)
         except ModelError as exc:
             raise NNError(Errno.NOT_FOUND if not Path(path).is_file() else Errno.INVALID_ARGUMENT, str(exc)) from exc
         self._graphs.append(model)
@@ -250,16 +269,41 @@ class GraphRegistry:
 # Execution contexts and sessions
 
 
+@dataclass
+class GrammarSource:
+    """What the app said about the grammar; `build` makes the GBNF text of it."""
+
+    gbnf: str | None = None
+    json_schema: Any = None
+    prefix: str = ""
+    suffix: str = ""
+
+    def build(self) -> str | None:
+        if self.json_schema is None:
+            return self.gbnf or None  # grammar-prefix/-suffix shape JSON-schema grammars only
+        text = self.json_schema if isinstance(self.json_schema, str) else json.dumps(self.json_schema)
+        try:
+            return json_schema_grammar(text, self.prefix, self.suffix)
+        except GrammarError as exc:
+            raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+
+
 @dataclass(eq=False)
 class ExecutionContext:
     graph: int
     model: Model
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
-    flags: dict[str, Any] = field(default_factory=dict)  # stream-stdout, enable-log, reverse-prompt
+    flags: dict[str, Any] = field(default_factory=dict)  # stream-stdout, enable-log, reverse-prompt, embedding
+    grammar: GrammarSource = field(default_factory=GrammarSource)
+    embd_normalize: int = 2
     prompt: list[int] | None = None
+    embed_inputs: list[list[int]] | None = None  # set_input(3): a batch to embed
     sequence: Sequence | None = None
     last_piece: bytes = b""
+    last_logprobs: dict[str, Any] | None = None
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
     output: bytearray = field(default_factory=bytearray)
+    embeddings: Any = None  # float32 rows after an embedding compute
     n_output_tokens: int = 0
     finish_reason: str | None = None
     started_s: float = 0.0
@@ -269,21 +313,40 @@ class ExecutionContext:
             self.sequence.cancel()
         self.sequence = None
         self.last_piece = b""
+        self.last_logprobs = None
+        self.logprobs = []
         self.output = bytearray()
+        self.embeddings = None
         self.n_output_tokens = 0
         self.finish_reason = None
 
+    @property
+    def embedding_mode(self) -> bool:
+        return bool(self.flags.get("embedding"))
+
     def apply_metadata(self, metadata: dict[str, Any]) -> None:
+        check = False
         for key, value in metadata.items():
-            if key in _SAMPLING_KEYS:
+            if key in _SAMPLING_KEYS and key != "grammar":
                 attr, kind = _SAMPLING_KEYS[key]
                 setattr(self.sampling, attr, _convert(key, value, kind))
             elif key == "reverse-prompt":
                 if not isinstance(value, str):
                     raise NNError(Errno.INVALID_ARGUMENT, "metadata 'reverse-prompt' must be a string")
                 self.flags[key] = value
-            elif key == "json-schema":
-                self.sampling.grammar = _schema_to_grammar(value)
+            elif key in _GRAMMAR_KEYS:
+                self._apply_grammar_key(key, value)
+                check = True
+            elif key == "logit-bias":
+                self.sampling.logit_bias = _logit_bias(value, self.model.n_vocab)
+                check = True
+            elif key == "logprobs":
+                self.sampling.logprobs = _convert(key, value, bool)
+            elif key == "top-logprobs":
+                self.sampling.top_logprobs = _convert(key, value, int)
+                check = True
+            elif key == "embd-normalize":
+                self.embd_normalize = _convert(key, value, int)
             elif key in _CONTEXT_FLAGS:
                 self.flags[key] = bool(value)
             elif key in _UNSUPPORTED_MODES:
@@ -293,14 +356,46 @@ class ExecutionContext:
                 log.info("metadata %r applies when a model is loaded; ignored here", key)
             elif key not in _ACCEPTED_NOOP:
                 log.info("unknown metadata key %r ignored", key)
+        if check:
+            self.sampling.grammar = self.grammar.build()
+            try:
+                self.model.check_sampling(self.sampling)
+            except (BadInput, GrammarError) as exc:
+                raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+
+    def _apply_grammar_key(self, key: str, value: Any) -> None:
+        if key == "json-schema":
+            if value is not None and not isinstance(value, (str, dict, bool)):
+                raise NNError(Errno.INVALID_ARGUMENT, "metadata 'json-schema' must be an object or its JSON text")
+            self.grammar.json_schema = None if value is None or value == "" else value
+        elif key == "grammar-triggers":
+            if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+                raise NNError(Errno.INVALID_ARGUMENT, "metadata 'grammar-triggers' must be an array of non-empty strings")
+            self.sampling.grammar_triggers = list(value)
+        else:
+            text = None if value is None else _convert(key, value, str)
+            if key == "grammar":
+                self.grammar.gbnf = text
+            elif key == "grammar-prefix":
+                self.grammar.prefix = text or ""
+            else:
+                self.grammar.suffix = text or ""
 
 
-def _schema_to_grammar(schema: Any) -> str:
-    text = schema if isinstance(schema, str) else json.dumps(schema)
-    try:
-        return engine_mod.json_schema_grammar(text)
-    except ValueError as exc:
-        raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+def _logit_bias(value: Any, n_vocab: int) -> dict[int, float]:
+    """OpenAI's logit_bias: {"token id": bias}; ids may be JSON strings or numbers."""
+    if not isinstance(value, dict):
+        raise NNError(Errno.INVALID_ARGUMENT, "metadata 'logit-bias' must be an object of token id -> bias")
+    biases: dict[int, float] = {}
+    for key, bias in value.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise NNError(Errno.INVALID_ARGUMENT, f"logit-bias: {key!r} is not a token id") from None
+        if not 0 <= token < n_vocab:
+            raise NNError(Errno.INVALID_ARGUMENT, f"logit-bias: token {token} is not in the vocabulary of {n_vocab}")
+        biases[token] = _convert(f"logit-bias[{key}]", bias, float)
+    return biases
 
 
 class NNSession:
@@ -362,6 +457,8 @@ def _start(context: ExecutionContext) -> Sequence:
         return context.sequence
     if context.flags.get("unsupported"):
         raise NNError(Errno.UNSUPPORTED_OPERATION, f"{context.flags['unsupported']} is not supported by this host")
+    if context.embedding_mode:
+        raise NNError(Errno.UNSUPPORTED_OPERATION, "compute_single generates text: in embedding mode, call compute")
     if context.prompt is None:
         raise NNError(Errno.INVALID_ARGUMENT, "no prompt: call set_input with index 0 first")
     context.started_s = time.monotonic()
@@ -369,16 +466,58 @@ def _start(context: ExecutionContext) -> Sequence:
         context.sequence = context.model.generate(context.prompt, context.sampling)
     except PromptTooLong as exc:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
-    except ValueError as exc:  # a grammar that does not parse
+    except (BadInput, GrammarError) as exc:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
     return context.sequence
 
 
 _FINISH_ERRNO = {
-    engine_mod.FINISH_STOP: Errno.END_OF_SEQUENCE,
-    engine_mod.FINISH_LENGTH: Errno.END_OF_SEQUENCE,
-    engine_mod.FINISH_CONTEXT_FULL: Errno.CONTEXT_FULL,
+    FinishReason.STOP: Errno.END_OF_SEQUENCE,
+    FinishReason.LENGTH: Errno.END_OF_SEQUENCE,
+    FinishReason.CONTEXT_FULL: Errno.CONTEXT_FULL,
 }
+
+
+def _embed(context: ExecutionContext) -> None:
+    """compute in embedding mode: embed the prompt, or the batch of set_input(3)."""
+    if context.flags.get("unsupported"):
+        raise NNError(Errno.UNSUPPORTED_OPERATION, f"{context.flags['unsupported']} is not supported by this host")
+    inputs = context.embed_inputs if context.embed_inputs is not None else (
+        [context.prompt] if context.prompt is not None else None)
+    if inputs is None:
+        raise NNError(Errno.INVALID_ARGUMENT, "no input: call set_input with index 0 (or 3) first")
+    context.started_s = time.monotonic()
+    try:
+        context.embeddings = context.model.embed(inputs, norm=context.embd_normalize)
+    except PromptTooLong as exc:
+        raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
+    except BadInput as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+    rows = context.embeddings.tolist()
+    n = context.model.n_embd
+    body = {"n_embedding": n, "embeddings": rows} if context.embed_inputs is not None else {
+        "n_embedding": n, "embedding": rows[0]}
+    context.output = bytearray(json.dumps(body).encode())
+    context.finish_reason = "stop"
+
+
+def _check_embedding_inputs(model: Model, inputs: list[list[int]]) -> None:
+    try:
+        model.check_embedding_inputs(inputs)
+    except PromptTooLong as exc:
+        raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
+    except BadInput as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+
+
+def _token_ids(model: Model, ids: list[Any], what: str) -> list[int]:
+    if not all(isinstance(token, int) and not isinstance(token, bool) for token in ids):
+        raise NNError(Errno.INVALID_ARGUMENT, f"{what} must be integers")
+    try:
+        model.check_tokens(ids)
+    except BadInput as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, f"{what}: {exc}") from exc
+    return list(ids)
 
 
 def _log_stats(context: ExecutionContext) -> None:
@@ -391,13 +530,13 @@ def _log_stats(context: ExecutionContext) -> None:
 
 
 def _finished(context: ExecutionContext, sequence: Sequence) -> NNError:
-    reason = sequence.finish_reason or engine_mod.FINISH_ERROR
-    context.finish_reason = "stop" if reason == engine_mod.FINISH_STOP else "length"
+    reason = sequence.finish_reason or FinishReason.ERROR
+    context.finish_reason = "stop" if reason == FinishReason.STOP else "length"
     _log_stats(context)
     errno = _FINISH_ERRNO.get(reason)
     if errno is None:
-        return NNError(Errno.RUNTIME_ERROR, f"generation ended: {sequence.error or reason}")
-    return NNError(errno, f"generation ended: {reason}")
+        return NNError(Errno.RUNTIME_ERROR, f"generation ended: {sequence.error or reason.value}")
+    return NNError(errno, f"generation ended: {reason.value}")
 
 
 class Functions:
@@ -450,28 +589,62 @@ class Functions:
         context = self.session_of().context(ctx)
         _dims_ptr, _dims_len, _type, data_ptr, data_len = struct.unpack("<5I", mem.read(tensor_ptr, 20))
         data = mem.read(data_ptr, data_len)
-        if index == 0:
-            context.reset_generation()
-            context.prompt = context.model.tokenize(data)
-            if len(context.prompt) >= context.model.n_ctx:
-                raise NNError(Errno.PROMPT_TOO_LONG,
-                              f"prompt of {len(context.prompt)} tokens does not fit the context of {context.model.n_ctx}")
-        elif index == 1:
+        model = context.model
+        if index == 1:
             context.apply_metadata(parse_metadata(data))
+            return
+        if index not in (0, 2, 3):
+            raise NNError(Errno.INVALID_ARGUMENT,
+                          f"set_input index {index}: 0 is the prompt, 1 the metadata, 2 prompt tokens, 3 inputs to embed")
+        context.reset_generation()
+        context.prompt = context.embed_inputs = None
+        if index == 0:
+            context.prompt = model.tokenize(data)
+        elif index == 2:
+            if not data or len(data) % 4:
+                raise NNError(Errno.INVALID_ARGUMENT, "prompt tokens must be a non-empty array of u32")
+            context.prompt = _token_ids(model, list(struct.unpack(f"<{len(data) // 4}I", data)), "prompt tokens")
         else:
-            raise NNError(Errno.INVALID_ARGUMENT, f"set_input index {index}: 0 is the prompt, 1 the metadata")
+            context.embed_inputs = self._embedding_batch(model, data)
+            return
+        if context.embedding_mode:
+            _check_embedding_inputs(model, [context.prompt])
+        elif len(context.prompt) >= model.n_ctx:
+            raise NNError(Errno.PROMPT_TOO_LONG,
+                          f"prompt of {len(context.prompt)} tokens does not fit the context of {model.n_ctx}")
+
+    def _embedding_batch(self, model: Model, data: bytes) -> list[list[int]]:
+        try:
+            items = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NNError(Errno.INVALID_ARGUMENT, f"inputs to embed are not JSON: {exc}") from exc
+        if not isinstance(items, list) or not items:
+            raise NNError(Errno.INVALID_ARGUMENT, "inputs to embed must be a non-empty JSON array")
+        inputs = []
+        for item in items:
+            if isinstance(item, str):
+                inputs.append(model.tokenize(item.encode()) if item else [])
+            elif isinstance(item, list):
+                inputs.append(_token_ids(model, item, "input tokens"))
+            else:
+                raise NNError(Errno.INVALID_ARGUMENT, "each input to embed is a string or an array of token ids")
+        _check_embedding_inputs(model, inputs)
+        return inputs
 
     def compute(self, mem: Any, ctx: int) -> None:
         session = self.session_of()
         context = session.context(ctx)
         session.check_cancelled()
         context.reset_generation()
+        if context.embedding_mode:
+            _embed(context)
+            return
         sequence = _start(context)
         stop = context.flags.get("reverse-prompt") or None
-        for piece in sequence:
+        while (token := sequence.next_token()) is not None:
             session.check_cancelled()
-            context.output += piece
-            context.n_output_tokens += 1
+            piece = token.piece
+            self._took(context, token)
             self._echo(session, context, piece)
             if stop and stop.encode() in context.output:
                 del context.output[context.output.index(stop.encode()):]
@@ -488,16 +661,25 @@ class Functions:
         session = self.session_of()
         context = session.context(ctx)
         session.check_cancelled()
+        if context.sequence is None:
+            context.reset_generation()  # a new generation (after set_input or fini_single)
         sequence = _start(context)
-        piece = sequence.next_piece()
+        token = sequence.next_token()
         session.check_cancelled()
-        if piece is None:
+        if token is None:
             context.last_piece = b""
+            context.last_logprobs = None
             raise _finished(context, sequence)
-        context.last_piece = piece
-        context.output += piece
+        self._took(context, token)
+        self._echo(session, context, token.piece)
+
+    def _took(self, context: ExecutionContext, token: Token) -> None:
+        context.last_piece = token.piece
+        context.last_logprobs = token.logprobs
+        if token.logprobs is not None:
+            context.logprobs.append(token.logprobs)
+        context.output += token.piece
         context.n_output_tokens += 1
-        self._echo(session, context, piece)
 
     def _echo(self, session: NNSession, context: ExecutionContext, piece: bytes) -> None:
         if context.flags.get("stream-stdout") and session.host_stdout is not None:
@@ -512,9 +694,21 @@ class Functions:
             "cached_tokens": sequence.n_cached if sequence else 0,
             "finish_reason": context.finish_reason,
             "llama_build_number": 0,
-            "llama_commit": engine_mod.LLAMA_CPP_PYTHON_VERSION,
+            "llama_commit": LLAMA_CPP_PYTHON_VERSION,
         }
+        if context.embedding_mode:
+            each = [len(t) for t in context.embed_inputs] if context.embed_inputs is not None else [info["input_tokens"]]
+            info.update(input_tokens=sum(each), n_embedding=context.model.n_embd, input_tokens_each=each)
         return json.dumps(info).encode()
+
+    def _logprobs_output(self, context: ExecutionContext, single: bool) -> bytes:
+        if not context.sampling.logprobs:
+            raise NNError(Errno.INVALID_ARGUMENT, 'output index 2 holds log-probabilities: set "logprobs": true first')
+        if single:
+            if context.last_logprobs is None:
+                raise NNError(Errno.INVALID_ARGUMENT, "no token has been generated yet")
+            return json.dumps(context.last_logprobs).encode()
+        return json.dumps(context.logprobs).encode()
 
     def get_output(self, mem: Any, ctx: int, index: int, out_ptr: int, out_max_len: int, written_ptr: int) -> None:
         context = self.session_of().context(ctx)
@@ -522,8 +716,17 @@ class Functions:
             data = bytes(context.output)
         elif index == 1:
             data = self._metadata_output(context)
+        elif index == 2 and context.embedding_mode:
+            if context.embeddings is None:
+                raise NNError(Errno.INVALID_ARGUMENT, "nothing embedded yet: call compute first")
+            data = context.embeddings.astype("<f4").tobytes()
+        elif index == 2:
+            data = self._logprobs_output(context, single=False)
+        elif index == 3:
+            data = context.model.detokenize(context.prompt or [])
         else:
-            raise NNError(Errno.INVALID_ARGUMENT, f"get_output index {index}: 0 is the text, 1 the metadata")
+            raise NNError(Errno.INVALID_ARGUMENT,
+                          f"get_output index {index}: 0 is the text, 1 the metadata, 2 logprobs or embeddings, 3 the prompt")
         write_output(mem, data, out_ptr, out_max_len, written_ptr)
 
     def get_output_single(self, mem: Any, ctx: int, index: int, out_ptr: int, out_max_len: int,
@@ -533,8 +736,11 @@ class Functions:
             data = context.last_piece
         elif index == 1:
             data = self._metadata_output(context)
+        elif index == 2:
+            data = self._logprobs_output(context, single=True)
         else:
-            raise NNError(Errno.INVALID_ARGUMENT, f"get_output_single index {index}: 0 is the token, 1 the metadata")
+            raise NNError(Errno.INVALID_ARGUMENT,
+                          f"get_output_single index {index}: 0 is the token, 1 the metadata, 2 its logprobs")
         write_output(mem, data, out_ptr, out_max_len, written_ptr)
 
     def fini_single(self, mem: Any, ctx: int) -> None:

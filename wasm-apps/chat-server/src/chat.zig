@@ -164,7 +164,7 @@ fn Choice(comptime Backend: type) type {
         fn step(self: *Self) ![]const u8 {
             const text = try self.gen.step(self.backend);
             if (self.want_logprobs and self.gen.last_was_token) {
-                const entry = self.backend.tokenLogprob(self.allocator) catch |err| switch (err) {
+                const entry = self.backend.tokenLogprobs(self.allocator) catch |err| switch (err) {
                     error.OutOfMemory => return error.OutOfMemory,
                     else => null,
                 };
@@ -361,7 +361,7 @@ fn generationError(err: anyerror) openai.ApiError {
 }
 
 /// The token loop: counts tokens, enforces the limit, filters the text.
-const Generation = struct {
+pub const Generation = struct {
     filter: stream.TextFilter,
     n_predict: u32,
     tokens: u32 = 0,
@@ -369,17 +369,17 @@ const Generation = struct {
     /// The last step generated a token (rather than ending).
     last_was_token: bool = false,
 
-    fn init(allocator: std.mem.Allocator, stops: []const []const u8, n_predict: u32) Generation {
+    pub fn init(allocator: std.mem.Allocator, stops: []const []const u8, n_predict: u32) Generation {
         return .{ .filter = stream.TextFilter.init(allocator, stops), .n_predict = n_predict };
     }
 
-    fn deinit(self: *Generation) void {
+    pub fn deinit(self: *Generation) void {
         self.filter.deinit();
     }
 
     /// Generates one token and returns the text it releases (maybe empty).
     /// Sets finish_reason when the completion is over.
-    fn step(self: *Generation, backend: anytype) ![]const u8 {
+    pub fn step(self: *Generation, backend: anytype) ![]const u8 {
         self.last_was_token = false;
         // The app enforces the limit itself: a host need not honour n-predict.
         if (self.tokens >= self.n_predict) return self.end(.length);
@@ -730,7 +730,7 @@ const FakeBackend = struct {
         return .{ .allocator = self.allocator, .tokens = self.tokens, .end = self.end, .logprobs = self.logprobs, .is_fork = true };
     }
 
-    pub fn tokenLogprob(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
+    pub fn tokenLogprobs(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
         if (!self.logprobs) return error.BackendFailed;
         const token = self.tokens[self.next_index - 1];
         var out = std.ArrayList(u8).init(allocator);

@@ -13,6 +13,10 @@ pub const Settings = struct {
     template: []const u8 = "auto",
     ctx_size: u32 = 4096,
     max_body_bytes: u64 = 1 << 20,
+    /// A separate embedding model (`serve --embedding-model`); without one the
+    /// chat model embeds. The graph is set whenever the id is.
+    embedding_model_id: ?[]const u8 = null,
+    embedding_graph: ?[]const u8 = null,
 };
 
 /// Reads the LLAMAEDGE_* variables; a value that is present but unusable is
@@ -22,6 +26,11 @@ pub fn settingsFromEnv(env: *const std.process.EnvMap, bad_var: *[]const u8) err
     if (env.get("LLAMAEDGE_MODEL_ID")) |v| s.model_id = v;
     if (env.get("LLAMAEDGE_MODEL_GRAPH")) |v| s.graph = v;
     if (env.get("LLAMAEDGE_PROMPT_TEMPLATE")) |v| s.template = v;
+    if (env.get("LLAMAEDGE_EMBEDDING_MODEL_ID")) |id| {
+        s.embedding_model_id = id;
+        // WasmEdge's convention names the second model's graph `embedding`.
+        s.embedding_graph = env.get("LLAMAEDGE_EMBEDDING_GRAPH") orelse "embedding";
+    }
     s.created = try intVar(i64, env, "LLAMAEDGE_MODEL_CREATED", s.created, bad_var);
     s.ctx_size = try intVar(u32, env, "LLAMAEDGE_CTX_SIZE", s.ctx_size, bad_var);
     s.max_body_bytes = try intVar(u64, env, "LLAMAEDGE_MAX_BODY_BYTES", s.max_body_bytes, bad_var);
@@ -44,6 +53,8 @@ pub const Route = union(enum) {
     models,
     model: []const u8,
     chat_completions,
+    completions,
+    embeddings,
     not_found,
     /// The path exists; the method does not. Carries the `Allow` value.
     method_not_allowed: []const u8,
@@ -59,6 +70,10 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (is_get) .{ .model = path[model_prefix.len..] } else .{ .method_not_allowed = "GET" };
     if (std.mem.eql(u8, path, "/v1/chat/completions"))
         return if (std.mem.eql(u8, method, "POST")) .chat_completions else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/completions"))
+        return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/embeddings"))
+        return if (std.mem.eql(u8, method, "POST")) .embeddings else .{ .method_not_allowed = "POST" };
     return .not_found;
 }
 
@@ -117,7 +132,11 @@ test "routes" {
     try testing.expectEqualStrings("POST", route("GET", "/v1/chat/completions").method_not_allowed);
     try testing.expectEqualStrings("GET", route("DELETE", "/v1/models").method_not_allowed);
     try testing.expectEqual(Route.not_found, route("GET", "/v1/nothing"));
-    try testing.expectEqual(Route.not_found, route("POST", "/v1/completions"));
+    try testing.expectEqual(Route.completions, route("POST", "/v1/completions"));
+    try testing.expectEqual(Route.embeddings, route("POST", "/v1/embeddings/"));
+    try testing.expectEqualStrings("POST", route("GET", "/v1/completions").method_not_allowed);
+    try testing.expectEqualStrings("POST", route("PUT", "/v1/embeddings").method_not_allowed);
+    try testing.expectEqual(Route.not_found, route("POST", "/v1/edits"));
 }
 
 test "a body over the limit is refused from its declared length" {
@@ -144,6 +163,21 @@ test "settings come from the environment and bad values are named" {
     try env.put("LLAMAEDGE_MAX_BODY_BYTES", "lots");
     try testing.expectError(error.BadSetting, settingsFromEnv(&env, &bad));
     try testing.expectEqualStrings("LLAMAEDGE_MAX_BODY_BYTES", bad);
+    try testing.expect(s.embedding_model_id == null and s.embedding_graph == null);
+}
+
+test "an embedding model comes with its graph" {
+    var env = std.process.EnvMap.init(testing.allocator);
+    defer env.deinit();
+    var bad: []const u8 = "";
+    try env.put("LLAMAEDGE_EMBEDDING_GRAPH", "emb");
+    try testing.expect((try settingsFromEnv(&env, &bad)).embedding_model_id == null);
+    try env.put("LLAMAEDGE_EMBEDDING_MODEL_ID", "nomic");
+    const s = try settingsFromEnv(&env, &bad);
+    try testing.expectEqualStrings("nomic", s.embedding_model_id.?);
+    try testing.expectEqualStrings("emb", s.embedding_graph.?);
+    _ = env.remove("LLAMAEDGE_EMBEDDING_GRAPH");
+    try testing.expectEqualStrings("embedding", (try settingsFromEnv(&env, &bad)).embedding_graph.?);
 }
 
 test "an error response is a status line, JSON type, and the error body" {

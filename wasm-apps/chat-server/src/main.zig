@@ -7,6 +7,8 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const chat = @import("chat.zig");
+const completions = @import("completions.zig");
+const embeddings = @import("embeddings.zig");
 const http = @import("http.zig");
 const nn = @import("nn.zig");
 const openai = @import("openai.zig");
@@ -71,20 +73,27 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             defer body.deinit();
             try body.appendSlice("{\"object\":\"list\",\"data\":[");
             try appendModel(&body, settings);
+            if (settings.embedding_model_id) |id| {
+                try body.append(',');
+                try appendModelNamed(&body, id, settings.created);
+            }
             try body.appendSlice("]}");
             try send(allocator, out, 200, "", body.items);
         },
         .model => |id| {
-            if (!std.mem.eql(u8, id, settings.model_id)) return sendError(allocator, out, modelNotFound(id, settings.model_id), "");
+            const is_embedding = if (settings.embedding_model_id) |e| std.mem.eql(u8, id, e) else false;
+            if (!std.mem.eql(u8, id, settings.model_id) and !is_embedding) return sendError(allocator, out, modelNotFound(id, settings), "");
             var body = std.ArrayList(u8).init(allocator);
             defer body.deinit();
-            try appendModel(&body, settings);
+            try appendModelNamed(&body, id, settings.created);
             try send(allocator, out, 200, "", body.items);
         },
         .chat_completions => try chatCompletions(allocator, env, out, settings),
+        .completions => try textCompletions(allocator, env, out, settings),
+        .embeddings => try embed(allocator, env, out, settings),
         .not_found => {
-            var buf: [300]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models and POST /v1/chat/completions.", .{ method, path }) catch "Unknown request URL.";
+            var buf: [400]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/completions and POST /v1/embeddings.", .{ method, path }) catch "Unknown request URL.";
             try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
         },
         .method_not_allowed => |allow| {
@@ -115,8 +124,7 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
         else => |e| return e,
     };
     defer req.deinit();
-    if (req.model) |model| if (!std.mem.eql(u8, model, settings.model_id))
-        return sendError(allocator, out, modelNotFound(model, settings.model_id), "");
+    if (textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
 
     var template: ?templates.Template = null;
     if (!std.mem.eql(u8, settings.template, "auto")) {
@@ -145,30 +153,132 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
     };
 }
 
-fn modelNotFound(asked: []const u8, served: []const u8) openai.ApiError {
+fn modelNotFound(asked: []const u8, settings: http.Settings) openai.ApiError {
     const static = struct {
         var buf: [512]u8 = undefined;
     };
-    const message = std.fmt.bufPrint(&static.buf, "The model '{s}' does not exist. This server serves '{s}'.", .{ asked, served }) catch "The model does not exist.";
+    const message = if (settings.embedding_model_id) |embedding|
+        std.fmt.bufPrint(&static.buf, "The model '{s}' does not exist. This server serves '{s}' and the embedding model '{s}'.", .{ asked, settings.model_id, embedding }) catch "The model does not exist."
+    else
+        std.fmt.bufPrint(&static.buf, "The model '{s}' does not exist. This server serves '{s}'.", .{ asked, settings.model_id }) catch "The model does not exist.";
     return .{ .status = 404, .message = message, .param = "model", .code = "model_not_found" };
 }
 
+/// Why `model` cannot generate text here, or null when it is the chat model (or absent).
+fn textModelError(model: ?[]const u8, settings: http.Settings) ?openai.ApiError {
+    const asked = model orelse return null;
+    if (std.mem.eql(u8, asked, settings.model_id)) return null;
+    if (settings.embedding_model_id) |embedding| if (std.mem.eql(u8, asked, embedding)) {
+        const static = struct {
+            var buf: [512]u8 = undefined;
+        };
+        const message = std.fmt.bufPrint(&static.buf, "The model '{s}' is an embedding model: it serves /v1/embeddings only. Use '{s}' to generate text.", .{ asked, settings.model_id }) catch "This is an embedding model.";
+        return .{ .status = 400, .message = message, .param = "model" };
+    };
+    return modelNotFound(asked, settings);
+}
+
 fn appendModel(out: *std.ArrayList(u8), settings: http.Settings) !void {
+    try appendModelNamed(out, settings.model_id, settings.created);
+}
+
+fn appendModelNamed(out: *std.ArrayList(u8), id: []const u8, created: i64) !void {
     const w = out.writer();
     try w.writeAll("{\"id\":");
-    try std.json.encodeJsonString(settings.model_id, .{}, w);
-    try w.print(",\"object\":\"model\",\"created\":{d},\"owned_by\":\"llamaedge\"}}", .{settings.created});
+    try std.json.encodeJsonString(id, .{}, w);
+    try w.print(",\"object\":\"model\",\"created\":{d},\"owned_by\":\"llamaedge\"}}", .{created});
 }
 
 /// `chatcmpl-` and 24 random letters and digits.
 fn completionId(buf: *[40]u8) []const u8 {
+    return randomId(buf, "chatcmpl-");
+}
+
+/// `prefix` and 24 random letters and digits.
+fn randomId(buf: *[40]u8, comptime prefix: []const u8) []const u8 {
     const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    const prefix = "chatcmpl-";
     var raw: [24]u8 = undefined;
     std.crypto.random.bytes(&raw);
     @memcpy(buf[0..prefix.len], prefix);
     for (raw, 0..) |byte, i| buf[prefix.len + i] = alphabet[byte % alphabet.len];
     return buf[0 .. prefix.len + raw.len];
+}
+
+// ---------------------------------------------------------------------------
+// /v1/completions and /v1/embeddings
+
+/// The request body, or null when it was refused (and that answered).
+fn requestBody(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !?[]u8 {
+    return http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
+        error.TooLarge => {
+            var buf: [160]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
+            try sendError(allocator, out, .{ .status = 413, .message = message, .code = "request_too_large" }, "");
+            return null;
+        },
+        error.BadLength => {
+            try sendError(allocator, out, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." }, "");
+            return null;
+        },
+        else => |e| return e,
+    };
+}
+
+fn modelUnavailable(allocator: std.mem.Allocator, out: Stdout, graph: []const u8, err: anyerror) !void {
+    log.err("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
+    return sendError(allocator, out, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" }, "");
+}
+
+fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+    const body = (try requestBody(allocator, env, out, settings)) orelse return;
+    defer allocator.free(body);
+    var diag = openai.Diagnostic{};
+    var req = completions.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+    defer req.deinit();
+    if (textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+
+    var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, settings.graph, err);
+    var id_buf: [40]u8 = undefined;
+    const cfg = completions.Config{
+        .model_id = settings.model_id,
+        .ctx_size = settings.ctx_size,
+        .created = std.time.timestamp(),
+        .id = randomId(&id_buf, "cmpl-"),
+        .random_seed = std.crypto.random.int(u31),
+    };
+    completions.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+}
+
+fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+    const body = (try requestBody(allocator, env, out, settings)) orelse return;
+    defer allocator.free(body);
+    var diag = openai.Diagnostic{};
+    var req = embeddings.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+    defer req.deinit();
+
+    // The embedding model when there is one, unless the chat model is asked for.
+    var model_id = settings.embedding_model_id orelse settings.model_id;
+    var graph = settings.embedding_graph orelse settings.graph;
+    if (req.model) |asked| {
+        if (std.mem.eql(u8, asked, settings.model_id)) {
+            model_id = settings.model_id;
+            graph = settings.graph;
+        } else if (!std.mem.eql(u8, asked, model_id)) return sendError(allocator, out, modelNotFound(asked, settings), "");
+    }
+    var backend = nn.Backend.openWithConfig(graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, graph, err);
+    embeddings.embed(allocator, &backend, out, &req, .{ .model_id = model_id }, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
 }
 
 fn send(allocator: std.mem.Allocator, out: Stdout, status: u16, headers: []const u8, body: []const u8) !void {
@@ -254,6 +364,8 @@ test {
     _ = @import("chat.zig");
     _ = @import("tools.zig");
     _ = @import("http.zig");
+    _ = @import("embeddings.zig");
+    _ = @import("completions.zig");
 }
 
 test "completion ids are chatcmpl- and 24 letters or digits, and differ" {

@@ -13,6 +13,8 @@ const log = std.log.scoped(.nn);
 /// stand-ins report "unsupported operation" so that code paths still compile.
 const host = if (builtin.target.cpu.arch.isWasm()) struct {
     extern "wasi_ephemeral_nn" fn load_by_name(name_ptr: [*]const u8, name_len: u32, out_graph: *u32) u32;
+    extern "wasi_ephemeral_nn" fn load_by_name_with_config(name_ptr: [*]const u8, name_len: u32, config_ptr: [*]const u8, config_len: u32, out_graph: *u32) u32;
+    extern "wasi_ephemeral_nn" fn compute(ctx: u32) u32;
     extern "wasi_ephemeral_nn" fn init_execution_context(graph: u32, out_ctx: *u32) u32;
     extern "wasi_ephemeral_nn" fn set_input(ctx: u32, index: u32, tensor: *const Tensor) u32;
     extern "wasi_ephemeral_nn" fn get_output(ctx: u32, index: u32, out_ptr: [*]u8, out_max_len: u32, out_written: *u32) u32;
@@ -23,6 +25,12 @@ const host = if (builtin.target.cpu.arch.isWasm()) struct {
 } else struct {
     const unsupported: u32 = 6;
     fn load_by_name(_: [*]const u8, _: u32, _: *u32) u32 {
+        return unsupported;
+    }
+    fn load_by_name_with_config(_: [*]const u8, _: u32, _: [*]const u8, _: u32, _: *u32) u32 {
+        return unsupported;
+    }
+    fn compute(_: u32) u32 {
         return unsupported;
     }
     fn init_execution_context(_: u32, _: *u32) u32 {
@@ -86,6 +94,9 @@ pub const Error = error{
     TemplateFailed,
     /// 103 / 8 from load_by_name: no model under that name.
     ModelNotFound,
+    /// 1 from set_input: the host refused the input (a token id the model does
+    /// not have, an empty input, a bad logit-bias entry).
+    InvalidInput,
     /// Any other failure; the log line says which call and code.
     BackendFailed,
 };
@@ -120,12 +131,25 @@ pub const Backend = struct {
     /// `load_by_name(name)` and a fresh execution context for this request.
     pub fn open(name: []const u8) Error!Backend {
         var graph: u32 = 0;
-        const code = host.load_by_name(name.ptr, @intCast(name.len), &graph);
-        switch (@as(Code, @enumFromInt(code))) {
-            .success => {},
-            .model_not_found, .not_found => return error.ModelNotFound,
-            else => try check("load_by_name", code),
-        }
+        try checkLoad("load_by_name", host.load_by_name(name.ptr, @intCast(name.len), &graph));
+        return withContext(graph);
+    }
+
+    /// `load_by_name_with_config(name, config)` (e.g. `{"embedding":true}`)
+    /// and a fresh execution context.
+    pub fn openWithConfig(name: []const u8, config: []const u8) Error!Backend {
+        var graph: u32 = 0;
+        try checkLoad("load_by_name_with_config", host.load_by_name_with_config(name.ptr, @intCast(name.len), config.ptr, @intCast(config.len), &graph));
+        return withContext(graph);
+    }
+
+    /// Another execution context on the same graph: one per choice when a
+    /// request asks for several, which the host decodes together.
+    pub fn fork(self: *const Backend) Error!Backend {
+        return withContext(self.graph);
+    }
+
+    fn withContext(graph: u32) Error!Backend {
         var ctx: u32 = 0;
         try check("init_execution_context", host.init_execution_context(graph, &ctx));
         return .{ .graph = graph, .ctx = ctx };
@@ -139,7 +163,7 @@ pub const Backend = struct {
     }
 
     pub fn setMetadata(self: *Backend, json: []const u8) Error!void {
-        try check("set_input(metadata)", setBytes(self.ctx, 1, json));
+        try checkInput("set_input(metadata)", setBytes(self.ctx, 1, json));
     }
 
     /// Sets (and so tokenizes) the prompt.
@@ -147,20 +171,40 @@ pub const Backend = struct {
         try check("set_input(prompt)", setBytes(self.ctx, 0, prompt));
     }
 
+    /// The prompt as token ids (set_input index 2), used as they are: no
+    /// tokenization, no BOS added.
+    pub fn setPromptTokens(self: *Backend, tokens: []const u32) Error!void {
+        comptime std.debug.assert(builtin.target.cpu.arch.endian() == .little); // the ABI's byte order
+        try checkInput("set_input(prompt tokens)", setBytes(self.ctx, 2, std.mem.sliceAsBytes(tokens)));
+    }
+
+    /// Embedding mode: a batch of inputs (set_input index 3), a JSON array of
+    /// strings and token-id arrays.
+    pub fn setBatch(self: *Backend, json: []const u8) Error!void {
+        try checkInput("set_input(batch)", setBytes(self.ctx, 3, json));
+    }
+
+    /// Runs the whole computation (embedding mode: embeds the inputs).
+    pub fn compute(self: *Backend) Error!void {
+        try check("compute", host.compute(self.ctx));
+    }
+
     /// `get_output(ctx, 1)`: `{"input_tokens":N,"output_tokens":M,...}`.
     /// Caller owns the returned JSON.
     pub fn info(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
-        var buf = try allocator.alloc(u8, 1024);
-        errdefer allocator.free(buf);
-        var written: u32 = 0;
-        var code = host.get_output(self.ctx, 1, buf.ptr, @intCast(buf.len), &written);
-        if (code == @intFromEnum(Code.too_large) and written > buf.len) {
-            buf = try allocator.realloc(buf, written);
-            code = host.get_output(self.ctx, 1, buf.ptr, @intCast(buf.len), &written);
-        }
-        try check("get_output(1)", code);
-        if (written > buf.len) return error.BackendFailed;
-        return allocator.realloc(buf, written);
+        return self.output(allocator, 1);
+    }
+
+    /// `get_output(ctx, index)`, whatever its size: 2 in embedding mode is
+    /// the raw little-endian float32 vectors, 3 the prompt's text. Caller owns it.
+    pub fn output(self: *Backend, allocator: std.mem.Allocator, index: u32) ![]u8 {
+        return outputOf(allocator, self.ctx, index, host.get_output);
+    }
+
+    /// `get_output_single(ctx, 2)`: the JSON of the token just sampled, with
+    /// its log-probability and the top alternatives (metadata `logprobs`).
+    pub fn tokenLogprobs(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
+        return outputOf(allocator, self.ctx, 2, host.get_output_single);
     }
 
     /// Generates one token. The token's bytes stay valid until the next call.
@@ -205,28 +249,6 @@ pub const Backend = struct {
         _ = host.fini_single(self.ctx);
     }
 
-    /// Another execution context on the same graph (a further choice of `n`).
-    pub fn fork(self: *Backend) Error!Backend {
-        var ctx: u32 = 0;
-        try check("init_execution_context", host.init_execution_context(self.graph, &ctx));
-        return .{ .graph = self.graph, .ctx = ctx };
-    }
-
-    /// `get_output_single(ctx, 2)`: the JSON of the token just generated, with
-    /// its logprob and the top alternatives (metadata `logprobs`). Caller owns.
-    pub fn tokenLogprob(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
-        var buf = try allocator.alloc(u8, 4096);
-        errdefer allocator.free(buf);
-        var written: u32 = 0;
-        var code = host.get_output_single(self.ctx, 2, buf.ptr, @intCast(buf.len), &written);
-        if (code == @intFromEnum(Code.too_large) and written > buf.len) {
-            buf = try allocator.realloc(buf, written);
-            code = host.get_output_single(self.ctx, 2, buf.ptr, @intCast(buf.len), &written);
-        }
-        try check("get_output_single(2)", code);
-        if (written > buf.len) return error.BackendFailed;
-        return allocator.realloc(buf, written);
-    }
 };
 
 /// `cached_tokens` from get_output(1)'s JSON; 0 when absent or unreadable.
@@ -247,6 +269,39 @@ fn finishFromInfo(json: []const u8) Finish {
     if (value != .object) return .stop;
     const reason = value.object.get("finish_reason") orelse return .stop;
     return if (reason == .string and std.mem.eql(u8, reason.string, "length")) .length else .stop;
+}
+
+fn checkLoad(call: []const u8, code: u32) Error!void {
+    switch (@as(Code, @enumFromInt(code))) {
+        .model_not_found, .not_found => return error.ModelNotFound,
+        else => try check(call, code),
+    }
+}
+
+/// As `check`, with 1 (invalid argument) being the client's input.
+fn checkInput(call: []const u8, code: u32) Error!void {
+    if (code == @intFromEnum(Code.invalid_argument)) {
+        log.info("{s} refused the input (WASI-NN code 1)", .{call});
+        return error.InvalidInput;
+    }
+    try check(call, code);
+}
+
+/// An output of any size: the host says how large it is when the buffer is
+/// too small, and the buffer grows once.
+fn outputOf(allocator: std.mem.Allocator, ctx: u32, index: u32, comptime get: anytype) ![]u8 {
+    var buf = try allocator.alloc(u8, 1024);
+    errdefer allocator.free(buf);
+    var written: u32 = 0;
+    var code = get(ctx, index, buf.ptr, @intCast(buf.len), &written);
+    if (code == @intFromEnum(Code.too_large) and written > buf.len) {
+        buf = try allocator.realloc(buf, written);
+        code = get(ctx, index, buf.ptr, @intCast(buf.len), &written);
+    }
+    var name_buf: [32]u8 = undefined;
+    try check(std.fmt.bufPrint(&name_buf, "get_output({d})", .{index}) catch "get_output", code);
+    if (written > buf.len) return error.BackendFailed;
+    return allocator.realloc(buf, written);
 }
 
 fn setBytes(ctx: u32, index: u32, bytes: []const u8) u32 {

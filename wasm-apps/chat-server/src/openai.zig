@@ -415,7 +415,7 @@ fn parseContent(arena: std.mem.Allocator, value: ?Value, role: templates.Role, p
     }
 }
 
-fn parseStop(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const []const u8 {
+pub fn parseStop(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const []const u8 {
     const v = value orelse return &.{};
     switch (v) {
         .null => return &.{},
@@ -474,7 +474,7 @@ fn nonEmptyArray(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !b
     };
 }
 
-fn optString(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?[]const u8 {
+pub fn optString(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?[]const u8 {
     const v = obj.get(key) orelse return null;
     return switch (v) {
         .null => null,
@@ -483,7 +483,7 @@ fn optString(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?[]co
     };
 }
 
-fn optBool(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?bool {
+pub fn optBool(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?bool {
     const v = obj.get(key) orelse return null;
     return switch (v) {
         .null => null,
@@ -492,7 +492,7 @@ fn optBool(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?bool {
     };
 }
 
-fn optInteger(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?i64 {
+pub fn optInteger(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?i64 {
     const v = obj.get(key) orelse return null;
     return switch (v) {
         .null => null,
@@ -503,13 +503,13 @@ fn optInteger(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?i64
 }
 
 /// A token count: an integer of at least 1.
-fn optCount(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?u32 {
+pub fn optCount(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !?u32 {
     const n = (try optInteger(obj, key, diag)) orelse return null;
     if (n < 1) return diag.set(400, key, null, "Invalid '{s}': {d}. It must be at least 1.", .{ key, n });
     return @intCast(@min(n, std.math.maxInt(u32)));
 }
 
-fn optNumberIn(obj: std.json.ObjectMap, key: []const u8, min: f64, max: f64, diag: *Diagnostic) !?f64 {
+pub fn optNumberIn(obj: std.json.ObjectMap, key: []const u8, min: f64, max: f64, diag: *Diagnostic) !?f64 {
     const v = obj.get(key) orelse return null;
     const x: f64 = switch (v) {
         .null => return null,
@@ -522,11 +522,11 @@ fn optNumberIn(obj: std.json.ObjectMap, key: []const u8, min: f64, max: f64, dia
     return x;
 }
 
-fn typeError(diag: *Diagnostic, param: []const u8, expected: []const u8, got: Value) error{InvalidRequest} {
+pub fn typeError(diag: *Diagnostic, param: []const u8, expected: []const u8, got: Value) error{InvalidRequest} {
     return diag.set(400, param, null, "Invalid type for '{s}': expected {s}, but got {s}.", .{ param, expected, typeName(got) });
 }
 
-fn typeName(v: Value) []const u8 {
+pub fn typeName(v: Value) []const u8 {
     return switch (v) {
         .null => "null",
         .bool => "a boolean",

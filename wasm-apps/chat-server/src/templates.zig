@@ -25,6 +25,45 @@ pub const Message = struct {
     /// On a tool message: the call it answers.
     tool_call_id: ?[]const u8 = null,
     name: ?[]const u8 = null,
+
+    /// OpenAI's message shape, tool fields only when set (what hosts' chat
+    /// templates receive).
+    pub fn jsonStringify(self: Message, jw: anytype) !void {
+        try jw.beginObject();
+        try jw.objectField("role");
+        try jw.write(self.role.name());
+        try jw.objectField("content");
+        try jw.write(self.content);
+        if (self.tool_calls.len > 0) {
+            try jw.objectField("tool_calls");
+            try jw.beginArray();
+            for (self.tool_calls) |c| {
+                try jw.beginObject();
+                try jw.objectField("id");
+                try jw.write(c.id);
+                try jw.objectField("type");
+                try jw.write("function");
+                try jw.objectField("function");
+                try jw.beginObject();
+                try jw.objectField("name");
+                try jw.write(c.name);
+                try jw.objectField("arguments");
+                try jw.write(c.arguments);
+                try jw.endObject();
+                try jw.endObject();
+            }
+            try jw.endArray();
+        }
+        if (self.tool_call_id) |id| {
+            try jw.objectField("tool_call_id");
+            try jw.write(id);
+        }
+        if (self.name) |n| {
+            try jw.objectField("name");
+            try jw.write(n);
+        }
+        try jw.endObject();
+    }
 };
 
 /// A function call in the conversation: `arguments` is JSON text.

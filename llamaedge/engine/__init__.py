@@ -1,0 +1,42 @@
+"""Inference on llama.cpp through llama-cpp-python's low-level API. The only package that
+imports llama_cpp.
+
+    types           options, results (Token, FinishReason, EngineStats) and tunables
+    errors          EngineError and its kinds
+    backend         llama.cpp's process-wide setup and log
+    devices         GPU offload, devices, build information
+    gguf            metadata and shape of a GGUF without its weights
+    grammar         JSON schema to GBNF, lazy-grammar triggers
+    sampling        sampler chains and log-probabilities
+    chat_template   Jinja chat templates as llama.cpp renders them
+    scheduler       continuous batching over slots, against a Decoder protocol
+    llama_decoder   the Decoder on a llama context
+    embedding       the embedding context
+    model           Model: all of the above for one GGUF
+"""
+
+from llamaedge.engine.devices import LLAMA_CPP_PYTHON_VERSION, build_info, list_devices, supports_gpu_offload
+from llamaedge.engine.errors import BadInput, EngineError, GrammarError, NoChatTemplate, PromptTooLong, TemplateError
+from llamaedge.engine.gguf import ModelShape, inspect_model
+from llamaedge.engine.grammar import json_schema_grammar
+from llamaedge.engine.model import Model
+from llamaedge.engine.scheduler import Sequence
+from llamaedge.engine.types import (
+    DEFAULT_CTX_SIZE,
+    EMBED_CTX_MAX,
+    EMBED_SEQ_MAX,
+    LOOKAHEAD_TOKENS_MAX,
+    TOP_LOGPROBS_MAX,
+    EngineStats,
+    FinishReason,
+    LoadOptions,
+    SamplingOptions,
+    Token,
+)
+
+__all__ = [
+    "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
+    "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions", "Model", "ModelShape",
+    "NoChatTemplate", "PromptTooLong", "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token",
+    "build_info", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
+]

@@ -1,0 +1,97 @@
+"""Embedding mode: a second llama context on a model's weights, with embeddings and pooling
+on, decoding many inputs per batch."""
+
+from __future__ import annotations
+
+import ctypes
+
+import llama_cpp as lc
+import numpy as np
+
+from llamaedge.engine.errors import BadInput, PromptTooLong
+from llamaedge.engine.types import EMBED_SEQ_MAX
+from llamaedge.errors import ModelError
+
+
+class Embedder:
+    """Pooled embeddings of token inputs of up to `n_ctx` tokens each. Not thread-safe: the
+    model runs it on its scheduler's thread, where the weights' compute is serialized."""
+
+    def __init__(self, model: ctypes.c_void_p, *, n_ctx: int, n_embd: int, threads: int, model_pools: bool) -> None:
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = n_ctx  # a pooled sequence must fit one micro-batch
+        cparams.n_seq_max = EMBED_SEQ_MAX
+        cparams.kv_unified = True
+        cparams.embeddings = True
+        cparams.pooling_type = lc.LLAMA_POOLING_TYPE_UNSPECIFIED if model_pools else lc.LLAMA_POOLING_TYPE_MEAN
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        self._ctx = lc.llama_init_from_model(model, cparams)
+        if not self._ctx:
+            raise ModelError("llama.cpp could not create an embedding context")
+        self._mem = lc.llama_get_memory(self._ctx)
+        self._batch = lc.llama_batch_init(n_ctx, 0, 1)
+        self.n_ctx = n_ctx
+        self.n_embd = n_embd
+        self.n_tokens_decoded = 0
+
+    def embed(self, inputs: list[list[int]]) -> np.ndarray:
+        """One raw pooled embedding per input, as float32 rows."""
+        check_inputs(inputs, self.n_ctx)
+        out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+        batch = self._batch
+        start = 0
+        while start < len(inputs):
+            group, n = 0, 0
+            while (start + group < len(inputs) and group < EMBED_SEQ_MAX
+                   and n + len(inputs[start + group]) <= self.n_ctx):
+                for pos, token in enumerate(inputs[start + group]):
+                    batch.token[n] = token
+                    batch.pos[n] = pos
+                    batch.n_seq_id[n] = 1
+                    batch.seq_id[n][0] = group
+                    batch.logits[n] = 1
+                    n += 1
+                group += 1
+            batch.n_tokens = n
+            lc.llama_memory_clear(self._mem, True)
+            rc = lc.llama_decode(self._ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with {rc} in embedding mode")
+            self.n_tokens_decoded += n
+            for seq in range(group):
+                pooled = lc.llama_get_embeddings_seq(self._ctx, seq)
+                if not pooled:
+                    raise RuntimeError("llama.cpp returned no pooled embedding")
+                out[start + seq] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
+            start += group
+        lc.llama_memory_clear(self._mem, True)
+        return out
+
+    def close(self) -> None:
+        lc.llama_batch_free(self._batch)
+        lc.llama_free(self._ctx)
+
+
+def check_inputs(inputs: list[list[int]], n_ctx: int) -> None:
+    for tokens in inputs:
+        if not tokens:
+            raise BadInput("an input to embed is empty")
+        if len(tokens) > n_ctx:
+            raise PromptTooLong(f"input of {len(tokens)} tokens does not fit the embedding context of {n_ctx}")
+
+
+def normalize(vectors: np.ndarray, norm: int) -> np.ndarray:
+    """llama.cpp's common_embd_normalize, row by row: -1 none, 0 max-abs scaled to int16,
+    1 taxicab, 2 euclidean, >2 p-norm."""
+    if norm < 0:
+        return vectors
+    wide = vectors.astype(np.float64)
+    if norm == 0:
+        scale = np.abs(wide).max(axis=1, keepdims=True) / 32760.0
+    elif norm == 2:
+        scale = np.sqrt((wide**2).sum(axis=1, keepdims=True))
+    else:
+        scale = (np.abs(wide) ** norm).sum(axis=1, keepdims=True) ** (1.0 / norm)
+    return (wide / np.where(scale > 0, scale, 1.0)).astype(np.float32)

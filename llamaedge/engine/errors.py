@@ -1,0 +1,38 @@
+"""The engine's exceptions, all EngineError (a LlamaEdgeError): the caller maps each once
+(wasi_nn.py to error codes).
+
+    EngineError
+    ├── BadInput            a prompt, token id or sampling option the model cannot take
+    ├── PromptTooLong       an input that does not fit its context
+    ├── GrammarError        a grammar that does not parse, a JSON schema with no grammar
+    ├── NoChatTemplate      the model has no chat template
+    └── TemplateError       the chat template failed on the messages it was given
+"""
+
+from __future__ import annotations
+
+from llamaedge.errors import LlamaEdgeError
+
+
+class EngineError(LlamaEdgeError):
+    pass
+
+
+class BadInput(EngineError):
+    pass
+
+
+class PromptTooLong(EngineError):
+    pass
+
+
+class GrammarError(EngineError):
+    pass
+
+
+class NoChatTemplate(EngineError):
+    pass
+
+
+class TemplateError(EngineError):
+    pass

@@ -1,0 +1,218 @@
+"""A GGUF model on llama.cpp: one llama context served by one scheduler, the tokenizer, the
+chat templates, and (on first use) an embedding context on the same weights.
+
+Tokenizing and detokenizing read only the vocabulary, which llama.cpp never mutates, so they
+run on the caller's thread; everything that computes runs on the scheduler's thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import llama_cpp as lc
+import numpy as np
+
+from llamaedge.engine.backend import init_backend
+from llamaedge.engine.chat_template import ChatTemplates
+from llamaedge.engine.embedding import Embedder, check_inputs, normalize
+from llamaedge.engine.errors import BadInput, PromptTooLong
+from llamaedge.engine.gguf import pooling_is_defined, read_metadata
+from llamaedge.engine.llama_decoder import LlamaDecoder
+from llamaedge.engine.sampling import free_sampler, make_sampler
+from llamaedge.engine.scheduler import Scheduler, Sequence
+from llamaedge.engine.types import DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions
+from llamaedge.errors import ModelError
+
+
+class Model:
+    """A GGUF model loaded into one llama context, served by one scheduler thread."""
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        init_backend()
+        self.path = Path(path)
+        self.options = options
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}", hint="check the path")
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = options.n_gpu_layers
+        mparams.main_gpu = options.main_gpu
+        mparams.use_mmap = options.use_mmap
+        started = time.monotonic()
+        self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self._model:
+            raise ModelError(
+                f"llama.cpp could not load {self.path.name}",
+                hint="is it a GGUF file of an architecture this llama.cpp supports? (run with -v for details)",
+            )
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        self.n_layers = lc.llama_model_n_layer(self._model)
+        self.n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        self.size_bytes = lc.llama_model_size(self._model)
+
+        ctx_size = options.ctx_size or min(self.n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
+        threads = options.threads or os.cpu_count() or 1
+        parallel = max(1, options.parallel)
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = ctx_size
+        cparams.n_batch = options.batch_size
+        cparams.n_ubatch = min(options.ubatch_size, options.batch_size)
+        cparams.n_seq_max = parallel
+        cparams.kv_unified = True  # every sequence may use the whole context
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            lc.llama_model_free(self._model)
+            raise ModelError(
+                f"llama.cpp could not create a context of {ctx_size} tokens for {self.path.name}",
+                hint="try a smaller --ctx-size",
+            )
+        self.n_ctx = lc.llama_n_ctx(self._ctx)
+        self.threads = threads
+        self.parallel = parallel
+        self.load_s = time.monotonic() - started
+
+        self.metadata = read_metadata(self._model)
+        self.chat_template: str | None = self.metadata.get("tokenizer.chat_template")
+        self.bos_token = self._special_text(lc.llama_vocab_bos(self._vocab))
+        self.eos_token = self._special_text(lc.llama_vocab_eos(self._vocab))
+        self._bos = lc.llama_vocab_bos(self._vocab)
+        self.templates = ChatTemplates(self.chat_template, self.metadata.get("tokenizer.chat_template.tool_use"),
+                                       bos_token=self.bos_token, eos_token=self.eos_token)
+
+        self.n_embd = lc.llama_model_n_embd_out(self._model)
+        self.n_ctx_embed = min(self.n_ctx_train or EMBED_CTX_MAX, EMBED_CTX_MAX)
+        self._embedder: Embedder | None = None
+
+        self._decoder = LlamaDecoder(self._ctx, self._vocab, self.n_vocab, options.batch_size, self.token_piece)
+        self._scheduler = Scheduler(self._decoder, parallel)
+
+    # -- information -----------------------------------------------------------------------
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.token_piece(token, special=True).decode(errors="replace")
+
+    @property
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self._model, buf, len(buf))
+        return buf.value.decode(errors="replace")
+
+    def stats(self) -> EngineStats:
+        return self._scheduler.stats()
+
+    @property
+    def n_tokens_decoded(self) -> int:
+        """Tokens fed through decodes so far (generation and embedding contexts)."""
+        embedded = self._embedder.n_tokens_decoded if self._embedder is not None else 0
+        return self._scheduler.n_tokens_decoded + embedded
+
+    def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
+                    tools: list[object] | None = None, template_kwargs: dict[str, object] | None = None) -> str:
+        """The prompt the model's own chat template makes of `messages` (see ChatTemplates).
+        NoChatTemplate, TemplateError."""
+        return self.templates.render(messages, add_generation_prompt=add_generation_prompt,
+                                     tools=tools, template_kwargs=template_kwargs)
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def tokenize(self, text: bytes, *, special: bool = True) -> list[int]:
+        """Tokens of `text`, with the model's BOS when it wants one (never twice: chat
+        templates often write the BOS text themselves)."""
+        n_max = len(text) + 8
+        tokens = (lc.llama_token * n_max)()
+        n = lc.llama_tokenize(self._vocab, text, len(text), tokens, n_max, True, special)
+        if n < 0:
+            n_max = -n
+            tokens = (lc.llama_token * n_max)()
+            n = lc.llama_tokenize(self._vocab, text, len(text), tokens, n_max, True, special)
+        result = list(tokens[:n])
+        if len(result) >= 2 and result[0] == result[1] == self._bos:
+            del result[0]
+        return result
+
+    def token_piece(self, token: int, *, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        """The text of `tokens` as the model writes it, special tokens included."""
+        if not tokens:
+            return b""
+        array = (lc.llama_token * len(tokens))(*tokens)
+        size = max(64, len(tokens) * 8)
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = lc.llama_detokenize(self._vocab, array, len(tokens), buf, size, False, True)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+        raise RuntimeError("llama_detokenize did not fit its buffer")
+
+    def check_tokens(self, tokens: list[int]) -> None:
+        """BadInput unless every token is in the vocabulary."""
+        for token in tokens:
+            if not 0 <= token < self.n_vocab:
+                raise BadInput(f"{token} is not a token id of this model (vocabulary of {self.n_vocab})")
+
+    # -- generation ------------------------------------------------------------------------
+
+    def check_sampling(self, sampling: SamplingOptions) -> None:
+        """BadInput or GrammarError when a sequence could not be sampled with `sampling`."""
+        free_sampler(make_sampler(self._vocab, self.n_vocab, sampling))
+
+    def generate(self, prompt: list[int], sampling: SamplingOptions) -> Sequence:
+        """Queue a sequence; read it with `Sequence.next_token`, `next_piece` or by
+        iterating. BadInput, PromptTooLong, GrammarError."""
+        if not prompt:
+            raise BadInput("empty prompt")
+        if len(prompt) >= self.n_ctx:
+            raise PromptTooLong(f"prompt of {len(prompt)} tokens does not fit a context of {self.n_ctx}")
+        sampling = dataclasses.replace(sampling)  # the caller may change its own meanwhile
+        seq = Sequence(prompt=list(prompt), sampling=sampling)
+        seq._sampler = make_sampler(self._vocab, self.n_vocab, sampling)
+        try:
+            self._scheduler.submit(seq)
+        except ModelError:
+            free_sampler(seq._sampler)
+            raise
+        return seq
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    def check_embedding_inputs(self, inputs: list[list[int]]) -> None:
+        """BadInput for an empty input, PromptTooLong for one the embedding context cannot hold."""
+        check_inputs(inputs, self.n_ctx_embed)
+
+    def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
+        """One pooled embedding per input (float32 rows of n_embd), normalized as
+        llama.cpp's `embd_normalize` says (see embedding.normalize). Inputs are decoded
+        together on the scheduler's thread. BadInput, PromptTooLong."""
+        check_inputs(inputs, self.n_ctx_embed)
+        return normalize(self._scheduler.run_job(lambda: self._embedding().embed(inputs)), norm)
+
+    def _embedding(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self._model, n_ctx=self.n_ctx_embed, n_embd=self.n_embd,
+                                      threads=self.threads, model_pools=pooling_is_defined(self.metadata))
+        return self._embedder
+
+    def close(self) -> None:
+        self._scheduler.close()
+        if self._embedder is not None:
+            self._embedder.close()
+        self._decoder.close()
+        lc.llama_free(self._ctx)
+        lc.llama_model_free(self._model)

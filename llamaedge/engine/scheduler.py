@@ -1,0 +1,359 @@
+"""Continuous batching over slots of one context.
+
+A single scheduler thread alone decodes and samples: callers submit sequences and read their
+tokens from a queue. Every step decodes one batch holding the next token of every running
+sequence plus a chunk of any prompt still being read (generating sequences first, so a long
+prompt never stalls them). Each sequence runs in a slot (a sequence id of the context) whose
+KV cells are kept after it ends: the next sequence that starts with the same tokens (the same
+conversation, one turn later) reuses that prefix instead of reading it again, and sequences
+that start alike at the same time (n > 1) share the cells of their common prefix.
+
+The scheduler speaks to the model through `Decoder`, so it can be tested without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, EngineStats, FinishReason, SamplingOptions, Token
+from llamaedge.errors import ModelError
+
+log = logging.getLogger("llamaedge.engine")
+
+# How long an idle wait lasts while sequences run but none can step (their readers are
+# behind): a safety net only, since readers wake the scheduler.
+_WAIT_S = 0.1
+
+
+class BatchEntry(NamedTuple):
+    slot: int
+    pos: int
+    token: int
+    logits: bool  # whether to compute logits here (the entry's index is its output index)
+
+
+class Decoder(Protocol):
+    """What the scheduler needs of a model's context."""
+
+    n_ctx: int  # KV cells
+    n_batch: int  # most entries in one decode
+
+    def decode(self, batch: list[BatchEntry]) -> bool:
+        """Decode the batch; False when the KV cache has no room for it (nothing changed).
+        Raises RuntimeError on any other failure."""
+
+    def sample(self, sampler: Any, index: int, sampling: SamplingOptions) -> tuple[Token, bool]:
+        """Sample (and accept) the token at output `index` of the last decode with
+        `sampler`; True when it ends the generation (end of generation token)."""
+
+    def free_sampler(self, sampler: Any) -> None: ...
+
+    def seq_rm(self, slot: int, p0: int, p1: int) -> None:
+        """Forget `slot`'s cells at positions [p0, p1) (-1: open end)."""
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
+        """Give `dst` the cells of `src` at positions [p0, p1) (shared, not copied)."""
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation. The scheduler puts tokens on `_pieces`, then None."""
+
+    prompt: list[int]
+    sampling: SamplingOptions
+    _sampler: Any = None
+    _wake: Callable[[], None] = lambda: None
+    _pieces: queue.SimpleQueue[Token | None] = field(default_factory=queue.SimpleQueue)
+    finish_reason: FinishReason | None = None
+    n_generated: int = 0
+    n_cached: int = 0  # prompt tokens found in the KV cache
+    error: str | None = None
+    _cancelled: bool = False
+    _drained: bool = False
+    # Scheduler state
+    _slot: int = -1
+    _pending: list[int] = field(default_factory=list)  # tokens to feed to the next decode
+    _n_past: int = 0
+
+    def next_token(self, timeout_s: float | None = None) -> Token | None:
+        """The next token, or None at the end (then `finish_reason` says why), and None
+        again on every later call. Raises queue.Empty after `timeout_s`."""
+        if self._drained:
+            return None
+        token = self._pieces.get(timeout=timeout_s)
+        self._drained = token is None
+        if self._pieces.qsize() == LOOKAHEAD_TOKENS_MAX - 1:
+            self._wake()  # the scheduler may be waiting for room in this queue
+        return token
+
+    def next_piece(self, timeout_s: float | None = None) -> bytes | None:
+        """The bytes of the next token (maybe part of a UTF-8 character); see `next_token`."""
+        token = self.next_token(timeout_s)
+        return None if token is None else token.piece
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (piece := self.next_piece()) is not None:
+            yield piece
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def prefilling(self) -> bool:
+        """Still reading its prompt (more than the one token every step feeds)."""
+        return self.n_generated == 0 and len(self._pending) > 1
+
+    def cancel(self) -> None:
+        """Stop generating; the slot is freed at the scheduler's next step."""
+        if not self.done:
+            self._cancelled = True
+            self._wake()
+
+
+class Scheduler:
+    """Sequences in `n_slots` slots of `decoder`'s context. With `thread=False` nothing runs
+    by itself: the owner calls `run_once` (tests do)."""
+
+    def __init__(self, decoder: Decoder, n_slots: int, *, thread: bool = True) -> None:
+        self.decoder = decoder
+        self.n_slots = n_slots
+        self.n_tokens_decoded = 0  # entries fed to decodes: prompts and generated tokens
+        self._cond = threading.Condition()
+        # Touched only by the scheduler's thread, except under _cond.
+        self._incoming: list[Sequence] = []
+        self._running: list[Sequence] = []
+        self._slot_tokens: list[list[int]] = [[] for _ in range(n_slots)]  # what each slot's cells hold
+        self._slot_busy = [False] * n_slots
+        self._jobs: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        if thread:
+            self._thread = threading.Thread(target=self._loop, name="llamaedge-engine", daemon=True)
+            self._thread.start()
+
+    # -- callers -----------------------------------------------------------------------------
+
+    def submit(self, seq: Sequence) -> None:
+        seq._wake = self.wake
+        with self._cond:
+            if self._closing:
+                raise ModelError("the model is shutting down")
+            self._incoming.append(seq)
+            self._cond.notify()
+
+    def run_job(self, job: Callable[[], Any]) -> Any:
+        """Run `job` on the scheduler's thread, between two decodes; return its result."""
+        future: Future[Any] = Future()
+        with self._cond:
+            if self._closing:
+                raise ModelError("the model is shutting down")
+            self._jobs.append((job, future))
+            self._cond.notify()
+        return future.result()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            return EngineStats(
+                slots_total=self.n_slots,
+                slots_busy=sum(self._slot_busy),
+                sequences_running=len(self._running),
+                sequences_waiting=len(self._incoming),
+                kv_cells_used=sum(len(tokens) for tokens in self._slot_tokens),
+                kv_cells_total=self.decoder.n_ctx,
+            )
+
+    def close(self) -> None:
+        """Cancel everything and stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        else:
+            with self._cond:
+                self._shut_down()
+
+    # -- the scheduler's thread --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._ready():
+                    # Idle, or every sequence is waiting for its reader (who wakes us).
+                    self._cond.wait(timeout=_WAIT_S if self._running else None)
+                if self._closing:
+                    self._shut_down()
+                    return
+            self.run_once()
+
+    def _ready(self) -> bool:
+        self._admit()
+        return bool(self._jobs or self._runnable())
+
+    def _shut_down(self) -> None:
+        for seq in self._incoming + self._running:
+            self._finish(seq, FinishReason.CANCELLED)
+        self._incoming.clear()
+        for _job, future in self._jobs:
+            future.set_exception(ModelError("the model is shutting down"))
+        self._jobs.clear()
+
+    def run_once(self) -> None:
+        """One round: drop cancelled sequences, admit queued ones (into the slots just
+        freed too), run jobs, decode."""
+        with self._cond:
+            for seq in [s for s in self._running if s._cancelled]:
+                self._finish(seq, FinishReason.CANCELLED)
+            self._admit()
+            jobs, self._jobs = self._jobs, []
+        for job, future in jobs:
+            try:
+                future.set_result(job())
+            except Exception as exc:  # the caller gets it; the thread goes on
+                future.set_exception(exc)
+        if not self._runnable():
+            return
+        try:
+            self._step()
+        except Exception as exc:  # keep the thread alive; fail what was running
+            log.exception("decode step failed")
+            for seq in list(self._running):
+                seq.error = str(exc)
+                self._finish(seq, FinishReason.ERROR)
+
+    def _runnable(self) -> list[Sequence]:
+        return [s for s in self._running if s._cancelled or s._pieces.qsize() < LOOKAHEAD_TOKENS_MAX]
+
+    def _admit(self) -> None:
+        """Drop queued sequences that were cancelled, then move queued sequences into free
+        slots, preferring the slot whose cells hold the longest prefix of the prompt. A
+        longer prefix held by a busy slot is shared (its cells given to the new slot too); a
+        sequence whose prefix another sequence is reading right now waits for that read."""
+        for seq in [s for s in self._incoming if s._cancelled]:
+            self._incoming.remove(seq)
+            self._finish(seq, FinishReason.CANCELLED)
+        for seq in list(self._incoming):
+            if all(self._slot_busy):
+                break
+            free = [slot for slot, busy in enumerate(self._slot_busy) if not busy]
+            # The longest prefix; on a tie, the slot holding least (keep others' caches).
+            best = max(free, key=lambda slot: (_common_prefix(self._slot_tokens[slot], seq.prompt),
+                                               -len(self._slot_tokens[slot])))
+            best_len = _common_prefix(self._slot_tokens[best], seq.prompt)
+            source, source_len = -1, best_len
+            for slot, busy in enumerate(self._slot_busy):
+                common = _common_prefix(self._slot_tokens[slot], seq.prompt) if busy else 0
+                if common > source_len:
+                    source, source_len = slot, common
+            held = max(best_len, source_len)
+            if any(other.prefilling and _common_prefix(other.prompt, seq.prompt) > held for other in self._running):
+                continue  # reading those tokens twice would be waste: take them once read
+            self._incoming.remove(seq)
+            # At least one token must be decoded to get logits for the first sample.
+            if source >= 0:
+                reuse = min(source_len, len(seq.prompt) - 1)
+                self.decoder.seq_rm(best, -1, -1)
+                self.decoder.seq_cp(source, best, 0, reuse)
+                self._slot_tokens[best] = self._slot_tokens[source][:reuse]
+            else:
+                reuse = min(best_len, len(seq.prompt) - 1)
+                self.decoder.seq_rm(best, reuse, -1)
+                del self._slot_tokens[best][reuse:]
+            self._slot_busy[best] = True
+            seq._slot = best
+            seq._n_past = reuse
+            seq.n_cached = reuse
+            seq._pending = seq.prompt[reuse:]
+            self._running.append(seq)
+
+    def _step(self) -> None:
+        n_batch = self.decoder.n_batch
+        batch: list[BatchEntry] = []
+        outputs: list[tuple[Sequence, int]] = []
+        fed: list[tuple[Sequence, list[int]]] = []
+        # Sequences that are generating add one token each first (keeps their latency low),
+        # then prompts fill what is left of the batch.
+        for seq in sorted(self._runnable(), key=lambda s: len(s._pending) > 1):
+            take = seq._pending[: n_batch - len(batch)]
+            if not take:
+                continue
+            for i, token in enumerate(take):
+                last = i == len(take) - 1 and len(take) == len(seq._pending)
+                if last:
+                    outputs.append((seq, len(batch)))
+                batch.append(BatchEntry(seq._slot, seq._n_past + i, token, last))
+            fed.append((seq, take))
+            if len(batch) >= n_batch:
+                break
+        if not batch:
+            return
+        self.n_tokens_decoded += len(batch)
+        ok = self.decoder.decode(batch)
+        if not ok and self._evict_idle_slots():
+            ok = self.decoder.decode(batch)
+        if not ok:
+            # The context is full: end the longest sequence; the others go on next step.
+            victim = max(self._running, key=lambda s: s._n_past)
+            self._finish(victim, FinishReason.CONTEXT_FULL)
+            return
+        for seq, take in fed:
+            seq._n_past += len(take)
+            del seq._pending[: len(take)]
+            self._slot_tokens[seq._slot].extend(take)
+        for seq, index in outputs:
+            self._sample(seq, index)
+
+    def _sample(self, seq: Sequence, index: int) -> None:
+        token, ends = self.decoder.sample(seq._sampler, index, seq.sampling)
+        if ends and not seq.sampling.ignore_eos:
+            self._finish(seq, FinishReason.STOP)
+            return
+        seq.n_generated += 1
+        seq._pieces.put(token)
+        if seq.sampling.n_predict >= 0 and seq.n_generated >= seq.sampling.n_predict:
+            self._finish(seq, FinishReason.LENGTH)
+        elif seq._n_past + 1 >= self.decoder.n_ctx:
+            self._finish(seq, FinishReason.CONTEXT_FULL)
+        else:
+            seq._pending = [token.id]
+
+    def _evict_idle_slots(self) -> bool:
+        evicted = False
+        for slot, busy in enumerate(self._slot_busy):
+            if not busy and self._slot_tokens[slot]:
+                self.decoder.seq_rm(slot, -1, -1)
+                self._slot_tokens[slot].clear()
+                evicted = True
+        return evicted
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        if seq in self._running:
+            self._running.remove(seq)
+        if seq._slot >= 0:
+            self._slot_busy[seq._slot] = False
+        if seq._sampler is not None:
+            self.decoder.free_sampler(seq._sampler)
+            seq._sampler = None
+        seq.finish_reason = reason
+        seq._pieces.put(None)
+        if reason in (FinishReason.CANCELLED, FinishReason.ERROR):
+            log.info("sequence %s after %d tokens; slot %d is free", reason.value, seq.n_generated, seq._slot)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,86 @@
+"""The engine's options, results and tunables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+DEFAULT_CTX_SIZE = 4096
+# A sequence runs at most this many tokens ahead of its reader: a slow client slows its own
+# generation only, and a client that left wastes at most this much work.
+LOOKAHEAD_TOKENS_MAX = 16
+TOP_LOGPROBS_MAX = 20
+# The embedding context: inputs of up to this many tokens (or the model's training context,
+# if shorter), up to EMBED_SEQ_MAX of them decoded together.
+EMBED_CTX_MAX = 2048
+EMBED_SEQ_MAX = 16
+
+
+@dataclass
+class LoadOptions:
+    """Fixed for the life of a model: the context and where the layers live."""
+
+    ctx_size: int | None = None  # None: the model's training context, at most DEFAULT_CTX_SIZE
+    n_gpu_layers: int = 0  # -1: all
+    threads: int | None = None  # None: all cores
+    batch_size: int = 512
+    ubatch_size: int = 512
+    parallel: int = 4  # sequences decoded together
+    use_mmap: bool = True
+    main_gpu: int = 0
+
+
+@dataclass
+class SamplingOptions:
+    """Per sequence."""
+
+    temp: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    seed: int | None = None
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    grammar: str | None = None
+    # With triggers the grammar is lazy: it constrains from the first trigger text on.
+    grammar_triggers: list[str] = field(default_factory=list)
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logprobs: bool = False
+    top_logprobs: int = 0  # 0..TOP_LOGPROBS_MAX alternatives per token
+    n_predict: int = -1  # -1: until the model ends or the context is full
+    ignore_eos: bool = False
+
+
+class FinishReason(str, Enum):
+    """Why a sequence ended. A str, so it compares equal to its value."""
+
+    STOP = "stop"  # the model ended the sequence
+    LENGTH = "length"  # n_predict reached
+    CONTEXT_FULL = "context_full"  # no room left in the context
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A sampled token: its id, its bytes (maybe part of a UTF-8 character) and, when the
+    sequence asked for them, its log-probability record (see sampling.logprob_record)."""
+
+    id: int
+    piece: bytes
+    logprobs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the scheduler, for metrics."""
+
+    slots_total: int
+    slots_busy: int
+    sequences_running: int
+    sequences_waiting: int
+    kv_cells_used: int  # tokens held by the slots (a shared prefix counts once per slot)
+    kv_cells_total: int
