@@ -337,13 +337,13 @@ fn renderCommand(allocator: std.mem.Allocator, env: *const std.process.EnvMap, n
     defer req.deinit();
 
     const prompt = if (template) |t|
-        templates.render(allocator, t, req.messages) catch return fail("out of memory", .{})
+        templates.renderTools(allocator, t, req.messages, req.tools) catch return fail("out of memory", .{})
     else blk: {
         const graph = env.get("LLAMAEDGE_MODEL_GRAPH") orelse "default";
         var backend = nn.Backend.open(graph) catch |err| return fail("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
         var request = std.ArrayList(u8).init(allocator);
         defer request.deinit();
-        chat.appendTemplateRequest(&request, req.messages) catch return fail("out of memory", .{});
+        chat.appendTemplateRequestTools(&request, req.messages, req.tools) catch return fail("out of memory", .{});
         break :blk backend.renderTemplate(allocator, request.items) catch |err| return fail("the model's template failed: {s}", .{@errorName(err)});
     };
     defer allocator.free(prompt);
