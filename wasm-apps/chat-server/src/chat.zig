@@ -52,14 +52,44 @@ const Prepared = struct {
 
 pub const ClientGone = error{ClientGone};
 
-/// Runs a completion. error.InvalidRequest (with `diag` set) comes before
-/// anything was written, so the caller answers with that error; errors after
-/// the response began are written into the stream here. error.ClientGone:
-/// the client left, stop at once.
+/// What a completion is about, for an output to write its first bytes.
+pub const Info = struct {
+    prompt_tokens: u32,
+    /// The host's llama.cpp build number, when it says.
+    build: ?i64,
+    /// The answer may be function calls.
+    tools: bool,
+    n: u8,
+};
+
+/// Runs a chat completion and writes it in OpenAI's shape (one JSON object,
+/// or chat.completion.chunk events). error.InvalidRequest (with `diag` set)
+/// comes before anything was written, so the caller answers with that error;
+/// errors after the response began are written into the stream here.
+/// error.ClientGone: the client left, stop at once.
 pub fn complete(
     allocator: std.mem.Allocator,
     backend: anytype,
     out: anytype,
+    req: *const openai.ChatRequest,
+    cfg: Config,
+    diag: *openai.Diagnostic,
+) !void {
+    var output = OpenAIOutput(@TypeOf(out)).init(allocator, out, cfg, req.include_usage);
+    defer output.deinit();
+    return generate(allocator, backend, &output, req, cfg, diag);
+}
+
+/// The completion itself, written through `output`, the seam between the
+/// chat path and an API's shape. Streaming, `output` receives `start`, then
+/// per choice `text`, `callStart`, `callArguments` and `choiceEnd`, then
+/// `end` (or `fail` when generation breaks down); a whole response is one
+/// `whole`. Each takes the choice index and, where given, the logprob
+/// entries of the tokens behind it.
+pub fn generate(
+    allocator: std.mem.Allocator,
+    backend: anytype,
+    output: anytype,
     req: *const openai.ChatRequest,
     cfg: Config,
     diag: *openai.Diagnostic,
@@ -70,17 +100,6 @@ pub fn complete(
 
     const prepared = try prepare(allocator, arena, backend, req, cfg, diag);
     defer allocator.free(prepared.prompt);
-    var fingerprint_buf: [40]u8 = undefined;
-    const env = openai.Envelope{
-        .id = cfg.id,
-        .created = cfg.created,
-        .model = cfg.model_id,
-        // A host that does not know its llama.cpp build says 0.
-        .system_fingerprint = if (prepared.build) |b| if (b <= 0) "fp_llamaedge" else
-            std.fmt.bufPrint(&fingerprint_buf, "fp_llamaedge_b{d}", .{b}) catch "fp_llamaedge"
-        else
-            "fp_llamaedge",
-    };
 
     var stops = std.ArrayList([]const u8).init(allocator);
     defer stops.deinit();
@@ -112,10 +131,11 @@ pub fn complete(
         extra[i - 1].setPrompt(prepared.prompt) catch return backendError(diag, "set the prompt");
     }
 
+    const info = Info{ .prompt_tokens = prepared.prompt_tokens, .build = prepared.build, .tools = prepared.format != null, .n = req.n };
     if (req.stream) {
-        try streamCompletion(allocator, arena, out, req, env, prepared, choices);
+        try streamChoices(arena, output, info, choices);
     } else {
-        try wholeCompletion(allocator, arena, out, env, prepared, choices, diag);
+        try wholeChoices(arena, output, info, choices, diag);
     }
 }
 
@@ -196,32 +216,25 @@ fn Choice(comptime Backend: type) type {
     };
 }
 
-/// Sends a choice's deltas as chat.completion.chunk events.
-fn ChunkSink(comptime Out: type, comptime C: type) type {
+/// A choice's deltas, forwarded to the output with the choice's index and
+/// the logprobs gathered since the last delta.
+fn ChoiceSink(comptime O: type, comptime C: type) type {
     return struct {
         const Self = @This();
-        out: Out,
+        output: O,
         arena: std.mem.Allocator,
-        env: openai.Envelope,
         choice: *C,
-        event: *std.ArrayList(u8),
-
-        fn send(self: *Self, delta: openai.Delta) !void {
-            self.event.clearRetainingCapacity();
-            try openai.appendChoiceChunk(self.event, self.env, self.choice.index, delta, try self.choice.takeLogprobs(self.arena), null);
-            try write(self.out, self.event.items);
-        }
 
         pub fn text(self: *Self, bytes: []const u8) !void {
-            try self.send(.{ .content = bytes });
+            try self.output.text(self.choice.index, bytes, try self.choice.takeLogprobs(self.arena));
         }
 
         pub fn callStart(self: *Self, index: u32, id: []const u8, name: []const u8) !void {
-            try self.send(.{ .call_start = .{ .index = index, .id = id, .name = name } });
+            try self.output.callStart(self.choice.index, index, id, name, try self.choice.takeLogprobs(self.arena));
         }
 
         pub fn callArguments(self: *Self, index: u32, fragment: []const u8) !void {
-            try self.send(.{ .call_arguments = .{ .index = index, .fragment = fragment } });
+            try self.output.callArguments(self.choice.index, index, fragment, try self.choice.takeLogprobs(self.arena));
         }
     };
 }
@@ -232,40 +245,18 @@ const NullSink = struct {
     pub fn callArguments(_: NullSink, _: u32, _: []const u8) !void {}
 };
 
-fn streamCompletion(
-    allocator: std.mem.Allocator,
-    arena: std.mem.Allocator,
-    out: anytype,
-    req: *const openai.ChatRequest,
-    env: openai.Envelope,
-    prepared: Prepared,
-    choices: anytype,
-) !void {
-    try write(out, "Status: 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n\n");
-    var event = std.ArrayList(u8).init(allocator);
-    defer event.deinit();
-    for (choices) |*c| {
-        event.clearRetainingCapacity();
-        try openai.appendChoiceChunk(&event, env, c.index, if (prepared.format != null) .role_null else .role, null, null);
-        try write(out, event.items);
-    }
-
-    const C = @TypeOf(choices[0]);
+fn streamChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: anytype) !void {
+    try output.start(info);
+    const Sink = ChoiceSink(@TypeOf(output), @TypeOf(choices[0]));
     var remaining = choices.len;
     // Choices take turns, a token each, so that the host can batch them.
     while (remaining > 0) {
         for (choices) |*c| {
             if (c.done) continue;
-            var sink = ChunkSink(@TypeOf(out), C){ .out = out, .arena = arena, .env = env, .choice = c, .event = &event };
+            var sink = Sink{ .output = output, .arena = arena, .choice = c };
             const text = c.step() catch |err| {
                 for (choices) |*other| other.end();
-                event.clearRetainingCapacity();
-                try event.appendSlice("data: ");
-                try openai.appendError(&event, generationError(err));
-                try event.appendSlice("\n\n");
-                try write(out, event.items);
-                try write(out, openai.done_event);
-                return;
+                return output.fail(generationError(err));
             };
             if (c.calls) |*calls| {
                 try calls.push(text, &sink);
@@ -277,19 +268,12 @@ fn streamCompletion(
                 const result = try calls.finish(arena, &sink);
                 if (result.calls.len > 0) finish = .tool_calls;
             }
-            event.clearRetainingCapacity();
-            try openai.appendChoiceChunk(&event, env, c.index, .empty, try c.takeLogprobs(arena), finish);
-            try write(out, event.items);
+            try output.choiceEnd(c.index, finish, c.gen.filter.matched, try c.takeLogprobs(arena));
         }
     }
     const cached_tokens = choices[0].backend.cachedTokens();
     for (choices) |*c| c.end();
-    if (req.include_usage) {
-        event.clearRetainingCapacity();
-        try openai.appendUsageChunk(&event, env, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens });
-        try write(out, event.items);
-    }
-    try write(out, openai.done_event);
+    try output.end(.{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens });
 }
 
 fn completionTokens(choices: anytype) u32 {
@@ -298,15 +282,7 @@ fn completionTokens(choices: anytype) u32 {
     return n;
 }
 
-fn wholeCompletion(
-    allocator: std.mem.Allocator,
-    arena: std.mem.Allocator,
-    out: anytype,
-    env: openai.Envelope,
-    prepared: Prepared,
-    choices: anytype,
-    diag: *openai.Diagnostic,
-) !void {
+fn wholeChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: anytype, diag: *openai.Diagnostic) !void {
     var remaining = choices.len;
     while (remaining > 0) {
         for (choices) |*c| {
@@ -325,7 +301,7 @@ fn wholeCompletion(
 
     const results = try arena.alloc(openai.Choice, choices.len);
     for (choices, results) |*c, *r| {
-        r.* = .{ .content = c.content.items, .finish = c.gen.finish_reason.? };
+        r.* = .{ .content = c.content.items, .finish = c.gen.finish_reason.?, .stop_sequence = c.gen.filter.matched };
         if (c.calls) |*calls| {
             try calls.append(c.content.items);
             const result = try calls.finish(arena, NullSink{});
@@ -335,11 +311,96 @@ fn wholeCompletion(
         }
         if (c.want_logprobs) r.logprobs = try std.fmt.allocPrint(arena, "[{s}]", .{c.all_logprobs.items});
     }
-    var body = std.ArrayList(u8).init(allocator);
-    defer body.deinit();
-    try body.appendSlice("Status: 200 OK\nContent-Type: application/json\n\n");
-    try openai.appendCompletionChoices(&body, env, results, .{ .prompt_tokens = prepared.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens });
-    try write(out, body.items);
+    try output.whole(info, results, .{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens });
+}
+
+/// OpenAI's chat completion shapes.
+pub fn OpenAIOutput(comptime Out: type) type {
+    return struct {
+        const Self = @This();
+        out: Out,
+        cfg: Config,
+        include_usage: bool,
+        event: std.ArrayList(u8),
+        fingerprint_buf: [40]u8 = undefined,
+        env: openai.Envelope = undefined,
+
+        pub fn init(allocator: std.mem.Allocator, out: Out, cfg: Config, include_usage: bool) Self {
+            return .{ .out = out, .cfg = cfg, .include_usage = include_usage, .event = std.ArrayList(u8).init(allocator) };
+        }
+
+        pub fn deinit(self: *Self) void {
+            self.event.deinit();
+        }
+
+        fn setEnvelope(self: *Self, build: ?i64) void {
+            self.env = .{
+                .id = self.cfg.id,
+                .created = self.cfg.created,
+                .model = self.cfg.model_id,
+                // A host that does not know its llama.cpp build says 0.
+                .system_fingerprint = if (build) |b| if (b <= 0) "fp_llamaedge" else
+                    std.fmt.bufPrint(&self.fingerprint_buf, "fp_llamaedge_b{d}", .{b}) catch "fp_llamaedge"
+                else
+                    "fp_llamaedge",
+            };
+        }
+
+        fn chunk(self: *Self, choice: u32, delta: openai.Delta, logprobs: ?[]const u8, finish: ?openai.Finish) !void {
+            self.event.clearRetainingCapacity();
+            try openai.appendChoiceChunk(&self.event, self.env, choice, delta, logprobs, finish);
+            try write(self.out, self.event.items);
+        }
+
+        pub fn start(self: *Self, info: Info) !void {
+            self.setEnvelope(info.build);
+            try write(self.out, "Status: 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n\n");
+            for (0..info.n) |i| try self.chunk(@intCast(i), if (info.tools) .role_null else .role, null, null);
+        }
+
+        pub fn text(self: *Self, choice: u32, bytes: []const u8, logprobs: ?[]const u8) !void {
+            try self.chunk(choice, .{ .content = bytes }, logprobs, null);
+        }
+
+        pub fn callStart(self: *Self, choice: u32, index: u32, id: []const u8, name: []const u8, logprobs: ?[]const u8) !void {
+            try self.chunk(choice, .{ .call_start = .{ .index = index, .id = id, .name = name } }, logprobs, null);
+        }
+
+        pub fn callArguments(self: *Self, choice: u32, index: u32, fragment: []const u8, logprobs: ?[]const u8) !void {
+            try self.chunk(choice, .{ .call_arguments = .{ .index = index, .fragment = fragment } }, logprobs, null);
+        }
+
+        pub fn choiceEnd(self: *Self, choice: u32, finish: openai.Finish, stop_sequence: ?[]const u8, logprobs: ?[]const u8) !void {
+            _ = stop_sequence;
+            try self.chunk(choice, .empty, logprobs, finish);
+        }
+
+        pub fn end(self: *Self, usage: openai.Usage) !void {
+            if (self.include_usage) {
+                self.event.clearRetainingCapacity();
+                try openai.appendUsageChunk(&self.event, self.env, usage);
+                try write(self.out, self.event.items);
+            }
+            try write(self.out, openai.done_event);
+        }
+
+        pub fn fail(self: *Self, err: openai.ApiError) !void {
+            self.event.clearRetainingCapacity();
+            try self.event.appendSlice("data: ");
+            try openai.appendError(&self.event, err);
+            try self.event.appendSlice("\n\n");
+            try write(self.out, self.event.items);
+            try write(self.out, openai.done_event);
+        }
+
+        pub fn whole(self: *Self, info: Info, results: []const openai.Choice, usage: openai.Usage) !void {
+            self.setEnvelope(info.build);
+            self.event.clearRetainingCapacity();
+            try self.event.appendSlice("Status: 200 OK\nContent-Type: application/json\n\n");
+            try openai.appendCompletionChoices(&self.event, self.env, results, usage);
+            try write(self.out, self.event.items);
+        }
+    };
 }
 
 fn write(out: anytype, bytes: []const u8) ClientGone!void {

@@ -678,6 +678,8 @@ pub const Choice = struct {
     finish: Finish,
     /// The host's logprob entries (a JSON array), when asked for.
     logprobs: ?[]const u8 = null,
+    /// The stop string that ended the text, if one did.
+    stop_sequence: ?[]const u8 = null,
 };
 
 fn appendEnvelope(w: anytype, env: Envelope, object: []const u8) !void {
