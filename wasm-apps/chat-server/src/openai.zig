@@ -75,6 +75,8 @@ pub const ChatRequest = struct {
     max_tokens: ?u32 = null,
     temperature: ?f64 = null,
     top_p: ?f64 = null,
+    /// Anthropic's `top_k` (the OpenAI API has none).
+    top_k: ?u32 = null,
     seed: ?i64 = null,
     presence_penalty: ?f64 = null,
     frequency_penalty: ?f64 = null,
@@ -582,6 +584,7 @@ pub fn appendMetadata(out: *std.ArrayList(u8), req: *const ChatRequest, opts: Me
     if (opts.n_predict) |n| try field(w, &first, "n-predict", n);
     if (req.temperature) |x| try field(w, &first, "temp", x);
     if (req.top_p) |x| try field(w, &first, "top-p", x);
+    if (req.top_k) |x| try field(w, &first, "top-k", x);
     if (req.seed) |x| try field(w, &first, "seed", x +% opts.choice);
     if (req.presence_penalty) |x| try field(w, &first, "presence-penalty", x);
     if (req.frequency_penalty) |x| try field(w, &first, "frequency-penalty", x);
