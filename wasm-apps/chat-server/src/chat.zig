@@ -587,8 +587,19 @@ fn prepare(
         .format = plan.format,
         .prompt = best.prompt,
         .constraint = constraint,
-        .thinking = if (cfg.reasoning_format == .auto) reasoning.promptOpensThinking(best.prompt) else null,
+        // Output constrained from its first token (response_format, a required
+        // call) is the answer, whatever the prompt opened.
+        .thinking = if (cfg.reasoning_format == .auto)
+            reasoning.promptOpensThinking(best.prompt) and !constrainedFromStart(req, constraint)
+        else
+            null,
     };
+}
+
+/// Whether a grammar shapes the output from its first token (not lazily).
+fn constrainedFromStart(req: *const openai.ChatRequest, constraint: ?openai.Constraint) bool {
+    if (constraint) |c| return c.triggers.len == 0;
+    return req.response_format != .text;
 }
 
 const Plan = struct {
@@ -1323,4 +1334,36 @@ test "with --reasoning-format none the think block stays in content" {
     try r.result;
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"<think>hmm</think>ok\"}") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "reasoning_content") == null);
+}
+
+test "a think block before a call: the reasoning apart, the call read from the answer" {
+    const tokens = [_][]const u8{ "<think>", "The user wants", " the weather.</th", "ink>\n" } ++ call_tokens;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &tokens };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", test_cfg);
+    defer r.deinit();
+    try r.result;
+    const parsed = try responseJson(&r);
+    defer parsed.deinit();
+    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    try testing.expectEqualStrings("tool_calls", choice.get("finish_reason").?.string);
+    const message = choice.get("message").?.object;
+    try testing.expectEqualStrings("The user wants the weather.", message.get("reasoning_content").?.string);
+    try testing.expectEqualStrings("Let me look.", message.get("content").?.string);
+    try testing.expectEqualStrings("get_weather", message.get("tool_calls").?.array.items[0].object.get("function").?.object.get("name").?.string);
+}
+
+test "output constrained from its first token is the answer even after an opened think block" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "{\"a\"", ": 1}" }, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_object\"}}", cfg);
+    defer r.deinit();
+    try r.result;
+    const parsed = try responseJson(&r);
+    defer parsed.deinit();
+    const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
+    try testing.expectEqualStrings("{\"a\": 1}", message.get("content").?.string);
+    try testing.expect(message.get("reasoning_content") == null);
 }
