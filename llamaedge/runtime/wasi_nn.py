@@ -588,7 +588,11 @@ class Functions:
                 tmp.write(first)
                 tmp.flush()
                 graph = session.registry.load_path(Path(tmp.name), {**metadata, "use-mmap": False})
-        session.loaded(graph, metadata)
+        try:
+            session.loaded(graph, metadata)
+        except NNError:
+            session.registry.unload(graph)  # this graph is the call's own: do not keep it
+            raise
         mem.write_u32(graph_ptr, graph)
 
     def load_by_name(self, mem: Any, name_ptr: int, name_len: int, graph_ptr: int) -> None:
