@@ -248,3 +248,31 @@ def test_a_model_without_a_thinking_template_answers_in_content(chatml_server: S
     completion = complete(chatml_server, GREEDY)
     assert reasoning_of(completion) is None
     assert completion.choices[0].message.content
+
+
+# -- with the other options ------------------------------------------------------------------------
+
+
+def test_logprobs_cover_the_reasoning_tokens(server: ServerProcess) -> None:
+    body = {**GREEDY, "max_tokens": 8, "logprobs": True, "top_logprobs": 2}
+    whole = complete(server, body)
+    assert whole.usage is not None and whole.choices[0].logprobs is not None
+    entries = whole.choices[0].logprobs.content or []
+    assert len(entries) == whole.usage.completion_tokens == 8
+    assert "".join(e.token for e in entries).strip() == reasoning_of(whole)
+    chunks = stream(server, body)
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content or []]
+    assert [e.token for e in streamed] == [e.token for e in entries]
+
+
+def test_each_choice_is_split_on_its_own(server: ServerProcess) -> None:
+    completion = complete(server, {**GREEDY, "n": 2, "max_tokens": 8, "seed": 5, "temperature": 1.0})
+    assert len(completion.choices) == 2
+    for choice in completion.choices:
+        assert (choice.message.model_extra or {}).get("reasoning_content")
+        assert choice.message.content == ""
+    chunks = stream(server, {**GREEDY, "n": 2, "max_tokens": 8, "seed": 5, "temperature": 1.0})
+    for index, choice in enumerate(completion.choices):
+        thought = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content", "")
+                          for c in chunks if c.choices and c.choices[0].index == index)
+        assert thought == choice.message.model_extra["reasoning_content"]  # type: ignore[index]
