@@ -111,6 +111,14 @@ def test_chat_rejects_bad_host_options_before_loading(tmp_path: Path) -> None:
     assert typed.returncode == 2 and "--temp: invalid float value: 'warm'" in typed.stderr
 
 
+def test_chat_refuses_bad_app_options_before_loading_the_model(tiny_model: Path) -> None:
+    result = run_cli("chat", "--model", str(tiny_model), "-p", "klingon", lines=["hello"])
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("llama-chat: unknown prompt template 'klingon'")
+    assert len(result.stderr.strip().splitlines()) == 1  # no "loading ..." line: the model never loaded
+    assert result.stdout == ""
+
+
 def test_chat_passes_the_app_options_and_the_real_context_size() -> None:
     args = build_parser().parse_args(
         ["chat", "-s", "-be brief-", "-n", "12", "--temp", "0", "-r", "User:", "-r", "###", "--log-prompts"])
@@ -123,6 +131,7 @@ def test_chat_passes_the_app_options_and_the_real_context_size() -> None:
     chosen = build_parser().parse_args(["chat", "-p", "zephyr"])
     assert app_arguments(chosen, model, 512) == ["--ctx-size=512", "--prompt-template=zephyr"]
     assert app_arguments(build_parser().parse_args(["chat"]), ResolvedModel(Path("m"), "m"), 512) == ["--ctx-size=512"]
+    assert app_arguments(chosen, model, None) == ["--prompt-template=zephyr"]  # the size not known yet
 
 
 # ---------------------------------------------------------------------------
