@@ -134,6 +134,17 @@ def test_the_streamed_call_equals_the_non_streamed_call(client: openai.OpenAI) -
     assert streamed.choices[0].message.content == whole.choices[0].message.content
 
 
+def test_auto_lets_the_model_answer_in_text(server: ServerProcess) -> None:
+    """With `auto` the grammar waits for the call marker: the tiny model, which never writes
+    one, answers in free text (a grammar applied from the first token would force JSON)."""
+    for seed in (1, 2, 3):
+        completion = post(server, {"messages": ASK, "tools": TOOLS, "max_tokens": 12, "seed": seed})
+        choice = completion.choices[0]
+        assert choice.message.tool_calls is None
+        assert choice.finish_reason in ("stop", "length")
+        assert not (choice.message.content or "").lstrip().startswith("{")
+
+
 def test_tool_choice_none_answers_in_text(server: ServerProcess) -> None:
     completion = post(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "none", "max_tokens": 16, "seed": 1})
     choice = completion.choices[0]

@@ -1170,3 +1170,42 @@ test "logprobs: the host's entries in OpenAI's shape, in the response and in chu
     try s.result;
     try testing.expect(std.mem.indexOf(u8, s.out.items, "\"delta\":{\"content\":\"a\"},\"logprobs\":{\"content\":[{\"token\":\"a\",\"logprob\":-0.25,\"bytes\":[97],") != null);
 }
+
+test "the Anthropic output writes the same generation as Messages events" {
+    const anthropic = @import("anthropic.zig");
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
+    defer backend.deinit();
+    var diag = openai.Diagnostic{};
+    var req = try anthropic.parseRequest(testing.allocator,
+        \\{"model":"tiny","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"weather?"}],
+        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
+    , &diag);
+    defer req.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", req.stop);
+    defer output.deinit();
+    try generate(testing.allocator, &backend, &output, &req, test_cfg, &diag);
+    const text = out.items;
+    const order = [_][]const u8{
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"tiny\",\"content\":[],",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me look.\"}",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}",
+        "\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_",
+        "\"name\":\"get_weather\",\"input\":{}}",
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    };
+    var at: usize = 0;
+    for (order) |part| {
+        const found = std.mem.indexOfPos(u8, text, at, part) orelse {
+            std.debug.print("missing after {d}: {s}\n", .{ at, part });
+            return error.TestUnexpectedResult;
+        };
+        at = found + part.len;
+    }
+    try testing.expect(std.mem.indexOf(u8, text, "tool_call>") == null);
+}
