@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from tests.conftest import ServerProcess, serving
@@ -149,6 +149,7 @@ def test_errors_have_anthropics_shape(server: ServerProcess, body: dict[str, Any
     response = httpx.post(f"{server.base_url}/v1/messages", json=body, timeout=30)
     assert response.status_code == status
     payload = response.json()
+    ErrorResponse.model_validate(payload, strict=True)
     assert payload["type"] == "error"
     assert payload["error"]["type"] == ("invalid_request_error" if status == 400 else "not_found_error")
     assert fragment in payload["error"]["message"]
