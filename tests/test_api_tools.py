@@ -191,11 +191,12 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", 
         ({"messages": ASK, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"messages": ASK, "logit_bias": {"12": 150}}, "logit_bias"),
         ({"messages": ASK, "logit_bias": {"token": 1}}, "logit_bias"),
+        ({"messages": ASK, "logit_bias": {"999999": 5}}, "logit_bias"),
     ],
     ids=["tools-type", "no-function", "tool-type", "name-chars", "name-long", "name-twice", "parameters-type",
          "choice-value", "choice-unknown-function", "choice-without-tools", "arguments-object", "call-without-id",
          "tool-without-id", "tool-unknown-id", "tool-without-content", "n-too-many", "top-logprobs-range",
-         "bias-range", "bias-key"],
+         "bias-range", "bias-key", "bias-unknown-token"],
 )
 def test_malformed_requests_are_400_naming_the_field(server: ServerProcess, body: dict[str, Any], param: str) -> None:
     response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30)

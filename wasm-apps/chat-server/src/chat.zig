@@ -127,7 +127,7 @@ pub fn generate(
         var metadata = std.ArrayList(u8).init(allocator);
         defer metadata.deinit();
         try openai.appendMetadata(&metadata, req, .{ .n_predict = prepared.n_predict, .constraint = prepared.constraint, .choice = @intCast(i) });
-        extra[i - 1].setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
+        extra[i - 1].setMetadata(metadata.items) catch |err| return metadataError(err, req, prepared.constraint != null, diag);
         extra[i - 1].setPrompt(prepared.prompt) catch return backendError(diag, "set the prompt");
     }
 
@@ -523,7 +523,7 @@ fn prepare(
     var metadata = std.ArrayList(u8).init(allocator);
     defer metadata.deinit();
     try openai.appendMetadata(&metadata, req, .{ .n_predict = n_predict, .constraint = constraint });
-    backend.setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
+    backend.setMetadata(metadata.items) catch |err| return metadataError(err, req, constraint != null, diag);
     backend.setPrompt(best.prompt) catch return backendError(diag, "set the prompt");
 
     const info = backend.info(allocator) catch return backendError(diag, "read the token count");
@@ -755,6 +755,18 @@ fn jsonInteger(allocator: std.mem.Allocator, json: []const u8, key: []const u8) 
     return if (v == .integer) v.integer else null;
 }
 
+/// The host refused the options: what the client sent that it could not take.
+fn metadataError(err: anyerror, req: *const openai.ChatRequest, has_constraint: bool, diag: *openai.Diagnostic) error{InvalidRequest} {
+    if (err != error.InvalidInput) return backendError(diag, "set the generation options");
+    if (req.logit_bias != null)
+        return diag.set(400, "logit_bias", null, "The model refused 'logit_bias': a key is not a token id of this model (or the host refused the other options).", .{});
+    if (has_constraint)
+        return diag.set(400, "tools", null, "The functions' 'parameters' schemas cannot be turned into a grammar for this model's calls.", .{});
+    if (req.response_format == .json_schema)
+        return diag.set(400, "response_format.json_schema.schema", null, "This JSON Schema cannot be turned into a grammar.", .{});
+    return diag.set(400, null, null, "The model refused the generation options.", .{});
+}
+
 fn backendError(diag: *openai.Diagnostic, what: []const u8) error{InvalidRequest} {
     return diag.set(500, null, null, "The model backend could not {s}; the server log has the details.", .{what});
 }
@@ -812,6 +824,7 @@ const FakeBackend = struct {
     }
 
     pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
+        if (std.mem.indexOf(u8, json, "\"logit-bias\":{\"99999\"") != null) return error.InvalidInput;
         self.metadata.clearRetainingCapacity();
         try self.metadata.appendSlice(self.allocator, json);
     }
@@ -1208,4 +1221,14 @@ test "the Anthropic output writes the same generation as Messages events" {
         at = found + part.len;
     }
     try testing.expect(std.mem.indexOf(u8, text, "tool_call>") == null);
+}
+
+test "a logit_bias token the model lacks is a 400 naming logit_bias" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"a"} };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logit_bias\":{\"99999\":-100}}", test_cfg);
+    defer r.deinit();
+    try testing.expectError(error.InvalidRequest, r.result);
+    try testing.expectEqual(@as(u16, 400), r.diag.err.status);
+    try testing.expectEqualStrings("logit_bias", r.diag.err.param.?);
 }
