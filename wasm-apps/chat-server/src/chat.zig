@@ -46,7 +46,7 @@ const Prepared = struct {
     format: ?tools.Format,
     /// The prompt, for the contexts of choices after the first. Owned.
     prompt: []u8,
-    /// The metadata of choice 0 (others differ in the seed). Owned.
+    /// The call grammar every choice's metadata carries (in the request's arena).
     constraint: ?openai.Constraint,
 };
 
