@@ -37,8 +37,9 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+def client(server: ServerProcess) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def raw_events(server: ServerProcess, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -169,8 +170,9 @@ def smollm2(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.mark.slow
-def test_smollm2_answers_and_calls_through_the_anthropic_sdk(smollm2: ServerProcess) -> None:
+def test_smollm2_answers_and_calls_through_the_anthropic_sdk(smollm2: ServerProcess, request: pytest.FixtureRequest) -> None:
     client = anthropic.Anthropic(base_url=smollm2.base_url, api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)
     model = "SmolLM2-135M-Instruct.Q4_1"
     with client.messages.stream(model=model, max_tokens=48, system="You are a helpful assistant.",
                                 messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],

@@ -47,8 +47,9 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def post(server: ServerProcess, body: dict[str, Any]) -> ChatCompletion:
@@ -271,19 +272,20 @@ def smollm2(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.mark.slow
 def test_smollm2_required_call_validates_against_the_schema(smollm2: ServerProcess) -> None:
-    client = openai.OpenAI(base_url=f"{smollm2.base_url}/v1", api_key="unused", max_retries=0)
-    completion = client.chat.completions.create(
-        model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
-        temperature=0, max_tokens=120)
+    with openai.OpenAI(base_url=f"{smollm2.base_url}/v1", api_key="unused", max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
+            temperature=0, max_tokens=120)
     ChatCompletion.model_validate(completion.model_dump(exclude_unset=True), strict=True)
     assert_valid_calls(completion)
 
 
 @pytest.mark.slow
-def test_smollm2_agent_loop_call_result_answer(smollm2: ServerProcess) -> None:
+def test_smollm2_agent_loop_call_result_answer(smollm2: ServerProcess, request: pytest.FixtureRequest) -> None:
     """The loop an agent runs with the SDK: the model calls, the caller runs the function and
     sends the result back, the model answers in text (the last turn asks for no more calls)."""
     client = openai.OpenAI(base_url=f"{smollm2.base_url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)
     model = "SmolLM2-135M-Instruct.Q4_1"
     messages: list[Any] = [{"role": "system", "content": "You are a helpful assistant."}, *ASK]
     first = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]

@@ -1,10 +1,11 @@
 //! One chat completion, from a checked request to the bytes of the response:
 //! render the prompt, fit it into the context (dropping the oldest turns),
 //! generate one or more choices, read function calls out of the text, and
-//! write either one JSON object or a stream of SSE events.
+//! hand the result to an output: OpenAIOutput here (one JSON object or a
+//! stream of chunks), anthropic.Output for the Messages API.
 //!
 //! `backend` is anything with the methods of nn.Backend (renderTemplate,
-//! setMetadata, setPrompt, info, next, finish, fork, tokenLogprob), so the
+//! setMetadata, setPrompt, info, next, finish, fork, tokenLogprobs), so the
 //! flow is tested here against a scripted fake. `out` is anything with
 //! `writeAll`; each call is one write on the wire, and a failed write means
 //! the client is gone.

@@ -198,8 +198,7 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer output.deinit();
     chat.generate(allocator, &backend, &output, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
-        error.OutOfMemory => return error.OutOfMemory,
-        else => |e| return if (e == error.ClientGone) error.ClientGone else e,
+        else => |e| return e,
     };
 }
 
