@@ -13,6 +13,9 @@ pub const Settings = struct {
     template: []const u8 = "auto",
     ctx_size: u32 = 4096,
     max_body_bytes: u64 = 1 << 20,
+    /// The host's decoding slots (`serve --parallel`), which bound the choices
+    /// of a completion that generate at once.
+    parallel: u32 = 4,
     /// A separate embedding model (`serve --embedding-model`); without one the
     /// chat model embeds. The graph is set whenever the id is.
     embedding_model_id: ?[]const u8 = null,
@@ -34,6 +37,7 @@ pub fn settingsFromEnv(env: *const std.process.EnvMap, bad_var: *[]const u8) err
     s.created = try intVar(i64, env, "LLAMAEDGE_MODEL_CREATED", s.created, bad_var);
     s.ctx_size = try intVar(u32, env, "LLAMAEDGE_CTX_SIZE", s.ctx_size, bad_var);
     s.max_body_bytes = try intVar(u64, env, "LLAMAEDGE_MAX_BODY_BYTES", s.max_body_bytes, bad_var);
+    s.parallel = @max(1, try intVar(u32, env, "LLAMAEDGE_PARALLEL", s.parallel, bad_var));
     if (s.ctx_size == 0) {
         bad_var.* = "LLAMAEDGE_CTX_SIZE";
         return error.BadSetting;
@@ -165,6 +169,7 @@ test "settings come from the environment and bad values are named" {
     const s = try settingsFromEnv(&env, &bad);
     try testing.expectEqualStrings("tiny", s.model_id);
     try testing.expectEqual(@as(u32, 2048), s.ctx_size);
+    try testing.expectEqual(@as(u32, 4), s.parallel);
     try env.put("LLAMAEDGE_MAX_BODY_BYTES", "lots");
     try testing.expectError(error.BadSetting, settingsFromEnv(&env, &bad));
     try testing.expectEqualStrings("LLAMAEDGE_MAX_BODY_BYTES", bad);

@@ -308,6 +308,7 @@ fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
         .created = std.time.timestamp(),
         .id = randomId(&id_buf, "cmpl-"),
         .random_seed = std.crypto.random.int(u31),
+        .slots = settings.parallel,
     };
     completions.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
