@@ -1,10 +1,11 @@
 //! One chat completion, from a checked request to the bytes of the response:
 //! render the prompt, fit it into the context (dropping the oldest turns),
 //! generate one or more choices, read function calls out of the text, and
-//! write either one JSON object or a stream of SSE events.
+//! hand the result to an output: OpenAIOutput here (one JSON object or a
+//! stream of chunks), anthropic.Output for the Messages API.
 //!
 //! `backend` is anything with the methods of nn.Backend (renderTemplate,
-//! setMetadata, setPrompt, info, next, finish, fork, tokenLogprob), so the
+//! setMetadata, setPrompt, info, next, finish, fork, tokenLogprobs), so the
 //! flow is tested here against a scripted fake. `out` is anything with
 //! `writeAll`; each call is one write on the wire, and a failed write means
 //! the client is gone.
@@ -48,7 +49,7 @@ const Prepared = struct {
     format: ?tools.Format,
     /// The prompt, for the contexts of choices after the first. Owned.
     prompt: []u8,
-    /// The metadata of choice 0 (others differ in the seed). Owned.
+    /// The call grammar every choice's metadata carries (in the request's arena).
     constraint: ?openai.Constraint,
     /// Split the thinking from the answer: whether the prompt opened the
     /// think block. Null: the text stays as it is (`--reasoning-format none`).
@@ -133,7 +134,7 @@ pub fn generate(
         var metadata = std.ArrayList(u8).init(allocator);
         defer metadata.deinit();
         try openai.appendMetadata(&metadata, req, .{ .n_predict = prepared.n_predict, .constraint = prepared.constraint, .choice = @intCast(i) });
-        extra[i - 1].setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
+        extra[i - 1].setMetadata(metadata.items) catch |err| return metadataError(err, req, prepared.constraint != null, diag);
         extra[i - 1].setPrompt(prepared.prompt) catch return backendError(diag, "set the prompt");
     }
 
@@ -575,7 +576,7 @@ fn prepare(
     var metadata = std.ArrayList(u8).init(allocator);
     defer metadata.deinit();
     try openai.appendMetadata(&metadata, req, .{ .n_predict = n_predict, .constraint = constraint });
-    backend.setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
+    backend.setMetadata(metadata.items) catch |err| return metadataError(err, req, constraint != null, diag);
     backend.setPrompt(best.prompt) catch return backendError(diag, "set the prompt");
 
     const info = backend.info(allocator) catch return backendError(diag, "read the token count");
@@ -847,6 +848,18 @@ fn jsonInteger(allocator: std.mem.Allocator, json: []const u8, key: []const u8) 
     return if (v == .integer) v.integer else null;
 }
 
+/// The host refused the options: what the client sent that it could not take.
+fn metadataError(err: anyerror, req: *const openai.ChatRequest, has_constraint: bool, diag: *openai.Diagnostic) error{InvalidRequest} {
+    if (err != error.InvalidInput) return backendError(diag, "set the generation options");
+    if (req.logit_bias != null)
+        return diag.set(400, "logit_bias", null, "The model refused 'logit_bias': a key is not a token id of this model (or the host refused the other options).", .{});
+    if (has_constraint)
+        return diag.set(400, "tools", null, "The functions' 'parameters' schemas cannot be turned into a grammar for this model's calls.", .{});
+    if (req.response_format == .json_schema)
+        return diag.set(400, "response_format.json_schema.schema", null, "This JSON Schema cannot be turned into a grammar.", .{});
+    return diag.set(400, null, null, "The model refused the generation options.", .{});
+}
+
 fn backendError(diag: *openai.Diagnostic, what: []const u8) error{InvalidRequest} {
     return diag.set(500, null, null, "The model backend could not {s}; the server log has the details.", .{what});
 }
@@ -906,6 +919,7 @@ const FakeBackend = struct {
     }
 
     pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
+        if (std.mem.indexOf(u8, json, "\"logit-bias\":{\"99999\"") != null) return error.InvalidInput;
         self.metadata.clearRetainingCapacity();
         try self.metadata.appendSlice(self.allocator, json);
     }
@@ -1366,4 +1380,53 @@ test "output constrained from its first token is the answer even after an opened
     const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
     try testing.expectEqualStrings("{\"a\": 1}", message.get("content").?.string);
     try testing.expect(message.get("reasoning_content") == null);
+}
+
+test "the Anthropic output writes the same generation as Messages events" {
+    const anthropic = @import("anthropic.zig");
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
+    defer backend.deinit();
+    var diag = openai.Diagnostic{};
+    var req = try anthropic.parseRequest(testing.allocator,
+        \\{"model":"tiny","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"weather?"}],
+        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
+    , &diag);
+    defer req.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", req.stop);
+    defer output.deinit();
+    try generate(testing.allocator, &backend, &output, &req, test_cfg, &diag);
+    const text = out.items;
+    const order = [_][]const u8{
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"tiny\",\"content\":[],",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me look.\"}",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}",
+        "\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_",
+        "\"name\":\"get_weather\",\"input\":{}}",
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    };
+    var at: usize = 0;
+    for (order) |part| {
+        const found = std.mem.indexOfPos(u8, text, at, part) orelse {
+            std.debug.print("missing after {d}: {s}\n", .{ at, part });
+            return error.TestUnexpectedResult;
+        };
+        at = found + part.len;
+    }
+    try testing.expect(std.mem.indexOf(u8, text, "tool_call>") == null);
+}
+
+test "a logit_bias token the model lacks is a 400 naming logit_bias" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"a"} };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logit_bias\":{\"99999\":-100}}", test_cfg);
+    defer r.deinit();
+    try testing.expectError(error.InvalidRequest, r.result);
+    try testing.expectEqual(@as(u16, 400), r.diag.err.status);
+    try testing.expectEqualStrings("logit_bias", r.diag.err.param.?);
 }

@@ -104,6 +104,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             const message = std.fmt.bufPrint(&buf, "{s} is not allowed on {s}; use {s}.", .{ method, path, allow }) catch "Method not allowed.";
             var header_buf: [32]u8 = undefined;
             const header = std.fmt.bufPrint(&header_buf, "Allow: {s}\n", .{allow}) catch "";
+            if (http.route("POST", path) == .messages) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
             try sendError(allocator, out, .{ .status = 405, .message = message, .code = "method_not_allowed" }, header);
         },
     }
@@ -199,16 +200,19 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer output.deinit();
     chat.generate(allocator, &backend, &output, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
-        error.OutOfMemory => return error.OutOfMemory,
-        else => |e| return if (e == error.ClientGone) error.ClientGone else e,
+        else => |e| return e,
     };
 }
 
 fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError) !void {
+    return sendAnthropicErrorWith(allocator, out, err, "");
+}
+
+fn sendAnthropicErrorWith(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError, headers: []const u8) !void {
     var body = std.ArrayList(u8).init(allocator);
     defer body.deinit();
     try anthropic.appendError(&body, err);
-    try send(allocator, out, err.status, "", body.items);
+    try send(allocator, out, err.status, headers, body.items);
 }
 
 fn modelNotFound(asked: []const u8, settings: http.Settings) openai.ApiError {
