@@ -19,6 +19,7 @@ class StreamRun:
     token_times_s: list[float]
     completion_tokens: int
     text: str
+    prompt_tokens: int | None = None  # as the server counted them, where it says
 
     @property
     def tokens_per_s(self) -> float:

@@ -1,6 +1,6 @@
 """Build the WebAssembly apps with the pinned Zig from PyPI (`ziglang`).
 
-    python wasm-apps/build.py              # rebuilds llamaedge/apps/chat-server.wasm
+    python wasm-apps/build.py              # rebuilds llamaedge/apps/*.wasm
     python wasm-apps/build.py --out DIR    # builds into DIR instead
     python wasm-apps/build.py --test       # runs the Zig unit tests
 
@@ -15,14 +15,29 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 APPS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = APPS_DIR.parent
 DEFAULT_OUT = REPO_ROOT / "llamaedge" / "apps"
 ZIG_VERSION = "0.14.1"
 
-# name -> entry point; each app is a WASI command module (it exports _start).
-APPS = {"chat-server": APPS_DIR / "chat-server" / "src" / "main.zig"}
+
+class App(NamedTuple):
+    """One WASI command module (it exports _start): its root source file, and the named
+    modules it imports (`@import("name")`), each given by its root file."""
+
+    root: Path
+    deps: tuple[tuple[str, Path], ...] = ()
+
+
+# What apps share with the chat server: its bindings to the host, templates and text filter.
+CHAT_SERVER_LIB = ("chat_server", APPS_DIR / "chat-server" / "src" / "lib.zig")
+
+APPS = {
+    "chat-server": App(APPS_DIR / "chat-server" / "src" / "main.zig"),
+    "llama-chat": App(APPS_DIR / "llama-chat" / "src" / "main.zig", deps=(CHAT_SERVER_LIB,)),
+}
 
 
 class BuildError(Exception):
@@ -45,6 +60,22 @@ def check_zig() -> None:
         raise BuildError(f"Zig {version} found, {ZIG_VERSION} needed: pip install ziglang=={ZIG_VERSION}")
 
 
+def module_args(app: App, *options: str) -> list[str]:
+    """The root source (and module flags) for `zig build-exe` / `zig test`, with `options`
+    applying to the root module. An app without named modules is built exactly as before
+    modules existed, so its bytes do not change."""
+    if not app.deps:
+        return [str(app.root), *options]
+    args = [*options]
+    for name, _ in app.deps:
+        args += ["--dep", name]
+    args.append(f"-Mroot={app.root}")
+    # Per-module options reset after each -M; the dependencies inherit the root's.
+    for name, root in app.deps:
+        args.append(f"-M{name}={root}")
+    return args
+
+
 def build(name: str, out_dir: Path) -> Path:
     """Compiles one app to OUT_DIR/NAME.wasm and returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,10 +86,7 @@ def build(name: str, out_dir: Path) -> Path:
         scratch_dir = Path(scratch)
         result = zig(
             "build-exe",
-            str(APPS[name]),
-            "-target", "wasm32-wasi",
-            "-O", "ReleaseSmall",
-            "-fstrip",
+            *module_args(APPS[name], "-target", "wasm32-wasi", "-O", "ReleaseSmall", "-fstrip"),
             "--name", name,
             "--cache-dir", str(scratch_dir / "cache"),
             f"-femit-bin={scratch_dir / (name + '.wasm')}",
@@ -72,7 +100,8 @@ def build(name: str, out_dir: Path) -> Path:
 
 def test(name: str) -> subprocess.CompletedProcess[str]:
     """Runs the app's Zig `test` blocks natively (testing allocator: leaks fail)."""
-    return zig("test", str(APPS[name]), cwd=APPS[name].parent)
+    app = APPS[name]
+    return zig("test", *module_args(app), cwd=app.root.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,13 @@ part); a fresh browser context per test, so each test starts with empty browser 
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -94,3 +98,72 @@ def screenshot(request: pytest.FixtureRequest) -> Callable[[playwright_api.Page,
         return path
 
     return take
+
+
+class ScriptedStream:
+    """A chat-completions endpoint on a real port that streams the SSE events the test
+    releases, when it releases them, so a test can look at the page between two chunks.
+    Each request's JSON body is kept in `requests`."""
+
+    EVENT_WAIT_S = 30
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+        self._events: queue.Queue[str | None] = queue.Queue()
+        stream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0: the body ends when the connection closes, no chunked framing needed.
+            protocol_version = "HTTP/1.0"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                stream.requests.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                self.wfile.flush()
+                while (data := stream._events.get(timeout=stream.EVENT_WAIT_S)) is not None:
+                    self.wfile.write(f"data: {data}\n\n".encode())
+                    self.wfile.flush()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # quiet: pytest shows the test's own output
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1/chat/completions"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def delta(self, **delta: object) -> None:
+        """Release one chunk whose `delta` is the keyword arguments."""
+        chunk = {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "scripted",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        }
+        self._events.put(json.dumps(chunk))
+
+    def finish(self, completion_tokens: int) -> None:
+        """Release the finish chunk, the usage chunk and [DONE], and end the response."""
+        base = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 1, "model": "scripted"}
+        self._events.put(json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        usage = {"prompt_tokens": 5, "completion_tokens": completion_tokens, "total_tokens": 5 + completion_tokens}
+        self._events.put(json.dumps({**base, "choices": [], "usage": usage}))
+        self._events.put("[DONE]")
+        self._events.put(None)
+
+    def close(self) -> None:
+        self._events.put(None)  # lets an unfinished response end
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def scripted_stream() -> Iterator[ScriptedStream]:
+    stream = ScriptedStream()
+    yield stream
+    stream.close()

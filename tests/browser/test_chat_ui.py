@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
+from tests.browser.conftest import ScriptedStream
 from tests.conftest import ServerProcess, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -49,8 +50,11 @@ def send(page: Page, text: str) -> None:
     page.get_by_label("Message", exact=True).press("Enter")
 
 
+REPLY_TIMEOUT_MS = 30_000  # generation on shared, busy cores can take a while
+
+
 def wait_for_reply(page: Page) -> None:
-    expect(page.locator(".message.streaming")).to_have_count(0)
+    expect(page.locator(".message.streaming")).to_have_count(0, timeout=REPLY_TIMEOUT_MS)
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
 
 
@@ -80,16 +84,26 @@ def canned_stream(text: str, piece_chars: int = 7) -> str:
     return "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
 
 
-def answer_with(page: Page, text: str) -> list[dict[str, object]]:
+def answer_with(page: Page, text: str, piece_chars: int = 7) -> list[dict[str, object]]:
     """Fulfil chat completions with `text`; returns the request bodies the page sent."""
     bodies: list[dict[str, object]] = []
 
     def handle(route: Route) -> None:
         bodies.append(json.loads(route.request.post_data or "{}"))
-        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=canned_stream(text))
+        body = canned_stream(text, piece_chars)
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
 
     page.route("**/v1/chat/completions", handle)
     return bodies
+
+
+def answer_from(page: Page, stream: ScriptedStream) -> None:
+    """Send chat completions to `stream`, which releases its chunks when the test says."""
+    page.route("**/v1/chat/completions", lambda route: route.continue_(url=stream.url))
+
+
+def thinking_block(page: Page) -> Locator:
+    return last_reply(page).locator(".thinking")
 
 
 # ---- real server ------------------------------------------------------------------------------
@@ -509,6 +523,10 @@ def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerPr
     expect(markdown.locator(".code-lang")).to_have_text("python")
     expect(markdown.locator("table th")).to_have_text(["Language", "Typed"])
     expect(markdown.locator("table tbody tr")).to_have_count(2)
+    # The reply's styles apply: a wide table scrolls inside the reply, inline code is boxed.
+    table_style = markdown.locator("table").evaluate("el => [getComputedStyle(el).display, getComputedStyle(el).borderCollapse]")
+    assert table_style == ["block", "collapse"]
+    assert markdown.locator("p code").evaluate("el => getComputedStyle(el).borderTopStyle") == "solid"
     expect(markdown.locator("ul > li")).to_have_text(["first item", "second item"])
     expect(markdown.locator("p code")).to_have_text("llamaedge serve")
     link = markdown.get_by_role("link", name="the docs")
@@ -548,3 +566,196 @@ def test_html_in_a_reply_stays_inert_text(new_page: NewPage, ui_server: ServerPr
     markdown.get_by_text("also me").click()
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None
+
+
+# ---- phone header ----------------------------------------------------------------------------
+
+# A model id as long as real GGUF names get: the select must shrink, not push the buttons out.
+LONG_MODEL_ID = "DeepSeek-R1-Distill-Qwen-14B-Q4_K_M-with-a-long-suffix"
+
+
+@pytest.mark.parametrize("size", [(360, 740), (320, 640)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_header_controls_fit_and_work_on_a_phone(
+    new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot, size: tuple[int, int]
+) -> None:
+    width, height = size
+    page = new_page("/health", viewport={"width": width, "height": height}, is_mobile=True, has_touch=True)
+    models = {"object": "list", "data": [{"id": LONG_MODEL_ID, "object": "model", "created": 1, "owned_by": "x"}]}
+    page.route("**/v1/models", lambda route: route.fulfill(status=200, json=models))
+    page.goto("/")
+    expect(page.locator(".model-picker select")).to_have_value(LONG_MODEL_ID)
+
+    controls = page.locator("header.topbar").locator("button, select, input")
+    names = []
+    for control in controls.all():
+        if not control.is_visible():
+            continue
+        tag = control.evaluate("el => el.tagName")
+        name = "model picker" if tag == "SELECT" else control.get_attribute("aria-label") or control.inner_text().strip()
+        names.append(name)
+        box = control.bounding_box()
+        assert box is not None, name
+        assert box["x"] >= 0 and box["y"] >= 0, f"{name} starts outside the screen: {box}"
+        assert box["x"] + box["width"] <= width, f"{name} is cut off at the right edge: {box}"
+        assert box["y"] + box["height"] <= height, f"{name} is below the screen: {box}"
+        # Actionable where it is: visible, enabled, and nothing else on top of its centre.
+        control.click(trial=True, timeout=2_000)
+    assert set(names) >= {"Open sidebar", "Chat settings", "model picker"}, names
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    screenshot(page, f"phone-header-{width}")
+
+    page.get_by_role("button", name="Chat settings").tap()
+    dialog = page.get_by_role("dialog", name="Chat settings")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Close").tap()
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Open sidebar").tap()
+    expect(page.get_by_role("complementary", name="Conversations")).to_be_in_viewport(ratio=1)
+
+
+# ---- thinking models -------------------------------------------------------------------------
+
+REASONING_1 = "The user asks for 2+2. "
+REASONING_2 = "Two plus two is four."
+ANSWER = "The answer is **4**."
+
+
+@pytest.mark.parametrize("shape", ["reasoning_content", "inline"])
+def test_thinking_streams_then_folds_when_the_answer_begins(
+    new_page: NewPage, ui_server: ServerProcess, scripted_stream: ScriptedStream, screenshot: Screenshot, shape: str
+) -> None:
+    """`reasoning_content` deltas (llama.cpp's server), or a raw <think> block in `content`
+    with the tags cut across chunks (llama-server --reasoning-format none)."""
+    page = new_page()
+    wait_for_model(page, ui_server)
+    answer_from(page, scripted_stream)
+    send(page, "What is 2+2?")
+    block = thinking_block(page)
+    toggle = block.get_by_role("button")
+    body = block.locator(".thinking-body")
+    answer = last_reply(page).locator(".markdown")
+
+    if shape == "reasoning_content":
+        scripted_stream.delta(role="assistant", content=None, reasoning_content=REASONING_1)
+    else:
+        scripted_stream.delta(role="assistant", content="<thi")
+        scripted_stream.delta(content="nk>\n" + REASONING_1)
+    expect(toggle).to_have_text("Thinking…")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(body).to_have_text(REASONING_1.strip())
+    expect(answer).to_have_text("")
+    if shape == "reasoning_content":
+        scripted_stream.delta(reasoning_content=REASONING_2)
+    else:
+        scripted_stream.delta(content=REASONING_2 + "\n</th")
+    expect(body).to_have_text(REASONING_1 + REASONING_2)
+    expect(answer).to_have_text("")
+    screenshot(page, f"thinking-{shape}")
+    thought_s = 1.0
+    page.wait_for_timeout(thought_s * 1000)
+
+    if shape == "reasoning_content":
+        scripted_stream.delta(content="\n\nThe answer is ")
+    else:
+        scripted_stream.delta(content="ink>\n\nThe answer is ")
+    expect(answer).to_have_text("The answer is")
+    # The answer has begun: the block folds and says how long the model thought.
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(body).to_have_count(0)
+    expect(toggle).to_have_text(re.compile(r"^Thought for \d+(\.\d)? s$"))
+    shown_s = float(re.findall(r"[\d.]+", toggle.inner_text())[0])
+    assert shown_s >= thought_s, f"thought for at least {thought_s} s, shown {shown_s} s"
+    scripted_stream.delta(content="**4**.")
+    scripted_stream.finish(completion_tokens=12)
+    wait_for_reply(page)
+    expect(answer).to_have_text("The answer is 4.")
+    expect(answer.locator("strong")).to_have_text("4")
+    label = toggle.inner_text()
+
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(body).to_have_text(REASONING_1 + REASONING_2)
+    screenshot(page, f"thought-{shape}")
+
+    # Kept with the conversation: after a reload it is there, folded, with the same time.
+    page.reload()
+    expect(answer).to_have_text("The answer is 4.")
+    expect(toggle).to_have_text(label)
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(body).to_have_text(REASONING_1 + REASONING_2)
+
+    # The next request carries the earlier answer, never its reasoning.
+    page.unroute("**/v1/chat/completions")
+    bodies = answer_with(page, "Six.")
+    send(page, "And 3+3?")
+    wait_for_reply(page)
+    assert bodies[0]["messages"] == [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": "And 3+3?"},
+    ]
+    assert "Two plus two" not in json.dumps(bodies[0])
+    assert scripted_stream.requests[0]["messages"] == [{"role": "user", "content": "What is 2+2?"}]
+
+
+@pytest.mark.parametrize(
+    ("reply", "reasoning", "answer"),
+    [
+        # The chat template opened the block in the prompt: only the closing tag arrives.
+        ("Okay, the user says hi.\n</think>\n\nHello there!", "Okay, the user says hi.", "Hello there!"),
+        # The reply ended before the block closed (max_tokens, say): it stays thinking.
+        ("<think>\nLet me count the letters one by one", "Let me count the letters one by one", ""),
+    ],
+    ids=["template-opened", "never-closed"],
+)
+def test_inline_think_block_shapes(
+    new_page: NewPage, ui_server: ServerProcess, reply: str, reasoning: str, answer: str
+) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    answer_with(page, reply, piece_chars=3)
+    send(page, "Hi")
+    wait_for_reply(page)
+    toggle = thinking_block(page).get_by_role("button")
+    expect(toggle).to_have_text(re.compile(r"^Thought for [\d.]+ s$"))
+    expect(last_reply(page).locator(".markdown")).to_have_text(answer)
+    toggle.click()
+    expect(thinking_block(page).locator(".thinking-body")).to_have_text(reasoning)
+    assert "think>" not in last_reply(page).inner_text()
+
+
+def test_thinking_hidden_by_the_setting(new_page: NewPage, ui_server: ServerProcess) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.get_by_label("Show thinking").uncheck()
+    page.get_by_role("button", name="Save").click()
+    answer_with(page, f"<think>{REASONING_2}</think>\n\n{ANSWER}", piece_chars=4)
+    send(page, "What is 2+2?")
+    wait_for_reply(page)
+    expect(last_reply(page).locator(".markdown")).to_have_text("The answer is 4.")
+    expect(last_reply(page).locator(".thinking")).to_have_count(0)
+    assert "Two plus two" not in last_reply(page).inner_text()
+
+    # The setting is kept; the reasoning was kept too, and shows when the setting is on.
+    page.reload()
+    expect(last_reply(page).locator(".markdown")).to_have_text("The answer is 4.")
+    expect(last_reply(page).locator(".thinking")).to_have_count(0)
+    page.get_by_role("button", name="Settings", exact=True).click()
+    expect(page.get_by_label("Show thinking")).not_to_be_checked()
+    page.get_by_label("Show thinking").check()
+    page.get_by_role("button", name="Save").click()
+    thinking_block(page).get_by_role("button").click()
+    expect(thinking_block(page).locator(".thinking-body")).to_have_text(REASONING_2)
+
+
+def test_an_ordinary_reply_from_the_server_has_no_thinking_block(new_page: NewPage, ui_server: ServerProcess) -> None:
+    page = new_page()
+    wait_for_model(page, ui_server)
+    chat_settings(page, temperature="0", max_tokens="24")  # greedy: runs to max_tokens
+    send(page, "Just answer")
+    wait_for_reply(page)
+    expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("24 tokens")
+    assert last_reply(page).locator(".markdown").inner_text().strip() != ""
+    expect(last_reply(page).locator(".thinking")).to_have_count(0)

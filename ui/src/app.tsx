@@ -9,6 +9,7 @@ import { Sidebar } from "./components/Sidebar";
 import { ApiError } from "./errors";
 import { chatRequest } from "./request";
 import { ReplyMeter } from "./stats";
+import { ReplyParts } from "./thinking";
 import { ConversationStore, newConversation, newId, StorageError, titleFrom } from "./storage";
 import { applyTheme } from "./theme";
 import type { Conversation, Message, MessageError, Settings, Theme } from "./types";
@@ -172,13 +173,17 @@ export function App({ store }: Props) {
     abortRef.current = controller;
     setStreamingId(base.id);
     const meter = new ReplyMeter(performance.now());
-    let content = "";
+    const parts = new ReplyParts();
     let frame = 0;
     let savedAt = performance.now();
+    const reasoningPatch = (): Partial<Message> => ({
+      reasoning: parts.reasoning || undefined,
+      thinkingMs: parts.thinkingMs ?? undefined,
+    });
     // Render at most once per frame however fast tokens arrive.
     const paint = () => {
       frame = 0;
-      update({ content });
+      update({ content: parts.content, ...reasoningPatch() });
       const live = liveRef.current;
       if (!live) return;
       if (live.id === currentIdRef.current) setConversation(live);
@@ -191,9 +196,11 @@ export function App({ store }: Props) {
     let failure: MessageError | undefined;
     try {
       for await (const item of streamChat(connection, request, controller.signal)) {
-        if (item.type === "delta") {
-          content += item.content;
-          meter.delta(performance.now());
+        if (item.type === "delta" || item.type === "reasoning") {
+          const now = performance.now();
+          if (item.type === "delta") parts.contentDelta(item.content, now);
+          else parts.reasoningDelta(item.content, now);
+          meter.delta(now);
           if (!frame) frame = requestAnimationFrame(paint);
         } else if (item.type === "usage") {
           meter.setUsage(item.usage);
@@ -206,9 +213,12 @@ export function App({ store }: Props) {
       else failure = toMessageError(error);
     } finally {
       if (frame) cancelAnimationFrame(frame);
+      parts.end(performance.now());
+      const content = parts.content;
       const stats = meter.stats();
       update({
         content,
+        ...reasoningPatch(),
         stats: stats.completionTokens > 0 ? stats : undefined,
         stopped: stopped || undefined,
         error: failure,
@@ -417,6 +427,7 @@ export function App({ store }: Props) {
                   streaming={streamingHere && message === last && message.role === "assistant"}
                   canRegenerate={message === last && message.role === "assistant" && !message.error}
                   busy={busy}
+                  showThinking={settings.showThinking}
                   onEdit={edit}
                   onRegenerate={regenerate}
                   onRetry={regenerate}

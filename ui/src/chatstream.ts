@@ -1,6 +1,6 @@
 /**
  * Turns the SSE events of an OpenAI streaming chat completion into what the page needs:
- * text deltas, the finish reason and the usage numbers. Pure: no I/O, tested on its own.
+ * text deltas (answer and reasoning apart), the finish reason and the usage numbers. Pure: no I/O, tested on its own.
  */
 
 import { ApiError, errorFrom, openAIError } from "./errors";
@@ -13,6 +13,8 @@ export interface Usage {
 
 export type StreamItem =
   | { type: "delta"; content: string }
+  /** A thinking model's reasoning, sent apart from the answer (`delta.reasoning_content`). */
+  | { type: "reasoning"; content: string }
   | { type: "finish"; reason: string }
   | { type: "usage"; usage: Usage }
   | { type: "done" };
@@ -35,7 +37,13 @@ export function interpretEvent(data: string): StreamItem[] {
   if (Array.isArray(record.choices)) {
     for (const choice of record.choices) {
       if (typeof choice !== "object" || choice === null) continue;
-      const { delta, finish_reason } = choice as { delta?: { content?: unknown }; finish_reason?: unknown };
+      const { delta, finish_reason } = choice as {
+        delta?: { content?: unknown; reasoning_content?: unknown };
+        finish_reason?: unknown;
+      };
+      if (delta && typeof delta.reasoning_content === "string" && delta.reasoning_content !== "") {
+        items.push({ type: "reasoning", content: delta.reasoning_content });
+      }
       if (delta && typeof delta.content === "string" && delta.content !== "") {
         items.push({ type: "delta", content: delta.content });
       }

@@ -13,6 +13,7 @@ import {
   type Settings,
   type Theme,
 } from "./types";
+import { splitStored } from "./thinking";
 
 /** The part of the Web Storage API this module uses. */
 export interface KeyValue {
@@ -168,6 +169,7 @@ export class ConversationStore {
         baseUrl: typeof value.baseUrl === "string" ? value.baseUrl : DEFAULT_SETTINGS.baseUrl,
         apiKey: typeof value.apiKey === "string" ? value.apiKey : DEFAULT_SETTINGS.apiKey,
         theme: isTheme(value.theme) ? value.theme : DEFAULT_SETTINGS.theme,
+        showThinking: typeof value.showThinking === "boolean" ? value.showThinking : DEFAULT_SETTINGS.showThinking,
       };
     } catch {
       return { ...DEFAULT_SETTINGS };
@@ -252,6 +254,13 @@ function parseMessage(value: unknown, index: number): Message {
     createdAt: typeof v.createdAt === "number" ? v.createdAt : Date.now(),
   };
   if (typeof v.model === "string") message.model = v.model;
+  if (typeof v.reasoning === "string" && v.reasoning) message.reasoning = v.reasoning;
+  const split = message.role === "assistant" && !message.reasoning ? splitStored(message.content) : null;
+  if (split) {
+    message.content = split.content;
+    if (split.reasoning) message.reasoning = split.reasoning;
+  }
+  if (typeof v.thinkingMs === "number" && v.thinkingMs >= 0) message.thinkingMs = v.thinkingMs;
   if (typeof v.stats === "object" && v.stats !== null) message.stats = v.stats as Message["stats"];
   if (v.stopped === true) message.stopped = true;
   if (typeof v.error === "object" && v.error !== null) message.error = v.error as Message["error"];

@@ -23,7 +23,12 @@ export interface MessageError {
 export interface Message {
   id: string;
   role: "user" | "assistant";
+  /** The answer alone: what is shown as the reply and sent back in later requests. */
   content: string;
+  /** A thinking model's reasoning: shown apart, kept here, never sent back. */
+  reasoning?: string;
+  /** How long the model thought, first token to first answer token. */
+  thinkingMs?: number;
   createdAt: number;
   model?: string;
   stats?: ReplyStats;
@@ -58,7 +63,9 @@ export interface Settings {
   baseUrl: string;
   apiKey: string;
   theme: Theme;
+  /** Show a thinking model's reasoning above its answer. */
+  showThinking: boolean;
 }
 
 export const DEFAULT_PARAMS: ChatParams = { temperature: 0.7, topP: 0.95, maxTokens: null };
-export const DEFAULT_SETTINGS: Settings = { baseUrl: "", apiKey: "", theme: "system" };
+export const DEFAULT_SETTINGS: Settings = { baseUrl: "", apiKey: "", theme: "system", showThinking: true };

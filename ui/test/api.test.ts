@@ -45,4 +45,33 @@ describe("chatRequest", () => {
     expect(request.messages).toEqual([{ role: "user", content: "q" }]);
     expect("max_tokens" in request).toBe(false);
   });
+
+  it("sends earlier replies' answers only, never their reasoning", () => {
+    const conversation = newConversation("m");
+    conversation.messages = [
+      { id: "1", role: "user", content: "2+2?", createdAt: 0 },
+      { id: "2", role: "assistant", content: "4", reasoning: "Two plus two is four.", thinkingMs: 900, createdAt: 0 },
+      { id: "3", role: "user", content: "and 3+3?", createdAt: 0 },
+    ];
+    const request = chatRequest(conversation, "m");
+    expect(request.messages).toEqual([
+      { role: "user", content: "2+2?" },
+      { role: "assistant", content: "4" },
+      { role: "user", content: "and 3+3?" },
+    ]);
+    expect(JSON.stringify(request)).not.toContain("Two plus two");
+  });
+
+  it("skips a reply that was stopped while it was still thinking", () => {
+    const conversation = newConversation("m");
+    conversation.messages = [
+      { id: "1", role: "user", content: "q", createdAt: 0 },
+      { id: "2", role: "assistant", content: "", reasoning: "Hmm, let me", stopped: true, createdAt: 0 },
+      { id: "3", role: "user", content: "q again", createdAt: 0 },
+    ];
+    expect(chatRequest(conversation, "m").messages).toEqual([
+      { role: "user", content: "q" },
+      { role: "user", content: "q again" },
+    ]);
+  });
 });

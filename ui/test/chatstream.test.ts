@@ -56,6 +56,16 @@ describe("interpretEvent", () => {
     expect(interpretEvent(chunk({ content: "hi" }))).toEqual([{ type: "delta", content: "hi" }]);
   });
 
+  it("reads reasoning deltas apart from content deltas", () => {
+    expect(interpretEvent(chunk({ reasoning_content: "Let me see" }))).toEqual([
+      { type: "reasoning", content: "Let me see" },
+    ]);
+    // llama.cpp sends `content: null` beside reasoning, and reasoning `null` beside content.
+    expect(interpretEvent(chunk({ content: null, reasoning_content: "hm" }))).toEqual([{ type: "reasoning", content: "hm" }]);
+    expect(interpretEvent(chunk({ content: "4", reasoning_content: null }))).toEqual([{ type: "delta", content: "4" }]);
+    expect(interpretEvent(chunk({ reasoning_content: "" }))).toEqual([]);
+  });
+
   it("reads the finish reason and the usage chunk", () => {
     expect(interpretEvent(chunk({}, "length"))).toEqual([{ type: "finish", reason: "length" }]);
     expect(interpretEvent(USAGE)).toEqual([{ type: "usage", usage: { promptTokens: 12, completionTokens: 3 } }]);

@@ -136,11 +136,64 @@ describe("ConversationStore", () => {
   });
 
   it("keeps settings, with defaults for anything missing or invalid", () => {
-    expect(store.loadSettings()).toEqual({ baseUrl: "", apiKey: "", theme: "system" });
-    store.saveSettings({ baseUrl: "http://127.0.0.1:9000", apiKey: "k", theme: "dark" });
-    expect(store.loadSettings()).toEqual({ baseUrl: "http://127.0.0.1:9000", apiKey: "k", theme: "dark" });
-    backend.map.set("llamaedge.settings", JSON.stringify({ theme: "purple", apiKey: 5 }));
-    expect(store.loadSettings()).toEqual({ baseUrl: "", apiKey: "", theme: "system" });
+    const defaults = { baseUrl: "", apiKey: "", theme: "system", showThinking: true };
+    expect(store.loadSettings()).toEqual(defaults);
+    const saved = { baseUrl: "http://127.0.0.1:9000", apiKey: "k", theme: "dark" as const, showThinking: false };
+    store.saveSettings(saved);
+    expect(store.loadSettings()).toEqual(saved);
+    backend.map.set("llamaedge.settings", JSON.stringify({ theme: "purple", apiKey: 5, showThinking: "no" }));
+    expect(store.loadSettings()).toEqual(defaults);
+    // Settings saved before showThinking existed keep their values and show thinking.
+    backend.map.set("llamaedge.settings", JSON.stringify({ baseUrl: "", apiKey: "", theme: "light" }));
+    expect(store.loadSettings()).toEqual({ ...defaults, theme: "light" });
+  });
+
+  it("keeps a reply's reasoning and thinking time apart from its content", () => {
+    const conversation = chat("Thinker", 1, ["why?"]);
+    conversation.messages.push({
+      id: "r",
+      role: "assistant",
+      content: "Because.",
+      reasoning: "The user asks why.",
+      thinkingMs: 1234,
+      createdAt: 1,
+    });
+    store.save(conversation);
+    const reply = store.get(conversation.id)!.messages[1];
+    expect(reply.content).toBe("Because.");
+    expect(reply.reasoning).toBe("The user asks why.");
+    expect(reply.thinkingMs).toBe(1234);
+    const imported = new ConversationStore(new MemoryStorage());
+    imported.importJson(store.exportJson());
+    expect(imported.list().map((s) => imported.get(s.id)!.messages[1].reasoning)).toEqual(["The user asks why."]);
+  });
+});
+
+describe("stored replies with their <think> block inline", () => {
+  it("are split on reading, so the reasoning is shown apart and not sent back", () => {
+    const backend = new MemoryStorage();
+    const store = new ConversationStore(backend);
+    const imported = {
+      format: "llamaedge.conversations",
+      version: 1,
+      conversations: [
+        {
+          id: "old",
+          title: "Old",
+          messages: [
+            { role: "user", content: "hi" },
+            { role: "assistant", content: "<think>\nThey greet me.\n</think>\n\nHello!" },
+            { role: "assistant", content: "A literal </think> stays." },
+          ],
+        },
+      ],
+    };
+    store.importJson(JSON.stringify(imported));
+    const [, reply, other] = store.get("old")!.messages;
+    expect(reply.content).toBe("Hello!");
+    expect(reply.reasoning).toBe("They greet me.");
+    expect(other.content).toBe("A literal </think> stays.");
+    expect(other.reasoning).toBeUndefined();
   });
 });
 

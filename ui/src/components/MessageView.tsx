@@ -1,7 +1,9 @@
-import { useMemo, useState } from "preact/hooks";
+import { useId, useMemo, useState } from "preact/hooks";
 import { copyText } from "../clipboard";
 import { renderMarkdown } from "../markdown";
 import { formatStats } from "../stats";
+import { formatThought } from "../thinking";
+import { ChevronIcon } from "./icons";
 import type { Message } from "../types";
 
 interface Props {
@@ -9,12 +11,22 @@ interface Props {
   streaming: boolean;
   canRegenerate: boolean;
   busy: boolean;
+  showThinking: boolean;
   onEdit: (id: string, content: string) => void;
   onRegenerate: () => void;
   onRetry: () => void;
 }
 
-export function MessageView({ message, streaming, canRegenerate, busy, onEdit, onRegenerate, onRetry }: Props) {
+export function MessageView({
+  message,
+  streaming,
+  canRegenerate,
+  busy,
+  showThinking,
+  onEdit,
+  onRegenerate,
+  onRetry,
+}: Props) {
   const [editing, setEditing] = useState(false);
   const [copied, setCopied] = useState(false);
   const html = useMemo(
@@ -65,14 +77,24 @@ export function MessageView({ message, streaming, canRegenerate, busy, onEdit, o
           ) : message.role === "user" ? (
             <div class="user-text">{message.content}</div>
           ) : (
-            <div
-              class="markdown"
-              onClick={onMarkdownClick}
-              // Safe: renderMarkdown escapes raw HTML and sanitizes its output with DOMPurify.
-              dangerouslySetInnerHTML={{ __html: html }}
-            />
+            <>
+              {showThinking && message.reasoning && (
+                <Thinking
+                  reasoning={message.reasoning}
+                  thinkingMs={message.thinkingMs}
+                  thinking={streaming && message.content === ""}
+                  onClick={onMarkdownClick}
+                />
+              )}
+              <div
+                class="markdown prose"
+                onClick={onMarkdownClick}
+                // Safe: renderMarkdown escapes raw HTML and sanitizes its output with DOMPurify.
+                dangerouslySetInnerHTML={{ __html: html }}
+              />
+            </>
           )}
-          {streaming && message.content === "" && (
+          {streaming && message.content === "" && !(showThinking && message.reasoning) && (
             <div class="typing" aria-label="Waiting for the reply">
               <span />
               <span />
@@ -133,6 +155,51 @@ export function MessageView({ message, streaming, canRegenerate, busy, onEdit, o
         </div>
       </div>
     </article>
+  );
+}
+
+/**
+ * A thinking model's reasoning: open while it streams, folded once the answer begins (or
+ * as the person last left it).
+ */
+function Thinking({
+  reasoning,
+  thinkingMs,
+  thinking,
+  onClick,
+}: {
+  reasoning: string;
+  thinkingMs?: number;
+  thinking: boolean;
+  onClick: (event: MouseEvent) => void;
+}) {
+  const [chosen, setChosen] = useState<boolean | null>(null);
+  const open = chosen ?? thinking;
+  const html = useMemo(() => (open ? renderMarkdown(reasoning) : ""), [open, reasoning]);
+  const id = useId();
+  const label = thinking ? "Thinking…" : thinkingMs !== undefined ? formatThought(thinkingMs) : "Thoughts";
+  return (
+    <div class={`thinking${thinking ? " active" : ""}`}>
+      <button
+        type="button"
+        class="thinking-toggle"
+        aria-expanded={open}
+        aria-controls={open ? id : undefined}
+        onClick={() => setChosen(!open)}
+      >
+        <ChevronIcon />
+        <span>{label}</span>
+      </button>
+      {open && (
+        <div
+          id={id}
+          class="thinking-body prose"
+          onClick={onClick}
+          // Safe: renderMarkdown escapes raw HTML and sanitizes its output with DOMPurify.
+          dangerouslySetInnerHTML={{ __html: html }}
+        />
+      )}
+    </div>
   );
 }
 

@@ -8,18 +8,19 @@ interface Props {
   onClose: () => void;
 }
 
-/** Connection settings: where the OpenAI-compatible API is and its key. */
+/** Page settings: where the OpenAI-compatible API is and its key, the theme, thinking shown. */
 export function SettingsDialog({ settings, onSave, onClose }: Props) {
   const [baseUrl, setBaseUrl] = useState(settings.baseUrl);
   const [apiKey, setApiKey] = useState(settings.apiKey);
   const [theme, setTheme] = useState<Theme>(settings.theme);
+  const [showThinking, setShowThinking] = useState(settings.showThinking);
   return (
     <Dialog title="Settings" onClose={onClose}>
       <form
         class="form"
         onSubmit={(event) => {
           event.preventDefault();
-          onSave({ baseUrl: baseUrl.trim(), apiKey: apiKey.trim(), theme });
+          onSave({ baseUrl: baseUrl.trim(), apiKey: apiKey.trim(), theme, showThinking });
         }}
       >
         <label>
@@ -52,6 +53,16 @@ export function SettingsDialog({ settings, onSave, onClose }: Props) {
             <option value="light">Light</option>
             <option value="dark">Dark</option>
           </select>
+        </label>
+        <label class="check">
+          <input
+            type="checkbox"
+            name="showThinking"
+            checked={showThinking}
+            onChange={(e) => setShowThinking(e.currentTarget.checked)}
+          />
+          <span>Show thinking</span>
+          <small>A thinking model's reasoning, in a folding block above its answer.</small>
         </label>
         <div class="form-actions">
           <button type="button" class="button" onClick={onClose}>

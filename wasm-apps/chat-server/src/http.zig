@@ -57,6 +57,8 @@ pub const Route = union(enum) {
     models,
     model: []const u8,
     chat_completions,
+    /// Anthropic's Messages API.
+    messages,
     completions,
     embeddings,
     not_found,
@@ -74,6 +76,8 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (is_get) .{ .model = path[model_prefix.len..] } else .{ .method_not_allowed = "GET" };
     if (std.mem.eql(u8, path, "/v1/chat/completions"))
         return if (std.mem.eql(u8, method, "POST")) .chat_completions else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/messages"))
+        return if (std.mem.eql(u8, method, "POST")) .messages else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/completions"))
         return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/embeddings"))
@@ -133,6 +137,7 @@ test "routes" {
     try testing.expectEqualStrings("tiny-chat", route("GET", "/v1/models/tiny-chat").model);
     try testing.expectEqualStrings("org/name", route("GET", "/v1/models/org/name").model);
     try testing.expectEqual(Route.chat_completions, route("POST", "/v1/chat/completions"));
+    try testing.expectEqual(Route.messages, route("POST", "/v1/messages"));
     try testing.expectEqualStrings("POST", route("GET", "/v1/chat/completions").method_not_allowed);
     try testing.expectEqualStrings("GET", route("DELETE", "/v1/models").method_not_allowed);
     try testing.expectEqual(Route.not_found, route("GET", "/v1/nothing"));
