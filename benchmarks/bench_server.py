@@ -343,9 +343,8 @@ def row_cold_start(make: Callable[[], ServerSide], cfg: Config) -> dict[str, obj
     try:
         ready_s = side.wait_ready()
         with httpx.Client(base_url=side.base_url, timeout=300.0) as client:
-            body = {"model": "default", "messages": _messages("cold", "Say hello."), "max_tokens": cfg.cold_start_tokens, "temperature": 0}
-            # llamaedge checks the model name; llama-server takes any.
-            body["model"] = model_id(client)
+            body = {"model": model_id(client), "messages": _messages("cold", "Say hello."),
+                    "max_tokens": cfg.cold_start_tokens, "temperature": 0}
             response = client.post("/v1/chat/completions", json=body)
             response.raise_for_status()
         first_chat_s = time.perf_counter() - side.started_at
@@ -415,7 +414,7 @@ def _fmt(value: object) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
-def markdown_table(rows: list[dict[str, object]], cfg: Config) -> str:
+def markdown_table(rows: list[dict[str, object]]) -> str:
     header = f"| | {THEIRS} | {OURS} | {OURS}/{THEIRS} |"
     lines = [header, "| --- | ---: | ---: | ---: |"]
     for row in rows:
@@ -561,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = run_benchmark(cfg, binary, Path(tmp))
     load_after, uptime_after = _load(), _uptime()
     rows = metric_rows(measured["runs"], cfg)
-    table = markdown_table(rows, cfg)
+    table = markdown_table(rows)
 
     cfg_record = asdict(cfg)
     cfg_record["model"] = cfg.model.name

@@ -1,7 +1,7 @@
 """Where a server's CPU goes per generated token, under N streaming clients.
 
     python -m benchmarks.profile_server [--clients 4] [--seconds 20] [--sides llamaedge,llama-server]
-                                        [--py-spy PATH] [--ours-env K=V] [--ours-tune K=V] ...
+                                        [--py-spy PATH] [--env K=V] [--ours-env K=V] [--ours-tune K=V]
 
 Starts each server as bench_server.py does (same model, threads, context, -np), keeps N
 clients streaming for the given time, and reads every thread's CPU time from /proc before
@@ -147,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--py-spy", help="py-spy executable: names llamaedge's threads and samples its stacks")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for both servers")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--ours-tune", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", type=Path, help="write the reports as JSON here")
     args = parser.parse_args(argv)
     cfg = Config(
         model=args.model or smollm2_path(), threads=args.threads, ctx=args.ctx, parallel=args.parallel,
+        env=dict(kv.split("=", 1) for kv in args.env),
         ours_env=dict(kv.split("=", 1) for kv in args.ours_env), ours_tune=list(args.ours_tune),
     )
     reports = []
@@ -161,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         (work / "home").mkdir()
         for name in args.sides.split(","):
             if name == OURS:
-                env = {**os.environ, "LLAMAEDGE_HOME": str(work / "home"), **cfg.ours_env}
+                env = {**os.environ, "LLAMAEDGE_HOME": str(work / "home"), **cfg.env, **cfg.ours_env}
                 side = ServerSide(OURS, ours_argv(cfg), env, work)
             elif name == THEIRS:
                 binary = llama_server_build.built_server()
                 if binary is None:
                     print("llama-server is not built: run `python -m benchmarks.llama_server_build`", file=sys.stderr)
                     return 2
-                side = ServerSide(THEIRS, llama_server_argv(binary, cfg), dict(os.environ), work)
+                side = ServerSide(THEIRS, llama_server_argv(binary, cfg), {**os.environ, **cfg.env}, work)
             else:
                 parser.error(f"unknown side {name!r}")
             report = profile(side, args, work)
