@@ -17,8 +17,9 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,6 +48,9 @@ EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
 ANTHROPIC_ROUTE = "/v1/messages"  # its requests get the host's errors in Anthropic's shape
 RETRY_AFTER_S = 1  # what a refused client is told to wait
 ENDED_FLUSH_S = 2.0  # after the drain deadline, time for the ended responses to send their last event
+# At exit, how long cancelled apps get to return from wasm (a run is at most the wasm time
+# slice past its last host call, which fails once cancelled).
+APP_STOP_WAIT_S = 10.0
 _END = object()
 _ENDED = object()
 
@@ -152,6 +156,10 @@ class ServerState:
         self._drain_deadline = 0.0
         self._ended_at: float | None = None
         self.metrics = ServerMetrics(self.snapshot)
+        # The app runs on worker threads, by session: close() stops them before it frees the
+        # models they use (an app still in wasm when the process exits aborts it).
+        self._runs_lock = threading.Condition()
+        self._runs: set[tuple[NNSession, ResponseStream]] = set()
 
     def load(self) -> None:
         config = self.config
@@ -268,10 +276,33 @@ class ServerState:
             self.end_flights()
         return self._ended_at is not None and now >= self._ended_at + ENDED_FLUSH_S
 
+    @contextmanager
+    def app_run(self, session: NNSession, stream: ResponseStream) -> Iterator[None]:
+        """Bracket one app run on a worker thread, so that close() can stop it."""
+        run = (session, stream)
+        with self._runs_lock:
+            self._runs.add(run)
+        try:
+            yield
+        finally:
+            with self._runs_lock:
+                self._runs.discard(run)
+                self._runs_lock.notify_all()
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._runs_lock:
+            for session, stream in self._runs:
+                stream.close()  # its writes fail now (the event loop is gone)
+                session.cancel()  # and its next WASI-NN call, so the app ends
+            stopped = self._runs_lock.wait_for(lambda: not self._runs, timeout=APP_STOP_WAIT_S)
         if self.runtime:
             self.runtime.close()
+        if not stopped:
+            # Freeing a model under a running app would crash; the process is ending anyway.
+            log.warning("%d app run(s) did not stop within %gs; leaving the models to the exit",
+                        len(self._runs), APP_STOP_WAIT_S)
+            return
         for model in (self.model, self.embedding):
             if model:
                 model.close()
@@ -462,7 +493,8 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
 
     def work() -> None:
         try:
-            code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
+            with state.app_run(session, stream):
+                code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
         except AppError as err:
