@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,8 +32,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
-from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
+from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.types import ResolvedModel
+
+if TYPE_CHECKING:
+    from llamaedge.mount import Mount
 
 log = logging.getLogger("llamaedge.server")
 
@@ -61,6 +65,7 @@ class ServeConfig:
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)
     embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
+    mounts: list[Mount] = field(default_factory=list)  # `--app` apps, on the same engine (mount.py)
 
 
 def is_anthropic_route(path: str) -> bool:
@@ -71,6 +76,7 @@ def is_anthropic_route(path: str) -> bool:
 _ERROR_TYPES = {
     "authentication": ("authentication_error", "authentication_error"),
     "overloaded": ("server_error", "overloaded_error"),
+    "permission": ("permission_error", "permission_error"),
     "server": ("server_error", "api_error"),
 }
 
@@ -107,6 +113,7 @@ class ServerState:
         self.registry = GraphRegistry()
         self.runtime: Runtime | None = None
         self.app: App | None = None
+        self.mounted: dict[str, App] = {}  # by route
         self.model: Model | None = None
         self.embedding: Model | None = None
         self.error: LlamaEdgeError | None = None
@@ -119,6 +126,7 @@ class ServerState:
         try:
             self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
+            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
             self._check_prompt_template()
             options = LoadOptions(
                 ctx_size=config.ctx_size,
@@ -280,7 +288,7 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def _run_app(state: ServerState, wagi_request: WagiRequest) -> Response:
+async def _run_app(state: ServerState, wagi_request: WagiRequest, *, app: App | None = None) -> Response:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[object] = asyncio.Queue()
     head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
@@ -294,12 +302,16 @@ async def _run_app(state: ServerState, wagi_request: WagiRequest) -> Response:
     stream = ResponseStream(on_head, on_chunk)
     session = NNSession(state.registry)
     failure: list[str] = []
+    breach: list[PolicyBreach] = []
 
     def work() -> None:
         try:
-            code = run_wagi(state.runtime, state.app, wagi_request, state.app_env(), stream, session)
+            code = run_wagi(state.runtime, app or state.app, wagi_request, state.app_env(), stream, session)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
+        except PolicyBreach as err:
+            breach.append(err)
+            failure.append(str(err))
         except AppError as err:
             failure.append(str(err))
         except Exception as exc:  # the request fails; the server goes on
@@ -317,7 +329,10 @@ async def _run_app(state: ServerState, wagi_request: WagiRequest) -> Response:
         await asyncio.sleep(0)  # let a head scheduled just before the end land
     if not head.done():
         message = "; ".join(failure) or "the app ended without a response"
-        log.error("%s %s failed: %s", wagi_request.method, wagi_request.path, message)
+        log.error("%s %s failed: %s", wagi_request.method, wagi_request.script_name + wagi_request.path, message)
+        if breach:
+            return host_error(wagi_request.path, breach[0].status, f"The request failed: {message}",
+                              kind=breach[0].kind, code=breach[0].code)
         return host_error(wagi_request.path, 500, f"The request failed: {message}", kind="server")
     status, headers = head.result()
     event_stream = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in headers)
@@ -370,7 +385,9 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
 
     _check_can_listen(config.host, config.port)
     state = ServerState(config)
-    app = create_app(state, extra_routes=webui_routes_or_none())
+    from llamaedge.mount import mount_routes
+
+    app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=3,
