@@ -400,3 +400,51 @@ def test_cli_refuses_a_bad_app_with_one_line_and_exit_1(tmp_path: Path, apps_dir
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The review app, beside the chat server and another app, on SmolLM2
+
+REVIEW_SCHEMA = {
+    "type": "object",
+    "properties": {"comments": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"file": {"type": "string"}, "line": {"type": "integer", "minimum": 1},
+                       "comment": {"type": "string"}},
+        "required": ["file", "line", "comment"], "additionalProperties": False}}},
+    "required": ["comments"], "additionalProperties": False,
+}
+
+SMALL_DIFF = """\
+--- a/stats.py
++++ b/stats.py
+@@ -1,3 +1,3 @@
+ def mean(values):
+-    return sum(values) / len(values)
++    return sum(values) / (len(values) - 1)
+"""
+
+
+@pytest.mark.slow
+def test_review_app_answers_schema_valid_json_beside_the_chat_and_a_wat_app(
+        smollm2_model: Path, apps_dir: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, "--model", str(smollm2_model), "--threads", "2", "--ctx-size", "2048",
+                 "--app", f"/review={REVIEW_APP}", "--app", f"/env={apps_dir / 'env.wasm'}") as server:
+        response = httpx.post(f"{server.base_url}/review", content=SMALL_DIFF.encode(),
+                              headers={"Content-Type": "text/x-diff"}, timeout=300)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        jsonschema.validate(response.json(), REVIEW_SCHEMA)
+        # Bad input is the client's error, named.
+        not_a_diff = httpx.post(f"{server.base_url}/review", content=b"please review", timeout=60)
+        assert not_a_diff.status_code == 400 and not_a_diff.json()["error"]["code"] == "invalid_diff"
+        wrong_method = httpx.get(f"{server.base_url}/review", timeout=60)
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+        # The other mounted app and the chat server answer on the same model.
+        assert env_of(httpx.get(f"{server.base_url}/env").text)[0]["SCRIPT_NAME"] == "/env"
+        chat = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none").chat.completions.create(
+            model=smollm2_model.stem, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+        assert chat.choices[0].message.content
+        listing = httpx.get(f"{server.base_url}/apps").json()
+        assert [(a["route"], a["app"]) for a in listing["data"]] == [("/review", "review.wasm"), ("/env", "env.wasm")]
+        assert "  app       " in server.log() and "/review  (review.wasm: memory 256 MiB" in server.log()
