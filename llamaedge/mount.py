@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llamaedge.errors import UsageError
-from llamaedge.runtime import AppPolicy, WagiRequest
+from llamaedge.runtime import AppPolicy
 from llamaedge.runtime import policy as policies
 
 if TYPE_CHECKING:
@@ -161,8 +161,9 @@ def reserved_paths(routes: list[BaseRoute]) -> list[str]:
 
 
 def mount_routes(state: ServerState) -> list[BaseRoute]:
-    """The routes of the mounted apps and `GET /apps`, for create_app's extra routes."""
-    from llamaedge.server import APIKeyMiddleware, _read_body, _run_app, host_error
+    """The routes of the mounted apps and `GET /apps`, for create_app's extra routes. With
+    --api-key they need the key, as /v1 does."""
+    from llamaedge.server import APIKeyMiddleware, host_error, wagi_endpoint
 
     config = state.config
     key_check = APIKeyMiddleware(_no_app, config.api_key) if config.api_key else None
@@ -175,40 +176,12 @@ def mount_routes(state: ServerState) -> list[BaseRoute]:
         return None
 
     def endpoint(mount: Mount) -> Any:
-        async def run(request: Request) -> Response:
-            path = request.url.path
-            if (denied := refused(request)) is not None:
-                return denied
-            status = state.status
-            if status == "loading":
-                return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
-                                  code="model_not_ready", headers={"Retry-After": "2"})
-            if status != "ok":
-                return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
-                                  code="model_load_failed")
-            app = state.mounted[mount.route]
-            try:
-                body = await _read_body(request, config.max_body_bytes + 1)
-            except ClientDisconnect:
-                return Response(status_code=499)
-            declared = request.headers.get("content-length", "")
-            content_length = int(declared) if declared.isdigit() else len(body)
-            server = request.scope.get("server") or ("127.0.0.1", config.port)
-            wagi_request = WagiRequest(
-                method=request.method,
-                path=path[len(mount.route):],
-                query=request.url.query,
-                # The key stays with the host; Authorization reaches the app only when granted.
-                headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],
-                body=body,
-                content_length=max(content_length, len(body)),
-                server_name=str(server[0]),
-                server_port=int(server[1] or 0),
-                script_name=mount.route,
-            )
-            return await _run_app(state, wagi_request, app=app)
+        run = wagi_endpoint(state, lambda: state.mounted.get(mount.route), route=mount.route)
 
-        return run
+        async def guarded(request: Request) -> Response:
+            return refused(request) or await run(request)
+
+        return guarded
 
     async def apps(request: Request) -> Response:
         if (denied := refused(request)) is not None:

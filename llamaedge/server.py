@@ -1,6 +1,8 @@
 """The HTTP server: Starlette on uvicorn. It owns transport, scheduling and the model's life;
 the chat-server app owns the API. Requests under /v1 each run a fresh instance of the app
-(WAGI); `/health` says whether the model is ready; `/` serves the web chat.
+(WAGI); `/health` says whether the model is ready; `/metrics` is for Prometheus; `/` serves
+the web chat. Requests beyond --parallel wait, up to --queue-max, then get 503 at once; on
+SIGTERM the server drains (docs/operations.md).
 
     HTTP request -> app instance (wasm) -> WASI-NN host calls -> engine -> chunks to the client
 """
@@ -15,12 +17,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,6 +35,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
+from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
+from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
 from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.types import ResolvedModel
 
@@ -43,7 +48,10 @@ log = logging.getLogger("llamaedge.server")
 MODEL_GRAPH = "default"
 EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
 ANTHROPIC_ROUTE = "/v1/messages"  # its requests get the host's errors in Anthropic's shape
+RETRY_AFTER_S = 1  # what a refused client is told to wait
+ENDED_FLUSH_S = 2.0  # after the drain deadline, time for the ended responses to send their last event
 _END = object()
+_ENDED = object()
 
 
 def default_app_path() -> Path:
@@ -66,6 +74,13 @@ class ServeConfig:
     limits: RunLimits = field(default_factory=RunLimits)
     embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
     mounts: list[Mount] = field(default_factory=list)  # `--app` apps, on the same engine (mount.py)
+    queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per --parallel slot
+    drain_s: float = DRAIN_S
+    metrics_auth: bool = False  # /metrics needs the API key too
+
+    @property
+    def queue_limit(self) -> int:
+        return QUEUE_MAX_PER_SLOT * self.parallel if self.queue_max is None else self.queue_max
 
 
 def is_anthropic_route(path: str) -> bool:
@@ -104,9 +119,23 @@ def stream_error_event(path: str, message: str, *, kind: str = "server") -> byte
     return f"data: {body}\n\ndata: [DONE]\n\n".encode()
 
 
+class _Flight:
+    """One request the host is serving: what it takes to end it early."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ended: asyncio.Future[None] = loop.create_future()  # set when the server ends it
+        self.chunks: asyncio.Queue[object] = asyncio.Queue()
+
+    def end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+            self.chunks.put_nowait(_ENDED)
+
+
 class ServerState:
-    """The model's life: loading, ready or failed. Loaded on a thread so that /health can
-    answer 503 meanwhile."""
+    """The model's life: loading, ready or failed (loaded on a thread so that /health can
+    answer 503 meanwhile); the requests in flight; draining at shutdown. The counters are
+    touched on the event loop's thread only."""
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
@@ -119,7 +148,15 @@ class ServerState:
         self.error: LlamaEdgeError | None = None
         self.ready = threading.Event()
         self.loaded_at = int(time.time())
-        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="llamaedge-app")
+        # One thread per request that may be in flight: the queue bound is the thread bound.
+        self.executor = ThreadPoolExecutor(max_workers=config.parallel + config.queue_limit,
+                                           thread_name_prefix="llamaedge-app")
+        self.in_flight = 0
+        self.flights: set[_Flight] = set()
+        self.draining = False
+        self._drain_deadline = 0.0
+        self._ended_at: float | None = None
+        self.metrics = ServerMetrics(self.snapshot)
 
     def load(self) -> None:
         config = self.config
@@ -169,7 +206,9 @@ class ServerState:
         if not self.ready.is_set():
             return "loading"
         missing_embedding = self.config.embedding_model is not None and self.embedding is None
-        return "error" if self.error or self.model is None or missing_embedding else "ok"
+        if self.error or self.model is None or missing_embedding:
+            return "error"
+        return "draining" if self.draining else "ok"
 
     def app_env(self) -> dict[str, str]:
         assert self.model is not None
@@ -186,6 +225,54 @@ class ServerState:
             env["LLAMAEDGE_EMBEDDING_GRAPH"] = EMBEDDING_GRAPH
         return env
 
+    def snapshot(self) -> HostSnapshot:
+        models = []
+        for resolved, model, graph in ((self.config.model, self.model, MODEL_GRAPH),
+                                       (self.config.embedding_model, self.embedding, EMBEDDING_GRAPH)):
+            if resolved is not None and model is not None:
+                stats = getattr(model, "stats", None)  # the engine's EngineStats, where it has them
+                models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, stats() if callable(stats) else None))
+        return HostSnapshot(self.in_flight, self.config.parallel, self.config.queue_limit, self.draining, models)
+
+    def admit(self) -> str | None:
+        """Take a place for a new request, or say why there is none."""
+        if self.draining:
+            return "draining"
+        if self.in_flight >= self.config.parallel + self.config.queue_limit:
+            return "queue_full"
+        self.in_flight += 1
+        return None
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            self._drain_deadline = time.monotonic() + self.config.drain_s
+            log.warning("shutting down: %d request(s) in flight get up to %gs to finish (signal again to stop now)",
+                        self.in_flight, self.config.drain_s)
+
+    def end_flights(self) -> None:
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
+            if self.flights:
+                log.warning("ending %d request(s) still in flight", len(self.flights))
+            for flight in list(self.flights):
+                flight.end()
+
+    def drained(self) -> bool:
+        """Called while draining, on the loop's thread: whether the server may stop now.
+        Ends what is still in flight once the drain time is up."""
+        if self.in_flight == 0:
+            return True
+        now = time.monotonic()
+        if now >= self._drain_deadline:
+            self.end_flights()
+        return self._ended_at is not None and now >= self._ended_at + ENDED_FLUSH_S
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.runtime:
@@ -196,12 +283,16 @@ class ServerState:
 
 
 class APIKeyMiddleware:
-    """With a key set, every /v1 route needs `Authorization: Bearer <key>` or, as Anthropic's
-    clients send it, `x-api-key: <key>`."""
+    """With a key set, every /v1 route (and /metrics with --metrics-auth) needs
+    `Authorization: Bearer <key>` or, as Anthropic's clients send it, `x-api-key: <key>`."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, metrics_auth: bool = False) -> None:
         self.app = app
         self.api_key = api_key
+        self.metrics_auth = metrics_auth
+
+    def _guarded(self, path: str) -> bool:
+        return path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         assert self.api_key is not None
@@ -213,7 +304,7 @@ class APIKeyMiddleware:
         return x_api_key is not None and hmac.compare_digest(x_api_key.strip(), expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.api_key and scope["type"] == "http" and scope["path"].startswith("/v1"):
+        if self.api_key and scope["type"] == "http" and self._guarded(scope["path"]):
             if not self._authorized(dict(scope["headers"])):
                 response = host_error(
                     scope["path"], 401,
@@ -235,6 +326,66 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _refusal(state: ServerState, path: str, reason: str) -> Response:
+    state.metrics.rejected.labels(reason).inc()
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    if reason == "draining":
+        return host_error(path, 503, "The server is shutting down; send the request again (to another instance).",
+                          kind="overloaded", code="server_shutting_down", headers=retry)
+    limit = state.config.parallel + state.config.queue_limit
+    return host_error(path, 503, f"The server is at capacity ({limit} requests in flight); try again shortly.",
+                      kind="overloaded", code="server_overloaded", headers=retry)
+
+
+def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
+                  route: str = "") -> Callable[[Request], Awaitable[Response]]:
+    """The handler that runs `app()` for each request (WAGI), once the model is ready.
+    `route`: where a mounted app is mounted (its SCRIPT_NAME; PATH_INFO is the rest)."""
+    config = state.config
+
+    async def endpoint(request: Request) -> Response:
+        status, path = state.status, request.url.path
+        if status == "loading":
+            return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
+                              code="model_not_ready", headers={"Retry-After": "2"})
+        if status == "error":
+            return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
+                              code="model_load_failed")
+        refused = state.admit()
+        if refused:
+            return _refusal(state, path, refused)
+        admitted = True
+        try:
+            wasm_app = app()
+            assert state.runtime is not None and wasm_app is not None
+            try:
+                body = await _read_body(request, config.max_body_bytes + 1)
+            except ClientDisconnect:
+                return Response(status_code=499)
+            declared = request.headers.get("content-length", "")
+            content_length = int(declared) if declared.isdigit() else len(body)
+            server = request.scope.get("server") or ("127.0.0.1", config.port)
+            wagi_request = WagiRequest(
+                method=request.method,
+                path=path[len(route):],
+                query=request.url.query,
+                # The key stays with the host, as Authorization does (wagi withholds that one).
+                headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],
+                body=body,
+                content_length=max(content_length, len(body)),
+                server_name=str(server[0]),
+                server_port=int(server[1] or 0),
+                script_name=route,
+            )
+            admitted = False  # from here _run_app releases the place
+            return await _run_app(state, wasm_app, wagi_request, request.receive)
+        finally:
+            if admitted:
+                state.release()
+
+    return endpoint
+
+
 def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     config = state.config
 
@@ -247,50 +398,53 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
             body["error"] = str(state.error)
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
-    async def api(request: Request) -> Response:
-        status, path = state.status, request.url.path
-        if status != "ok":
-            if status == "loading":
-                return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
-                                  code="model_not_ready", headers={"Retry-After": "2"})
-            return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
-                              code="model_load_failed")
-        assert state.runtime is not None and state.app is not None
-        try:
-            body = await _read_body(request, config.max_body_bytes + 1)
-        except ClientDisconnect:
-            return Response(status_code=499)
-        declared = request.headers.get("content-length", "")
-        content_length = int(declared) if declared.isdigit() else len(body)
-        server = request.scope.get("server") or ("127.0.0.1", config.port)
-        wagi_request = WagiRequest(
-            method=request.method,
-            path=request.url.path,
-            query=request.url.query,
-            # The key stays with the host, as Authorization does (wagi withholds that one).
-            headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],
-            body=body,
-            content_length=max(content_length, len(body)),
-            server_name=str(server[0]),
-            server_port=int(server[1] or 0),
-        )
-        return await _run_app(state, wagi_request)
+    async def metrics(request: Request) -> Response:
+        text, content_type = state.metrics.exposition(request.headers.get("accept", ""))
+        return Response(text, media_type=content_type)
 
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
-        Route("/v1/{path:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/{path:path}", wagi_endpoint(state, lambda: state.app), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     routes += extra_routes or []
-    middleware = [Middleware(APIKeyMiddleware, api_key=config.api_key)]
+    app_name = config.app_path.stem
+    middleware = [
+        Middleware(MetricsMiddleware, metrics=state.metrics, app_name=app_name),
+        Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth),
+    ]
     if config.cors_origins:
-        middleware.insert(0, Middleware(
+        middleware.insert(1, Middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def _run_app(state: ServerState, wagi_request: WagiRequest, *, app: App | None = None) -> Response:
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _AppResponse(StreamingResponse):
+    """A streamed app response that runs `on_close` however it ends: finished, the client
+    gone, or cancelled before its first chunk."""
+
+    def __init__(self, content: AsyncIterator[bytes], status_code: int, on_close: Callable[[], None]) -> None:
+        super().__init__(content, status_code=status_code)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, receive: Receive) -> Response:
+    """Run the app on a worker thread. The place `admit` took is released when the response
+    ends, however it ends."""
     loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[object] = asyncio.Queue()
+    flight = _Flight(loop)
+    chunks = flight.chunks
     head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
 
     def on_head(status: int, headers: list[tuple[str, str]]) -> None:
@@ -303,10 +457,21 @@ async def _run_app(state: ServerState, wagi_request: WagiRequest, *, app: App | 
     session = NNSession(state.registry)
     failure: list[str] = []
     breach: list[PolicyBreach] = []
+    closed = False
+
+    def close() -> None:
+        # Stop generating now (a no-op when the app is done), and give the place back.
+        nonlocal closed
+        if not closed:
+            closed = True
+            stream.close()
+            session.cancel()
+            state.flights.discard(flight)
+            state.release()
 
     def work() -> None:
         try:
-            code = run_wagi(state.runtime, app or state.app, wagi_request, state.app_env(), stream, session)
+            code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
         except PolicyBreach as err:
@@ -322,35 +487,56 @@ async def _run_app(state: ServerState, wagi_request: WagiRequest, *, app: App | 
                 failure.append(stream.error)
             loop.call_soon_threadsafe(chunks.put_nowait, _END)
 
-    done = loop.run_in_executor(state.executor, work)
-    await asyncio.wait([head, done], return_when=asyncio.FIRST_COMPLETED)
-    if not head.done():
-        await done
-        await asyncio.sleep(0)  # let a head scheduled just before the end land
-    if not head.done():
-        message = "; ".join(failure) or "the app ended without a response"
-        log.error("%s %s failed: %s", wagi_request.method, wagi_request.script_name + wagi_request.path, message)
-        if breach:
-            return host_error(wagi_request.path, breach[0].status, f"The request failed: {message}",
-                              kind=breach[0].kind, code=breach[0].code)
-        return host_error(wagi_request.path, 500, f"The request failed: {message}", kind="server")
+    state.flights.add(flight)
+    path = wagi_request.path
+    try:
+        done = loop.run_in_executor(state.executor, work)
+        # Until the head, the client's leaving shows only on `receive`: watch it, so that
+        # a long prefill stops when nobody waits for it.
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait([head, done, gone, flight.ended], return_when=asyncio.FIRST_COMPLETED)
+            if not head.done() and done.done():
+                await asyncio.sleep(0)  # let a head scheduled just before the end land
+        finally:
+            gone.cancel()
+        if not head.done():
+            if gone.done() and not gone.cancelled():
+                log.info("%s %s: the client left before the response began", wagi_request.method, path)
+                close()
+                return Response(status_code=499)
+            if flight.ended.done():
+                close()
+                return host_error(path, 503, "The server shut down before the response began; send it again.",
+                                  kind="overloaded", code="server_shutting_down",
+                                  headers={"Retry-After": str(RETRY_AFTER_S)})
+            message = "; ".join(failure) or "the app ended without a response"
+            log.error("%s %s failed: %s", wagi_request.method, wagi_request.script_name + path, message)
+            close()
+            if breach:
+                return host_error(path, breach[0].status, f"The request failed: {message}",
+                                  kind=breach[0].kind, code=breach[0].code)
+            return host_error(path, 500, f"The request failed: {message}", kind="server")
+    except BaseException:
+        close()
+        raise
     status, headers = head.result()
     event_stream = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in headers)
 
     async def body() -> AsyncIterator[bytes]:
-        try:
-            while (chunk := await chunks.get()) is not _END:
-                yield chunk  # type: ignore[misc]
-            if failure:
-                log.error("%s %s failed mid-response: %s", wagi_request.method, wagi_request.path, "; ".join(failure))
+        while (chunk := await chunks.get()) is not _END:
+            if chunk is _ENDED:
                 if event_stream:
-                    yield stream_error_event(wagi_request.path, "; ".join(failure))
-        finally:
-            # Reached early when the client disconnects: stop generating now.
-            stream.close()
-            session.cancel()
+                    yield stream_error_event(path, "The server is shutting down; the response was cut short.",
+                                             kind="overloaded")
+                return
+            yield chunk  # type: ignore[misc]
+        if failure:
+            log.error("%s %s failed mid-response: %s", wagi_request.method, path, "; ".join(failure))
+            if event_stream:
+                yield stream_error_event(path, "; ".join(failure))
 
-    response = StreamingResponse(body(), status_code=status)
+    response = _AppResponse(body(), status, close)
     response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     if event_stream:
         response.raw_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -377,10 +563,38 @@ def _check_can_listen(host: str, port: int) -> None:
                              hint="is the port in use? pick another with --port") from exc
 
 
+def _draining_server(state: ServerState, config: object) -> Any:
+    """A uvicorn server whose first SIGTERM or Ctrl-C drains (docs/operations.md) and whose
+    second stops at once; either way the process exits 0."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        stop_now = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Not uvicorn's: it re-raises the signal after shutting down, so the process
+            # would die of it instead of exiting 0. A signal handler only sets flags; the
+            # loop acts on them in on_tick.
+            if state.draining or not self.started:
+                self.stop_now = True
+            state.begin_drain()
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.stop_now and not self.should_exit:
+                state.end_flights()  # their last events go out while uvicorn shuts down
+                self.should_exit = True
+            elif state.draining and not self.should_exit and state.drained():
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    return DrainingServer(config)  # type: ignore[arg-type]
+
+
 def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
           on_loaded: Callable[[ServerState], None] | None = None) -> int:
-    """Run the server until interrupted. The model loads in the background; `on_loaded` is
-    called when loading ends (well or not), `on_ready(url)` once the server answers."""
+    """Run the server until SIGTERM or Ctrl-C, then drain. The model loads in the background;
+    `on_loaded` is called when loading ends (well or not), `on_ready(url)` once the server
+    answers."""
     import uvicorn
 
     _check_can_listen(config.host, config.port)
@@ -388,7 +602,7 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
     from llamaedge.mount import mount_routes
 
     app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
-    server = uvicorn.Server(uvicorn.Config(
+    server = _draining_server(state, uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=3,
     ))

@@ -132,3 +132,19 @@ def test_a_catalog_embedding_model_resolves_for_embedding_model(
 def test_a_missing_embedding_model_file_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
     line = one_line_error(serve("--model", str(tiny_model), "--embedding-model", str(tmp_path / "nope.gguf")))
     assert "nope.gguf" in line
+
+
+def test_metrics_auth_without_a_key_is_refused() -> None:
+    line = one_line_error(serve("--model", "x.gguf", "--metrics-auth"))
+    assert "--metrics-auth" in line and "--api-key" in line
+
+
+def test_a_negative_queue_max_is_refused() -> None:
+    assert "--queue-max" in one_line_error(serve("--model", "x.gguf", "--queue-max", "-1"))
+
+
+def test_the_banner_shows_the_queue_and_metrics(start_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--parallel", "3")
+    banner = server.log()
+    assert "queue     12 waiting at most" in banner  # 4 per --parallel slot
+    assert f"metrics   {server.base_url}/metrics" in banner

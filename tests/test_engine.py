@@ -22,7 +22,7 @@ def model(tiny_model: Path) -> Iterator[Model]:
     model.close()
 
 
-def wait_until(condition: object, timeout_s: float = 5.0) -> None:
+def wait_until(condition: object, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"

@@ -322,3 +322,18 @@ def test_stats_count_slots_sequences_and_cells(decoder: FakeDecoder) -> None:
     stats = scheduler.stats()
     assert (stats.slots_total, stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (2, 2, 2, 1)
     assert stats.kv_cells_used == 5 and stats.kv_cells_total == decoder.n_ctx
+
+
+def test_a_failing_sampler_fails_its_own_sequence_only(decoder: FakeDecoder) -> None:
+    def broken() -> Iterator[int]:
+        yield 100
+        raise RuntimeError("no token fits the grammar")
+
+    scheduler = Scheduler(decoder, 2, thread=False)
+    failing, healthy = sequence([1, 2], broken()), sequence([3, 4], n_predict=3)
+    scheduler.submit(failing)
+    scheduler.submit(healthy)
+    run_until(scheduler, lambda: healthy.done)
+    assert failing.finish_reason == FinishReason.ERROR
+    assert failing.error == "no token fits the grammar"
+    assert healthy.finish_reason == FinishReason.LENGTH

@@ -12,6 +12,7 @@ import openai
 import pytest
 from anthropic.types import ErrorResponse
 
+from llamaedge.runtime import RunLimits
 from llamaedge.server import ServerState
 from tests.test_server_http import config_for, running
 from tests.wat_apps import TRAPS, write_app, writes_app
@@ -135,3 +136,23 @@ def test_a_stream_that_fails_midway_ends_with_the_routes_error_event(tmp_path: P
     assert error.error.type == "api_error" and "trapped" in error.error.message
     assert openai_text.endswith("data: [DONE]\n\n")
     assert '"type": "server_error"' in openai_text
+
+
+def test_a_full_server_is_an_anthropic_overloaded_error_on_the_anthropic_route(tmp_path: Path, tiny_model: Path) -> None:
+    from tests.test_metrics import slow_stream
+
+    app = write_app(tmp_path, "slow.wasm", slow_stream(50))
+    config = config_for(tiny_model, app, parallel=1, queue_max=0, limits=RunLimits(wasm_slice_max_s=30))
+    with running(ServerState(config)) as url:
+        with httpx.stream("POST", f"{url}/v1/messages", json={}, timeout=30) as held:
+            chunks = held.iter_raw()  # kept: dropping the iterator would close the response
+            next(chunks)  # in flight: the one place is taken
+            client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+            with pytest.raises(anthropic.APIStatusError) as caught:
+                client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+            assert caught.value.status_code == 503
+            assert caught.value.response.headers["retry-after"] == "1"
+            error = ErrorResponse.model_validate(caught.value.body, strict=True)
+            assert error.error.type == "overloaded_error" and "capacity" in error.error.message
+            openai_side = httpx.post(f"{url}/v1/chat/completions", json={})
+            assert openai_side.status_code == 503 and openai_side.json()["error"]["code"] == "server_overloaded"

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from starlette.routing import BaseRoute
 
 from llamaedge.runtime import RunLimits
 from llamaedge.server import ServeConfig, ServerState, create_app
@@ -22,11 +23,12 @@ from tests.wat_apps import MEMORY_HOG, RUNAWAY, TRAPS, write_app, writes_app
 
 
 @contextmanager
-def running(state: ServerState, *, load: bool = True) -> Iterator[str]:
+def running(state: ServerState, *, load: bool = True, extra_routes: list[BaseRoute] | None = None) -> Iterator[str]:
     if load:
         state.load()
         assert state.error is None, state.error
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=state.config.port, log_level="warning"))
+    app = create_app(state, extra_routes=extra_routes)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=state.config.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

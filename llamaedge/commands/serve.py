@@ -6,6 +6,7 @@ import argparse
 import os
 
 from llamaedge.errors import UsageError
+from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
     parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")
-    parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this bearer key on /v1 (default: $LLAMAEDGE_API_KEY)")
+    parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this key on /v1, as a bearer token or x-api-key (default: $LLAMAEDGE_API_KEY)")
+    parser.add_argument("--queue-max", type=int, metavar="N",
+                        help=f"requests that may wait beyond --parallel; more get 503 at once (default {QUEUE_MAX_PER_SLOT} x --parallel)")
+    parser.add_argument("--drain-s", type=float, default=DRAIN_S, metavar="SECONDS",
+                        help=f"on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default {DRAIN_S:g})")
+    parser.add_argument("--metrics-auth", action="store_true", help="/metrics needs the API key too (default: public, as /health)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow browser requests from ORIGIN (repeatable; * for any)")
     parser.add_argument("--models-dir", help="where downloaded models live")
 
@@ -45,6 +51,12 @@ def check_server_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.n_gpu_layers is not None and args.n_gpu_layers < -1:
         raise UsageError("--n-gpu-layers must be -1 (all), 0 (none) or a count")
+    if args.queue_max is not None and args.queue_max < 0:
+        raise UsageError("--queue-max must be 0 or more", hint="0: refuse whatever --parallel cannot take at once")
+    if args.drain_s < 0:
+        raise UsageError("--drain-s must be 0 or more")
+    if args.metrics_auth and not args.api_key:
+        raise UsageError("--metrics-auth needs an API key", hint="add --api-key KEY (or set LLAMAEDGE_API_KEY)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -248,6 +248,7 @@ pub const Backend = struct {
     pub fn finish(self: *Backend) void {
         _ = host.fini_single(self.ctx);
     }
+
 };
 
 /// `cached_tokens` from get_output(1)'s JSON; 0 when absent or unreadable.

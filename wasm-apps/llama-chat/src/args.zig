@@ -10,7 +10,8 @@ pub const usage =
     \\Chat with a preloaded model in the terminal (llamaedge run-wasm --nn-preload default:GGML:AUTO:model.gguf).
     \\
     \\  -a, --model-alias NAME       the preloaded model to use (default: default)
-    \\  -c, --ctx-size N             the model's context size in tokens, for the history budget (default: 4096)
+    \\  -c, --ctx-size N             the context size in tokens: asked of the host when it loads the model,
+    \\                               and what the history is fitted to (default: 4096, the host's default)
     \\  -n, --n-predict N            the most tokens per answer (default: 1024)
     \\  -p, --prompt-template NAME   auto (the model's own template; default) or one of the names below
     \\  -s, --system-prompt TEXT     the system prompt, kept when old turns are dropped
@@ -37,6 +38,8 @@ pub const Cli = struct {
     log_prompts: bool = false,
     log_stat: bool = false,
     help: bool = false,
+    /// --ctx-size was given: the host is asked for that context when it loads the model.
+    ctx_size_given: bool = false,
     /// Backs options.stops.
     stops: std.ArrayListUnmanaged([]const u8) = .empty,
 
@@ -95,7 +98,10 @@ pub fn parse(allocator: std.mem.Allocator, args: []const []const u8, diag: *Diag
         const o = &cli.options;
         switch (flag) {
             .model_alias => cli.model_alias = try nonEmpty(diag, name, value),
-            .ctx_size => o.ctx_size = try integer(u32, diag, name, value, 8),
+            .ctx_size => {
+                o.ctx_size = try integer(u32, diag, name, value, 8);
+                cli.ctx_size_given = true;
+            },
             .n_predict => o.n_predict = try integer(u32, diag, name, value, 1),
             .prompt_template => o.template = try template(diag, value),
             .system_prompt => cli.system_prompt = value,
@@ -221,6 +227,7 @@ test "the defaults" {
     try testing.expectEqual(@as(u32, 4096), cli.options.ctx_size);
     try testing.expectEqual(@as(u32, 1024), cli.options.n_predict);
     try testing.expect(cli.options.template == null and cli.system_prompt == null and cli.options.temp == null);
+    try testing.expect(!cli.ctx_size_given);
 }
 
 test "short and long names, inline values, repeated reverse prompts" {
@@ -235,6 +242,7 @@ test "short and long names, inline values, repeated reverse prompts" {
     try testing.expectEqualStrings("Be brief.", cli.system_prompt.?);
     try testing.expectEqual(@as(u32, 64), cli.options.n_predict);
     try testing.expectEqual(@as(u32, 512), cli.options.ctx_size);
+    try testing.expect(cli.ctx_size_given);
     try testing.expectEqual(@as(f64, 0), cli.options.temp.?);
     try testing.expectEqual(@as(f64, 0.5), cli.options.top_p.?);
     try testing.expectEqual(@as(usize, 2), cli.options.stops.len);

@@ -59,8 +59,9 @@ pub const Outcome = union(enum) {
         tokens: u32,
     },
     /// The message does not fit in the context even with no history; it was
-    /// not sent and is not kept.
-    too_long: struct { tokens: u32 },
+    /// not sent and is not kept. `tokens`: the prompt it made (null: the host
+    /// refused it as longer than its whole context).
+    too_long: struct { tokens: ?u32 },
     /// The model's own template rejected the conversation; nothing was kept.
     template_failed,
 };
@@ -148,7 +149,7 @@ pub const Conversation = struct {
             self.allocator.free(tried.prompt);
             if (drop + 1 >= self.turns()) {
                 self.dropLast();
-                return .{ .too_long = .{ .tokens = tried.tokens orelse self.options.ctx_size } };
+                return .{ .too_long = .{ .tokens = tried.tokens } };
             }
         };
         defer self.allocator.free(fitted.prompt);
@@ -210,9 +211,16 @@ pub const Conversation = struct {
         if (self.options.template) |t| return templates.render(self.allocator, t, messages);
         if (self.fell_back_to_chatml) return templates.render(self.allocator, .chatml, messages);
 
+        // {"messages":[{"role":..,"content":..},...],"add_generation_prompt":true}
         var request = std.ArrayList(u8).init(self.allocator);
         defer request.deinit();
-        try std.json.stringify(.{ .messages = messages, .add_generation_prompt = true }, .{}, request.writer());
+        const w = request.writer();
+        try w.writeAll("{\"messages\":[");
+        for (messages, 0..) |m, i| {
+            if (i > 0) try w.writeByte(',');
+            try std.json.stringify(.{ .role = m.role.name(), .content = m.content }, .{}, w);
+        }
+        try w.writeAll("],\"add_generation_prompt\":true}");
         return backend.renderTemplate(self.allocator, request.items) catch |err| switch (err) {
             error.NoTemplate => {
                 self.fell_back_to_chatml = true;
@@ -494,7 +502,7 @@ test "a message that cannot fit alone is refused and not kept" {
     defer conv.deinit();
     _ = try conv.reply(&backend, &ui, "short");
     const long = try conv.reply(&backend, &ui, "z" ** 600);
-    try testing.expect(long.too_long.tokens > 80);
+    try testing.expect(long.too_long.tokens.? > 80);
     try testing.expectEqual(@as(usize, 1), backend.finished); // nothing generated for it
     try testing.expectEqual(@as(usize, 1), conv.turns()); // the history is as it was
     try testing.expectEqualStrings("short", conv.messages.items[0].content);
