@@ -448,3 +448,20 @@ def test_review_app_answers_schema_valid_json_beside_the_chat_and_a_wat_app(
         listing = httpx.get(f"{server.base_url}/apps").json()
         assert [(a["route"], a["app"]) for a in listing["data"]] == [("/review", "review.wasm"), ("/env", "env.wasm")]
         assert "  app       " in server.log() and "/review  (review.wasm: memory 256 MiB" in server.log()
+
+
+def test_api_key_guards_the_mounted_apps_and_the_listing(apps_dir: Path, tiny_model: Path) -> None:
+    mounts = load_mounts([f"/env={apps_dir / 'env.wasm'}"], [], environ={})
+    config = ServeConfig(model=ResolvedModel(path=tiny_model, model_id="tiny-chat"), port=free_port(),
+                         threads=2, ctx_size=256, api_key="s3cret", mounts=mounts)
+    state = ServerState(config)
+    state.load()
+    with _running_with_mounts(state) as url:
+        for path in ("/env", "/env/deeper", "/apps"):
+            missing = httpx.get(f"{url}{path}")
+            assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+            assert httpx.get(f"{url}{path}", headers={"x-api-key": "s3cret"}).status_code == 200
+        # The key is the host's: it reaches no app, and Authorization only one granted it.
+        answered = httpx.get(f"{url}/env", headers={"Authorization": "Bearer s3cret"})
+        env, _ = env_of(answered.text)
+        assert "HTTP_AUTHORIZATION" not in env and "s3cret" not in answered.text
