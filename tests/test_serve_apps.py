@@ -286,12 +286,12 @@ def test_a_model_not_granted_is_403_and_a_granted_one_loads(server: tuple[str, S
 def test_max_tokens_cap_ends_the_stream_cleanly_with_length(server: tuple[str, ServerState]) -> None:
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/capped/v1", api_key="none")
-    completion = client.chat.completions.create(model="tiny-chat", max_tokens=50,
+    completion = client.chat.completions.create(model="tiny-chat", max_tokens=50, temperature=0,
                                                 messages=[{"role": "user", "content": "Tell me a story"}])
     ChatCompletion.model_validate(completion.model_dump(exclude_unset=True), strict=True)
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage is not None and completion.usage.completion_tokens == 3
-    chunks = list(client.chat.completions.create(model="tiny-chat", max_tokens=50, stream=True,
+    chunks = list(client.chat.completions.create(model="tiny-chat", max_tokens=50, stream=True, temperature=0,
                                                  stream_options={"include_usage": True},
                                                  messages=[{"role": "user", "content": "Tell me a story"}]))
     for chunk in chunks:
@@ -300,7 +300,7 @@ def test_max_tokens_cap_ends_the_stream_cleanly_with_length(server: tuple[str, S
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
     # The built-in chat app on the same model is not capped.
     uncapped = openai.OpenAI(base_url=f"{url}/v1", api_key="none").chat.completions.create(
-        model="tiny-chat", max_tokens=8, messages=[{"role": "user", "content": "Tell me a story"}])
+        model="tiny-chat", max_tokens=8, temperature=0, messages=[{"role": "user", "content": "Tell me a story"}])
     assert uncapped.usage is not None and uncapped.usage.completion_tokens > 3
 
 
@@ -465,3 +465,28 @@ def test_api_key_guards_the_mounted_apps_and_the_listing(apps_dir: Path, tiny_mo
         answered = httpx.get(f"{url}/env", headers={"Authorization": "Bearer s3cret"})
         env, _ = env_of(answered.text)
         assert "HTTP_AUTHORIZATION" not in env and "s3cret" not in answered.text
+
+
+def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_model: Path, tmp_path: Path) -> None:
+    # One slot: /hold keeps it (its sequence waits on the FIFO), so /impatient's first
+    # compute_single waits in the host for a slot until its wall time is up.
+    os.mkfifo(tmp_path / "go")
+    fifo = apps_dir / "fifo.wasm"
+    mounts = load_mounts([f"/hold={fifo}", f"/impatient={fifo}"],
+                         [f"/hold:dirs={tmp_path}:/sync", f"/impatient:dirs={tmp_path}:/sync",
+                          "/impatient:wall-time=0.5s"], environ={})
+    config = ServeConfig(model=ResolvedModel(path=tiny_model, model_id="tiny-chat"), port=free_port(),
+                         threads=2, ctx_size=256, parallel=1, mounts=mounts)
+    state = ServerState(config)
+    state.load()
+    assert state.model is not None
+    with _running_with_mounts(state) as url, httpx.Client(timeout=30) as client:
+        with client.stream("GET", f"{url}/hold") as hold:
+            chunks = hold.iter_raw()
+            assert next(chunks) == b"first;"
+            impatient = client.get(f"{url}/impatient")
+            assert impatient.status_code == 504
+            assert impatient.json()["error"]["code"] == "wall_time_exceeded"
+            assert state.model.stats().sequences_waiting == 0  # its queued sequence was cancelled
+            os.close(os.open(tmp_path / "go", os.O_WRONLY))
+            assert b"".join(chunks) == b"done"
