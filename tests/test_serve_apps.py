@@ -48,6 +48,7 @@ _WASI = """
   (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $prestat_name (param i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "load" (func $load (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "load_by_name" (func $load_by_name (param i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "set_input" (func $set_input (param i32 i32 i32) (result i32)))
@@ -100,6 +101,18 @@ def loads_model(name: str) -> str:
       (else (call $write (i32.const 64) (i32.const {len(_HEAD)})) (call $write (i32.const 128) (i32.const 6))))))"""
 
 
+def loads_file(path: str) -> str:
+    """WASI-NN load() of a model file by path (builder "preload:PATH"); answers 200 either way."""
+    builder = "preload:" + path
+    return f"""(module {_WASI}
+  {_data(64, _HEAD)} {_data(128, "loaded")} {_data(144, "refused")} {_data(1024, builder)}
+  (func (export "_start")
+    (i32.store (i32.const 400) (i32.const 1024)) (i32.store (i32.const 404) (i32.const {len(builder)}))
+    (if (call $load (i32.const 400) (i32.const 1) (i32.const 6) (i32.const 0) (i32.const 100))
+      (then (call $write (i32.const 64) (i32.const {len(_HEAD)})) (call $write (i32.const 144) (i32.const 7)))
+      (else (call $write (i32.const 64) (i32.const {len(_HEAD)})) (call $write (i32.const 128) (i32.const 6))))))"""
+
+
 # Generates one token, answers "first", then opens the FIFO `go` in its preopened directory,
 # which blocks until the test opens it for writing; then generates one more token and answers
 # "done". So its sequence is alive in the engine for as long as the test holds the FIFO shut.
@@ -138,7 +151,7 @@ def apps_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("apps")
     for name, wat in (("env.wasm", ENV_REPORTER), ("grower.wasm", MEMORY_GROWER), ("runaway.wasm", RUNAWAY),
                       ("secret-model.wasm", loads_model("embedding")), ("default-model.wasm", loads_model("default")),
-                      ("fifo.wasm", WAITS_ON_FIFO)):
+                      ("fifo.wasm", WAITS_ON_FIFO), ("by-path.wasm", loads_file("/models/any.gguf"))):
         write_app(directory, name, wat)
     # The granted app: env.wasm again, under another name, with a manifest beside it.
     (directory / "granted.wasm").write_bytes((directory / "env.wasm").read_bytes())
@@ -158,7 +171,7 @@ def _mounts(apps_dir: Path) -> list[Mount]:
     specs = [f"/env={apps_dir / 'env.wasm'}", f"/granted={apps_dir / 'granted.wasm'}",
              f"/grower={apps_dir / 'grower.wasm'}", f"/runaway={apps_dir / 'runaway.wasm'}",
              f"/secret={apps_dir / 'secret-model.wasm'}", f"/default-model={apps_dir / 'default-model.wasm'}",
-             f"/capped={default_app_path()}",
+             f"/capped={default_app_path()}", f"/by-path={apps_dir / 'by-path.wasm'}",
              f"/fifo-a={apps_dir / 'fifo.wasm'}", f"/fifo-b={apps_dir / 'fifo.wasm'}"]
     policy = ["/granted:env=FROM_HOST", "/grower:memory=1MiB", "/runaway:wall-time=0.5s",
               "/capped:max-tokens=3", f"/fifo-a:dirs={apps_dir / 'fifo-a'}:/sync",
@@ -281,6 +294,11 @@ def test_a_model_not_granted_is_403_and_a_granted_one_loads(server: tuple[str, S
     assert "'embedding'" in error["message"]
     allowed = httpx.get(f"{url}/default-model")
     assert allowed.status_code == 200 and allowed.text == "loaded"
+    # A model file by path is never granted.
+    by_path = httpx.get(f"{url}/by-path")
+    assert by_path.status_code == 403 and by_path.json()["error"]["code"] == "model_not_allowed"
+    assert "model files" in by_path.json()["error"]["message"]
+
 
 
 def test_max_tokens_cap_ends_the_stream_cleanly_with_length(server: tuple[str, ServerState]) -> None:
@@ -472,9 +490,9 @@ def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_mode
     # compute_single waits in the host for a slot until its wall time is up.
     os.mkfifo(tmp_path / "go")
     fifo = apps_dir / "fifo.wasm"
-    mounts = load_mounts([f"/hold={fifo}", f"/impatient={fifo}"],
+    mounts = load_mounts([f"/hold={fifo}", f"/impatient={fifo}", f"/chat={default_app_path()}"],
                          [f"/hold:dirs={tmp_path}:/sync", f"/impatient:dirs={tmp_path}:/sync",
-                          "/impatient:wall-time=0.5s"], environ={})
+                          "/impatient:wall-time=0.5s", "/chat:wall-time=0.5s"], environ={})
     config = ServeConfig(model=ResolvedModel(path=tiny_model, model_id="tiny-chat"), port=free_port(),
                          threads=2, ctx_size=256, parallel=1, mounts=mounts)
     state = ServerState(config)
@@ -488,5 +506,13 @@ def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_mode
             assert impatient.status_code == 504
             assert impatient.json()["error"]["code"] == "wall_time_exceeded"
             assert state.model.stats().sequences_waiting == 0  # its queued sequence was cancelled
+            # A stream that began before the wall time ran out ends with an error event.
+            with client.stream("POST", f"{url}/chat/v1/chat/completions", json={
+                    "model": "tiny-chat", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as chat:
+                assert chat.status_code == 200
+                events = [line[len("data: "):] for line in chat.iter_lines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            error = json.loads(events[-2])["error"]
+            assert "wall-time limit of 0.5s" in error["message"]
             os.close(os.open(tmp_path / "go", os.O_WRONLY))
             assert b"".join(chunks) == b"done"
