@@ -4,6 +4,7 @@ cancellation, context full, fairness, backpressure and shared prefixes."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import pytest
 
 from llamaedge.engine.scheduler import BatchEntry, Scheduler, Sequence
 from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, FinishReason, SamplingOptions, Token
+from llamaedge.errors import ModelError
 
 END = 0  # the scripted end-of-generation token
 
@@ -337,3 +339,26 @@ def test_a_failing_sampler_fails_its_own_sequence_only(decoder: FakeDecoder) -> 
     assert failing.finish_reason == FinishReason.ERROR
     assert failing.error == "no token fits the grammar"
     assert healthy.finish_reason == FinishReason.LENGTH
+
+
+def test_jobs_run_on_the_scheduler_thread_while_sequences_run() -> None:
+    decoder = FakeDecoder(n_ctx=1 << 20)
+    scheduler = Scheduler(decoder, 1, thread=True)
+    try:
+        seq = sequence([1, 2])
+        scheduler.submit(seq)
+        threads = set()
+        for _ in range(3):
+            threads.add(scheduler.run_job(lambda: threading.current_thread().name))
+            drain(seq)
+        assert threads == {"llamaedge-engine"}
+        assert scheduler.run_job(lambda: 42) == 42
+        with pytest.raises(ZeroDivisionError):
+            scheduler.run_job(lambda: 1 / 0)  # the caller gets the job's error; the thread goes on
+        assert scheduler.run_job(lambda: "alive") == "alive"
+        assert seq.n_generated > 0 and not seq.done
+    finally:
+        scheduler.close()
+    assert seq.finish_reason == FinishReason.CANCELLED
+    with pytest.raises(ModelError):
+        scheduler.run_job(lambda: 0)

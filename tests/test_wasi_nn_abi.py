@@ -648,9 +648,14 @@ def test_options_given_at_load_are_where_every_context_starts(nn: Harness) -> No
     assert nn.stream(third)[0] == one
 
 
-def test_a_bad_option_at_load_fails_the_load(nn: Harness) -> None:
+def test_a_bad_option_at_load_fails_the_load(nn: Harness, tiny_model: Path) -> None:
     assert nn.load_by_name("default", {"grammar": "root ::= ("})[0] == Errno.INVALID_ARGUMENT
     assert nn.load_by_name("default", {"temp": "hot"})[0] == Errno.INVALID_ARGUMENT
+    out = nn.alloc(4)
+    by_path = builders(nn, b"preload:" + str(tiny_model).encode(), b'{"ctx-size": 64, "top-k": "many"}')
+    n_graphs = len(nn.session.registry._graphs)
+    assert nn.call("load", by_path, 2, 6, 0, out) == Errno.INVALID_ARGUMENT
+    assert nn.session.registry._graphs[n_graphs:] == [None]  # loaded, then let go
 
 
 def test_a_preloaded_model_whose_file_is_gone_is_model_not_found(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
 from llamaedge.engine.chat_template import ChatTemplates
-from llamaedge.engine.embedding import Embedder, check_inputs, normalize
+from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
@@ -188,9 +188,12 @@ class Model:
     def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
         """One pooled embedding per input (float32 rows of n_embd), normalized as
         llama.cpp's `embd_normalize` says (see embedding.normalize). Inputs are decoded
-        together on the scheduler's thread. BadInput, PromptTooLong."""
+        several at a time on the scheduler's thread, one decode per job, so that generation
+        steps go on between them. BadInput, PromptTooLong."""
         check_inputs(inputs, self.n_ctx_embed)
-        return normalize(self._scheduler.run_job(lambda: self._embedding().embed(inputs)), norm)
+        rows = [self._scheduler.run_job(lambda group=group: self._embedding().embed([inputs[i] for i in group]))
+                for group in decode_groups(inputs, self.n_ctx_embed)]
+        return normalize(np.concatenate(rows), norm)
 
     def _embedding(self) -> Embedder:
         if self._embedder is None:

@@ -165,7 +165,9 @@ def logprob_record(logits: np.ndarray, s: SamplingOptions, token: int,
         values[biased] += bias
     shifted = values - values.max()
     logprobs = shifted - np.log(np.exp(shifted).sum())
-    top = np.argsort(-logprobs, kind="stable")[: s.top_logprobs]
+    k = s.top_logprobs
+    top = np.argpartition(-logprobs, k - 1)[:k] if 0 < k < len(logprobs) else np.arange(min(k, len(logprobs)))
+    top = top[np.argsort(-logprobs[top], kind="stable")]
 
     def entry(tok: int) -> dict[str, Any]:
         piece = piece_of(tok)

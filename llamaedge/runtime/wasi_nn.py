@@ -342,7 +342,7 @@ class ExecutionContext:
                 self._apply_grammar_key(key, value)
                 check = True
             elif key == "logit-bias":
-                self.sampling.logit_bias = _logit_bias(value, self.model.n_vocab)
+                self.sampling.logit_bias = _logit_bias(value)
                 check = True
             elif key == "logprobs":
                 self.sampling.logprobs = _convert(key, value, bool)
@@ -386,8 +386,9 @@ class ExecutionContext:
                 self.grammar.suffix = text or ""
 
 
-def _logit_bias(value: Any, n_vocab: int) -> dict[int, float]:
-    """OpenAI's logit_bias: {"token id": bias}; ids may be JSON strings or numbers."""
+def _logit_bias(value: Any) -> dict[int, float]:
+    """OpenAI's logit_bias: {"token id": bias}; ids may be JSON strings or numbers (the
+    engine checks that they are in the vocabulary)."""
     if not isinstance(value, dict):
         raise NNError(Errno.INVALID_ARGUMENT, "metadata 'logit-bias' must be an object of token id -> bias")
     biases: dict[int, float] = {}
@@ -396,8 +397,6 @@ def _logit_bias(value: Any, n_vocab: int) -> dict[int, float]:
             token = int(key)
         except (TypeError, ValueError):
             raise NNError(Errno.INVALID_ARGUMENT, f"logit-bias: {key!r} is not a token id") from None
-        if not 0 <= token < n_vocab:
-            raise NNError(Errno.INVALID_ARGUMENT, f"logit-bias: token {token} is not in the vocabulary of {n_vocab}")
         biases[token] = _convert(f"logit-bias[{key}]", bias, float)
     return biases
 
@@ -589,7 +588,11 @@ class Functions:
                 tmp.write(first)
                 tmp.flush()
                 graph = session.registry.load_path(Path(tmp.name), {**metadata, "use-mmap": False})
-        session.loaded(graph, metadata)
+        try:
+            session.loaded(graph, metadata)
+        except NNError:
+            session.registry.unload(graph)  # this graph is the call's own: do not keep it
+            raise
         mem.write_u32(graph_ptr, graph)
 
     def load_by_name(self, mem: Any, name_ptr: int, name_len: int, graph_ptr: int) -> None:
