@@ -374,6 +374,8 @@ def test_bad_app_specs_are_refused_in_one_line(apps_dir: Path) -> None:
     assert "not set in the server's environment" in _usage_error([f"/a={env_wasm}"], ["/a:env=NOPE_NOT_SET"],
                                                                  environ={})
     assert "not a directory" in _usage_error([f"/a={env_wasm}"], ["/a:dirs=/no/such/dir"])
+    assert "set by the host" in _usage_error([f"/a={env_wasm}"], ["/a:env=PATH_INFO=/x"])
+    assert "set by the host" in _usage_error([f"/a={env_wasm}"], ["/a:env=LLAMAEDGE_MODEL_GRAPH=other"])
 
 
 @pytest.mark.parametrize(

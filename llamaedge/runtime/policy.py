@@ -41,6 +41,9 @@ KEYS = ("memory", "wall-time", "max-tokens", "models", "env", "dirs", "authoriza
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
 _TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Names the host sets for every request (WAGI's and its own settings): not grantable.
+_HOST_ENV = re.compile(r"(HTTP_|LLAMAEDGE_|X_).*|REQUEST_METHOD|PATH_INFO|QUERY_STRING|SCRIPT_NAME|SERVER_\w+|"
+                       r"GATEWAY_INTERFACE|CONTENT_LENGTH|CONTENT_TYPE\Z")
 _GRAPH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
@@ -144,11 +147,18 @@ def parse_bool(value: Any, key: str, where: str) -> bool:
     return value
 
 
+def _check_env_name(name: str, where: str) -> None:
+    if not _ENV_NAME.match(name):
+        raise PolicyError(f"{where}: {name!r} is not an environment variable name", hint="use NAME=VALUE or NAME")
+    if _HOST_ENV.fullmatch(name):
+        raise PolicyError(f"{where}: env {name} is set by the host for every request",
+                          hint="grant a name outside WAGI's and LLAMAEDGE_*")
+
+
 def parse_env_flag(value: str, where: str, environ: dict[str, str]) -> tuple[str, str]:
     """`NAME=VALUE`, or `NAME`: the value the server itself was started with."""
     name, sep, text = value.partition("=")
-    if not _ENV_NAME.match(name):
-        raise PolicyError(f"{where}: {name!r} is not an environment variable name", hint="use NAME=VALUE or NAME")
+    _check_env_name(name, where)
     if not sep:
         if name not in environ:
             raise PolicyError(f"{where}: env {name} is not set in the server's environment",
@@ -158,10 +168,11 @@ def parse_env_flag(value: str, where: str, environ: dict[str, str]) -> tuple[str
 
 
 def parse_env_table(value: Any, where: str) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str)
-                                              for k, v in value.items()):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise PolicyError(f"{where}: env must be a table of NAME = \"value\" strings",
                           hint='e.g. [env] then GREETING = "hello"')
+    for name in value:
+        _check_env_name(name, where)
     return tuple(value.items())
 
 
