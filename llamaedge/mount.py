@@ -162,42 +162,19 @@ def reserved_paths(routes: list[BaseRoute]) -> list[str]:
 
 def mount_routes(state: ServerState) -> list[BaseRoute]:
     """The routes of the mounted apps and `GET /apps`, for create_app's extra routes. With
-    --api-key they need the key, as /v1 does."""
-    from llamaedge.server import APIKeyMiddleware, host_error, wagi_endpoint
+    --api-key they need the key, as /v1 does (server.APIKeyMiddleware)."""
+    from llamaedge.server import wagi_endpoint
 
     config = state.config
-    key_check = APIKeyMiddleware(_no_app, config.api_key) if config.api_key else None
-
-    def refused(request: Request) -> Response | None:
-        if key_check is not None and not key_check._authorized(dict(request.scope["headers"])):
-            return host_error(request.url.path, 401,
-                              "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
-                              kind="authentication", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-        return None
-
-    def endpoint(mount: Mount) -> Any:
-        run = wagi_endpoint(state, lambda: state.mounted.get(mount.route), route=mount.route)
-
-        async def guarded(request: Request) -> Response:
-            return refused(request) or await run(request)
-
-        return guarded
 
     async def apps(request: Request) -> Response:
-        if (denied := refused(request)) is not None:
-            return denied
         data = [{"route": m.route, "app": m.name, "manifest": m.manifest.name if m.manifest else None,
                  "policy": m.policy.summary()} for m in config.mounts]
         return JSONResponse({"object": "list", "data": data})
 
     routes: list[BaseRoute] = [Route(APPS_ROUTE, apps, methods=["GET"])]
     for mount in config.mounts:
-        handler = endpoint(mount)
+        handler = wagi_endpoint(state, lambda route=mount.route: state.mounted.get(route), route=mount.route)
         routes.append(Route(mount.route, handler, methods=_METHODS))
         routes.append(Route(mount.route + "/{rest:path}", handler, methods=_METHODS))
     return routes
-
-
-async def _no_app(scope: Any, receive: Any, send: Any) -> None:
-    """The key check is borrowed from the middleware; it never passes a request on."""
-    raise RuntimeError("unreachable")

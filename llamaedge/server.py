@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -37,11 +37,9 @@ from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
+from llamaedge.mount import APPS_ROUTE, Mount, mount_routes
 from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.types import ResolvedModel
-
-if TYPE_CHECKING:
-    from llamaedge.mount import Mount
 
 log = logging.getLogger("llamaedge.server")
 
@@ -285,16 +283,20 @@ class ServerState:
 
 
 class APIKeyMiddleware:
-    """With a key set, every /v1 route (and /metrics with --metrics-auth) needs
-    `Authorization: Bearer <key>` or, as Anthropic's clients send it, `x-api-key: <key>`."""
+    """With a key set, every /v1 route (and /metrics with --metrics-auth, and `routes` with
+    what is under them: the mounted apps) needs `Authorization: Bearer <key>` or, as
+    Anthropic's clients send it, `x-api-key: <key>`."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, metrics_auth: bool = False) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, metrics_auth: bool = False,
+                 routes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.api_key = api_key
         self.metrics_auth = metrics_auth
+        self.routes = routes
 
     def _guarded(self, path: str) -> bool:
-        return path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
+        return (path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
+                or any(path == route or path.startswith(route + "/") for route in self.routes))
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         assert self.api_key is not None
@@ -413,7 +415,8 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     app_name = config.app_path.stem
     middleware = [
         Middleware(MetricsMiddleware, metrics=state.metrics, app_name=app_name),
-        Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth),
+        Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
+                   routes=(APPS_ROUTE, *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
         middleware.insert(1, Middleware(
@@ -601,8 +604,6 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
 
     _check_can_listen(config.host, config.port)
     state = ServerState(config)
-    from llamaedge.mount import mount_routes
-
     app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
     server = _draining_server(state, uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
