@@ -225,6 +225,7 @@ class ServerState:
             "LLAMAEDGE_MODEL_CREATED": str(self.loaded_at),
             "LLAMAEDGE_PROMPT_TEMPLATE": self.config.model.prompt_template,
             "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
+            "LLAMAEDGE_PARALLEL": str(self.model.parallel),
             "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
             "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
         }

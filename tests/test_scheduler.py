@@ -250,6 +250,20 @@ def test_a_sequence_whose_reader_is_behind_is_not_decoded_further(decoder: FakeD
     assert len(decoder.batches) == n_batches + 1
 
 
+def test_sequences_whose_readers_are_behind_run_on_while_another_waits_for_a_slot(decoder: FakeDecoder) -> None:
+    # One slot, held by a sequence nobody reads (an app waiting on its sibling): it must not
+    # pause at the lookahead bound, or the waiting sequence would never get the slot.
+    scheduler = Scheduler(decoder, 1, thread=False)
+    held = sequence([1, 2], n_predict=LOOKAHEAD_TOKENS_MAX * 2)
+    waiting = sequence([3, 4], n_predict=2)
+    scheduler.submit(held)
+    run(scheduler, 3)
+    scheduler.submit(waiting)
+    run(scheduler, LOOKAHEAD_TOKENS_MAX * 2 + 10)
+    assert held.done and held.n_generated == LOOKAHEAD_TOKENS_MAX * 2
+    assert waiting.done and waiting.n_generated == 2
+
+
 def test_a_scheduler_whose_sequences_all_wait_for_readers_sleeps() -> None:
     decoder = FakeDecoder(n_ctx=1024)
     scheduler = Scheduler(decoder, 2, thread=True)

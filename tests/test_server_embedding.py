@@ -71,6 +71,7 @@ def test_the_app_is_told_the_embedding_model_and_its_graph(tmp_path: Path, tiny_
         # The embedding model's context is its own (the tiny model's 2048), not --ctx-size.
         assert state.embedding is not None and state.embedding.n_ctx == 2048
         assert env["LLAMAEDGE_CTX_SIZE"] == "512"
+        assert env["LLAMAEDGE_PARALLEL"] == str(state.model.parallel)
     plain = write_app(tmp_path, "env2.wasm", ENV_DUMP)
     with running(ServerState(config_for(tiny_model, plain))) as url:
         env = app_environment(httpx.get(f"{url}/v1/env").text)

@@ -233,6 +233,11 @@ class Scheduler:
                 self._finish(seq, FinishReason.ERROR)
 
     def _runnable(self) -> list[Sequence]:
+        if self._incoming and all(self._slot_busy):
+            # Someone waits for a slot: sequences whose readers are behind run on to their
+            # end, so that slots come free. Otherwise an app reading several sequences in turn
+            # (n > 1) could hold slots while it waits for one more, and so could another.
+            return list(self._running)
         return [s for s in self._running if s._cancelled or s._pieces.qsize() < LOOKAHEAD_TOKENS_MAX]
 
     def _admit(self) -> None:
