@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from llamaedge import catalog
 from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
@@ -135,6 +136,12 @@ class _Flight:
             self.chunks.put_nowait(_ENDED)
 
 
+def model_capabilities(resolved: ResolvedModel, model: Model) -> list[str]:
+    """What /v1/models says the model can do: its catalog entry's capabilities (by name, or
+    by the catalog file it was loaded from), else what its GGUF metadata shows."""
+    return catalog.capabilities_of(resolved.model_id) or catalog.capabilities_of(str(resolved.path), model.metadata)
+
+
 class ServerState:
     """The model's life: loading, ready or failed (loaded on a thread so that /health can
     answer 503 meanwhile); the requests in flight; draining at shutdown. The counters are
@@ -226,12 +233,16 @@ class ServerState:
             "LLAMAEDGE_PROMPT_TEMPLATE": self.config.model.prompt_template,
             "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
             "LLAMAEDGE_PARALLEL": str(self.model.parallel),
+            "LLAMAEDGE_MODEL_CAPABILITIES": ",".join(model_capabilities(self.config.model, self.model)),
             "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
             "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
         }
         if self.embedding is not None and self.config.embedding_model is not None:
             env["LLAMAEDGE_EMBEDDING_MODEL_ID"] = self.config.embedding_model.model_id
             env["LLAMAEDGE_EMBEDDING_GRAPH"] = EMBEDDING_GRAPH
+            env["LLAMAEDGE_EMBEDDING_CTX_SIZE"] = str(self.embedding.n_ctx)
+            env["LLAMAEDGE_EMBEDDING_MODEL_CAPABILITIES"] = ",".join(
+                model_capabilities(self.config.embedding_model, self.embedding))
         return env
 
     def snapshot(self) -> HostSnapshot:

@@ -20,9 +20,12 @@ from tests.conftest import ServerProcess, serving
 USER = [{"role": "user", "content": "Say hi"}]
 
 
+CTX_SIZE = 512
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("api-home"), "--model", str(tiny_model), "--threads", "2", "--ctx-size", "512") as server:
+    with serving(tmp_path_factory.mktemp("api-home"), "--model", str(tiny_model), "--threads", "2", "--ctx-size", str(CTX_SIZE)) as server:
         yield server
 
 
@@ -52,6 +55,14 @@ def test_models_lists_the_served_model_by_a_clean_id(client: openai.OpenAI) -> N
     assert [m.id for m in models.data] == ["tiny-chat"]
     Model.model_validate(models.data[0].model_dump(), strict=True)
     assert client.models.retrieve("tiny-chat").id == "tiny-chat"
+
+
+def test_models_say_what_the_model_can_do_and_its_context(server: ServerProcess) -> None:
+    # The tiny model is no catalog entry: its GGUF's ChatML template shows it chats.
+    listed = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]
+    assert listed["capabilities"] == ["chat"]
+    assert listed["context_length"] == CTX_SIZE
+    assert httpx.get(f"{server.base_url}/v1/models/tiny-chat").json() == listed
 
 
 def test_non_streaming_completion_has_the_openai_shape(server: ServerProcess) -> None:

@@ -219,6 +219,10 @@ def test_serve_with_an_embedding_model_lists_both(two_models: ServerProcess) -> 
     for m in models.data:
         Model.model_validate(m.model_dump(), strict=True)
         assert client.models.retrieve(m.id).id == m.id
+    listed = {m["id"]: m for m in httpx.get(f"{two_models.base_url}/v1/models").json()["data"]}
+    assert listed["tiny-chat"]["context_length"] == 512  # --ctx-size is the chat model's
+    assert listed["tiny-embed"]["context_length"] == 2048  # the embedding model keeps its own
+    assert listed["tiny-embed"]["capabilities"] == listed["tiny-chat"]["capabilities"] == ["chat"]
 
 
 def test_model_picks_the_embedding_model_by_default_and_the_chat_model_by_name(two_models: ServerProcess) -> None:

@@ -20,6 +20,12 @@ pub const Settings = struct {
     /// chat model embeds. The graph is set whenever the id is.
     embedding_model_id: ?[]const u8 = null,
     embedding_graph: ?[]const u8 = null,
+    /// What each model can do, as /v1/models reports it: comma-separated
+    /// names (chat, tools, thinking, code, embedding), from the host.
+    capabilities: []const u8 = "",
+    embedding_capabilities: []const u8 = "",
+    /// The embedding model's context; 0 when the host does not say.
+    embedding_ctx_size: u32 = 0,
 };
 
 /// Reads the LLAMAEDGE_* variables; a value that is present but unusable is
@@ -34,6 +40,9 @@ pub fn settingsFromEnv(env: *const std.process.EnvMap, bad_var: *[]const u8) err
         // WasmEdge's convention names the second model's graph `embedding`.
         s.embedding_graph = env.get("LLAMAEDGE_EMBEDDING_GRAPH") orelse "embedding";
     }
+    if (env.get("LLAMAEDGE_MODEL_CAPABILITIES")) |v| s.capabilities = v;
+    if (env.get("LLAMAEDGE_EMBEDDING_MODEL_CAPABILITIES")) |v| s.embedding_capabilities = v;
+    s.embedding_ctx_size = try intVar(u32, env, "LLAMAEDGE_EMBEDDING_CTX_SIZE", s.embedding_ctx_size, bad_var);
     s.created = try intVar(i64, env, "LLAMAEDGE_MODEL_CREATED", s.created, bad_var);
     s.ctx_size = try intVar(u32, env, "LLAMAEDGE_CTX_SIZE", s.ctx_size, bad_var);
     s.max_body_bytes = try intVar(u64, env, "LLAMAEDGE_MAX_BODY_BYTES", s.max_body_bytes, bad_var);

@@ -77,7 +77,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             try appendModel(&body, settings);
             if (settings.embedding_model_id) |id| {
                 try body.append(',');
-                try appendModelNamed(&body, id, settings.created);
+                try appendModelNamed(&body, id, settings.created, settings.embedding_capabilities, settings.embedding_ctx_size);
             }
             try body.appendSlice("]}");
             try send(allocator, out, 200, "", body.items);
@@ -87,7 +87,9 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             if (!std.mem.eql(u8, id, settings.model_id) and !is_embedding) return sendError(allocator, out, modelNotFound(id, settings), "");
             var body = std.ArrayList(u8).init(allocator);
             defer body.deinit();
-            try appendModelNamed(&body, id, settings.created);
+            if (is_embedding) {
+                try appendModelNamed(&body, id, settings.created, settings.embedding_capabilities, settings.embedding_ctx_size);
+            } else try appendModel(&body, settings);
             try send(allocator, out, 200, "", body.items);
         },
         .chat_completions => try chatCompletions(allocator, env, out, settings),
@@ -241,14 +243,26 @@ fn textModelError(model: ?[]const u8, settings: http.Settings) ?openai.ApiError 
 }
 
 fn appendModel(out: *std.ArrayList(u8), settings: http.Settings) !void {
-    try appendModelNamed(out, settings.model_id, settings.created);
+    try appendModelNamed(out, settings.model_id, settings.created, settings.capabilities, settings.ctx_size);
 }
 
-fn appendModelNamed(out: *std.ArrayList(u8), id: []const u8, created: i64) !void {
+/// OpenAI's model object, plus what clients that look for them read (OpenAI's
+/// own clients ignore them): `capabilities` and the `context_length` served.
+fn appendModelNamed(out: *std.ArrayList(u8), id: []const u8, created: i64, capabilities: []const u8, context_length: u32) !void {
     const w = out.writer();
     try w.writeAll("{\"id\":");
     try std.json.encodeJsonString(id, .{}, w);
-    try w.print(",\"object\":\"model\",\"created\":{d},\"owned_by\":\"llamaedge\"}}", .{created});
+    try w.print(",\"object\":\"model\",\"created\":{d},\"owned_by\":\"llamaedge\",\"capabilities\":[", .{created});
+    var names = std.mem.tokenizeScalar(u8, capabilities, ',');
+    var first = true;
+    while (names.next()) |name| {
+        if (!first) try w.writeByte(',');
+        first = false;
+        try std.json.encodeJsonString(std.mem.trim(u8, name, " "), .{}, w);
+    }
+    try w.writeByte(']');
+    if (context_length > 0) try w.print(",\"context_length\":{d}", .{context_length});
+    try w.writeByte('}');
 }
 
 /// `chatcmpl-` and 24 random letters and digits.
@@ -447,6 +461,9 @@ test "completion ids are chatcmpl- and 24 letters or digits, and differ" {
 test "the model object" {
     var out = std.ArrayList(u8).init(std.testing.allocator);
     defer out.deinit();
-    try appendModel(&out, .{ .model_id = "tiny \"q\"", .created = 17 });
-    try std.testing.expectEqualStrings("{\"id\":\"tiny \\\"q\\\"\",\"object\":\"model\",\"created\":17,\"owned_by\":\"llamaedge\"}", out.items);
+    try appendModel(&out, .{ .model_id = "tiny \"q\"", .created = 17, .ctx_size = 2048, .capabilities = "chat,tools" });
+    try std.testing.expectEqualStrings("{\"id\":\"tiny \\\"q\\\"\",\"object\":\"model\",\"created\":17,\"owned_by\":\"llamaedge\",\"capabilities\":[\"chat\",\"tools\"],\"context_length\":2048}", out.items);
+    out.clearRetainingCapacity();
+    try appendModelNamed(&out, "e", 1, "", 0);
+    try std.testing.expectEqualStrings("{\"id\":\"e\",\"object\":\"model\",\"created\":1,\"owned_by\":\"llamaedge\",\"capabilities\":[]}", out.items);
 }
