@@ -181,6 +181,13 @@ def test_engine_gauges_are_reported_when_the_engine_has_stats(chat_url: str) -> 
     assert value(samples, "llamaedge_slots_busy", model="tiny-chat") == 0
     assert value(samples, "llamaedge_kv_cache_cells_total", model="tiny-chat") >= 512
     assert 0 <= value(samples, "llamaedge_kv_cache_usage_ratio", model="tiny-chat") <= 1
+    # The requests the fixture's server ran so far were decoded by the engine.
+    client = OpenAI(base_url=f"{chat_url}/v1", api_key="unused")
+    completion = client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "count"}], max_tokens=4)
+    assert completion.usage is not None
+    decoded = value(scrape(chat_url), "llamaedge_tokens_decoded_total", model="tiny-chat")
+    assert decoded >= completion.usage.prompt_tokens
 
 
 def test_metrics_are_public_unless_metrics_auth(tmp_path: Path, tiny_model: Path) -> None:
@@ -204,7 +211,7 @@ def test_engine_stats_become_gauges_per_model() -> None:
         kv_cells_total: int
 
     snapshot = HostSnapshot(in_flight=6, parallel=4, queue_max=16, draining=True, models=[
-        ModelSnapshot("chat", "default", 1.5, EngineStats(4, 3, 3, 2, 300, 1200)),
+        ModelSnapshot("chat", "default", 1.5, EngineStats(4, 3, 3, 2, 300, 1200), tokens_decoded=4321),
         ModelSnapshot("embed", "embedding", 0.25, None),
     ])
     metrics = ServerMetrics(lambda: snapshot)
@@ -220,6 +227,7 @@ def test_engine_stats_become_gauges_per_model() -> None:
     assert value(samples, "llamaedge_sequences_waiting", model="chat") == 2
     assert value(samples, "llamaedge_kv_cache_usage_ratio", model="chat") == 0.25
     assert value(samples, "llamaedge_model_load_seconds", model="embed") == 0.25
+    assert value(samples, "llamaedge_tokens_decoded_total", model="chat") == 4321
     # A model without stats has no engine series, rather than zeros that would look real.
     assert not any(dict(key)["model"] == "embed" for key in samples["llamaedge_slots_busy"])
     openmetrics, om_type = metrics.exposition("application/openmetrics-text; version=1.0.0")
