@@ -40,6 +40,7 @@ from tests.conftest import ServerProcess, smollm2_path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RSS_GROWTH_MAX_PCT = 5.0
 RSS_SAMPLE_S = 1.0
+RSS_TIMELINE_S = 10.0  # the report keeps one sample per this many seconds, to see the curve
 RSS_WINDOW_MAX_S = 60.0  # the windows compared: the first and the last minute (less in short runs)
 REQUEST_TIMEOUT_S = 300.0
 
@@ -258,9 +259,11 @@ class RssSampler:
         last = [rss for t, rss in self.samples if t >= t1 - window]
         mib = 2**20
         growth = (statistics.mean(last) / statistics.mean(first) - 1) * 100
+        every = max(1, round(RSS_TIMELINE_S / RSS_SAMPLE_S))
         return {"start_mib": values[0] / mib, "peak_mib": max(values) / mib, "end_mib": values[-1] / mib,
                 "window_s": window, "first_window_mean_mib": statistics.mean(first) / mib,
-                "last_window_mean_mib": statistics.mean(last) / mib, "growth_pct": growth}
+                "last_window_mean_mib": statistics.mean(last) / mib, "growth_pct": growth,
+                "timeline_mib": [round(v / mib, 1) for v in values[::every]]}
 
 
 def percentile(values: list[float], q: float) -> float | None:
