@@ -2,7 +2,7 @@
 # From one line to a running chat in the browser:
 #
 #   curl -sSfL <raw URL of run-llm.sh> | bash
-#   bash <(curl -sSfL <raw URL of run-llm.sh>) --model qwen2.5-1.5b
+#   bash <(curl -sSfL <raw URL of run-llm.sh>) --model qwen3.5-2b
 #   bash run-llm.sh --interactive          (from a checkout: installs that checkout)
 #
 # It checks the tools llama-cpp-python needs to compile, installs llamaedge into its own
@@ -60,7 +60,7 @@ die() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --model) [ $# -ge 2 ] || die "--model needs a NAME" "run-llm.sh --model qwen2.5-1.5b"; MODEL="$2"; shift 2 ;;
+        --model) [ $# -ge 2 ] || die "--model needs a NAME" "run-llm.sh --model qwen3.5-2b"; MODEL="$2"; shift 2 ;;
         --model=*) MODEL="${1#--model=}"; shift ;;
         --port) [ $# -ge 2 ] || die "--port needs a number" "run-llm.sh --port 8080"; PORT="$2"; shift 2 ;;
         --port=*) PORT="${1#--port=}"; shift ;;

@@ -153,7 +153,7 @@ def test_seed_makes_sampling_repeatable(server: ServerProcess) -> None:
         ({"messages": [{"role": "wizard", "content": "x"}]}, 400, None, None),
         ({"messages": USER, "max_tokens": "ten"}, 400, "max_tokens", None),
         ({"messages": USER, "temperature": "hot"}, 400, "temperature", None),
-        ({"messages": USER, "n": 2}, 400, "n", None),
+        ({"messages": USER, "n": 9}, 400, "n", None),
         ({"messages": USER, "model": "gpt-4o"}, 404, "model", "model_not_found"),
     ],
     ids=["malformed", "no-messages", "empty-messages", "messages-type", "bad-role", "max-tokens-type",

@@ -172,6 +172,14 @@ def test_n_gives_independent_indexed_choices_per_prompt(server: ServerProcess) -
     assert texts[2] == texts[3] == greedy(server, "The cat", max_tokens=6).choices[0].text
 
 
+def test_more_choices_than_decoding_slots_all_complete(server: ServerProcess) -> None:
+    # 6 choices, 4 slots (serve's default --parallel): two waves, longer than the lookahead.
+    completion = complete(server, {"prompt": PROMPT, "n": 6, "max_tokens": 40, "temperature": 0})
+    assert [c.index for c in completion.choices] == list(range(6))
+    assert len({c.text for c in completion.choices}) == 1
+    assert all(c.finish_reason == "length" for c in completion.choices)
+
+
 def test_n_streams_every_choice_to_its_end(server: ServerProcess) -> None:
     chunks = stream(server, {"prompt": PROMPT, "n": 2, "max_tokens": 8, "temperature": 0})
     finished = [c.index for chunk in chunks for c in chunk.choices if c.finish_reason]
@@ -228,7 +236,7 @@ def test_logit_bias_banning_the_greedy_token_changes_the_output(server: ServerPr
         ({"prompt": PROMPT, "suffix": " the end."}, "suffix", "fill-in-the-middle"),
         ({"prompt": PROMPT, "best_of": 3}, "best_of", "does not generate extra candidates"),
         ({"prompt": PROMPT, "n": 2, "best_of": 1}, "best_of", "at least 'n'"),
-        ({"prompt": PROMPT, "n": 9}, "n", "from 1 to 4"),
+        ({"prompt": PROMPT, "n": 17}, "n", "from 1 to 16"),
         ({"prompt": PROMPT, "logprobs": 6}, "logprobs", "between 0 and 5"),
         ({"prompt": PROMPT, "logprobs": 2, "echo": True}, "echo", "not of the prompt's"),
         ({"prompt": PROMPT, "logit_bias": {"word": 5}}, "logit_bias", "token ids"),

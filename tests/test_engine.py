@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions
+from llamaedge.engine import EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions
+from llamaedge.engine.embedding import decode_groups
 
 PROMPT = b"<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 ENDLESS = SamplingOptions(temp=0, ignore_eos=True)
@@ -22,7 +23,7 @@ def model(tiny_model: Path) -> Iterator[Model]:
     model.close()
 
 
-def wait_until(condition: object, timeout_s: float = 5.0) -> None:
+def wait_until(condition: object, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
@@ -116,3 +117,12 @@ def test_stats_of_the_real_engine(model: Model) -> None:
     assert (stats.slots_total, stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (1, 0, 0, 0)
     assert stats.kv_cells_used == len(prompt) + 3  # the last token sampled is never decoded
     assert stats.kv_cells_total == model.n_ctx
+
+
+def test_embedding_inputs_are_packed_into_decodes_in_order() -> None:
+    inputs = [[1] * 300, [2] * 300, [3] * 500, [4] * 100] + [[5]] * (EMBED_SEQ_MAX + 2)
+    groups = decode_groups(inputs, 1000)
+    assert list(groups[0]) == [0, 1] and list(groups[1])[:2] == [2, 3]
+    assert sum(len(g) for g in groups) == len(inputs)
+    assert all(len(g) <= EMBED_SEQ_MAX and sum(len(inputs[i]) for i in g) <= 1000 for g in groups)
+    assert [i for g in groups for i in g] == list(range(len(inputs)))

@@ -5,9 +5,13 @@ The app's conversation and budget logic has Zig unit tests against a fake backen
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +111,14 @@ def test_chat_rejects_bad_host_options_before_loading(tmp_path: Path) -> None:
     assert typed.returncode == 2 and "--temp: invalid float value: 'warm'" in typed.stderr
 
 
+def test_chat_refuses_bad_app_options_before_loading_the_model(tiny_model: Path) -> None:
+    result = run_cli("chat", "--model", str(tiny_model), "-p", "klingon", lines=["hello"])
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("llama-chat: unknown prompt template 'klingon'")
+    assert len(result.stderr.strip().splitlines()) == 1  # no "loading ..." line: the model never loaded
+    assert result.stdout == ""
+
+
 def test_chat_passes_the_app_options_and_the_real_context_size() -> None:
     args = build_parser().parse_args(
         ["chat", "-s", "-be brief-", "-n", "12", "--temp", "0", "-r", "User:", "-r", "###", "--log-prompts"])
@@ -119,6 +131,7 @@ def test_chat_passes_the_app_options_and_the_real_context_size() -> None:
     chosen = build_parser().parse_args(["chat", "-p", "zephyr"])
     assert app_arguments(chosen, model, 512) == ["--ctx-size=512", "--prompt-template=zephyr"]
     assert app_arguments(build_parser().parse_args(["chat"]), ResolvedModel(Path("m"), "m"), 512) == ["--ctx-size=512"]
+    assert app_arguments(chosen, model, None) == ["--prompt-template=zephyr"]  # the size not known yet
 
 
 # ---------------------------------------------------------------------------
@@ -155,17 +168,20 @@ def test_reset_forgets_the_conversation_and_keeps_the_system_prompt(smollm2_mode
 
 @pytest.mark.slow
 def test_a_full_context_drops_the_oldest_turns_says_so_and_goes_on(smollm2_model: Path) -> None:
-    filler = " ".join(f"item{i}" for i in range(40))  # about 80 tokens
-    messages = [f"Note {n}: {filler}" for n in range(1, 5)]
+    filler = " ".join(f"item{i}" for i in range(40))  # about 110 tokens: two turns overflow 256
+    notes = [f"Note {n}: {filler}" for n in range(1, 4)]
+    too_long = "word " * 1000  # more than the whole context
     result = run_cli("chat", "--model", str(smollm2_model), "--ctx-size", "256", *QUICK, "--log-prompts",
-                     "-s", "Be brief.", lines=messages)
+                     "-s", "Be brief.", lines=[notes[0], notes[1], too_long, notes[2]])
     assert result.returncode == 0, result.stderr
     assert re.search(r"\[context full: dropped the \d+ oldest turns? to make room; the system prompt stays\]", result.stderr)
-    # every message was answered, the last one with the system prompt and without the first note
-    assert len(result.answers) == 4 and result.answers[-1].strip()
+    assert re.search(r"\[that message does not fit in the context of \d+ tokens; not sent\]", result.stderr)
+    # every note was answered, the last one with the system prompt and without the first note
+    assert len(result.answers) == 3 and result.answers[-1].strip()
+    assert "word word" not in result.stderr  # the message that did not fit never became a prompt
     last = result.prompts[-1]
     assert last.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
-    assert "Note 1:" not in last and "Note 4:" in last
+    assert "Note 1:" not in last and "Note 3:" in last
     tokens = [int(n) for n in re.findall(r"\[prompt, (\d+) tokens\]", result.stderr)]
     assert max(tokens) <= 256 - 24  # the history never crowded out the answer
 
@@ -173,12 +189,61 @@ def test_a_full_context_drops_the_oldest_turns_says_so_and_goes_on(smollm2_model
 @pytest.mark.slow
 def test_the_app_runs_under_run_wasm_with_a_preloaded_model(smollm2_model: Path) -> None:
     result = run_cli("run-wasm", "--nn-preload", f"default:GGML:AUTO:{smollm2_model}", str(APP_PATH),
-                     "--temp", "0", "-n", "16", "-c", "4096", "--log-stat", "-p", "chatml", lines=["Hi!", "/help"])
+                     "--temp", "0", "-n", "16", "-c", "256", "--log-stat", "-p", "chatml", lines=["Hi!", "/help"])
     assert result.returncode == 0, result.stderr
+    # the host loaded the model with the context the app asked for
+    assert re.search(r"loaded graph \d+ from SmolLM2\S*\.gguf \(ctx 256\)", result.stderr), result.stderr
     assert len(result.answers) == 1 and result.answers[0].strip()
     assert re.search(r"\[prompt \d+ tokens, answer \d+ tokens\]", result.stderr)
     assert "/reset  forget the conversation" in result.stderr
     assert "template chatml" in result.stderr
+
+
+class Terminal:
+    """A process on a pseudo-terminal, as a user at a keyboard would run it."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "llamaedge", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, close_fds=True, cwd=REPO_ROOT)
+        os.close(slave)
+        self.seen = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def wait_for(self, text: bytes, count: int = 1, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.seen.count(text) < count:
+            assert time.monotonic() < deadline, self.seen.decode(errors="replace")
+            if select.select([self.master], [], [], 1)[0]:
+                try:
+                    self.seen += os.read(self.master, 4096)
+                except OSError:  # the process ended and closed the terminal
+                    break
+        assert self.seen.count(text) >= count, self.seen.decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+@pytest.mark.slow
+def test_in_a_terminal_it_answers_each_line_and_ctrl_d_quits(smollm2_model: Path) -> None:
+    term = Terminal(["chat", "--model", str(smollm2_model), "--ctx-size", "512", *QUICK])
+    try:
+        term.wait_for(b"[USER]:")
+        term.type(b"Hello!\n")
+        # the answer comes, then the cue for the next line, before anything else is typed
+        term.wait_for(b"[USER]:", count=2)
+        answer = term.seen.split(b"[ASSISTANT]:", 1)[1].split(b"[USER]:", 1)[0]
+        assert answer.strip()
+        term.type(b"\x04")  # Ctrl-D: end of input
+        assert term.proc.wait(timeout=60) == 0
+    finally:
+        term.close()
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +281,7 @@ def test_answers_stream_while_they_are_generated(smollm2_runtime: tuple, tmp_pat
     stdin = tmp_path / "stdin"
     stdin.write_text("Tell me about the sea.\n")
     wasi = WasiConfig()
-    wasi.argv = ["llama-chat.wasm", "--temp", "0", "-n", "32", "-c", "512", "-p", "chatml"]
+    wasi.argv = ["llama-chat.wasm", "--temp", "0", "-n", "20", "-c", "512", "-p", "chatml"]
     wasi.stdin_file = str(stdin)
     wasi.stdout_custom = on_stdout
     wasi.stderr_file = str(tmp_path / "stderr")

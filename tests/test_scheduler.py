@@ -4,6 +4,7 @@ cancellation, context full, fairness, backpressure and shared prefixes."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import pytest
 
 from llamaedge.engine.scheduler import BatchEntry, Scheduler, Sequence
 from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, FinishReason, SamplingOptions, Token
+from llamaedge.errors import ModelError
 
 END = 0  # the scripted end-of-generation token
 
@@ -322,3 +324,41 @@ def test_stats_count_slots_sequences_and_cells(decoder: FakeDecoder) -> None:
     stats = scheduler.stats()
     assert (stats.slots_total, stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (2, 2, 2, 1)
     assert stats.kv_cells_used == 5 and stats.kv_cells_total == decoder.n_ctx
+
+
+def test_a_failing_sampler_fails_its_own_sequence_only(decoder: FakeDecoder) -> None:
+    def broken() -> Iterator[int]:
+        yield 100
+        raise RuntimeError("no token fits the grammar")
+
+    scheduler = Scheduler(decoder, 2, thread=False)
+    failing, healthy = sequence([1, 2], broken()), sequence([3, 4], n_predict=3)
+    scheduler.submit(failing)
+    scheduler.submit(healthy)
+    run_until(scheduler, lambda: healthy.done)
+    assert failing.finish_reason == FinishReason.ERROR
+    assert failing.error == "no token fits the grammar"
+    assert healthy.finish_reason == FinishReason.LENGTH
+
+
+def test_jobs_run_on_the_scheduler_thread_while_sequences_run() -> None:
+    decoder = FakeDecoder(n_ctx=1 << 20)
+    scheduler = Scheduler(decoder, 1, thread=True)
+    try:
+        seq = sequence([1, 2])
+        scheduler.submit(seq)
+        threads = set()
+        for _ in range(3):
+            threads.add(scheduler.run_job(lambda: threading.current_thread().name))
+            drain(seq)
+        assert threads == {"llamaedge-engine"}
+        assert scheduler.run_job(lambda: 42) == 42
+        with pytest.raises(ZeroDivisionError):
+            scheduler.run_job(lambda: 1 / 0)  # the caller gets the job's error; the thread goes on
+        assert scheduler.run_job(lambda: "alive") == "alive"
+        assert seq.n_generated > 0 and not seq.done
+    finally:
+        scheduler.close()
+    assert seq.finish_reason == FinishReason.CANCELLED
+    with pytest.raises(ModelError):
+        scheduler.run_job(lambda: 0)

@@ -3,6 +3,7 @@ through real wasmtime on the real engine with the tiny model, error paths includ
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -15,10 +16,11 @@ import numpy as np
 import pytest
 
 from llamaedge.engine import LoadOptions
-from llamaedge.runtime import GraphRegistry, Preload, Runtime
+from llamaedge.runtime import GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.wasi_nn import Errno
 from tests.nn_harness import Harness, harness, harness_app, new_runtime
 from tests.tiny_gguf import write_tiny_gguf
+from tests.wat_apps import nn_compute_app, write_app
 
 PROMPT = b"<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
 GREEDY = {"temp": 0, "seed": 1}
@@ -614,6 +616,7 @@ def test_the_registry_loads_models_with_the_loader_it_is_given(tmp_path: Path) -
         loaded.append((path, options))
         return Stand()
 
+    (tmp_path / "x.gguf").write_bytes(b"not read by the stand-in")
     registry = GraphRegistry(LoadOptions(threads=1), [Preload("x", "GGML", "AUTO", tmp_path / "x.gguf")],
                              loader=loader)  # type: ignore[arg-type]
     runtime = new_runtime(registry)
@@ -622,3 +625,90 @@ def test_the_registry_loads_models_with_the_loader_it_is_given(tmp_path: Path) -
         assert rc == Errno.SUCCESS
         assert h.call("unload", graph) == Errno.SUCCESS
     assert [(p.name, o.ctx_size, o.threads) for p, o in loaded] == [("x.gguf", 64, 2)]
+
+
+# -- WasmEdge fidelity: options at load, stream-stdout --------------------------------------------
+
+
+def test_options_given_at_load_are_where_every_context_starts(nn: Harness) -> None:
+    rc, graph = nn.load_by_name("default", {**GREEDY, "n-predict": 3, "ignore-eos": True})
+    assert rc == Errno.SUCCESS
+    _, first = nn.init_context(graph)
+    _, second = nn.init_context(graph)
+    for ctx in (first, second):
+        assert nn.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
+    assert nn.set_input(second, 1, {"n-predict": 5}) == Errno.SUCCESS  # for this context only
+    one, _ = nn.stream(first)
+    two, _ = nn.stream(second)
+    assert nn.metadata(first)["output_tokens"] == 3
+    assert nn.metadata(second)["output_tokens"] == 5
+    assert two.startswith(one)  # both greedy, from the load-time temp
+    _, third = nn.init_context(graph)
+    assert nn.set_input(third, 0, PROMPT) == Errno.SUCCESS
+    assert nn.stream(third)[0] == one
+
+
+def test_a_bad_option_at_load_fails_the_load(nn: Harness, tiny_model: Path) -> None:
+    assert nn.load_by_name("default", {"grammar": "root ::= ("})[0] == Errno.INVALID_ARGUMENT
+    assert nn.load_by_name("default", {"temp": "hot"})[0] == Errno.INVALID_ARGUMENT
+    out = nn.alloc(4)
+    by_path = builders(nn, b"preload:" + str(tiny_model).encode(), b'{"ctx-size": 64, "top-k": "many"}')
+    n_graphs = len(nn.session.registry._graphs)
+    assert nn.call("load", by_path, 2, 6, 0, out) == Errno.INVALID_ARGUMENT
+    assert nn.session.registry._graphs[n_graphs:] == [None]  # loaded, then let go
+
+
+def test_a_preloaded_model_whose_file_is_gone_is_model_not_found(tmp_path: Path) -> None:
+    preloads = [Preload("gone", "GGML", "AUTO", tmp_path / "gone.gguf"), Preload("dir", "GGML", "AUTO", tmp_path)]
+    registry = GraphRegistry(LoadOptions(threads=2), preloads)
+    runtime = new_runtime(registry)
+    with harness(runtime, harness_app(runtime)) as h:
+        assert h.load_by_name("gone")[0] == Errno.MODEL_NOT_FOUND
+        assert h.load_by_name("gone", {"ctx-size": 64})[0] == Errno.MODEL_NOT_FOUND
+        assert h.load_by_name("dir")[0] == Errno.MODEL_NOT_FOUND
+
+
+def run_compute_app(runtime: Runtime, tmp_path: Path, config: dict) -> tuple[bytes, bytes]:
+    """The app passes `config` at load only and calls compute; (what the host streamed to its
+    stdout, what the app printed of get_output(0))."""
+    app = runtime.load_app(write_app(tmp_path, "nn.wasm", nn_compute_app(PROMPT.decode(), json.dumps(config),
+                                                                           at_load=True)))
+    host_stdout = io.BytesIO()
+    printed = runtime.run_command(app, [], NNSession(runtime.registry, host_stdout=host_stdout))
+    return host_stdout.getvalue(), printed
+
+
+def test_a_wasmedge_app_with_options_at_load_streams_compute_to_stdout(runtime: Runtime, tmp_path: Path) -> None:
+    with harness(runtime, harness_app(runtime)) as h:  # the reference texts, before the app runs
+        reference, _ = h.stream(ready_context(h, {"n-predict": 40, "ignore-eos": True}))
+        twelve, _ = h.stream(ready_context(h, {"n-predict": 12, "ignore-eos": True}))
+    config = {**GREEDY, "n-predict": 12, "ignore-eos": True, "stream-stdout": True}
+    streamed, printed = run_compute_app(runtime, tmp_path, config)
+    assert streamed == printed == twelve
+    assert reference.startswith(twelve)
+    text = reference.decode()
+    stop = text[20:23]
+    assert stop and stop not in text[:22]
+    streamed, printed = run_compute_app(runtime, tmp_path, {**config, "n-predict": 40, "reverse-prompt": stop})
+    assert streamed == printed == text[:20].encode()
+
+
+def test_a_lazy_grammar_must_start_with_its_trigger(nn: Harness) -> None:
+    ctx = ready_context(nn)
+    metadata = {"grammar": 'root ::= "abc"', "grammar-triggers": ["xyz"]}
+    assert nn.set_input(ctx, 1, metadata) == Errno.INVALID_ARGUMENT
+
+
+def test_a_token_running_past_a_trigger_against_the_grammar_is_passed_over(nn: Harness) -> None:
+    # llama.cpp would abort the process on such a token; the host draws another instead.
+    pieces = unconstrained(nn, 12)
+    k = next(i for i, piece in enumerate(pieces) if len(piece) >= 3)
+    trigger = pieces[k][:-1].decode()
+    grammar = f'root ::= "{trigger}" "Q" [a-z]*'
+    ctx = ready_context(nn, {"grammar": grammar, "grammar-triggers": [trigger], "n-predict": 12, "ignore-eos": True})
+    text, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE
+    assert text.startswith(b"".join(pieces[:k])) and not text.startswith(b"".join(pieces[: k + 1]))
+    decoded = text.decode()
+    if trigger in decoded:
+        assert re.fullmatch(re.escape(trigger) + "Q[a-z]*", decoded[decoded.index(trigger):])

@@ -427,9 +427,10 @@ def test_body_over_the_limit_is_413_before_reading(app_module: tuple[Engine, Mod
         ({"messages": [{"role": "user", "content": 1}]}, "messages[0].content", "expected a string"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages[0].content[0]", "text only"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": "warm"}, "temperature", "expected a number"),
-        ({"messages": [{"role": "user", "content": "x"}], "n": 3}, "n", "must be 1"),
-        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
-        ({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs", "not supported"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 9}, "n", "between 1 and 8"),
+        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "a b"}}]},
+         "tools[0].function.name", "1 to 64 characters"),
+        ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, "top_logprobs", "needs 'logprobs'"),
         ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ],
 )

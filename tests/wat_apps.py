@@ -66,14 +66,24 @@ ENV_COUNT = """(module
   (func (export "_start") (drop (call $sizes (i32.const 0) (i32.const 4))) (call $proc_exit (i32.load (i32.const 0)))))"""
 
 
-def nn_compute_app(prompt: str, metadata: str) -> str:
+def nn_compute_app(prompt: str, metadata: str, *, at_load: bool = False) -> str:
     """What a WasmEdge GGML app does: load_by_name("default"), set metadata and prompt,
-    compute, then print get_output(0) to stdout. Exits with the first failing errno."""
+    compute, then print get_output(0) to stdout. Exits with the first failing errno. With
+    `at_load`, the metadata goes to load_by_name_with_config instead of set_input(1)."""
     name, meta, text = "default", metadata, prompt
     layout = {"name": 1024, "meta": 1100, "prompt": 2048}
     nbytes = {k: len(v.encode()) for k, v in (("name", name), ("meta", meta), ("prompt", text))}
+    name_args = f'(i32.const {layout["name"]}) (i32.const {nbytes["name"]})'
+    meta_args = f'(i32.const {layout["meta"]}) (i32.const {nbytes["meta"]})'
+    if at_load:
+        load = f"(call $check (call $load_with_config {name_args} {meta_args} (i32.const 100)))"
+        set_meta = ""
+    else:
+        load = f"(call $check (call $load_by_name {name_args} (i32.const 100)))"
+        set_meta = f"(call $check (call $set_input (i32.load (i32.const 104)) (i32.const 1) (call $tensor {meta_args})))"
     return f"""(module
   (import "wasi_ephemeral_nn" "load_by_name" (func $load_by_name (param i32 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "load_by_name_with_config" (func $load_with_config (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "set_input" (func $set_input (param i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "compute" (func $compute (param i32) (result i32)))
@@ -87,9 +97,9 @@ def nn_compute_app(prompt: str, metadata: str) -> str:
     (i32.store (i32.const 264) (i32.const 0)) (i32.store (i32.const 268) (local.get $ptr))
     (i32.store (i32.const 272) (local.get $len)) (i32.const 256))
   (func (export "_start")
-    (call $check (call $load_by_name (i32.const {layout["name"]}) (i32.const {nbytes["name"]}) (i32.const 100)))
+    {load}
     (call $check (call $init (i32.load (i32.const 100)) (i32.const 104)))
-    (call $check (call $set_input (i32.load (i32.const 104)) (i32.const 1) (call $tensor (i32.const {layout["meta"]}) (i32.const {nbytes["meta"]}))))
+    {set_meta}
     (call $check (call $set_input (i32.load (i32.const 104)) (i32.const 0) (call $tensor (i32.const {layout["prompt"]}) (i32.const {nbytes["prompt"]}))))
     (call $check (call $compute (i32.load (i32.const 104))))
     (call $check (call $get_output (i32.load (i32.const 104)) (i32.const 0) (i32.const 8192) (i32.const 4096) (i32.const 108)))

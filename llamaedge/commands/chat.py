@@ -11,6 +11,7 @@ import logging
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from llamaedge.commands.run import choose_model
 from llamaedge.commands.run_wasm import CLI_MEMORY_MAX_BYTES, CLI_SLICE_MAX_S
@@ -21,7 +22,7 @@ from llamaedge.types import ResolvedModel
 MODEL_GRAPH = "default"
 
 # The app's own options, passed on as they are: (flags, argparse keywords).
-APP_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
+APP_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-p", "--prompt-template"), {"metavar": "NAME", "help": "auto (the model's own template; default) or a template name"}),
     (("-s", "--system-prompt"), {"metavar": "TEXT", "help": "the system prompt, kept when old turns are dropped"}),
     (("-n", "--n-predict"), {"type": int, "metavar": "N", "help": "the most tokens per answer (default 1024)"}),
@@ -57,10 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def app_arguments(args: argparse.Namespace, model: ResolvedModel, n_ctx: int) -> list[str]:
-    """The app's command line: the real context size, the model's catalog template unless one
-    was asked for, and the app options that were given."""
-    out = [f"--ctx-size={n_ctx}"]
+def app_arguments(args: argparse.Namespace, model: ResolvedModel, n_ctx: int | None) -> list[str]:
+    """The app's command line: the real context size (once known), the model's catalog
+    template unless one was asked for, and the app options that were given."""
+    out = [] if n_ctx is None else [f"--ctx-size={n_ctx}"]
     if args.prompt_template is None and model.prompt_template != "auto":
         out.append(f"--prompt-template={model.prompt_template}")
     for flags, options in APP_OPTIONS:
@@ -94,12 +95,17 @@ def run(args: argparse.Namespace) -> int:
     model = choose_model(args.model, args.models_dir)
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
     if not args.verbose:
-        # The terminal is the conversation's: the host's per-call notes only with -v.
-        logging.getLogger("llamaedge.runtime").setLevel(logging.WARNING)
+        # The terminal is the conversation's: the host's and engine's notes only with -v.
+        for name in ("llamaedge.runtime", "llamaedge.engine"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     registry = GraphRegistry()
     runtime = Runtime(registry, limits=RunLimits(memory_max_bytes=CLI_MEMORY_MAX_BYTES, wasm_slice_max_s=CLI_SLICE_MAX_S))
     try:
         app = runtime.load_app(default_app_path())
+        # The app judges its own options: ask it before the model takes its time to load.
+        code = runtime.run_attached(app, ["--check", *app_arguments(args, model, None)], NNSession(registry))
+        if code != 0:
+            return code
         err_console.print(f"[dim]loading {model.path.name} ...[/]")
         # One conversation: one sequence, which may use the whole context.
         options = LoadOptions(ctx_size=args.ctx_size, n_gpu_layers=plan.n_gpu_layers, threads=args.threads, parallel=1)

@@ -7,7 +7,8 @@ imports llama_cpp.
     devices         GPU offload, devices, build information
     gguf            metadata and shape of a GGUF without its weights
     grammar         JSON schema to GBNF, lazy-grammar triggers
-    sampling        sampler chains and log-probabilities
+    vocab           tokenizing and detokenizing
+    sampling        sampler chains, lazy grammars, log-probabilities
     chat_template   Jinja chat templates as llama.cpp renders them
     scheduler       continuous batching over slots, against a Decoder protocol
     llama_decoder   the Decoder on a llama context

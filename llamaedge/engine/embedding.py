@@ -37,44 +37,61 @@ class Embedder:
         self.n_tokens_decoded = 0
 
     def embed(self, inputs: list[list[int]]) -> np.ndarray:
-        """One raw pooled embedding per input, as float32 rows."""
+        """One raw pooled embedding per input, as float32 rows: all the inputs in one
+        decode, so they must fit it (see `decode_groups`)."""
         check_inputs(inputs, self.n_ctx)
-        out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+        if len(inputs) > EMBED_SEQ_MAX or sum(len(tokens) for tokens in inputs) > self.n_ctx:
+            raise BadInput(f"at most {EMBED_SEQ_MAX} inputs of {self.n_ctx} tokens in all are embedded together")
         batch = self._batch
-        start = 0
-        while start < len(inputs):
-            group, n = 0, 0
-            while (start + group < len(inputs) and group < EMBED_SEQ_MAX
-                   and n + len(inputs[start + group]) <= self.n_ctx):
-                for pos, token in enumerate(inputs[start + group]):
-                    batch.token[n] = token
-                    batch.pos[n] = pos
-                    batch.n_seq_id[n] = 1
-                    batch.seq_id[n][0] = group
-                    batch.logits[n] = 1
-                    n += 1
-                group += 1
-            batch.n_tokens = n
-            lc.llama_memory_clear(self._mem, True)
+        n = 0
+        for seq, tokens in enumerate(inputs):
+            for pos, token in enumerate(tokens):
+                batch.token[n] = token
+                batch.pos[n] = pos
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq
+                batch.logits[n] = 1  # pooling reads every token's output
+                n += 1
+        batch.n_tokens = n
+        lc.llama_memory_clear(self._mem, True)
+        try:
             rc = lc.llama_decode(self._ctx, batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with {rc} in embedding mode")
             self.n_tokens_decoded += n
-            for seq in range(group):
+            out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+            for seq in range(len(inputs)):
                 pooled = lc.llama_get_embeddings_seq(self._ctx, seq)
                 if not pooled:
                     raise RuntimeError("llama.cpp returned no pooled embedding")
-                out[start + seq] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
-            start += group
-        lc.llama_memory_clear(self._mem, True)
-        return out
+                out[seq] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
+            return out
+        finally:
+            lc.llama_memory_clear(self._mem, True)
 
     def close(self) -> None:
         lc.llama_batch_free(self._batch)
         lc.llama_free(self._ctx)
 
 
+def decode_groups(inputs: list[list[int]], n_ctx: int) -> list[range]:
+    """Consecutive inputs packed into decodes: at most EMBED_SEQ_MAX sequences and `n_ctx`
+    tokens each."""
+    groups: list[range] = []
+    start = 0
+    while start < len(inputs):
+        end, n = start, 0
+        while end < len(inputs) and end - start < EMBED_SEQ_MAX and n + len(inputs[end]) <= n_ctx:
+            n += len(inputs[end])
+            end += 1
+        groups.append(range(start, end))
+        start = end
+    return groups
+
+
 def check_inputs(inputs: list[list[int]], n_ctx: int) -> None:
+    if not inputs:
+        raise BadInput("nothing to embed")
     for tokens in inputs:
         if not tokens:
             raise BadInput("an input to embed is empty")

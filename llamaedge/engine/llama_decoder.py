@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import Any
 
 import llama_cpp as lc
 import numpy as np
 
-from llamaedge.engine.sampling import free_sampler, logprob_record
+from llamaedge.engine.sampling import Sampler, logprob_record
 from llamaedge.engine.scheduler import BatchEntry
 from llamaedge.engine.types import SamplingOptions, Token
 
@@ -42,16 +41,16 @@ class LlamaDecoder:
             raise RuntimeError(f"llama_decode failed with {rc}")
         return True
 
-    def sample(self, sampler: Any, index: int, sampling: SamplingOptions) -> tuple[Token, bool]:
-        token = lc.llama_sampler_sample(sampler, self._ctx, index)
+    def sample(self, sampler: Sampler, index: int, sampling: SamplingOptions) -> tuple[Token, bool]:
+        token = sampler.sample(self._ctx, index)
         logprobs = None
         if sampling.logprobs:
             logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
             logprobs = logprob_record(logits, sampling, token, self._piece_of)
         return Token(token, self._piece_of(token), logprobs), bool(lc.llama_vocab_is_eog(self._vocab, token))
 
-    def free_sampler(self, sampler: Any) -> None:
-        free_sampler(sampler)
+    def free_sampler(self, sampler: Sampler) -> None:
+        sampler.free()
 
     def seq_rm(self, slot: int, p0: int, p1: int) -> None:
         lc.llama_memory_seq_rm(self._mem, slot, p0, p1)

@@ -16,13 +16,14 @@ from pathlib import Path
 import llama_cpp as lc
 import numpy as np
 
+from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
 from llamaedge.engine.chat_template import ChatTemplates
-from llamaedge.engine.embedding import Embedder, check_inputs, normalize
+from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
-from llamaedge.engine.sampling import free_sampler, make_sampler
+from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
 from llamaedge.engine.types import DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions
 from llamaedge.errors import ModelError
@@ -127,25 +128,13 @@ class Model:
     def tokenize(self, text: bytes, *, special: bool = True) -> list[int]:
         """Tokens of `text`, with the model's BOS when it wants one (never twice: chat
         templates often write the BOS text themselves)."""
-        n_max = len(text) + 8
-        tokens = (lc.llama_token * n_max)()
-        n = lc.llama_tokenize(self._vocab, text, len(text), tokens, n_max, True, special)
-        if n < 0:
-            n_max = -n
-            tokens = (lc.llama_token * n_max)()
-            n = lc.llama_tokenize(self._vocab, text, len(text), tokens, n_max, True, special)
-        result = list(tokens[:n])
+        result = vocab.tokenize(self._vocab, text, add_special=True, parse_special=special)
         if len(result) >= 2 and result[0] == result[1] == self._bos:
             del result[0]
         return result
 
     def token_piece(self, token: int, *, special: bool = False) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
+        return vocab.token_piece(self._vocab, token, special=special)
 
     def detokenize(self, tokens: list[int]) -> bytes:
         """The text of `tokens` as the model writes it, special tokens included."""
@@ -171,7 +160,7 @@ class Model:
 
     def check_sampling(self, sampling: SamplingOptions) -> None:
         """BadInput or GrammarError when a sequence could not be sampled with `sampling`."""
-        free_sampler(make_sampler(self._vocab, self.n_vocab, sampling))
+        Sampler(self._vocab, self.n_vocab, sampling).free()
 
     def generate(self, prompt: list[int], sampling: SamplingOptions) -> Sequence:
         """Queue a sequence; read it with `Sequence.next_token`, `next_piece` or by
@@ -182,11 +171,11 @@ class Model:
             raise PromptTooLong(f"prompt of {len(prompt)} tokens does not fit a context of {self.n_ctx}")
         sampling = dataclasses.replace(sampling)  # the caller may change its own meanwhile
         seq = Sequence(prompt=list(prompt), sampling=sampling)
-        seq._sampler = make_sampler(self._vocab, self.n_vocab, sampling)
+        seq._sampler = Sampler(self._vocab, self.n_vocab, sampling)
         try:
             self._scheduler.submit(seq)
         except ModelError:
-            free_sampler(seq._sampler)
+            seq._sampler.free()
             raise
         return seq
 
@@ -199,9 +188,12 @@ class Model:
     def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
         """One pooled embedding per input (float32 rows of n_embd), normalized as
         llama.cpp's `embd_normalize` says (see embedding.normalize). Inputs are decoded
-        together on the scheduler's thread. BadInput, PromptTooLong."""
+        several at a time on the scheduler's thread, one decode per job, so that generation
+        steps go on between them. BadInput, PromptTooLong."""
         check_inputs(inputs, self.n_ctx_embed)
-        return normalize(self._scheduler.run_job(lambda: self._embedding().embed(inputs)), norm)
+        rows = [self._scheduler.run_job(lambda group=group: self._embedding().embed([inputs[i] for i in group]))
+                for group in decode_groups(inputs, self.n_ctx_embed)]
+        return normalize(np.concatenate(rows), norm)
 
     def _embedding(self) -> Embedder:
         if self._embedder is None:

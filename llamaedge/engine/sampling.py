@@ -1,5 +1,6 @@
 """Per-sequence sampling: llama.cpp sampler chains (logit bias, grammar, penalties, top-k/p,
-min-p, temperature, seed) and the log-probabilities of sampled tokens."""
+min-p, temperature, seed), lazy grammars kept safe, and the log-probabilities of sampled
+tokens."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ import numpy as np
 from llamaedge.engine.errors import BadInput, GrammarError
 from llamaedge.engine.grammar import trigger_pattern
 from llamaedge.engine.types import TOP_LOGPROBS_MAX, SamplingOptions
+from llamaedge.engine.vocab import token_piece, tokenize
 
 # OpenAI writes -9999.0 for a token with no chance; JSON has no -inf.
 _LOGPROB_FLOOR = -9999.0
+# A lazy grammar's trigger: how many tokens that would break the grammar are passed over
+# before the generation fails instead.
+_TRIGGER_DRAWS_MAX = 32
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
 
 def check_options(s: SamplingOptions, n_vocab: int) -> None:
@@ -43,10 +49,83 @@ def _grammar(vocab: ctypes.c_void_p, s: SamplingOptions) -> ctypes.c_void_p:
     return sampler
 
 
-def make_sampler(vocab: ctypes.c_void_p, n_vocab: int, s: SamplingOptions) -> ctypes.c_void_p:
-    """A sampler chain for `s`; free it with `free_sampler`. BadInput, GrammarError."""
-    check_options(s, n_vocab)
-    grammar = _grammar(vocab, s) if s.grammar else None
+def _candidates(logits: np.ndarray, banned: list[int]) -> tuple[np.ndarray, lc.llama_token_data_array]:
+    """A llama_token_data_array over all tokens (its storage is the returned numpy array)."""
+    data = np.zeros(len(logits), dtype=_TOKEN_DATA)
+    data["id"] = np.arange(len(logits), dtype=np.int32)
+    data["logit"] = logits
+    data["logit"][banned] = -np.inf
+    array = lc.llama_token_data_array(data.ctypes.data_as(lc.llama_token_data_p), len(logits), -1, False)
+    return data, array
+
+
+def grammar_accepts(vocab: ctypes.c_void_p, grammar: str, text: bytes) -> bool:
+    """Whether `grammar` admits `text` as the start of its language: each token of the text
+    is offered to a fresh (eager) grammar sampler, which only ever accepts what it allowed."""
+    probe = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not probe:
+        raise GrammarError("the grammar could not be parsed")
+    try:
+        for token in tokenize(vocab, text, add_special=False, parse_special=False):
+            data, array = _candidates(np.zeros(1, dtype=np.float32), [])
+            data["id"][0] = token
+            lc.llama_sampler_apply(probe, ctypes.byref(array))
+            if not np.isfinite(data["logit"][0]):
+                return False
+            lc.llama_sampler_accept(probe, token)
+        return True
+    finally:
+        lc.llama_sampler_free(probe)
+
+
+class Sampler:
+    """One sequence's sampler chain. With a lazy grammar it also watches for the triggers
+    itself: llama.cpp aborts the process when the text from a trigger on does not fit the
+    grammar, so a token that would complete a trigger is taken only when it fits (else the
+    next likeliest is drawn)."""
+
+    def __init__(self, vocab: ctypes.c_void_p, n_vocab: int, s: SamplingOptions) -> None:
+        check_options(s, n_vocab)
+        self._vocab = vocab
+        self._n_vocab = n_vocab
+        self._grammar_text = s.grammar or ""
+        self._triggers = [t.encode() for t in s.grammar_triggers] if s.grammar else []
+        for trigger in self._triggers:
+            if not grammar_accepts(vocab, self._grammar_text, trigger):
+                raise GrammarError(f"the grammar does not start with its trigger {trigger.decode()!r}")
+        self._awaiting = bool(self._triggers)
+        self._seen = b""  # the text so far, while a lazy grammar waits for its trigger
+        grammar = _grammar(vocab, s) if s.grammar else None
+        self.chain = _chain(n_vocab, s, grammar)
+
+    def sample(self, ctx: ctypes.c_void_p, index: int) -> int:
+        """Sample and accept the token at output `index` of the last decode on `ctx`."""
+        if not self._awaiting:
+            return lc.llama_sampler_sample(self.chain, ctx, index)
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,))
+        banned: list[int] = []
+        # Earlier text holds no trigger (the grammar would be on): look only where one can end.
+        search_from = max(0, len(self._seen) - max(len(t) for t in self._triggers) + 1)
+        for _ in range(_TRIGGER_DRAWS_MAX):
+            data, array = _candidates(logits, banned)
+            lc.llama_sampler_apply(self.chain, ctypes.byref(array))
+            token = int(array.data[array.selected].id)
+            seen = self._seen + token_piece(self._vocab, token, special=True)
+            starts = [i for i in (seen.find(t, search_from) for t in self._triggers) if i >= 0]
+            if starts and not grammar_accepts(self._vocab, self._grammar_text, seen[starts[0]:]):
+                banned.append(token)
+                continue
+            self._awaiting = not starts
+            self._seen = seen
+            lc.llama_sampler_accept(self.chain, token)
+            return token
+        raise RuntimeError("no likely token continues the grammar's trigger as the grammar requires")
+
+    def free(self) -> None:
+        lc.llama_sampler_free(self.chain)
+
+
+def _chain(n_vocab: int, s: SamplingOptions, grammar: ctypes.c_void_p | None) -> ctypes.c_void_p:
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     if s.logit_bias:
         biases = (lc.llama_logit_bias * len(s.logit_bias))(
@@ -76,10 +155,6 @@ def make_sampler(vocab: ctypes.c_void_p, n_vocab: int, s: SamplingOptions) -> ct
     return chain
 
 
-def free_sampler(sampler: ctypes.c_void_p) -> None:
-    lc.llama_sampler_free(sampler)
-
-
 def logprob_record(logits: np.ndarray, s: SamplingOptions, token: int,
                    piece_of: Callable[[int], bytes]) -> dict[str, Any]:
     """The sampled token's log-probability and the `top_logprobs` likeliest tokens: the
@@ -90,7 +165,9 @@ def logprob_record(logits: np.ndarray, s: SamplingOptions, token: int,
         values[biased] += bias
     shifted = values - values.max()
     logprobs = shifted - np.log(np.exp(shifted).sum())
-    top = np.argsort(-logprobs, kind="stable")[: s.top_logprobs]
+    k = s.top_logprobs
+    top = np.argpartition(-logprobs, k - 1)[:k] if 0 < k < len(logprobs) else np.arange(min(k, len(logprobs)))
+    top = top[np.argsort(-logprobs[top], kind="stable")]
 
     def entry(tok: int) -> dict[str, Any]:
         piece = piece_of(tok)

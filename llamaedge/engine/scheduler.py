@@ -312,7 +312,12 @@ class Scheduler:
             del seq._pending[: len(take)]
             self._slot_tokens[seq._slot].extend(take)
         for seq, index in outputs:
-            self._sample(seq, index)
+            try:
+                self._sample(seq, index)
+            except Exception as exc:  # one sequence's sampler: fail that sequence alone
+                log.exception("sampling failed")
+                seq.error = str(exc)
+                self._finish(seq, FinishReason.ERROR)
 
     def _sample(self, seq: Sequence, index: int) -> None:
         token, ends = self.decoder.sample(seq._sampler, index, seq.sampling)

@@ -24,7 +24,6 @@ from typing import Any
 
 import wasmtime
 
-from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
 from llamaedge.runtime import wasi_nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
@@ -234,6 +233,8 @@ def _cache_config() -> Path:
 def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len: int,
                    out_ptr: int, out_max_len: int, written_ptr: int) -> None:
     """Render the graph's embedded chat template (see docs/host-interface.md)."""
+    from llamaedge.engine import NoChatTemplate, TemplateError
+
     session = _run().session
     model = session.registry.get(graph)
     try:

@@ -98,7 +98,6 @@ _SAMPLING_KEYS: dict[str, tuple[str, type]] = {
     "presence-penalty": ("presence_penalty", float),
     "frequency-penalty": ("frequency_penalty", float),
     "penalty-last-n": ("penalty_last_n", int),
-    "grammar": ("grammar", str),
     "ignore-eos": ("ignore_eos", bool),
 }
 _CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "embedding"}
@@ -210,6 +209,11 @@ class GraphRegistry:
             preload = self._preloads.get(name)
             if preload is None:
                 raise NNError(Errno.NOT_FOUND, f"no model is preloaded as {name!r}")
+            try:
+                with open(preload.path, "rb"):
+                    pass
+            except OSError as exc:
+                raise NNError(Errno.MODEL_NOT_FOUND, f"the model preloaded as {name!r} cannot be opened: {exc}") from exc
             graph = self._load(preload.path, metadata)
             self._by_name[name] = graph
             return graph
@@ -327,7 +331,7 @@ class ExecutionContext:
     def apply_metadata(self, metadata: dict[str, Any]) -> None:
         check = False
         for key, value in metadata.items():
-            if key in _SAMPLING_KEYS and key != "grammar":
+            if key in _SAMPLING_KEYS:
                 attr, kind = _SAMPLING_KEYS[key]
                 setattr(self.sampling, attr, _convert(key, value, kind))
             elif key == "reverse-prompt":
@@ -338,7 +342,7 @@ class ExecutionContext:
                 self._apply_grammar_key(key, value)
                 check = True
             elif key == "logit-bias":
-                self.sampling.logit_bias = _logit_bias(value, self.model.n_vocab)
+                self.sampling.logit_bias = _logit_bias(value)
                 check = True
             elif key == "logprobs":
                 self.sampling.logprobs = _convert(key, value, bool)
@@ -382,8 +386,9 @@ class ExecutionContext:
                 self.grammar.suffix = text or ""
 
 
-def _logit_bias(value: Any, n_vocab: int) -> dict[int, float]:
-    """OpenAI's logit_bias: {"token id": bias}; ids may be JSON strings or numbers."""
+def _logit_bias(value: Any) -> dict[int, float]:
+    """OpenAI's logit_bias: {"token id": bias}; ids may be JSON strings or numbers (the
+    engine checks that they are in the vocabulary)."""
     if not isinstance(value, dict):
         raise NNError(Errno.INVALID_ARGUMENT, "metadata 'logit-bias' must be an object of token id -> bias")
     biases: dict[int, float] = {}
@@ -392,8 +397,6 @@ def _logit_bias(value: Any, n_vocab: int) -> dict[int, float]:
             token = int(key)
         except (TypeError, ValueError):
             raise NNError(Errno.INVALID_ARGUMENT, f"logit-bias: {key!r} is not a token id") from None
-        if not 0 <= token < n_vocab:
-            raise NNError(Errno.INVALID_ARGUMENT, f"logit-bias: token {token} is not in the vocabulary of {n_vocab}")
         biases[token] = _convert(f"logit-bias[{key}]", bias, float)
     return biases
 
@@ -407,6 +410,8 @@ class NNSession:
         self._next_ctx = 0
         self.cancelled = threading.Event()
         self.host_stdout = host_stdout  # where stream-stdout prints (run-wasm: the terminal)
+        # Generation options given when this instance loaded a graph: where its contexts start.
+        self.graph_defaults: dict[int, dict[str, Any]] = {}
 
     def context(self, ctx: int) -> ExecutionContext:
         try:
@@ -416,10 +421,21 @@ class NNSession:
 
     def new_context(self, graph: int) -> int:
         model = self.registry.get(graph)
+        context = ExecutionContext(graph=graph, model=model)
+        context.apply_metadata(self.graph_defaults.get(graph, {}))
         ctx = self._next_ctx
         self._next_ctx += 1
-        self.contexts[ctx] = ExecutionContext(graph=graph, model=model)
+        self.contexts[ctx] = context
         return ctx
+
+    def loaded(self, graph: int, metadata: dict[str, Any]) -> None:
+        """A load call's config: its generation keys become the defaults of the contexts
+        this instance opens on `graph` (as WasmEdge's graph metadata). Checked now, so a bad
+        value is the load call's error."""
+        defaults = {k: v for k, v in metadata.items() if k not in _LOAD_KEYS}
+        if defaults:
+            ExecutionContext(graph=graph, model=self.registry.get(graph)).apply_metadata(defaults)
+            self.graph_defaults[graph] = defaults
 
     def cancel(self) -> None:
         """The client went away: stop generating now and fail the app's next call."""
@@ -520,6 +536,14 @@ def _token_ids(model: Model, ids: list[Any], what: str) -> list[int]:
     return list(ids)
 
 
+def _held_back(output: bytearray, stop: bytes) -> int:
+    """How many bytes at the end of `output` could be the start of `stop` (not printed yet)."""
+    for n in range(min(len(stop) - 1, len(output)), 0, -1):
+        if output.endswith(stop[:n]):
+            return n
+    return 0
+
+
 def _log_stats(context: ExecutionContext) -> None:
     """`enable-log`: one line per generation, as WasmEdge's plugin prints its timings."""
     if context.flags.get("enable-log") or context.flags.get("enable-debug-log"):
@@ -564,6 +588,11 @@ class Functions:
                 tmp.write(first)
                 tmp.flush()
                 graph = session.registry.load_path(Path(tmp.name), {**metadata, "use-mmap": False})
+        try:
+            session.loaded(graph, metadata)
+        except NNError:
+            session.registry.unload(graph)  # this graph is the call's own: do not keep it
+            raise
         mem.write_u32(graph_ptr, graph)
 
     def load_by_name(self, mem: Any, name_ptr: int, name_len: int, graph_ptr: int) -> None:
@@ -574,7 +603,10 @@ class Functions:
                                  config_len: int, graph_ptr: int) -> None:
         name = mem.read(name_ptr, name_len).decode("utf-8", errors="replace")
         metadata = parse_metadata(mem.read(config_ptr, config_len))
-        mem.write_u32(graph_ptr, self.session_of().registry.load_by_name(name, metadata))
+        session = self.session_of()
+        graph = session.registry.load_by_name(name, metadata)
+        session.loaded(graph, metadata)
+        mem.write_u32(graph_ptr, graph)
 
     def init_execution_context(self, mem: Any, graph: int, ctx_ptr: int) -> None:
         session = self.session_of()
@@ -640,18 +672,22 @@ class Functions:
             _embed(context)
             return
         sequence = _start(context)
-        stop = context.flags.get("reverse-prompt") or None
+        stop = (context.flags.get("reverse-prompt") or "").encode()
+        echoed = 0  # bytes of the output printed (stream-stdout): never a part of the stop text
         while (token := sequence.next_token()) is not None:
             session.check_cancelled()
-            piece = token.piece
             self._took(context, token)
-            self._echo(session, context, piece)
-            if stop and stop.encode() in context.output:
-                del context.output[context.output.index(stop.encode()):]
+            if stop and stop in context.output:
+                del context.output[context.output.index(stop):]
                 sequence.cancel()
                 context.finish_reason = "stop"
+                self._echo(session, context, bytes(context.output[echoed:]))
                 _log_stats(context)
                 return
+            safe = len(context.output) - _held_back(context.output, stop)
+            self._echo(session, context, bytes(context.output[echoed:safe]))
+            echoed = max(echoed, safe)
+        self._echo(session, context, bytes(context.output[echoed:]))
         session.check_cancelled()
         error = _finished(context, sequence)
         if error.errno not in (Errno.END_OF_SEQUENCE,):
@@ -682,7 +718,7 @@ class Functions:
         context.n_output_tokens += 1
 
     def _echo(self, session: NNSession, context: ExecutionContext, piece: bytes) -> None:
-        if context.flags.get("stream-stdout") and session.host_stdout is not None:
+        if piece and context.flags.get("stream-stdout") and session.host_stdout is not None:
             session.host_stdout.write(piece)
             session.host_stdout.flush()
 

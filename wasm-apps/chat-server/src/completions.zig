@@ -18,9 +18,8 @@ const Input = embeddings.Input;
 
 /// OpenAI's range for `logprobs` on this endpoint.
 pub const max_logprobs = 5;
-/// Choices per prompt. Each one holds a decoding slot of the host while the
-/// prompt's choices generate together; the host's default is 4 slots.
-pub const max_choices = 4;
+/// Choices per prompt; they generate in waves of the host's decoding slots.
+pub const max_choices = 16;
 pub const default_max_tokens = 16;
 
 pub const CompletionRequest = struct {
@@ -143,6 +142,8 @@ pub const Config = struct {
     id: []const u8,
     /// Where seeds start for n > 1 without a `seed`, so that choices differ.
     random_seed: u32 = 0,
+    /// The host's decoding slots (LLAMAEDGE_PARALLEL): the most choices generated at once.
+    slots: u32 = 4,
 };
 
 /// A prompt checked against the model: its token count, and its text for `echo`.
@@ -218,7 +219,7 @@ pub fn complete(
             return diag.set(400, "prompt", "context_length_exceeded", "This model's maximum context length is {d} tokens, and your prompt has {d}. Shorten the prompt.", .{ cfg.ctx_size, tokens });
         const text = switch (input) {
             .text => |t| t,
-            .tokens => if (req.echo) backend.output(arena, 3) catch return backendError(diag, "read the prompt's text") else "",
+            .tokens => if (req.echo) backend.output(arena, 3, 1024) catch return backendError(diag, "read the prompt's text") else "",
         };
         prompt.* = .{ .input = input, .tokens = @intCast(@max(tokens, 0)), .text = text };
     }
@@ -315,6 +316,13 @@ fn Run(comptime Out: type, comptime Backend: type) type {
             }
         }
 
+        /// The choices of a prompt in groups of at most the host's decoding
+        /// slots: a choice waiting for a slot would otherwise wait for ever on
+        /// the others, which wait for this app to read them.
+        fn waveSize(self: Self, n_choices: usize) usize {
+            return @max(1, @min(self.cfg.slots, n_choices));
+        }
+
         /// One token for one choice: the text it releases, and its logprobs entry.
         fn step(self: Self, choice: *C) ![]const u8 {
             const before = choice.gen.tokens;
@@ -344,17 +352,22 @@ fn Run(comptime Out: type, comptime Backend: type) type {
                 self.start(choices, contexts, prompt, p) catch |err| return generationError(err, diag);
                 started += choices.len;
                 prompt_tokens += prompt.tokens;
-                // In turn, one token each, so that the host decodes the choices together.
-                var active = choices.len;
-                while (active > 0) {
-                    active = 0;
-                    for (choices) |*choice| {
-                        if (choice.gen.finish_reason != null) continue;
-                        _ = self.step(choice) catch |err| {
-                            for (choices) |*c| c.backend.finish();
-                            return generationError(err, diag);
-                        };
-                        if (choice.gen.finish_reason != null) choice.backend.finish() else active += 1;
+                const size = self.waveSize(choices.len);
+                var first: usize = 0;
+                while (first < choices.len) : (first += size) {
+                    const wave = choices[first..@min(first + size, choices.len)];
+                    // In turn, one token each, so that the host decodes the choices together.
+                    var active = wave.len;
+                    while (active > 0) {
+                        active = 0;
+                        for (wave) |*choice| {
+                            if (choice.gen.finish_reason != null) continue;
+                            _ = self.step(choice) catch |err| {
+                                for (wave) |*c| c.backend.finish();
+                                return generationError(err, diag);
+                            };
+                            if (choice.gen.finish_reason != null) choice.backend.finish() else active += 1;
+                        }
                     }
                 }
                 for (choices) |choice| completion_tokens += choice.gen.tokens;
@@ -391,21 +404,26 @@ fn Run(comptime Out: type, comptime Backend: type) type {
                     try self.sendChunk(&event, choice, prompt.text, null);
                     choice.text.clearRetainingCapacity(); // sent
                 };
-                var active = choices.len;
-                while (active > 0) {
-                    active = 0;
-                    for (choices) |*choice| {
-                        if (choice.gen.finish_reason != null) continue;
-                        const text = self.step(choice) catch |err| {
-                            for (choices) |*c| c.backend.finish();
-                            return self.streamError(&event, err);
-                        };
-                        if (text.len > 0) try self.sendChunk(&event, choice, text, null);
-                        choice.text.clearRetainingCapacity(); // sent
-                        if (choice.gen.finish_reason) |reason| {
-                            choice.backend.finish();
-                            try self.sendChunk(&event, choice, "", reason);
-                        } else active += 1;
+                const size = self.waveSize(choices.len);
+                var first: usize = 0;
+                while (first < choices.len) : (first += size) {
+                    const wave = choices[first..@min(first + size, choices.len)];
+                    var active = wave.len;
+                    while (active > 0) {
+                        active = 0;
+                        for (wave) |*choice| {
+                            if (choice.gen.finish_reason != null) continue;
+                            const text = self.step(choice) catch |err| {
+                                for (wave) |*c| c.backend.finish();
+                                return self.streamError(&event, err);
+                            };
+                            if (text.len > 0) try self.sendChunk(&event, choice, text, null);
+                            choice.text.clearRetainingCapacity(); // sent
+                            if (choice.gen.finish_reason) |reason| {
+                                choice.backend.finish();
+                                try self.sendChunk(&event, choice, "", reason);
+                            } else active += 1;
+                        }
                     }
                 }
                 for (choices) |choice| completion_tokens += choice.gen.tokens;
@@ -634,7 +652,7 @@ const FakeBackend = struct {
         return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"llama_build_number\":7}}", .{self.prompt_tokens});
     }
 
-    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32) Error![]u8 {
+    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32, _: usize) Error![]u8 {
         std.debug.assert(index == 3);
         return std.fmt.allocPrint(allocator, "<{d} tokens>", .{self.prompt_tokens});
     }
@@ -740,8 +758,8 @@ test "completions requests the API refuses, each naming its field" {
     try expectInvalid("{\"prompt\":\"a\",\"suffix\":\"b\"}", "suffix", "fill-in-the-middle");
     try expectInvalid("{\"prompt\":\"a\",\"best_of\":3}", "best_of", "does not generate extra candidates");
     try expectInvalid("{\"prompt\":\"a\",\"n\":2,\"best_of\":1}", "best_of", "at least 'n'");
-    try expectInvalid("{\"prompt\":\"a\",\"n\":0}", "n", "from 1 to 4");
-    try expectInvalid("{\"prompt\":\"a\",\"n\":5}", "n", "from 1 to 4");
+    try expectInvalid("{\"prompt\":\"a\",\"n\":0}", "n", "from 1 to 16");
+    try expectInvalid("{\"prompt\":\"a\",\"n\":17}", "n", "from 1 to 16");
     try expectInvalid("{\"prompt\":\"a\",\"logprobs\":6}", "logprobs", "between 0 and 5");
     try expectInvalid("{\"prompt\":\"a\",\"logprobs\":true}", "logprobs", "expected an integer");
     try expectInvalid("{\"prompt\":\"a\",\"echo\":true,\"logprobs\":1}", "echo", "not of the prompt's");
@@ -920,4 +938,22 @@ test "a client that left stops the completion" {
     var backend = FakeBackend{ .calls = &calls, .tokens = &.{ "a", "b" }, .forks = &forks };
     try testing.expectError(error.ClientGone, complete(testing.allocator, &backend, FailingWriter{}, &req, test_cfg, &diag));
     try testing.expect(std.mem.indexOf(u8, calls.items, "next") == null);
+}
+
+test "choices generate in waves of at most the host's slots" {
+    var calls = Calls.init(testing.allocator);
+    defer calls.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    var forks: u32 = 0;
+    var diag = openai.Diagnostic{};
+    var req = try parseRequest(testing.allocator, "{\"prompt\":\"p\",\"n\":3}", &diag);
+    defer req.deinit();
+    var backend = FakeBackend{ .calls = &calls, .tokens = &.{ "a", "b" }, .forks = &forks };
+    var cfg = test_cfg;
+    cfg.slots = 2;
+    try complete(testing.allocator, &backend, out.writer(), &req, cfg, &diag);
+    // contexts 0 and 1 together, then 2 once both have finished
+    try testing.expect(std.mem.indexOf(u8, calls.items, "0 next\n1 next\n0 next\n1 next\n0 finish\n1 finish\n2 next\n2 next\n2 finish\n") != null);
+    try testing.expectEqual(@as(usize, 3), std.mem.count(u8, out.items, "\"text\":\"ab\""));
 }

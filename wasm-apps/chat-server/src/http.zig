@@ -13,6 +13,9 @@ pub const Settings = struct {
     template: []const u8 = "auto",
     ctx_size: u32 = 4096,
     max_body_bytes: u64 = 1 << 20,
+    /// The host's decoding slots (`serve --parallel`), which bound the choices
+    /// of a completion that generate at once.
+    parallel: u32 = 4,
     /// A separate embedding model (`serve --embedding-model`); without one the
     /// chat model embeds. The graph is set whenever the id is.
     embedding_model_id: ?[]const u8 = null,
@@ -34,6 +37,7 @@ pub fn settingsFromEnv(env: *const std.process.EnvMap, bad_var: *[]const u8) err
     s.created = try intVar(i64, env, "LLAMAEDGE_MODEL_CREATED", s.created, bad_var);
     s.ctx_size = try intVar(u32, env, "LLAMAEDGE_CTX_SIZE", s.ctx_size, bad_var);
     s.max_body_bytes = try intVar(u64, env, "LLAMAEDGE_MAX_BODY_BYTES", s.max_body_bytes, bad_var);
+    s.parallel = @max(1, try intVar(u32, env, "LLAMAEDGE_PARALLEL", s.parallel, bad_var));
     if (s.ctx_size == 0) {
         bad_var.* = "LLAMAEDGE_CTX_SIZE";
         return error.BadSetting;
@@ -53,6 +57,8 @@ pub const Route = union(enum) {
     models,
     model: []const u8,
     chat_completions,
+    /// Anthropic's Messages API.
+    messages,
     completions,
     embeddings,
     not_found,
@@ -70,6 +76,8 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (is_get) .{ .model = path[model_prefix.len..] } else .{ .method_not_allowed = "GET" };
     if (std.mem.eql(u8, path, "/v1/chat/completions"))
         return if (std.mem.eql(u8, method, "POST")) .chat_completions else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/messages"))
+        return if (std.mem.eql(u8, method, "POST")) .messages else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/completions"))
         return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/embeddings"))
@@ -129,6 +137,7 @@ test "routes" {
     try testing.expectEqualStrings("tiny-chat", route("GET", "/v1/models/tiny-chat").model);
     try testing.expectEqualStrings("org/name", route("GET", "/v1/models/org/name").model);
     try testing.expectEqual(Route.chat_completions, route("POST", "/v1/chat/completions"));
+    try testing.expectEqual(Route.messages, route("POST", "/v1/messages"));
     try testing.expectEqualStrings("POST", route("GET", "/v1/chat/completions").method_not_allowed);
     try testing.expectEqualStrings("GET", route("DELETE", "/v1/models").method_not_allowed);
     try testing.expectEqual(Route.not_found, route("GET", "/v1/nothing"));
@@ -160,6 +169,7 @@ test "settings come from the environment and bad values are named" {
     const s = try settingsFromEnv(&env, &bad);
     try testing.expectEqualStrings("tiny", s.model_id);
     try testing.expectEqual(@as(u32, 2048), s.ctx_size);
+    try testing.expectEqual(@as(u32, 4), s.parallel);
     try env.put("LLAMAEDGE_MAX_BODY_BYTES", "lots");
     try testing.expectError(error.BadSetting, settingsFromEnv(&env, &bad));
     try testing.expectEqualStrings("LLAMAEDGE_MAX_BODY_BYTES", bad);

@@ -7,11 +7,13 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const chat = @import("chat.zig");
+const anthropic = @import("anthropic.zig");
 const completions = @import("completions.zig");
 const embeddings = @import("embeddings.zig");
 const http = @import("http.zig");
 const nn = @import("nn.zig");
 const openai = @import("openai.zig");
+const reasoning = @import("reasoning.zig");
 const templates = @import("templates.zig");
 
 pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
@@ -89,11 +91,12 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             try send(allocator, out, 200, "", body.items);
         },
         .chat_completions => try chatCompletions(allocator, env, out, settings),
+        .messages => try anthropicMessages(allocator, env, out, settings),
         .completions => try textCompletions(allocator, env, out, settings),
         .embeddings => try embed(allocator, env, out, settings),
         .not_found => {
             var buf: [400]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/completions and POST /v1/embeddings.", .{ method, path }) catch "Unknown request URL.";
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/completions and POST /v1/embeddings.", .{ method, path }) catch "Unknown request URL.";
             try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
         },
         .method_not_allowed => |allow| {
@@ -101,6 +104,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             const message = std.fmt.bufPrint(&buf, "{s} is not allowed on {s}; use {s}.", .{ method, path, allow }) catch "Method not allowed.";
             var header_buf: [32]u8 = undefined;
             const header = std.fmt.bufPrint(&header_buf, "Allow: {s}\n", .{allow}) catch "";
+            if (http.route("POST", path) == .messages) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
             try sendError(allocator, out, .{ .status = 405, .message = message, .code = "method_not_allowed" }, header);
         },
     }
@@ -146,11 +150,69 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
         .template = template,
         .created = std.time.timestamp(),
         .id = completionId(&id_buf),
+        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
     };
     chat.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
+}
+
+/// POST /v1/messages: Anthropic's Messages API on the chat path, with errors in Anthropic's shape.
+fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+    const body = http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
+        error.TooLarge => {
+            var buf: [160]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
+            return sendAnthropicError(allocator, out, .{ .status = 413, .message = message });
+        },
+        error.BadLength => return sendAnthropicError(allocator, out, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." }),
+        else => |e| return e,
+    };
+    defer allocator.free(body);
+
+    var diag = openai.Diagnostic{};
+    var req = anthropic.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
+        else => |e| return e,
+    };
+    defer req.deinit();
+    if (textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
+
+    var template: ?templates.Template = null;
+    if (!std.mem.eql(u8, settings.template, "auto")) {
+        template = templates.Template.fromName(settings.template) orelse {
+            log.err("unknown prompt template '{s}' (LLAMAEDGE_PROMPT_TEMPLATE); run `list-templates` for the names", .{settings.template});
+            return sendAnthropicError(allocator, out, .{ .status = 500, .message = "The server is misconfigured: unknown prompt template." });
+        };
+    }
+    var backend = nn.Backend.open(settings.graph) catch |err| {
+        log.err("cannot open model '{s}': {s}", .{ settings.graph, @errorName(err) });
+        return sendAnthropicError(allocator, out, .{ .status = 500, .message = "The model is not available; the server log has the details." });
+    };
+
+    var id_buf: [40]u8 = undefined;
+    const random_part = completionId(&id_buf)["chatcmpl-".len..];
+    var msg_buf: [40]u8 = undefined;
+    const msg_id = std.fmt.bufPrint(&msg_buf, "msg_{s}", .{random_part}) catch unreachable;
+    const cfg = chat.Config{ .model_id = settings.model_id, .ctx_size = settings.ctx_size, .template = template, .created = std.time.timestamp(), .id = msg_id };
+    var output = anthropic.Output(Stdout).init(allocator, out, msg_id, req.model orelse settings.model_id, req.stop);
+    defer output.deinit();
+    chat.generate(allocator, &backend, &output, &req, cfg, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
+        else => |e| return e,
+    };
+}
+
+fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError) !void {
+    return sendAnthropicErrorWith(allocator, out, err, "");
+}
+
+fn sendAnthropicErrorWith(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError, headers: []const u8) !void {
+    var body = std.ArrayList(u8).init(allocator);
+    defer body.deinit();
+    try anthropic.appendError(&body, err);
+    try send(allocator, out, err.status, headers, body.items);
 }
 
 fn modelNotFound(asked: []const u8, settings: http.Settings) openai.ApiError {
@@ -248,6 +310,7 @@ fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
         .created = std.time.timestamp(),
         .id = randomId(&id_buf, "cmpl-"),
         .random_seed = std.crypto.random.int(u31),
+        .slots = settings.parallel,
     };
     completions.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
@@ -337,13 +400,13 @@ fn renderCommand(allocator: std.mem.Allocator, env: *const std.process.EnvMap, n
     defer req.deinit();
 
     const prompt = if (template) |t|
-        templates.render(allocator, t, req.messages) catch return fail("out of memory", .{})
+        templates.renderTools(allocator, t, req.messages, req.tools) catch return fail("out of memory", .{})
     else blk: {
         const graph = env.get("LLAMAEDGE_MODEL_GRAPH") orelse "default";
         var backend = nn.Backend.open(graph) catch |err| return fail("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
         var request = std.ArrayList(u8).init(allocator);
         defer request.deinit();
-        chat.appendTemplateRequest(&request, req.messages) catch return fail("out of memory", .{});
+        chat.appendTemplateRequestTools(&request, req.messages, req.tools) catch return fail("out of memory", .{});
         break :blk backend.renderTemplate(allocator, request.items) catch |err| return fail("the model's template failed: {s}", .{@errorName(err)});
     };
     defer allocator.free(prompt);
@@ -362,9 +425,12 @@ test {
     _ = @import("openai.zig");
     _ = @import("nn.zig");
     _ = @import("chat.zig");
+    _ = @import("tools.zig");
+    _ = @import("anthropic.zig");
     _ = @import("http.zig");
     _ = @import("embeddings.zig");
     _ = @import("completions.zig");
+    _ = @import("reasoning.zig");
 }
 
 test "completion ids are chatcmpl- and 24 letters or digits, and differ" {

@@ -5,6 +5,7 @@
 
 const std = @import("std");
 const templates = @import("templates.zig");
+const reasoning = @import("reasoning.zig");
 
 const Message = templates.Message;
 const Value = std.json.Value;
@@ -49,7 +50,22 @@ pub const ResponseFormat = union(enum) {
     json_schema: []const u8,
 };
 
-pub const Finish = enum { stop, length };
+pub const Finish = enum { stop, length, tool_calls };
+
+/// `tool_choice`: whether and which function the model must call.
+pub const ToolChoice = union(enum) {
+    none,
+    auto,
+    required,
+    /// This function, by name.
+    function: []const u8,
+};
+
+/// The most choices one request may ask for (`n`).
+pub const max_choices = 8;
+/// OpenAI's limits on `top_logprobs` and on the number of tools.
+pub const max_top_logprobs = 20;
+pub const max_tools = 128;
 
 pub const ChatRequest = struct {
     arena: std.heap.ArenaAllocator,
@@ -60,11 +76,25 @@ pub const ChatRequest = struct {
     max_tokens: ?u32 = null,
     temperature: ?f64 = null,
     top_p: ?f64 = null,
+    /// Anthropic's `top_k` (the OpenAI API has none).
+    top_k: ?u32 = null,
     seed: ?i64 = null,
     presence_penalty: ?f64 = null,
     frequency_penalty: ?f64 = null,
     stop: []const []const u8 = &.{},
     response_format: ResponseFormat = .text,
+    tools: []const templates.Tool = &.{},
+    tool_choice: ToolChoice = .none,
+    parallel_tool_calls: bool = true,
+    n: u8 = 1,
+    logprobs: bool = false,
+    top_logprobs: u8 = 0,
+    /// The bias object with token-id keys, serialized; null without one.
+    logit_bias: ?[]const u8 = null,
+    /// Extra variables for the model's own template, a JSON object (see reasoning.zig).
+    template_kwargs: ?[]const u8 = null,
+    /// Each message's reasoning_content, by index (null for most).
+    reasoning: []const ?[]const u8 = &.{},
 
     pub fn deinit(self: *ChatRequest) void {
         self.arena.deinit();
@@ -110,7 +140,29 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
     req.seed = try optInteger(obj, "seed", diag);
     req.stop = try parseStop(arena, obj.get("stop"), diag);
     req.response_format = try parseResponseFormat(arena, obj.get("response_format"), diag);
+    req.tools = try parseTools(arena, obj.get("tools"), diag);
+    req.tool_choice = try parseToolChoice(obj.get("tool_choice"), req.tools, diag);
+    req.parallel_tool_calls = (try optBool(obj, "parallel_tool_calls", diag)) orelse true;
+    if (req.tool_choice != .none and req.response_format != .text)
+        return diag.set(400, "response_format", null, "'response_format' cannot be combined with 'tools' on this server: the function-call grammar and the response grammar would conflict. Send one of them, or set 'tool_choice' to 'none'.", .{});
+    if (try optInteger(obj, "n", diag)) |n| {
+        if (n < 1 or n > max_choices)
+            return diag.set(400, "n", null, "Invalid 'n': {d}. This server generates between 1 and {d} choices per request.", .{ n, max_choices });
+        req.n = @intCast(n);
+    }
+    req.logprobs = (try optBool(obj, "logprobs", diag)) orelse false;
+    if (try optInteger(obj, "top_logprobs", diag)) |k| {
+        if (k < 0 or k > max_top_logprobs)
+            return diag.set(400, "top_logprobs", null, "Invalid 'top_logprobs': {d}. It must be between 0 and {d}.", .{ k, max_top_logprobs });
+        if (!req.logprobs and k > 0)
+            return diag.set(400, "top_logprobs", null, "'top_logprobs' needs 'logprobs' set to true.", .{});
+        req.top_logprobs = @intCast(k);
+    }
+    req.logit_bias = try parseLogitBias(arena, obj.get("logit_bias"), diag);
+    req.template_kwargs = try reasoning.parseTemplateKwargs(arena, obj, diag);
+    req.reasoning = try reasoning.parseHistory(arena, obj, diag);
     try refuseUnsupported(obj, diag);
+    try checkToolHistory(req.messages, diag);
     return req;
 }
 
@@ -130,12 +182,23 @@ fn parseMessages(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]
             return diag.set(400, role_param, null, "Missing required parameter: '{s}'.", .{role_param});
         if (role_value != .string) return typeError(diag, role_param, "a string", role_value);
         const role = parseRole(role_value.string) orelse {
-            if (isToolRole(role_value.string))
-                return diag.set(400, role_param, null, "Messages with role '{s}' are not supported: this server does not call tools.", .{role_value.string});
-            return diag.set(400, role_param, null, "Invalid value for '{s}': '{s}'. Supported values are: 'system', 'developer', 'user' and 'assistant'.", .{ role_param, role_value.string });
+            if (std.mem.eql(u8, role_value.string, "function"))
+                return diag.set(400, role_param, null, "Messages with role 'function' (the deprecated function-calling API) are not supported: send 'tool' messages with a 'tool_call_id'.", .{});
+            return diag.set(400, role_param, null, "Invalid value for '{s}': '{s}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", .{ role_param, role_value.string });
         };
+        const o = item.object;
+        var m = Message{ .role = role, .content = "" };
+        if (role == .assistant) m.tool_calls = try parseToolCalls(arena, o.get("tool_calls"), i, diag);
         const content_param = std.fmt.bufPrint(&param_buf, "messages[{d}].content", .{i}) catch "messages";
-        messages[i] = .{ .role = role, .content = try parseContent(arena, item.object.get("content"), role, content_param, diag) };
+        m.content = try parseContent(arena, o.get("content"), role, content_param, diag);
+        const name_param = std.fmt.bufPrint(&param_buf, "messages[{d}].name", .{i}) catch "messages";
+        m.name = try optStringAt(o, "name", name_param, diag);
+        if (role == .tool) {
+            const id_param = std.fmt.bufPrint(&param_buf, "messages[{d}].tool_call_id", .{i}) catch "messages";
+            m.tool_call_id = (try optStringAt(o, "tool_call_id", id_param, diag)) orelse
+                return diag.set(400, id_param, null, "Missing required parameter: '{s}'. A tool message answers a call by its id.", .{id_param});
+        }
+        messages[i] = m;
     }
     return messages;
 }
@@ -145,8 +208,192 @@ fn parseRole(text: []const u8) ?templates.Role {
     return std.meta.stringToEnum(templates.Role, text);
 }
 
-fn isToolRole(text: []const u8) bool {
-    return std.mem.eql(u8, text, "tool") or std.mem.eql(u8, text, "function");
+fn optStringAt(obj: std.json.ObjectMap, key: []const u8, param: []const u8, diag: *Diagnostic) !?[]const u8 {
+    const v = obj.get(key) orelse return null;
+    return switch (v) {
+        .null => null,
+        .string => |s| s,
+        else => typeError(diag, param, "a string", v),
+    };
+}
+
+/// An assistant message's `tool_calls`: `[{id, type:"function", function:{name, arguments}}]`.
+fn parseToolCalls(arena: std.mem.Allocator, value: ?Value, i: usize, diag: *Diagnostic) ![]const templates.ToolCall {
+    var param_buf: [96]u8 = undefined;
+    const v = value orelse return &.{};
+    const list = switch (v) {
+        .null => return &.{},
+        .array => |a| a.items,
+        else => return typeError(diag, std.fmt.bufPrint(&param_buf, "messages[{d}].tool_calls", .{i}) catch "messages", "an array", v),
+    };
+    const calls = try arena.alloc(templates.ToolCall, list.len);
+    for (list, 0..) |item, j| {
+        const at = std.fmt.bufPrint(&param_buf, "messages[{d}].tool_calls[{d}]", .{ i, j }) catch "messages";
+        if (item != .object) return typeError(diag, at, "an object", item);
+        const o = item.object;
+        var sub_buf: [128]u8 = undefined;
+        const id_param = std.fmt.bufPrint(&sub_buf, "{s}.id", .{at}) catch at;
+        const id = (try optStringAt(o, "id", id_param, diag)) orelse
+            return diag.set(400, id_param, null, "Missing required parameter: '{s}'.", .{id_param});
+        const type_param = std.fmt.bufPrint(&sub_buf, "{s}.type", .{at}) catch at;
+        if (try optStringAt(o, "type", type_param, diag)) |kind| if (!std.mem.eql(u8, kind, "function"))
+            return diag.set(400, type_param, null, "Invalid value for '{s}': '{s}'. Supported values are: 'function'.", .{ type_param, kind });
+        const fn_param = std.fmt.bufPrint(&sub_buf, "{s}.function", .{at}) catch at;
+        const function = o.get("function") orelse
+            return diag.set(400, fn_param, null, "Missing required parameter: '{s}'.", .{fn_param});
+        if (function != .object) return typeError(diag, fn_param, "an object", function);
+        const name_param = std.fmt.bufPrint(&sub_buf, "{s}.function.name", .{at}) catch at;
+        const name = (try optStringAt(function.object, "name", name_param, diag)) orelse
+            return diag.set(400, name_param, null, "Missing required parameter: '{s}'.", .{name_param});
+        const args_param = std.fmt.bufPrint(&sub_buf, "{s}.function.arguments", .{at}) catch at;
+        // OpenAI sends and expects the arguments as a JSON string.
+        const arguments = (try optStringAt(function.object, "arguments", args_param, diag)) orelse
+            return diag.set(400, args_param, null, "Missing required parameter: '{s}' (the arguments as a JSON string).", .{args_param});
+        calls[j] = .{ .id = id, .name = name, .arguments = arguments };
+    }
+    return calls;
+}
+
+/// Each tool message answers a call made by an earlier assistant message.
+fn checkToolHistory(messages: []const Message, diag: *Diagnostic) !void {
+    for (messages, 0..) |m, i| {
+        if (m.role != .tool) continue;
+        const id = m.tool_call_id.?;
+        var found = false;
+        for (messages[0..i]) |earlier| {
+            for (earlier.tool_calls) |call| found = found or std.mem.eql(u8, call.id, id);
+        }
+        if (!found) {
+            var param_buf: [64]u8 = undefined;
+            const param = std.fmt.bufPrint(&param_buf, "messages[{d}].tool_call_id", .{i}) catch "messages";
+            return diag.set(400, param, null, "Invalid parameter: '{s}' is '{s}', but no earlier assistant message has a tool call with that id. A message with role 'tool' must answer a preceding message's 'tool_calls'.", .{ param, id });
+        }
+    }
+}
+
+fn isToolName(name: []const u8) bool {
+    if (name.len == 0 or name.len > 64) return false;
+    for (name) |c| if (!(std.ascii.isAlphanumeric(c) or c == '_' or c == '-')) return false;
+    return true;
+}
+
+const default_parameters = "{\"type\":\"object\",\"properties\":{}}";
+
+/// `tools`: function tools `{type:"function", function:{name, description, parameters, strict}}`.
+fn parseTools(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const templates.Tool {
+    const v = value orelse return &.{};
+    const list = switch (v) {
+        .null => return &.{},
+        .array => |a| a.items,
+        else => return typeError(diag, "tools", "an array", v),
+    };
+    if (list.len > max_tools) return diag.set(400, "tools", null, "'tools' takes at most {d} functions, not {d}.", .{ max_tools, list.len });
+    const tools = try arena.alloc(templates.Tool, list.len);
+    var at_buf: [32]u8 = undefined;
+    var param_buf: [64]u8 = undefined;
+    for (list, 0..) |item, i| {
+        const at = std.fmt.bufPrint(&at_buf, "tools[{d}]", .{i}) catch "tools";
+        if (item != .object) return typeError(diag, at, "an object", item);
+        const o = item.object;
+        const type_param = std.fmt.bufPrint(&param_buf, "{s}.type", .{at}) catch at;
+        const kind = (try optStringAt(o, "type", type_param, diag)) orelse
+            return diag.set(400, type_param, null, "Missing required parameter: '{s}'.", .{type_param});
+        if (!std.mem.eql(u8, kind, "function"))
+            return diag.set(400, type_param, null, "Invalid value for '{s}': '{s}'. Supported values are: 'function'.", .{ type_param, kind });
+        const fn_param = std.fmt.bufPrint(&param_buf, "{s}.function", .{at}) catch at;
+        const function = o.get("function") orelse
+            return diag.set(400, fn_param, null, "Missing required parameter: '{s}'.", .{fn_param});
+        if (function != .object) return typeError(diag, fn_param, "an object", function);
+        const f = function.object;
+        const name_param = std.fmt.bufPrint(&param_buf, "{s}.function.name", .{at}) catch at;
+        const name = (try optStringAt(f, "name", name_param, diag)) orelse
+            return diag.set(400, name_param, null, "Missing required parameter: '{s}'.", .{name_param});
+        if (!isToolName(name))
+            return diag.set(400, name_param, null, "Invalid '{s}': '{s}'. A function name has 1 to 64 characters among a-z, A-Z, 0-9, underscores and dashes.", .{ name_param, name });
+        for (tools[0..i]) |earlier| if (std.mem.eql(u8, earlier.name, name))
+            return diag.set(400, name_param, null, "Invalid '{s}': the function '{s}' is declared twice.", .{ name_param, name });
+        const desc_param = std.fmt.bufPrint(&param_buf, "{s}.function.description", .{at}) catch at;
+        const description = try optStringAt(f, "description", desc_param, diag);
+        const params_param = std.fmt.bufPrint(&param_buf, "{s}.function.parameters", .{at}) catch at;
+        var parameters: []const u8 = default_parameters;
+        if (f.get("parameters")) |p| switch (p) {
+            .null => {},
+            .object => parameters = try std.json.stringifyAlloc(arena, p, .{}),
+            else => return typeError(diag, params_param, "an object (a JSON Schema)", p),
+        };
+        const strict_param = std.fmt.bufPrint(&param_buf, "{s}.function.strict", .{at}) catch at;
+        const strict: bool = if (f.get("strict")) |x| switch (x) {
+            .null => false,
+            .bool => |b| b,
+            else => return typeError(diag, strict_param, "a boolean", x),
+        } else false;
+        tools[i] = .{ .name = name, .description = description, .parameters = parameters, .strict = strict, .value = item };
+    }
+    return tools;
+}
+
+/// `tool_choice`: "none", "auto", "required" or `{type:"function", function:{name}}`.
+/// Without it: "auto" when there are tools, else "none" (as OpenAI).
+fn parseToolChoice(value: ?Value, tools: []const templates.Tool, diag: *Diagnostic) !ToolChoice {
+    const v = value orelse Value.null;
+    const choice: ToolChoice = switch (v) {
+        .null => return if (tools.len > 0) .auto else .none,
+        .string => |s| if (std.mem.eql(u8, s, "none")) .none else if (std.mem.eql(u8, s, "auto")) .auto else if (std.mem.eql(u8, s, "required")) .required else
+            return diag.set(400, "tool_choice", null, "Invalid value for 'tool_choice': '{s}'. Supported values are: 'none', 'auto', 'required' or an object naming a function.", .{s}),
+        .object => |o| blk: {
+            const kind = (try optStringAt(o, "type", "tool_choice.type", diag)) orelse
+                return diag.set(400, "tool_choice.type", null, "Missing required parameter: 'tool_choice.type'.", .{});
+            if (!std.mem.eql(u8, kind, "function"))
+                return diag.set(400, "tool_choice.type", null, "Invalid value for 'tool_choice.type': '{s}'. Supported values are: 'function'.", .{kind});
+            const function = o.get("function") orelse Value.null;
+            if (function != .object) return typeError(diag, "tool_choice.function", "an object", function);
+            const name = (try optStringAt(function.object, "name", "tool_choice.function.name", diag)) orelse
+                return diag.set(400, "tool_choice.function.name", null, "Missing required parameter: 'tool_choice.function.name'.", .{});
+            break :blk .{ .function = name };
+        },
+        else => return typeError(diag, "tool_choice", "a string or an object", v),
+    };
+    if (choice == .function or choice == .required) {
+        if (tools.len == 0) return diag.set(400, "tool_choice", null, "Invalid value for 'tool_choice': it asks for a function call, but 'tools' declares no functions.", .{});
+    }
+    if (choice == .function) {
+        for (tools) |t| {
+            if (std.mem.eql(u8, t.name, choice.function)) break;
+        } else return diag.set(400, "tool_choice", null, "Invalid value for 'tool_choice': no function named '{s}' is declared in 'tools'.", .{choice.function});
+    }
+    return choice;
+}
+
+/// `logit_bias`: token ids (as decimal strings) to biases between -100 and 100.
+fn parseLogitBias(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) !?[]const u8 {
+    const v = value orelse return null;
+    const o = switch (v) {
+        .null => return null,
+        .object => |o| o,
+        else => return typeError(diag, "logit_bias", "an object", v),
+    };
+    if (o.count() == 0) return null;
+    var out = std.ArrayList(u8).init(arena);
+    const w = out.writer();
+    try w.writeByte('{');
+    var it = o.iterator();
+    var i: usize = 0;
+    while (it.next()) |entry| : (i += 1) {
+        const key = entry.key_ptr.*;
+        const id = std.fmt.parseInt(u32, key, 10) catch
+            return diag.set(400, "logit_bias", null, "Invalid 'logit_bias': the key '{s}' is not a token id (a non-negative integer, as a string).", .{key});
+        const bias: f64 = switch (entry.value_ptr.*) {
+            .integer => |x| @floatFromInt(x),
+            .float => |x| x,
+            else => return diag.set(400, "logit_bias", null, "Invalid 'logit_bias': the bias of token {s} must be a number.", .{key}),
+        };
+        if (!(bias >= -100 and bias <= 100))
+            return diag.set(400, "logit_bias", null, "Invalid 'logit_bias': the bias of token {s} is {d}; it must be between -100 and 100.", .{ key, bias });
+        if (i > 0) try w.writeByte(',');
+        try w.print("\"{d}\":{d}", .{ id, bias });
+    }
+    try w.writeByte('}');
+    return out.items;
 }
 
 /// A string, or an array of `{type:"text",text}` parts joined with newlines.
@@ -221,22 +468,10 @@ fn parseResponseFormat(arena: std.mem.Allocator, value: ?Value, diag: *Diagnosti
 /// Fields whose meaning this server cannot honour: refusing them is better
 /// than answering something else than what was asked.
 fn refuseUnsupported(obj: std.json.ObjectMap, diag: *Diagnostic) !void {
-    if (try optInteger(obj, "n", diag)) |n| if (n != 1)
-        return diag.set(400, "n", null, "'n' must be 1: this server generates one choice per request (got {d}).", .{n});
-    if (try nonEmptyArray(obj, "tools", diag))
-        return diag.set(400, "tools", null, "'tools' is not supported: this server does not call tools. Leave 'tools' out.", .{});
     if (try nonEmptyArray(obj, "functions", diag))
-        return diag.set(400, "functions", null, "'functions' is not supported: this server does not call functions. Leave 'functions' out.", .{});
-    if ((try optBool(obj, "logprobs", diag)) orelse false)
-        return diag.set(400, "logprobs", null, "'logprobs' is not supported by this server. Leave it out or set it to false.", .{});
-    if ((try optInteger(obj, "top_logprobs", diag) orelse 0) != 0)
-        return diag.set(400, "top_logprobs", null, "'top_logprobs' is not supported by this server.", .{});
-    if (obj.get("logit_bias")) |bias| switch (bias) {
-        .null => {},
-        .object => |o| if (o.count() > 0)
-            return diag.set(400, "logit_bias", null, "'logit_bias' is not supported by this server. Leave it out.", .{}),
-        else => return typeError(diag, "logit_bias", "an object", bias),
-    };
+        return diag.set(400, "functions", null, "'functions' (the deprecated function-calling API) is not supported: declare the functions in 'tools'.", .{});
+    if (obj.get("function_call")) |v| if (v != .null)
+        return diag.set(400, "function_call", null, "'function_call' (the deprecated function-calling API) is not supported: use 'tool_choice'.", .{});
 }
 
 fn nonEmptyArray(obj: std.json.ObjectMap, key: []const u8, diag: *Diagnostic) !bool {
@@ -328,25 +563,70 @@ pub const json_object_grammar =
     \\ws ::= [ \t\n]{0,16}
 ;
 
+/// A grammar from a JSON Schema wrapped in literal text (the `grammar-prefix`,
+/// `grammar-suffix` and `grammar-triggers` extensions), for function calls.
+pub const Constraint = struct {
+    /// The JSON Schema, serialized.
+    schema: []const u8,
+    prefix: []const u8 = "",
+    suffix: []const u8 = "",
+    /// Non-empty: the grammar is lazy, armed when the model writes one of these.
+    triggers: []const []const u8 = &.{},
+};
+
+pub const MetadataOptions = struct {
+    n_predict: ?u32 = null,
+    /// Replaces the response_format grammar (the parser refuses both together).
+    constraint: ?Constraint = null,
+    /// Which choice of `n` this context generates: its seed is `seed + choice`.
+    choice: u8 = 0,
+};
+
 /// The metadata JSON (`set_input` index 1) for a request: sampling options,
 /// the token limit and the output constraint. Keys follow WasmEdge's names.
-pub fn appendMetadata(out: *std.ArrayList(u8), req: *const ChatRequest, n_predict: ?u32) !void {
+pub fn appendMetadata(out: *std.ArrayList(u8), req: *const ChatRequest, opts: MetadataOptions) !void {
     const w = out.writer();
     var first = true;
     try w.writeByte('{');
-    if (n_predict) |n| try field(w, &first, "n-predict", n);
+    if (opts.n_predict) |n| try field(w, &first, "n-predict", n);
     if (req.temperature) |x| try field(w, &first, "temp", x);
     if (req.top_p) |x| try field(w, &first, "top-p", x);
-    if (req.seed) |x| try field(w, &first, "seed", x);
+    if (req.top_k) |x| try field(w, &first, "top-k", x);
+    if (req.seed) |x| try field(w, &first, "seed", x +% opts.choice);
     if (req.presence_penalty) |x| try field(w, &first, "presence-penalty", x);
     if (req.frequency_penalty) |x| try field(w, &first, "frequency-penalty", x);
-    switch (req.response_format) {
+    if (req.logprobs) {
+        try rawField(w, &first, "logprobs", "true");
+        try field(w, &first, "top-logprobs", req.top_logprobs);
+    }
+    if (req.logit_bias) |bias| try rawField(w, &first, "logit-bias", bias);
+    if (opts.constraint) |c| {
+        try field(w, &first, "json-schema", c.schema);
+        if (c.prefix.len > 0) try field(w, &first, "grammar-prefix", c.prefix);
+        if (c.suffix.len > 0) try field(w, &first, "grammar-suffix", c.suffix);
+        if (c.triggers.len > 0) {
+            try rawField(w, &first, "grammar-triggers", "[");
+            for (c.triggers, 0..) |t, i| {
+                if (i > 0) try w.writeByte(',');
+                try std.json.encodeJsonString(t, .{}, w);
+            }
+            try w.writeByte(']');
+        }
+    } else switch (req.response_format) {
         .text => {},
         .json_object => try field(w, &first, "grammar", @as([]const u8, json_object_grammar)),
         // WasmEdge takes the schema as a string holding JSON.
         .json_schema => |schema| try field(w, &first, "json-schema", schema),
     }
     try w.writeByte('}');
+}
+
+fn rawField(w: anytype, first: *bool, key: []const u8, json: []const u8) !void {
+    if (!first.*) try w.writeByte(',');
+    first.* = false;
+    try std.json.encodeJsonString(key, .{}, w);
+    try w.writeByte(':');
+    try w.writeAll(json);
 }
 
 fn field(w: anytype, first: *bool, key: []const u8, value: anytype) !void {
@@ -382,9 +662,38 @@ pub const Usage = struct {
 pub const Delta = union(enum) {
     /// The first chunk: the role, and no text yet.
     role,
+    /// The first chunk when the answer may be function calls: content null.
+    role_null,
     content: []const u8,
+    /// The first delta of a function call: its id and name, arguments "".
+    call_start: struct { index: u32, id: []const u8, name: []const u8 },
+    /// More of a call's arguments (JSON text, as generated).
+    call_arguments: struct { index: u32, fragment: []const u8 },
+    /// Thinking, apart from the answer: `{"reasoning_content":...}`.
+    reasoning: []const u8,
     /// The last choice chunk, next to its finish_reason.
     empty,
+};
+
+/// A function call in a response.
+pub const OutCall = struct {
+    id: []const u8,
+    name: []const u8,
+    /// JSON text (OpenAI sends the arguments as a string).
+    arguments: []const u8,
+};
+
+/// One choice of a whole completion.
+pub const Choice = struct {
+    content: ?[]const u8,
+    tool_calls: []const OutCall = &.{},
+    finish: Finish,
+    /// The host's logprob entries (a JSON array), when asked for.
+    logprobs: ?[]const u8 = null,
+    /// The stop string that ended the text, if one did.
+    stop_sequence: ?[]const u8 = null,
+    /// The thinking apart from the answer (written only when not empty).
+    reasoning: []const u8 = "",
 };
 
 fn appendEnvelope(w: anytype, env: Envelope, object: []const u8) !void {
@@ -405,22 +714,90 @@ fn appendUsage(w: anytype, usage: Usage) !void {
 
 /// One SSE event `data: {chat.completion.chunk}\n\n` with a single choice.
 pub fn appendChunk(out: *std.ArrayList(u8), env: Envelope, delta: Delta, finish: ?Finish) !void {
+    return appendChoiceChunk(out, env, 0, delta, null, finish);
+}
+
+/// A chunk of choice `index`; `logprobs` is a JSON array of the host's
+/// entries for the tokens behind this delta.
+pub fn appendChoiceChunk(out: *std.ArrayList(u8), env: Envelope, index: u32, delta: Delta, logprobs: ?[]const u8, finish: ?Finish) !void {
     const w = out.writer();
     try w.writeAll("data: ");
     try appendEnvelope(w, env, "chat.completion.chunk");
-    try w.writeAll(",\"choices\":[{\"index\":0,\"delta\":");
+    try w.print(",\"choices\":[{{\"index\":{d},\"delta\":", .{index});
     switch (delta) {
         .role => try w.writeAll("{\"role\":\"assistant\",\"content\":\"\"}"),
+        .role_null => try w.writeAll("{\"role\":\"assistant\",\"content\":null}"),
         .content => |text| {
             try w.writeAll("{\"content\":");
             try std.json.encodeJsonString(text, .{}, w);
             try w.writeByte('}');
         },
+        .call_start => |c| {
+            try w.print("{{\"tool_calls\":[{{\"index\":{d},\"id\":", .{c.index});
+            try std.json.encodeJsonString(c.id, .{}, w);
+            try w.writeAll(",\"type\":\"function\",\"function\":{\"name\":");
+            try std.json.encodeJsonString(c.name, .{}, w);
+            try w.writeAll(",\"arguments\":\"\"}}]}");
+        },
+        .call_arguments => |c| {
+            try w.print("{{\"tool_calls\":[{{\"index\":{d},\"function\":{{\"arguments\":", .{c.index});
+            try std.json.encodeJsonString(c.fragment, .{}, w);
+            try w.writeAll("}}]}");
+        },
+        .reasoning => |text| {
+            try w.writeAll("{\"reasoning_content\":");
+            try std.json.encodeJsonString(text, .{}, w);
+            try w.writeByte('}');
+        },
         .empty => try w.writeAll("{}"),
     }
-    try w.writeAll(",\"logprobs\":null,\"finish_reason\":");
+    try w.writeAll(",\"logprobs\":");
+    try appendLogprobs(out.allocator, w, logprobs);
+    try w.writeAll(",\"finish_reason\":");
     if (finish) |f| try w.print("\"{s}\"", .{@tagName(f)}) else try w.writeAll("null");
     try w.writeAll("}]}\n\n");
+}
+
+/// `{"content":[{token,logprob,bytes,top_logprobs}],"refusal":null}` from the
+/// host's entries (which also carry token ids), or `null`.
+fn appendLogprobs(allocator: std.mem.Allocator, w: anytype, entries: ?[]const u8) !void {
+    const json = entries orelse return w.writeAll("null");
+    var arena = std.heap.ArenaAllocator.init(allocator);
+    defer arena.deinit();
+    const parsed = std.json.parseFromSliceLeaky(Value, arena.allocator(), json, .{}) catch return w.writeAll("null");
+    if (parsed != .array) return w.writeAll("null");
+    try w.writeAll("{\"content\":[");
+    for (parsed.array.items, 0..) |entry, i| {
+        if (i > 0) try w.writeByte(',');
+        try appendTokenLogprob(w, entry, true);
+    }
+    try w.writeAll("],\"refusal\":null}");
+}
+
+fn appendTokenLogprob(w: anytype, entry: Value, with_top: bool) !void {
+    if (entry != .object) return w.writeAll("{\"token\":\"\",\"logprob\":-9999.0,\"bytes\":null,\"top_logprobs\":[]}");
+    const o = entry.object;
+    try w.writeAll("{\"token\":");
+    const token = o.get("token") orelse Value{ .string = "" };
+    try std.json.encodeJsonString(if (token == .string) token.string else "", .{}, w);
+    try w.writeAll(",\"logprob\":");
+    const lp = o.get("logprob") orelse Value{ .float = 0 };
+    switch (lp) {
+        .integer => |x| try w.print("{d}", .{x}),
+        .float => |x| if (std.math.isFinite(x)) try w.print("{d}", .{x}) else try w.writeAll("-9999.0"),
+        else => try w.writeAll("-9999.0"),
+    }
+    try w.writeAll(",\"bytes\":");
+    if (o.get("bytes")) |b| try std.json.stringify(b, .{}, w) else try w.writeAll("null");
+    if (with_top) {
+        try w.writeAll(",\"top_logprobs\":[");
+        if (o.get("top_logprobs")) |top| if (top == .array) for (top.array.items, 0..) |t, i| {
+            if (i > 0) try w.writeByte(',');
+            try appendTokenLogprob(w, t, false);
+        };
+        try w.writeByte(']');
+    }
+    try w.writeByte('}');
 }
 
 /// The SSE event with `"choices":[]` and the usage (stream_options.include_usage).
@@ -435,13 +812,43 @@ pub fn appendUsageChunk(out: *std.ArrayList(u8), env: Envelope, usage: Usage) !v
 
 pub const done_event = "data: [DONE]\n\n";
 
-/// A whole `chat.completion` object.
+/// A whole `chat.completion` object with one text choice.
 pub fn appendCompletion(out: *std.ArrayList(u8), env: Envelope, content: []const u8, finish: Finish, usage: Usage) !void {
+    return appendCompletionChoices(out, env, &.{.{ .content = content, .finish = finish }}, usage);
+}
+
+/// A whole `chat.completion` object; choice i has index i.
+pub fn appendCompletionChoices(out: *std.ArrayList(u8), env: Envelope, choices: []const Choice, usage: Usage) !void {
     const w = out.writer();
     try appendEnvelope(w, env, "chat.completion");
-    try w.writeAll(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    try std.json.encodeJsonString(content, .{}, w);
-    try w.print("}},\"logprobs\":null,\"finish_reason\":\"{s}\"}}],", .{@tagName(finish)});
+    try w.writeAll(",\"choices\":[");
+    for (choices, 0..) |c, i| {
+        if (i > 0) try w.writeByte(',');
+        try w.print("{{\"index\":{d},\"message\":{{\"role\":\"assistant\",\"content\":", .{i});
+        if (c.content) |text| try std.json.encodeJsonString(text, .{}, w) else try w.writeAll("null");
+        if (c.reasoning.len > 0) {
+            try w.writeAll(",\"reasoning_content\":");
+            try std.json.encodeJsonString(c.reasoning, .{}, w);
+        }
+        if (c.tool_calls.len > 0) {
+            try w.writeAll(",\"tool_calls\":[");
+            for (c.tool_calls, 0..) |call, j| {
+                if (j > 0) try w.writeByte(',');
+                try w.writeAll("{\"id\":");
+                try std.json.encodeJsonString(call.id, .{}, w);
+                try w.writeAll(",\"type\":\"function\",\"function\":{\"name\":");
+                try std.json.encodeJsonString(call.name, .{}, w);
+                try w.writeAll(",\"arguments\":");
+                try std.json.encodeJsonString(call.arguments, .{}, w);
+                try w.writeAll("}}");
+            }
+            try w.writeByte(']');
+        }
+        try w.writeAll("},\"logprobs\":");
+        try appendLogprobs(out.allocator, w, c.logprobs);
+        try w.print(",\"finish_reason\":\"{s}\"}}", .{@tagName(c.finish)});
+    }
+    try w.writeAll("],");
     try appendUsage(w, usage);
     try w.writeByte('}');
 }
@@ -503,7 +910,8 @@ test "requests the API refuses" {
     try expectInvalid("{\"messages\":[]}", 400, "messages", "at least one message");
     try expectInvalid("{\"messages\":\"hi\"}", 400, "messages", "expected an array, but got a string");
     try expectInvalid("{\"messages\":[{\"role\":\"king\",\"content\":\"x\"}]}", 400, "messages[0].role", "'king'");
-    try expectInvalid("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].role", "does not call tools");
+    try expectInvalid("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].tool_call_id", "Missing");
+    try expectInvalid("{\"messages\":[{\"role\":\"function\",\"content\":\"x\"}]}", 400, "messages[0].role", "deprecated");
     try expectInvalid("{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role", "Missing");
     try expectInvalid("{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content", "Missing");
     try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages[0].content", "got a number");
@@ -516,10 +924,61 @@ test "requests the API refuses" {
     try expectInvalid("{" ++ ok_messages ++ ",\"stream\":\"yes\"}", 400, "stream", "expected a boolean");
     try expectInvalid("{" ++ ok_messages ++ ",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop", "at most 4");
     try expectInvalid("{" ++ ok_messages ++ ",\"stop\":[1]}", 400, "stop", "expected a string or an array of strings");
-    try expectInvalid("{" ++ ok_messages ++ ",\"n\":2}", 400, "n", "'n' must be 1");
-    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[{\"type\":\"function\"}]}", 400, "tools", "not supported");
-    try expectInvalid("{" ++ ok_messages ++ ",\"logprobs\":true}", 400, "logprobs", "not supported");
-    try expectInvalid("{" ++ ok_messages ++ ",\"logit_bias\":{\"1\":5}}", 400, "logit_bias", "not supported");
+    try expectInvalid("{" ++ ok_messages ++ ",\"n\":9}", 400, "n", "between 1 and 8");
+    try expectInvalid("{" ++ ok_messages ++ ",\"n\":0}", 400, "n", "between 1 and 8");
+    try expectInvalid("{" ++ ok_messages ++ ",\"top_logprobs\":21,\"logprobs\":true}", 400, "top_logprobs", "between 0 and 20");
+    try expectInvalid("{" ++ ok_messages ++ ",\"top_logprobs\":2}", 400, "top_logprobs", "needs 'logprobs'");
+    try expectInvalid("{" ++ ok_messages ++ ",\"logit_bias\":{\"x\":5}}", 400, "logit_bias", "not a token id");
+    try expectInvalid("{" ++ ok_messages ++ ",\"logit_bias\":{\"7\":101}}", 400, "logit_bias", "between -100 and 100");
+    try expectInvalid("{" ++ ok_messages ++ ",\"functions\":[{\"name\":\"f\"}]}", 400, "functions", "deprecated");
+}
+
+test "malformed tools, tool choices and tool history name the field" {
+    const ok_messages = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+    const f = "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\"}}}";
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":{}}", 400, "tools", "expected an array");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[{\"type\":\"function\"}]}", 400, "tools[0].function", "Missing");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[{\"type\":\"retrieval\",\"function\":{}}]}", 400, "tools[0].type", "'retrieval'");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[" ++ f ++ ",{\"type\":\"function\",\"function\":{\"name\":\"bad name\"}}]}", 400, "tools[1].function.name", "1 to 64 characters");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"" ++ "a" ** 65 ++ "\"}}]}", 400, "tools[0].function.name", "1 to 64");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[" ++ f ++ "," ++ f ++ "]}", 400, "tools[1].function.name", "declared twice");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]}", 400, "tools[0].function.parameters", "JSON Schema");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[" ++ f ++ "],\"tool_choice\":\"sometimes\"}", 400, "tool_choice", "'sometimes'");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[" ++ f ++ "],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}", 400, "tool_choice", "no function named 'nope'");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tool_choice\":\"required\"}", 400, "tool_choice", "declares no functions");
+    try expectInvalid("{" ++ ok_messages ++ ",\"tools\":[" ++ f ++ "],\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format", "cannot be combined");
+    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":{}}}]}]}", 400, "messages[1].tool_calls[0].function.arguments", "expected a string");
+    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}]}", 400, "messages[1].tool_calls[0].id", "Missing");
+    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"r\"}]}", 400, "messages[2].tool_call_id", "'c2'");
+}
+
+test "a tool conversation is parsed" {
+    var diag = Diagnostic{};
+    var req = try parseChatRequest(testing.allocator,
+        \\{"messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+        \\{"role":"tool","tool_call_id":"call_1","content":"sunny"}],"tools":[{"type":"function","function":{"name":"get_weather","description":"d","parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true}}],
+        \\"tool_choice":{"type":"function","function":{"name":"get_weather"}},"parallel_tool_calls":false,"n":3,"logprobs":true,"top_logprobs":2,"logit_bias":{"15":-100,"7":2.5}}
+    , &diag);
+    defer req.deinit();
+    try testing.expectEqual(@as(usize, 1), req.tools.len);
+    try testing.expectEqualStrings("get_weather", req.tools[0].name);
+    try testing.expect(req.tools[0].strict);
+    try testing.expectEqualStrings("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}", req.tools[0].parameters);
+    try testing.expectEqualStrings("get_weather", req.tool_choice.function);
+    try testing.expect(!req.parallel_tool_calls);
+    try testing.expectEqual(templates.Role.tool, req.messages[2].role);
+    try testing.expectEqualStrings("call_1", req.messages[2].tool_call_id.?);
+    try testing.expectEqualStrings("{\"city\":\"Paris\"}", req.messages[1].tool_calls[0].arguments);
+    try testing.expectEqual(@as(u8, 3), req.n);
+    try testing.expectEqual(@as(u8, 2), req.top_logprobs);
+    try testing.expectEqualStrings("{\"15\":-100,\"7\":2.5}", req.logit_bias.?);
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try appendMetadata(&out, &req, .{ .choice = 2, .constraint = .{ .schema = "{}", .prefix = "<a>", .triggers = &.{"<a>"} } });
+    try testing.expectEqualStrings(
+        \\{"logprobs":true,"top-logprobs":2,"logit-bias":{"15":-100,"7":2.5},"json-schema":"{}","grammar-prefix":"<a>","grammar-triggers":["<a>"]}
+    , out.items);
+    const ok_messages = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
     try expectInvalid("{" ++ ok_messages ++ ",\"response_format\":{\"type\":\"yaml\"}}", 400, "response_format.type", "'yaml'");
     try expectInvalid("{" ++ ok_messages ++ ",\"response_format\":{\"type\":\"json_schema\"}}", 400, "response_format.json_schema", "expected an object");
 }
@@ -533,14 +992,14 @@ test "metadata carries the sampling options, the limit and the grammar" {
     defer req.deinit();
     var out = std.ArrayList(u8).init(testing.allocator);
     defer out.deinit();
-    try appendMetadata(&out, &req, 128);
+    try appendMetadata(&out, &req, .{ .n_predict = 128 });
     try testing.expectEqualStrings(
         \\{"n-predict":128,"temp":0.7,"top-p":0.9,"seed":42,"presence-penalty":1,"frequency-penalty":0.5,"json-schema":"{\"type\":\"object\"}"}
     , out.items);
 
     req.response_format = .json_object;
     out.clearRetainingCapacity();
-    try appendMetadata(&out, &req, null);
+    try appendMetadata(&out, &req, .{});
     const parsed = try std.json.parseFromSlice(Value, testing.allocator, out.items, .{});
     defer parsed.deinit();
     try testing.expectEqualStrings(json_object_grammar, parsed.value.object.get("grammar").?.string);

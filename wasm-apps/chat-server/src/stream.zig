@@ -16,6 +16,8 @@ pub const TextFilter = struct {
     pending: std.ArrayListUnmanaged(u8) = .empty,
     released: std.ArrayListUnmanaged(u8) = .empty,
     stopped: bool = false,
+    /// The stop string that was seen.
+    matched: ?[]const u8 = null,
 
     pub fn init(allocator: std.mem.Allocator, stops: []const []const u8) TextFilter {
         return .{ .allocator = allocator, .stops = stops };
@@ -34,7 +36,9 @@ pub const TextFilter = struct {
         if (self.stopped) return self.released.items;
         try self.pending.appendSlice(self.allocator, bytes);
 
-        if (self.findStop()) |stop_at| {
+        if (self.findStop()) |found| {
+            const stop_at = found.at;
+            self.matched = found.stop;
             try self.release(stop_at);
             self.stopped = true;
             self.pending.clearRetainingCapacity();
@@ -54,15 +58,19 @@ pub const TextFilter = struct {
         return self.released.items;
     }
 
-    fn findStop(self: *const TextFilter) ?usize {
+    fn findStop(self: *const TextFilter) ?struct { at: usize, stop: []const u8 } {
         var first: ?usize = null;
+        var which: []const u8 = "";
         for (self.stops) |stop| {
             if (stop.len == 0) continue;
             if (std.mem.indexOf(u8, self.pending.items, stop)) |at| {
-                if (first == null or at < first.?) first = at;
+                if (first == null or at < first.?) {
+                    first = at;
+                    which = stop;
+                }
             }
         }
-        return first;
+        return if (first) |at| .{ .at = at, .stop = which } else null;
     }
 
     /// Length of the longest tail of `pending` that is a proper prefix of a stop string.
@@ -160,6 +168,7 @@ test "a stop string split across tokens is never emitted" {
     try collect(&filter, &.{ "Hello S", "T", "OP and more" }, &all);
     try std.testing.expectEqualStrings("Hello ", all.items);
     try std.testing.expect(filter.stopped);
+    try std.testing.expectEqualStrings("STOP", filter.matched.?);
 }
 
 test "text that only looked like a stop string is released" {

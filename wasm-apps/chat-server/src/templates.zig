@@ -9,6 +9,8 @@ pub const Role = enum {
     system,
     user,
     assistant,
+    /// A function's result (OpenAI's `role: "tool"`).
+    tool,
 
     pub fn name(self: Role) []const u8 {
         return @tagName(self);
@@ -18,6 +20,80 @@ pub const Role = enum {
 pub const Message = struct {
     role: Role,
     content: []const u8,
+    /// The calls of an assistant turn.
+    tool_calls: []const ToolCall = &.{},
+    /// On a tool message: the call it answers.
+    tool_call_id: ?[]const u8 = null,
+    name: ?[]const u8 = null,
+
+    /// OpenAI's message shape, tool fields only when set (what hosts' chat
+    /// templates receive).
+    pub fn jsonStringify(self: Message, jw: anytype) !void {
+        try jw.beginObject();
+        try jw.objectField("role");
+        try jw.write(self.role.name());
+        try jw.objectField("content");
+        try jw.write(self.content);
+        if (self.tool_calls.len > 0) {
+            try jw.objectField("tool_calls");
+            try jw.beginArray();
+            for (self.tool_calls) |c| {
+                try jw.beginObject();
+                try jw.objectField("id");
+                try jw.write(c.id);
+                try jw.objectField("type");
+                try jw.write("function");
+                try jw.objectField("function");
+                try jw.beginObject();
+                try jw.objectField("name");
+                try jw.write(c.name);
+                try jw.objectField("arguments");
+                try jw.write(c.arguments);
+                try jw.endObject();
+                try jw.endObject();
+            }
+            try jw.endArray();
+        }
+        if (self.tool_call_id) |id| {
+            try jw.objectField("tool_call_id");
+            try jw.write(id);
+        }
+        if (self.name) |n| {
+            try jw.objectField("name");
+            try jw.write(n);
+        }
+        try jw.endObject();
+    }
+};
+
+/// A function call in the conversation: `arguments` is JSON text.
+pub const ToolCall = struct {
+    id: []const u8,
+    name: []const u8,
+    arguments: []const u8,
+};
+
+/// A function the model may call, as the request declared it.
+pub const Tool = struct {
+    name: []const u8,
+    description: ?[]const u8 = null,
+    /// The JSON Schema of the arguments, serialized.
+    parameters: []const u8,
+    strict: bool = false,
+    /// The tool object as the client sent it (templates print it as it came).
+    value: std.json.Value,
+};
+
+/// How a model family writes function calls.
+pub const ToolFormat = enum {
+    /// `<tool_call>{"name":..,"arguments":..}</tool_call>` (Hermes, Qwen2.5).
+    hermes,
+    /// A bare `{"name":..,"parameters":..}` (Llama 3.1-3.3).
+    llama3,
+    /// `[TOOL_CALLS][{"name":..,"arguments":..,"id":..}]` (Mistral).
+    mistral,
+    /// `{"tool_calls":[{"name":..,"arguments":..}]}`, taught by an injected system prompt.
+    generic,
 };
 
 pub const Template = enum {
@@ -41,6 +117,17 @@ pub const Template = enum {
     /// The text that ends an assistant turn in this format. The host normally
     /// stops at the model's end-of-generation token; this also catches a model
     /// whose vocabulary lacks the marker as a special token and spells it out.
+    /// The call format the template renders natively; null: it knows no tools
+    /// (the app then teaches a format in the system message).
+    pub fn toolFormat(self: Template) ?ToolFormat {
+        return switch (self) {
+            .chatml => .hermes,
+            .@"llama-3-chat" => .llama3,
+            .@"mistral-instruct" => .mistral,
+            else => null,
+        };
+    }
+
     pub fn endOfTurn(self: Template) []const u8 {
         return switch (self) {
             .chatml => "<|im_end|>",
@@ -56,9 +143,26 @@ pub const Template = enum {
 /// Renders `messages` followed by the cue for the assistant's answer.
 /// Caller owns the returned text.
 pub fn render(allocator: std.mem.Allocator, template: Template, messages: []const Message) ![]u8 {
+    return renderTools(allocator, template, messages, &.{});
+}
+
+/// `render` with the functions the model may call. A template with a native
+/// tool format (`toolFormat`) renders tools, calls and results as its model
+/// family does; other templates receive conversations whose tool turns were
+/// already rewritten as text (tools.zig), and ignore `tools`.
+pub fn renderTools(allocator: std.mem.Allocator, template: Template, messages: []const Message, tools: []const Tool) ![]u8 {
     var out = std.ArrayList(u8).init(allocator);
     errdefer out.deinit();
     const w = out.writer();
+    if (template.toolFormat() != null and (tools.len > 0 or hasToolTurns(messages))) {
+        switch (template) {
+            .chatml => try renderQwen(allocator, w, messages, tools),
+            .@"llama-3-chat" => try renderLlama31(allocator, w, messages, tools),
+            .@"mistral-instruct" => try renderMistralTools(allocator, w, messages, tools),
+            else => unreachable,
+        }
+        return out.toOwnedSlice();
+    }
     switch (template) {
         .chatml => {
             for (messages) |m| try w.print("<|im_start|>{s}\n{s}<|im_end|>\n", .{ m.role.name(), m.content });
@@ -78,7 +182,7 @@ pub fn render(allocator: std.mem.Allocator, template: Template, messages: []cons
             defer freeFolded(allocator, folded);
             try w.writeAll("<s>");
             for (folded) |m| switch (m.role) {
-                .user => try w.print("[INST] {s} [/INST]", .{m.content}),
+                .user, .tool => try w.print("[INST] {s} [/INST]", .{m.content}),
                 .assistant => try w.print("{s}</s>", .{m.content}),
                 .system => unreachable, // folded away above
             };
@@ -116,7 +220,7 @@ pub fn render(allocator: std.mem.Allocator, template: Template, messages: []cons
         .@"deepseek-chat" => {
             try w.writeAll("<｜begin▁of▁sentence｜>");
             for (messages) |m| switch (m.role) {
-                .user => try w.print("User: {s}\n\n", .{m.content}),
+                .user, .tool => try w.print("User: {s}\n\n", .{m.content}),
                 .assistant => try w.print("Assistant: {s}<｜end▁of▁sentence｜>", .{m.content}),
                 .system => try w.print("{s}\n\n", .{m.content}),
             };
@@ -142,7 +246,7 @@ fn renderLlama2(allocator: std.mem.Allocator, w: anytype, messages: []const Mess
             content = owned.?;
         };
         switch (m.role) {
-            .user => try w.print("<s>[INST] {s} [/INST]", .{pyStrip(content)}),
+            .user, .tool => try w.print("<s>[INST] {s} [/INST]", .{pyStrip(content)}),
             .assistant => try w.print(" {s} </s>", .{pyStrip(content)}),
             .system => {}, // the reference template ignores a later system message
         }
@@ -171,7 +275,7 @@ fn foldSystem(allocator: std.mem.Allocator, messages: []const Message) ![]Messag
                 try out.append(.{ .role = .user, .content = try pending.toOwnedSlice() });
                 has_pending = false;
             },
-            .assistant => try out.append(.{ .role = .assistant, .content = try allocator.dupe(u8, m.content) }),
+            .assistant, .tool => try out.append(.{ .role = m.role, .content = try allocator.dupe(u8, m.content), .tool_calls = m.tool_calls, .tool_call_id = m.tool_call_id, .name = m.name }),
         }
     }
     if (has_pending) try out.append(.{ .role = .user, .content = try pending.toOwnedSlice() });
@@ -181,6 +285,242 @@ fn foldSystem(allocator: std.mem.Allocator, messages: []const Message) ![]Messag
 fn freeFolded(allocator: std.mem.Allocator, messages: []const Message) void {
     for (messages) |m| allocator.free(m.content);
     allocator.free(messages);
+}
+
+fn hasToolTurns(messages: []const Message) bool {
+    for (messages) |m| if (m.role == .tool or m.tool_calls.len > 0) return true;
+    return false;
+}
+
+/// Qwen2.5's template (the Hermes call format on ChatML): the tools in the
+/// system message, calls in `<tool_call>` tags, results as `<tool_response>`
+/// in a user turn. Without a system message the tools section stands alone
+/// (Qwen's template would add Qwen's own identity there).
+fn renderQwen(allocator: std.mem.Allocator, w: anytype, messages: []const Message, tools: []const Tool) !void {
+    var rest = messages;
+    if (tools.len > 0) {
+        try w.writeAll("<|im_start|>system\n");
+        if (rest.len > 0 and rest[0].role == .system) {
+            try w.print("{s}\n\n", .{rest[0].content});
+            rest = rest[1..];
+        }
+        try w.writeAll("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" ++
+            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>");
+        for (tools) |t| {
+            try w.writeByte('\n');
+            try writePyJson(w, t.value, null, 0);
+        }
+        try w.writeAll("\n</tools>\n\nFor each function call, return a json object with function name and arguments " ++
+            "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n");
+    }
+    for (rest, 0..) |m, i| switch (m.role) {
+        .system, .user => try w.print("<|im_start|>{s}\n{s}<|im_end|>\n", .{ m.role.name(), m.content }),
+        .assistant => {
+            if (m.tool_calls.len == 0) {
+                try w.print("<|im_start|>assistant\n{s}<|im_end|>\n", .{m.content});
+                continue;
+            }
+            try w.writeAll("<|im_start|>assistant");
+            if (m.content.len > 0) try w.print("\n{s}", .{m.content});
+            for (m.tool_calls) |call| {
+                try w.writeAll("\n<tool_call>\n{\"name\": \"");
+                try w.writeAll(call.name);
+                try w.writeAll("\", \"arguments\": ");
+                try writeArguments(allocator, w, call.arguments, null);
+                try w.writeAll("}\n</tool_call>");
+            }
+            try w.writeAll("<|im_end|>\n");
+        },
+        .tool => {
+            if (i == 0 or rest[i - 1].role != .tool) try w.writeAll("<|im_start|>user");
+            try w.print("\n<tool_response>\n{s}\n</tool_response>", .{m.content});
+            if (i == rest.len - 1 or rest[i + 1].role != .tool) try w.writeAll("<|im_end|>\n");
+        },
+    };
+    try w.writeAll("<|im_start|>assistant\n");
+}
+
+/// Llama 3.1's template (its defaults: tools in the first user message, the
+/// date line of 26 Jul 2024): calls as `{"name": .., "parameters": ..}`,
+/// results in `ipython` turns. The reference takes one call per assistant
+/// turn; several become consecutive assistant turns here.
+fn renderLlama31(allocator: std.mem.Allocator, w: anytype, messages: []const Message, tools: []const Tool) !void {
+    var rest = messages;
+    var system: []const u8 = "";
+    if (rest.len > 0 and rest[0].role == .system) {
+        system = pyStrip(rest[0].content);
+        rest = rest[1..];
+    }
+    try w.writeAll("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n");
+    if (tools.len > 0) try w.writeAll("Environment: ipython\n");
+    try w.print("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{s}<|eot_id|>", .{system});
+    if (tools.len > 0 and rest.len > 0) {
+        try w.writeAll("<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a function call " ++
+            "with its proper arguments that best answers the given prompt.\n\n" ++
+            "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\n\n");
+        for (tools) |t| {
+            try writePyJson(w, t.value, 4, 0);
+            try w.writeAll("\n\n");
+        }
+        try w.print("{s}<|eot_id|>", .{pyStrip(rest[0].content)});
+        rest = rest[1..];
+    }
+    for (rest) |m| {
+        if (m.role == .tool) {
+            try w.writeAll("<|start_header_id|>ipython<|end_header_id|>\n\n");
+            // The reference pipes string results through tojson too (a string is iterable).
+            try writePyString(w, m.content);
+            try w.writeAll("<|eot_id|>");
+        } else if (m.tool_calls.len > 0) {
+            for (m.tool_calls) |call| {
+                try w.print("<|start_header_id|>assistant<|end_header_id|>\n\n{{\"name\": \"{s}\", \"parameters\": ", .{call.name});
+                try writeArguments(allocator, w, call.arguments, null);
+                try w.writeAll("}<|eot_id|>");
+            }
+        } else {
+            try w.print("<|start_header_id|>{s}<|end_header_id|>\n\n{s}<|eot_id|>", .{ m.role.name(), pyStrip(m.content) });
+        }
+    }
+    try w.writeAll("<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+/// The Mistral v3 tokenizer's tool format on the instruct template: the tools
+/// in `[AVAILABLE_TOOLS]` before the last user turn, calls as `[TOOL_CALLS]`
+/// and a JSON list, results in `[TOOL_RESULTS]`.
+fn renderMistralTools(allocator: std.mem.Allocator, w: anytype, messages: []const Message, tools: []const Tool) !void {
+    const folded = try foldSystem(allocator, messages);
+    defer freeFolded(allocator, folded);
+    var last_user: usize = folded.len;
+    for (folded, 0..) |m, i| {
+        if (m.role == .user) last_user = i;
+    }
+    try w.writeAll("<s>");
+    for (folded, 0..) |m, i| switch (m.role) {
+        .user => {
+            if (i == last_user and tools.len > 0) {
+                try w.writeAll("[AVAILABLE_TOOLS] [");
+                for (tools, 0..) |t, j| {
+                    if (j > 0) try w.writeAll(", ");
+                    try writePyJson(w, t.value, null, 0);
+                }
+                try w.writeAll("][/AVAILABLE_TOOLS]");
+            }
+            try w.print("[INST] {s} [/INST]", .{m.content});
+        },
+        .assistant => {
+            if (m.tool_calls.len == 0) {
+                try w.print("{s}</s>", .{m.content});
+                continue;
+            }
+            try w.writeAll("[TOOL_CALLS] [");
+            for (m.tool_calls, 0..) |call, j| {
+                if (j > 0) try w.writeAll(", ");
+                try w.writeAll("{\"name\": ");
+                try writePyString(w, call.name);
+                try w.writeAll(", \"arguments\": ");
+                try writeArguments(allocator, w, call.arguments, null);
+                try w.writeAll(", \"id\": ");
+                try writePyString(w, call.id);
+                try w.writeByte('}');
+            }
+            try w.writeAll("]</s>");
+        },
+        .tool => {
+            try w.writeAll("[TOOL_RESULTS] {\"content\": ");
+            try writePyString(w, m.content);
+            try w.writeAll(", \"call_id\": ");
+            try writePyString(w, m.tool_call_id orelse "");
+            try w.writeAll("}[/TOOL_RESULTS]");
+        },
+        .system => unreachable, // folded away
+    };
+}
+
+/// Call arguments as a template's `tojson` prints them: the JSON parsed into
+/// an object (as hosts hand it to templates), or the text as a JSON string
+/// when it is not JSON.
+fn writeArguments(allocator: std.mem.Allocator, w: anytype, arguments: []const u8, indent: ?u8) !void {
+    const parsed = std.json.parseFromSlice(std.json.Value, allocator, arguments, .{}) catch |err| switch (err) {
+        error.OutOfMemory => return error.OutOfMemory,
+        else => return writePyString(w, arguments),
+    };
+    defer parsed.deinit();
+    try writePyJson(w, parsed.value, indent, 0);
+}
+
+/// JSON as Python's `json.dumps(value, ensure_ascii=False, indent=indent)`
+/// writes it (what Hugging Face chat templates' `tojson` gives): `", "` and
+/// `": "` separators, or `","` and newlines with `indent`; keys in order.
+pub fn writePyJson(w: anytype, value: std.json.Value, indent: ?u8, level: usize) !void {
+    switch (value) {
+        .null => try w.writeAll("null"),
+        .bool => |b| try w.writeAll(if (b) "true" else "false"),
+        .integer => |i| try w.print("{d}", .{i}),
+        .float => |f| {
+            var buf: [64]u8 = undefined;
+            const text = std.fmt.bufPrint(&buf, "{d}", .{f}) catch "0.0";
+            try w.writeAll(text);
+            if (std.mem.indexOfAny(u8, text, ".eEn") == null) try w.writeAll(".0");
+        },
+        .number_string => |s| try w.writeAll(s),
+        .string => |s| try writePyString(w, s),
+        .array => |a| {
+            if (a.items.len == 0) return w.writeAll("[]");
+            try w.writeByte('[');
+            for (a.items, 0..) |item, i| {
+                try pySeparator(w, i, indent, level + 1);
+                try writePyJson(w, item, indent, level + 1);
+            }
+            try pyClose(w, indent, level);
+            try w.writeByte(']');
+        },
+        .object => |o| {
+            if (o.count() == 0) return w.writeAll("{}");
+            try w.writeByte('{');
+            var it = o.iterator();
+            var i: usize = 0;
+            while (it.next()) |entry| : (i += 1) {
+                try pySeparator(w, i, indent, level + 1);
+                try writePyString(w, entry.key_ptr.*);
+                try w.writeAll(": ");
+                try writePyJson(w, entry.value_ptr.*, indent, level + 1);
+            }
+            try pyClose(w, indent, level);
+            try w.writeByte('}');
+        },
+    }
+}
+
+fn pySeparator(w: anytype, i: usize, indent: ?u8, level: usize) !void {
+    if (indent) |n| {
+        if (i > 0) try w.writeByte(',');
+        try w.writeByte('\n');
+        try w.writeByteNTimes(' ', n * level);
+    } else if (i > 0) try w.writeAll(", ");
+}
+
+fn pyClose(w: anytype, indent: ?u8, level: usize) !void {
+    if (indent) |n| {
+        try w.writeByte('\n');
+        try w.writeByteNTimes(' ', n * level);
+    }
+}
+
+/// A JSON string as Python writes it with ensure_ascii=False.
+pub fn writePyString(w: anytype, s: []const u8) !void {
+    try w.writeByte('"');
+    for (s) |c| switch (c) {
+        '"' => try w.writeAll("\\\""),
+        '\\' => try w.writeAll("\\\\"),
+        '\n' => try w.writeAll("\\n"),
+        '\r' => try w.writeAll("\\r"),
+        '\t' => try w.writeAll("\\t"),
+        0x08 => try w.writeAll("\\b"),
+        0x0C => try w.writeAll("\\f"),
+        0...0x07, 0x0B, 0x0E...0x1F => try w.print("\\u{x:0>4}", .{c}),
+        else => try w.writeByte(c),
+    };
+    try w.writeByte('"');
 }
 
 /// Python's `str.strip()` (used by Jinja's `trim` filter and by `.strip()` in

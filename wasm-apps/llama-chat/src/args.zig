@@ -10,7 +10,8 @@ pub const usage =
     \\Chat with a preloaded model in the terminal (llamaedge run-wasm --nn-preload default:GGML:AUTO:model.gguf).
     \\
     \\  -a, --model-alias NAME       the preloaded model to use (default: default)
-    \\  -c, --ctx-size N             the model's context size in tokens, for the history budget (default: 4096)
+    \\  -c, --ctx-size N             the context size in tokens: asked of the host when it loads the model,
+    \\                               and what the history is fitted to (default: 4096, the host's default)
     \\  -n, --n-predict N            the most tokens per answer (default: 1024)
     \\  -p, --prompt-template NAME   auto (the model's own template; default) or one of the names below
     \\  -s, --system-prompt TEXT     the system prompt, kept when old turns are dropped
@@ -23,6 +24,7 @@ pub const usage =
     \\      --seed N                 sampling seed
     \\      --log-prompts            print each prompt as rendered (on stderr)
     \\      --log-stat               print token counts after each answer (on stderr)
+    \\      --check                  check the options and exit (0 when they are good)
     \\  -h, --help                   print this help
     \\
     \\In the chat: /reset forgets the conversation (the system prompt stays), /help lists the commands,
@@ -37,6 +39,9 @@ pub const Cli = struct {
     log_prompts: bool = false,
     log_stat: bool = false,
     help: bool = false,
+    check: bool = false,
+    /// --ctx-size was given: the host is asked for that context when it loads the model.
+    ctx_size_given: bool = false,
     /// Backs options.stops.
     stops: std.ArrayListUnmanaged([]const u8) = .empty,
 
@@ -83,6 +88,7 @@ pub fn parse(allocator: std.mem.Allocator, args: []const []const u8, diag: *Diag
                 .log_prompts => cli.log_prompts = true,
                 .log_stat => cli.log_stat = true,
                 .help => cli.help = true,
+                .check => cli.check = true,
                 else => unreachable,
             }
             continue;
@@ -95,7 +101,10 @@ pub fn parse(allocator: std.mem.Allocator, args: []const []const u8, diag: *Diag
         const o = &cli.options;
         switch (flag) {
             .model_alias => cli.model_alias = try nonEmpty(diag, name, value),
-            .ctx_size => o.ctx_size = try integer(u32, diag, name, value, 8),
+            .ctx_size => {
+                o.ctx_size = try integer(u32, diag, name, value, 8);
+                cli.ctx_size_given = true;
+            },
             .n_predict => o.n_predict = try integer(u32, diag, name, value, 1),
             .prompt_template => o.template = try template(diag, value),
             .system_prompt => cli.system_prompt = value,
@@ -109,7 +118,7 @@ pub fn parse(allocator: std.mem.Allocator, args: []const []const u8, diag: *Diag
             .presence_penalty => o.presence_penalty = try number(diag, name, value, -2, 2),
             .frequency_penalty => o.frequency_penalty = try number(diag, name, value, -2, 2),
             .seed => o.seed = std.fmt.parseInt(i64, value, 10) catch return diag.set("{s} must be an integer, got '{s}'", .{ name, value }),
-            .log_prompts, .log_stat, .help => unreachable,
+            .log_prompts, .log_stat, .help, .check => unreachable,
         }
     }
     cli.options.stops = cli.stops.items;
@@ -132,6 +141,7 @@ const Flag = enum {
     log_prompts,
     log_stat,
     help,
+    check,
 
     const names = [_]struct { []const u8, ?[]const u8, Flag }{
         .{ "--model-alias", "-a", .model_alias },
@@ -149,6 +159,7 @@ const Flag = enum {
         .{ "--log-prompts", null, .log_prompts },
         .{ "--log-stat", null, .log_stat },
         .{ "--help", "-h", .help },
+        .{ "--check", null, .check },
     };
 
     fn find(text: []const u8) ?Flag {
@@ -161,7 +172,7 @@ const Flag = enum {
 
     fn takesValue(self: Flag) bool {
         return switch (self) {
-            .log_prompts, .log_stat, .help => false,
+            .log_prompts, .log_stat, .help, .check => false,
             else => true,
         };
     }
@@ -206,10 +217,8 @@ const testing = std.testing;
 fn expectUsage(args: []const []const u8, fragment: []const u8) !void {
     var diag = Diagnostic{};
     try testing.expectError(error.Usage, parse(testing.allocator, args, &diag));
-    if (std.mem.indexOf(u8, diag.message, fragment) == null) {
-        std.debug.print("message: {s}\n", .{diag.message});
-        return error.TestUnexpectedResult;
-    }
+    // Not found: compare whole, so that the failure shows the message.
+    if (std.mem.indexOf(u8, diag.message, fragment) == null) try testing.expectEqualStrings(fragment, diag.message);
     try testing.expect(std.mem.indexOfScalar(u8, diag.message, '\n') == null);
 }
 
@@ -221,6 +230,7 @@ test "the defaults" {
     try testing.expectEqual(@as(u32, 4096), cli.options.ctx_size);
     try testing.expectEqual(@as(u32, 1024), cli.options.n_predict);
     try testing.expect(cli.options.template == null and cli.system_prompt == null and cli.options.temp == null);
+    try testing.expect(!cli.ctx_size_given);
 }
 
 test "short and long names, inline values, repeated reverse prompts" {
@@ -235,11 +245,12 @@ test "short and long names, inline values, repeated reverse prompts" {
     try testing.expectEqualStrings("Be brief.", cli.system_prompt.?);
     try testing.expectEqual(@as(u32, 64), cli.options.n_predict);
     try testing.expectEqual(@as(u32, 512), cli.options.ctx_size);
+    try testing.expect(cli.ctx_size_given);
     try testing.expectEqual(@as(f64, 0), cli.options.temp.?);
     try testing.expectEqual(@as(f64, 0.5), cli.options.top_p.?);
     try testing.expectEqual(@as(usize, 2), cli.options.stops.len);
     try testing.expectEqualStrings("###", cli.options.stops[1]);
-    try testing.expect(cli.log_prompts and !cli.log_stat);
+    try testing.expect(cli.log_prompts and !cli.log_stat and !cli.check);
     try testing.expectEqualStrings("chat", cli.model_alias);
 }
 

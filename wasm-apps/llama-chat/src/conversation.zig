@@ -59,8 +59,9 @@ pub const Outcome = union(enum) {
         tokens: u32,
     },
     /// The message does not fit in the context even with no history; it was
-    /// not sent and is not kept.
-    too_long: struct { tokens: u32 },
+    /// not sent and is not kept. `tokens`: the prompt it made (null: the host
+    /// refused it as longer than its whole context).
+    too_long: struct { tokens: ?u32 },
     /// The model's own template rejected the conversation; nothing was kept.
     template_failed,
 };
@@ -132,27 +133,23 @@ pub const Conversation = struct {
         try self.appendMetadata(&metadata);
         try backend.setMetadata(metadata.items);
 
-        // Find the fewest oldest turns to leave out; the history changes only
-        // once the prompt fits, so a message too long to send costs nothing.
-        const budget = self.options.ctx_size - self.options.reserve();
-        var drop: usize = 0;
-        const fitted: Attempt = while (true) : (drop += 1) {
-            const tried = self.attempt(backend, ui, drop) catch |err| switch (err) {
-                error.TemplateFailed => {
-                    self.dropLast();
-                    return .template_failed;
-                },
-                else => |e| return e,
-            };
-            if (tried.tokens != null and tried.tokens.? <= budget) break tried;
-            self.allocator.free(tried.prompt);
-            if (drop + 1 >= self.turns()) {
+        const found = self.fit(backend, ui) catch |err| switch (err) {
+            error.TemplateFailed => {
                 self.dropLast();
-                return .{ .too_long = .{ .tokens = tried.tokens orelse self.options.ctx_size } };
-            }
+                return .template_failed;
+            },
+            else => |e| return e,
+        };
+        const fitted = switch (found) {
+            .fitted => |f| f,
+            .too_long => |tokens| {
+                self.dropLast();
+                return .{ .too_long = .{ .tokens = tokens } };
+            },
         };
         defer self.allocator.free(fitted.prompt);
         const prompt_tokens = fitted.tokens.?;
+        const drop = fitted.drop;
         const first = self.firstTurn();
         for (self.messages.items[first .. first + 2 * drop]) |m| self.allocator.free(m.content);
         self.messages.replaceRangeAssumeCapacity(first, 2 * drop, &.{});
@@ -183,7 +180,42 @@ pub const Conversation = struct {
         prompt: []u8,
         /// null: over the host's whole context.
         tokens: ?u32,
+        /// The oldest turns left out.
+        drop: usize,
+
+        fn fits(self: Attempt, budget: u32) bool {
+            return self.tokens != null and self.tokens.? <= budget;
+        }
     };
+
+    const Fit = union(enum) {
+        /// The prompt as set on the backend, to generate from.
+        fitted: Attempt,
+        /// Not even the message alone fits: its prompt's tokens, if counted.
+        too_long: ?u32,
+    };
+
+    /// Finds the fewest oldest turns to leave out so that the prompt fits the
+    /// budget, leaving that prompt set on the backend. The history does not
+    /// change here, so a message too long to send costs nothing. Usually one
+    /// turn more has to go each time: the turns go one by one, after a check
+    /// that the message fits at all.
+    fn fit(self: *Conversation, backend: anytype, ui: anytype) !Fit {
+        const budget = self.options.ctx_size - self.options.reserve();
+        const most = self.turns() - 1; // every turn before the new message
+        var drop: usize = 0;
+        while (true) : (drop += 1) {
+            const tried = try self.attempt(backend, ui, drop);
+            if (tried.fits(budget)) return .{ .fitted = tried };
+            self.allocator.free(tried.prompt);
+            if (drop >= most) return .{ .too_long = tried.tokens };
+            if (drop == 0 and most > 1) {
+                const alone = try self.attempt(backend, ui, most);
+                self.allocator.free(alone.prompt);
+                if (!alone.fits(budget)) return .{ .too_long = alone.tokens };
+            }
+        }
+    }
 
     /// Renders and sets the prompt without the `drop` oldest turns, and counts
     /// its tokens.
@@ -195,7 +227,7 @@ pub const Conversation = struct {
         try view.appendSlice(self.messages.items[first + 2 * drop ..]);
         const prompt = try self.render(backend, ui, view.items);
         errdefer self.allocator.free(prompt);
-        return .{ .prompt = prompt, .tokens = try countTokens(self.allocator, backend, prompt) };
+        return .{ .prompt = prompt, .tokens = try countTokens(self.allocator, backend, prompt), .drop = drop };
     }
 
     /// The template's own end-of-turn text joins the stop texts for a named
@@ -210,9 +242,16 @@ pub const Conversation = struct {
         if (self.options.template) |t| return templates.render(self.allocator, t, messages);
         if (self.fell_back_to_chatml) return templates.render(self.allocator, .chatml, messages);
 
+        // {"messages":[{"role":..,"content":..},...],"add_generation_prompt":true}
         var request = std.ArrayList(u8).init(self.allocator);
         defer request.deinit();
-        try std.json.stringify(.{ .messages = messages, .add_generation_prompt = true }, .{}, request.writer());
+        const w = request.writer();
+        try w.writeAll("{\"messages\":[");
+        for (messages, 0..) |m, i| {
+            if (i > 0) try w.writeByte(',');
+            try std.json.stringify(.{ .role = m.role.name(), .content = m.content }, .{}, w);
+        }
+        try w.writeAll("],\"add_generation_prompt\":true}");
         return backend.renderTemplate(self.allocator, request.items) catch |err| switch (err) {
             error.NoTemplate => {
                 self.fell_back_to_chatml = true;
@@ -494,12 +533,27 @@ test "a message that cannot fit alone is refused and not kept" {
     defer conv.deinit();
     _ = try conv.reply(&backend, &ui, "short");
     const long = try conv.reply(&backend, &ui, "z" ** 600);
-    try testing.expect(long.too_long.tokens > 80);
+    try testing.expect(long.too_long.tokens.? > 80);
     try testing.expectEqual(@as(usize, 1), backend.finished); // nothing generated for it
     try testing.expectEqual(@as(usize, 1), conv.turns()); // the history is as it was
     try testing.expectEqualStrings("short", conv.messages.items[0].content);
     const after = try conv.reply(&backend, &ui, "still here");
     try testing.expectEqual(End.stop, after.answered.end);
+}
+
+test "a message too long to send is found out without trying every turn" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    var ui = FakeUi.init();
+    defer ui.deinit();
+    var conv = try Conversation.init(testing.allocator, .{ .template = .chatml, .ctx_size = 4000, .n_predict = 100 }, null);
+    defer conv.deinit();
+    for (0..10) |_| _ = try conv.reply(&backend, &ui, "a short message");
+    const before = backend.prompts_set;
+    const long = try conv.reply(&backend, &ui, "z" ** 20000);
+    try testing.expect(long == .too_long);
+    try testing.expectEqual(before + 2, backend.prompts_set); // the whole history, then the message alone
+    try testing.expectEqual(@as(usize, 10), conv.turns());
 }
 
 test "the host ending with length before n_predict means the context is full" {

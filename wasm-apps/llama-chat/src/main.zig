@@ -54,8 +54,9 @@ pub fn main() u8 {
         std.io.getStdOut().writeAll(args_mod.usage) catch {};
         return 0;
     }
+    if (cli.check) return 0;
 
-    var backend = nn.Backend.open(cli.model_alias) catch |err| switch (err) {
+    var backend = openModel(&cli) catch |err| switch (err) {
         error.ModelNotFound => return fail("no model is preloaded as '{s}': run it with --nn-preload {s}:GGML:AUTO:model.gguf", .{ cli.model_alias, cli.model_alias }),
         else => return fail("cannot open the model '{s}': {s}", .{ cli.model_alias, @errorName(err) }),
     };
@@ -70,6 +71,16 @@ pub fn main() u8 {
         else => return fail("{s}", .{@errorName(err)}),
     };
     return 0;
+}
+
+/// Opens the model; with --ctx-size, asks the host for that context (as a
+/// load-time option, it applies when the host loads the model, not to one
+/// already loaded).
+fn openModel(cli: *const args_mod.Cli) nn.Error!nn.Backend {
+    if (!cli.ctx_size_given) return nn.Backend.open(cli.model_alias);
+    var buf: [64]u8 = undefined;
+    const config = std.fmt.bufPrint(&buf, "{{\"ctx-size\":{d}}}", .{cli.options.ctx_size}) catch unreachable;
+    return nn.Backend.openWithConfig(cli.model_alias, config);
 }
 
 /// The read-answer loop, until /exit or the end of input.
@@ -104,18 +115,17 @@ fn chat(allocator: std.mem.Allocator, conv: *conversation.Conversation, backend:
             }
             continue;
         }
-        try term.out(assistant_cue);
         const outcome = conv.reply(backend, term, text) catch |err| switch (err) {
             error.OutputClosed, error.OutOfMemory => |e| return e,
             else => {
-                try term.out("\n");
+                try term.endAnswer();
                 term.note("[the model failed while answering ({s}); the message was not kept]", .{@errorName(err)});
                 continue;
             },
         };
+        try term.endAnswer();
         switch (outcome) {
             .answered => |a| {
-                try term.out("\n");
                 switch (a.end) {
                     .stop => {},
                     .n_predict => term.note("[the answer reached the limit of {d} tokens (--n-predict)]", .{conv.options.n_predict}),
@@ -123,9 +133,10 @@ fn chat(allocator: std.mem.Allocator, conv: *conversation.Conversation, backend:
                 }
                 if (term.cli.log_stat) term.note("[prompt {d} tokens, answer {d} tokens]", .{ a.prompt_tokens, a.tokens });
             },
-            .too_long => |t| term.note("[that message does not fit in the context ({d} tokens, {d} at most): not sent]", .{
-                t.tokens, conv.options.ctx_size - conv.options.reserve(),
-            }),
+            .too_long => |t| if (t.tokens) |n|
+                term.note("[that message does not fit in the context: it makes a prompt of {d} tokens, {d} at most; not sent]", .{ n, conv.options.ctx_size - conv.options.reserve() })
+            else
+                term.note("[that message does not fit in the context of {d} tokens; not sent]", .{conv.options.ctx_size}),
             .template_failed => term.note("[the model's chat template rejected the conversation; the message was not kept]", .{}),
         }
     }
@@ -134,6 +145,14 @@ fn chat(allocator: std.mem.Allocator, conv: *conversation.Conversation, backend:
 /// What the user sees: the conversation on stdout, notices on stderr.
 const Terminal = struct {
     cli: *const args_mod.Cli,
+    /// The assistant's cue is out: its answer is on the line.
+    answering: bool = false,
+
+    fn endAnswer(self: *Terminal) !void {
+        if (!self.answering) return;
+        self.answering = false;
+        try self.out("\n");
+    }
 
     fn out(_: *Terminal, bytes: []const u8) error{OutputClosed}!void {
         std.io.getStdOut().writeAll(bytes) catch return error.OutputClosed;
@@ -170,11 +189,15 @@ const Terminal = struct {
         self.note("[the model has no chat template of its own: using chatml]", .{});
     }
 
+    /// The prompt fits: the answer comes next.
     pub fn prompt(self: *Terminal, rendered: []const u8, tokens: u32) !void {
-        if (!self.cli.log_prompts) return;
-        self.note("[prompt, {d} tokens]", .{tokens});
-        self.noteText(rendered);
-        self.noteText("\n[end of prompt]\n");
+        if (self.cli.log_prompts) {
+            self.note("[prompt, {d} tokens]", .{tokens});
+            self.noteText(rendered);
+            self.noteText("\n[end of prompt]\n");
+        }
+        try self.out(assistant_cue);
+        self.answering = true;
     }
 };
 

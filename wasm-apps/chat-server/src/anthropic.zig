@@ -1,0 +1,517 @@
+//! Anthropic's Messages API (`POST /v1/messages`) as a translation onto the
+//! chat path: the request becomes a `ChatRequest` (the same templates, the
+//! same call reading), and `Output` writes what the chat path generates as a
+//! Message or as Anthropic's SSE events.
+
+const std = @import("std");
+const openai = @import("openai.zig");
+const templates = @import("templates.zig");
+const chat = @import("chat.zig");
+
+const Value = std.json.Value;
+const Diagnostic = openai.Diagnostic;
+const Message = templates.Message;
+
+/// Parses and checks a Messages request. On error.InvalidRequest `diag.err`
+/// says what is wrong; its message names the field as Anthropic's do
+/// (`messages.1.content.0.type: ...`).
+pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !openai.ChatRequest {
+    var req = openai.ChatRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
+    errdefer req.deinit();
+    const arena = req.arena.allocator();
+
+    const root = std.json.parseFromSliceLeaky(Value, arena, body, .{}) catch |err| switch (err) {
+        error.OutOfMemory => return error.OutOfMemory,
+        else => return diag.set(400, null, null, "The request body is not valid JSON.", .{}),
+    };
+    if (root != .object) return diag.set(400, null, null, "The request body must be a JSON object.", .{});
+    const obj = root.object;
+
+    req.model = (try string(obj, "model", "model", diag)) orelse return diag.set(400, "model", null, "model: Field required", .{});
+    const max_tokens = (try openai.optInteger(obj, "max_tokens", diag)) orelse
+        return diag.set(400, "max_tokens", null, "max_tokens: Field required", .{});
+    if (max_tokens < 1) return diag.set(400, "max_tokens", null, "max_tokens: must be at least 1, not {d}", .{max_tokens});
+    req.max_tokens = @intCast(@min(max_tokens, std.math.maxInt(u32)));
+    req.stream = (try openai.optBool(obj, "stream", diag)) orelse false;
+    req.temperature = try openai.optNumberIn(obj, "temperature", 0, 1, diag);
+    req.top_p = try openai.optNumberIn(obj, "top_p", 0, 1, diag);
+    if (try openai.optInteger(obj, "top_k", diag)) |k| {
+        if (k < 0) return diag.set(400, "top_k", null, "top_k: must be at least 0, not {d}", .{k});
+        req.top_k = @intCast(@min(k, std.math.maxInt(u32)));
+    }
+    req.stop = try stopSequences(arena, obj.get("stop_sequences"), diag);
+
+    var messages = std.ArrayList(Message).init(arena);
+    if (obj.get("system")) |system| if (system != .null) {
+        try messages.append(.{ .role = .system, .content = try textOf(arena, system, "system", diag) });
+    };
+    try parseMessages(arena, obj.get("messages"), &messages, diag);
+    req.messages = messages.items;
+    req.tools = try parseTools(arena, obj.get("tools"), diag);
+    try parseToolChoice(obj.get("tool_choice"), &req, diag);
+    return req;
+}
+
+fn string(obj: std.json.ObjectMap, key: []const u8, field: []const u8, diag: *Diagnostic) !?[]const u8 {
+    const v = obj.get(key) orelse return null;
+    return switch (v) {
+        .null => null,
+        .string => |s| s,
+        else => diag.set(400, field, null, "{s}: Input should be a valid string", .{field}),
+    };
+}
+
+fn stopSequences(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const []const u8 {
+    const v = value orelse return &.{};
+    const list = switch (v) {
+        .null => return &.{},
+        .array => |a| a.items,
+        else => return diag.set(400, "stop_sequences", null, "stop_sequences: Input should be a valid list", .{}),
+    };
+    var stops = std.ArrayList([]const u8).init(arena);
+    for (list) |item| {
+        if (item != .string) return diag.set(400, "stop_sequences", null, "stop_sequences: each item should be a string", .{});
+        if (item.string.len > 0) try stops.append(item.string);
+    }
+    return stops.items;
+}
+
+/// A string, or text blocks `[{type:"text", text}]` joined with newlines.
+fn textOf(arena: std.mem.Allocator, value: Value, field: []const u8, diag: *Diagnostic) ![]const u8 {
+    switch (value) {
+        .string => |s| return s,
+        .array => |blocks| {
+            var text = std.ArrayList(u8).init(arena);
+            for (blocks.items, 0..) |block, i| {
+                const kind = blockType(block) orelse return diag.set(400, field, null, "{s}.{d}: a content block needs a string 'type'", .{ field, i });
+                if (!std.mem.eql(u8, kind, "text"))
+                    return diag.set(400, field, null, "{s}.{d}.type: '{s}' blocks are not supported here: this model takes text only", .{ field, i, kind });
+                const t = block.object.get("text") orelse Value.null;
+                if (t != .string) return diag.set(400, field, null, "{s}.{d}.text: Field required", .{ field, i });
+                if (text.items.len > 0) try text.append('\n');
+                try text.appendSlice(t.string);
+            }
+            return text.items;
+        },
+        else => return diag.set(400, field, null, "{s}: Input should be a string or a list of content blocks", .{field}),
+    }
+}
+
+fn blockType(block: Value) ?[]const u8 {
+    if (block != .object) return null;
+    const t = block.object.get("type") orelse return null;
+    return if (t == .string) t.string else null;
+}
+
+/// `messages`: user and assistant turns of text, `tool_use` (assistant) and
+/// `tool_result` (user) blocks. A tool result becomes a `tool` message, as
+/// llama.cpp maps it, so templates see the calls and results as in OpenAI's API.
+fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Message), diag: *Diagnostic) !void {
+    const v = value orelse return diag.set(400, "messages", null, "messages: Field required", .{});
+    if (v != .array) return diag.set(400, "messages", null, "messages: Input should be a valid list", .{});
+    if (v.array.items.len == 0) return diag.set(400, "messages", null, "messages: at least one message is required", .{});
+    var field_buf: [64]u8 = undefined;
+    for (v.array.items, 0..) |item, i| {
+        const field = std.fmt.bufPrint(&field_buf, "messages.{d}", .{i}) catch "messages";
+        if (item != .object) return diag.set(400, field, null, "{s}: Input should be an object", .{field});
+        const role_value = item.object.get("role") orelse Value.null;
+        if (role_value != .string) return diag.set(400, field, null, "{s}.role: Field required", .{field});
+        const role: templates.Role = if (std.mem.eql(u8, role_value.string, "user")) .user else if (std.mem.eql(u8, role_value.string, "assistant")) .assistant else
+            return diag.set(400, field, null, "{s}.role: Input should be 'user' or 'assistant', not '{s}'", .{ field, role_value.string });
+        const content = item.object.get("content") orelse return diag.set(400, field, null, "{s}.content: Field required", .{field});
+        switch (content) {
+            .string => |s| try out.append(.{ .role = role, .content = s }),
+            .array => |blocks| try appendBlocks(arena, out, role, blocks.items, field, diag),
+            else => return diag.set(400, field, null, "{s}.content: Input should be a string or a list of content blocks", .{field}),
+        }
+    }
+}
+
+fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), role: templates.Role, blocks: []const Value, field: []const u8, diag: *Diagnostic) !void {
+    var text = std.ArrayList(u8).init(arena);
+    var calls = std.ArrayList(templates.ToolCall).init(arena);
+    for (blocks, 0..) |block, j| {
+        const kind = blockType(block) orelse return diag.set(400, field, null, "{s}.content.{d}: a content block needs a string 'type'", .{ field, j });
+        const o = block.object;
+        if (std.mem.eql(u8, kind, "text")) {
+            const t = o.get("text") orelse Value.null;
+            if (t != .string) return diag.set(400, field, null, "{s}.content.{d}.text: Field required", .{ field, j });
+            if (text.items.len > 0) try text.append('\n');
+            try text.appendSlice(t.string);
+        } else if (std.mem.eql(u8, kind, "tool_use")) {
+            if (role != .assistant) return diag.set(400, field, null, "{s}.content.{d}: tool_use blocks belong in assistant messages", .{ field, j });
+            const id = o.get("id") orelse Value.null;
+            const name = o.get("name") orelse Value.null;
+            if (id != .string) return diag.set(400, field, null, "{s}.content.{d}.id: Field required", .{ field, j });
+            if (name != .string) return diag.set(400, field, null, "{s}.content.{d}.name: Field required", .{ field, j });
+            const input = o.get("input") orelse Value{ .object = std.json.ObjectMap.init(arena) };
+            if (input != .object) return diag.set(400, field, null, "{s}.content.{d}.input: Input should be an object", .{ field, j });
+            try calls.append(.{ .id = id.string, .name = name.string, .arguments = try std.json.stringifyAlloc(arena, input, .{}) });
+        } else if (std.mem.eql(u8, kind, "tool_result")) {
+            if (role != .user) return diag.set(400, field, null, "{s}.content.{d}: tool_result blocks belong in user messages", .{ field, j });
+            const id = o.get("tool_use_id") orelse Value.null;
+            if (id != .string) return diag.set(400, field, null, "{s}.content.{d}.tool_use_id: Field required", .{ field, j });
+            var sub_buf: [96]u8 = undefined;
+            const sub = std.fmt.bufPrint(&sub_buf, "{s}.content.{d}.content", .{ field, j }) catch field;
+            var result: []const u8 = if (o.get("content")) |c| if (c == .null) "" else try textOf(arena, c, sub, diag) else "";
+            if (o.get("is_error")) |e| if (e == .bool and e.bool) {
+                result = try std.fmt.allocPrint(arena, "Error: {s}", .{result});
+            };
+            if (!hasCall(out.items, id.string))
+                return diag.set(400, field, null, "{s}.content.{d}.tool_use_id: '{s}' answers no tool_use block of an earlier assistant message", .{ field, j, id.string });
+            try out.append(.{ .role = .tool, .content = result, .tool_call_id = id.string });
+        } else {
+            return diag.set(400, field, null, "{s}.content.{d}.type: '{s}' blocks are not supported: this server takes text, tool_use and tool_result", .{ field, j, kind });
+        }
+    }
+    if (calls.items.len > 0 or text.items.len > 0 or blocks.len == 0)
+        try out.append(.{ .role = role, .content = text.items, .tool_calls = calls.items });
+}
+
+fn hasCall(messages: []const Message, id: []const u8) bool {
+    for (messages) |m| for (m.tool_calls) |c| if (std.mem.eql(u8, c.id, id)) return true;
+    return false;
+}
+
+/// `tools`: `[{name, description, input_schema}]`, kept as OpenAI function
+/// tools (what templates print).
+fn parseTools(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const templates.Tool {
+    const v = value orelse return &.{};
+    const list = switch (v) {
+        .null => return &.{},
+        .array => |a| a.items,
+        else => return diag.set(400, "tools", null, "tools: Input should be a valid list", .{}),
+    };
+    const tools = try arena.alloc(templates.Tool, list.len);
+    for (list, 0..) |item, i| {
+        if (item != .object) return diag.set(400, "tools", null, "tools.{d}: Input should be an object", .{i});
+        const o = item.object;
+        const name = o.get("name") orelse Value.null;
+        if (name != .string) return diag.set(400, "tools", null, "tools.{d}.name: Field required", .{i});
+        if (!validName(name.string))
+            return diag.set(400, "tools", null, "tools.{d}.name: '{s}' must have 1 to 64 characters among a-z, A-Z, 0-9, underscores and dashes", .{ i, name.string });
+        for (tools[0..i]) |t| if (std.mem.eql(u8, t.name, name.string))
+            return diag.set(400, "tools", null, "tools.{d}.name: the tool '{s}' is declared twice", .{ i, name.string });
+        const schema = o.get("input_schema") orelse return diag.set(400, "tools", null, "tools.{d}.input_schema: Field required", .{i});
+        if (schema != .object) return diag.set(400, "tools", null, "tools.{d}.input_schema: Input should be an object (a JSON Schema)", .{i});
+        const description = o.get("description") orelse Value.null;
+        if (description != .null and description != .string) return diag.set(400, "tools", null, "tools.{d}.description: Input should be a valid string", .{i});
+
+        var function = std.json.ObjectMap.init(arena);
+        try function.put("name", name);
+        if (description == .string) try function.put("description", description);
+        try function.put("parameters", schema);
+        var tool = std.json.ObjectMap.init(arena);
+        try tool.put("type", .{ .string = "function" });
+        try tool.put("function", .{ .object = function });
+        tools[i] = .{
+            .name = name.string,
+            .description = if (description == .string) description.string else null,
+            .parameters = try std.json.stringifyAlloc(arena, schema, .{}),
+            .value = .{ .object = tool },
+        };
+    }
+    return tools;
+}
+
+fn validName(name: []const u8) bool {
+    if (name.len == 0 or name.len > 64) return false;
+    for (name) |c| if (!(std.ascii.isAlphanumeric(c) or c == '_' or c == '-')) return false;
+    return true;
+}
+
+/// `tool_choice`: auto, any (a call is required), tool (this one), none.
+fn parseToolChoice(value: ?Value, req: *openai.ChatRequest, diag: *Diagnostic) !void {
+    req.tool_choice = if (req.tools.len > 0) .auto else .none;
+    const v = value orelse return;
+    if (v == .null) return;
+    const kind = blockType(v) orelse return diag.set(400, "tool_choice", null, "tool_choice.type: Field required", .{});
+    const o = v.object;
+    if (std.mem.eql(u8, kind, "auto")) {
+        req.tool_choice = .auto;
+    } else if (std.mem.eql(u8, kind, "any")) {
+        req.tool_choice = .required;
+    } else if (std.mem.eql(u8, kind, "none")) {
+        req.tool_choice = .none;
+    } else if (std.mem.eql(u8, kind, "tool")) {
+        const name = o.get("name") orelse Value.null;
+        if (name != .string) return diag.set(400, "tool_choice", null, "tool_choice.name: Field required", .{});
+        for (req.tools) |t| {
+            if (std.mem.eql(u8, t.name, name.string)) break;
+        } else return diag.set(400, "tool_choice", null, "tool_choice.name: no tool named '{s}' is declared in 'tools'", .{name.string});
+        req.tool_choice = .{ .function = name.string };
+    } else return diag.set(400, "tool_choice", null, "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', not '{s}'", .{kind});
+    if (req.tool_choice != .none and req.tool_choice != .auto and req.tools.len == 0)
+        return diag.set(400, "tool_choice", null, "tool_choice: asks for a tool call, but 'tools' declares no tools", .{});
+    if (o.get("disable_parallel_tool_use")) |d| if (d == .bool and d.bool) {
+        req.parallel_tool_calls = false;
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+/// Anthropic's error type for a status.
+fn errorType(status: u16) []const u8 {
+    return switch (status) {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        405 => "invalid_request_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        else => "api_error",
+    };
+}
+
+/// `{"type":"error","error":{"type":..,"message":..}}`.
+pub fn appendError(out: *std.ArrayList(u8), err: openai.ApiError) !void {
+    const w = out.writer();
+    try w.print("{{\"type\":\"error\",\"error\":{{\"type\":\"{s}\",\"message\":", .{errorType(err.status)});
+    try std.json.encodeJsonString(err.message, .{}, w);
+    try w.writeAll("}}");
+}
+
+/// The stop reason for a finish: a stop string the client gave is
+/// `stop_sequence`, the model's own end `end_turn`.
+fn stopReason(finish: openai.Finish, matched: ?[]const u8, stops: []const []const u8) struct { reason: []const u8, sequence: ?[]const u8 } {
+    return switch (finish) {
+        .length => .{ .reason = "max_tokens", .sequence = null },
+        .tool_calls => .{ .reason = "tool_use", .sequence = null },
+        .stop => if (matched) |m| for (stops) |s| {
+            if (std.mem.eql(u8, s, m)) break .{ .reason = "stop_sequence", .sequence = m };
+        } else .{ .reason = "end_turn", .sequence = null } else .{ .reason = "end_turn", .sequence = null },
+    };
+}
+
+/// `toolu_` ids from the chat path's call ids.
+fn appendToolId(w: anytype, call_id: []const u8) !void {
+    const rest = if (std.mem.startsWith(u8, call_id, "call_")) call_id[5..] else call_id;
+    try w.writeByte('"');
+    try w.writeAll("toolu_");
+    try w.writeAll(rest);
+    try w.writeByte('"');
+}
+
+/// Writes the chat path's output as a Message or as Anthropic's events:
+/// message_start, then per content block content_block_start, deltas
+/// (text_delta, input_json_delta) and content_block_stop, then
+/// message_delta with the stop reason and usage, and message_stop.
+pub fn Output(comptime Out: type) type {
+    return struct {
+        const Self = @This();
+        out: Out,
+        id: []const u8,
+        model: []const u8,
+        stops: []const []const u8,
+        event: std.ArrayList(u8),
+        /// The open content block: its index and kind.
+        block: ?enum { text, tool_use } = null,
+        blocks: u32 = 0,
+        stop_reason: []const u8 = "end_turn",
+        stop_sequence: ?[]const u8 = null,
+        input_tokens: u32 = 0,
+
+        pub fn init(allocator: std.mem.Allocator, out: Out, id: []const u8, model: []const u8, stops: []const []const u8) Self {
+            return .{ .out = out, .id = id, .model = model, .stops = stops, .event = std.ArrayList(u8).init(allocator) };
+        }
+
+        pub fn deinit(self: *Self) void {
+            self.event.deinit();
+        }
+
+        /// One write on the wire; a failed one means the client left.
+        fn put(self: *Self, bytes: []const u8) chat.ClientGone!void {
+            self.out.writeAll(bytes) catch return error.ClientGone;
+        }
+
+        fn send(self: *Self, kind: []const u8, comptime fmt: []const u8, args: anytype) !void {
+            self.event.clearRetainingCapacity();
+            try self.event.writer().print("event: {s}\ndata: ", .{kind});
+            try self.event.writer().print(fmt, args);
+            try self.event.appendSlice("\n\n");
+            try self.put(self.event.items);
+        }
+
+        fn json(self: *Self, value: []const u8) !std.ArrayList(u8) {
+            var buf = std.ArrayList(u8).init(self.event.allocator);
+            try std.json.encodeJsonString(value, .{}, buf.writer());
+            return buf;
+        }
+
+        fn closeBlock(self: *Self) !void {
+            if (self.block == null) return;
+            try self.send("content_block_stop", "{{\"type\":\"content_block_stop\",\"index\":{d}}}", .{self.blocks - 1});
+            self.block = null;
+        }
+
+        pub fn start(self: *Self, info: chat.Info) !void {
+            self.input_tokens = info.prompt_tokens;
+            try self.put("Status: 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n\n");
+            var model = try self.json(self.model);
+            defer model.deinit();
+            try self.send("message_start", "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{s}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{s}," ++
+                "\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{d},\"output_tokens\":0}}}}}}", .{ self.id, model.items, info.prompt_tokens });
+        }
+
+        pub fn text(self: *Self, _: u32, bytes: []const u8, _: ?[]const u8) !void {
+            if (self.block != .text) {
+                try self.closeBlock();
+                try self.send("content_block_start", "{{\"type\":\"content_block_start\",\"index\":{d},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}", .{self.blocks});
+                self.block = .text;
+                self.blocks += 1;
+            }
+            var t = try self.json(bytes);
+            defer t.deinit();
+            try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"text_delta\",\"text\":{s}}}}}", .{ self.blocks - 1, t.items });
+        }
+
+        pub fn callStart(self: *Self, _: u32, _: u32, id: []const u8, name: []const u8, _: ?[]const u8) !void {
+            try self.closeBlock();
+            var n = try self.json(name);
+            defer n.deinit();
+            var tool_id = std.ArrayList(u8).init(self.event.allocator);
+            defer tool_id.deinit();
+            try appendToolId(tool_id.writer(), id);
+            try self.send("content_block_start", "{{\"type\":\"content_block_start\",\"index\":{d},\"content_block\":{{\"type\":\"tool_use\",\"id\":{s},\"name\":{s},\"input\":{{}}}}}}", .{ self.blocks, tool_id.items, n.items });
+            self.block = .tool_use;
+            self.blocks += 1;
+        }
+
+        pub fn callArguments(self: *Self, _: u32, _: u32, fragment: []const u8, _: ?[]const u8) !void {
+            var f = try self.json(fragment);
+            defer f.deinit();
+            try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":{s}}}}}", .{ self.blocks - 1, f.items });
+        }
+
+        pub fn choiceEnd(self: *Self, _: u32, finish: openai.Finish, matched: ?[]const u8, _: ?[]const u8) !void {
+            try self.closeBlock();
+            const r = stopReason(finish, matched, self.stops);
+            self.stop_reason = r.reason;
+            self.stop_sequence = r.sequence;
+        }
+
+        pub fn end(self: *Self, usage: openai.Usage) !void {
+            var seq = try self.json(self.stop_sequence orelse "");
+            defer seq.deinit();
+            try self.send("message_delta", "{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{s}\",\"stop_sequence\":{s}}},\"usage\":{{\"input_tokens\":{d},\"output_tokens\":{d}}}}}", .{
+                self.stop_reason, if (self.stop_sequence != null) seq.items else "null", usage.prompt_tokens, usage.completion_tokens,
+            });
+            try self.send("message_stop", "{{\"type\":\"message_stop\"}}", .{});
+        }
+
+        pub fn fail(self: *Self, err: openai.ApiError) !void {
+            var body = std.ArrayList(u8).init(self.event.allocator);
+            defer body.deinit();
+            try appendError(&body, err);
+            try self.send("error", "{s}", .{body.items});
+        }
+
+        pub fn whole(self: *Self, _: chat.Info, results: []const openai.Choice, usage: openai.Usage) !void {
+            const r = results[0];
+            var body = std.ArrayList(u8).init(self.event.allocator);
+            defer body.deinit();
+            const w = body.writer();
+            try w.writeAll("Status: 200 OK\nContent-Type: application/json\n\n");
+            try w.print("{{\"id\":\"{s}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", .{self.id});
+            try std.json.encodeJsonString(self.model, .{}, w);
+            try w.writeAll(",\"content\":[");
+            var n: usize = 0;
+            if (r.content) |c| if (c.len > 0) {
+                try w.writeAll("{\"type\":\"text\",\"text\":");
+                try std.json.encodeJsonString(c, .{}, w);
+                try w.writeByte('}');
+                n += 1;
+            };
+            for (r.tool_calls) |call| {
+                if (n > 0) try w.writeByte(',');
+                n += 1;
+                try w.writeAll("{\"type\":\"tool_use\",\"id\":");
+                try appendToolId(w, call.id);
+                try w.writeAll(",\"name\":");
+                try std.json.encodeJsonString(call.name, .{}, w);
+                // The call reader checked that the arguments are JSON.
+                try w.print(",\"input\":{s}}}", .{call.arguments});
+            }
+            const stop = stopReason(r.finish, r.stop_sequence, self.stops);
+            try w.print("],\"stop_reason\":\"{s}\",\"stop_sequence\":", .{stop.reason});
+            if (stop.sequence) |s| try std.json.encodeJsonString(s, .{}, w) else try w.writeAll("null");
+            try w.print(",\"usage\":{{\"input_tokens\":{d},\"output_tokens\":{d}}}}}", .{ usage.prompt_tokens, usage.completion_tokens });
+            try self.put(body.items);
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+
+const testing = std.testing;
+
+fn expectInvalid(body: []const u8, field_part: []const u8) !void {
+    var diag = Diagnostic{};
+    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, &diag));
+    try testing.expectEqual(@as(u16, 400), diag.err.status);
+    if (std.mem.indexOf(u8, diag.err.message, field_part) == null) {
+        std.debug.print("message was: {s}\n", .{diag.err.message});
+        return error.TestUnexpectedResult;
+    }
+}
+
+test "a Messages request becomes a chat request" {
+    var diag = Diagnostic{};
+    var req = try parseRequest(testing.allocator,
+        \\{"model":"m","max_tokens":50,"system":[{"type":"text","text":"Be brief."}],"stop_sequences":["END"],"top_k":5,"temperature":0.5,
+        \\"messages":[{"role":"user","content":"weather?"},
+        \\{"role":"assistant","content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
+        \\{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"sunny"}]},{"type":"text","text":"thanks"}]}],
+        \\"tools":[{"name":"get_weather","description":"d","input_schema":{"type":"object"}}],"tool_choice":{"type":"any","disable_parallel_tool_use":true}}
+    , &diag);
+    defer req.deinit();
+    try testing.expectEqual(@as(?u32, 50), req.max_tokens);
+    try testing.expectEqual(@as(?u32, 5), req.top_k);
+    try testing.expectEqual(@as(usize, 5), req.messages.len);
+    try testing.expectEqual(templates.Role.system, req.messages[0].role);
+    try testing.expectEqualStrings("Checking.", req.messages[2].content);
+    try testing.expectEqualStrings("{\"city\":\"Paris\"}", req.messages[2].tool_calls[0].arguments);
+    try testing.expectEqual(templates.Role.tool, req.messages[3].role);
+    try testing.expectEqualStrings("sunny", req.messages[3].content);
+    try testing.expectEqualStrings("toolu_1", req.messages[3].tool_call_id.?);
+    try testing.expectEqualStrings("thanks", req.messages[4].content);
+    try testing.expectEqual(openai.ToolChoice.required, req.tool_choice);
+    try testing.expect(!req.parallel_tool_calls);
+    try testing.expectEqualStrings("END", req.stop[0]);
+    // templates see an OpenAI function tool
+    const printed = try std.json.stringifyAlloc(testing.allocator, req.tools[0].value, .{});
+    defer testing.allocator.free(printed);
+    try testing.expectEqualStrings("{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"d\",\"parameters\":{\"type\":\"object\"}}}", printed);
+}
+
+test "Messages requests Anthropic refuses" {
+    const ok = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+    try expectInvalid("{\"model\":\"m\"," ++ ok ++ "}", "max_tokens: Field required");
+    try expectInvalid("{\"max_tokens\":5," ++ ok ++ "}", "model: Field required");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5}", "messages: Field required");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}", "messages.0.role");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\"}]}]}", "messages.0.content.0.type");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"x\"}]}]}", "answers no tool_use");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"tools\":[{\"name\":\"f\"}]}", "tools.0.input_schema");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"tools\":[{\"name\":\"f\",\"input_schema\":{}}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"g\"}}", "no tool named 'g'");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"temperature\":1.5}", "temperature");
+}
+
+test "stop reasons: a client's stop sequence, the model's end, the limit, a tool call" {
+    const stops = [_][]const u8{"END"};
+    try testing.expectEqualStrings("stop_sequence", stopReason(.stop, "END", &stops).reason);
+    try testing.expectEqualStrings("end_turn", stopReason(.stop, "<|im_end|>", &stops).reason);
+    try testing.expectEqualStrings("end_turn", stopReason(.stop, null, &stops).reason);
+    try testing.expectEqualStrings("max_tokens", stopReason(.length, null, &stops).reason);
+    try testing.expectEqualStrings("tool_use", stopReason(.tool_calls, null, &stops).reason);
+}
+
+test "errors in Anthropic's shape" {
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try appendError(&out, .{ .status = 404, .message = "no \"m\"" });
+    try testing.expectEqualStrings("{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"no \\\"m\\\"\"}}", out.items);
+}
