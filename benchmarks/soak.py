@@ -337,14 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="the server's --threads (default 2)")
     parser.add_argument("--ctx-size", type=int, default=4096, help="the server's --ctx-size (default 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the clients' choices (default 0)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the server (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine")
     parser.add_argument("--output", type=Path, help="the JSON report (default benchmarks/results/soak-<time>.json)")
     args = parser.parse_args(argv)
 
     model = args.model or smollm2_path()
     output = args.output or RESULTS_DIR / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     home = Path(tempfile.mkdtemp(prefix="llamaedge-soak-"))
+    extra_env = dict(item.split("=", 1) for item in args.env)
     server = ServerProcess(["--model", str(model), "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
-                            "--parallel", str(args.parallel)], {**os.environ, "LLAMAEDGE_HOME": str(home)})
+                            "--parallel", str(args.parallel)], {**os.environ, **extra_env, "LLAMAEDGE_HOME": str(home)})
     recorder = Recorder()
     load_before = os.getloadavg()
     try:
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "config": {"model": model.name, "clients": args.clients, "duration_s": args.duration_s,
                    "parallel": args.parallel, "threads": args.threads, "ctx_size": args.ctx_size, "seed": args.seed,
-                   "mix": MIX},
+                   "server_env": extra_env, "mix": MIX},
         "commit": _git_commit(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
