@@ -40,6 +40,7 @@ from tests.conftest import ServerProcess, smollm2_path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RSS_GROWTH_MAX_PCT = 5.0
 RSS_SAMPLE_S = 1.0
+RSS_TIMELINE_S = 10.0  # the report keeps one sample per this many seconds, to see the curve
 RSS_WINDOW_MAX_S = 60.0  # the windows compared: the first and the last minute (less in short runs)
 REQUEST_TIMEOUT_S = 300.0
 
@@ -258,9 +259,11 @@ class RssSampler:
         last = [rss for t, rss in self.samples if t >= t1 - window]
         mib = 2**20
         growth = (statistics.mean(last) / statistics.mean(first) - 1) * 100
+        every = max(1, round(RSS_TIMELINE_S / RSS_SAMPLE_S))
         return {"start_mib": values[0] / mib, "peak_mib": max(values) / mib, "end_mib": values[-1] / mib,
                 "window_s": window, "first_window_mean_mib": statistics.mean(first) / mib,
-                "last_window_mean_mib": statistics.mean(last) / mib, "growth_pct": growth}
+                "last_window_mean_mib": statistics.mean(last) / mib, "growth_pct": growth,
+                "timeline_mib": [round(v / mib, 1) for v in values[::every]]}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -334,14 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="the server's --threads (default 2)")
     parser.add_argument("--ctx-size", type=int, default=4096, help="the server's --ctx-size (default 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the clients' choices (default 0)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the server (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine")
     parser.add_argument("--output", type=Path, help="the JSON report (default benchmarks/results/soak-<time>.json)")
     args = parser.parse_args(argv)
 
     model = args.model or smollm2_path()
     output = args.output or RESULTS_DIR / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     home = Path(tempfile.mkdtemp(prefix="llamaedge-soak-"))
+    extra_env = dict(item.split("=", 1) for item in args.env)
     server = ServerProcess(["--model", str(model), "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
-                            "--parallel", str(args.parallel)], {**os.environ, "LLAMAEDGE_HOME": str(home)})
+                            "--parallel", str(args.parallel)], {**os.environ, **extra_env, "LLAMAEDGE_HOME": str(home)})
     recorder = Recorder()
     load_before = os.getloadavg()
     try:
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "config": {"model": model.name, "clients": args.clients, "duration_s": args.duration_s,
                    "parallel": args.parallel, "threads": args.threads, "ctx_size": args.ctx_size, "seed": args.seed,
-                   "mix": MIX},
+                   "server_env": extra_env, "mix": MIX},
         "commit": _git_commit(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},

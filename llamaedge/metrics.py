@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +34,7 @@ class ModelSnapshot:
     graph: str
     load_s: float
     stats: object | None  # the engine's EngineStats, when the engine reports them
+    tokens_decoded: int | None = None  # Model.n_tokens_decoded, when the engine counts them
 
 
 @dataclass
@@ -51,7 +52,7 @@ class _GaugeCollector(Collector):
     def __init__(self, snapshot: Callable[[], HostSnapshot]) -> None:
         self._snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self._snapshot()
         running = min(s.in_flight, s.parallel)
         yield _gauge("llamaedge_requests_in_flight", "Requests admitted and not yet answered in full.", s.in_flight)
@@ -89,6 +90,12 @@ class _GaugeCollector(Collector):
                 usage.add_metric([m.model_id], min(1.0, used / total))
         yield from families.values()
         yield usage
+        decoded = CounterMetricFamily("llamaedge_tokens_decoded", "Tokens the engine has decoded: prompts, "
+                                      "generated tokens and embedding inputs.", labels=["model"])
+        for m in s.models:
+            if m.tokens_decoded is not None:
+                decoded.add_metric([m.model_id], m.tokens_decoded)
+        yield decoded
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -251,7 +251,8 @@ class ServerState:
                                        (self.config.embedding_model, self.embedding, EMBEDDING_GRAPH)):
             if resolved is not None and model is not None:
                 stats = getattr(model, "stats", None)  # the engine's EngineStats, where it has them
-                models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, stats() if callable(stats) else None))
+                models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, stats() if callable(stats) else None,
+                                            getattr(model, "n_tokens_decoded", None)))
         return HostSnapshot(self.in_flight, self.config.parallel, self.config.queue_limit, self.draining, models)
 
     def admit(self) -> str | None:

@@ -53,56 +53,56 @@ def chat_url(tiny_model: Path) -> str:
 
 
 def test_the_metrics_text_parses_and_has_every_family_once_requests_ran(chat_url: str) -> None:
-    client = OpenAI(base_url=f"{chat_url}/v1", api_key="unused")
-    client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    for chunk in client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}],
-                                                max_tokens=8, stream=True):
-        pass
-    samples = scrape(chat_url)
-    missing = [name for name in FAMILIES if name not in samples and name not in (
-        "llamaedge_requests_rejected_total", "llamaedge_client_disconnects_total")]
-    assert not missing
-    assert value(samples, "llamaedge_queue_capacity") == 8  # 4 per --parallel slot
-    assert value(samples, "llamaedge_model_load_seconds", model="tiny-chat") > 0
+    with OpenAI(base_url=f"{chat_url}/v1", api_key="unused") as client:
+        client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        for chunk in client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}],
+                                                    max_tokens=8, stream=True):
+            pass
+        samples = scrape(chat_url)
+        missing = [name for name in FAMILIES if name not in samples and name not in (
+            "llamaedge_requests_rejected_total", "llamaedge_client_disconnects_total")]
+        assert not missing
+        assert value(samples, "llamaedge_queue_capacity") == 8  # 4 per --parallel slot
+        assert value(samples, "llamaedge_model_load_seconds", model="tiny-chat") > 0
 
 
 def test_counters_and_histograms_move_as_requests_run(chat_url: str) -> None:
-    client = OpenAI(base_url=f"{chat_url}/v1", api_key="unused")
-    before = scrape(chat_url)
-    completion = client.chat.completions.create(
-        model="tiny-chat", messages=[{"role": "user", "content": "hello"}], max_tokens=6)
-    chunks = list(client.chat.completions.create(
-        model="tiny-chat", messages=[{"role": "user", "content": "hello again"}], max_tokens=6, stream=True,
-        stream_options={"include_usage": True}))
-    bad = httpx.post(f"{chat_url}/v1/chat/completions", content=b"{not json")
-    assert bad.status_code == 400
-    after = scrape(chat_url)
+    with OpenAI(base_url=f"{chat_url}/v1", api_key="unused") as client:
+        before = scrape(chat_url)
+        completion = client.chat.completions.create(
+            model="tiny-chat", messages=[{"role": "user", "content": "hello"}], max_tokens=6)
+        chunks = list(client.chat.completions.create(
+            model="tiny-chat", messages=[{"role": "user", "content": "hello again"}], max_tokens=6, stream=True,
+            stream_options={"include_usage": True}))
+        bad = httpx.post(f"{chat_url}/v1/chat/completions", content=b"{not json")
+        assert bad.status_code == 400
+        after = scrape(chat_url)
 
-    def moved(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        def moved(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
 
-    route = {"route": "/v1/chat/completions"}
-    assert moved("llamaedge_requests_total", **route, app="chat-server", status="200") == 2
-    assert moved("llamaedge_requests_total", **route, app="chat-server", status="400") == 1
-    stream_usage = chunks[-1].usage
-    assert completion.usage is not None and stream_usage is not None
-    assert moved("llamaedge_prompt_tokens_total", **route) == completion.usage.prompt_tokens + stream_usage.prompt_tokens
-    assert moved("llamaedge_generation_tokens_total", **route) == (
-        completion.usage.completion_tokens + stream_usage.completion_tokens)
-    assert moved("llamaedge_time_to_first_byte_seconds_count", **route, stream="false") == 2  # incl. the 400
-    assert moved("llamaedge_time_to_first_byte_seconds_count", **route, stream="true") == 1
-    text_chunks = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
-    assert moved("llamaedge_time_to_first_token_seconds_count", **route) == (1 if text_chunks else 0)
-    body_chunks = len(chunks) + 1  # the chunks, then [DONE]
-    assert moved("llamaedge_time_per_output_chunk_seconds_count", **route) == body_chunks - 1
-    assert moved("llamaedge_request_duration_seconds_count", **route, app="chat-server") == 3
-    assert value(after, "llamaedge_requests_in_flight") == 0
-    # Paths the app does not know are one label, not one series each.
-    for i in range(3):
-        assert httpx.get(f"{chat_url}/v1/nothing-{i}").status_code == 404
-    unmatched = scrape(chat_url)
-    assert value(unmatched, "llamaedge_requests_total", route="unmatched", status="404") == 3
-    assert not any(dict(key).get("route", "").startswith("/v1/nothing") for key in unmatched["llamaedge_requests_total"])
+        route = {"route": "/v1/chat/completions"}
+        assert moved("llamaedge_requests_total", **route, app="chat-server", status="200") == 2
+        assert moved("llamaedge_requests_total", **route, app="chat-server", status="400") == 1
+        stream_usage = chunks[-1].usage
+        assert completion.usage is not None and stream_usage is not None
+        assert moved("llamaedge_prompt_tokens_total", **route) == completion.usage.prompt_tokens + stream_usage.prompt_tokens
+        assert moved("llamaedge_generation_tokens_total", **route) == (
+            completion.usage.completion_tokens + stream_usage.completion_tokens)
+        assert moved("llamaedge_time_to_first_byte_seconds_count", **route, stream="false") == 2  # incl. the 400
+        assert moved("llamaedge_time_to_first_byte_seconds_count", **route, stream="true") == 1
+        text_chunks = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+        assert moved("llamaedge_time_to_first_token_seconds_count", **route) == (1 if text_chunks else 0)
+        body_chunks = len(chunks) + 1  # the chunks, then [DONE]
+        assert moved("llamaedge_time_per_output_chunk_seconds_count", **route) == body_chunks - 1
+        assert moved("llamaedge_request_duration_seconds_count", **route, app="chat-server") == 3
+        assert value(after, "llamaedge_requests_in_flight") == 0
+        # Paths the app does not know are one label, not one series each.
+        for i in range(3):
+            assert httpx.get(f"{chat_url}/v1/nothing-{i}").status_code == 404
+        unmatched = scrape(chat_url)
+        assert value(unmatched, "llamaedge_requests_total", route="unmatched", status="404") == 3
+        assert not any(dict(key).get("route", "").startswith("/v1/nothing") for key in unmatched["llamaedge_requests_total"])
 
 
 def slow_stream(n_events: int) -> str:
@@ -181,6 +181,13 @@ def test_engine_gauges_are_reported_when_the_engine_has_stats(chat_url: str) -> 
     assert value(samples, "llamaedge_slots_busy", model="tiny-chat") == 0
     assert value(samples, "llamaedge_kv_cache_cells_total", model="tiny-chat") >= 512
     assert 0 <= value(samples, "llamaedge_kv_cache_usage_ratio", model="tiny-chat") <= 1
+    # The requests the fixture's server ran so far were decoded by the engine.
+    with OpenAI(base_url=f"{chat_url}/v1", api_key="unused") as client:
+        completion = client.chat.completions.create(
+            model="tiny-chat", messages=[{"role": "user", "content": "count"}], max_tokens=4)
+        assert completion.usage is not None
+        decoded = value(scrape(chat_url), "llamaedge_tokens_decoded_total", model="tiny-chat")
+        assert decoded >= completion.usage.prompt_tokens
 
 
 def test_metrics_are_public_unless_metrics_auth(tmp_path: Path, tiny_model: Path) -> None:
@@ -204,7 +211,7 @@ def test_engine_stats_become_gauges_per_model() -> None:
         kv_cells_total: int
 
     snapshot = HostSnapshot(in_flight=6, parallel=4, queue_max=16, draining=True, models=[
-        ModelSnapshot("chat", "default", 1.5, EngineStats(4, 3, 3, 2, 300, 1200)),
+        ModelSnapshot("chat", "default", 1.5, EngineStats(4, 3, 3, 2, 300, 1200), tokens_decoded=4321),
         ModelSnapshot("embed", "embedding", 0.25, None),
     ])
     metrics = ServerMetrics(lambda: snapshot)
@@ -220,6 +227,7 @@ def test_engine_stats_become_gauges_per_model() -> None:
     assert value(samples, "llamaedge_sequences_waiting", model="chat") == 2
     assert value(samples, "llamaedge_kv_cache_usage_ratio", model="chat") == 0.25
     assert value(samples, "llamaedge_model_load_seconds", model="embed") == 0.25
+    assert value(samples, "llamaedge_tokens_decoded_total", model="chat") == 4321
     # A model without stats has no engine series, rather than zeros that would look real.
     assert not any(dict(key)["model"] == "embed" for key in samples["llamaedge_slots_busy"])
     openmetrics, om_type = metrics.exposition("application/openmetrics-text; version=1.0.0")

@@ -72,21 +72,21 @@ def test_a_missing_key_on_the_anthropic_route_is_an_anthropic_authentication_err
         tmp_path: Path, tiny_model: Path) -> None:
     app = write_app(tmp_path, "ok.wasm", OK_APP)
     with running(ServerState(config_for(tiny_model, app, api_key="s3cret"))) as url:
-        client = anthropic.Anthropic(base_url=url, api_key="wrong", max_retries=0)
-        with pytest.raises(anthropic.AuthenticationError) as caught:
-            client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
-        error = ErrorResponse.model_validate(caught.value.body, strict=True)
-        assert error.error.type == "authentication_error"
-        assert "x-api-key" in error.error.message
-        # The same client with the right key gets through to the app.
-        raw = httpx.post(f"{url}/v1/messages", headers={"x-api-key": "s3cret"}, json={})
-        assert raw.status_code == 200 and raw.text == "ok"
+        with anthropic.Anthropic(base_url=url, api_key="wrong", max_retries=0) as client:
+            with pytest.raises(anthropic.AuthenticationError) as caught:
+                client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+            error = ErrorResponse.model_validate(caught.value.body, strict=True)
+            assert error.error.type == "authentication_error"
+            assert "x-api-key" in error.error.message
+            # The same client with the right key gets through to the app.
+            raw = httpx.post(f"{url}/v1/messages", headers={"x-api-key": "s3cret"}, json={})
+            assert raw.status_code == 200 and raw.text == "ok"
         # Elsewhere the error stays OpenAI's.
-        openai_client = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
-        with pytest.raises(openai.AuthenticationError) as openai_caught:
-            openai_client.models.list()
-        assert openai_caught.value.code == "invalid_api_key"
-        assert openai_caught.value.type == "authentication_error"
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0) as openai_client:
+            with pytest.raises(openai.AuthenticationError) as openai_caught:
+                openai_client.models.list()
+            assert openai_caught.value.code == "invalid_api_key"
+            assert openai_caught.value.type == "authentication_error"
 
 
 def test_loading_is_an_anthropic_overloaded_error_on_the_anthropic_route(tmp_path: Path, tiny_model: Path) -> None:
@@ -109,16 +109,16 @@ def test_loading_is_an_anthropic_overloaded_error_on_the_anthropic_route(tmp_pat
 def test_a_failing_app_is_an_anthropic_api_error_on_the_anthropic_route(tmp_path: Path, tiny_model: Path) -> None:
     app = write_app(tmp_path, "trap.wasm", TRAPS)
     with running(ServerState(config_for(tiny_model, app))) as url:
-        client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
-        with pytest.raises(anthropic.InternalServerError) as caught:
-            client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
-        assert caught.value.status_code == 500
-        error = ErrorResponse.model_validate(caught.value.body, strict=True)
-        assert error.error.type == "api_error" and "trapped" in error.error.message
-        openai_client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        with pytest.raises(openai.InternalServerError) as openai_caught:
-            openai_client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}])
-        assert openai_caught.value.type == "server_error"
+        with anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0) as client:
+            with pytest.raises(anthropic.InternalServerError) as caught:
+                client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+            assert caught.value.status_code == 500
+            error = ErrorResponse.model_validate(caught.value.body, strict=True)
+            assert error.error.type == "api_error" and "trapped" in error.error.message
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as openai_client:
+            with pytest.raises(openai.InternalServerError) as openai_caught:
+                openai_client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hi"}])
+            assert openai_caught.value.type == "server_error"
 
 
 def test_a_stream_that_fails_midway_ends_with_the_routes_error_event(tmp_path: Path, tiny_model: Path) -> None:
@@ -147,12 +147,12 @@ def test_a_full_server_is_an_anthropic_overloaded_error_on_the_anthropic_route(t
         with httpx.stream("POST", f"{url}/v1/messages", json={}, timeout=30) as held:
             chunks = held.iter_raw()  # kept: dropping the iterator would close the response
             next(chunks)  # in flight: the one place is taken
-            client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
-            with pytest.raises(anthropic.APIStatusError) as caught:
-                client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
-            assert caught.value.status_code == 503
-            assert caught.value.response.headers["retry-after"] == "1"
-            error = ErrorResponse.model_validate(caught.value.body, strict=True)
-            assert error.error.type == "overloaded_error" and "capacity" in error.error.message
-            openai_side = httpx.post(f"{url}/v1/chat/completions", json={})
-            assert openai_side.status_code == 503 and openai_side.json()["error"]["code"] == "server_overloaded"
+            with anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0) as client:
+                with pytest.raises(anthropic.APIStatusError) as caught:
+                    client.messages.create(model="tiny-chat", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+                assert caught.value.status_code == 503
+                assert caught.value.response.headers["retry-after"] == "1"
+                error = ErrorResponse.model_validate(caught.value.body, strict=True)
+                assert error.error.type == "overloaded_error" and "capacity" in error.error.message
+                openai_side = httpx.post(f"{url}/v1/chat/completions", json={})
+                assert openai_side.status_code == 503 and openai_side.json()["error"]["code"] == "server_overloaded"

@@ -68,19 +68,19 @@ def test_requests_beyond_parallel_and_queue_get_503_at_once(tiny_server: Callabl
     held = [raw_request(server, chat_body(LONG_PROMPT, max_tokens=1)) for _ in range(2)]
     try:
         wait_for(lambda: in_flight(server) == 2, "two requests in flight")
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
-        with pytest.raises(openai.InternalServerError) as caught:
-            client.chat.completions.create(**chat_body("hi", max_tokens=1))  # type: ignore[call-overload]
-        refused = caught.value.response
-        assert refused.status_code == 503
-        assert int(refused.headers["retry-after"]) >= 1
-        assert caught.value.code == "server_overloaded" and caught.value.type == "server_error"
-        assert "at capacity" in caught.value.message
-        # Full is not unhealthy.
-        assert httpx.get(f"{server.base_url}/health").status_code == 200
-        samples = scrape(server.base_url)
-        assert value(samples, "llamaedge_requests_rejected_total", reason="queue_full") == 1
-        assert value(samples, "llamaedge_requests_waiting") == 1
+        with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+            with pytest.raises(openai.InternalServerError) as caught:
+                client.chat.completions.create(**chat_body("hi", max_tokens=1))  # type: ignore[call-overload]
+            refused = caught.value.response
+            assert refused.status_code == 503
+            assert int(refused.headers["retry-after"]) >= 1
+            assert caught.value.code == "server_overloaded" and caught.value.type == "server_error"
+            assert "at capacity" in caught.value.message
+            # Full is not unhealthy.
+            assert httpx.get(f"{server.base_url}/health").status_code == 200
+            samples = scrape(server.base_url)
+            assert value(samples, "llamaedge_requests_rejected_total", reason="queue_full") == 1
+            assert value(samples, "llamaedge_requests_waiting") == 1
     finally:
         for sock in held:
             sock.close()
@@ -186,41 +186,41 @@ def chat_and_trap(tmp_path: Path, tiny_model: Path) -> Iterator[str]:
 
 def test_under_load_a_trapping_app_fails_only_its_own_requests(chat_and_trap: str) -> None:
     url = chat_and_trap
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-    finished: list[str] = []
-    trapped: list[int] = []
-    errors: list[BaseException] = []
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as client:
+        finished: list[str] = []
+        trapped: list[int] = []
+        errors: list[BaseException] = []
 
-    def chat(i: int) -> None:
-        try:
-            for turn in range(2):
-                chunks = list(client.chat.completions.create(
-                    **chat_body(f"client {i} turn {turn}", max_tokens=12, stream=True)))  # type: ignore[call-overload]
-                for chunk in chunks:
-                    ChatCompletionChunk.model_validate(chunk.model_dump(exclude_unset=True), strict=True)
-                finished.append(chunks[-1].choices[0].finish_reason or "")
-        except BaseException as exc:  # noqa: BLE001 - collected for the assert below
-            errors.append(exc)
+        def chat(i: int) -> None:
+            try:
+                for turn in range(2):
+                    chunks = list(client.chat.completions.create(
+                        **chat_body(f"client {i} turn {turn}", max_tokens=12, stream=True)))  # type: ignore[call-overload]
+                    for chunk in chunks:
+                        ChatCompletionChunk.model_validate(chunk.model_dump(exclude_unset=True), strict=True)
+                    finished.append(chunks[-1].choices[0].finish_reason or "")
+            except BaseException as exc:  # noqa: BLE001 - collected for the assert below
+                errors.append(exc)
 
-    def trap_requests() -> None:
-        for _ in range(4):
-            response = httpx.post(f"{url}/trap/x", json={}, timeout=60)
-            trapped.append(response.status_code)
-            assert "trapped" in response.json()["error"]["message"]
+        def trap_requests() -> None:
+            for _ in range(4):
+                response = httpx.post(f"{url}/trap/x", json={}, timeout=60)
+                trapped.append(response.status_code)
+                assert "trapped" in response.json()["error"]["message"]
 
-    threads = [threading.Thread(target=chat, args=(i,)) for i in range(4)]
-    threads += [threading.Thread(target=trap_requests) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not errors
-    assert sorted(set(finished)) <= ["length", "stop"] and len(finished) == 8
-    assert trapped == [500] * 8
-    assert httpx.get(f"{url}/health").status_code == 200
-    samples = scrape(url)
-    assert value(samples, "llamaedge_requests_in_flight") == 0
-    assert value(samples, "llamaedge_requests_total", route="/v1/chat/completions", status="200") == 8
+        threads = [threading.Thread(target=chat, args=(i,)) for i in range(4)]
+        threads += [threading.Thread(target=trap_requests) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not errors
+        assert sorted(set(finished)) <= ["length", "stop"] and len(finished) == 8
+        assert trapped == [500] * 8
+        assert httpx.get(f"{url}/health").status_code == 200
+        samples = scrape(url)
+        assert value(samples, "llamaedge_requests_in_flight") == 0
+        assert value(samples, "llamaedge_requests_total", route="/v1/chat/completions", status="200") == 8
 
 
 def test_ctrl_c_on_an_idle_server_exits_0(tiny_server: Callable[..., ServerProcess]) -> None:
