@@ -97,6 +97,9 @@ pub const ToolFormat = enum {
     /// `<tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n</function>\n</tool_call>`
     /// (Qwen3-Coder, Qwen3.5); a Hermes JSON body inside `<tool_call>` is read too.
     qwen_xml,
+    /// `<|tool_call>call:NAME{key:value,..}<tool_call|>`, strings between `<|"|>` (Gemma 4);
+    /// a Hermes JSON body after `<|tool_call>` is read too.
+    gemma4,
 };
 
 pub const Template = enum {

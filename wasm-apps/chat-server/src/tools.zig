@@ -23,9 +23,15 @@ const xml_function = "<function=";
 const xml_function_close = "</function>";
 const xml_parameter = "<parameter=";
 const xml_parameter_close = "</parameter>";
+const gemma_open = "<|tool_call>";
+const gemma_close = "<tool_call|>";
+const gemma_call = "call:";
+const gemma_quote = "<|\"|>";
 
 /// The format of a prompt that the model's own template rendered with tools.
 pub fn detectFormat(prompt: []const u8) Format {
+    // Gemma 4's template declares each tool as `<|tool>declaration:NAME{..}<tool|>`.
+    if (contains(prompt, "<|tool>declaration:")) return .gemma4;
     // Qwen3.5's and Qwen3-Coder's templates show the XML form in their instructions.
     if (contains(prompt, hermes_open ++ "\n" ++ xml_function)) return .qwen_xml;
     if (contains(prompt, hermes_open)) return .hermes;
@@ -160,11 +166,12 @@ fn appendCallsText(w: anytype, calls: []const templates.ToolCall, format: Format
 /// function's schema), wrapped in the format's markup; for "auto" the same,
 /// lazy, armed by the format's opening marker. Allocates in `arena`.
 ///
-/// The XML form (`qwen_xml`) cannot be written as a JSON Schema, the only
-/// grammar the host builds with a prefix: a required or named call is held
-/// to the Hermes JSON body inside `<tool_call>`, which that format's reader
-/// takes too; "auto" gets no grammar, since one armed at `<tool_call>` would
-/// force JSON where the model goes on to write XML.
+/// The XML form (`qwen_xml`) and Gemma 4's form cannot be written as a JSON
+/// Schema, the only grammar the host builds with a prefix: a required or
+/// named call is held to a Hermes JSON body inside the format's call markers,
+/// which the format's reader takes too; "auto" gets no grammar, since one
+/// armed at the opening marker would force JSON where the model goes on to
+/// write its own form.
 pub fn constraint(arena: std.mem.Allocator, format: Format, tools: []const Tool, choice: openai.ToolChoice, parallel: bool) !?openai.Constraint {
     const args_key = if (format == .llama3) "parameters" else "arguments";
     var one = std.ArrayList(u8).init(arena);
@@ -189,6 +196,7 @@ pub fn constraint(arena: std.mem.Allocator, format: Format, tools: []const Tool,
     return switch (format) {
         .hermes => .{ .schema = call_schema, .prefix = hermes_open ++ "\n", .suffix = "\n" ++ hermes_close, .triggers = if (lazy) &.{hermes_open} else &.{} },
         .qwen_xml => if (lazy) null else .{ .schema = call_schema, .prefix = hermes_open ++ "\n", .suffix = "\n" ++ hermes_close },
+        .gemma4 => if (lazy) null else .{ .schema = call_schema, .prefix = gemma_open, .suffix = gemma_close },
         .llama3 => .{ .schema = call_schema, .triggers = if (lazy) &.{"{\"name\""} else &.{} },
         .mistral => .{ .schema = list_schema, .prefix = mistral_open, .triggers = if (lazy) &.{mistral_open} else &.{} },
         .generic => .{ .schema = list_schema, .prefix = "{" ++ generic_key ++ ": ", .suffix = "}", .triggers = if (lazy) &.{"{" ++ generic_key} else &.{} },
@@ -240,6 +248,7 @@ pub fn parseWith(arena: std.mem.Allocator, format: Format, text: []const u8, fin
     const outcome: Scanner.Stop!void = if (starts_bare) s.leadingJson(true) else switch (format) {
         .hermes => s.hermes(),
         .qwen_xml => s.qwenXml(),
+        .gemma4 => s.gemma4(),
         .mistral => s.mistral(),
         .llama3, .generic => s.leadingJson(format == .generic),
     };
@@ -309,6 +318,76 @@ const Scanner = struct {
                 return error.Incomplete;
             } // a missing closing tag is forgiven
             pos = i;
+        }
+    }
+
+    /// `<|tool_call>call:NAME{..}<tool_call|>` or `<|tool_call>` with a Hermes
+    /// JSON body; anywhere, any number of times.
+    fn gemma4(s: *Scanner) Stop!void {
+        var pos: usize = 0;
+        while (true) {
+            const at = std.mem.indexOfPos(u8, s.text, pos, gemma_open) orelse return s.plain(pos, gemma_open);
+            try s.content.appendSlice(s.text[pos..at]);
+            var i = skipWs(s.text, at + gemma_open.len);
+            const body = s.text[i..];
+            if (body.len > 0 and body[0] == '{') {
+                i = try s.callObject(i);
+            } else if (std.mem.startsWith(u8, body, gemma_call)) {
+                i = try s.gemmaCall(i + gemma_call.len);
+            } else if (std.mem.startsWith(u8, gemma_call, body)) {
+                return error.Incomplete;
+            } else return error.Invalid;
+            i = skipWs(s.text, i);
+            const rest = s.text[i..];
+            if (std.mem.startsWith(u8, rest, gemma_close)) {
+                i += gemma_close.len;
+            } else if (!s.final and std.mem.startsWith(u8, gemma_close, rest)) {
+                return error.Incomplete;
+            } // a missing closing marker is forgiven
+            pos = i;
+        }
+    }
+
+    /// `NAME{key:value,..}` at `start`: the call is recorded once its name is
+    /// whole, and its arguments (the object as JSON) grow by whole pairs.
+    fn gemmaCall(s: *Scanner, start: usize) Stop!usize {
+        const index = s.calls.items.len;
+        return s.readGemmaCall(start, index) catch |err| {
+            if (err == error.Invalid) s.calls.shrinkRetainingCapacity(@min(index, s.calls.items.len));
+            return err;
+        };
+    }
+
+    fn readGemmaCall(s: *Scanner, start: usize, index: usize) Stop!usize {
+        const brace = std.mem.indexOfAnyPos(u8, s.text, start, "{<\n") orelse return error.Incomplete;
+        if (s.text[brace] != '{') return error.Invalid;
+        const name = std.mem.trim(u8, s.text[start..brace], " ");
+        if (name.len == 0) return error.Invalid;
+        try s.calls.append(.{ .name = name });
+        var args = std.ArrayList(u8).init(s.arena);
+        try args.append('{');
+        var i = brace + 1;
+        while (true) {
+            s.calls.items[index].arguments = args.items;
+            i = skipWs(s.text, i);
+            if (i == s.text.len) return error.Incomplete;
+            if (s.text[i] == '}') {
+                try args.append('}');
+                s.calls.items[index].arguments = args.items;
+                s.calls.items[index].complete = true;
+                return i + 1;
+            }
+            if (args.items.len > 1) {
+                if (s.text[i] != ',') return error.Invalid;
+                i = skipWs(s.text, i + 1);
+            }
+            // Whole pairs only: a cut-off pair adds nothing yet.
+            var pair = std.ArrayList(u8).init(s.arena);
+            if (args.items.len > 1) try pair.appendSlice(", ");
+            i = try gemmaKey(s.text, i, &pair);
+            try pair.appendSlice(": ");
+            i = try gemmaValue(s.arena, s.text, i, &pair, 0);
+            try args.appendSlice(pair.items);
         }
     }
 
@@ -573,6 +652,84 @@ const Scanner = struct {
         };
     }
 };
+
+/// A Gemma 4 object key at `start` (bare, or between `<|"|>`) and its `:`,
+/// written to `out` as a JSON string. Returns the index after the `:`.
+fn gemmaKey(text: []const u8, start: usize, out: *std.ArrayList(u8)) error{ Incomplete, Invalid, OutOfMemory }!usize {
+    var i = skipWs(text, start);
+    var key: []const u8 = undefined;
+    if (std.mem.startsWith(u8, text[i..], gemma_quote)) {
+        const end = std.mem.indexOfPos(u8, text, i + gemma_quote.len, gemma_quote) orelse return error.Incomplete;
+        key = text[i + gemma_quote.len .. end];
+        i = end + gemma_quote.len;
+    } else {
+        const end = std.mem.indexOfAnyPos(u8, text, i, ":,{}[]<\n") orelse return error.Incomplete;
+        key = std.mem.trim(u8, text[i..end], " ");
+        i = end;
+    }
+    if (key.len == 0) return error.Invalid;
+    i = skipWs(text, i);
+    if (i == text.len) return error.Incomplete;
+    if (text[i] != ':') return error.Invalid;
+    try std.json.encodeJsonString(key, .{}, out.writer());
+    return i + 1;
+}
+
+/// A Gemma 4 value at `start` written to `out` as JSON: `<|"|>text<|"|>` a
+/// string, `{..}` an object with bare keys, `[..]` a list, a bare word as it
+/// stands when it is a JSON number, true, false or null (`None`, as a Python
+/// None prints, is null). Returns the index after it.
+fn gemmaValue(arena: std.mem.Allocator, text: []const u8, start: usize, out: *std.ArrayList(u8), depth: usize) error{ Incomplete, Invalid, OutOfMemory }!usize {
+    if (depth > 32) return error.Invalid;
+    var i = skipWs(text, start);
+    if (i == text.len) return error.Incomplete;
+    const rest = text[i..];
+    if (std.mem.startsWith(u8, rest, gemma_quote)) {
+        const end = std.mem.indexOfPos(u8, text, i + gemma_quote.len, gemma_quote) orelse return error.Incomplete;
+        try std.json.encodeJsonString(text[i + gemma_quote.len .. end], .{}, out.writer());
+        return end + gemma_quote.len;
+    }
+    if (std.mem.startsWith(u8, gemma_quote, rest)) return error.Incomplete;
+    switch (rest[0]) {
+        '{', '[' => {
+            const object = rest[0] == '{';
+            const close: u8 = if (object) '}' else ']';
+            try out.append(rest[0]);
+            i += 1;
+            var first = true;
+            while (true) {
+                i = skipWs(text, i);
+                if (i == text.len) return error.Incomplete;
+                if (text[i] == close) {
+                    try out.append(close);
+                    return i + 1;
+                }
+                if (!first) {
+                    if (text[i] != ',') return error.Invalid;
+                    try out.append(',');
+                    i += 1;
+                }
+                first = false;
+                if (object) {
+                    i = try gemmaKey(text, i, out);
+                    try out.append(':');
+                }
+                i = try gemmaValue(arena, text, i, out, depth + 1);
+            }
+        },
+        else => {
+            const end = std.mem.indexOfAnyPos(u8, text, i, ",}]<\n") orelse return error.Incomplete;
+            const word = std.mem.trim(u8, text[i..end], " ");
+            if (word.len == 0) return error.Invalid;
+            if (std.mem.eql(u8, word, "None")) {
+                try out.appendSlice("null");
+            } else if (word[0] != '"' and word[0] != '{' and word[0] != '[' and validJson(arena, word)) {
+                try out.appendSlice(word);
+            } else return error.Invalid;
+            return end;
+        },
+    }
+}
 
 /// The index of the `>` that ends a tag's name begun at `start`; a tag cut
 /// off by the end of the text is incomplete, one broken by a newline or `<`
@@ -1147,4 +1304,57 @@ test "qwen xml: detected from the probe, grammar for required calls only" {
     const named = (try constraint(a, .qwen_xml, &tool_list, .{ .function = "get_weather" }, true)).?;
     try testing.expectEqualStrings(req.schema, named.schema);
     try testing.expect((try constraint(a, .qwen_xml, &tool_list, .auto, true)) == null);
+}
+
+test "gemma 4 calls: the object with bare keys and <|\"|> strings becomes JSON" {
+    try expectCalls(.gemma4, "<|tool_call>call:get_weather{city:<|\"|>Paris, \"FR\"<|\"|>,days:3,metric:true,where:{lat:1.5,name:<|\"|>x}y<|\"|>}," ++
+        "tags:[<|\"|>a<|\"|>,<|\"|>b<|\"|>],note:None}<tool_call|>", null, &.{"get_weather"},
+        &.{"{\"city\": \"Paris, \\\"FR\\\"\", \"days\": 3, \"metric\": true, \"where\": {\"lat\":1.5,\"name\":\"x}y\"}, \"tags\": [\"a\",\"b\"], \"note\": null}"});
+    // text before, two calls, no arguments
+    try expectCalls(.gemma4, "Both, then.<|tool_call>call:f{q:<|\"|>one<|\"|>}<tool_call|><|tool_call>call:g{}<tool_call|>", "Both, then.", &.{ "f", "g" }, &.{ "{\"q\": \"one\"}", "{}" });
+    // a Hermes JSON body (what the grammar holds a required call to) is read too
+    try expectCalls(.gemma4, "<|tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}}<tool_call|>", null, &.{"f"}, &.{"{\"a\": 1}"});
+    try expectCalls(.gemma4, "No call: <|tool is not a marker", "No call: <|tool is not a marker", &.{}, &.{});
+}
+
+test "a malformed gemma 4 call is returned as content" {
+    const bad = [_][]const u8{
+        "<|tool_call>call:f{a:<|\"|>x}<tool_call|>",
+        "<|tool_call>call:{a:1}<tool_call|>",
+        "<|tool_call>call:f{a 1}<tool_call|>",
+        "<|tool_call>call:f{a:1 b:2}<tool_call|>",
+        "<|tool_call>hello<tool_call|>",
+        "<|tool_call>call:f{a:1",
+    };
+    for (bad) |text| try expectContent(.gemma4, text);
+}
+
+test "streamed gemma 4 calls start at the name and grow by whole pairs" {
+    var rec = Recorder.init();
+    defer rec.deinit();
+    var s = Stream.init(testing.allocator, .gemma4, false);
+    defer s.deinit();
+    for ("Ok<|tool_call>call:f{a:1,b:<|\"|>x") |c| try s.push(&.{c}, &rec);
+    try testing.expectEqual(@as(usize, 1), rec.starts);
+    try testing.expectEqualStrings("{\"a\": 1", rec.args[0].items);
+    try testing.expectEqualStrings("Ok", rec.content.items);
+    try s.push("y<|\"|>}<tool_call|>", &rec);
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const result = try s.finish(arena.allocator(), &rec);
+    try testing.expectEqualStrings("{\"a\": 1, \"b\": \"xy\"}", result.calls[0].arguments);
+    try testing.expectEqualStrings("{\"a\": 1, \"b\": \"xy\"}", rec.args[0].items);
+}
+
+test "gemma 4: detected from the probe, grammar for required calls only" {
+    try testing.expectEqual(Format.gemma4, detectFormat("<|turn>system\n<|tool>declaration:get_weather{description:<|\"|>The weather<|\"|>}<tool|><turn|>\n"));
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const a = arena.allocator();
+    const tool_list = [_]Tool{try testTool(a, weather_tool)};
+    const req = (try constraint(a, .gemma4, &tool_list, .required, false)).?;
+    try testing.expectEqualStrings("<|tool_call>", req.prefix);
+    try testing.expectEqualStrings("<tool_call|>", req.suffix);
+    try testing.expectEqual(@as(usize, 0), req.triggers.len);
+    try testing.expect((try constraint(a, .gemma4, &tool_list, .auto, true)) == null);
 }
