@@ -53,10 +53,18 @@ def serve_with_template(tmp_path_factory: pytest.TempPathFactory, template: str)
         yield server
 
 
-@pytest.fixture(scope="module")
-def qwen35(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The tiny model with Qwen3.5's template: `<tool_call>` with `<function=..>` and `<parameter=..>`."""
-    yield from serve_with_template(tmp_path_factory, "qwen3.5")
+# template file -> the call format the app should read from its probe
+FAMILIES = {
+    "qwen3.5": "qwen_xml",  # `<tool_call>` holding `<function=..>` and `<parameter=..>`
+    "gemma4": "gemma4",  # `<|tool_call>call:NAME{key:value}<tool_call|>`
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ServerProcess]]:
+    """The tiny model with a family's real template, served; yields (template name, server)."""
+    for server in serve_with_template(tmp_path_factory, request.param):
+        yield request.param, server
 
 
 def post(server: ServerProcess, body: dict[str, Any]) -> ChatCompletion:
@@ -85,33 +93,34 @@ def assert_valid_calls(completion: ChatCompletion, names: set[str] | None = None
         assert call.id.startswith("call_") and len(call.id) == 29
         assert call.function.name in (names or SCHEMAS)
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
-    assert choice.message.content is None or "<tool_call>" not in choice.message.content
+    assert choice.message.content is None or "tool_call" not in choice.message.content
     return [(c.function.name, c.function.arguments) for c in calls]
 
 
 REQUIRED = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 200, "temperature": 0}
 
 
-def test_qwen35_probe_reads_calls_in_the_xml_format(qwen35: ServerProcess) -> None:
-    post(qwen35, REQUIRED)
-    assert "reading calls as qwen_xml" in qwen35.log()
+def test_the_probe_reads_calls_in_the_familys_format(family: tuple[str, ServerProcess]) -> None:
+    template, server = family
+    post(server, REQUIRED)
+    assert f"reading calls as {FAMILIES[template]}" in server.log()
 
 
-def test_qwen35_required_call_is_a_valid_openai_tool_call(qwen35: ServerProcess) -> None:
-    completion = post(qwen35, REQUIRED)
+def test_a_required_call_is_a_valid_openai_tool_call(family: tuple[str, ServerProcess]) -> None:
+    completion = post(family[1], REQUIRED)
     assert_valid_calls(completion)
     # the template opened a think block, but a call constrained from its first token is no reasoning
     assert "reasoning_content" not in completion.choices[0].message.model_dump(exclude_none=True)
 
 
-def test_qwen35_named_function_is_the_one_called(qwen35: ServerProcess) -> None:
-    completion = post(qwen35, {**REQUIRED, "tool_choice": {"type": "function", "function": {"name": "get_forecast"}}})
+def test_a_named_function_is_the_one_called(family: tuple[str, ServerProcess]) -> None:
+    completion = post(family[1], {**REQUIRED, "tool_choice": {"type": "function", "function": {"name": "get_forecast"}}})
     assert [name for name, _ in assert_valid_calls(completion, {"get_forecast"})] == ["get_forecast"]
 
 
-def test_qwen35_streamed_required_call_equals_the_whole_one(qwen35: ServerProcess) -> None:
-    whole = assert_valid_calls(post(qwen35, REQUIRED))
-    chunks = stream_chunks(qwen35, REQUIRED)
+def test_the_streamed_required_call_equals_the_whole_one(family: tuple[str, ServerProcess]) -> None:
+    whole = assert_valid_calls(post(family[1], REQUIRED))
+    chunks = stream_chunks(family[1], REQUIRED)
     deltas = [c.choices[0].delta for c in chunks]
     starts = [d.tool_calls[0] for d in deltas if d.tool_calls and d.tool_calls[0].id]
     assert starts and all(s.id and s.id.startswith("call_") and s.type == "function" for s in starts)
@@ -129,9 +138,10 @@ def test_qwen35_streamed_required_call_equals_the_whole_one(qwen35: ServerProces
     assert streamed == whole
 
 
-def test_qwen35_sdk_stream_assembles_a_valid_call(qwen35: ServerProcess) -> None:
-    with openai.OpenAI(base_url=f"{qwen35.base_url}/v1", api_key="unused", max_retries=0) as client:
-        with client.chat.completions.stream(model="tiny-qwen3.5", **REQUIRED) as stream:
+def test_the_sdk_stream_assembles_a_valid_call(family: tuple[str, ServerProcess]) -> None:
+    template, server = family
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        with client.chat.completions.stream(model=f"tiny-{template}", **REQUIRED) as stream:
             for _ in stream:
                 pass
             final = stream.get_final_completion()
@@ -141,14 +151,15 @@ def test_qwen35_sdk_stream_assembles_a_valid_call(qwen35: ServerProcess) -> None
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
-def test_qwen35_history_with_calls_and_results_renders(qwen35: ServerProcess) -> None:
-    """The template writes past calls as `<function=..>` parameters from the arguments object."""
+def test_history_with_calls_and_results_renders(family: tuple[str, ServerProcess]) -> None:
+    """The template writes past calls in its own form from the arguments object."""
+    server = family[1]
     history = [*ASK,
                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
                    "name": "get_forecast", "arguments": json.dumps({"city": "Paris", "days": 2, "metric": True})}}]},
                {"role": "tool", "tool_call_id": "call_1", "content": "rain on day 2"}]
-    completion = post(qwen35, {**REQUIRED, "messages": history})
+    completion = post(server, {**REQUIRED, "messages": history})
     assert_valid_calls(completion)
-    shorter = post(qwen35, REQUIRED)
+    shorter = post(server, REQUIRED)
     assert completion.usage is not None and shorter.usage is not None
     assert completion.usage.prompt_tokens > shorter.usage.prompt_tokens
