@@ -57,6 +57,7 @@ def serve_with_template(tmp_path_factory: pytest.TempPathFactory, template: str)
 FAMILIES = {
     "qwen3.5": "qwen_xml",  # `<tool_call>` holding `<function=..>` and `<parameter=..>`
     "gemma4": "gemma4",  # `<|tool_call>call:NAME{key:value}<tool_call|>`
+    "llama-3.2": "llama3",  # bare `{"name", "parameters"}`, as Llama 3.1
 }
 
 
