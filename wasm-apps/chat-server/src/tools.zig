@@ -429,10 +429,9 @@ const Scanner = struct {
                 const key = std.mem.trim(u8, s.text[key_start..key_end], " ");
                 if (key.len == 0) return error.Invalid;
                 const close = std.mem.indexOfPos(u8, s.text, key_end + 1, xml_parameter_close) orelse return error.Incomplete;
-                // The template writes each value between newlines.
-                var value = s.text[key_end + 1 .. close];
-                if (std.mem.startsWith(u8, value, "\n")) value = value[1..];
-                if (std.mem.endsWith(u8, value, "\n")) value = value[0 .. value.len - 1];
+                // The template writes each value between newlines; as llama.cpp,
+                // the whitespace around a value is not part of it.
+                const value = std.mem.trim(u8, s.text[key_end + 1 .. close], " \t\r\n");
                 if (args.items.len > 1) try args.appendSlice(", ");
                 try std.json.encodeJsonString(key, .{}, args.writer());
                 try args.appendSlice(": ");
@@ -462,9 +461,8 @@ const Scanner = struct {
     /// it stands when it is JSON (number, boolean, null, object, array),
     /// else a string.
     fn appendTyped(s: *Scanner, out: *std.ArrayList(u8), value: []const u8, props: ?std.json.ObjectMap, key: []const u8) Stop!void {
-        const trimmed = std.mem.trim(u8, value, " \t\r\n");
         const string_typed = if (props) |p| if (p.get(key)) |schema| isStringSchema(schema) else false else false;
-        if (!string_typed and trimmed.len > 0 and validJson(s.arena, trimmed)) return out.appendSlice(trimmed);
+        if (!string_typed and value.len > 0 and validJson(s.arena, value)) return out.appendSlice(value);
         try std.json.encodeJsonString(value, .{}, out.writer());
     }
 
@@ -1241,6 +1239,11 @@ test "qwen xml calls: parameters become a JSON object typed by the schema" {
         "Checking both.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nline one\n<b> & \"two\"\n</parameter>\n</function>\n</tool_call>\n" ++
         "<tool_call>\n<function=get_time>\n</function>\n</tool_call>", "Checking both.", &.{ "get_weather", "get_time" },
         &.{ "{\"city\": \"line one\\n<b> & \\\"two\\\"\"}", "{}" });
+    // indented, as llama.cpp's tests write it; an empty value is an empty string
+    try expectCallsWith(.qwen_xml, &tool_list,
+        "<tool_call>\n  <function=get_weather>\n    <parameter=city>\n      John Doe\n    </parameter>\n    <parameter=zip>\n    </parameter>\n" ++
+        "    <parameter=days>\n      -3\n    </parameter>\n  </function>\n</tool_call>", null, &.{"get_weather"},
+        &.{"{\"city\": \"John Doe\", \"zip\": \"\", \"days\": -3}"});
     // without a schema: JSON values stay JSON, anything else is a string
     try expectCalls(.qwen_xml, "<tool_call>\n<function=f>\n<parameter=n>\n10001\n</parameter>\n<parameter=s>\nhi there\n</parameter>\n</function>\n</tool_call>", null, &.{"f"}, &.{"{\"n\": 10001, \"s\": \"hi there\"}"});
     // a Hermes JSON body (what the grammar holds a required call to) is read too
