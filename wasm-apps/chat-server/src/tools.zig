@@ -1229,21 +1229,15 @@ test "qwen xml calls: parameters become a JSON object typed by the schema" {
     defer arena.deinit();
     const tool_list = [_]Tool{try testTool(arena.allocator(), weather_tool)};
     // as the Qwen3.5 template writes calls: one value per parameter, between newlines
-    try expectCallsWith(.qwen_xml, &tool_list,
-        "<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n<parameter=days>\n3\n</parameter>\n" ++
+    try expectCallsWith(.qwen_xml, &tool_list, "<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n<parameter=days>\n3\n</parameter>\n" ++
         "<parameter=zip>\n10001\n</parameter>\n<parameter=metric>\ntrue\n</parameter>\n<parameter=where>\n{\"lat\": 1.5}\n</parameter>\n" ++
-        "<parameter=tags>\n[\"a\", \"b\"]\n</parameter>\n</function>\n</tool_call>", null, &.{"get_weather"},
-        &.{"{\"city\": \"New York\", \"days\": 3, \"zip\": \"10001\", \"metric\": true, \"where\": {\"lat\": 1.5}, \"tags\": [\"a\", \"b\"]}"});
+        "<parameter=tags>\n[\"a\", \"b\"]\n</parameter>\n</function>\n</tool_call>", null, &.{"get_weather"}, &.{"{\"city\": \"New York\", \"days\": 3, \"zip\": \"10001\", \"metric\": true, \"where\": {\"lat\": 1.5}, \"tags\": [\"a\", \"b\"]}"});
     // text before, two calls, a multi-line string holding markup-like text, no parameters
-    try expectCallsWith(.qwen_xml, &tool_list,
-        "Checking both.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nline one\n<b> & \"two\"\n</parameter>\n</function>\n</tool_call>\n" ++
-        "<tool_call>\n<function=get_time>\n</function>\n</tool_call>", "Checking both.", &.{ "get_weather", "get_time" },
-        &.{ "{\"city\": \"line one\\n<b> & \\\"two\\\"\"}", "{}" });
+    try expectCallsWith(.qwen_xml, &tool_list, "Checking both.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nline one\n<b> & \"two\"\n</parameter>\n</function>\n</tool_call>\n" ++
+        "<tool_call>\n<function=get_time>\n</function>\n</tool_call>", "Checking both.", &.{ "get_weather", "get_time" }, &.{ "{\"city\": \"line one\\n<b> & \\\"two\\\"\"}", "{}" });
     // indented, as llama.cpp's tests write it; an empty value is an empty string
-    try expectCallsWith(.qwen_xml, &tool_list,
-        "<tool_call>\n  <function=get_weather>\n    <parameter=city>\n      John Doe\n    </parameter>\n    <parameter=zip>\n    </parameter>\n" ++
-        "    <parameter=days>\n      -3\n    </parameter>\n  </function>\n</tool_call>", null, &.{"get_weather"},
-        &.{"{\"city\": \"John Doe\", \"zip\": \"\", \"days\": -3}"});
+    try expectCallsWith(.qwen_xml, &tool_list, "<tool_call>\n  <function=get_weather>\n    <parameter=city>\n      John Doe\n    </parameter>\n    <parameter=zip>\n    </parameter>\n" ++
+        "    <parameter=days>\n      -3\n    </parameter>\n  </function>\n</tool_call>", null, &.{"get_weather"}, &.{"{\"city\": \"John Doe\", \"zip\": \"\", \"days\": -3}"});
     // without a schema: JSON values stay JSON, anything else is a string
     try expectCalls(.qwen_xml, "<tool_call>\n<function=f>\n<parameter=n>\n10001\n</parameter>\n<parameter=s>\nhi there\n</parameter>\n</function>\n</tool_call>", null, &.{"f"}, &.{"{\"n\": 10001, \"s\": \"hi there\"}"});
     // a Hermes JSON body (what the grammar holds a required call to) is read too
@@ -1311,8 +1305,7 @@ test "qwen xml: detected from the probe, grammar for required calls only" {
 
 test "gemma 4 calls: the object with bare keys and <|\"|> strings becomes JSON" {
     try expectCalls(.gemma4, "<|tool_call>call:get_weather{city:<|\"|>Paris, \"FR\"<|\"|>,days:3,metric:true,where:{lat:1.5,name:<|\"|>x}y<|\"|>}," ++
-        "tags:[<|\"|>a<|\"|>,<|\"|>b<|\"|>],note:None}<tool_call|>", null, &.{"get_weather"},
-        &.{"{\"city\": \"Paris, \\\"FR\\\"\", \"days\": 3, \"metric\": true, \"where\": {\"lat\":1.5,\"name\":\"x}y\"}, \"tags\": [\"a\",\"b\"], \"note\": null}"});
+        "tags:[<|\"|>a<|\"|>,<|\"|>b<|\"|>],note:None}<tool_call|>", null, &.{"get_weather"}, &.{"{\"city\": \"Paris, \\\"FR\\\"\", \"days\": 3, \"metric\": true, \"where\": {\"lat\":1.5,\"name\":\"x}y\"}, \"tags\": [\"a\",\"b\"], \"note\": null}"});
     // text before, two calls, no arguments
     try expectCalls(.gemma4, "Both, then.<|tool_call>call:f{q:<|\"|>one<|\"|>}<tool_call|><|tool_call>call:g{}<tool_call|>", "Both, then.", &.{ "f", "g" }, &.{ "{\"q\": \"one\"}", "{}" });
     // a Hermes JSON body (what the grammar holds a required call to) is read too
@@ -1360,4 +1353,18 @@ test "gemma 4: detected from the probe, grammar for required calls only" {
     try testing.expectEqualStrings("<tool_call|>", req.suffix);
     try testing.expectEqual(@as(usize, 0), req.triggers.len);
     try testing.expect((try constraint(a, .gemma4, &tool_list, .auto, true)) == null);
+}
+
+test "a constrained call whose control-token markers the host left out is still a call" {
+    // Gemma 4's `<|tool_call>` is a control token: the text holds only the grammar's JSON body
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    for ([_]Format{ .gemma4, .qwen_xml }) |format| {
+        const p = try parseOpts(arena.allocator(), format, "{\"name\": \"f\", \"arguments\": {\"a\": 1}}", true, true);
+        try testing.expectEqual(@as(usize, 1), p.calls.len);
+        try testing.expectEqualStrings("{\"a\": 1}", p.calls[0].arguments);
+        // unconstrained, it is text
+        const t = try parse(arena.allocator(), format, "{\"name\": \"f\", \"arguments\": {}}", true);
+        try testing.expectEqual(@as(usize, 0), t.calls.len);
+    }
 }
