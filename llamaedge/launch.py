@@ -45,6 +45,7 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
         drain_s=args.drain_s,
         metrics_auth=args.metrics_auth,
         reasoning_format=args.reasoning_format,
+        mounts=getattr(args, "mounts", []),
     )
 
 
@@ -64,6 +65,8 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
         embedding = state.embedding
         console.print(f"  embedding {config.embedding_model.model_id}  ({config.embedding_model.path.name}, "
                       f"{embedding.size_bytes / 2**20:.0f} MiB, context {embedding.n_ctx} tokens)")
+    for mount in config.mounts:
+        console.print(f"  app       {url}{mount.route}  ({mount.name}: {mount.policy.describe()})")
     console.print(f"  devices   {devices}")
     console.print(f"  offload   {plan.reason}")
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:

@@ -17,8 +17,9 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,8 @@ from llamaedge.engine import LoadOptions, Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
-from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
+from llamaedge.mount import APPS_ROUTE, Mount, mount_routes
+from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.types import ResolvedModel
 
 log = logging.getLogger("llamaedge.server")
@@ -47,6 +49,9 @@ EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
 ANTHROPIC_ROUTE = "/v1/messages"  # its requests get the host's errors in Anthropic's shape
 RETRY_AFTER_S = 1  # what a refused client is told to wait
 ENDED_FLUSH_S = 2.0  # after the drain deadline, time for the ended responses to send their last event
+# At exit, how long cancelled apps get to return from wasm (a run is at most the wasm time
+# slice past its last host call, which fails once cancelled).
+APP_STOP_WAIT_S = 10.0
 _END = object()
 _ENDED = object()
 
@@ -70,6 +75,7 @@ class ServeConfig:
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)
     embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
+    mounts: list[Mount] = field(default_factory=list)  # `--app` apps, on the same engine (mount.py)
     queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per --parallel slot
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
@@ -88,6 +94,7 @@ def is_anthropic_route(path: str) -> bool:
 _ERROR_TYPES = {
     "authentication": ("authentication_error", "authentication_error"),
     "overloaded": ("server_error", "overloaded_error"),
+    "permission": ("permission_error", "permission_error"),
     "server": ("server_error", "api_error"),
 }
 
@@ -138,6 +145,7 @@ class ServerState:
         self.registry = GraphRegistry()
         self.runtime: Runtime | None = None
         self.app: App | None = None
+        self.mounted: dict[str, App] = {}  # by route
         self.model: Model | None = None
         self.embedding: Model | None = None
         self.error: LlamaEdgeError | None = None
@@ -152,12 +160,17 @@ class ServerState:
         self._drain_deadline = 0.0
         self._ended_at: float | None = None
         self.metrics = ServerMetrics(self.snapshot)
+        # The app runs on worker threads, by session: close() stops them before it frees the
+        # models they use (an app still in wasm when the process exits aborts it).
+        self._runs_lock = threading.Condition()
+        self._runs: set[tuple[NNSession, ResponseStream]] = set()
 
     def load(self) -> None:
         config = self.config
         try:
             self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
+            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
             self._check_prompt_template()
             options = LoadOptions(
                 ctx_size=config.ctx_size,
@@ -268,26 +281,53 @@ class ServerState:
             self.end_flights()
         return self._ended_at is not None and now >= self._ended_at + ENDED_FLUSH_S
 
+    @contextmanager
+    def app_run(self, session: NNSession, stream: ResponseStream) -> Iterator[None]:
+        """Bracket one app run on a worker thread, so that close() can stop it."""
+        run = (session, stream)
+        with self._runs_lock:
+            self._runs.add(run)
+        try:
+            yield
+        finally:
+            with self._runs_lock:
+                self._runs.discard(run)
+                self._runs_lock.notify_all()
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._runs_lock:
+            for session, stream in self._runs:
+                stream.close()  # its writes fail now (the event loop is gone)
+                session.cancel()  # and its next WASI-NN call, so the app ends
+            stopped = self._runs_lock.wait_for(lambda: not self._runs, timeout=APP_STOP_WAIT_S)
         if self.runtime:
             self.runtime.close()
+        if not stopped:
+            # Freeing a model under a running app would crash; the process is ending anyway.
+            log.warning("%d app run(s) did not stop within %gs; leaving the models to the exit",
+                        len(self._runs), APP_STOP_WAIT_S)
+            return
         for model in (self.model, self.embedding):
             if model:
                 model.close()
 
 
 class APIKeyMiddleware:
-    """With a key set, every /v1 route (and /metrics with --metrics-auth) needs
-    `Authorization: Bearer <key>` or, as Anthropic's clients send it, `x-api-key: <key>`."""
+    """With a key set, every /v1 route (and /metrics with --metrics-auth, and `routes` with
+    what is under them: the mounted apps) needs `Authorization: Bearer <key>` or, as
+    Anthropic's clients send it, `x-api-key: <key>`."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, metrics_auth: bool = False) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, metrics_auth: bool = False,
+                 routes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.api_key = api_key
         self.metrics_auth = metrics_auth
+        self.routes = routes
 
     def _guarded(self, path: str) -> bool:
-        return path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
+        return (path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
+                or any(path == route or path.startswith(route + "/") for route in self.routes))
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         assert self.api_key is not None
@@ -332,8 +372,10 @@ def _refusal(state: ServerState, path: str, reason: str) -> Response:
                       kind="overloaded", code="server_overloaded", headers=retry)
 
 
-def wagi_endpoint(state: ServerState, app: Callable[[], App | None]) -> Callable[[Request], Awaitable[Response]]:
-    """The handler that runs `app()` for each request (WAGI), once the model is ready."""
+def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
+                  route: str = "") -> Callable[[Request], Awaitable[Response]]:
+    """The handler that runs `app()` for each request (WAGI), once the model is ready.
+    `route`: where a mounted app is mounted (its SCRIPT_NAME; PATH_INFO is the rest)."""
     config = state.config
 
     async def endpoint(request: Request) -> Response:
@@ -360,7 +402,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None]) -> Callable
             server = request.scope.get("server") or ("127.0.0.1", config.port)
             wagi_request = WagiRequest(
                 method=request.method,
-                path=path,
+                path=path[len(route):],
                 query=request.url.query,
                 # The key stays with the host, as Authorization does (wagi withholds that one).
                 headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],
@@ -368,6 +410,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None]) -> Callable
                 content_length=max(content_length, len(body)),
                 server_name=str(server[0]),
                 server_port=int(server[1] or 0),
+                script_name=route,
             )
             admitted = False  # from here _run_app releases the place
             return await _run_app(state, wasm_app, wagi_request, request.receive)
@@ -403,7 +446,8 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     app_name = config.app_path.stem
     middleware = [
         Middleware(MetricsMiddleware, metrics=state.metrics, app_name=app_name),
-        Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth),
+        Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
+                   routes=(APPS_ROUTE, *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
         middleware.insert(1, Middleware(
@@ -448,6 +492,7 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
     stream = ResponseStream(on_head, on_chunk)
     session = NNSession(state.registry)
     failure: list[str] = []
+    breach: list[PolicyBreach] = []
     closed = False
 
     def close() -> None:
@@ -462,9 +507,13 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
 
     def work() -> None:
         try:
-            code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
+            with state.app_run(session, stream):
+                code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
+        except PolicyBreach as err:
+            breach.append(err)
+            failure.append(str(err))
         except AppError as err:
             failure.append(str(err))
         except Exception as exc:  # the request fails; the server goes on
@@ -499,8 +548,11 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
                                   kind="overloaded", code="server_shutting_down",
                                   headers={"Retry-After": str(RETRY_AFTER_S)})
             message = "; ".join(failure) or "the app ended without a response"
-            log.error("%s %s failed: %s", wagi_request.method, path, message)
+            log.error("%s %s failed: %s", wagi_request.method, wagi_request.script_name + path, message)
             close()
+            if breach:
+                return host_error(path, breach[0].status, f"The request failed: {message}",
+                                  kind=breach[0].kind, code=breach[0].code)
             return host_error(path, 500, f"The request failed: {message}", kind="server")
     except BaseException:
         close()
@@ -584,7 +636,7 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
 
     _check_can_listen(config.host, config.port)
     state = ServerState(config)
-    app = create_app(state, extra_routes=webui_routes_or_none())
+    app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
     server = _draining_server(state, uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=3,

@@ -19,6 +19,11 @@ import pytest
 
 from tests.tiny_gguf import write_tiny_gguf
 
+# The tests run llama.cpp in this process and in server subprocesses at once, on few cores:
+# OpenMP threads that spin while they wait would starve each other. libgomp reads this when
+# llama.cpp loads, so it is set before anything imports it (subprocesses inherit it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -37,8 +37,8 @@ def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
 
 
-def embed(server: ServerProcess, body: dict) -> CreateEmbeddingResponse:
-    response = httpx.post(f"{server.base_url}/v1/embeddings", json=body, timeout=60)
+def embed(server: ServerProcess, body: dict, *, timeout_s: float = 60) -> CreateEmbeddingResponse:
+    response = httpx.post(f"{server.base_url}/v1/embeddings", json=body, timeout=timeout_s)
     assert response.status_code == 200, response.text
     return CreateEmbeddingResponse.model_validate(response.json(), strict=True)
 
@@ -94,7 +94,7 @@ def test_a_batch_equals_the_inputs_one_by_one(server: ServerProcess) -> None:
 
 def test_the_largest_batch_is_answered_in_full(server: ServerProcess) -> None:
     texts = [f"sentence number {i}" for i in range(2048)]
-    response = embed(server, {"input": texts})
+    response = embed(server, {"input": texts}, timeout_s=600)  # 2048 inputs take a while on 2 busy cores
     assert [d.index for d in response.data] == list(range(2048))
     # 16 sequences per decode take other kernel paths than one: float32 rounding differs a little
     np.testing.assert_allclose(vector(response, 1000), vector(embed(server, {"input": texts[1000]})), atol=1e-4)

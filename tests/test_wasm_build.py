@@ -345,6 +345,19 @@ def test_llama_chat_zig_unit_tests_pass() -> None:
     assert "All" in result.stderr and "tests passed" in result.stderr
 
 
+def test_review_wasm_is_rebuilt_byte_identical(tmp_path: Path) -> None:
+    # review imports the chat server's shared module too
+    rebuilt = build.build("review", tmp_path)
+    committed = REPO_ROOT / "llamaedge" / "apps" / "review.wasm"
+    assert rebuilt.read_bytes() == committed.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
+
+
+def test_review_zig_unit_tests_pass() -> None:
+    result = build.test("review")
+    assert result.returncode == 0, result.stderr
+    assert "All" in result.stderr and "tests passed" in result.stderr
+
+
 def test_every_app_built_is_committed_in_the_package() -> None:
     assert {path.stem for path in (REPO_ROOT / "llamaedge" / "apps").glob("*.wasm")} == set(build.APPS)
 

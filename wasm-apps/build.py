@@ -37,6 +37,7 @@ CHAT_SERVER_LIB = ("chat_server", APPS_DIR / "chat-server" / "src" / "lib.zig")
 APPS = {
     "chat-server": App(APPS_DIR / "chat-server" / "src" / "main.zig"),
     "llama-chat": App(APPS_DIR / "llama-chat" / "src" / "main.zig", deps=(CHAT_SERVER_LIB,)),
+    "review": App(APPS_DIR / "review" / "src" / "main.zig", deps=(CHAT_SERVER_LIB,)),
 }
 
 

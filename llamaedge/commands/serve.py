@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", "-m", required=True, help="catalog name, path to a .gguf, hf:REPO/FILE or an https URL")
     parser.add_argument("--embedding-model", metavar="MODEL",
                         help="also load this model for /v1/embeddings (named as --model is; default: embed with the chat model)")
+    parser.add_argument("--app", action="append", default=[], metavar="/ROUTE=PATH.wasm",
+                        help="also serve this WAGI app at ROUTE, on the same model (repeatable; docs/apps.md)")
+    parser.add_argument("--app-policy", action="append", default=[], metavar="/ROUTE:KEY=VALUE",
+                        help="set a mounted app's policy: memory, wall-time, max-tokens, models, env, dirs, authorization")
     add_server_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -61,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from llamaedge.catalog import check_chat_model, resolve_model
     from llamaedge.launch import launch
 
+    from llamaedge.mount import load_mounts, reserved_paths
+    from llamaedge.server import webui_routes_or_none
+
     check_server_arguments(args)
+    args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
     check_chat_model(args.model)
     model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
     embedding = None

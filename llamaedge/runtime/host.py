@@ -8,13 +8,16 @@ executes on one thread from `_start` to exit.
 
 Limits: a Store may use `memory_max_bytes` of linear memory, and wasm may execute for at
 most `wasm_slice_max_s` between two host calls (an epoch deadline that every host call
-renews), so a trapping or runaway app fails its own run and nothing else.
+renews), so a trapping or runaway app fails its own run and nothing else. A mounted app
+also has a policy (policy.py): its run's guard sets its memory limit and wall-time deadline,
+and once the guard records a breach every host call fails, so the app can only exit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +30,7 @@ import wasmtime
 from llamaedge.errors import AppError
 from llamaedge.runtime import wasi_nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
+from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
 from llamaedge.runtime.wasi_nn import Errno, GraphRegistry, NNError, NNSession
 from llamaedge.settings import cache_dir
 
@@ -53,10 +57,19 @@ class RunLimits:
 class _Run:
     """What the host functions need to know about the run on this thread."""
 
-    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits) -> None:
+    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits, guard: RunGuard | None) -> None:
         self.store = store
         self.session = session
         self.limits = limits
+        self.guard = guard
+
+    def deadline_ticks(self) -> int:
+        """Epoch ticks until the wasm must next call the host: the slice, or less when the
+        wall-time deadline comes first."""
+        if self.guard is None:
+            return self.limits.deadline_ticks
+        # One tick more than the time left, so that the interrupt comes after the deadline.
+        return max(1, min(self.limits.deadline_ticks, math.ceil(self.guard.seconds_left() / EPOCH_TICK_S) + 1))
 
 
 _current = threading.local()
@@ -75,6 +88,7 @@ class App:
 
     name: str
     pre: wasmtime.InstancePre
+    policy: AppPolicy | None = None  # a mounted app's; None: the host's own app, trusted with its limits
 
 
 class Runtime:
@@ -111,6 +125,8 @@ class Runtime:
 
         def host_call(caller: wasmtime.Caller, *args: int) -> int:
             run = getattr(_current, "run", None)
+            if run is not None and run.guard is not None and run.guard.breach is not None:
+                return Errno.RUNTIME_ERROR  # the request failed its policy: nothing more for it
             try:
                 body(GuestMemory(caller), *args)
                 return Errno.SUCCESS
@@ -127,7 +143,7 @@ class Runtime:
             finally:
                 if run is not None:
                     # Time spent in the host (waiting for tokens) is not the app's.
-                    run.store.set_epoch_deadline(run.limits.deadline_ticks)
+                    run.store.set_epoch_deadline(run.deadline_ticks())
 
         self.linker.define_func(module, name, ty, host_call, access_caller=True)
 
@@ -136,7 +152,7 @@ class Runtime:
 
     # -- apps --------------------------------------------------------------------------------
 
-    def load_app(self, path: Path) -> App:
+    def load_app(self, path: Path, policy: AppPolicy | None = None) -> App:
         try:
             module = wasmtime.Module.from_file(self.engine, str(path))
             pre = self.linker.instantiate_pre(module)
@@ -146,35 +162,51 @@ class Runtime:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
             raise AppError(f"cannot load {Path(path).name}: {first}",
                            hint="is it a wasm32-wasi command module?") from exc
-        return App(name=Path(path).name, pre=pre)
+        return App(name=Path(path).name, pre=pre, policy=policy)
 
     @contextmanager
-    def instance(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession) -> Iterator[tuple[wasmtime.Store, wasmtime.Instance]]:
+    def instance(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession,
+                 guard: RunGuard | None = None) -> Iterator[tuple[wasmtime.Store, wasmtime.Instance]]:
         """A fresh Store and instance of `app`, usable on this thread inside the block."""
         store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=self.limits.memory_max_bytes)
+        store.set_limits(memory_size=guard.policy.memory_max_bytes if guard else self.limits.memory_max_bytes)
         store.set_wasi(wasi)
-        store.set_epoch_deadline(self.limits.deadline_ticks)
-        _current.run = _Run(store, session, self.limits)
+        run = _Run(store, session, self.limits, guard)
+        store.set_epoch_deadline(run.deadline_ticks())
+        _current.run = run
         try:
             yield store, app.pre.instantiate(store)
         finally:
             _current.run = None
             session.close()
 
-    def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession) -> int:
-        """Run the app's `_start` on this thread; return its exit code. Raises AppTrap."""
+    def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession, guard: RunGuard | None = None) -> int:
+        """Run the app's `_start` on this thread; return its exit code. Raises AppTrap, or
+        with a guard the PolicyBreach that ended the run."""
+        memory: list[int] = [0]  # the instance's memory size when it ended
         try:
-            with self.instance(app, wasi, session) as (store, instance):
-                start = instance.exports(store).get("_start")
-                if not isinstance(start, wasmtime.Func):
-                    raise AppError(f"{app.name} has no _start: it is not a WASI command module")
-                start(store)
-                return 0
+            with self.instance(app, wasi, session, guard) as (store, instance):
+                try:
+                    start = instance.exports(store).get("_start")
+                    if not isinstance(start, wasmtime.Func):
+                        raise AppError(f"{app.name} has no _start: it is not a WASI command module")
+                    start(store)
+                    code = 0
+                finally:
+                    exported = instance.exports(store).get("memory")
+                    if isinstance(exported, wasmtime.Memory):
+                        memory[0] = exported.data_len(store)
         except wasmtime.ExitTrap as exit_trap:
-            return exit_trap.code
+            code = exit_trap.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if guard is not None:
+                interrupted = getattr(exc, "trap_code", None) == wasmtime.TrapCode.INTERRUPT
+                _check_guard(app.name, guard, memory[0], failed=True,
+                             out_of_time=interrupted and guard.seconds_left() < self.limits.wasm_slice_max_s)
             raise AppTrap(_describe_trap(app.name, exc, self.limits)) from exc
+        if guard is not None:
+            _check_guard(app.name, guard, memory[0], failed=code != 0)
+        return code
 
     def run_attached(self, app: App, args: list[str], session: NNSession, *,
                      env: list[tuple[str, str]] | None = None,
@@ -201,6 +233,20 @@ class Runtime:
         if code != 0:
             raise AppError(f"{app.name} {' '.join(args)} exited with code {code}")
         return bytes(out)
+
+
+def _check_guard(app_name: str, guard: RunGuard, memory_bytes: int, *, failed: bool, out_of_time: bool = False) -> None:
+    """Raise the breach that ended a guarded run, if one did. A run that failed with its
+    memory at the limit (the next page would not fit) is taken to have hit it."""
+    if guard.breach is None and failed and (guard.expired or out_of_time):
+        guard.fail(WallTimeExceeded(f"{app_name} ran past its wall-time limit of {guard.policy.wall_time_s:g}s",
+                                    hint="raise wall-time in its policy"))
+    limit = guard.policy.memory_max_bytes
+    if guard.breach is None and failed and memory_bytes + 65536 > limit:
+        guard.fail(MemoryLimitReached(f"{app_name} failed at its memory limit of {limit / 2**20:g} MiB",
+                                      hint="raise memory in its policy"))
+    if guard.breach is not None:
+        raise guard.breach
 
 
 def _describe_trap(app_name: str, exc: Exception, limits: RunLimits) -> str:

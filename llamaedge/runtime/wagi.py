@@ -16,6 +16,7 @@ import wasmtime
 from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
 
 from llamaedge.runtime.host import App, Runtime
+from llamaedge.runtime.policy import RunGuard
 from llamaedge.runtime.wasi_nn import NNSession
 
 app_log = logging.getLogger("llamaedge.app")
@@ -33,19 +34,24 @@ class WagiRequest:
     content_length: int = 0  # may exceed len(body): a body over the limit arrives cut
     server_name: str = "127.0.0.1"
     server_port: int = 0
+    script_name: str = ""  # a mounted app's route; `path` is then what follows it
 
 
 # Headers the app never sees: the host checks the API key, and hop-by-hop headers are ours.
 _WITHHELD = {"authorization", "connection", "content-length", "content-type", "transfer-encoding"}
 
 
-def wagi_environ(request: WagiRequest, app_env: Mapping[str, str]) -> list[tuple[str, str]]:
+def wagi_environ(request: WagiRequest, app_env: Mapping[str, str], *,
+                 authorization: bool = False) -> list[tuple[str, str]]:
+    """The CGI variables of `request`, then `app_env`. `authorization`: the app's policy
+    grants it the Authorization header."""
+    withheld = _WITHHELD - {"authorization"} if authorization else _WITHHELD
     env = [
         ("REQUEST_METHOD", request.method),
         ("PATH_INFO", request.path),
-        ("X_RAW_PATH_INFO", request.path),
+        ("X_RAW_PATH_INFO", request.script_name + request.path),
         ("QUERY_STRING", request.query),
-        ("SCRIPT_NAME", ""),
+        ("SCRIPT_NAME", request.script_name),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
         ("SERVER_NAME", request.server_name),
         ("SERVER_PORT", str(request.server_port)),
@@ -54,8 +60,10 @@ def wagi_environ(request: WagiRequest, app_env: Mapping[str, str]) -> list[tuple
         ("CONTENT_TYPE", next((v for k, v in request.headers if k.lower() == "content-type"), "")),
     ]
     for name, value in request.headers:
-        if name.lower() not in _WITHHELD:
+        if name.lower() not in withheld:
             env.append(("HTTP_" + name.upper().replace("-", "_"), value))
+    if request.script_name:
+        env.append(("X_MATCHED_ROUTE", request.script_name))
     env.extend(app_env.items())
     return env
 
@@ -163,15 +171,25 @@ def _set_stdin_bytes(config: wasmtime.WasiConfig, data: bytes) -> None:
 def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str],
              response: ResponseStream, session: NNSession) -> int:
     """Run one instance of `app` for `request` on this thread. Returns the exit code;
-    raises AppTrap when the app traps or runs away."""
+    raises AppTrap when the app traps or runs away, PolicyBreach when a mounted app goes
+    beyond its policy (which also ends its output)."""
+    policy = app.policy
     wasi = wasmtime.WasiConfig()
     wasi.argv = [app.name]
-    wasi.env = wagi_environ(request, app_env)
+    env = dict(app_env)
+    if policy is not None:
+        env.update(policy.env)
+        for grant in policy.dirs:
+            wasi.preopen_dir(str(grant.host), grant.guest, grant.writable)
+    wasi.env = wagi_environ(request, env, authorization=policy is not None and policy.authorization)
     _set_stdin_bytes(wasi, request.body)
     wasi.stdout_custom = response.write
     stderr = _LineLog(app.name)
     wasi.stderr_custom = stderr.write
+    guard = RunGuard(app.name, policy, session, stop=response.close) if policy is not None else None
     try:
-        return runtime.run(app, wasi, session)
+        return runtime.run(app, wasi, session, guard)
     finally:
+        if guard is not None:
+            guard.close()
         stderr.flush()

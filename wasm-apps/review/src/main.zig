@@ -1,0 +1,99 @@
+//! review: a code-review endpoint as a WAGI app (docs/apps.md). POST a unified
+//! diff as the body; the answer is `{"comments":[{"file","line","comment"}]}`.
+//! Inference is WASI-NN through the chat server's shared bindings (the
+//! `chat_server` module); errors are OpenAI-style JSON.
+
+const std = @import("std");
+const builtin = @import("builtin");
+const shared = @import("chat_server");
+const review = @import("review.zig");
+
+const nn = shared.nn;
+
+pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
+
+const log = std.log.scoped(.review);
+
+/// One write per line, so that the host's line-by-line log never interleaves.
+fn logLine(comptime level: std.log.Level, comptime scope: @TypeOf(.enum_literal), comptime fmt: []const u8, args: anytype) void {
+    var buf: [2048]u8 = undefined;
+    const prefix = comptime level.asText() ++ "(" ++ @tagName(scope) ++ "): ";
+    const line = std.fmt.bufPrint(&buf, prefix ++ fmt ++ "\n", args) catch blk: {
+        buf[buf.len - 1] = '\n';
+        break :blk buf[0..];
+    };
+    std.io.getStdErr().writeAll(line) catch {};
+}
+
+const ApiError = struct {
+    status: u16,
+    message: []const u8,
+    kind: []const u8 = "invalid_request_error",
+    code: ?[]const u8 = null,
+    allow: ?[]const u8 = null,
+};
+
+pub fn main() u8 {
+    const allocator = if (builtin.target.cpu.arch.isWasm()) std.heap.wasm_allocator else std.heap.page_allocator;
+    var env = std.process.getEnvMap(allocator) catch {
+        log.err("cannot read the environment", .{});
+        return 1;
+    };
+    defer env.deinit();
+    serve(allocator, &env) catch |err| {
+        log.err("request failed: {s}", .{@errorName(err)});
+        return 1;
+    };
+    return 0;
+}
+
+fn envNumber(env: *const std.process.EnvMap, name: []const u8, default: u32) u32 {
+    const text = env.get(name) orelse return default;
+    return std.fmt.parseInt(u32, text, 10) catch default;
+}
+
+fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap) !void {
+    const method = env.get("REQUEST_METHOD") orelse {
+        std.io.getStdErr().writeAll("review is a WAGI app: run it with `llamaedge serve --app /review=review.wasm`\n") catch {};
+        return error.NotARequest;
+    };
+    const path = env.get("PATH_INFO") orelse "";
+    if (path.len > 1) return sendError(allocator, .{ .status = 404, .message = "Unknown path: POST the diff to the app's route itself.", .code = "unknown_url" });
+    if (!std.mem.eql(u8, method, "POST")) return sendError(allocator, .{ .status = 405, .message = "Send the diff with POST.", .code = "method_not_allowed", .allow = "POST" });
+
+    const limit = envNumber(env, "LLAMAEDGE_MAX_BODY_BYTES", 1 << 20);
+    if (envNumber(env, "CONTENT_LENGTH", 0) > limit) return sendError(allocator, .{ .status = 413, .message = "The diff is larger than the server accepts.", .code = "request_too_large" });
+    const diff = try std.io.getStdIn().readToEndAlloc(allocator, limit);
+    defer allocator.free(diff);
+    if (!review.isUnifiedDiff(diff)) return sendError(allocator, .{ .status = 400, .message = "The body must be a unified diff (as `git diff` or `diff -u` prints it).", .code = "invalid_diff" });
+
+    const graph = env.get("LLAMAEDGE_MODEL_GRAPH") orelse "default";
+    var backend = nn.Backend.open(graph) catch |err| switch (err) {
+        error.ModelNotFound => return sendError(allocator, .{ .status = 500, .message = "The server has no model for the review app.", .kind = "server_error" }),
+        else => return sendError(allocator, .{ .status = 500, .message = "The model could not be opened.", .kind = "server_error" }),
+    };
+    const answer = review.review(allocator, &backend, diff, envNumber(env, "LLAMAEDGE_CTX_SIZE", 2048)) catch |err| switch (err) {
+        error.TooLong => return sendError(allocator, .{ .status = 413, .message = "The diff is too long for the model's context.", .code = "context_length_exceeded" }),
+        error.Incomplete => return sendError(allocator, .{ .status = 500, .message = "The review was cut short (the token limit) before it was complete.", .kind = "server_error", .code = "review_incomplete" }),
+        else => return sendError(allocator, .{ .status = 500, .message = "The model failed while reviewing.", .kind = "server_error" }),
+    };
+    defer allocator.free(answer);
+    const stdout = std.io.getStdOut();
+    try stdout.writeAll("Status: 200 OK\nContent-Type: application/json\n\n");
+    try stdout.writeAll(answer);
+}
+
+fn sendError(allocator: std.mem.Allocator, err: ApiError) !void {
+    var out = std.ArrayList(u8).init(allocator);
+    defer out.deinit();
+    const writer = out.writer();
+    try writer.print("Status: {d}\nContent-Type: application/json\n", .{err.status});
+    if (err.allow) |allow| try writer.print("Allow: {s}\n", .{allow});
+    try writer.writeAll("\n");
+    try std.json.stringify(.{ .@"error" = .{ .message = err.message, .type = err.kind, .param = null, .code = err.code } }, .{}, writer);
+    try std.io.getStdOut().writeAll(out.items);
+}
+
+test {
+    _ = @import("review.zig");
+}
