@@ -175,6 +175,7 @@ fn Choice(comptime Backend: type) type {
                 .calls = if (prepared.format) |f| blk: {
                     var calls = tools.Stream.init(allocator, f, !req.parallel_tool_calls);
                     calls.bare = req.tool_choice == .required or req.tool_choice == .function;
+                    calls.tools = req.tools;
                     break :blk calls;
                 } else null,
                 .want_logprobs = req.logprobs,

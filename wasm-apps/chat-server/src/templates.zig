@@ -94,6 +94,12 @@ pub const ToolFormat = enum {
     mistral,
     /// `{"tool_calls":[{"name":..,"arguments":..}]}`, taught by an injected system prompt.
     generic,
+    /// `<tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n</function>\n</tool_call>`
+    /// (Qwen3-Coder, Qwen3.5); a Hermes JSON body inside `<tool_call>` is read too.
+    qwen_xml,
+    /// `<|tool_call>call:NAME{key:value,..}<tool_call|>`, strings between `<|"|>` (Gemma 4);
+    /// a Hermes JSON body after `<|tool_call>` is read too.
+    gemma4,
 };
 
 pub const Template = enum {

@@ -19,9 +19,21 @@ const hermes_close = "</tool_call>";
 const mistral_open = "[TOOL_CALLS]";
 const python_tag = "<|python_tag|>";
 const generic_key = "\"tool_calls\"";
+const xml_function = "<function=";
+const xml_function_close = "</function>";
+const xml_parameter = "<parameter=";
+const xml_parameter_close = "</parameter>";
+const gemma_open = "<|tool_call>";
+const gemma_close = "<tool_call|>";
+const gemma_call = "call:";
+const gemma_quote = "<|\"|>";
 
 /// The format of a prompt that the model's own template rendered with tools.
 pub fn detectFormat(prompt: []const u8) Format {
+    // Gemma 4's template declares each tool as `<|tool>declaration:NAME{..}<tool|>`.
+    if (contains(prompt, "<|tool>declaration:")) return .gemma4;
+    // Qwen3.5's and Qwen3-Coder's templates show the XML form in their instructions.
+    if (contains(prompt, hermes_open ++ "\n" ++ xml_function)) return .qwen_xml;
     if (contains(prompt, hermes_open)) return .hermes;
     if (contains(prompt, "[AVAILABLE_TOOLS]") or contains(prompt, mistral_open)) return .mistral;
     if (contains(prompt, "<|start_header_id|>")) return .llama3;
@@ -153,6 +165,13 @@ fn appendCallsText(w: anytype, calls: []const templates.ToolCall, format: Format
 /// object schema per function: the name as a constant, the arguments by the
 /// function's schema), wrapped in the format's markup; for "auto" the same,
 /// lazy, armed by the format's opening marker. Allocates in `arena`.
+///
+/// The XML form (`qwen_xml`) and Gemma 4's form cannot be written as a JSON
+/// Schema, the only grammar the host builds with a prefix: a required or
+/// named call is held to a Hermes JSON body inside the format's call markers,
+/// which the format's reader takes too; "auto" gets no grammar, since one
+/// armed at the opening marker would force JSON where the model goes on to
+/// write its own form.
 pub fn constraint(arena: std.mem.Allocator, format: Format, tools: []const Tool, choice: openai.ToolChoice, parallel: bool) !?openai.Constraint {
     const args_key = if (format == .llama3) "parameters" else "arguments";
     var one = std.ArrayList(u8).init(arena);
@@ -176,6 +195,8 @@ pub fn constraint(arena: std.mem.Allocator, format: Format, tools: []const Tool,
     const lazy = choice == .auto;
     return switch (format) {
         .hermes => .{ .schema = call_schema, .prefix = hermes_open ++ "\n", .suffix = "\n" ++ hermes_close, .triggers = if (lazy) &.{hermes_open} else &.{} },
+        .qwen_xml => if (lazy) null else .{ .schema = call_schema, .prefix = hermes_open ++ "\n", .suffix = "\n" ++ hermes_close },
+        .gemma4 => if (lazy) null else .{ .schema = call_schema, .prefix = gemma_open, .suffix = gemma_close },
         .llama3 => .{ .schema = call_schema, .triggers = if (lazy) &.{"{\"name\""} else &.{} },
         .mistral => .{ .schema = list_schema, .prefix = mistral_open, .triggers = if (lazy) &.{mistral_open} else &.{} },
         .generic => .{ .schema = list_schema, .prefix = "{" ++ generic_key ++ ": ", .suffix = "}", .triggers = if (lazy) &.{"{" ++ generic_key} else &.{} },
@@ -216,10 +237,18 @@ pub fn parse(arena: std.mem.Allocator, format: Format, text: []const u8, final: 
 }
 
 pub fn parseOpts(arena: std.mem.Allocator, format: Format, text: []const u8, final: bool, bare: bool) !Parsed {
-    var s = Scanner{ .arena = arena, .text = text, .final = final, .content = std.ArrayList(u8).init(arena), .calls = std.ArrayList(Call).init(arena) };
+    return parseWith(arena, format, text, final, bare, &.{});
+}
+
+/// `parseOpts` knowing the request's tools: the XML format's parameter
+/// values are typed by each function's schema (see `Scanner.appendTyped`).
+pub fn parseWith(arena: std.mem.Allocator, format: Format, text: []const u8, final: bool, bare: bool, tool_list: []const Tool) !Parsed {
+    var s = Scanner{ .arena = arena, .text = text, .final = final, .tools = tool_list, .content = std.ArrayList(u8).init(arena), .calls = std.ArrayList(Call).init(arena) };
     const starts_bare = bare and format != .llama3 and format != .generic and startsWithJson(text);
     const outcome: Scanner.Stop!void = if (starts_bare) s.leadingJson(true) else switch (format) {
         .hermes => s.hermes(),
+        .qwen_xml => s.qwenXml(),
+        .gemma4 => s.gemma4(),
         .mistral => s.mistral(),
         .llama3, .generic => s.leadingJson(format == .generic),
     };
@@ -259,10 +288,183 @@ const Scanner = struct {
     arena: std.mem.Allocator,
     text: []const u8,
     final: bool,
+    tools: []const Tool = &.{},
     content: std.ArrayList(u8),
     calls: std.ArrayList(Call),
 
     const Stop = error{ Incomplete, Invalid, OutOfMemory };
+
+    /// `<tool_call>` holding `<function=NAME>` and its `<parameter=KEY>`s, or
+    /// a Hermes JSON body; anywhere, any number of times.
+    fn qwenXml(s: *Scanner) Stop!void {
+        var pos: usize = 0;
+        while (true) {
+            const at = std.mem.indexOfPos(u8, s.text, pos, hermes_open) orelse return s.plain(pos, hermes_open);
+            try s.content.appendSlice(s.text[pos..at]);
+            var i = skipWs(s.text, at + hermes_open.len);
+            const body = s.text[i..];
+            if (body.len > 0 and body[0] == '{') {
+                i = try s.callObject(i);
+            } else if (std.mem.startsWith(u8, body, xml_function)) {
+                i = try s.xmlCall(i);
+            } else if (std.mem.startsWith(u8, xml_function, body)) {
+                return error.Incomplete;
+            } else return error.Invalid;
+            i = skipWs(s.text, i);
+            const rest = s.text[i..];
+            if (std.mem.startsWith(u8, rest, hermes_close)) {
+                i += hermes_close.len;
+            } else if (!s.final and std.mem.startsWith(u8, hermes_close, rest)) {
+                return error.Incomplete;
+            } // a missing closing tag is forgiven
+            pos = i;
+        }
+    }
+
+    /// `<|tool_call>call:NAME{..}<tool_call|>` or `<|tool_call>` with a Hermes
+    /// JSON body; anywhere, any number of times.
+    fn gemma4(s: *Scanner) Stop!void {
+        var pos: usize = 0;
+        while (true) {
+            const at = std.mem.indexOfPos(u8, s.text, pos, gemma_open) orelse return s.plain(pos, gemma_open);
+            try s.content.appendSlice(s.text[pos..at]);
+            var i = skipWs(s.text, at + gemma_open.len);
+            const body = s.text[i..];
+            if (body.len > 0 and body[0] == '{') {
+                i = try s.callObject(i);
+            } else if (std.mem.startsWith(u8, body, gemma_call)) {
+                i = try s.gemmaCall(i + gemma_call.len);
+            } else if (std.mem.startsWith(u8, gemma_call, body)) {
+                return error.Incomplete;
+            } else return error.Invalid;
+            i = skipWs(s.text, i);
+            const rest = s.text[i..];
+            if (std.mem.startsWith(u8, rest, gemma_close)) {
+                i += gemma_close.len;
+            } else if (!s.final and std.mem.startsWith(u8, gemma_close, rest)) {
+                return error.Incomplete;
+            } // a missing closing marker is forgiven
+            pos = i;
+        }
+    }
+
+    /// `NAME{key:value,..}` at `start`: the call is recorded once its name is
+    /// whole, and its arguments (the object as JSON) grow by whole pairs.
+    fn gemmaCall(s: *Scanner, start: usize) Stop!usize {
+        const index = s.calls.items.len;
+        return s.readGemmaCall(start, index) catch |err| {
+            if (err == error.Invalid) s.calls.shrinkRetainingCapacity(@min(index, s.calls.items.len));
+            return err;
+        };
+    }
+
+    fn readGemmaCall(s: *Scanner, start: usize, index: usize) Stop!usize {
+        const brace = std.mem.indexOfAnyPos(u8, s.text, start, "{<\n") orelse return error.Incomplete;
+        if (s.text[brace] != '{') return error.Invalid;
+        const name = std.mem.trim(u8, s.text[start..brace], " ");
+        if (name.len == 0) return error.Invalid;
+        try s.calls.append(.{ .name = name });
+        var args = std.ArrayList(u8).init(s.arena);
+        try args.append('{');
+        var i = brace + 1;
+        while (true) {
+            s.calls.items[index].arguments = args.items;
+            i = skipWs(s.text, i);
+            if (i == s.text.len) return error.Incomplete;
+            if (s.text[i] == '}') {
+                try args.append('}');
+                s.calls.items[index].arguments = args.items;
+                s.calls.items[index].complete = true;
+                return i + 1;
+            }
+            if (args.items.len > 1) {
+                if (s.text[i] != ',') return error.Invalid;
+                i = skipWs(s.text, i + 1);
+            }
+            // Whole pairs only: a cut-off pair adds nothing yet.
+            var pair = std.ArrayList(u8).init(s.arena);
+            if (args.items.len > 1) try pair.appendSlice(", ");
+            i = try gemmaKey(s.text, i, &pair);
+            try pair.appendSlice(": ");
+            i = try gemmaValue(s.arena, s.text, i, &pair, 0);
+            try args.appendSlice(pair.items);
+        }
+    }
+
+    /// `<function=NAME>`, parameters, `</function>` at `start`; the call is
+    /// recorded once its name is whole, and its arguments (a JSON object
+    /// built from the parameters) grow by whole parameters. Returns the
+    /// index after it.
+    fn xmlCall(s: *Scanner, start: usize) Stop!usize {
+        const index = s.calls.items.len;
+        return s.readXmlCall(start, index) catch |err| {
+            if (err == error.Invalid) s.calls.shrinkRetainingCapacity(@min(index, s.calls.items.len));
+            return err;
+        };
+    }
+
+    fn readXmlCall(s: *Scanner, start: usize, index: usize) Stop!usize {
+        const name_start = start + xml_function.len;
+        const name_end = try tagEnd(s.text, name_start);
+        const name = std.mem.trim(u8, s.text[name_start..name_end], " ");
+        if (name.len == 0) return error.Invalid;
+        try s.calls.append(.{ .name = name });
+        const props = s.properties(name);
+        var args = std.ArrayList(u8).init(s.arena);
+        try args.append('{');
+        var i = name_end + 1;
+        while (true) {
+            s.calls.items[index].arguments = args.items;
+            i = skipWs(s.text, i);
+            const rest = s.text[i..];
+            if (std.mem.startsWith(u8, rest, xml_function_close)) {
+                try args.append('}');
+                s.calls.items[index].arguments = args.items;
+                s.calls.items[index].complete = true;
+                return i + xml_function_close.len;
+            }
+            if (std.mem.startsWith(u8, rest, xml_parameter)) {
+                const key_start = i + xml_parameter.len;
+                const key_end = try tagEnd(s.text, key_start);
+                const key = std.mem.trim(u8, s.text[key_start..key_end], " ");
+                if (key.len == 0) return error.Invalid;
+                const close = std.mem.indexOfPos(u8, s.text, key_end + 1, xml_parameter_close) orelse return error.Incomplete;
+                // The template writes each value between newlines; as llama.cpp,
+                // the whitespace around a value is not part of it.
+                const value = std.mem.trim(u8, s.text[key_end + 1 .. close], " \t\r\n");
+                if (args.items.len > 1) try args.appendSlice(", ");
+                try std.json.encodeJsonString(key, .{}, args.writer());
+                try args.appendSlice(": ");
+                try s.appendTyped(&args, value, props, key);
+                i = close + xml_parameter_close.len;
+                continue;
+            }
+            if (rest.len == 0) return error.Incomplete;
+            if (!s.final and (std.mem.startsWith(u8, xml_function_close, rest) or std.mem.startsWith(u8, xml_parameter, rest))) return error.Incomplete;
+            return error.Invalid;
+        }
+    }
+
+    /// The `properties` of the named function's parameter schema, if known.
+    fn properties(s: *Scanner, name: []const u8) ?std.json.ObjectMap {
+        for (s.tools) |t| {
+            if (!std.mem.eql(u8, t.name, name)) continue;
+            const params = objectField(objectField(t.value, "function") orelse return null, "parameters") orelse return null;
+            const props = objectField(params, "properties") orelse return null;
+            return props.object;
+        }
+        return null;
+    }
+
+    /// A parameter's value as JSON, as llama.cpp reads this format: a string
+    /// where the schema types the parameter as one; otherwise the value as
+    /// it stands when it is JSON (number, boolean, null, object, array),
+    /// else a string.
+    fn appendTyped(s: *Scanner, out: *std.ArrayList(u8), value: []const u8, props: ?std.json.ObjectMap, key: []const u8) Stop!void {
+        const string_typed = if (props) |p| if (p.get(key)) |schema| isStringSchema(schema) else false else false;
+        if (!string_typed and value.len > 0 and validJson(s.arena, value)) return out.appendSlice(value);
+        try std.json.encodeJsonString(value, .{}, out.writer());
+    }
 
     /// `<tool_call>{...}</tool_call>`, anywhere, any number of times.
     fn hermes(s: *Scanner) Stop!void {
@@ -449,6 +651,104 @@ const Scanner = struct {
     }
 };
 
+/// A Gemma 4 object key at `start` (bare, or between `<|"|>`) and its `:`,
+/// written to `out` as a JSON string. Returns the index after the `:`.
+fn gemmaKey(text: []const u8, start: usize, out: *std.ArrayList(u8)) error{ Incomplete, Invalid, OutOfMemory }!usize {
+    var i = skipWs(text, start);
+    var key: []const u8 = undefined;
+    if (std.mem.startsWith(u8, text[i..], gemma_quote)) {
+        const end = std.mem.indexOfPos(u8, text, i + gemma_quote.len, gemma_quote) orelse return error.Incomplete;
+        key = text[i + gemma_quote.len .. end];
+        i = end + gemma_quote.len;
+    } else {
+        const end = std.mem.indexOfAnyPos(u8, text, i, ":,{}[]<\n") orelse return error.Incomplete;
+        key = std.mem.trim(u8, text[i..end], " ");
+        i = end;
+    }
+    if (key.len == 0) return error.Invalid;
+    i = skipWs(text, i);
+    if (i == text.len) return error.Incomplete;
+    if (text[i] != ':') return error.Invalid;
+    try std.json.encodeJsonString(key, .{}, out.writer());
+    return i + 1;
+}
+
+/// A Gemma 4 value at `start` written to `out` as JSON: `<|"|>text<|"|>` a
+/// string, `{..}` an object with bare keys, `[..]` a list, a bare word as it
+/// stands when it is a JSON number, true, false or null (`None`, as a Python
+/// None prints, is null). Returns the index after it.
+fn gemmaValue(arena: std.mem.Allocator, text: []const u8, start: usize, out: *std.ArrayList(u8), depth: usize) error{ Incomplete, Invalid, OutOfMemory }!usize {
+    if (depth > 32) return error.Invalid;
+    var i = skipWs(text, start);
+    if (i == text.len) return error.Incomplete;
+    const rest = text[i..];
+    if (std.mem.startsWith(u8, rest, gemma_quote)) {
+        const end = std.mem.indexOfPos(u8, text, i + gemma_quote.len, gemma_quote) orelse return error.Incomplete;
+        try std.json.encodeJsonString(text[i + gemma_quote.len .. end], .{}, out.writer());
+        return end + gemma_quote.len;
+    }
+    if (std.mem.startsWith(u8, gemma_quote, rest)) return error.Incomplete;
+    switch (rest[0]) {
+        '{', '[' => {
+            const object = rest[0] == '{';
+            const close: u8 = if (object) '}' else ']';
+            try out.append(rest[0]);
+            i += 1;
+            var first = true;
+            while (true) {
+                i = skipWs(text, i);
+                if (i == text.len) return error.Incomplete;
+                if (text[i] == close) {
+                    try out.append(close);
+                    return i + 1;
+                }
+                if (!first) {
+                    if (text[i] != ',') return error.Invalid;
+                    try out.append(',');
+                    i += 1;
+                }
+                first = false;
+                if (object) {
+                    i = try gemmaKey(text, i, out);
+                    try out.append(':');
+                }
+                i = try gemmaValue(arena, text, i, out, depth + 1);
+            }
+        },
+        else => {
+            const end = std.mem.indexOfAnyPos(u8, text, i, ",}]<\n") orelse return error.Incomplete;
+            const word = std.mem.trim(u8, text[i..end], " ");
+            if (word.len == 0) return error.Invalid;
+            if (std.mem.eql(u8, word, "None")) {
+                try out.appendSlice("null");
+            } else if (word[0] != '"' and word[0] != '{' and word[0] != '[' and validJson(arena, word)) {
+                try out.appendSlice(word);
+            } else return error.Invalid;
+            return end;
+        },
+    }
+}
+
+/// The index of the `>` that ends a tag's name begun at `start`; a tag cut
+/// off by the end of the text is incomplete, one broken by a newline or `<`
+/// is not a tag.
+fn tagEnd(text: []const u8, start: usize) error{ Incomplete, Invalid }!usize {
+    const end = std.mem.indexOfAnyPos(u8, text, start, ">\n<") orelse return error.Incomplete;
+    return if (text[end] == '>') end else error.Invalid;
+}
+
+fn objectField(value: std.json.Value, key: []const u8) ?std.json.Value {
+    if (value != .object) return null;
+    const field = value.object.get(key) orelse return null;
+    return if (field == .object) field else null;
+}
+
+fn isStringSchema(schema: std.json.Value) bool {
+    if (schema != .object) return false;
+    const t = schema.object.get("type") orelse return false;
+    return t == .string and std.mem.eql(u8, t.string, "string");
+}
+
 /// `{ "tool_calls" :` at `i`: the index of the value after it.
 fn isWrapper(text: []const u8, i: usize) ?usize {
     var j = skipWs(text, i + 1);
@@ -563,6 +863,8 @@ pub const Stream = struct {
     single: bool,
     /// Generation was constrained to a call (see `parseOpts`).
     bare: bool = false,
+    /// The request's tools, to type the XML format's values (see `parseWith`).
+    tools: []const Tool = &.{},
     text: std.ArrayListUnmanaged(u8) = .empty,
     content_sent: usize = 0,
     /// Per started call: its id and how much of its arguments went out.
@@ -583,7 +885,7 @@ pub const Stream = struct {
         try self.text.appendSlice(self.allocator, piece);
         var arena = std.heap.ArenaAllocator.init(self.allocator);
         defer arena.deinit();
-        const parsed = try parseOpts(arena.allocator(), self.format, self.text.items, false, self.bare);
+        const parsed = try parseWith(arena.allocator(), self.format, self.text.items, false, self.bare, self.tools);
         try self.send(parsed, sink);
     }
 
@@ -601,7 +903,7 @@ pub const Stream = struct {
     /// The end of the text: sends the rest and returns the whole result,
     /// allocated in `arena`.
     pub fn finish(self: *Stream, arena: std.mem.Allocator, sink: anytype) !Result {
-        const parsed = try parseOpts(arena, self.format, self.text.items, true, self.bare);
+        const parsed = try parseWith(arena, self.format, self.text.items, true, self.bare, self.tools);
         try self.send(parsed, sink);
         const calls = try arena.alloc(openai.OutCall, self.count(parsed.calls));
         for (calls, 0..) |*c, i| {
@@ -690,7 +992,12 @@ const Recorder = struct {
 /// Streams `text` in pieces of `step` bytes, then checks that the stream
 /// assembled the same result as the final parse.
 fn streamInPieces(format: Format, text: []const u8, step: usize, rec: *Recorder, single: bool) !Stream.Result {
+    return streamInPiecesWith(format, &.{}, text, step, rec, single);
+}
+
+fn streamInPiecesWith(format: Format, tool_list: []const Tool, text: []const u8, step: usize, rec: *Recorder, single: bool) !Stream.Result {
     var s = Stream.init(testing.allocator, format, single);
+    s.tools = tool_list;
     defer s.deinit();
     var i: usize = 0;
     while (i < text.len) : (i += step) try s.push(text[i..@min(text.len, i + step)], rec);
@@ -707,9 +1014,13 @@ fn streamInPieces(format: Format, text: []const u8, step: usize, rec: *Recorder,
 }
 
 fn expectCalls(format: Format, text: []const u8, content: ?[]const u8, names: []const []const u8, args: []const []const u8) !void {
+    return expectCallsWith(format, &.{}, text, content, names, args);
+}
+
+fn expectCallsWith(format: Format, tool_list: []const Tool, text: []const u8, content: ?[]const u8, names: []const []const u8, args: []const []const u8) !void {
     var arena = std.heap.ArenaAllocator.init(testing.allocator);
     defer arena.deinit();
-    const parsed = try parse(arena.allocator(), format, text, true);
+    const parsed = try parseWith(arena.allocator(), format, text, true, false, tool_list);
     try testing.expectEqual(names.len, parsed.calls.len);
     for (parsed.calls, names, args) |c, n, a| {
         try testing.expectEqualStrings(n, c.name.?);
@@ -720,9 +1031,10 @@ fn expectCalls(format: Format, text: []const u8, content: ?[]const u8, names: []
     for ([_]usize{ 1, 2, 3, 7 }) |step| {
         var rec = Recorder.init();
         defer rec.deinit();
-        const r = try streamInPieces(format, text, step, &rec, false);
+        const r = try streamInPiecesWith(format, tool_list, text, step, &rec, false);
         defer if (r.content) |c| testing.allocator.free(c);
         try testing.expectEqual(names.len, rec.starts);
+        for (args, 0..) |a, j| try testing.expectEqualStrings(a, rec.args[j].items);
     }
 }
 
@@ -904,4 +1216,155 @@ test "teaching a format rewrites calls and results as text" {
     const hermes = try teach(a, &messages, &tools, .hermes);
     try testing.expectEqualStrings("<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>", hermes[2].content);
     try testing.expectEqualStrings("<tool_response>\n12:00\n</tool_response>", hermes[3].content);
+}
+
+const weather_tool =
+    \\{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{
+    \\"city":{"type":"string"},"days":{"type":"integer"},"zip":{"type":"string"},"metric":{"type":"boolean"},
+    \\"where":{"type":"object"},"tags":{"type":"array","items":{"type":"string"}}}}}}
+;
+
+test "qwen xml calls: parameters become a JSON object typed by the schema" {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const tool_list = [_]Tool{try testTool(arena.allocator(), weather_tool)};
+    // as the Qwen3.5 template writes calls: one value per parameter, between newlines
+    try expectCallsWith(.qwen_xml, &tool_list, "<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n<parameter=days>\n3\n</parameter>\n" ++
+        "<parameter=zip>\n10001\n</parameter>\n<parameter=metric>\ntrue\n</parameter>\n<parameter=where>\n{\"lat\": 1.5}\n</parameter>\n" ++
+        "<parameter=tags>\n[\"a\", \"b\"]\n</parameter>\n</function>\n</tool_call>", null, &.{"get_weather"}, &.{"{\"city\": \"New York\", \"days\": 3, \"zip\": \"10001\", \"metric\": true, \"where\": {\"lat\": 1.5}, \"tags\": [\"a\", \"b\"]}"});
+    // text before, two calls, a multi-line string holding markup-like text, no parameters
+    try expectCallsWith(.qwen_xml, &tool_list, "Checking both.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nline one\n<b> & \"two\"\n</parameter>\n</function>\n</tool_call>\n" ++
+        "<tool_call>\n<function=get_time>\n</function>\n</tool_call>", "Checking both.", &.{ "get_weather", "get_time" }, &.{ "{\"city\": \"line one\\n<b> & \\\"two\\\"\"}", "{}" });
+    // indented, as llama.cpp's tests write it; an empty value is an empty string
+    try expectCallsWith(.qwen_xml, &tool_list, "<tool_call>\n  <function=get_weather>\n    <parameter=city>\n      John Doe\n    </parameter>\n    <parameter=zip>\n    </parameter>\n" ++
+        "    <parameter=days>\n      -3\n    </parameter>\n  </function>\n</tool_call>", null, &.{"get_weather"}, &.{"{\"city\": \"John Doe\", \"zip\": \"\", \"days\": -3}"});
+    // without a schema: JSON values stay JSON, anything else is a string
+    try expectCalls(.qwen_xml, "<tool_call>\n<function=f>\n<parameter=n>\n10001\n</parameter>\n<parameter=s>\nhi there\n</parameter>\n</function>\n</tool_call>", null, &.{"f"}, &.{"{\"n\": 10001, \"s\": \"hi there\"}"});
+    // a Hermes JSON body (what the grammar holds a required call to) is read too
+    try expectCalls(.qwen_xml, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>", null, &.{"f"}, &.{"{\"a\": 1}"});
+}
+
+test "a malformed qwen xml call is returned as content" {
+    const bad = [_][]const u8{
+        // a parameter never closed
+        "<tool_call>\n<function=f>\n<parameter=a>\n1\n</function>\n</tool_call>",
+        // no name
+        "<tool_call>\n<function=>\n</function>\n</tool_call>",
+        // a tag broken by a newline
+        "<tool_call>\n<function=f\n<parameter=a>\n1\n</parameter>\n</function>\n</tool_call>",
+        // text where a parameter belongs
+        "<tool_call>\n<function=f>\nstray\n</function>\n</tool_call>",
+        // cut off
+        "<tool_call>\n<function=f>\n<parameter=a>\n1\n</parameter>\n",
+        "<tool_call>\n<func",
+        "<tool_call>\nnot a call\n</tool_call>",
+    };
+    for (bad) |text| try expectContent(.qwen_xml, text);
+}
+
+test "streamed qwen xml calls start at the name and grow by whole parameters" {
+    var rec = Recorder.init();
+    defer rec.deinit();
+    var s = Stream.init(testing.allocator, .qwen_xml, false);
+    defer s.deinit();
+    const head = "Sure\n<tool_call>\n<function=f>\n<parameter=a>\n1\n</parameter>\n<parameter=b>\nx";
+    for (head) |c| try s.push(&.{c}, &rec);
+    // the call started, with the first parameter, before the call is whole
+    try testing.expectEqual(@as(usize, 1), rec.starts);
+    try testing.expectEqualStrings("{\"a\": 1", rec.args[0].items);
+    try testing.expectEqualStrings("Sure", rec.content.items);
+    try testing.expect(std.mem.indexOf(u8, rec.events.items, "<tool") == null);
+    try s.push("yz\n</parameter>\n</function>\n</tool_call>", &rec);
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const result = try s.finish(arena.allocator(), &rec);
+    try testing.expectEqualStrings("{\"a\": 1, \"b\": \"xyz\"}", rec.args[0].items);
+    try testing.expectEqualStrings("{\"a\": 1, \"b\": \"xyz\"}", result.calls[0].arguments);
+    try testing.expectEqualStrings("Sure", result.content.?);
+}
+
+test "qwen xml: detected from the probe, grammar for required calls only" {
+    // Qwen3.5's template, rendered with tools, shows the XML form; Qwen3's shows Hermes JSON
+    try testing.expectEqual(Format.qwen_xml, detectFormat("<tools>\n{..}\n</tools>\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>"));
+    try testing.expectEqual(Format.hermes, detectFormat("within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>"));
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const a = arena.allocator();
+    const tool_list = [_]Tool{try testTool(a, weather_tool)};
+    const req = (try constraint(a, .qwen_xml, &tool_list, .required, true)).?;
+    try testing.expectEqualStrings("<tool_call>\n", req.prefix);
+    try testing.expectEqualStrings("\n</tool_call>", req.suffix);
+    try testing.expectEqual(@as(usize, 0), req.triggers.len);
+    const schema = try std.json.parseFromSliceLeaky(std.json.Value, a, req.schema, .{});
+    try testing.expectEqualStrings("get_weather", schema.object.get("properties").?.object.get("name").?.object.get("const").?.string);
+    try testing.expect(schema.object.get("properties").?.object.get("arguments") != null);
+    const named = (try constraint(a, .qwen_xml, &tool_list, .{ .function = "get_weather" }, true)).?;
+    try testing.expectEqualStrings(req.schema, named.schema);
+    try testing.expect((try constraint(a, .qwen_xml, &tool_list, .auto, true)) == null);
+}
+
+test "gemma 4 calls: the object with bare keys and <|\"|> strings becomes JSON" {
+    try expectCalls(.gemma4, "<|tool_call>call:get_weather{city:<|\"|>Paris, \"FR\"<|\"|>,days:3,metric:true,where:{lat:1.5,name:<|\"|>x}y<|\"|>}," ++
+        "tags:[<|\"|>a<|\"|>,<|\"|>b<|\"|>],note:None}<tool_call|>", null, &.{"get_weather"}, &.{"{\"city\": \"Paris, \\\"FR\\\"\", \"days\": 3, \"metric\": true, \"where\": {\"lat\":1.5,\"name\":\"x}y\"}, \"tags\": [\"a\",\"b\"], \"note\": null}"});
+    // text before, two calls, no arguments
+    try expectCalls(.gemma4, "Both, then.<|tool_call>call:f{q:<|\"|>one<|\"|>}<tool_call|><|tool_call>call:g{}<tool_call|>", "Both, then.", &.{ "f", "g" }, &.{ "{\"q\": \"one\"}", "{}" });
+    // a Hermes JSON body (what the grammar holds a required call to) is read too
+    try expectCalls(.gemma4, "<|tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}}<tool_call|>", null, &.{"f"}, &.{"{\"a\": 1}"});
+    try expectCalls(.gemma4, "No call: <|tool is not a marker", "No call: <|tool is not a marker", &.{}, &.{});
+}
+
+test "a malformed gemma 4 call is returned as content" {
+    const bad = [_][]const u8{
+        "<|tool_call>call:f{a:<|\"|>x}<tool_call|>",
+        "<|tool_call>call:{a:1}<tool_call|>",
+        "<|tool_call>call:f{a 1}<tool_call|>",
+        "<|tool_call>call:f{a:1 b:2}<tool_call|>",
+        "<|tool_call>hello<tool_call|>",
+        "<|tool_call>call:f{a:1",
+    };
+    for (bad) |text| try expectContent(.gemma4, text);
+}
+
+test "streamed gemma 4 calls start at the name and grow by whole pairs" {
+    var rec = Recorder.init();
+    defer rec.deinit();
+    var s = Stream.init(testing.allocator, .gemma4, false);
+    defer s.deinit();
+    for ("Ok<|tool_call>call:f{a:1,b:<|\"|>x") |c| try s.push(&.{c}, &rec);
+    try testing.expectEqual(@as(usize, 1), rec.starts);
+    try testing.expectEqualStrings("{\"a\": 1", rec.args[0].items);
+    try testing.expectEqualStrings("Ok", rec.content.items);
+    try s.push("y<|\"|>}<tool_call|>", &rec);
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const result = try s.finish(arena.allocator(), &rec);
+    try testing.expectEqualStrings("{\"a\": 1, \"b\": \"xy\"}", result.calls[0].arguments);
+    try testing.expectEqualStrings("{\"a\": 1, \"b\": \"xy\"}", rec.args[0].items);
+}
+
+test "gemma 4: detected from the probe, grammar for required calls only" {
+    try testing.expectEqual(Format.gemma4, detectFormat("<|turn>system\n<|tool>declaration:get_weather{description:<|\"|>The weather<|\"|>}<tool|><turn|>\n"));
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const a = arena.allocator();
+    const tool_list = [_]Tool{try testTool(a, weather_tool)};
+    const req = (try constraint(a, .gemma4, &tool_list, .required, false)).?;
+    try testing.expectEqualStrings("<|tool_call>", req.prefix);
+    try testing.expectEqualStrings("<tool_call|>", req.suffix);
+    try testing.expectEqual(@as(usize, 0), req.triggers.len);
+    try testing.expect((try constraint(a, .gemma4, &tool_list, .auto, true)) == null);
+}
+
+test "a constrained call whose control-token markers the host left out is still a call" {
+    // Gemma 4's `<|tool_call>` is a control token: the text holds only the grammar's JSON body
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    for ([_]Format{ .gemma4, .qwen_xml }) |format| {
+        const p = try parseOpts(arena.allocator(), format, "{\"name\": \"f\", \"arguments\": {\"a\": 1}}", true, true);
+        try testing.expectEqual(@as(usize, 1), p.calls.len);
+        try testing.expectEqualStrings("{\"a\": 1}", p.calls[0].arguments);
+        // unconstrained, it is text
+        const t = try parse(arena.allocator(), format, "{\"name\": \"f\", \"arguments\": {}}", true);
+        try testing.expectEqual(@as(usize, 0), t.calls.len);
+    }
 }
