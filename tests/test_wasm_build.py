@@ -232,6 +232,7 @@ BASE_ENV = {
     "LLAMAEDGE_PROMPT_TEMPLATE": "chatml",
     "LLAMAEDGE_CTX_SIZE": "1024",
     "LLAMAEDGE_MAX_BODY_BYTES": "100000",
+    "LLAMAEDGE_MODEL_CAPABILITIES": "chat,tools",
 }
 
 
@@ -406,7 +407,8 @@ def test_command_mode_errors_are_one_line_with_a_nonzero_exit(app_module: tuple[
 def test_models_list_and_model_lookup(app_module: tuple[Engine, Module], tmp_path: Path) -> None:
     listing = request(app_module, tmp_path, "GET", "/v1/models")
     assert listing.status == 200 and listing.header("Content-Type") == "application/json"
-    model = {"id": "tiny-chat", "object": "model", "created": 1700000000, "owned_by": "llamaedge"}
+    model = {"id": "tiny-chat", "object": "model", "created": 1700000000, "owned_by": "llamaedge",
+             "capabilities": ["chat", "tools"], "context_length": 1024}
     assert listing.json() == {"object": "list", "data": [model]}
     assert request(app_module, tmp_path, "GET", "/v1/models/tiny-chat").json() == model
     missing = request(app_module, tmp_path, "GET", "/v1/models/gpt-4")
