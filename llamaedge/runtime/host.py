@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ class _Run:
 
 
 _current = threading.local()
+# The same runs by session, for host work done on other threads (wasmtime writes the app's
+# stdout from a thread of its own).
+_runs: weakref.WeakKeyDictionary[NNSession, _Run] = weakref.WeakKeyDictionary()
+
+
+def restart_wasm_slice(session: NNSession) -> None:
+    """The host waited on `session`'s app outside a host call (a write to a client that does
+    not read): that time is not the app's."""
+    run = _runs.get(session)
+    if run is not None:
+        run.store.set_epoch_deadline(run.limits.deadline_ticks)
 
 
 def _run() -> _Run:
@@ -155,11 +167,12 @@ class Runtime:
         store.set_limits(memory_size=self.limits.memory_max_bytes)
         store.set_wasi(wasi)
         store.set_epoch_deadline(self.limits.deadline_ticks)
-        _current.run = _Run(store, session, self.limits)
+        _current.run = _runs[session] = _Run(store, session, self.limits)
         try:
             yield store, app.pre.instantiate(store)
         finally:
             _current.run = None
+            _runs.pop(session, None)
             session.close()
 
     def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession) -> int:
