@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llamaedge.engine import EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions
+from llamaedge.engine import (EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions,
+                              default_parallel)
 from llamaedge.engine.embedding import decode_groups
 
 PROMPT = b"<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
@@ -126,3 +127,19 @@ def test_embedding_inputs_are_packed_into_decodes_in_order() -> None:
     assert sum(len(g) for g in groups) == len(inputs)
     assert all(len(g) <= EMBED_SEQ_MAX and sum(len(inputs[i]) for i in g) <= 1000 for g in groups)
     assert [i for g in groups for i in g] == list(range(len(inputs)))
+
+
+def test_without_a_parallel_the_slots_are_sized_to_the_context(tiny_model: Path) -> None:
+    assert [default_parallel(n) for n in (512, 2048, 4096, 8192, 65536)] == [4, 4, 8, 16, 16]
+    model = Model(tiny_model, LoadOptions(threads=2, ctx_size=4096))
+    try:
+        assert model.parallel == 8 and model.stats().slots_total == 8
+        # Eight unread sequences all run at once: none waits for a slot.
+        sequences = [model.generate(model.tokenize(PROMPT), ENDLESS) for _ in range(8)]
+        wait_until(lambda: all(seq.n_generated >= LOOKAHEAD_TOKENS_MAX for seq in sequences))
+        stats = model.stats()
+        assert (stats.sequences_running, stats.sequences_waiting) == (8, 0)
+        for seq in sequences:
+            seq.cancel()
+    finally:
+        model.close()

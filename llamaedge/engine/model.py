@@ -25,7 +25,8 @@ from llamaedge.engine.gguf import pooling_is_defined, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
-from llamaedge.engine.types import DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions
+from llamaedge.engine.types import (DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions,
+                                    default_parallel)
 from llamaedge.errors import ModelError
 
 
@@ -57,7 +58,7 @@ class Model:
 
         ctx_size = options.ctx_size or min(self.n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
         threads = options.threads or os.cpu_count() or 1
-        parallel = max(1, options.parallel)
+        parallel = max(1, options.parallel) if options.parallel is not None else default_parallel(ctx_size)
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = ctx_size
         cparams.n_batch = options.batch_size
