@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +146,13 @@ def test_without_a_parallel_the_slots_are_sized_to_the_context(tiny_model: Path)
             seq.cancel()
     finally:
         model.close()
+
+
+def test_importing_the_engine_leaves_llama_cpps_high_level_api_unloaded() -> None:
+    code = ("import sys, llamaedge.engine, llamaedge.server\n"
+            "assert 'llama_cpp.llama' not in sys.modules and 'llama_cpp.llama_chat_format' not in sys.modules\n"
+            "import llama_cpp\n"
+            "from llama_cpp import Llama, llama_decode\n"  # the whole package still answers, on demand
+            "assert Llama.__module__ == 'llama_cpp.llama' and llama_cpp.__version__ == llamaedge.engine.LLAMA_CPP_PYTHON_VERSION\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

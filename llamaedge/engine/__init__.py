@@ -1,6 +1,7 @@
 """Inference on llama.cpp through llama-cpp-python's low-level API. The only package that
 imports llama_cpp.
 
+    bindings        llama_cpp's low-level bindings without its high-level API
     types           options, results (Token, FinishReason, EngineStats) and tunables
     errors          EngineError and its kinds
     backend         llama.cpp's process-wide setup and log
@@ -15,6 +16,10 @@ imports llama_cpp.
     embedding       the embedding context
     model           Model: all of the above for one GGUF
 """
+
+from llamaedge.engine import bindings
+
+bindings.install()  # before any module below imports llama_cpp
 
 from llamaedge.engine.devices import LLAMA_CPP_PYTHON_VERSION, build_info, list_devices, supports_gpu_offload
 from llamaedge.engine.errors import BadInput, EngineError, GrammarError, NoChatTemplate, PromptTooLong, TemplateError

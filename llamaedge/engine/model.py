@@ -18,7 +18,7 @@ import numpy as np
 
 from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
-from llamaedge.engine.chat_template import ChatTemplates
+from llamaedge.engine.chat_template import ChatTemplates, preload
 from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, read_metadata
@@ -44,6 +44,7 @@ class Model:
         mparams.main_gpu = options.main_gpu
         mparams.use_mmap = options.use_mmap
         started = time.monotonic()
+        preload()
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
             raise ModelError(
