@@ -133,6 +133,7 @@ class Config:
     cold_start_tokens: int = 16
     rows: tuple[str, ...] = ROWS
     sides: tuple[str, ...] = SIDES
+    env: dict[str, str] = field(default_factory=dict)  # for both servers
     ours_env: dict[str, str] = field(default_factory=dict)
     ours_args: list[str] = field(default_factory=list)
     ours_tune: list[str] = field(default_factory=list)  # KEY=VALUE for benchmarks.serve_tuned
@@ -342,9 +343,8 @@ def row_cold_start(make: Callable[[], ServerSide], cfg: Config) -> dict[str, obj
     try:
         ready_s = side.wait_ready()
         with httpx.Client(base_url=side.base_url, timeout=300.0) as client:
-            body = {"model": "default", "messages": _messages("cold", "Say hello."), "max_tokens": cfg.cold_start_tokens, "temperature": 0}
-            # llamaedge checks the model name; llama-server takes any.
-            body["model"] = model_id(client)
+            body = {"model": model_id(client), "messages": _messages("cold", "Say hello."),
+                    "max_tokens": cfg.cold_start_tokens, "temperature": 0}
             response = client.post("/v1/chat/completions", json=body)
             response.raise_for_status()
         first_chat_s = time.perf_counter() - side.started_at
@@ -414,7 +414,7 @@ def _fmt(value: object) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
-def markdown_table(rows: list[dict[str, object]], cfg: Config) -> str:
+def markdown_table(rows: list[dict[str, object]]) -> str:
     header = f"| | {THEIRS} | {OURS} | {OURS}/{THEIRS} |"
     lines = [header, "| --- | ---: | ---: | ---: |"]
     for row in rows:
@@ -439,13 +439,13 @@ def _git_commit() -> str | None:
 def run_benchmark(cfg: Config, binary: Path | None, work: Path) -> dict[str, object]:
     home = work / "llamaedge-home"
     home.mkdir()
-    ours_env = {**os.environ, "LLAMAEDGE_HOME": str(home), **cfg.ours_env}
+    ours_env = {**os.environ, "LLAMAEDGE_HOME": str(home), **cfg.env, **cfg.ours_env}
     makers: dict[str, Callable[[], ServerSide]] = {
         OURS: lambda: ServerSide(OURS, ours_argv(cfg), ours_env, work),
     }
     if binary is not None:
         theirs_argv = llama_server_argv(binary, cfg)
-        makers[THEIRS] = lambda: ServerSide(THEIRS, theirs_argv, dict(os.environ), work)
+        makers[THEIRS] = lambda: ServerSide(THEIRS, theirs_argv, {**os.environ, **cfg.env}, work)
     sides = [name for name in cfg.sides if name in makers]
     runs: dict[str, list[dict[str, object]]] = {name: [] for name in sides}
     rss_after_warmup: dict[str, int] = {}
@@ -514,6 +514,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--interfered-stream-tokens", type=int, default=256, help="the interfered stream (default 256)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default {','.join(ROWS)})")
     parser.add_argument("--sides", default=",".join(SIDES), help=f"servers to run (default {','.join(SIDES)})")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for both servers (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE", help="environment for llamaedge serve (repeatable)")
     parser.add_argument("--ours-arg", action="append", default=[], metavar="ARG", help="extra llamaedge serve argument (repeatable)")
     parser.add_argument("--ours-tune", action="append", default=[], metavar="KEY=VALUE", help="engine setting without a flag, via benchmarks.serve_tuned (repeatable)")
@@ -536,6 +537,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         new_prompt_tokens=args.new_prompt_tokens, turns=args.turns, turn_tokens=args.turn_tokens,
         long_prompt_tokens=args.long_prompt_tokens, interfered_stream_tokens=args.interfered_stream_tokens,
         rows=rows, sides=sides,
+        env=dict(kv.split("=", 1) for kv in args.env),
         ours_env=dict(kv.split("=", 1) for kv in args.ours_env),
         ours_args=list(args.ours_arg), ours_tune=list(args.ours_tune), llama_server_args=list(args.llama_server_arg),
     )
@@ -558,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = run_benchmark(cfg, binary, Path(tmp))
     load_after, uptime_after = _load(), _uptime()
     rows = metric_rows(measured["runs"], cfg)
-    table = markdown_table(rows, cfg)
+    table = markdown_table(rows)
 
     cfg_record = asdict(cfg)
     cfg_record["model"] = cfg.model.name

@@ -1,14 +1,14 @@
 """Where a server's CPU goes per generated token, under N streaming clients.
 
     python -m benchmarks.profile_server [--clients 4] [--seconds 20] [--sides llamaedge,llama-server]
-                                        [--py-spy PATH] [--ours-env K=V] [--ours-tune K=V] ...
+                                        [--py-spy PATH] [--env K=V] [--ours-env K=V] [--ours-tune K=V]
 
 Starts each server as bench_server.py does (same model, threads, context, -np), keeps N
-clients streaming for the given time, and reads every thread's CPU time from /proc before
-and after: CPU milliseconds per generated token, per thread. On llamaedge the Python threads
-are named with `py-spy dump` when py-spy is given (the others are llama.cpp's OpenMP workers
-and wasmtime's); with --py-spy it also records a sampled profile (py-spy record, raw
-collapsed stacks) for the same window and prints the lines where the threads spend it.
+clients streaming for the given time, and reads every thread's CPU time and context switches
+from /proc before and after, per generated token. On llamaedge the Python threads are named
+with `py-spy dump` when py-spy is given (the others are llama.cpp's OpenMP workers and
+wasmtime's); with --py-spy it also records a sampled profile (py-spy record, raw collapsed
+stacks) for the same window and prints the lines where the threads spend it.
 Thread CPU time is what the process itself used, so it says little about other load on the
 machine; tokens/s does not.
 """
@@ -34,17 +34,25 @@ from tests.conftest import smollm2_path
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
-    """tid -> (comm, user+system CPU seconds) for every thread of `pid`."""
-    out: dict[int, tuple[str, float]] = {}
+def thread_cpu_s(pid: int) -> dict[int, tuple[str, float, int, int]]:
+    """tid -> (comm, user+system CPU seconds, voluntary and involuntary context switches)
+    for every thread of `pid`."""
+    out: dict[int, tuple[str, float, int, int]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
+            status = (task / "status").read_text()
         except OSError:
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(task.name)] = (comm, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+        switches = {k: int(v) for k, _, v in (line.partition(":") for line in status.splitlines()) if k.endswith("ctxt_switches")}
+        out[int(task.name)] = (
+            comm,
+            (int(fields[11]) + int(fields[12])) / CLK_TCK,
+            switches.get("voluntary_ctxt_switches", 0),
+            switches.get("nonvoluntary_ctxt_switches", 0),
+        )
     return out
 
 
@@ -116,10 +124,14 @@ def profile(side: ServerSide, args: argparse.Namespace, work: Path) -> dict[str,
     finally:
         side.stop()
     per_thread: Counter[str] = Counter()
-    for tid, (comm, cpu) in after.items():
-        used = cpu - before.get(tid, (comm, 0.0))[1]
+    voluntary: Counter[str] = Counter()
+    preempted: Counter[str] = Counter()
+    for tid, (comm, cpu, vol, nonvol) in after.items():
+        _, cpu0, vol0, nonvol0 = before.get(tid, (comm, 0.0, 0, 0))
         label = _group(names.get(tid, f"{comm} (native)" if names else comm))
-        per_thread[label] += used
+        per_thread[label] += cpu - cpu0
+        voluntary[label] += vol - vol0
+        preempted[label] += nonvol - nonvol0
     total = sum(per_thread.values())
     report: dict[str, object] = {
         "side": side.name,
@@ -130,6 +142,9 @@ def profile(side: ServerSide, args: argparse.Namespace, work: Path) -> dict[str,
         "cpu_ms_per_token_total": round(total * 1000 / tokens, 3),
         "cpu_ms_per_token": {k: round(v * 1000 / tokens, 3) for k, v in per_thread.most_common()},
         "cpu_cores_busy": round(total / elapsed, 2),
+        # Sleeps (waiting for work) and preemptions (the scheduler took the CPU away), per token.
+        "voluntary_switches_per_token": {k: round(v / tokens, 2) for k, v in voluntary.most_common()},
+        "involuntary_switches_per_token": {k: round(v / tokens, 2) for k, v in preempted.most_common()},
     }
     if recorder is not None and collapsed.is_file():
         report["py_spy_top"] = top_lines(collapsed)
@@ -147,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--py-spy", help="py-spy executable: names llamaedge's threads and samples its stacks")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for both servers")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--ours-tune", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", type=Path, help="write the reports as JSON here")
     args = parser.parse_args(argv)
     cfg = Config(
         model=args.model or smollm2_path(), threads=args.threads, ctx=args.ctx, parallel=args.parallel,
+        env=dict(kv.split("=", 1) for kv in args.env),
         ours_env=dict(kv.split("=", 1) for kv in args.ours_env), ours_tune=list(args.ours_tune),
     )
     reports = []
@@ -161,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         (work / "home").mkdir()
         for name in args.sides.split(","):
             if name == OURS:
-                env = {**os.environ, "LLAMAEDGE_HOME": str(work / "home"), **cfg.ours_env}
+                env = {**os.environ, "LLAMAEDGE_HOME": str(work / "home"), **cfg.env, **cfg.ours_env}
                 side = ServerSide(OURS, ours_argv(cfg), env, work)
             elif name == THEIRS:
                 binary = llama_server_build.built_server()
                 if binary is None:
                     print("llama-server is not built: run `python -m benchmarks.llama_server_build`", file=sys.stderr)
                     return 2
-                side = ServerSide(THEIRS, llama_server_argv(binary, cfg), dict(os.environ), work)
+                side = ServerSide(THEIRS, llama_server_argv(binary, cfg), {**os.environ, **cfg.env}, work)
             else:
                 parser.error(f"unknown side {name!r}")
             report = profile(side, args, work)

@@ -30,11 +30,16 @@ def _apply(settings: dict[str, int]) -> None:
 
     original_init = engine.Model.__init__
 
-    def init(self: engine.Model, path: object, opts: engine.LoadOptions) -> None:
-        original_init(self, path, dataclasses.replace(opts, **options))
+    def init(self: engine.Model, *args: object, **kwargs: object) -> None:
+        # The options may come positionally or by keyword: replace whichever is LoadOptions.
+        args = tuple(dataclasses.replace(a, **options) if isinstance(a, engine.LoadOptions) else a for a in args)
+        kwargs = {k: dataclasses.replace(v, **options) if isinstance(v, engine.LoadOptions) else v for k, v in kwargs.items()}
+        original_init(self, *args, **kwargs)
 
     engine.Model.__init__ = init  # type: ignore[method-assign]
 
+    # The engine calls llama_cpp.llama_init_from_model through the module, so this reaches it
+    # (and the embedding context, if one is made).
     original_context = llama_cpp.llama_init_from_model
 
     def init_context(model: object, params: llama_cpp.llama_context_params) -> object:
@@ -42,7 +47,7 @@ def _apply(settings: dict[str, int]) -> None:
             setattr(params, name, value)
         return original_context(model, params)
 
-    engine.lc.llama_init_from_model = init_context
+    llama_cpp.llama_init_from_model = init_context
 
 
 def main(argv: list[str]) -> int:

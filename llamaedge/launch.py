@@ -44,6 +44,7 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
         queue_max=args.queue_max,
         drain_s=args.drain_s,
         metrics_auth=args.metrics_auth,
+        reasoning_format=args.reasoning_format,
     )
 
 

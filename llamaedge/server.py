@@ -74,6 +74,7 @@ class ServeConfig:
     queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per --parallel slot
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
+    reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
 
     @property
     def queue_limit(self) -> int:
@@ -213,6 +214,7 @@ class ServerState:
             "LLAMAEDGE_PROMPT_TEMPLATE": self.config.model.prompt_template,
             "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
             "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
+            "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
         }
         if self.embedding is not None and self.config.embedding_model is not None:
             env["LLAMAEDGE_EMBEDDING_MODEL_ID"] = self.config.embedding_model.model_id

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from tests.conftest import ServerProcess, serving
@@ -37,8 +37,9 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+def client(server: ServerProcess) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def raw_events(server: ServerProcess, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -149,6 +150,7 @@ def test_errors_have_anthropics_shape(server: ServerProcess, body: dict[str, Any
     response = httpx.post(f"{server.base_url}/v1/messages", json=body, timeout=30)
     assert response.status_code == status
     payload = response.json()
+    ErrorResponse.model_validate(payload, strict=True)
     assert payload["type"] == "error"
     assert payload["error"]["type"] == ("invalid_request_error" if status == 400 else "not_found_error")
     assert fragment in payload["error"]["message"]
@@ -159,3 +161,30 @@ def test_the_sdk_raises_its_own_errors(client: anthropic.Anthropic) -> None:
         client.messages.create(model=MODEL, max_tokens=5, messages=[])
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-opus", max_tokens=5, messages=ASK)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with serving(tmp_path_factory.mktemp("anthropic-smollm2-home"), "--model", str(smollm2_model), "--threads", "2", "--ctx-size", "2048") as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_smollm2_answers_and_calls_through_the_anthropic_sdk(smollm2: ServerProcess, request: pytest.FixtureRequest) -> None:
+    client = anthropic.Anthropic(base_url=smollm2.base_url, api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)
+    model = "SmolLM2-135M-Instruct.Q4_1"
+    with client.messages.stream(model=model, max_tokens=48, system="You are a helpful assistant.",
+                                messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+                                extra_body={"temperature": 0}) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    Message.model_validate(final.model_dump(exclude_unset=True), strict=True)
+    assert "Paris" in text and final.stop_reason == "end_turn"
+    called = client.messages.create(model=model, max_tokens=120, messages=ASK, tools=TOOLS,  # type: ignore[arg-type]
+                                    tool_choice={"type": "tool", "name": "get_weather"}, extra_body={"temperature": 0})
+    Message.model_validate(called.model_dump(exclude_unset=True), strict=True)
+    assert called.stop_reason == "tool_use"
+    use = next(b for b in called.content if b.type == "tool_use")
+    assert use.name == "get_weather"
+    jsonschema.validate(use.input, WEATHER_SCHEMA)

@@ -92,6 +92,14 @@ def test_a_batch_equals_the_inputs_one_by_one(server: ServerProcess) -> None:
     assert batch.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in singles)
 
 
+def test_the_largest_batch_is_answered_in_full(server: ServerProcess) -> None:
+    texts = [f"sentence number {i}" for i in range(2048)]
+    response = embed(server, {"input": texts})
+    assert [d.index for d in response.data] == list(range(2048))
+    # 16 sequences per decode take other kernel paths than one: float32 rounding differs a little
+    np.testing.assert_allclose(vector(response, 1000), vector(embed(server, {"input": texts[1000]})), atol=1e-4)
+
+
 def test_token_inputs_embed_as_their_text(server: ServerProcess, tiny_model: Path) -> None:
     vocab = llama_cpp.Llama(str(tiny_model), vocab_only=True, verbose=False)
     try:

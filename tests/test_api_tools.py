@@ -47,8 +47,9 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def post(server: ServerProcess, body: dict[str, Any]) -> ChatCompletion:
@@ -134,6 +135,17 @@ def test_the_streamed_call_equals_the_non_streamed_call(client: openai.OpenAI) -
     assert streamed.choices[0].message.content == whole.choices[0].message.content
 
 
+def test_auto_lets_the_model_answer_in_text(server: ServerProcess) -> None:
+    """With `auto` the grammar waits for the call marker: the tiny model, which never writes
+    one, answers in free text (a grammar applied from the first token would force JSON)."""
+    for seed in (1, 2, 3):
+        completion = post(server, {"messages": ASK, "tools": TOOLS, "max_tokens": 12, "seed": seed})
+        choice = completion.choices[0]
+        assert choice.message.tool_calls is None
+        assert choice.finish_reason in ("stop", "length")
+        assert not (choice.message.content or "").lstrip().startswith("{")
+
+
 def test_tool_choice_none_answers_in_text(server: ServerProcess) -> None:
     completion = post(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "none", "max_tokens": 16, "seed": 1})
     choice = completion.choices[0]
@@ -180,11 +192,12 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", 
         ({"messages": ASK, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"messages": ASK, "logit_bias": {"12": 150}}, "logit_bias"),
         ({"messages": ASK, "logit_bias": {"token": 1}}, "logit_bias"),
+        ({"messages": ASK, "logit_bias": {"999999": 5}}, "logit_bias"),
     ],
     ids=["tools-type", "no-function", "tool-type", "name-chars", "name-long", "name-twice", "parameters-type",
          "choice-value", "choice-unknown-function", "choice-without-tools", "arguments-object", "call-without-id",
          "tool-without-id", "tool-unknown-id", "tool-without-content", "n-too-many", "top-logprobs-range",
-         "bias-range", "bias-key"],
+         "bias-range", "bias-key", "bias-unknown-token"],
 )
 def test_malformed_requests_are_400_naming_the_field(server: ServerProcess, body: dict[str, Any], param: str) -> None:
     response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30)
@@ -259,19 +272,20 @@ def smollm2(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.mark.slow
 def test_smollm2_required_call_validates_against_the_schema(smollm2: ServerProcess) -> None:
-    client = openai.OpenAI(base_url=f"{smollm2.base_url}/v1", api_key="unused", max_retries=0)
-    completion = client.chat.completions.create(
-        model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
-        temperature=0, max_tokens=120)
+    with openai.OpenAI(base_url=f"{smollm2.base_url}/v1", api_key="unused", max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
+            temperature=0, max_tokens=120)
     ChatCompletion.model_validate(completion.model_dump(exclude_unset=True), strict=True)
     assert_valid_calls(completion)
 
 
 @pytest.mark.slow
-def test_smollm2_agent_loop_call_result_answer(smollm2: ServerProcess) -> None:
+def test_smollm2_agent_loop_call_result_answer(smollm2: ServerProcess, request: pytest.FixtureRequest) -> None:
     """The loop an agent runs with the SDK: the model calls, the caller runs the function and
     sends the result back, the model answers in text (the last turn asks for no more calls)."""
     client = openai.OpenAI(base_url=f"{smollm2.base_url}/v1", api_key="unused", max_retries=0)
+    request.addfinalizer(client.close)
     model = "SmolLM2-135M-Instruct.Q4_1"
     messages: list[Any] = [{"role": "system", "content": "You are a helpful assistant."}, *ASK]
     first = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]

@@ -111,6 +111,14 @@ def test_chat_rejects_bad_host_options_before_loading(tmp_path: Path) -> None:
     assert typed.returncode == 2 and "--temp: invalid float value: 'warm'" in typed.stderr
 
 
+def test_chat_refuses_bad_app_options_before_loading_the_model(tiny_model: Path) -> None:
+    result = run_cli("chat", "--model", str(tiny_model), "-p", "klingon", lines=["hello"])
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("llama-chat: unknown prompt template 'klingon'")
+    assert len(result.stderr.strip().splitlines()) == 1  # no "loading ..." line: the model never loaded
+    assert result.stdout == ""
+
+
 def test_chat_passes_the_app_options_and_the_real_context_size() -> None:
     args = build_parser().parse_args(
         ["chat", "-s", "-be brief-", "-n", "12", "--temp", "0", "-r", "User:", "-r", "###", "--log-prompts"])
@@ -123,6 +131,7 @@ def test_chat_passes_the_app_options_and_the_real_context_size() -> None:
     chosen = build_parser().parse_args(["chat", "-p", "zephyr"])
     assert app_arguments(chosen, model, 512) == ["--ctx-size=512", "--prompt-template=zephyr"]
     assert app_arguments(build_parser().parse_args(["chat"]), ResolvedModel(Path("m"), "m"), 512) == ["--ctx-size=512"]
+    assert app_arguments(chosen, model, None) == ["--prompt-template=zephyr"]  # the size not known yet
 
 
 # ---------------------------------------------------------------------------
@@ -159,20 +168,20 @@ def test_reset_forgets_the_conversation_and_keeps_the_system_prompt(smollm2_mode
 
 @pytest.mark.slow
 def test_a_full_context_drops_the_oldest_turns_says_so_and_goes_on(smollm2_model: Path) -> None:
-    filler = " ".join(f"item{i}" for i in range(40))  # about 80 tokens
-    notes = [f"Note {n}: {filler}" for n in range(1, 5)]
+    filler = " ".join(f"item{i}" for i in range(40))  # about 110 tokens: two turns overflow 256
+    notes = [f"Note {n}: {filler}" for n in range(1, 4)]
     too_long = "word " * 1000  # more than the whole context
     result = run_cli("chat", "--model", str(smollm2_model), "--ctx-size", "256", *QUICK, "--log-prompts",
-                     "-s", "Be brief.", lines=[*notes[:3], too_long, notes[3]])
+                     "-s", "Be brief.", lines=[notes[0], notes[1], too_long, notes[2]])
     assert result.returncode == 0, result.stderr
     assert re.search(r"\[context full: dropped the \d+ oldest turns? to make room; the system prompt stays\]", result.stderr)
     assert re.search(r"\[that message does not fit in the context of \d+ tokens; not sent\]", result.stderr)
     # every note was answered, the last one with the system prompt and without the first note
-    assert len(result.answers) == 4 and result.answers[-1].strip()
+    assert len(result.answers) == 3 and result.answers[-1].strip()
     assert "word word" not in result.stderr  # the message that did not fit never became a prompt
     last = result.prompts[-1]
     assert last.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
-    assert "Note 1:" not in last and "Note 4:" in last
+    assert "Note 1:" not in last and "Note 3:" in last
     tokens = [int(n) for n in re.findall(r"\[prompt, (\d+) tokens\]", result.stderr)]
     assert max(tokens) <= 256 - 24  # the history never crowded out the answer
 

@@ -58,10 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def app_arguments(args: argparse.Namespace, model: ResolvedModel, n_ctx: int) -> list[str]:
-    """The app's command line: the real context size, the model's catalog template unless one
-    was asked for, and the app options that were given."""
-    out = [f"--ctx-size={n_ctx}"]
+def app_arguments(args: argparse.Namespace, model: ResolvedModel, n_ctx: int | None) -> list[str]:
+    """The app's command line: the real context size (once known), the model's catalog
+    template unless one was asked for, and the app options that were given."""
+    out = [] if n_ctx is None else [f"--ctx-size={n_ctx}"]
     if args.prompt_template is None and model.prompt_template != "auto":
         out.append(f"--prompt-template={model.prompt_template}")
     for flags, options in APP_OPTIONS:
@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime(registry, limits=RunLimits(memory_max_bytes=CLI_MEMORY_MAX_BYTES, wasm_slice_max_s=CLI_SLICE_MAX_S))
     try:
         app = runtime.load_app(default_app_path())
+        # The app judges its own options: ask it before the model takes its time to load.
+        code = runtime.run_attached(app, ["--check", *app_arguments(args, model, None)], NNSession(registry))
+        if code != 0:
+            return code
         err_console.print(f"[dim]loading {model.path.name} ...[/]")
         # One conversation: one sequence, which may use the whole context.
         options = LoadOptions(ctx_size=args.ctx_size, n_gpu_layers=plan.n_gpu_layers, threads=args.threads, parallel=1)

@@ -18,6 +18,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
     parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")
+    parser.add_argument("--reasoning-format", choices=("auto", "none"), default="auto",
+                        help="auto: a thinking model's reasoning goes to reasoning_content (default); none: it stays in content")
     parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this key on /v1, as a bearer token or x-api-key (default: $LLAMAEDGE_API_KEY)")
     parser.add_argument("--queue-max", type=int, metavar="N",
                         help=f"requests that may wait beyond --parallel; more get 503 at once (default {QUEUE_MAX_PER_SLOT} x --parallel)")

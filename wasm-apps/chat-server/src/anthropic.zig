@@ -322,12 +322,17 @@ pub fn Output(comptime Out: type) type {
             self.event.deinit();
         }
 
+        /// One write on the wire; a failed one means the client left.
+        fn put(self: *Self, bytes: []const u8) chat.ClientGone!void {
+            self.out.writeAll(bytes) catch return error.ClientGone;
+        }
+
         fn send(self: *Self, kind: []const u8, comptime fmt: []const u8, args: anytype) !void {
             self.event.clearRetainingCapacity();
             try self.event.writer().print("event: {s}\ndata: ", .{kind});
             try self.event.writer().print(fmt, args);
             try self.event.appendSlice("\n\n");
-            try self.out.writeAll(self.event.items);
+            try self.put(self.event.items);
         }
 
         fn json(self: *Self, value: []const u8) !std.ArrayList(u8) {
@@ -344,7 +349,7 @@ pub fn Output(comptime Out: type) type {
 
         pub fn start(self: *Self, info: chat.Info) !void {
             self.input_tokens = info.prompt_tokens;
-            try self.out.writeAll("Status: 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n\n");
+            try self.put("Status: 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n\n");
             var model = try self.json(self.model);
             defer model.deinit();
             try self.send("message_start", "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{s}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{s}," ++
@@ -434,7 +439,7 @@ pub fn Output(comptime Out: type) type {
             try w.print("],\"stop_reason\":\"{s}\",\"stop_sequence\":", .{stop.reason});
             if (stop.sequence) |s| try std.json.encodeJsonString(s, .{}, w) else try w.writeAll("null");
             try w.print(",\"usage\":{{\"input_tokens\":{d},\"output_tokens\":{d}}}}}", .{ usage.prompt_tokens, usage.completion_tokens });
-            try self.out.writeAll(body.items);
+            try self.put(body.items);
         }
     };
 }

@@ -1,10 +1,11 @@
 //! One chat completion, from a checked request to the bytes of the response:
 //! render the prompt, fit it into the context (dropping the oldest turns),
 //! generate one or more choices, read function calls out of the text, and
-//! write either one JSON object or a stream of SSE events.
+//! hand the result to an output: OpenAIOutput here (one JSON object or a
+//! stream of chunks), anthropic.Output for the Messages API.
 //!
 //! `backend` is anything with the methods of nn.Backend (renderTemplate,
-//! setMetadata, setPrompt, info, next, finish, fork, tokenLogprob), so the
+//! setMetadata, setPrompt, info, next, finish, fork, tokenLogprobs), so the
 //! flow is tested here against a scripted fake. `out` is anything with
 //! `writeAll`; each call is one write on the wire, and a failed write means
 //! the client is gone.
@@ -14,6 +15,7 @@ const openai = @import("openai.zig");
 const templates = @import("templates.zig");
 const stream = @import("stream.zig");
 const tools = @import("tools.zig");
+const reasoning = @import("reasoning.zig");
 
 const log = std.log.scoped(.chat);
 
@@ -25,6 +27,7 @@ pub const Config = struct {
     created: i64,
     /// `chatcmpl-...`, the same in every chunk.
     id: []const u8,
+    reasoning_format: reasoning.Format = .auto,
 };
 
 /// How the prompt is rendered.
@@ -46,8 +49,11 @@ const Prepared = struct {
     format: ?tools.Format,
     /// The prompt, for the contexts of choices after the first. Owned.
     prompt: []u8,
-    /// The metadata of choice 0 (others differ in the seed). Owned.
+    /// The call grammar every choice's metadata carries (in the request's arena).
     constraint: ?openai.Constraint,
+    /// Split the thinking from the answer: whether the prompt opened the
+    /// think block. Null: the text stays as it is (`--reasoning-format none`).
+    thinking: ?bool,
 };
 
 pub const ClientGone = error{ClientGone};
@@ -82,7 +88,8 @@ pub fn complete(
 
 /// The completion itself, written through `output`, the seam between the
 /// chat path and an API's shape. Streaming, `output` receives `start`, then
-/// per choice `text`, `callStart`, `callArguments` and `choiceEnd`, then
+/// per choice `reasoning` (when the output has it), `text`, `callStart`,
+/// `callArguments` and `choiceEnd`, then
 /// `end` (or `fail` when generation breaks down); a whole response is one
 /// `whole`. Each takes the choice index and, where given, the logprob
 /// entries of the tokens behind it.
@@ -127,7 +134,7 @@ pub fn generate(
         var metadata = std.ArrayList(u8).init(allocator);
         defer metadata.deinit();
         try openai.appendMetadata(&metadata, req, .{ .n_predict = prepared.n_predict, .constraint = prepared.constraint, .choice = @intCast(i) });
-        extra[i - 1].setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
+        extra[i - 1].setMetadata(metadata.items) catch |err| return metadataError(err, req, prepared.constraint != null, diag);
         extra[i - 1].setPrompt(prepared.prompt) catch return backendError(diag, "set the prompt");
     }
 
@@ -154,14 +161,17 @@ fn Choice(comptime Backend: type) type {
         all_logprobs: std.ArrayListUnmanaged(u8) = .empty,
         allocator: std.mem.Allocator,
         content: std.ArrayListUnmanaged(u8) = .empty,
+        thought: std.ArrayListUnmanaged(u8) = .empty,
         done: bool = false,
         finished: bool = false,
 
         fn init(allocator: std.mem.Allocator, backend: *Backend, stops: []const []const u8, prepared: Prepared, req: *const openai.ChatRequest, index: u32) Self {
+            var gen = Generation.init(allocator, stops, prepared.n_predict);
+            gen.splitThinking(prepared.thinking);
             return .{
                 .backend = backend,
                 .index = index,
-                .gen = Generation.init(allocator, stops, prepared.n_predict),
+                .gen = gen,
                 .calls = if (prepared.format) |f| blk: {
                     var calls = tools.Stream.init(allocator, f, !req.parallel_tool_calls);
                     calls.bare = req.tool_choice == .required or req.tool_choice == .function;
@@ -178,6 +188,7 @@ fn Choice(comptime Backend: type) type {
             self.logprobs.deinit(self.allocator);
             self.all_logprobs.deinit(self.allocator);
             self.content.deinit(self.allocator);
+            self.thought.deinit(self.allocator);
         }
 
         /// Generates one token: returns the text it releases.
@@ -229,6 +240,12 @@ fn ChoiceSink(comptime O: type, comptime C: type) type {
             try self.output.text(self.choice.index, bytes, try self.choice.takeLogprobs(self.arena));
         }
 
+        /// An output without `reasoning` (Anthropic's) leaves the thinking out.
+        fn reasoning(self: *Self, bytes: []const u8) !void {
+            if (comptime @hasDecl(@typeInfo(O).pointer.child, "reasoning"))
+                try self.output.reasoning(self.choice.index, bytes, try self.choice.takeLogprobs(self.arena));
+        }
+
         pub fn callStart(self: *Self, index: u32, id: []const u8, name: []const u8) !void {
             try self.output.callStart(self.choice.index, index, id, name, try self.choice.takeLogprobs(self.arena));
         }
@@ -258,6 +275,7 @@ fn streamChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices:
                 for (choices) |*other| other.end();
                 return output.fail(generationError(err));
             };
+            if (c.gen.reasoning_text.len > 0) try sink.reasoning(c.gen.reasoning_text);
             if (c.calls) |*calls| {
                 try calls.push(text, &sink);
             } else if (text.len > 0) try sink.text(text);
@@ -293,6 +311,7 @@ fn wholeChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: 
                 return error.InvalidRequest;
             };
             try c.content.appendSlice(c.allocator, text);
+            try c.thought.appendSlice(c.allocator, c.gen.reasoning_text);
             if (c.done) remaining -= 1;
         }
     }
@@ -301,7 +320,7 @@ fn wholeChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: 
 
     const results = try arena.alloc(openai.Choice, choices.len);
     for (choices, results) |*c, *r| {
-        r.* = .{ .content = c.content.items, .finish = c.gen.finish_reason.?, .stop_sequence = c.gen.filter.matched };
+        r.* = .{ .content = c.content.items, .finish = c.gen.finish_reason.?, .stop_sequence = c.gen.filter.matched, .reasoning = c.thought.items };
         if (c.calls) |*calls| {
             try calls.append(c.content.items);
             const result = try calls.finish(arena, NullSink{});
@@ -360,6 +379,10 @@ pub fn OpenAIOutput(comptime Out: type) type {
 
         pub fn text(self: *Self, choice: u32, bytes: []const u8, logprobs: ?[]const u8) !void {
             try self.chunk(choice, .{ .content = bytes }, logprobs, null);
+        }
+
+        pub fn reasoning(self: *Self, choice: u32, bytes: []const u8, logprobs: ?[]const u8) !void {
+            try self.chunk(choice, .{ .reasoning = bytes }, logprobs, null);
         }
 
         pub fn callStart(self: *Self, choice: u32, index: u32, id: []const u8, name: []const u8, logprobs: ?[]const u8) !void {
@@ -421,7 +444,8 @@ fn generationError(err: anyerror) openai.ApiError {
     };
 }
 
-/// The token loop: counts tokens, enforces the limit, filters the text.
+/// The token loop: counts tokens (the reasoning's too), enforces the limit,
+/// splits the thinking from the answer, and filters the answer's text.
 pub const Generation = struct {
     filter: stream.TextFilter,
     n_predict: u32,
@@ -429,6 +453,12 @@ pub const Generation = struct {
     finish_reason: ?openai.Finish = null,
     /// The last step generated a token (rather than ending).
     last_was_token: bool = false,
+    /// Ahead of the stop-string filter: stop strings apply to the answer only.
+    thinking: ?reasoning.Reasoner = null,
+    /// The reasoning text the last step released (maybe empty).
+    reasoning_text: []const u8 = "",
+    /// The answer's last text when the generation ends (two filter calls).
+    tail: std.ArrayListUnmanaged(u8) = .empty,
 
     pub fn init(allocator: std.mem.Allocator, stops: []const []const u8, n_predict: u32) Generation {
         return .{ .filter = stream.TextFilter.init(allocator, stops), .n_predict = n_predict };
@@ -436,12 +466,22 @@ pub const Generation = struct {
 
     pub fn deinit(self: *Generation) void {
         self.filter.deinit();
+        if (self.thinking) |*t| t.deinit();
+        self.tail.deinit(self.filter.allocator);
     }
 
-    /// Generates one token and returns the text it releases (maybe empty).
-    /// Sets finish_reason when the completion is over.
+    /// Splits reasoning out of the text (Prepared.thinking: whether the
+    /// prompt opened the block; null leaves the text as it is).
+    pub fn splitThinking(self: *Generation, opened: ?bool) void {
+        if (opened) |o| self.thinking = reasoning.Reasoner.init(self.filter.allocator, o);
+    }
+
+    /// Generates one token and returns the answer text it releases (maybe
+    /// empty; its reasoning is in reasoning_text). Sets finish_reason when the
+    /// completion is over.
     pub fn step(self: *Generation, backend: anytype) ![]const u8 {
         self.last_was_token = false;
+        self.reasoning_text = "";
         // The app enforces the limit itself: a host need not honour n-predict.
         if (self.tokens >= self.n_predict) return self.end(.length);
         switch (try backend.next()) {
@@ -449,7 +489,13 @@ pub const Generation = struct {
             .token => |bytes| {
                 self.tokens += 1;
                 self.last_was_token = true;
-                const text = try self.filter.push(bytes);
+                var answer = bytes;
+                if (self.thinking) |*t| {
+                    const parts = try t.push(bytes);
+                    self.reasoning_text = parts.reasoning;
+                    answer = parts.content;
+                }
+                const text = try self.filter.push(answer);
                 if (self.filter.stopped) self.finish_reason = .stop;
                 return text;
             },
@@ -458,7 +504,14 @@ pub const Generation = struct {
 
     fn end(self: *Generation, reason: openai.Finish) ![]const u8 {
         self.finish_reason = reason;
-        return self.filter.finish();
+        const t = if (self.thinking) |*t| t else return self.filter.finish();
+        const parts = try t.finish();
+        self.reasoning_text = parts.reasoning;
+        self.tail.clearRetainingCapacity();
+        try self.tail.appendSlice(self.filter.allocator, try self.filter.push(parts.content));
+        if (self.filter.stopped) self.finish_reason = .stop;
+        try self.tail.appendSlice(self.filter.allocator, try self.filter.finish());
+        return self.tail.items;
     }
 };
 
@@ -484,7 +537,7 @@ fn prepare(
     if (reserve >= ctx)
         return diag.set(400, "max_tokens", "context_length_exceeded", "max_tokens ({d}) leaves no room for the messages: the model's context is {d} tokens.", .{ reserve, ctx });
     const plan = try planTools(allocator, backend, req, cfg);
-    const fit = Fit{ .allocator = allocator, .messages = req.messages, .render = plan.render, .budget = ctx - reserve };
+    const fit = Fit{ .allocator = allocator, .messages = req.messages, .render = plan.render, .extras = .{ .thoughts = req.reasoning, .kwargs = req.template_kwargs }, .budget = ctx - reserve };
 
     var best = try fit.attempt(backend, 0, diag);
     // `best` changes below; the errdefer frees whichever prompt it holds then.
@@ -523,7 +576,7 @@ fn prepare(
     var metadata = std.ArrayList(u8).init(allocator);
     defer metadata.deinit();
     try openai.appendMetadata(&metadata, req, .{ .n_predict = n_predict, .constraint = constraint });
-    backend.setMetadata(metadata.items) catch return backendError(diag, "set the generation options");
+    backend.setMetadata(metadata.items) catch |err| return metadataError(err, req, constraint != null, diag);
     backend.setPrompt(best.prompt) catch return backendError(diag, "set the prompt");
 
     const info = backend.info(allocator) catch return backendError(diag, "read the token count");
@@ -535,7 +588,19 @@ fn prepare(
         .format = plan.format,
         .prompt = best.prompt,
         .constraint = constraint,
+        // Output constrained from its first token (response_format, a required
+        // call) is the answer, whatever the prompt opened.
+        .thinking = if (cfg.reasoning_format == .auto)
+            reasoning.promptOpensThinking(best.prompt) and !constrainedFromStart(req, constraint)
+        else
+            null,
     };
+}
+
+/// Whether a grammar shapes the output from its first token (not lazily).
+fn constrainedFromStart(req: *const openai.ChatRequest, constraint: ?openai.Constraint) bool {
+    if (constraint) |c| return c.triggers.len == 0;
+    return req.response_format != .text;
 }
 
 const Plan = struct {
@@ -596,6 +661,8 @@ const Fit = struct {
     allocator: std.mem.Allocator,
     messages: []const templates.Message,
     render: Render,
+    /// For the model's own template; thoughts by message index.
+    extras: TemplateExtras = .{},
     budget: u32,
 
     const Attempt = struct {
@@ -620,6 +687,8 @@ const Fit = struct {
     fn attempt(self: Fit, backend: anytype, drop: usize, diag: *openai.Diagnostic) !Attempt {
         var selected = std.ArrayList(templates.Message).init(self.allocator);
         defer selected.deinit();
+        var thoughts = std.ArrayList(?[]const u8).init(self.allocator);
+        defer thoughts.deinit();
         var seen: usize = 0;
         var dropped: usize = 0;
         var at_front = true;
@@ -634,9 +703,11 @@ const Fit = struct {
             }
             if (m.role != .system) at_front = false;
             try selected.append(m);
+            try thoughts.append(if (i < self.extras.thoughts.len) self.extras.thoughts[i] else null);
         }
 
-        const prompt = try renderPrompt(self.allocator, backend, self.render, selected.items, diag);
+        const extras = TemplateExtras{ .thoughts = thoughts.items, .kwargs = self.extras.kwargs };
+        const prompt = try renderPrompt(self.allocator, backend, self.render, selected.items, extras, diag);
         errdefer self.allocator.free(prompt);
         var fits = true;
         var tokens: u32 = 0;
@@ -661,21 +732,24 @@ fn renderPrompt(
     backend: anytype,
     render: Render,
     all_messages: []const templates.Message,
+    extras: TemplateExtras,
     diag: *openai.Diagnostic,
 ) ![]u8 {
     var scratch = std.heap.ArenaAllocator.init(allocator);
     defer scratch.deinit();
     var messages = all_messages;
     var listed = render.tools;
+    var with = extras;
     if (render.teach) |format| {
         messages = try tools.teach(scratch.allocator(), all_messages, render.tools, format);
         listed = &.{};
+        with.thoughts = &.{}; // the taught messages are not the client's, one for one
     }
     if (render.template) |t| return templates.renderTools(allocator, t, messages, listed);
 
     var request = std.ArrayList(u8).init(allocator);
     defer request.deinit();
-    try appendTemplateRequestTools(&request, messages, listed);
+    try appendTemplateRequestWith(&request, messages, listed, with);
     return backend.renderTemplate(allocator, request.items) catch |err| switch (err) {
         error.NoTemplate => {
             log.info("the model has no chat template of its own: using chatml", .{});
@@ -692,9 +766,23 @@ pub fn appendTemplateRequest(out: *std.ArrayList(u8), messages: []const template
     return appendTemplateRequestTools(out, messages, &.{});
 }
 
+/// What else the model's own template may be given.
+pub const TemplateExtras = struct {
+    /// Each message's reasoning_content, by index.
+    thoughts: []const ?[]const u8 = &.{},
+    /// The client's template variables, a JSON object.
+    kwargs: ?[]const u8 = null,
+};
+
 /// The template request with calls and results in the messages (OpenAI's
 /// shape) and, when there are any, the tools.
 pub fn appendTemplateRequestTools(out: *std.ArrayList(u8), messages: []const templates.Message, listed: []const templates.Tool) !void {
+    return appendTemplateRequestWith(out, messages, listed, .{});
+}
+
+/// The template request with, where there are any, the messages'
+/// `reasoning_content` and `"chat_template_kwargs"`.
+pub fn appendTemplateRequestWith(out: *std.ArrayList(u8), messages: []const templates.Message, listed: []const templates.Tool, extras: TemplateExtras) !void {
     const w = out.writer();
     try w.writeAll("{\"messages\":[");
     for (messages, 0..) |m, i| {
@@ -723,6 +811,10 @@ pub fn appendTemplateRequestTools(out: *std.ArrayList(u8), messages: []const tem
             try w.writeAll(",\"name\":");
             try std.json.encodeJsonString(name, .{}, w);
         }
+        if (i < extras.thoughts.len) if (extras.thoughts[i]) |thought| {
+            try w.writeAll(",\"reasoning_content\":");
+            try std.json.encodeJsonString(thought, .{}, w);
+        };
         try w.writeByte('}');
     }
     try w.writeByte(']');
@@ -734,6 +826,7 @@ pub fn appendTemplateRequestTools(out: *std.ArrayList(u8), messages: []const tem
         }
         try w.writeByte(']');
     }
+    if (extras.kwargs) |k| try w.print(",\"chat_template_kwargs\":{s}", .{k});
     try w.writeAll(",\"add_generation_prompt\":true}");
 }
 
@@ -755,6 +848,18 @@ fn jsonInteger(allocator: std.mem.Allocator, json: []const u8, key: []const u8) 
     return if (v == .integer) v.integer else null;
 }
 
+/// The host refused the options: what the client sent that it could not take.
+fn metadataError(err: anyerror, req: *const openai.ChatRequest, has_constraint: bool, diag: *openai.Diagnostic) error{InvalidRequest} {
+    if (err != error.InvalidInput) return backendError(diag, "set the generation options");
+    if (req.logit_bias != null)
+        return diag.set(400, "logit_bias", null, "The model refused 'logit_bias': a key is not a token id of this model (or the host refused the other options).", .{});
+    if (has_constraint)
+        return diag.set(400, "tools", null, "The functions' 'parameters' schemas cannot be turned into a grammar for this model's calls.", .{});
+    if (req.response_format == .json_schema)
+        return diag.set(400, "response_format.json_schema.schema", null, "This JSON Schema cannot be turned into a grammar.", .{});
+    return diag.set(400, null, null, "The model refused the generation options.", .{});
+}
+
 fn backendError(diag: *openai.Diagnostic, what: []const u8) error{InvalidRequest} {
     return diag.set(500, null, null, "The model backend could not {s}; the server log has the details.", .{what});
 }
@@ -771,6 +876,8 @@ const FakeBackend = struct {
     end: openai.Finish = .stop,
     fail_at: ?usize = null,
     has_template: bool = true,
+    /// What the fake template puts after the request (a generation prompt).
+    prompt_suffix: []const u8 = "",
     next_index: usize = 0,
     prompt: std.ArrayListUnmanaged(u8) = .empty,
     metadata: std.ArrayListUnmanaged(u8) = .empty,
@@ -808,10 +915,11 @@ const FakeBackend = struct {
 
     pub fn renderTemplate(self: *FakeBackend, allocator: std.mem.Allocator, request_json: []const u8) Error![]u8 {
         if (!self.has_template) return error.NoTemplate;
-        return std.fmt.allocPrint(allocator, "JINJA{s}", .{request_json});
+        return std.fmt.allocPrint(allocator, "JINJA{s}{s}", .{ request_json, self.prompt_suffix });
     }
 
     pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
+        if (std.mem.indexOf(u8, json, "\"logit-bias\":{\"99999\"") != null) return error.InvalidInput;
         self.metadata.clearRetainingCapacity();
         try self.metadata.appendSlice(self.allocator, json);
     }
@@ -1169,4 +1277,156 @@ test "logprobs: the host's entries in OpenAI's shape, in the response and in chu
     defer s.deinit();
     try s.result;
     try testing.expect(std.mem.indexOf(u8, s.out.items, "\"delta\":{\"content\":\"a\"},\"logprobs\":{\"content\":[{\"token\":\"a\",\"logprob\":-0.25,\"bytes\":[97],") != null);
+}
+
+test "thinking goes to reasoning_content, the answer to content, and both count as tokens" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<th", "ink>\nLet", " me see", ".\n</thi", "nk>\n\nFo", "ur." } };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"stop\":\"see\"}", test_cfg);
+    defer r.deinit();
+    try r.result;
+    const body = r.out.items[std.mem.indexOf(u8, r.out.items, "\n\n").? + 2 ..];
+    const parsed = try std.json.parseFromSlice(std.json.Value, testing.allocator, body, .{});
+    defer parsed.deinit();
+    const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
+    // the stop string "see" is in the thinking only: it does not end the answer
+    try testing.expectEqualStrings("Let me see.", message.get("reasoning_content").?.string);
+    try testing.expectEqualStrings("Four.", message.get("content").?.string);
+    try testing.expectEqual(@as(i64, 6), parsed.value.object.get("usage").?.object.get("completion_tokens").?.integer);
+}
+
+test "a streamed think block comes in reasoning_content deltas; cut off, it is all reasoning" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<think>", "a", "b", "c" } };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":3}", test_cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"reasoning_content\":\"a\"}") != null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"reasoning_content\":\"b\"}") != null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"c\"") == null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"content\"") == null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"finish_reason\":\"length\"") != null);
+}
+
+test "a prompt that ends in an opened think block starts the output in reasoning" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "hmm", "</think>", "ok" }, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"chat_template_kwargs\":{\"enable_thinking\":true},\"reasoning_effort\":\"low\"}", cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"ok\",\"reasoning_content\":\"hmm\"") != null);
+    // the template variables reached the host's template
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, ",\"chat_template_kwargs\":{\"enable_thinking\":true,\"reasoning_effort\":\"low\"},\"add_generation_prompt\":true}") != null);
+}
+
+test "earlier turns' reasoning_content goes to the model's template, not to a named one" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    const body = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"},{\"role\":\"user\",\"content\":\"q2\"}]}";
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, body, cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"}") != null);
+
+    var r2 = try run(&backend, body, test_cfg);
+    defer r2.deinit();
+    try r2.result;
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "because") == null);
+}
+
+test "with --reasoning-format none the think block stays in content" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<think>", "hmm", "</think>", "ok" } };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.reasoning_format = .none;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"<think>hmm</think>ok\"}") != null);
+    try testing.expect(std.mem.indexOf(u8, r.out.items, "reasoning_content") == null);
+}
+
+test "a think block before a call: the reasoning apart, the call read from the answer" {
+    const tokens = [_][]const u8{ "<think>", "The user wants", " the weather.</th", "ink>\n" } ++ call_tokens;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &tokens };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", test_cfg);
+    defer r.deinit();
+    try r.result;
+    const parsed = try responseJson(&r);
+    defer parsed.deinit();
+    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    try testing.expectEqualStrings("tool_calls", choice.get("finish_reason").?.string);
+    const message = choice.get("message").?.object;
+    try testing.expectEqualStrings("The user wants the weather.", message.get("reasoning_content").?.string);
+    try testing.expectEqualStrings("Let me look.", message.get("content").?.string);
+    try testing.expectEqualStrings("get_weather", message.get("tool_calls").?.array.items[0].object.get("function").?.object.get("name").?.string);
+}
+
+test "output constrained from its first token is the answer even after an opened think block" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "{\"a\"", ": 1}" }, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_object\"}}", cfg);
+    defer r.deinit();
+    try r.result;
+    const parsed = try responseJson(&r);
+    defer parsed.deinit();
+    const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
+    try testing.expectEqualStrings("{\"a\": 1}", message.get("content").?.string);
+    try testing.expect(message.get("reasoning_content") == null);
+}
+
+test "the Anthropic output writes the same generation as Messages events" {
+    const anthropic = @import("anthropic.zig");
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
+    defer backend.deinit();
+    var diag = openai.Diagnostic{};
+    var req = try anthropic.parseRequest(testing.allocator,
+        \\{"model":"tiny","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"weather?"}],
+        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
+    , &diag);
+    defer req.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", req.stop);
+    defer output.deinit();
+    try generate(testing.allocator, &backend, &output, &req, test_cfg, &diag);
+    const text = out.items;
+    const order = [_][]const u8{
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"tiny\",\"content\":[],",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me look.\"}",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}",
+        "\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_",
+        "\"name\":\"get_weather\",\"input\":{}}",
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    };
+    var at: usize = 0;
+    for (order) |part| {
+        const found = std.mem.indexOfPos(u8, text, at, part) orelse {
+            std.debug.print("missing after {d}: {s}\n", .{ at, part });
+            return error.TestUnexpectedResult;
+        };
+        at = found + part.len;
+    }
+    try testing.expect(std.mem.indexOf(u8, text, "tool_call>") == null);
+}
+
+test "a logit_bias token the model lacks is a 400 naming logit_bias" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"a"} };
+    defer backend.deinit();
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logit_bias\":{\"99999\":-100}}", test_cfg);
+    defer r.deinit();
+    try testing.expectError(error.InvalidRequest, r.result);
+    try testing.expectEqual(@as(u16, 400), r.diag.err.status);
+    try testing.expectEqualStrings("logit_bias", r.diag.err.param.?);
 }

@@ -219,7 +219,7 @@ pub fn complete(
             return diag.set(400, "prompt", "context_length_exceeded", "This model's maximum context length is {d} tokens, and your prompt has {d}. Shorten the prompt.", .{ cfg.ctx_size, tokens });
         const text = switch (input) {
             .text => |t| t,
-            .tokens => if (req.echo) backend.output(arena, 3) catch return backendError(diag, "read the prompt's text") else "",
+            .tokens => if (req.echo) backend.output(arena, 3, 1024) catch return backendError(diag, "read the prompt's text") else "",
         };
         prompt.* = .{ .input = input, .tokens = @intCast(@max(tokens, 0)), .text = text };
     }
@@ -652,7 +652,7 @@ const FakeBackend = struct {
         return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"llama_build_number\":7}}", .{self.prompt_tokens});
     }
 
-    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32) Error![]u8 {
+    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32, _: usize) Error![]u8 {
         std.debug.assert(index == 3);
         return std.fmt.allocPrint(allocator, "<{d} tokens>", .{self.prompt_tokens});
     }

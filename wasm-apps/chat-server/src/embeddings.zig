@@ -178,10 +178,11 @@ pub fn embed(allocator: std.mem.Allocator, backend: anytype, out: anytype, req: 
     backend.setBatch(batch.items) catch |err| return inputError(err, diag, "set the inputs");
     backend.compute() catch |err| return inputError(err, diag, "compute the embeddings");
 
-    const raw = backend.output(allocator, 2) catch return backendError(diag, "read the embeddings");
-    defer allocator.free(raw);
     const info = backend.info(allocator) catch return backendError(diag, "read the token counts");
     defer allocator.free(info);
+    const counts = readCounts(allocator, info);
+    const raw = backend.output(allocator, 2, req.inputs.len * counts.n_embedding * 4) catch return backendError(diag, "read the embeddings");
+    defer allocator.free(raw);
 
     const n_inputs = req.inputs.len;
     if (raw.len == 0 or raw.len % (4 * n_inputs) != 0) {
@@ -193,6 +194,16 @@ pub fn embed(allocator: std.mem.Allocator, backend: anytype, out: anytype, req: 
     if (dims > n_embd)
         return diag.set(400, "dimensions", null, "'dimensions' is {d}, but the model's embeddings have {d} dimensions. Ask for at most {d}.", .{ dims, n_embd, n_embd });
 
+    // Every value is checked before the response begins: after that, there is no
+    // answering with an error.
+    for (0..raw.len / 4) |j| {
+        const x: f32 = @bitCast(std.mem.readInt(u32, raw[j * 4 ..][0..4], .little));
+        if (!std.math.isFinite(x)) {
+            log.err("the embedding of input {d} holds a value that is not finite", .{j / n_embd});
+            return backendError(diag, "compute the embeddings");
+        }
+    }
+
     const vector = try allocator.alloc(f32, dims);
     defer allocator.free(vector);
     var body = std.ArrayList(u8).init(allocator);
@@ -202,10 +213,6 @@ pub fn embed(allocator: std.mem.Allocator, backend: anytype, out: anytype, req: 
     for (0..n_inputs) |i| {
         readVector(raw[i * n_embd * 4 ..][0 .. dims * 4], vector);
         if (dims < n_embd) normalize(vector);
-        for (vector) |x| if (!std.math.isFinite(x)) {
-            log.err("the embedding of input {d} holds a value that is not finite", .{i});
-            return backendError(diag, "compute the embeddings");
-        };
         if (i > 0) try w.writeByte(',');
         try w.print("{{\"object\":\"embedding\",\"index\":{d},\"embedding\":", .{i});
         switch (req.encoding) {
@@ -213,13 +220,22 @@ pub fn embed(allocator: std.mem.Allocator, backend: anytype, out: anytype, req: 
             .base64 => try appendBase64(w, vector),
         }
         try w.writeByte('}');
+        // Written as it grows: a large batch is megabytes of JSON, and each write
+        // is a host call, which the host's time limit between calls asks for.
+        if (body.items.len >= flush_bytes) {
+            out.writeAll(body.items) catch return error.ClientGone;
+            body.clearRetainingCapacity();
+        }
     }
-    const tokens = promptTokens(allocator, info);
+    const tokens = counts.prompt_tokens;
     try w.writeAll("],\"model\":");
     try std.json.encodeJsonString(cfg.model_id, .{}, w);
     try w.print(",\"usage\":{{\"prompt_tokens\":{d},\"total_tokens\":{d}}}}}", .{ tokens, tokens });
     out.writeAll(body.items) catch return error.ClientGone;
 }
+
+/// How much of the response is held before it is written.
+const flush_bytes = 256 * 1024;
 
 fn inputError(err: anyerror, diag: *openai.Diagnostic, what: []const u8) error{ InvalidRequest, OutOfMemory } {
     return switch (err) {
@@ -241,20 +257,33 @@ pub fn serverError(diag: *openai.Diagnostic, comptime fmt: []const u8, args: any
     return err;
 }
 
-/// The prompt tokens of all inputs (`input_tokens_each`, else `input_tokens`).
-fn promptTokens(allocator: std.mem.Allocator, info: []const u8) u64 {
-    const parsed = std.json.parseFromSlice(Value, allocator, info, .{}) catch return 0;
+const Counts = struct {
+    /// 0 when the host does not say.
+    n_embedding: usize = 0,
+    prompt_tokens: u64 = 0,
+};
+
+/// From get_output(1): the vector size and the prompt tokens of all inputs
+/// (`input_tokens_each`, else `input_tokens`).
+fn readCounts(allocator: std.mem.Allocator, info: []const u8) Counts {
+    var counts = Counts{};
+    const parsed = std.json.parseFromSlice(Value, allocator, info, .{}) catch return counts;
     defer parsed.deinit();
-    if (parsed.value != .object) return 0;
-    if (parsed.value.object.get("input_tokens_each")) |each| if (each == .array) {
-        var sum: u64 = 0;
-        for (each.array.items) |n| {
-            if (n == .integer and n.integer > 0) sum += @intCast(n.integer);
-        }
-        return sum;
+    if (parsed.value != .object) return counts;
+    const obj = parsed.value.object;
+    if (obj.get("n_embedding")) |n| if (n == .integer and n.integer > 0 and n.integer < 1 << 20) {
+        counts.n_embedding = @intCast(n.integer);
     };
-    const n = parsed.value.object.get("input_tokens") orelse return 0;
-    return if (n == .integer and n.integer > 0) @intCast(n.integer) else 0;
+    if (obj.get("input_tokens_each")) |each| if (each == .array) {
+        for (each.array.items) |n| {
+            if (n == .integer and n.integer > 0) counts.prompt_tokens += @intCast(n.integer);
+        }
+        return counts;
+    };
+    if (obj.get("input_tokens")) |n| if (n == .integer and n.integer > 0) {
+        counts.prompt_tokens = @intCast(n.integer);
+    };
+    return counts;
 }
 
 fn readVector(bytes: []const u8, vector: []f32) void {
@@ -326,6 +355,7 @@ const FakeBackend = struct {
     metadata: std.ArrayListUnmanaged(u8) = .empty,
     batch: std.ArrayListUnmanaged(u8) = .empty,
     computed: bool = false,
+    size_hint: usize = 0,
 
     fn deinit(self: *FakeBackend) void {
         self.metadata.deinit(self.allocator);
@@ -353,8 +383,9 @@ const FakeBackend = struct {
         return std.json.parseFromSlice(Value, allocator, self.batch.items, .{});
     }
 
-    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32) ![]u8 {
+    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32, size_hint: usize) ![]u8 {
         std.debug.assert(index == 2);
+        self.size_hint = size_hint;
         const parsed = try self.inputs(allocator);
         defer parsed.deinit();
         const items = parsed.value.array.items;
@@ -499,6 +530,38 @@ test "a batch goes to the host in one set_input and comes back in order" {
     const usage = root.get("usage").?.object;
     try testing.expectEqual(@as(i64, 5), usage.get("prompt_tokens").?.integer);
     try testing.expectEqual(@as(i64, 5), usage.get("total_tokens").?.integer);
+    // the vectors' size is known from the metadata: one get_output call
+    try testing.expectEqual(@as(usize, 2 * 4 * 4), backend.size_hint);
+}
+
+const CountingWriter = struct {
+    out: *std.ArrayList(u8),
+    writes: *usize,
+    pub fn writeAll(self: CountingWriter, bytes: []const u8) !void {
+        self.writes.* += 1;
+        try self.out.appendSlice(bytes);
+    }
+};
+
+test "a large answer is written in pieces that join to one JSON body" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .n_embd = 1000 };
+    defer backend.deinit();
+    var body = std.ArrayList(u8).init(testing.allocator);
+    defer body.deinit();
+    try body.appendSlice("{\"input\":[\"a\"");
+    for (0..40) |_| try body.appendSlice(",\"bb\"");
+    try body.appendSlice("]}");
+    var diag = openai.Diagnostic{};
+    var req = try parseRequest(testing.allocator, body.items, &diag);
+    defer req.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    var writes: usize = 0;
+    try embed(testing.allocator, &backend, CountingWriter{ .out = &out, .writes = &writes }, &req, .{ .model_id = "tiny" }, &diag);
+    try testing.expect(writes > 1);
+    const parsed = try std.json.parseFromSlice(Value, testing.allocator, out.items[std.mem.indexOf(u8, out.items, "\n\n").? + 2 ..], .{});
+    defer parsed.deinit();
+    try testing.expectEqual(@as(usize, 41), parsed.value.object.get("data").?.array.items.len);
 }
 
 test "token inputs go to the host as arrays of ids" {

@@ -13,6 +13,7 @@ const embeddings = @import("embeddings.zig");
 const http = @import("http.zig");
 const nn = @import("nn.zig");
 const openai = @import("openai.zig");
+const reasoning = @import("reasoning.zig");
 const templates = @import("templates.zig");
 
 pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
@@ -103,6 +104,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             const message = std.fmt.bufPrint(&buf, "{s} is not allowed on {s}; use {s}.", .{ method, path, allow }) catch "Method not allowed.";
             var header_buf: [32]u8 = undefined;
             const header = std.fmt.bufPrint(&header_buf, "Allow: {s}\n", .{allow}) catch "";
+            if (http.route("POST", path) == .messages) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
             try sendError(allocator, out, .{ .status = 405, .message = message, .code = "method_not_allowed" }, header);
         },
     }
@@ -148,6 +150,7 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
         .template = template,
         .created = std.time.timestamp(),
         .id = completionId(&id_buf),
+        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
     };
     chat.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
@@ -197,16 +200,19 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer output.deinit();
     chat.generate(allocator, &backend, &output, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
-        error.OutOfMemory => return error.OutOfMemory,
-        else => |e| return if (e == error.ClientGone) error.ClientGone else e,
+        else => |e| return e,
     };
 }
 
 fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError) !void {
+    return sendAnthropicErrorWith(allocator, out, err, "");
+}
+
+fn sendAnthropicErrorWith(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError, headers: []const u8) !void {
     var body = std.ArrayList(u8).init(allocator);
     defer body.deinit();
     try anthropic.appendError(&body, err);
-    try send(allocator, out, err.status, "", body.items);
+    try send(allocator, out, err.status, headers, body.items);
 }
 
 fn modelNotFound(asked: []const u8, settings: http.Settings) openai.ApiError {
@@ -424,6 +430,7 @@ test {
     _ = @import("http.zig");
     _ = @import("embeddings.zig");
     _ = @import("completions.zig");
+    _ = @import("reasoning.zig");
 }
 
 test "completion ids are chatcmpl- and 24 letters or digits, and differ" {

@@ -192,19 +192,20 @@ pub const Backend = struct {
     /// `get_output(ctx, 1)`: `{"input_tokens":N,"output_tokens":M,...}`.
     /// Caller owns the returned JSON.
     pub fn info(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
-        return self.output(allocator, 1);
+        return self.output(allocator, 1, 1024);
     }
 
-    /// `get_output(ctx, index)`, whatever its size: 2 in embedding mode is
-    /// the raw little-endian float32 vectors, 3 the prompt's text. Caller owns it.
-    pub fn output(self: *Backend, allocator: std.mem.Allocator, index: u32) ![]u8 {
-        return outputOf(allocator, self.ctx, index, host.get_output);
+    /// `get_output(ctx, index)`, whatever its size (`size_hint`: the bytes
+    /// expected, to get it in one call): 2 in embedding mode is the raw
+    /// little-endian float32 vectors, 3 the prompt's text. Caller owns it.
+    pub fn output(self: *Backend, allocator: std.mem.Allocator, index: u32, size_hint: usize) ![]u8 {
+        return outputOf(allocator, self.ctx, index, size_hint, host.get_output);
     }
 
     /// `get_output_single(ctx, 2)`: the JSON of the token just sampled, with
     /// its log-probability and the top alternatives (metadata `logprobs`).
     pub fn tokenLogprobs(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
-        return outputOf(allocator, self.ctx, 2, host.get_output_single);
+        return outputOf(allocator, self.ctx, 2, 1024, host.get_output_single);
     }
 
     /// Generates one token. The token's bytes stay valid until the next call.
@@ -289,8 +290,8 @@ fn checkInput(call: []const u8, code: u32) Error!void {
 
 /// An output of any size: the host says how large it is when the buffer is
 /// too small, and the buffer grows once.
-fn outputOf(allocator: std.mem.Allocator, ctx: u32, index: u32, comptime get: anytype) ![]u8 {
-    var buf = try allocator.alloc(u8, 1024);
+fn outputOf(allocator: std.mem.Allocator, ctx: u32, index: u32, size_hint: usize, comptime get: anytype) ![]u8 {
+    var buf = try allocator.alloc(u8, @max(size_hint, 1));
     errdefer allocator.free(buf);
     var written: u32 = 0;
     var code = get(ctx, index, buf.ptr, @intCast(buf.len), &written);

@@ -5,6 +5,7 @@
 
 const std = @import("std");
 const templates = @import("templates.zig");
+const reasoning = @import("reasoning.zig");
 
 const Message = templates.Message;
 const Value = std.json.Value;
@@ -90,6 +91,10 @@ pub const ChatRequest = struct {
     top_logprobs: u8 = 0,
     /// The bias object with token-id keys, serialized; null without one.
     logit_bias: ?[]const u8 = null,
+    /// Extra variables for the model's own template, a JSON object (see reasoning.zig).
+    template_kwargs: ?[]const u8 = null,
+    /// Each message's reasoning_content, by index (null for most).
+    reasoning: []const ?[]const u8 = &.{},
 
     pub fn deinit(self: *ChatRequest) void {
         self.arena.deinit();
@@ -154,6 +159,8 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
         req.top_logprobs = @intCast(k);
     }
     req.logit_bias = try parseLogitBias(arena, obj.get("logit_bias"), diag);
+    req.template_kwargs = try reasoning.parseTemplateKwargs(arena, obj, diag);
+    req.reasoning = try reasoning.parseHistory(arena, obj, diag);
     try refuseUnsupported(obj, diag);
     try checkToolHistory(req.messages, diag);
     return req;
@@ -662,6 +669,8 @@ pub const Delta = union(enum) {
     call_start: struct { index: u32, id: []const u8, name: []const u8 },
     /// More of a call's arguments (JSON text, as generated).
     call_arguments: struct { index: u32, fragment: []const u8 },
+    /// Thinking, apart from the answer: `{"reasoning_content":...}`.
+    reasoning: []const u8,
     /// The last choice chunk, next to its finish_reason.
     empty,
 };
@@ -683,6 +692,8 @@ pub const Choice = struct {
     logprobs: ?[]const u8 = null,
     /// The stop string that ended the text, if one did.
     stop_sequence: ?[]const u8 = null,
+    /// The thinking apart from the answer (written only when not empty).
+    reasoning: []const u8 = "",
 };
 
 fn appendEnvelope(w: anytype, env: Envelope, object: []const u8) !void {
@@ -732,6 +743,11 @@ pub fn appendChoiceChunk(out: *std.ArrayList(u8), env: Envelope, index: u32, del
             try w.print("{{\"tool_calls\":[{{\"index\":{d},\"function\":{{\"arguments\":", .{c.index});
             try std.json.encodeJsonString(c.fragment, .{}, w);
             try w.writeAll("}}]}");
+        },
+        .reasoning => |text| {
+            try w.writeAll("{\"reasoning_content\":");
+            try std.json.encodeJsonString(text, .{}, w);
+            try w.writeByte('}');
         },
         .empty => try w.writeAll("{}"),
     }
@@ -810,6 +826,10 @@ pub fn appendCompletionChoices(out: *std.ArrayList(u8), env: Envelope, choices: 
         if (i > 0) try w.writeByte(',');
         try w.print("{{\"index\":{d},\"message\":{{\"role\":\"assistant\",\"content\":", .{i});
         if (c.content) |text| try std.json.encodeJsonString(text, .{}, w) else try w.writeAll("null");
+        if (c.reasoning.len > 0) {
+            try w.writeAll(",\"reasoning_content\":");
+            try std.json.encodeJsonString(c.reasoning, .{}, w);
+        }
         if (c.tool_calls.len > 0) {
             try w.writeAll(",\"tool_calls\":[");
             for (c.tool_calls, 0..) |call, j| {

@@ -282,8 +282,19 @@ const Scanner = struct {
         }
     }
 
-    /// `[TOOL_CALLS]` and a JSON list of calls.
+    /// `[TOOL_CALLS]` and a JSON list of calls. `[TOOL_CALLS]` is a control
+    /// token that a host may leave out of the text: a list of calls at the
+    /// very start counts too.
     fn mistral(s: *Scanner) Stop!void {
+        const first = skipWs(s.text, 0);
+        if (first < s.text.len and s.text[first] == '[' and !std.mem.startsWith(u8, s.text[first..], mistral_open)) {
+            const after = skipWs(s.text, first + 1);
+            if (after == s.text.len and !s.final) return error.Incomplete;
+            if (after < s.text.len and s.text[after] == '{') {
+                const end = s.callList(first) catch |err| return s.notACall(err);
+                return s.plain(end, "");
+            }
+        }
         var pos: usize = 0;
         while (true) {
             const at = std.mem.indexOfPos(u8, s.text, pos, mistral_open) orelse return s.plain(pos, mistral_open);
@@ -741,6 +752,11 @@ test "mistral calls keep the model's 9-character ids" {
     const result = try s.finish(arena.allocator(), &rec);
     try testing.expectEqualStrings("abcDEF123", result.calls[0].id);
     try testing.expect(std.mem.startsWith(u8, result.calls[1].id, "call_") and result.calls[1].id.len == 29);
+}
+
+test "mistral calls without the control token" {
+    try expectCalls(.mistral, " [{\"name\": \"f\", \"arguments\": {\"a\": 1}}]", null, &.{"f"}, &.{"{\"a\": 1}"});
+    try expectCalls(.mistral, "[1, 2] are numbers", "[1, 2] are numbers", &.{}, &.{});
 }
 
 test "generic JSON calls, wrapped or bare" {

@@ -24,6 +24,7 @@ pub const usage =
     \\      --seed N                 sampling seed
     \\      --log-prompts            print each prompt as rendered (on stderr)
     \\      --log-stat               print token counts after each answer (on stderr)
+    \\      --check                  check the options and exit (0 when they are good)
     \\  -h, --help                   print this help
     \\
     \\In the chat: /reset forgets the conversation (the system prompt stays), /help lists the commands,
@@ -38,6 +39,7 @@ pub const Cli = struct {
     log_prompts: bool = false,
     log_stat: bool = false,
     help: bool = false,
+    check: bool = false,
     /// --ctx-size was given: the host is asked for that context when it loads the model.
     ctx_size_given: bool = false,
     /// Backs options.stops.
@@ -86,6 +88,7 @@ pub fn parse(allocator: std.mem.Allocator, args: []const []const u8, diag: *Diag
                 .log_prompts => cli.log_prompts = true,
                 .log_stat => cli.log_stat = true,
                 .help => cli.help = true,
+                .check => cli.check = true,
                 else => unreachable,
             }
             continue;
@@ -115,7 +118,7 @@ pub fn parse(allocator: std.mem.Allocator, args: []const []const u8, diag: *Diag
             .presence_penalty => o.presence_penalty = try number(diag, name, value, -2, 2),
             .frequency_penalty => o.frequency_penalty = try number(diag, name, value, -2, 2),
             .seed => o.seed = std.fmt.parseInt(i64, value, 10) catch return diag.set("{s} must be an integer, got '{s}'", .{ name, value }),
-            .log_prompts, .log_stat, .help => unreachable,
+            .log_prompts, .log_stat, .help, .check => unreachable,
         }
     }
     cli.options.stops = cli.stops.items;
@@ -138,6 +141,7 @@ const Flag = enum {
     log_prompts,
     log_stat,
     help,
+    check,
 
     const names = [_]struct { []const u8, ?[]const u8, Flag }{
         .{ "--model-alias", "-a", .model_alias },
@@ -155,6 +159,7 @@ const Flag = enum {
         .{ "--log-prompts", null, .log_prompts },
         .{ "--log-stat", null, .log_stat },
         .{ "--help", "-h", .help },
+        .{ "--check", null, .check },
     };
 
     fn find(text: []const u8) ?Flag {
@@ -167,7 +172,7 @@ const Flag = enum {
 
     fn takesValue(self: Flag) bool {
         return switch (self) {
-            .log_prompts, .log_stat, .help => false,
+            .log_prompts, .log_stat, .help, .check => false,
             else => true,
         };
     }
@@ -212,10 +217,8 @@ const testing = std.testing;
 fn expectUsage(args: []const []const u8, fragment: []const u8) !void {
     var diag = Diagnostic{};
     try testing.expectError(error.Usage, parse(testing.allocator, args, &diag));
-    if (std.mem.indexOf(u8, diag.message, fragment) == null) {
-        std.debug.print("message: {s}\n", .{diag.message});
-        return error.TestUnexpectedResult;
-    }
+    // Not found: compare whole, so that the failure shows the message.
+    if (std.mem.indexOf(u8, diag.message, fragment) == null) try testing.expectEqualStrings(fragment, diag.message);
     try testing.expect(std.mem.indexOfScalar(u8, diag.message, '\n') == null);
 }
 
@@ -247,7 +250,7 @@ test "short and long names, inline values, repeated reverse prompts" {
     try testing.expectEqual(@as(f64, 0.5), cli.options.top_p.?);
     try testing.expectEqual(@as(usize, 2), cli.options.stops.len);
     try testing.expectEqualStrings("###", cli.options.stops[1]);
-    try testing.expect(cli.log_prompts and !cli.log_stat);
+    try testing.expect(cli.log_prompts and !cli.log_stat and !cli.check);
     try testing.expectEqualStrings("chat", cli.model_alias);
 }
 

@@ -133,27 +133,23 @@ pub const Conversation = struct {
         try self.appendMetadata(&metadata);
         try backend.setMetadata(metadata.items);
 
-        // Find the fewest oldest turns to leave out; the history changes only
-        // once the prompt fits, so a message too long to send costs nothing.
-        const budget = self.options.ctx_size - self.options.reserve();
-        var drop: usize = 0;
-        const fitted: Attempt = while (true) : (drop += 1) {
-            const tried = self.attempt(backend, ui, drop) catch |err| switch (err) {
-                error.TemplateFailed => {
-                    self.dropLast();
-                    return .template_failed;
-                },
-                else => |e| return e,
-            };
-            if (tried.tokens != null and tried.tokens.? <= budget) break tried;
-            self.allocator.free(tried.prompt);
-            if (drop + 1 >= self.turns()) {
+        const found = self.fit(backend, ui) catch |err| switch (err) {
+            error.TemplateFailed => {
                 self.dropLast();
-                return .{ .too_long = .{ .tokens = tried.tokens } };
-            }
+                return .template_failed;
+            },
+            else => |e| return e,
+        };
+        const fitted = switch (found) {
+            .fitted => |f| f,
+            .too_long => |tokens| {
+                self.dropLast();
+                return .{ .too_long = .{ .tokens = tokens } };
+            },
         };
         defer self.allocator.free(fitted.prompt);
         const prompt_tokens = fitted.tokens.?;
+        const drop = fitted.drop;
         const first = self.firstTurn();
         for (self.messages.items[first .. first + 2 * drop]) |m| self.allocator.free(m.content);
         self.messages.replaceRangeAssumeCapacity(first, 2 * drop, &.{});
@@ -184,7 +180,42 @@ pub const Conversation = struct {
         prompt: []u8,
         /// null: over the host's whole context.
         tokens: ?u32,
+        /// The oldest turns left out.
+        drop: usize,
+
+        fn fits(self: Attempt, budget: u32) bool {
+            return self.tokens != null and self.tokens.? <= budget;
+        }
     };
+
+    const Fit = union(enum) {
+        /// The prompt as set on the backend, to generate from.
+        fitted: Attempt,
+        /// Not even the message alone fits: its prompt's tokens, if counted.
+        too_long: ?u32,
+    };
+
+    /// Finds the fewest oldest turns to leave out so that the prompt fits the
+    /// budget, leaving that prompt set on the backend. The history does not
+    /// change here, so a message too long to send costs nothing. Usually one
+    /// turn more has to go each time: the turns go one by one, after a check
+    /// that the message fits at all.
+    fn fit(self: *Conversation, backend: anytype, ui: anytype) !Fit {
+        const budget = self.options.ctx_size - self.options.reserve();
+        const most = self.turns() - 1; // every turn before the new message
+        var drop: usize = 0;
+        while (true) : (drop += 1) {
+            const tried = try self.attempt(backend, ui, drop);
+            if (tried.fits(budget)) return .{ .fitted = tried };
+            self.allocator.free(tried.prompt);
+            if (drop >= most) return .{ .too_long = tried.tokens };
+            if (drop == 0 and most > 1) {
+                const alone = try self.attempt(backend, ui, most);
+                self.allocator.free(alone.prompt);
+                if (!alone.fits(budget)) return .{ .too_long = alone.tokens };
+            }
+        }
+    }
 
     /// Renders and sets the prompt without the `drop` oldest turns, and counts
     /// its tokens.
@@ -196,7 +227,7 @@ pub const Conversation = struct {
         try view.appendSlice(self.messages.items[first + 2 * drop ..]);
         const prompt = try self.render(backend, ui, view.items);
         errdefer self.allocator.free(prompt);
-        return .{ .prompt = prompt, .tokens = try countTokens(self.allocator, backend, prompt) };
+        return .{ .prompt = prompt, .tokens = try countTokens(self.allocator, backend, prompt), .drop = drop };
     }
 
     /// The template's own end-of-turn text joins the stop texts for a named
@@ -508,6 +539,21 @@ test "a message that cannot fit alone is refused and not kept" {
     try testing.expectEqualStrings("short", conv.messages.items[0].content);
     const after = try conv.reply(&backend, &ui, "still here");
     try testing.expectEqual(End.stop, after.answered.end);
+}
+
+test "a message too long to send is found out without trying every turn" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    var ui = FakeUi.init();
+    defer ui.deinit();
+    var conv = try Conversation.init(testing.allocator, .{ .template = .chatml, .ctx_size = 4000, .n_predict = 100 }, null);
+    defer conv.deinit();
+    for (0..10) |_| _ = try conv.reply(&backend, &ui, "a short message");
+    const before = backend.prompts_set;
+    const long = try conv.reply(&backend, &ui, "z" ** 20000);
+    try testing.expect(long == .too_long);
+    try testing.expectEqual(before + 2, backend.prompts_set); // the whole history, then the message alone
+    try testing.expectEqual(@as(usize, 10), conv.turns());
 }
 
 test "the host ending with length before n_predict means the context is full" {

@@ -54,6 +54,7 @@ pub fn main() u8 {
         std.io.getStdOut().writeAll(args_mod.usage) catch {};
         return 0;
     }
+    if (cli.check) return 0;
 
     var backend = openModel(&cli) catch |err| switch (err) {
         error.ModelNotFound => return fail("no model is preloaded as '{s}': run it with --nn-preload {s}:GGML:AUTO:model.gguf", .{ cli.model_alias, cli.model_alias }),

@@ -1,0 +1,506 @@
+//! Thinking kept apart from the answer, as llama.cpp's server does with
+//! `--reasoning-format auto`: a thinking model writes `<think>...</think>`
+//! before its answer, and that monologue goes to `reasoning_content` while
+//! `content` holds only the answer.
+//!
+//! Which models think is read from what the template and the model do, never
+//! from a model's name:
+//! - the rendered prompt ends (after whitespace) with an opened `<think>`: the
+//!   template opened the block itself (DeepSeek-R1 distills, Qwen3 thinking
+//!   models), so the output starts inside the reasoning and only `</think>`
+//!   ends it;
+//! - otherwise the output opens the block itself: `<think>` first, after
+//!   optional whitespace (Qwen3 with its original template). Anywhere else the
+//!   tag is ordinary answer text.
+//!
+//! A block that never closes (the length limit hit mid-thought) is reasoning
+//! to the end. Like llama.cpp, the reasoning is trimmed of surrounding
+//! whitespace and the answer of the whitespace right after `</think>`.
+//!
+//! `Splitter` works on the raw bytes of tokens: a tag split across tokens is
+//! held back until it is whole, and nothing else is held back but whitespace
+//! that might end the reasoning. The tags are ASCII, so a split never cuts a
+//! UTF-8 character; `Reasoner` adds the UTF-8 hold-back and repair for the
+//! reasoning text (the answer goes on to the caller's stop-string filter).
+
+const std = @import("std");
+const stream = @import("stream.zig");
+const openai = @import("openai.zig");
+
+pub const open_tag = "<think>";
+pub const close_tag = "</think>";
+
+/// `--reasoning-format` (env LLAMAEDGE_REASONING_FORMAT): `auto` splits the
+/// thinking out, `none` leaves the model's text as it is, inline in `content`.
+pub const Format = enum {
+    none,
+    auto,
+
+    pub fn parse(text: []const u8) ?Format {
+        return std.meta.stringToEnum(Format, text);
+    }
+};
+
+/// OpenAI's `reasoning_effort` values.
+pub const efforts = [_][]const u8{ "none", "minimal", "low", "medium", "high", "xhigh", "max" };
+
+/// The request's extra template variables, serialized as a JSON object for
+/// the host's chat_template import, or null when there are none:
+/// `chat_template_kwargs` (an object, e.g. `{"enable_thinking":false}`), and
+/// `reasoning_effort` as the variable `reasoning_effort` (as llama.cpp gives
+/// it to gpt-oss-style templates) unless the object sets that itself. A
+/// template without such variables ignores them.
+pub fn parseTemplateKwargs(arena: std.mem.Allocator, request: std.json.ObjectMap, diag: *openai.Diagnostic) !?[]const u8 {
+    var kwargs = switch (request.get("chat_template_kwargs") orelse .null) {
+        .null => std.json.ObjectMap.init(arena),
+        .object => |o| try o.clone(),
+        else => |v| return openai.typeError(diag, "chat_template_kwargs", "an object", v),
+    };
+    switch (request.get("reasoning_effort") orelse .null) {
+        .null => {},
+        .string => |effort| {
+            for (efforts) |known| {
+                if (std.mem.eql(u8, effort, known)) break;
+            } else return diag.set(400, "reasoning_effort", null, "Invalid value for 'reasoning_effort': '{s}'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh' and 'max'.", .{effort});
+            if (!kwargs.contains("reasoning_effort")) try kwargs.put("reasoning_effort", .{ .string = effort });
+        },
+        else => |v| return openai.typeError(diag, "reasoning_effort", "a string", v),
+    }
+    if (kwargs.count() == 0) return null;
+    return try std.json.stringifyAlloc(arena, std.json.Value{ .object = kwargs }, .{});
+}
+
+/// Each message's `reasoning_content` (assistant turns only; null elsewhere),
+/// by index: it goes to the model's own template with its message, and the
+/// template decides (thinking templates show it where they were trained to,
+/// e.g. Qwen3 inside a tool-call loop; one that never mentions the field
+/// renders nothing of it). Named templates leave it out. `request` has been
+/// checked by openai.parseChatRequest: `messages` is an array of objects.
+pub fn parseHistory(arena: std.mem.Allocator, request: std.json.ObjectMap, diag: *openai.Diagnostic) ![]const ?[]const u8 {
+    const items = request.get("messages").?.array.items;
+    const history = try arena.alloc(?[]const u8, items.len);
+    for (items, history, 0..) |item, *slot, i| {
+        slot.* = null;
+        const role = item.object.get("role") orelse continue;
+        if (role != .string or !std.mem.eql(u8, role.string, "assistant")) continue;
+        switch (item.object.get("reasoning_content") orelse .null) {
+            .null => {},
+            .string => |text| slot.* = text,
+            else => |v| {
+                var param_buf: [64]u8 = undefined;
+                const param = std.fmt.bufPrint(&param_buf, "messages[{d}].reasoning_content", .{i}) catch "messages";
+                return openai.typeError(diag, param, "a string", v);
+            },
+        }
+    }
+    return history;
+}
+
+/// Whether the prompt leaves the model inside a think block that the template
+/// opened: it ends, after whitespace, with `<think>`.
+pub fn promptOpensThinking(prompt: []const u8) bool {
+    return std.mem.endsWith(u8, std.mem.trimRight(u8, prompt, &std.ascii.whitespace), open_tag);
+}
+
+/// What one push releases. The slices stay valid until the next call.
+pub const Parts = struct {
+    reasoning: []const u8,
+    content: []const u8,
+};
+
+pub const Splitter = struct {
+    allocator: std.mem.Allocator,
+    /// The template opened the block: no tag is needed to start reasoning.
+    opened: bool,
+    phase: Phase = .start,
+    /// Some reasoning was released (so later whitespace is inside it, not leading).
+    thought: bool = false,
+    pending: std.ArrayListUnmanaged(u8) = .empty,
+    reasoning: std.ArrayListUnmanaged(u8) = .empty,
+    content: std.ArrayListUnmanaged(u8) = .empty,
+
+    const Phase = enum {
+        /// Before anything but whitespace: an opening tag may still come.
+        start,
+        /// Inside the think block.
+        thinking,
+        /// Right after `</think>`: whitespace here is dropped.
+        closed,
+        /// The answer: everything passes.
+        answer,
+    };
+
+    pub fn init(allocator: std.mem.Allocator, opened: bool) Splitter {
+        return .{ .allocator = allocator, .opened = opened };
+    }
+
+    pub fn deinit(self: *Splitter) void {
+        self.pending.deinit(self.allocator);
+        self.reasoning.deinit(self.allocator);
+        self.content.deinit(self.allocator);
+    }
+
+    /// Whether the text is still inside the reasoning (or may be).
+    pub fn inReasoning(self: *const Splitter) bool {
+        return self.phase == .thinking or (self.phase == .start and self.opened);
+    }
+
+    /// Adds the bytes of one token; returns what is known to be reasoning and
+    /// answer now.
+    pub fn push(self: *Splitter, bytes: []const u8) !Parts {
+        self.clearOutput();
+        try self.pending.appendSlice(self.allocator, bytes);
+        try self.advance(false);
+        return self.parts();
+    }
+
+    /// The generation ended: releases what was held back.
+    pub fn finish(self: *Splitter) !Parts {
+        self.clearOutput();
+        try self.advance(true);
+        return self.parts();
+    }
+
+    fn advance(self: *Splitter, at_end: bool) !void {
+        while (true) switch (self.phase) {
+            .start => {
+                const text = self.pending.items;
+                const spaces = leadingSpaces(text);
+                const rest = text[spaces..];
+                if (std.mem.startsWith(u8, rest, open_tag)) {
+                    self.consume(spaces + open_tag.len);
+                    self.phase = .thinking;
+                    continue;
+                }
+                // Nothing but whitespace and maybe the start of a tag yet.
+                if (!at_end and std.mem.startsWith(u8, open_tag, rest)) return;
+                if (self.opened) {
+                    self.consume(spaces);
+                    self.phase = .thinking;
+                } else {
+                    self.phase = .answer;
+                }
+            },
+            .thinking => {
+                if (!self.thought) self.consume(leadingSpaces(self.pending.items));
+                const text = self.pending.items;
+                if (std.mem.indexOf(u8, text, close_tag)) |at| {
+                    try self.think(std.mem.trimRight(u8, text[0..at], &std.ascii.whitespace));
+                    self.consume(at + close_tag.len);
+                    self.phase = .closed;
+                    continue;
+                }
+                if (at_end) {
+                    try self.think(std.mem.trimRight(u8, text, &std.ascii.whitespace));
+                    self.consume(text.len);
+                    return;
+                }
+                // Hold back a tail that may begin `</think>`, and the
+                // whitespace before it, which would then be trailing.
+                var keep = partialTagLen(text, close_tag);
+                while (keep < text.len and std.ascii.isWhitespace(text[text.len - keep - 1])) keep += 1;
+                try self.think(text[0 .. text.len - keep]);
+                self.consume(text.len - keep);
+                return;
+            },
+            .closed => {
+                self.consume(leadingSpaces(self.pending.items));
+                if (self.pending.items.len == 0) return;
+                self.phase = .answer;
+            },
+            .answer => {
+                try self.content.appendSlice(self.allocator, self.pending.items);
+                self.pending.clearRetainingCapacity();
+                return;
+            },
+        };
+    }
+
+    fn think(self: *Splitter, text: []const u8) !void {
+        if (text.len == 0) return;
+        try self.reasoning.appendSlice(self.allocator, text);
+        self.thought = true;
+    }
+
+    fn consume(self: *Splitter, len: usize) void {
+        const rest = self.pending.items.len - len;
+        std.mem.copyForwards(u8, self.pending.items[0..rest], self.pending.items[len..]);
+        self.pending.shrinkRetainingCapacity(rest);
+    }
+
+    fn clearOutput(self: *Splitter) void {
+        self.reasoning.clearRetainingCapacity();
+        self.content.clearRetainingCapacity();
+    }
+
+    fn parts(self: *const Splitter) Parts {
+        return .{ .reasoning = self.reasoning.items, .content = self.content.items };
+    }
+};
+
+/// The splitter with the reasoning made safe to send: whole UTF-8 characters
+/// only, invalid bytes as U+FFFD. The answer comes out raw, for the caller's
+/// stop-string filter (stop strings apply to the answer, not to the thinking).
+pub const Reasoner = struct {
+    splitter: Splitter,
+    text: stream.TextFilter,
+    /// The reasoning released by the last call (both filter calls at the end).
+    released: std.ArrayListUnmanaged(u8) = .empty,
+
+    pub fn init(allocator: std.mem.Allocator, opened: bool) Reasoner {
+        return .{ .splitter = Splitter.init(allocator, opened), .text = stream.TextFilter.init(allocator, &.{}) };
+    }
+
+    pub fn deinit(self: *Reasoner) void {
+        self.splitter.deinit();
+        self.text.deinit();
+        self.released.deinit(self.splitter.allocator);
+    }
+
+    pub fn push(self: *Reasoner, bytes: []const u8) !Parts {
+        const split = try self.splitter.push(bytes);
+        return .{ .reasoning = try self.text.push(split.reasoning), .content = split.content };
+    }
+
+    pub fn finish(self: *Reasoner) !Parts {
+        const split = try self.splitter.finish();
+        self.released.clearRetainingCapacity();
+        try self.released.appendSlice(self.splitter.allocator, try self.text.push(split.reasoning));
+        try self.released.appendSlice(self.splitter.allocator, try self.text.finish());
+        return .{ .reasoning = self.released.items, .content = split.content };
+    }
+};
+
+fn leadingSpaces(text: []const u8) usize {
+    var n: usize = 0;
+    while (n < text.len and std.ascii.isWhitespace(text[n])) n += 1;
+    return n;
+}
+
+/// Length of the longest tail of `text` that is a proper prefix of `tag`.
+fn partialTagLen(text: []const u8, tag: []const u8) usize {
+    var len = @min(tag.len - 1, text.len);
+    while (len > 0) : (len -= 1) {
+        if (std.mem.eql(u8, text[text.len - len ..], tag[0..len])) return len;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+
+const testing = std.testing;
+
+const Whole = struct {
+    reasoning: std.ArrayList(u8),
+    content: std.ArrayList(u8),
+
+    fn deinit(self: *Whole) void {
+        self.reasoning.deinit();
+        self.content.deinit();
+    }
+};
+
+/// Feeds `pieces` one push each and gathers everything released.
+fn collect(opened: bool, pieces: []const []const u8) !Whole {
+    var splitter = Splitter.init(testing.allocator, opened);
+    defer splitter.deinit();
+    var whole = Whole{ .reasoning = std.ArrayList(u8).init(testing.allocator), .content = std.ArrayList(u8).init(testing.allocator) };
+    errdefer whole.deinit();
+    for (pieces) |piece| {
+        const parts = try splitter.push(piece);
+        try whole.reasoning.appendSlice(parts.reasoning);
+        try whole.content.appendSlice(parts.content);
+    }
+    const parts = try splitter.finish();
+    try whole.reasoning.appendSlice(parts.reasoning);
+    try whole.content.appendSlice(parts.content);
+    return whole;
+}
+
+/// Splits `text` at every position, at every pair of positions, and byte by
+/// byte: each way of cutting it into tokens gives the same reasoning and answer.
+fn expectSplit(opened: bool, text: []const u8, reasoning: []const u8, content: []const u8) !void {
+    var cuts: [3][]const u8 = undefined;
+    {
+        var whole = try collect(opened, &.{text});
+        defer whole.deinit();
+        try testing.expectEqualStrings(reasoning, whole.reasoning.items);
+        try testing.expectEqualStrings(content, whole.content.items);
+    }
+    for (0..text.len + 1) |i| {
+        for (i..text.len + 1) |j| {
+            cuts = .{ text[0..i], text[i..j], text[j..] };
+            var whole = try collect(opened, &cuts);
+            defer whole.deinit();
+            try testing.expectEqualStrings(reasoning, whole.reasoning.items);
+            try testing.expectEqualStrings(content, whole.content.items);
+        }
+    }
+    var bytes = std.ArrayList([]const u8).init(testing.allocator);
+    defer bytes.deinit();
+    for (0..text.len) |i| try bytes.append(text[i .. i + 1]);
+    var whole = try collect(opened, bytes.items);
+    defer whole.deinit();
+    try testing.expectEqualStrings(reasoning, whole.reasoning.items);
+    try testing.expectEqualStrings(content, whole.content.items);
+}
+
+test "a think block the output opens goes to reasoning, the rest to content" {
+    try expectSplit(false, "<think>\nLet me add 2 and 2.\n</think>\n\nThe answer is 4.", "Let me add 2 and 2.", "The answer is 4.");
+}
+
+test "whitespace before the opening tag is allowed" {
+    try expectSplit(false, "\n <think>hmm</think>ok", "hmm", "ok");
+}
+
+test "a template that opened the block: the output starts in reasoning" {
+    try expectSplit(true, "\nThe user greets me.\n</think>\n\nHello!", "The user greets me.", "Hello!");
+}
+
+test "a template that opened the block, and the model repeats the tag" {
+    try expectSplit(true, "<think>\nhmm\n</think>\nok", "hmm", "ok");
+}
+
+test "a block never closed is all reasoning" {
+    try expectSplit(false, "<think>\nStill thinking about <b>this</b> and </thi", "Still thinking about <b>this</b> and </thi", "");
+    try expectSplit(true, "thinking, cut off mid-thought  \n", "thinking, cut off mid-thought", "");
+}
+
+test "without a think block everything is content, leading whitespace kept" {
+    try expectSplit(false, "\n  Hello <think>not a tag here</think>", "", "\n  Hello <think>not a tag here</think>");
+    try expectSplit(false, "<thin", "", "<thin");
+    try expectSplit(false, " \n", "", " \n");
+}
+
+test "an empty think block gives no reasoning" {
+    try expectSplit(false, "<think>\n\n</think>\n\nAnswer.", "", "Answer.");
+    try expectSplit(true, "</think>Answer.", "", "Answer.");
+}
+
+test "only the first closing tag ends the reasoning" {
+    try expectSplit(true, "a</think>b</think>c", "a", "b</think>c");
+}
+
+test "whitespace inside the reasoning and after the answer's start is kept" {
+    try expectSplit(true, "line one\n\nline two \n</think>\n\nanswer\n\n", "line one\n\nline two", "answer\n\n");
+}
+
+test "reasoning is released as it comes, holding back only a possible tag" {
+    var splitter = Splitter.init(testing.allocator, true);
+    defer splitter.deinit();
+    var parts = try splitter.push("Hello wor");
+    try testing.expectEqualStrings("Hello wor", parts.reasoning);
+    parts = try splitter.push("ld </th");
+    try testing.expectEqualStrings("ld", parts.reasoning);
+    try testing.expect(splitter.inReasoning());
+    parts = try splitter.push("ought");
+    // "</th" was not the tag after all: it and the space before it are reasoning
+    try testing.expectEqualStrings(" </thought", parts.reasoning);
+    parts = try splitter.push("</think>\nHi");
+    try testing.expectEqualStrings("", parts.reasoning);
+    try testing.expectEqualStrings("Hi", parts.content);
+    try testing.expect(!splitter.inReasoning());
+    parts = try splitter.push(" there");
+    try testing.expectEqualStrings(" there", parts.content);
+    parts = try splitter.finish();
+    try testing.expectEqualStrings("", parts.content);
+}
+
+test "the answer is not held back when the output has no think block" {
+    var splitter = Splitter.init(testing.allocator, false);
+    defer splitter.deinit();
+    try testing.expectEqualStrings("", (try splitter.push("<th")).content);
+    try testing.expectEqualStrings("<the cat", (try splitter.push("e cat")).content);
+    try testing.expectEqualStrings("</think>", (try splitter.push("</think>")).content);
+}
+
+test "the reasoner repairs UTF-8 in the reasoning and passes the answer raw" {
+    var reasoner = Reasoner.init(testing.allocator, true);
+    defer reasoner.deinit();
+    // "é" is C3 A9, split across tokens inside the reasoning
+    var parts = try reasoner.push("caf\xC3");
+    try testing.expectEqualStrings("caf", parts.reasoning);
+    parts = try reasoner.push("\xA9\xFF</think>ans\xC3");
+    try testing.expectEqualStrings("é\u{FFFD}", parts.reasoning);
+    try testing.expectEqualStrings("ans\xC3", parts.content);
+    parts = try reasoner.finish();
+    try testing.expectEqualStrings("", parts.reasoning);
+}
+
+test "the reasoner releases a cut-off character at the end" {
+    var reasoner = Reasoner.init(testing.allocator, true);
+    defer reasoner.deinit();
+    try testing.expectEqualStrings("abc", (try reasoner.push("abc\xE2\x82")).reasoning);
+    const parts = try reasoner.finish();
+    try testing.expectEqualStrings("\u{FFFD}\u{FFFD}", parts.reasoning);
+}
+
+test "promptOpensThinking" {
+    try testing.expect(promptOpensThinking("<|im_start|>assistant\n<think>\n"));
+    try testing.expect(promptOpensThinking("<｜Assistant｜><think>"));
+    try testing.expect(!promptOpensThinking("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+    try testing.expect(!promptOpensThinking("<|im_start|>assistant\n"));
+    try testing.expect(!promptOpensThinking(""));
+}
+
+fn expectKwargs(body: []const u8, expected: ?[]const u8) !void {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const parsed = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(), body, .{});
+    var diag = openai.Diagnostic{};
+    const kwargs = try parseTemplateKwargs(arena.allocator(), parsed.object, &diag);
+    if (expected) |e| try testing.expectEqualStrings(e, kwargs.?) else try testing.expect(kwargs == null);
+}
+
+fn expectKwargsError(body: []const u8, param: []const u8) !void {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const parsed = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(), body, .{});
+    var diag = openai.Diagnostic{};
+    try testing.expectError(error.InvalidRequest, parseTemplateKwargs(arena.allocator(), parsed.object, &diag));
+    try testing.expectEqual(@as(u16, 400), diag.err.status);
+    try testing.expectEqualStrings(param, diag.err.param.?);
+}
+
+test "chat_template_kwargs and reasoning_effort become template variables" {
+    try expectKwargs("{}", null);
+    try expectKwargs("{\"chat_template_kwargs\":null,\"reasoning_effort\":null}", null);
+    try expectKwargs("{\"chat_template_kwargs\":{\"enable_thinking\":false}}", "{\"enable_thinking\":false}");
+    try expectKwargs("{\"reasoning_effort\":\"low\"}", "{\"reasoning_effort\":\"low\"}");
+    try expectKwargs("{\"reasoning_effort\":\"high\",\"chat_template_kwargs\":{\"enable_thinking\":true}}", "{\"enable_thinking\":true,\"reasoning_effort\":\"high\"}");
+    // the client's own variable wins
+    try expectKwargs("{\"reasoning_effort\":\"high\",\"chat_template_kwargs\":{\"reasoning_effort\":\"low\"}}", "{\"reasoning_effort\":\"low\"}");
+}
+
+test "bad reasoning options name their field" {
+    try expectKwargsError("{\"chat_template_kwargs\":[1]}", "chat_template_kwargs");
+    try expectKwargsError("{\"chat_template_kwargs\":\"x\"}", "chat_template_kwargs");
+    try expectKwargsError("{\"reasoning_effort\":\"extreme\"}", "reasoning_effort");
+    try expectKwargsError("{\"reasoning_effort\":2}", "reasoning_effort");
+}
+
+test "assistant turns' reasoning_content is read by message index" {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const parsed = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(),
+        \\{"messages":[{"role":"user","content":"q","reasoning_content":"not mine"},{"role":"assistant","content":"a","reasoning_content":"why"},
+        \\{"role":"assistant","content":"b","reasoning_content":null},{"role":"user","content":"q2"}]}
+    , .{});
+    var diag = openai.Diagnostic{};
+    const history = try parseHistory(arena.allocator(), parsed.object, &diag);
+    try testing.expectEqual(@as(usize, 4), history.len);
+    try testing.expect(history[0] == null and history[2] == null and history[3] == null);
+    try testing.expectEqualStrings("why", history[1].?);
+
+    const bad = try std.json.parseFromSliceLeaky(std.json.Value, arena.allocator(),
+        \\{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a","reasoning_content":["x"]}]}
+    , .{});
+    try testing.expectError(error.InvalidRequest, parseHistory(arena.allocator(), bad.object, &diag));
+    try testing.expectEqualStrings("messages[1].reasoning_content", diag.err.param.?);
+}
+
+test "Format.parse" {
+    try testing.expectEqual(Format.auto, Format.parse("auto").?);
+    try testing.expectEqual(Format.none, Format.parse("none").?);
+    try testing.expect(Format.parse("deepseek") == null);
+}
