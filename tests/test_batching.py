@@ -88,7 +88,8 @@ def test_a_warm_second_turn_equals_the_same_request_on_a_cold_model(tiny_model: 
 
 def test_cancelling_a_long_prefill_frees_its_slot_at_the_next_step(tiny_model: Path) -> None:
     n_batch = 16  # a prompt of ~1800 tokens takes >100 steps to read
-    model = Model(tiny_model, LoadOptions(threads=2, ctx_size=2048, parallel=2, batch_size=n_batch, ubatch_size=n_batch))
+    model = Model(tiny_model, LoadOptions(threads=2, ctx_size=2048, parallel=2,
+                                          batch_size=n_batch, ubatch_size=n_batch))
     try:
         long_prompt = model.tokenize(chatml(("user", "the quick brown fox " * 300)))[:1800]
         seq = model.generate(long_prompt, GREEDY)

@@ -153,6 +153,7 @@ def test_importing_the_engine_leaves_llama_cpps_high_level_api_unloaded() -> Non
             "assert 'llama_cpp.llama' not in sys.modules and 'llama_cpp.llama_chat_format' not in sys.modules\n"
             "import llama_cpp\n"
             "from llama_cpp import Llama, llama_decode\n"  # the whole package still answers, on demand
-            "assert Llama.__module__ == 'llama_cpp.llama' and llama_cpp.__version__ == llamaedge.engine.LLAMA_CPP_PYTHON_VERSION\n")
+            "assert Llama.__module__ == 'llama_cpp.llama'\n"
+            "assert llama_cpp.__version__ == llamaedge.engine.LLAMA_CPP_PYTHON_VERSION\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
