@@ -41,6 +41,7 @@ from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
 from llamaedge.mount import APPS_ROUTE, Mount, mount_routes
 from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
+from llamaedge.runtime.wagi import SOCKET_SEND_BUFFER_BYTES
 from llamaedge.types import ResolvedModel
 
 log = logging.getLogger("llamaedge.server")
@@ -581,6 +582,7 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
                                              kind="overloaded")
                 return
             yield chunk  # type: ignore[misc]
+            stream.taken()  # sent on (uvicorn waits while the socket is full): the app may write again
         if failure:
             log.error("%s %s failed mid-response: %s", wagi_request.method, path, "; ".join(failure))
             if event_stream:
@@ -650,10 +652,11 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
     _check_can_listen(config.host, config.port)
     state = ServerState(config)
     app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
-    server = _draining_server(state, uvicorn.Config(
+    uvicorn_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=3,
-    ))
+    )
+    server = _draining_server(state, uvicorn_config)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
 
     def load_then_announce() -> None:
@@ -670,7 +673,10 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
 
     threading.Thread(target=load_then_announce, name="llamaedge-load", daemon=True).start()
     try:
-        server.run()
+        listener = uvicorn_config.bind_socket()
+        # Connections inherit it: a client that does not read holds little in the kernel.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER_BYTES)
+        server.run(sockets=[listener])
     except SystemExit:  # uvicorn exits when it cannot start (the port was taken meanwhile)
         pass
     finally:

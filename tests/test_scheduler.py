@@ -250,18 +250,30 @@ def test_a_sequence_whose_reader_is_behind_is_not_decoded_further(decoder: FakeD
     assert len(decoder.batches) == n_batches + 1
 
 
-def test_sequences_whose_readers_are_behind_run_on_while_another_waits_for_a_slot(decoder: FakeDecoder) -> None:
-    # One slot, held by a sequence nobody reads (an app waiting on its sibling): it must not
-    # pause at the lookahead bound, or the waiting sequence would never get the slot.
+def test_a_group_waiting_for_a_slot_runs_its_unread_sequences_on(decoder: FakeDecoder) -> None:
+    # One slot, held by a sequence its reader does not read while it waits for the second
+    # of its group (n > 1): the held one must not pause at the lookahead bound, or the
+    # second would never get the slot. A sequence of another reader does pause.
     scheduler = Scheduler(decoder, 1, thread=False)
+    group = object()
     held = sequence([1, 2], n_predict=LOOKAHEAD_TOKENS_MAX * 2)
-    waiting = sequence([3, 4], n_predict=2)
+    held.group = group
+    sibling = sequence([3, 4], n_predict=2)
+    sibling.group = group
     scheduler.submit(held)
     run(scheduler, 3)
-    scheduler.submit(waiting)
+    scheduler.submit(sibling)
     run(scheduler, LOOKAHEAD_TOKENS_MAX * 2 + 10)
     assert held.done and held.n_generated == LOOKAHEAD_TOKENS_MAX * 2
-    assert waiting.done and waiting.n_generated == 2
+    assert sibling.done and sibling.n_generated == 2
+
+    alone = sequence([5, 6], n_predict=LOOKAHEAD_TOKENS_MAX * 2)
+    other = sequence([7, 8], n_predict=2)
+    scheduler.submit(alone)
+    scheduler.submit(other)
+    run(scheduler, LOOKAHEAD_TOKENS_MAX * 2 + 10)
+    assert alone.n_generated == LOOKAHEAD_TOKENS_MAX and not alone.done
+    assert other.n_generated == 0
 
 
 def test_a_scheduler_whose_sequences_all_wait_for_readers_sleeps() -> None:

@@ -487,6 +487,14 @@ def test_api_key_guards_the_mounted_apps_and_the_listing(apps_dir: Path, tiny_mo
         assert "HTTP_AUTHORIZATION" not in env and "s3cret" not in answered.text
 
 
+def _release_fifo(path: Path) -> None:
+    """Let an app blocked opening the FIFO for reading go on (nothing to do without one)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
 def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_model: Path, tmp_path: Path) -> None:
     # One slot: /hold keeps it (its sequence waits on the FIFO), so /impatient's first
     # compute_single waits in the host for a slot until its wall time is up.
@@ -500,21 +508,24 @@ def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_mode
     state = ServerState(config)
     state.load()
     assert state.model is not None
-    with _running_with_mounts(state) as url, httpx.Client(timeout=30) as client:
-        with client.stream("GET", f"{url}/hold") as hold:
-            chunks = hold.iter_raw()
-            assert next(chunks) == b"first;"
-            impatient = client.get(f"{url}/impatient")
-            assert impatient.status_code == 504
-            assert impatient.json()["error"]["code"] == "wall_time_exceeded"
-            assert state.model.stats().sequences_waiting == 0  # its queued sequence was cancelled
-            # A stream that began before the wall time ran out ends with an error event.
-            with client.stream("POST", f"{url}/chat/v1/chat/completions", json={
-                    "model": "tiny-chat", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as chat:
-                assert chat.status_code == 200
-                events = [line[len("data: "):] for line in chat.iter_lines() if line.startswith("data: ")]
-            assert events[-1] == "[DONE]"
-            error = json.loads(events[-2])["error"]
-            assert "wall-time limit of 0.5s" in error["message"]
-            os.close(os.open(tmp_path / "go", os.O_WRONLY))
-            assert b"".join(chunks) == b"done"
+    try:
+        with _running_with_mounts(state) as url, httpx.Client(timeout=30) as client:
+            with client.stream("GET", f"{url}/hold") as hold:
+                chunks = hold.iter_raw()
+                assert next(chunks) == b"first;"
+                impatient = client.get(f"{url}/impatient")
+                assert impatient.status_code == 504
+                assert impatient.json()["error"]["code"] == "wall_time_exceeded"
+                assert state.model.stats().sequences_waiting == 0  # its queued sequence was cancelled
+                # A stream that began before the wall time ran out ends with an error event.
+                with client.stream("POST", f"{url}/chat/v1/chat/completions", json={
+                        "model": "tiny-chat", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as chat:
+                    assert chat.status_code == 200
+                    events = [line[len("data: "):] for line in chat.iter_lines() if line.startswith("data: ")]
+                assert events[-1] == "[DONE]"
+                error = json.loads(events[-2])["error"]
+                assert "wall-time limit of 0.5s" in error["message"]
+                os.close(os.open(tmp_path / "go", os.O_WRONLY))
+                assert b"".join(chunks) == b"done"
+    finally:
+        _release_fifo(tmp_path / "go")  # a failed assert must not leave an app blocked on it

@@ -1,6 +1,7 @@
 """Inference on llama.cpp through llama-cpp-python's low-level API. The only package that
 imports llama_cpp.
 
+    bindings        llama_cpp's low-level bindings without its high-level API
     types           options, results (Token, FinishReason, EngineStats) and tunables
     errors          EngineError and its kinds
     backend         llama.cpp's process-wide setup and log
@@ -15,6 +16,10 @@ imports llama_cpp.
     embedding       the embedding context
     model           Model: all of the above for one GGUF
 """
+
+from llamaedge.engine import bindings
+
+bindings.install()  # before any module below imports llama_cpp
 
 from llamaedge.engine.devices import LLAMA_CPP_PYTHON_VERSION, build_info, list_devices, supports_gpu_offload
 from llamaedge.engine.errors import BadInput, EngineError, GrammarError, NoChatTemplate, PromptTooLong, TemplateError
@@ -33,11 +38,12 @@ from llamaedge.engine.types import (
     LoadOptions,
     SamplingOptions,
     Token,
+    default_parallel,
 )
 
 __all__ = [
     "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
     "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions", "Model", "ModelShape",
     "NoChatTemplate", "PromptTooLong", "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token",
-    "build_info", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
+    "build_info", "default_parallel", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
 ]

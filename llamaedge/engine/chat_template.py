@@ -4,14 +4,31 @@ them (messages, tools, add_generation_prompt, bos_token, eos_token, then extra v
 from __future__ import annotations
 
 import json
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
 import jinja2
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from llamaedge.engine.errors import NoChatTemplate, TemplateError
 
+if TYPE_CHECKING:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
 _RESERVED = ("messages", "tools", "bos_token", "eos_token")
+
+
+def _formatter_class() -> type[Jinja2ChatFormatter]:
+    # It brings llama-cpp-python's high-level API (a good part of a second to import): not
+    # at startup, see preload().
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter
+
+
+def preload() -> None:
+    """Import the formatter on a thread of its own, meanwhile (e.g. while llama.cpp, which
+    lets go of the GIL, loads the weights), so that the first render need not."""
+    threading.Thread(target=_formatter_class, name="llamaedge-preload", daemon=True).start()
 
 
 class ChatTemplates:
@@ -39,7 +56,7 @@ class ChatTemplates:
         key = (template, add_generation_prompt)
         formatter = self._formatters.get(key)
         if formatter is None:
-            formatter = Jinja2ChatFormatter(template, self.eos_token, self.bos_token,
+            formatter = _formatter_class()(template, self.eos_token, self.bos_token,
                                             add_generation_prompt=add_generation_prompt)
             self._formatters[key] = formatter
         try:

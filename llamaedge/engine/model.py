@@ -18,14 +18,15 @@ import numpy as np
 
 from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
-from llamaedge.engine.chat_template import ChatTemplates
+from llamaedge.engine.chat_template import ChatTemplates, preload
 from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
-from llamaedge.engine.types import DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions
+from llamaedge.engine.types import (DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions,
+                                    default_parallel)
 from llamaedge.errors import ModelError
 
 
@@ -43,6 +44,7 @@ class Model:
         mparams.main_gpu = options.main_gpu
         mparams.use_mmap = options.use_mmap
         started = time.monotonic()
+        preload()
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
             raise ModelError(
@@ -57,7 +59,7 @@ class Model:
 
         ctx_size = options.ctx_size or min(self.n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
         threads = options.threads or os.cpu_count() or 1
-        parallel = max(1, options.parallel)
+        parallel = max(1, options.parallel) if options.parallel is not None else default_parallel(ctx_size)
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = ctx_size
         cparams.n_batch = options.batch_size
@@ -162,15 +164,16 @@ class Model:
         """BadInput or GrammarError when a sequence could not be sampled with `sampling`."""
         Sampler(self._vocab, self.n_vocab, sampling).free()
 
-    def generate(self, prompt: list[int], sampling: SamplingOptions) -> Sequence:
+    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> Sequence:
         """Queue a sequence; read it with `Sequence.next_token`, `next_piece` or by
-        iterating. BadInput, PromptTooLong, GrammarError."""
+        iterating. `group`: sequences one reader reads in turn (see `Sequence.group`).
+        BadInput, PromptTooLong, GrammarError."""
         if not prompt:
             raise BadInput("empty prompt")
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(f"prompt of {len(prompt)} tokens does not fit a context of {self.n_ctx}")
         sampling = dataclasses.replace(sampling)  # the caller may change its own meanwhile
-        seq = Sequence(prompt=list(prompt), sampling=sampling)
+        seq = Sequence(prompt=list(prompt), sampling=sampling, group=group)
         seq._sampler = Sampler(self._vocab, self.n_vocab, sampling)
         try:
             self._scheduler.submit(seq)

@@ -67,6 +67,8 @@ class Sequence:
 
     prompt: list[int]
     sampling: SamplingOptions
+    # Sequences one reader reads in turn (an app's choices for n > 1); None: on its own.
+    group: object = None
     _sampler: Any = None
     _wake: Callable[[], None] = lambda: None
     _pieces: queue.SimpleQueue[Token | None] = field(default_factory=queue.SimpleQueue)
@@ -233,12 +235,13 @@ class Scheduler:
                 self._finish(seq, FinishReason.ERROR)
 
     def _runnable(self) -> list[Sequence]:
-        if self._incoming and all(self._slot_busy):
-            # Someone waits for a slot: sequences whose readers are behind run on to their
-            # end, so that slots come free. Otherwise an app reading several sequences in turn
-            # (n > 1) could hold slots while it waits for one more, and so could another.
-            return list(self._running)
-        return [s for s in self._running if s._cancelled or s._pieces.qsize() < LOOKAHEAD_TOKENS_MAX]
+        # A reader waiting for a queued sequence of its group reads none of the group's
+        # running ones meanwhile: those run on past the lookahead to their end, so that slots
+        # come free. Otherwise apps reading several choices in turn (n > 1) could each hold
+        # slots while they wait for one more.
+        waiting = {s.group for s in self._incoming if s.group is not None}
+        return [s for s in self._running
+                if s._cancelled or s._pieces.qsize() < LOOKAHEAD_TOKENS_MAX or s.group in waiting]
 
     def _admit(self) -> None:
         """Drop queued sequences that were cancelled, then move queued sequences into free

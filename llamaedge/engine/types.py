@@ -10,6 +10,14 @@ DEFAULT_CTX_SIZE = 4096
 # A sequence runs at most this many tokens ahead of its reader: a slow client slows its own
 # generation only, and a client that left wastes at most this much work.
 LOOKAHEAD_TOKENS_MAX = 16
+# Slots (sequences decoded together) when LoadOptions.parallel is None: one per SLOT_CELLS cells
+# of the context, PARALLEL_MIN to PARALLEL_MAX. With a unified KV cache a slot costs nothing until
+# its sequence uses cells, and any sequence may use the whole context, so there are as many slots
+# as typical chat turns (prompt and reply) fit at once: 8 for the default 4096 cells. Then 8
+# clients start at once rather than wait behind long streams.
+SLOT_CELLS = 512
+PARALLEL_MIN = 4
+PARALLEL_MAX = 16
 TOP_LOGPROBS_MAX = 20
 # The embedding context: inputs of up to this many tokens (or the model's training context,
 # if shorter), up to EMBED_SEQ_MAX of them decoded together.
@@ -26,9 +34,14 @@ class LoadOptions:
     threads: int | None = None  # None: all cores
     batch_size: int = 512
     ubatch_size: int = 512
-    parallel: int = 4  # sequences decoded together
+    parallel: int | None = None  # sequences decoded together; None: default_parallel(the context)
     use_mmap: bool = True
     main_gpu: int = 0
+
+
+def default_parallel(ctx_size: int) -> int:
+    """The slots of a context of `ctx_size` cells when none are asked for (see SLOT_CELLS)."""
+    return max(PARALLEL_MIN, min(PARALLEL_MAX, ctx_size // SLOT_CELLS))
 
 
 @dataclass

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ class _Run:
 
 
 _current = threading.local()
+# The same runs by session, for host work done on other threads (wasmtime writes the app's
+# stdout from a thread of its own).
+_runs: weakref.WeakKeyDictionary[NNSession, _Run] = weakref.WeakKeyDictionary()
+
+
+def restart_wasm_slice(session: NNSession) -> None:
+    """The host waited on `session`'s app outside a host call (a write to a client that does
+    not read): that time is not the app's."""
+    run = _runs.get(session)
+    if run is not None:
+        run.store.set_epoch_deadline(run.deadline_ticks())
 
 
 def _run() -> _Run:
@@ -173,11 +185,12 @@ class Runtime:
         store.set_wasi(wasi)
         run = _Run(store, session, self.limits, guard)
         store.set_epoch_deadline(run.deadline_ticks())
-        _current.run = run
+        _current.run = _runs[session] = run
         try:
             yield store, app.pre.instantiate(store)
         finally:
             _current.run = None
+            _runs.pop(session, None)
             session.close()
 
     def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession, guard: RunGuard | None = None) -> int:

@@ -369,11 +369,11 @@ class BudgetedModel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
-    def generate(self, prompt: list[int], sampling: SamplingOptions) -> BudgetedSequence:
+    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> BudgetedSequence:
         left = self._guard.tokens_left
         if left is not None and (sampling.n_predict < 0 or sampling.n_predict > left):
             sampling = dataclasses.replace(sampling, n_predict=left)  # ends the engine's work there too
-        return BudgetedSequence(self._model.generate(prompt, sampling), self._guard)
+        return BudgetedSequence(self._model.generate(prompt, sampling, group=group), self._guard)
 
 
 class BudgetedSequence:

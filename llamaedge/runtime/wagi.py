@@ -9,12 +9,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
 
+from llamaedge.runtime import host
 from llamaedge.runtime.host import App, Runtime
 from llamaedge.runtime.policy import RunGuard
 from llamaedge.runtime.wasi_nn import NNSession
@@ -22,6 +24,14 @@ from llamaedge.runtime.wasi_nn import NNSession
 app_log = logging.getLogger("llamaedge.app")
 
 HEAD_MAX_BYTES = 64 * 1024
+# Body chunks the app may be ahead of the client: past that, the app's next write to stdout
+# waits until the client takes one. So a client that does not read stops its own app, whose
+# engine sequence then stops LOOKAHEAD_TOKENS_MAX tokens ahead: a slow client slows itself only.
+CHUNKS_AHEAD_MAX = 8
+# The kernel's send buffer of each client connection (the server sets it on the listening
+# socket; Linux would otherwise grow it to megabytes for a client that does not read, and the
+# app would keep writing into it). Ample for a token stream, and for a LAN.
+SOCKET_SEND_BUFFER_BYTES = 128 * 1024
 
 
 @dataclass
@@ -70,14 +80,20 @@ def wagi_environ(request: WagiRequest, app_env: Mapping[str, str], *,
 
 class ResponseStream:
     """Parses what the app writes to stdout and hands it on: `on_head(status, headers)` once,
-    then `on_chunk(bytes)` per write. After `close()` (the client left) writes fail with
-    EPIPE, which the app sees as an error from fd_write."""
+    then `on_chunk(bytes)` per write. The consumer calls `taken()` for each chunk it has sent
+    on; a write with `chunks_ahead_max` chunks not yet taken waits for room. After `close()`
+    (the client left) writes, waiting ones too, fail with EPIPE, which the app sees as an
+    error from fd_write."""
 
     def __init__(self, on_head: Callable[[int, list[tuple[str, str]]], None],
-                 on_chunk: Callable[[bytes], None]) -> None:
+                 on_chunk: Callable[[bytes], None], *, chunks_ahead_max: int = CHUNKS_AHEAD_MAX) -> None:
         self._on_head = on_head
         self._on_chunk = on_chunk
         self._head = bytearray()
+        self._room = threading.Condition()
+        self._ahead = 0  # chunks handed on and not yet taken
+        self._ahead_max = chunks_ahead_max
+        self._on_resume: Callable[[], None] = lambda: None  # after a wait for room (run_wagi sets it)
         self.head_done = False
         self.closed = False
         self.error: str | None = None
@@ -86,8 +102,8 @@ class ResponseStream:
         if self.closed:
             return -errno.EPIPE
         if self.head_done:
-            if data:
-                self._on_chunk(data)
+            if data and not self._hand_on(data):
+                return -errno.EPIPE
             return len(data)
         self._head += data
         end, sep = self._head.find(b"\r\n\r\n"), 4
@@ -109,12 +125,32 @@ class ResponseStream:
             return -errno.EIO
         self.head_done = True
         self._on_head(status, headers)
-        if rest:
-            self._on_chunk(rest)
+        if rest and not self._hand_on(rest):
+            return -errno.EPIPE
         return len(data)
 
+    def _hand_on(self, data: bytes) -> bool:
+        """Wait for room, then pass `data` on; False when the client left meanwhile."""
+        with self._room:
+            if self._ahead >= self._ahead_max:
+                self._room.wait_for(lambda: self.closed or self._ahead < self._ahead_max)
+                self._on_resume()
+            if self.closed:
+                return False
+            self._ahead += 1
+        self._on_chunk(data)
+        return True
+
+    def taken(self) -> None:
+        """The consumer sent one chunk on: room for the app's next write."""
+        with self._room:
+            self._ahead -= 1
+            self._room.notify()
+
     def close(self) -> None:
-        self.closed = True
+        with self._room:
+            self.closed = True
+            self._room.notify_all()
 
 
 def parse_cgi_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
@@ -184,6 +220,7 @@ def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[
     wasi.env = wagi_environ(request, env, authorization=policy is not None and policy.authorization)
     _set_stdin_bytes(wasi, request.body)
     wasi.stdout_custom = response.write
+    response._on_resume = lambda: host.restart_wasm_slice(session)
     stderr = _LineLog(app.name)
     wasi.stderr_custom = stderr.write
     guard = RunGuard(app.name, policy, session, stop=response.close) if policy is not None else None

@@ -468,7 +468,7 @@ def write_output(mem: Any, data: bytes, out_ptr: int, out_max_len: int, written_
     mem.write_u32(written_ptr, len(data))
 
 
-def _start(context: ExecutionContext) -> Sequence:
+def _start(context: ExecutionContext, session: NNSession) -> Sequence:
     if context.sequence is not None:
         return context.sequence
     if context.flags.get("unsupported"):
@@ -479,7 +479,8 @@ def _start(context: ExecutionContext) -> Sequence:
         raise NNError(Errno.INVALID_ARGUMENT, "no prompt: call set_input with index 0 first")
     context.started_s = time.monotonic()
     try:
-        context.sequence = context.model.generate(context.prompt, context.sampling)
+        # One session's sequences are a group: an app reads them in turn (n > 1).
+        context.sequence = context.model.generate(context.prompt, context.sampling, group=session)
     except PromptTooLong as exc:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
     except (BadInput, GrammarError) as exc:
@@ -671,7 +672,7 @@ class Functions:
         if context.embedding_mode:
             _embed(context)
             return
-        sequence = _start(context)
+        sequence = _start(context, session)
         stop = (context.flags.get("reverse-prompt") or "").encode()
         echoed = 0  # bytes of the output printed (stream-stdout): never a part of the stop text
         while (token := sequence.next_token()) is not None:
@@ -699,7 +700,7 @@ class Functions:
         session.check_cancelled()
         if context.sequence is None:
             context.reset_generation()  # a new generation (after set_input or fini_single)
-        sequence = _start(context)
+        sequence = _start(context, session)
         token = sequence.next_token()
         session.check_cancelled()
         if token is None:
