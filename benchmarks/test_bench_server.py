@@ -101,3 +101,13 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
     assert percentile([10.0, 20.0], 99) == pytest.approx(19.9)
     assert percentile([7.0], 99) == 7.0
+
+
+def test_without_llama_server_it_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(llama_server_build.CACHE_ENV, str(tmp_path / "empty-cache"))
+    assert llama_server_build.built_server() is None
+    assert llama_server_build.server_binary().is_relative_to(tmp_path / "empty-cache")
+    model = write_tiny_gguf(tmp_path / "tiny-chat.gguf")
+    assert main(["--model", str(model), "--reps", "1", "--output", str(tmp_path / "out.json")]) == 2
+    assert "python -m benchmarks.llama_server_build" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
