@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import gguf
 import httpx
 import openai
 import pytest
@@ -28,7 +29,11 @@ from tests.wat_apps import TRAPS, write_app
 # The tiny model prefills about a thousand tokens a second here, and "hello world " is 8
 # of its tokens: long prompts keep a request in prefill for seconds.
 LONG_PROMPT = "hello world " * 1000  # ~8000 tokens
+# Most of the 16384-token context: its prefill lasts long enough to leave in the middle of.
+LONGEST_PROMPT = "hello world " * 1900
 MEDIUM_PROMPT = "hello world " * 300  # ~2400 tokens
+# A stream that runs on for seconds, on a fast machine too: the end token is banned.
+ENDLESS_TOKENS = 12000
 SERVE_ARGS = ("--threads", "2", "--ctx-size", "16384")
 
 
@@ -91,7 +96,7 @@ def test_requests_beyond_parallel_and_queue_get_503_at_once(tiny_server: Callabl
 
 def test_a_client_leaving_during_prefill_frees_its_slot(tiny_server: Callable[..., ServerProcess]) -> None:
     server = tiny_server("--parallel", "1")
-    body = chat_body(LONG_PROMPT, max_tokens=1)
+    body = chat_body(LONGEST_PROMPT, max_tokens=1)
     sock = raw_request(server, body)
 
     def busy() -> bool:
@@ -100,8 +105,7 @@ def test_a_client_leaving_during_prefill_frees_its_slot(tiny_server: Callable[..
         return value(samples, "llamaedge_requests_in_flight") == 1 and (slots is None or sum(slots.values()) == 1)
 
     wait_for(busy, "the request to take the slot")
-    time.sleep(0.5)  # into the prefill
-    sock.close()
+    sock.close()  # in the prefill: the slot is taken when it begins
 
     def freed() -> bool:
         samples = scrape(server.base_url)
@@ -119,12 +123,18 @@ def test_a_client_leaving_during_prefill_frees_its_slot(tiny_server: Callable[..
     assert usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"] - 1
 
 
-def stream_in_thread(server: ServerProcess, prompt: str, max_tokens: int) -> tuple[threading.Thread, list[bytes]]:
+def eos_token_id(model: Path) -> int:
+    field = gguf.GGUFReader(model).fields["tokenizer.ggml.eos_token_id"]
+    return int(field.parts[field.data[0]][0])
+
+
+def stream_in_thread(server: ServerProcess, prompt: str, max_tokens: int,
+                     **extra: object) -> tuple[threading.Thread, list[bytes]]:
     events: list[bytes] = []
 
     def read() -> None:
         with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", timeout=120,
-                          json=chat_body(prompt, max_tokens=max_tokens, stream=True)) as response:
+                          json=chat_body(prompt, max_tokens=max_tokens, stream=True, **extra)) as response:
             assert response.status_code == 200
             buffer = b""
             for chunk in response.iter_raw():
@@ -137,9 +147,10 @@ def stream_in_thread(server: ServerProcess, prompt: str, max_tokens: int) -> tup
     return thread, events
 
 
-def test_sigterm_drains_in_flight_streams_and_exits_0(tiny_server: Callable[..., ServerProcess]) -> None:
+def test_sigterm_drains_in_flight_streams_and_exits_0(tiny_server: Callable[..., ServerProcess],
+                                                     tiny_model: Path) -> None:
     server = tiny_server("--parallel", "2", "--drain-s", "120")
-    thread, events = stream_in_thread(server, MEDIUM_PROMPT, 8)
+    thread, events = stream_in_thread(server, MEDIUM_PROMPT, 2000, logit_bias={str(eos_token_id(tiny_model)): -100})
     wait_for(lambda: in_flight(server) == 1 and len(events) >= 1, "the stream to start")
     server.proc.send_signal(signal.SIGTERM)
     health = httpx.get(f"{server.base_url}/health")
@@ -157,9 +168,10 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(tiny_server: Callable[...,
 
 
 def test_sigterm_ends_what_outlasts_the_drain_with_an_error_event_and_exits_0(
-        tiny_server: Callable[..., ServerProcess]) -> None:
+        tiny_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
     server = tiny_server("--parallel", "1", "--drain-s", "1")
-    thread, events = stream_in_thread(server, LONG_PROMPT, 8)
+    thread, events = stream_in_thread(server, MEDIUM_PROMPT, ENDLESS_TOKENS,
+                                      logit_bias={str(eos_token_id(tiny_model)): -100})
     wait_for(lambda: in_flight(server) == 1 and len(events) >= 1, "the stream to start")
     server.proc.send_signal(signal.SIGTERM)
     thread.join(60)
@@ -230,9 +242,10 @@ def test_ctrl_c_on_an_idle_server_exits_0(tiny_server: Callable[..., ServerProce
     assert "Traceback" not in server.log()
 
 
-def test_a_second_signal_ends_the_drain_at_once(tiny_server: Callable[..., ServerProcess]) -> None:
+def test_a_second_signal_ends_the_drain_at_once(tiny_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
     server = tiny_server("--parallel", "1", "--drain-s", "600")
-    thread, events = stream_in_thread(server, LONG_PROMPT, 8)
+    thread, events = stream_in_thread(server, MEDIUM_PROMPT, ENDLESS_TOKENS,
+                                      logit_bias={str(eos_token_id(tiny_model)): -100})
     wait_for(lambda: in_flight(server) == 1 and len(events) >= 1, "the stream to start")
     server.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: httpx.get(f"{server.base_url}/health").json()["status"] == "draining", "draining")
