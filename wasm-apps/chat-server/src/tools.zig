@@ -310,15 +310,18 @@ const Scanner = struct {
             } else if (std.mem.startsWith(u8, xml_function, body)) {
                 return error.Incomplete;
             } else return error.Invalid;
-            i = skipWs(s.text, i);
-            const rest = s.text[i..];
-            if (std.mem.startsWith(u8, rest, hermes_close)) {
-                i += hermes_close.len;
-            } else if (!s.final and std.mem.startsWith(u8, hermes_close, rest)) {
-                return error.Incomplete;
-            } // a missing closing tag is forgiven
-            pos = i;
+            pos = try s.closing(i, hermes_close);
         }
+    }
+
+    /// Past a call's closing marker at `i` (after whitespace). A missing one is
+    /// forgiven; the start of one at the end of unfinished text is Incomplete.
+    fn closing(s: *Scanner, i: usize, marker: []const u8) Stop!usize {
+        const at = skipWs(s.text, i);
+        const rest = s.text[at..];
+        if (std.mem.startsWith(u8, rest, marker)) return at + marker.len;
+        if (!s.final and std.mem.startsWith(u8, marker, rest)) return error.Incomplete;
+        return at;
     }
 
     /// `<|tool_call>call:NAME{..}<tool_call|>` or `<|tool_call>` with a Hermes
@@ -337,14 +340,7 @@ const Scanner = struct {
             } else if (std.mem.startsWith(u8, gemma_call, body)) {
                 return error.Incomplete;
             } else return error.Invalid;
-            i = skipWs(s.text, i);
-            const rest = s.text[i..];
-            if (std.mem.startsWith(u8, rest, gemma_close)) {
-                i += gemma_close.len;
-            } else if (!s.final and std.mem.startsWith(u8, gemma_close, rest)) {
-                return error.Incomplete;
-            } // a missing closing marker is forgiven
-            pos = i;
+            pos = try s.closing(i, gemma_close);
         }
     }
 
@@ -472,15 +468,7 @@ const Scanner = struct {
         while (true) {
             const at = std.mem.indexOfPos(u8, s.text, pos, hermes_open) orelse return s.plain(pos, hermes_open);
             try s.content.appendSlice(s.text[pos..at]);
-            var i = try s.callObject(at + hermes_open.len);
-            i = skipWs(s.text, i);
-            const rest = s.text[i..];
-            if (std.mem.startsWith(u8, rest, hermes_close)) {
-                i += hermes_close.len;
-            } else if (!s.final and std.mem.startsWith(u8, hermes_close, rest)) {
-                return error.Incomplete;
-            } // a missing closing tag is forgiven
-            pos = i;
+            pos = try s.closing(try s.callObject(at + hermes_open.len), hermes_close);
         }
     }
 
