@@ -121,7 +121,8 @@ class Config:
     model: Path
     threads: int = 2
     ctx: int = 4096
-    parallel: int = 4
+    parallel: int = 4  # llama-server's -np
+    ours_parallel: int | None = None  # llamaedge's --parallel; None: its default (slots sized to the context)
     reps: int = 3
     stream_tokens: int = 128
     concurrency: tuple[int, ...] = (1, 4, 8)
@@ -227,7 +228,7 @@ def llama_server_argv(binary: Path, cfg: Config) -> Callable[[int], list[str]]:
 def ours_argv(cfg: Config) -> Callable[[int], list[str]]:
     common = [
         "--model", str(cfg.model), "--threads", str(cfg.threads), "--ctx-size", str(cfg.ctx),
-        "--parallel", str(cfg.parallel), *cfg.ours_args,
+        *(["--parallel", str(cfg.ours_parallel)] if cfg.ours_parallel is not None else []), *cfg.ours_args,
     ]
     launcher = ["-m", "benchmarks.serve_tuned", *cfg.ours_tune, "--"] if cfg.ours_tune else ["-m", "llamaedge"]
     return lambda port: [sys.executable, *launcher, "serve", "--port", str(port), *common]
@@ -504,7 +505,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every row (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="-t and -tb for both (default 2)")
     parser.add_argument("--ctx", type=int, default=4096, help="context size for both (default 4096)")
-    parser.add_argument("--parallel", type=int, default=4, help="parallel sequences, -np (default 4)")
+    parser.add_argument("--parallel", type=int, default=4, help="llama-server's parallel sequences, -np (default 4)")
+    parser.add_argument("--ours-parallel", type=int, help="llamaedge's --parallel (default: none given, so its own default)")
     parser.add_argument("--stream-tokens", type=int, default=128, help="tokens per concurrent stream (default 128)")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts (default 1,4,8)")
     parser.add_argument("--new-prompt-tokens", type=int, default=400, help="size of the new-prompt row's prompt (default 400)")
@@ -531,7 +533,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
             parser.error(f"unknown side {s!r}; choose from {', '.join(SIDES)}")
     cfg = Config(
         model=args.model or smollm2_path(),
-        threads=args.threads, ctx=args.ctx, parallel=args.parallel, reps=args.reps,
+        threads=args.threads, ctx=args.ctx, parallel=args.parallel, ours_parallel=args.ours_parallel, reps=args.reps,
         stream_tokens=args.stream_tokens,
         concurrency=tuple(int(c) for c in args.concurrency.split(",") if c),
         new_prompt_tokens=args.new_prompt_tokens, turns=args.turns, turn_tokens=args.turn_tokens,
@@ -589,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     heading = (
-        f"{cfg.model.name}, -t/-tb {cfg.threads}, -c {cfg.ctx}, -np {cfg.parallel}, {cfg.reps} repetitions, "
+        f"{cfg.model.name}, -t/-tb {cfg.threads}, -c {cfg.ctx}, -np {cfg.parallel} "
+        f"(llamaedge: {'--parallel ' + str(cfg.ours_parallel) if cfg.ours_parallel is not None else 'default slots'}), {cfg.reps} repetitions, "
         f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after on {os.cpu_count()} CPUs "
         f"({result['date']}, commit {result['commit']})"
     )

@@ -388,3 +388,37 @@ def test_jobs_run_on_the_scheduler_thread_while_sequences_run() -> None:
     assert seq.finish_reason == FinishReason.CANCELLED
     with pytest.raises(ModelError):
         scheduler.run_job(lambda: 0)
+
+
+def test_a_step_reads_at_most_a_prefill_chunk_of_prompts(decoder: FakeDecoder) -> None:
+    decoder.n_batch = 16
+    scheduler = Scheduler(decoder, 3, thread=False, prefill_chunk=5)
+    chatting = sequence([1, 2])
+    scheduler.submit(chatting)
+    run(scheduler)
+    first, second = sequence(list(range(10, 22))), sequence(list(range(30, 37)))
+    scheduler.submit(first)
+    scheduler.submit(second)
+    while not (first.n_generated and second.n_generated):
+        drain(chatting)
+        run(scheduler)
+        batch = decoder.batches[-1]
+        prompt_entries = [e for e in batch for seq in (first, second)
+                          if e.slot == seq._slot and e.pos < len(seq.prompt)]
+        assert len(prompt_entries) <= 5
+        assert [e.slot for e in batch].count(chatting._slot) == 1
+    # 19 prompt tokens at 5 a step, and the stream got a token in each of those steps.
+    assert chatting.n_generated == 1 + 4
+
+
+def test_of_prompts_that_wait_together_the_shortest_is_read_first(decoder: FakeDecoder) -> None:
+    decoder.n_batch = 16
+    scheduler = Scheduler(decoder, 2, thread=False, prefill_chunk=6)
+    long, short = sequence(list(range(10, 22))), sequence([30, 31, 32])
+    scheduler.submit(long)
+    scheduler.submit(short)
+    run(scheduler)
+    # The short prompt, whole, then what room is left for the long one.
+    assert [(e.slot, e.token) for e in decoder.batches[0]][:3] == [(short._slot, 30), (short._slot, 31), (short._slot, 32)]
+    assert short.n_generated == 1 and long.n_generated == 0
+    assert len(decoder.batches[0]) == 6

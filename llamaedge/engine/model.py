@@ -94,7 +94,7 @@ class Model:
         self._embedder: Embedder | None = None
 
         self._decoder = LlamaDecoder(self._ctx, self._vocab, self.n_vocab, options.batch_size, self.token_piece)
-        self._scheduler = Scheduler(self._decoder, parallel)
+        self._scheduler = Scheduler(self._decoder, parallel, prefill_chunk=options.prefill_chunk)
 
     # -- information -----------------------------------------------------------------------
 

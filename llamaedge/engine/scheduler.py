@@ -2,9 +2,9 @@
 
 A single scheduler thread alone decodes and samples: callers submit sequences and read their
 tokens from a queue. Every step decodes one batch holding the next token of every running
-sequence plus a chunk of any prompt still being read (generating sequences first, so a long
-prompt never stalls them). Each sequence runs in a slot (a sequence id of the context) whose
-KV cells are kept after it ends: the next sequence that starts with the same tokens (the same
+sequence plus a chunk of the prompts still being read (generating sequences first, so a long
+prompt never stalls them; then prompts, shortest first, so short ones answer first). Each
+sequence runs in a slot (a sequence id of the context) whose KV cells are kept after it ends: the next sequence that starts with the same tokens (the same
 conversation, one turn later) reuses that prefix instead of reading it again, and sequences
 that start alike at the same time (n > 1) share the cells of their common prefix.
 
@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, EngineStats, FinishReason, SamplingOptions, Token
+from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, PREFILL_CHUNK_TOKENS, EngineStats, FinishReason, SamplingOptions, Token
 from llamaedge.errors import ModelError
 
 log = logging.getLogger("llamaedge.engine")
@@ -123,9 +123,11 @@ class Scheduler:
     """Sequences in `n_slots` slots of `decoder`'s context. With `thread=False` nothing runs
     by itself: the owner calls `run_once` (tests do)."""
 
-    def __init__(self, decoder: Decoder, n_slots: int, *, thread: bool = True) -> None:
+    def __init__(self, decoder: Decoder, n_slots: int, *, thread: bool = True,
+                 prefill_chunk: int = PREFILL_CHUNK_TOKENS) -> None:
         self.decoder = decoder
         self.n_slots = n_slots
+        self.prefill_chunk = max(1, prefill_chunk)
         self.n_tokens_decoded = 0  # entries fed to decodes: prompts and generated tokens
         self._cond = threading.Condition()
         # Touched only by the scheduler's thread, except under _cond.
@@ -290,12 +292,21 @@ class Scheduler:
         batch: list[BatchEntry] = []
         outputs: list[tuple[Sequence, int]] = []
         fed: list[tuple[Sequence, list[int]]] = []
+        runnable = self._runnable()
         # Sequences that are generating add one token each first (keeps their latency low),
-        # then prompts fill what is left of the batch.
-        for seq in sorted(self._runnable(), key=lambda s: len(s._pending) > 1):
-            take = seq._pending[: n_batch - len(batch)]
+        # then prompts, shortest first, up to the prefill chunk.
+        generating = [s for s in runnable if len(s._pending) == 1]
+        prompts = sorted((s for s in runnable if len(s._pending) > 1), key=lambda s: len(s._pending))
+        prompt_room = self.prefill_chunk
+        for seq in generating + prompts:
+            room = n_batch - len(batch)
+            if len(seq._pending) > 1:
+                room = min(room, prompt_room)
+            take = seq._pending[:room]
             if not take:
                 continue
+            if len(seq._pending) > 1:
+                prompt_room -= len(take)
             for i, token in enumerate(take):
                 last = i == len(take) - 1 and len(take) == len(seq._pending)
                 if last:

@@ -16,6 +16,11 @@ LOOKAHEAD_TOKENS_MAX = 16
 # as typical chat turns (prompt and reply) fit at once: 8 for the default 4096 cells. Then 8
 # clients start at once rather than wait behind long streams.
 SLOT_CELLS = 512
+# Prompt tokens read in one decode step. A step also carries the next token of every running
+# stream, so this bounds how long a long prompt pauses them (llama-server reads a whole
+# batch, 2048 tokens, at once); prompts are read shortest first, so of several that arrive
+# together the short ones answer first.
+PREFILL_CHUNK_TOKENS = 128
 PARALLEL_MIN = 4
 PARALLEL_MAX = 16
 TOP_LOGPROBS_MAX = 20
@@ -34,6 +39,7 @@ class LoadOptions:
     threads: int | None = None  # None: all cores
     batch_size: int = 512
     ubatch_size: int = 512
+    prefill_chunk: int = PREFILL_CHUNK_TOKENS  # prompt tokens per decode step, at most batch_size
     parallel: int | None = None  # sequences decoded together; None: default_parallel(the context)
     use_mmap: bool = True
     main_gpu: int = 0
