@@ -86,6 +86,7 @@ class Model:
         self.bos_token = self._special_text(lc.llama_vocab_bos(self._vocab))
         self.eos_token = self._special_text(lc.llama_vocab_eos(self._vocab))
         self._bos = lc.llama_vocab_bos(self._vocab)
+        self._single_tokens: dict[str, int | None] = {}  # preserved_tokens' strings, resolved
         self.templates = ChatTemplates(self.chat_template, self.metadata.get("tokenizer.chat_template.tool_use"),
                                        bos_token=self.bos_token, eos_token=self.eos_token)
 
@@ -137,6 +138,19 @@ class Model:
 
     def token_piece(self, token: int, *, special: bool = False) -> bytes:
         return vocab.token_piece(self._vocab, token, special=special)
+
+    def preserved_tokens(self, texts: list[str]) -> frozenset[int]:
+        """The ids of those of `texts` that are one token each (the others are left out), for
+        SamplingOptions.preserved_tokens. Resolved once per string: apps send one list with
+        every request."""
+        ids = set()
+        for text in texts:
+            if text not in self._single_tokens:
+                self._single_tokens[text] = vocab.single_token(self._vocab, text.encode())
+            token = self._single_tokens[text]
+            if token is not None:
+                ids.add(token)
+        return frozenset(ids)
 
     def detokenize(self, tokens: list[int]) -> bytes:
         """The text of `tokens` as the model writes it, special tokens included."""
