@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from llamaedge.engine import (EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions,
                               default_parallel)
 from llamaedge.engine.embedding import decode_groups
+from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 
 PROMPT = b"<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
 ENDLESS = SamplingOptions(temp=0, ignore_eos=True)
@@ -167,3 +169,20 @@ def test_importing_the_engine_leaves_llama_cpps_high_level_api_unloaded() -> Non
             "assert llama_cpp.__version__ == llamaedge.engine.LLAMA_CPP_PYTHON_VERSION\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_preserved_tokens_are_the_single_tokens_and_show_in_the_text(tmp_path: Path) -> None:
+    path = write_tiny_gguf(tmp_path / "markers.gguf", control_tokens=GEMMA4_MARKERS)
+    model = Model(path, LoadOptions(threads=2, ctx_size=256, parallel=1))
+    try:
+        [marker] = model.tokenize(b"<|tool_call>")
+        [quote] = model.tokenize(b'<|"|>')
+        assert model.preserved_tokens(["<|tool_call>", '<|"|>', "<tool_call>", "two words", ""]) == {marker, quote}
+        forced = SamplingOptions(temp=0, n_predict=2, logit_bias={marker: 100})
+        prompt = model.tokenize(PROMPT)
+        assert b"".join(model.generate(prompt, forced)) == b""
+        for preserve, text in (["<|tool_call>"], b"<|tool_call>" * 2), (['<|"|>'], b""):
+            preserved = dataclasses.replace(forced, preserved_tokens=model.preserved_tokens(preserve))
+            assert b"".join(model.generate(prompt, preserved)) == text
+    finally:
+        model.close()

@@ -19,7 +19,7 @@ from llamaedge.engine import LoadOptions
 from llamaedge.runtime import GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.wasi_nn import Errno
 from tests.nn_harness import Harness, harness, harness_app, new_runtime
-from tests.tiny_gguf import write_tiny_gguf
+from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 from tests.wat_apps import nn_compute_app, write_app
 
 PROMPT = b"<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
@@ -712,3 +712,81 @@ def test_a_token_running_past_a_trigger_against_the_grammar_is_passed_over(nn: H
     decoded = text.decode()
     if trigger in decoded:
         assert re.fullmatch(re.escape(trigger) + "Q[a-z]*", decoded[decoded.index(trigger):])
+
+
+# -- extensions: preserved-tokens ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def markers_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """The tiny model with Gemma 4's markers as control tokens, preloaded as `default`."""
+    path = write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-markers.gguf", control_tokens=GEMMA4_MARKERS)
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=256), [Preload("default", "GGML", "AUTO", path)])
+    runtime = new_runtime(registry)
+    yield runtime
+    runtime.close()
+    registry.close()
+
+
+@pytest.fixture
+def nn_markers(markers_runtime: Runtime) -> Iterator[Harness]:
+    with harness(markers_runtime, harness_app(markers_runtime)) as h:
+        yield h
+
+
+def forcing_the_call_marker(nn: Harness) -> dict:
+    """Metadata that makes the next token `<|tool_call>` (a control token the model never says)."""
+    rc, graph = nn.load_by_name("default")
+    assert rc == Errno.SUCCESS
+    marker = nn.session.registry.get(graph).tokenize(b"<|tool_call>")
+    assert len(marker) == 1
+    return {"n-predict": 1, "logit-bias": {str(marker[0]): 100}, "logprobs": True, "top-logprobs": 1}
+
+
+def test_a_preserved_control_token_is_in_the_text_and_its_logprobs(nn_markers: Harness) -> None:
+    ctx = ready_context(nn_markers, {**forcing_the_call_marker(nn_markers), "preserved-tokens": ["<|tool_call>"]})
+    assert nn_markers.call("compute", ctx) == Errno.SUCCESS
+    assert nn_markers.get_output(ctx, 0) == (Errno.SUCCESS, b"<|tool_call>")
+    [record] = json.loads(nn_markers.get_output(ctx, 2)[1])
+    assert record["token"] == "<|tool_call>" and bytes(record["bytes"]) == b"<|tool_call>"
+    assert record["top_logprobs"][0]["token"] == "<|tool_call>"
+    # streamed token by token, the same
+    assert nn_markers.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
+    assert nn_markers.stream(ctx) == (b"<|tool_call>", Errno.END_OF_SEQUENCE)
+
+
+def test_without_preserved_tokens_a_control_token_leaves_no_text(nn_markers: Harness) -> None:
+    ctx = ready_context(nn_markers, forcing_the_call_marker(nn_markers))
+    assert nn_markers.call("compute", ctx) == Errno.SUCCESS
+    assert nn_markers.get_output(ctx, 0) == (Errno.SUCCESS, b"")
+    assert nn_markers.metadata(ctx)["output_tokens"] == 1  # generated, not shown
+    [record] = json.loads(nn_markers.get_output(ctx, 2)[1])
+    assert record["token"] == "" and record["bytes"] == []
+
+
+def test_preserved_strings_that_are_not_one_token_are_ignored(nn_markers: Harness) -> None:
+    # Hermes' `<tool_call>` is several tokens of this vocabulary; so is the marker with a space
+    metadata = {**forcing_the_call_marker(nn_markers), "preserved-tokens": ["<tool_call>", " <|tool_call>", "", "[TOOL_CALLS]"]}
+    ctx = ready_context(nn_markers, metadata)
+    assert nn_markers.call("compute", ctx) == Errno.SUCCESS
+    assert nn_markers.get_output(ctx, 0) == (Errno.SUCCESS, b"")
+    # set again with the marker itself: this context's next generation shows it
+    assert nn_markers.set_input(ctx, 1, {"preserved-tokens": ["<tool_call>", "<|tool_call>"]}) == Errno.SUCCESS
+    assert nn_markers.call("compute", ctx) == Errno.SUCCESS
+    assert nn_markers.get_output(ctx, 0) == (Errno.SUCCESS, b"<|tool_call>")
+
+
+def test_preserved_tokens_given_at_load_are_where_every_context_starts(nn_markers: Harness) -> None:
+    config = {**GREEDY, **forcing_the_call_marker(nn_markers), "preserved-tokens": ["<|tool_call>"]}
+    rc, graph = nn_markers.load_by_name("default", config)
+    assert rc == Errno.SUCCESS
+    _, ctx = nn_markers.init_context(graph)
+    assert nn_markers.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
+    assert nn_markers.stream(ctx) == (b"<|tool_call>", Errno.END_OF_SEQUENCE)
+
+
+@pytest.mark.parametrize("value", ["<|tool_call>", [1], ["<|tool_call>", None], {"<|tool_call>": True}, True, None])
+def test_bad_preserved_tokens_are_invalid_arguments(nn_markers: Harness, value: object) -> None:
+    ctx = ready_context(nn_markers)
+    assert nn_markers.set_input(ctx, 1, {"preserved-tokens": value}) == Errno.INVALID_ARGUMENT
+    assert nn_markers.load_by_name("default", {"preserved-tokens": value})[0] == Errno.INVALID_ARGUMENT

@@ -12,6 +12,17 @@ milliseconds. Two properties are built into the weights so tests can rely on the
   through the same dimension, so sampled replies end naturally a good part of the time and run
   into `max_tokens` the rest of the time: tests need both kinds of stop.
 
+Two options make variants (the default file does not change):
+
+* `control_tokens`: more CONTROL tokens after the three above, e.g. Gemma 4's markers, which
+  real models have as single control tokens. Like the others they are never said unless
+  something (a logit bias, a script) makes the model say them.
+* `script`: token texts t0, t1, ..., tn wired into the weights as a bigram: after t_i the model
+  says t_(i+1), with near certainty. t0 is the prompt's last token; texts not in the vocabulary
+  join it as normal tokens (a whole phrase may be one). Each text may appear once, so that
+  every step has one successor. Each t_i (i < n) gets a hidden dimension of its own, held
+  only by its embedding and read only by its successor's output row.
+
 Usage: `write_tiny_gguf(tmp_path / "tiny.gguf")`. The same arguments give a byte-identical file.
 """
 
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +46,9 @@ CHATML = (
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
+# Gemma 4's markup, single control tokens of its vocabulary (for `control_tokens`).
+GEMMA4_MARKERS = ("<|turn>", "<turn|>", "<|think|>", "<|channel>", "<channel|>", "<|tool>", "<tool|>",
+                  "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", '<|"|>')
 
 N_EMBD = 64
 N_HEAD = 4
@@ -51,6 +66,10 @@ _UPDATE_STD = 0.3
 _LOGIT_STD = 2.0
 _BIAS_UNPRINTABLE = -40.0
 _BIAS_END = 1.2
+# A scripted step: the token's own dimension in its embedding, and the weight with which its
+# successor's output row reads it (tens of logits above every other token).
+_SCRIPT_EMBED = 16.0
+_SCRIPT_WEIGHT = 8.0
 
 # A small English text to train the BPE merges on. Kept to one line of printable ASCII so no
 # merge produces a token the model is not allowed to say.
@@ -128,7 +147,8 @@ def _train_merges(corpus: str, n_merges: int, byte_map: dict[int, str]) -> list[
     return merges
 
 
-def _vocabulary() -> tuple[list[str], list[int], list[str], dict[str, int]]:
+def _vocabulary(control_tokens: Sequence[str] = (), script: Sequence[str] = ()
+                ) -> tuple[list[str], list[int], list[str], dict[str, int]]:
     byte_map = _byte_to_unicode()
     tokens = [byte_map[b] for b in range(256)]
     merges = _train_merges(_CORPUS, N_MERGES, byte_map)
@@ -137,19 +157,32 @@ def _vocabulary() -> tuple[list[str], list[int], list[str], dict[str, int]]:
         if left + right not in known:
             tokens.append(left + right)
             known.add(left + right)
+    specials = (ENDOFTEXT, IM_START, IM_END, *control_tokens)
+    for text in script:  # phrases the script says as one token
+        entry = _entry(text)
+        if text not in specials and entry not in known:
+            tokens.append(entry)
+            known.add(entry)
     types = [int(TokenType.NORMAL)] * len(tokens)
-    for special in (ENDOFTEXT, IM_START, IM_END):
+    for special in specials:
         tokens.append(special)
         types.append(int(TokenType.CONTROL))
     ids = {token: i for i, token in enumerate(tokens)}
     return tokens, types, [f"{left} {right}" for left, right in merges], ids
 
 
+def _entry(text: str) -> str:
+    """A normal token's vocabulary entry for `text` (GPT-2's byte map)."""
+    byte_map = _byte_to_unicode()
+    return "".join(byte_map[b] for b in text.encode())
+
+
 def _is_printable_ascii(token: str, unicode_to_byte: dict[str, int]) -> bool:
     return all(0x20 <= unicode_to_byte[ch] <= 0x7E for ch in token)
 
 
-def _weights(rng: np.random.Generator, tokens: list[str], ids: dict[str, int]) -> dict[str, np.ndarray]:
+def _weights(rng: np.random.Generator, tokens: list[str], ids: dict[str, int],
+             script: Sequence[int] = ()) -> dict[str, np.ndarray]:
     """Random weights, in numpy's (rows=outputs, cols=inputs) layout, which the writer turns
     into ggml's reversed shape."""
     n_vocab = len(tokens)
@@ -197,6 +230,11 @@ def _weights(rng: np.random.Generator, tokens: list[str], ids: dict[str, int]) -
     bias[ids[IM_END]] = _BIAS_END
     output = normal(n_vocab, N_EMBD, std=_LOGIT_STD / np.sqrt(N_EMBD - 1))
     output[:, 0] = bias / const_normed
+    for dim, (token, successor) in enumerate(zip(script, script[1:]), start=1):
+        embd[:, dim] = 0.0
+        embd[token, dim] = _SCRIPT_EMBED
+        output[:, dim] = 0.0
+        output[successor, dim] = _SCRIPT_WEIGHT
     tensors["output.weight"] = output
     return tensors
 
@@ -207,12 +245,18 @@ def write_tiny_gguf(
     chat_template: str | None = CHATML,
     ctx_len: int = 2048,
     seed: int = 0,
+    control_tokens: Sequence[str] = (),
+    script: Sequence[str] = (),
 ) -> Path:
     """Write the tiny chat model to `path` and return `path`. `chat_template=None` writes no
-    template, for tests of the fallback."""
+    template, for tests of the fallback; `control_tokens` and `script`: see the module."""
     path = Path(path)
-    tokens, types, merges, ids = _vocabulary()
-    tensors = _weights(np.random.default_rng(seed), tokens, ids)
+    if len(set(script)) != len(script) or len(script) > N_EMBD:
+        raise ValueError("a script names each token once, at most N_EMBD of them")
+    tokens, types, merges, ids = _vocabulary(control_tokens, script)
+    specials = {ENDOFTEXT, IM_START, IM_END, *control_tokens}
+    steps = [ids[text] if text in specials else ids[_entry(text)] for text in script]
+    tensors = _weights(np.random.default_rng(seed), tokens, ids, steps)
 
     writer = GGUFWriter(str(path), "llama")
     writer.add_name("tiny-chat")

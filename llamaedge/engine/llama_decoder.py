@@ -15,7 +15,7 @@ from llamaedge.engine.types import SamplingOptions, Token
 
 class LlamaDecoder:
     def __init__(self, ctx: ctypes.c_void_p, vocab: ctypes.c_void_p, n_vocab: int, n_batch: int,
-                 piece_of: Callable[[int], bytes]) -> None:
+                 piece_of: Callable[..., bytes]) -> None:
         self._ctx = ctx
         self._vocab = vocab
         self._mem = lc.llama_get_memory(ctx)
@@ -43,11 +43,16 @@ class LlamaDecoder:
 
     def sample(self, sampler: Sampler, index: int, sampling: SamplingOptions) -> tuple[Token, bool]:
         token = sampler.sample(self._ctx, index)
+        preserved = sampling.preserved_tokens
+
+        def piece_of(tok: int) -> bytes:
+            return self._piece_of(tok, special=tok in preserved)
+
         logprobs = None
         if sampling.logprobs:
             logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
-            logprobs = logprob_record(logits, sampling, token, self._piece_of)
-        return Token(token, self._piece_of(token), logprobs), bool(lc.llama_vocab_is_eog(self._vocab, token))
+            logprobs = logprob_record(logits, sampling, token, piece_of)
+        return Token(token, piece_of(token), logprobs), bool(lc.llama_vocab_is_eog(self._vocab, token))
 
     def free_sampler(self, sampler: Sampler) -> None:
         sampler.free()

@@ -29,6 +29,10 @@ from llamaedge.engine.types import (DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats
                                     default_parallel)
 from llamaedge.errors import ModelError
 
+# preserved_tokens strings remembered per model: apps send the same short list every time; an
+# app that sends ever new strings gets them resolved each time rather than growing the cache.
+_SINGLE_TOKENS_CACHED_MAX = 1024
+
 
 class Model:
     """A GGUF model loaded into one llama context, served by one scheduler thread."""
@@ -86,6 +90,7 @@ class Model:
         self.bos_token = self._special_text(lc.llama_vocab_bos(self._vocab))
         self.eos_token = self._special_text(lc.llama_vocab_eos(self._vocab))
         self._bos = lc.llama_vocab_bos(self._vocab)
+        self._single_tokens: dict[str, int | None] = {}  # preserved_tokens' strings, resolved
         self.templates = ChatTemplates(self.chat_template, self.metadata.get("tokenizer.chat_template.tool_use"),
                                        bos_token=self.bos_token, eos_token=self.eos_token)
 
@@ -137,6 +142,22 @@ class Model:
 
     def token_piece(self, token: int, *, special: bool = False) -> bytes:
         return vocab.token_piece(self._vocab, token, special=special)
+
+    def preserved_tokens(self, texts: list[str]) -> frozenset[int]:
+        """The ids of those of `texts` that are one token each (the others are left out), for
+        SamplingOptions.preserved_tokens. Resolved once per string (up to
+        _SINGLE_TOKENS_CACHED_MAX of them): apps send one list with every request."""
+        ids: set[int] = set()
+        for text in texts:
+            if text in self._single_tokens:
+                token = self._single_tokens[text]
+            else:
+                token = vocab.single_token(self._vocab, text.encode())
+                if len(self._single_tokens) < _SINGLE_TOKENS_CACHED_MAX:
+                    self._single_tokens[text] = token
+            if token is not None:
+                ids.add(token)
+        return frozenset(ids)
 
     def detokenize(self, tokens: list[int]) -> bytes:
         """The text of `tokens` as the model writes it, special tokens included."""

@@ -71,6 +71,9 @@ class SamplingOptions:
     top_logprobs: int = 0  # 0..TOP_LOGPROBS_MAX alternatives per token
     n_predict: int = -1  # -1: until the model ends or the context is full
     ignore_eos: bool = False
+    # Control tokens rendered with their text in the output (llama.cpp server's
+    # preserved_tokens); every other control token stays out of it.
+    preserved_tokens: frozenset[int] = frozenset()
 
 
 class FinishReason(str, Enum):

@@ -25,3 +25,9 @@ def token_piece(vocab: ctypes.c_void_p, token: int, *, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(-n)
         n = lc.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
     return buf.raw[:n]
+
+
+def single_token(vocab: ctypes.c_void_p, text: bytes) -> int | None:
+    """The id of the one token `text` is (special tokens matched by their text), else None."""
+    tokens = tokenize(vocab, text, add_special=False, parse_special=True) if text else []
+    return tokens[0] if len(tokens) == 1 else None

@@ -344,6 +344,10 @@ class ExecutionContext:
             elif key == "logit-bias":
                 self.sampling.logit_bias = _logit_bias(value)
                 check = True
+            elif key == "preserved-tokens":
+                if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                    raise NNError(Errno.INVALID_ARGUMENT, "metadata 'preserved-tokens' must be an array of strings")
+                self.sampling.preserved_tokens = self.model.preserved_tokens(value)
             elif key == "logprobs":
                 self.sampling.logprobs = _convert(key, value, bool)
             elif key == "top-logprobs":

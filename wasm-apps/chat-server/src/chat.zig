@@ -51,9 +51,9 @@ const Prepared = struct {
     prompt: []u8,
     /// The call grammar every choice's metadata carries (in the request's arena).
     constraint: ?openai.Constraint,
-    /// Split the thinking from the answer: whether the prompt opened the
-    /// think block. Null: the text stays as it is (`--reasoning-format none`).
-    thinking: ?bool,
+    /// Split the thinking from the answer: its tags, and whether the prompt
+    /// opened the block. Null: the text stays as it is (`--reasoning-format none`).
+    thinking: ?reasoning.Start,
 };
 
 pub const ClientGone = error{ClientGone};
@@ -133,7 +133,7 @@ pub fn generate(
         ready += 1;
         var metadata = std.ArrayList(u8).init(allocator);
         defer metadata.deinit();
-        try openai.appendMetadata(&metadata, req, .{ .n_predict = prepared.n_predict, .constraint = prepared.constraint, .choice = @intCast(i) });
+        try openai.appendMetadata(&metadata, req, .{ .n_predict = prepared.n_predict, .constraint = prepared.constraint, .choice = @intCast(i), .preserved = &preserved_markers });
         extra[i - 1].setMetadata(metadata.items) catch |err| return metadataError(err, req, prepared.constraint != null, diag);
         extra[i - 1].setPrompt(prepared.prompt) catch return backendError(diag, "set the prompt");
     }
@@ -471,10 +471,10 @@ pub const Generation = struct {
         self.tail.deinit(self.filter.allocator);
     }
 
-    /// Splits reasoning out of the text (Prepared.thinking: whether the
-    /// prompt opened the block; null leaves the text as it is).
-    pub fn splitThinking(self: *Generation, opened: ?bool) void {
-        if (opened) |o| self.thinking = reasoning.Reasoner.init(self.filter.allocator, o);
+    /// Splits reasoning out of the text (Prepared.thinking: the tags, and
+    /// whether the prompt opened the block; null leaves the text as it is).
+    pub fn splitThinking(self: *Generation, start: ?reasoning.Start) void {
+        if (start) |s| self.thinking = reasoning.Reasoner.init(self.filter.allocator, s);
     }
 
     /// Generates one token and returns the answer text it releases (maybe
@@ -576,7 +576,7 @@ fn prepare(
     const constraint = if (plan.format) |f| try tools.constraint(arena, f, req.tools, req.tool_choice, req.parallel_tool_calls) else null;
     var metadata = std.ArrayList(u8).init(allocator);
     defer metadata.deinit();
-    try openai.appendMetadata(&metadata, req, .{ .n_predict = n_predict, .constraint = constraint });
+    try openai.appendMetadata(&metadata, req, .{ .n_predict = n_predict, .constraint = constraint, .preserved = &preserved_markers });
     backend.setMetadata(metadata.items) catch |err| return metadataError(err, req, constraint != null, diag);
     backend.setPrompt(best.prompt) catch return backendError(diag, "set the prompt");
 
@@ -591,12 +591,20 @@ fn prepare(
         .constraint = constraint,
         // Output constrained from its first token (response_format, a required
         // call) is the answer, whatever the prompt opened.
-        .thinking = if (cfg.reasoning_format == .auto)
-            reasoning.promptOpensThinking(best.prompt) and !constrainedFromStart(req, constraint)
-        else
-            null,
+        .thinking = if (cfg.reasoning_format == .auto) blk: {
+            var start = reasoning.startOf(best.prompt);
+            start.opened = start.opened and !constrainedFromStart(req, constraint);
+            break :blk start;
+        } else null,
     };
 }
+
+/// Every marker the call and reasoning readers know, for the host's
+/// `preserved-tokens`: where one is a control token of the model's vocabulary
+/// (Gemma 4's), the host writes it into the text instead of dropping it; the
+/// host ignores those that are not one token. End-of-turn tokens are not
+/// among them, so they stay out of the text.
+const preserved_markers = tools.markers ++ reasoning.markers;
 
 /// Whether a grammar shapes the output from its first token (not lazily).
 fn constrainedFromStart(req: *const openai.ChatRequest, constraint: ?openai.Constraint) bool {
@@ -1366,6 +1374,28 @@ test "a think block before a call: the reasoning apart, the call read from the a
     try testing.expectEqualStrings("The user wants the weather.", message.get("reasoning_content").?.string);
     try testing.expectEqualStrings("Let me look.", message.get("content").?.string);
     try testing.expectEqualStrings("get_weather", message.get("tool_calls").?.array.items[0].object.get("function").?.object.get("name").?.string);
+}
+
+test "Gemma 4: the thought channel apart, its call read from the answer, the markers asked for" {
+    const tokens = [_][]const u8{ "<|channel>", "thought", "\nThe user wants", " the weather.", "<channel|>", "<|tool_call>", "call:get_weather{city:", "<|\"|>", "Paris", "<|\"|>", "}", "<tool_call|>" };
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &tokens, .prompt_suffix = "<|tool>declaration:get_weather{}<tool|><turn|>\n<|turn>model\n" };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.template = null;
+    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", cfg);
+    defer r.deinit();
+    try r.result;
+    try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"preserved-tokens\":[\"<tool_call>\",\"</tool_call>\",\"[TOOL_CALLS]\",\"<|python_tag|>\",\"<|tool_call>\",\"<tool_call|>\",\"<|\\\"|>\",\"<think>\",\"</think>\",\"<|channel>\",\"<channel|>\"]") != null);
+    const parsed = try responseJson(&r);
+    defer parsed.deinit();
+    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    try testing.expectEqualStrings("tool_calls", choice.get("finish_reason").?.string);
+    const message = choice.get("message").?.object;
+    try testing.expectEqualStrings("The user wants the weather.", message.get("reasoning_content").?.string);
+    try testing.expect(message.get("content").? == .null);
+    const call = message.get("tool_calls").?.array.items[0].object.get("function").?.object;
+    try testing.expectEqualStrings("get_weather", call.get("name").?.string);
+    try testing.expectEqualStrings("{\"city\": \"Paris\"}", call.get("arguments").?.string);
 }
 
 test "output constrained from its first token is the answer even after an opened think block" {

@@ -580,6 +580,9 @@ pub const MetadataOptions = struct {
     constraint: ?Constraint = null,
     /// Which choice of `n` this context generates: its seed is `seed + choice`.
     choice: u8 = 0,
+    /// Markers the host writes into the text even when they are control tokens
+    /// (`preserved-tokens`, an extension).
+    preserved: []const []const u8 = &.{},
 };
 
 /// The metadata JSON (`set_input` index 1) for a request: sampling options,
@@ -617,6 +620,14 @@ pub fn appendMetadata(out: *std.ArrayList(u8), req: *const ChatRequest, opts: Me
         .json_object => try field(w, &first, "grammar", @as([]const u8, json_object_grammar)),
         // WasmEdge takes the schema as a string holding JSON.
         .json_schema => |schema| try field(w, &first, "json-schema", schema),
+    }
+    if (opts.preserved.len > 0) {
+        try rawField(w, &first, "preserved-tokens", "[");
+        for (opts.preserved, 0..) |t, i| {
+            if (i > 0) try w.writeByte(',');
+            try std.json.encodeJsonString(t, .{}, w);
+        }
+        try w.writeByte(']');
     }
     try w.writeByte('}');
 }

@@ -1,21 +1,29 @@
 //! Thinking kept apart from the answer, as llama.cpp's server does with
-//! `--reasoning-format auto`: a thinking model writes `<think>...</think>`
-//! before its answer, and that monologue goes to `reasoning_content` while
-//! `content` holds only the answer.
+//! `--reasoning-format auto`: a thinking model writes its monologue between
+//! tags before its answer, and that monologue goes to `reasoning_content`
+//! while `content` holds only the answer. The tags (`Syntax`):
+//! - `<think>` ... `</think>`: DeepSeek-R1 distills, Qwen3, most others;
+//! - Gemma 4's thought channel, `<|channel>thought\n` ... `<channel|>`. Its
+//!   markers are control tokens, which the host writes into the text only
+//!   because the app names them in `preserved-tokens` (`markers`).
 //!
-//! Which models think is read from what the template and the model do, never
-//! from a model's name:
-//! - the rendered prompt ends (after whitespace) with an opened `<think>`: the
-//!   template opened the block itself (DeepSeek-R1 distills, Qwen3 thinking
-//!   models), so the output starts inside the reasoning and only `</think>`
-//!   ends it;
-//! - otherwise the output opens the block itself: `<think>` first, after
-//!   optional whitespace (Qwen3 with its original template). Anywhere else the
-//!   tag is ordinary answer text.
+//! Which models think, and in which tags, is read from what the template and
+//! the model do, never from a model's name:
+//! - the rendered prompt is Gemma 4's (its turns are `<|turn>`...`<turn|>`):
+//!   the channel's tags; otherwise `<think>`;
+//! - the rendered prompt ends (after whitespace) with an opened block: the
+//!   template opened it itself (DeepSeek-R1 distills, Qwen3 thinking models),
+//!   so the output starts inside the reasoning and only the closing tag ends
+//!   it. (Gemma 4's template opens none: with `enable_thinking` it starts the
+//!   system turn with `<|think|>` and the model opens the channel; without, it
+//!   ends the prompt with an empty, closed channel.)
+//! - otherwise the output opens the block itself: the opening tag first, after
+//!   optional whitespace (Qwen3 with its original template, Gemma 4). Anywhere
+//!   else the tag is ordinary answer text.
 //!
 //! A block that never closes (the length limit hit mid-thought) is reasoning
 //! to the end. Like llama.cpp, the reasoning is trimmed of surrounding
-//! whitespace and the answer of the whitespace right after `</think>`.
+//! whitespace and the answer of the whitespace right after the closing tag.
 //!
 //! `Splitter` works on the raw bytes of tokens: a tag split across tokens is
 //! held back until it is whole, and nothing else is held back but whitespace
@@ -27,8 +35,27 @@ const std = @import("std");
 const stream = @import("stream.zig");
 const openai = @import("openai.zig");
 
-pub const open_tag = "<think>";
-pub const close_tag = "</think>";
+/// The tags a model writes its thinking between.
+pub const Syntax = struct {
+    open: []const u8,
+    close: []const u8,
+};
+
+pub const think_tags = Syntax{ .open = "<think>", .close = "</think>" };
+/// The channel's name is part of the opening tag; the newline after it is
+/// leading whitespace of the reasoning.
+pub const gemma4_channel = Syntax{ .open = "<|channel>thought", .close = "<channel|>" };
+
+/// The markers of both syntaxes, for the host's `preserved-tokens`: in some
+/// vocabularies they are control tokens, left out of the text unless named.
+pub const markers = [_][]const u8{ "<think>", "</think>", "<|channel>", "<channel|>" };
+
+/// How a completion's output starts: the tags it thinks in, and whether the
+/// prompt already opened the block.
+pub const Start = struct {
+    syntax: Syntax = think_tags,
+    opened: bool = false,
+};
 
 /// `--reasoning-format` (env LLAMAEDGE_REASONING_FORMAT): `auto` splits the
 /// thinking out, `none` leaves the model's text as it is, inline in `content`.
@@ -96,10 +123,12 @@ pub fn parseHistory(arena: std.mem.Allocator, request: std.json.ObjectMap, diag:
     return history;
 }
 
-/// Whether the prompt leaves the model inside a think block that the template
-/// opened: it ends, after whitespace, with `<think>`.
-pub fn promptOpensThinking(prompt: []const u8) bool {
-    return std.mem.endsWith(u8, std.mem.trimRight(u8, prompt, &std.ascii.whitespace), open_tag);
+/// How the output of `prompt` starts: Gemma 4's channel when the prompt is
+/// Gemma 4's (turns opened with `<|turn>`), else `<think>`; opened when the
+/// prompt ends, after whitespace, with the opening tag.
+pub fn startOf(prompt: []const u8) Start {
+    const syntax = if (std.mem.indexOf(u8, prompt, "<|turn>") != null) gemma4_channel else think_tags;
+    return .{ .syntax = syntax, .opened = std.mem.endsWith(u8, std.mem.trimRight(u8, prompt, &std.ascii.whitespace), syntax.open) };
 }
 
 /// What one push releases. The slices stay valid until the next call.
@@ -110,6 +139,7 @@ pub const Parts = struct {
 
 pub const Splitter = struct {
     allocator: std.mem.Allocator,
+    syntax: Syntax,
     /// The template opened the block: no tag is needed to start reasoning.
     opened: bool,
     phase: Phase = .start,
@@ -124,14 +154,14 @@ pub const Splitter = struct {
         start,
         /// Inside the think block.
         thinking,
-        /// Right after `</think>`: whitespace here is dropped.
+        /// Right after the closing tag: whitespace here is dropped.
         closed,
         /// The answer: everything passes.
         answer,
     };
 
-    pub fn init(allocator: std.mem.Allocator, opened: bool) Splitter {
-        return .{ .allocator = allocator, .opened = opened };
+    pub fn init(allocator: std.mem.Allocator, start: Start) Splitter {
+        return .{ .allocator = allocator, .syntax = start.syntax, .opened = start.opened };
     }
 
     pub fn deinit(self: *Splitter) void {
@@ -167,13 +197,14 @@ pub const Splitter = struct {
                 const text = self.pending.items;
                 const spaces = leadingSpaces(text);
                 const rest = text[spaces..];
-                if (std.mem.startsWith(u8, rest, open_tag)) {
-                    self.consume(spaces + open_tag.len);
+                const open = self.syntax.open;
+                if (std.mem.startsWith(u8, rest, open)) {
+                    self.consume(spaces + open.len);
                     self.phase = .thinking;
                     continue;
                 }
                 // Nothing but whitespace and maybe the start of a tag yet.
-                if (!at_end and std.mem.startsWith(u8, open_tag, rest)) return;
+                if (!at_end and std.mem.startsWith(u8, open, rest)) return;
                 if (self.opened) {
                     self.consume(spaces);
                     self.phase = .thinking;
@@ -184,9 +215,10 @@ pub const Splitter = struct {
             .thinking => {
                 if (!self.thought) self.consume(leadingSpaces(self.pending.items));
                 const text = self.pending.items;
-                if (std.mem.indexOf(u8, text, close_tag)) |at| {
+                const close = self.syntax.close;
+                if (std.mem.indexOf(u8, text, close)) |at| {
                     try self.think(std.mem.trimRight(u8, text[0..at], &std.ascii.whitespace));
-                    self.consume(at + close_tag.len);
+                    self.consume(at + close.len);
                     self.phase = .closed;
                     continue;
                 }
@@ -195,9 +227,9 @@ pub const Splitter = struct {
                     self.consume(text.len);
                     return;
                 }
-                // Hold back a tail that may begin `</think>`, and the
+                // Hold back a tail that may begin the closing tag, and the
                 // whitespace before it, which would then be trailing.
-                var keep = partialTagLen(text, close_tag);
+                var keep = partialTagLen(text, close);
                 while (keep < text.len and std.ascii.isWhitespace(text[text.len - keep - 1])) keep += 1;
                 try self.think(text[0 .. text.len - keep]);
                 self.consume(text.len - keep);
@@ -247,8 +279,8 @@ pub const Reasoner = struct {
     /// The reasoning released by the last call (both filter calls at the end).
     released: std.ArrayListUnmanaged(u8) = .empty,
 
-    pub fn init(allocator: std.mem.Allocator, opened: bool) Reasoner {
-        return .{ .splitter = Splitter.init(allocator, opened), .text = stream.TextFilter.init(allocator, &.{}) };
+    pub fn init(allocator: std.mem.Allocator, start: Start) Reasoner {
+        return .{ .splitter = Splitter.init(allocator, start), .text = stream.TextFilter.init(allocator, &.{}) };
     }
 
     pub fn deinit(self: *Reasoner) void {
@@ -301,8 +333,8 @@ const Whole = struct {
 };
 
 /// Feeds `pieces` one push each and gathers everything released.
-fn collect(opened: bool, pieces: []const []const u8) !Whole {
-    var splitter = Splitter.init(testing.allocator, opened);
+fn collect(start: Start, pieces: []const []const u8) !Whole {
+    var splitter = Splitter.init(testing.allocator, start);
     defer splitter.deinit();
     var whole = Whole{ .reasoning = std.ArrayList(u8).init(testing.allocator), .content = std.ArrayList(u8).init(testing.allocator) };
     errdefer whole.deinit();
@@ -320,9 +352,13 @@ fn collect(opened: bool, pieces: []const []const u8) !Whole {
 /// Splits `text` at every position, at every pair of positions, and byte by
 /// byte: each way of cutting it into tokens gives the same reasoning and answer.
 fn expectSplit(opened: bool, text: []const u8, reasoning: []const u8, content: []const u8) !void {
+    try expectSplitFrom(.{ .opened = opened }, text, reasoning, content);
+}
+
+fn expectSplitFrom(start: Start, text: []const u8, reasoning: []const u8, content: []const u8) !void {
     var cuts: [3][]const u8 = undefined;
     {
-        var whole = try collect(opened, &.{text});
+        var whole = try collect(start, &.{text});
         defer whole.deinit();
         try testing.expectEqualStrings(reasoning, whole.reasoning.items);
         try testing.expectEqualStrings(content, whole.content.items);
@@ -330,7 +366,7 @@ fn expectSplit(opened: bool, text: []const u8, reasoning: []const u8, content: [
     for (0..text.len + 1) |i| {
         for (i..text.len + 1) |j| {
             cuts = .{ text[0..i], text[i..j], text[j..] };
-            var whole = try collect(opened, &cuts);
+            var whole = try collect(start, &cuts);
             defer whole.deinit();
             try testing.expectEqualStrings(reasoning, whole.reasoning.items);
             try testing.expectEqualStrings(content, whole.content.items);
@@ -339,7 +375,7 @@ fn expectSplit(opened: bool, text: []const u8, reasoning: []const u8, content: [
     var bytes = std.ArrayList([]const u8).init(testing.allocator);
     defer bytes.deinit();
     for (0..text.len) |i| try bytes.append(text[i .. i + 1]);
-    var whole = try collect(opened, bytes.items);
+    var whole = try collect(start, bytes.items);
     defer whole.deinit();
     try testing.expectEqualStrings(reasoning, whole.reasoning.items);
     try testing.expectEqualStrings(content, whole.content.items);
@@ -386,7 +422,7 @@ test "whitespace inside the reasoning and after the answer's start is kept" {
 }
 
 test "reasoning is released as it comes, holding back only a possible tag" {
-    var splitter = Splitter.init(testing.allocator, true);
+    var splitter = Splitter.init(testing.allocator, .{ .opened = true });
     defer splitter.deinit();
     var parts = try splitter.push("Hello wor");
     try testing.expectEqualStrings("Hello wor", parts.reasoning);
@@ -407,7 +443,7 @@ test "reasoning is released as it comes, holding back only a possible tag" {
 }
 
 test "the answer is not held back when the output has no think block" {
-    var splitter = Splitter.init(testing.allocator, false);
+    var splitter = Splitter.init(testing.allocator, .{});
     defer splitter.deinit();
     try testing.expectEqualStrings("", (try splitter.push("<th")).content);
     try testing.expectEqualStrings("<the cat", (try splitter.push("e cat")).content);
@@ -415,7 +451,7 @@ test "the answer is not held back when the output has no think block" {
 }
 
 test "the reasoner repairs UTF-8 in the reasoning and passes the answer raw" {
-    var reasoner = Reasoner.init(testing.allocator, true);
+    var reasoner = Reasoner.init(testing.allocator, .{ .opened = true });
     defer reasoner.deinit();
     // "é" is C3 A9, split across tokens inside the reasoning
     var parts = try reasoner.push("caf\xC3");
@@ -428,19 +464,67 @@ test "the reasoner repairs UTF-8 in the reasoning and passes the answer raw" {
 }
 
 test "the reasoner releases a cut-off character at the end" {
-    var reasoner = Reasoner.init(testing.allocator, true);
+    var reasoner = Reasoner.init(testing.allocator, .{ .opened = true });
     defer reasoner.deinit();
     try testing.expectEqualStrings("abc", (try reasoner.push("abc\xE2\x82")).reasoning);
     const parts = try reasoner.finish();
     try testing.expectEqualStrings("\u{FFFD}\u{FFFD}", parts.reasoning);
 }
 
-test "promptOpensThinking" {
-    try testing.expect(promptOpensThinking("<|im_start|>assistant\n<think>\n"));
-    try testing.expect(promptOpensThinking("<｜Assistant｜><think>"));
-    try testing.expect(!promptOpensThinking("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
-    try testing.expect(!promptOpensThinking("<|im_start|>assistant\n"));
-    try testing.expect(!promptOpensThinking(""));
+test "startOf: the opened block and the tags, from the prompt" {
+    try testing.expect(startOf("<|im_start|>assistant\n<think>\n").opened);
+    try testing.expect(startOf("<｜Assistant｜><think>").opened);
+    try testing.expect(!startOf("<|im_start|>assistant\n<think>\n\n</think>\n\n").opened);
+    try testing.expect(!startOf("<|im_start|>assistant\n").opened);
+    try testing.expect(!startOf("").opened);
+    try testing.expectEqualStrings("<think>", startOf("<|im_start|>assistant\n").syntax.open);
+    // Gemma 4's template, thinking on (the model opens the channel) and off (closed, empty)
+    const on = startOf("<bos><|turn>system\n<|think|><turn|>\n<|turn>user\nhi<turn|>\n<|turn>model\n");
+    try testing.expectEqualStrings("<|channel>thought", on.syntax.open);
+    try testing.expectEqualStrings("<channel|>", on.syntax.close);
+    try testing.expect(!on.opened);
+    const off = startOf("<bos><|turn>user\nhi<turn|>\n<|turn>model\n<|channel>thought\n<channel|>");
+    try testing.expectEqualStrings("<|channel>thought", off.syntax.open);
+    try testing.expect(!off.opened);
+    // a template that leaves the channel open
+    try testing.expect(startOf("<|turn>user\nhi<turn|>\n<|turn>model\n<|channel>thought\n").opened);
+}
+
+const gemma = Start{ .syntax = gemma4_channel };
+
+test "Gemma 4's thought channel goes to reasoning, the rest to content, cut anywhere" {
+    try expectSplitFrom(gemma, "<|channel>thought\nThe user greets me.\n<channel|>Hello!", "The user greets me.", "Hello!");
+    try expectSplitFrom(gemma, "\n<|channel>thought\n<channel|>\n\nHello!", "", "Hello!");
+    // the call after the thought is the answer's, for the tools reader
+    try expectSplitFrom(gemma, "<|channel>thought\nCall it.<channel|><|tool_call>call:f{a:1}<tool_call|>", "Call it.", "<|tool_call>call:f{a:1}<tool_call|>");
+    // `<think>` means nothing to Gemma 4, and the channel nothing to `<think>` models
+    try expectSplitFrom(gemma, "<think>x</think>y", "", "<think>x</think>y");
+    try expectSplit(false, "<|channel>thought\nx<channel|>y", "", "<|channel>thought\nx<channel|>y");
+    // another channel is not the thought
+    try expectSplitFrom(gemma, "<|channel>final\nHi", "", "<|channel>final\nHi");
+}
+
+test "an unclosed Gemma 4 channel (cut off mid-thought) is all reasoning" {
+    try expectSplitFrom(gemma, "<|channel>thought\nStill <b>thinking</b> <chan", "Still <b>thinking</b> <chan", "");
+    try expectSplitFrom(gemma, "<|channel>thou", "", "<|channel>thou");
+    try expectSplitFrom(.{ .syntax = gemma4_channel, .opened = true }, "\nthinking on\n", "thinking on", "");
+}
+
+test "a template-opened Gemma 4 channel: the output starts in reasoning" {
+    try expectSplitFrom(.{ .syntax = gemma4_channel, .opened = true }, "Hmm.\n<channel|>\nAnswer.", "Hmm.", "Answer.");
+}
+
+test "the Gemma 4 reasoner holds back only a possible closing tag" {
+    var reasoner = Reasoner.init(testing.allocator, gemma);
+    defer reasoner.deinit();
+    try testing.expectEqualStrings("", (try reasoner.push("<|channel>")).reasoning);
+    try testing.expectEqualStrings("", (try reasoner.push("thought\n")).reasoning);
+    try testing.expect(reasoner.splitter.inReasoning());
+    try testing.expectEqualStrings("Let me", (try reasoner.push("Let me <chan")).reasoning);
+    const parts = try reasoner.push("nel|>Hi");
+    try testing.expectEqualStrings("", parts.reasoning);
+    try testing.expectEqualStrings("Hi", parts.content);
+    try testing.expect(!reasoner.splitter.inReasoning());
 }
 
 fn expectKwargs(body: []const u8, expected: ?[]const u8) !void {

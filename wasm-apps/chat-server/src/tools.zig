@@ -28,6 +28,10 @@ const gemma_close = "<tool_call|>";
 const gemma_call = "call:";
 const gemma_quote = "<|\"|>";
 
+/// The formats' single-token markers, for the host's `preserved-tokens` (a
+/// control token is left out of the generated text unless named there).
+pub const markers = [_][]const u8{ hermes_open, hermes_close, mistral_open, python_tag, gemma_open, gemma_close, gemma_quote };
+
 /// The format of a prompt that the model's own template rendered with tools.
 pub fn detectFormat(prompt: []const u8) Format {
     // Gemma 4's template declares each tool as `<|tool>declaration:NAME{..}<tool|>`.
