@@ -422,3 +422,12 @@ def test_of_prompts_that_wait_together_the_shortest_is_read_first(decoder: FakeD
     assert [(e.slot, e.token) for e in decoder.batches[0]][:3] == [(short._slot, 30), (short._slot, 31), (short._slot, 32)]
     assert short.n_generated == 1 and long.n_generated == 0
     assert len(decoder.batches[0]) == 6
+
+
+def test_a_prompt_alone_is_read_a_whole_batch_at_a_time(decoder: FakeDecoder) -> None:
+    decoder.n_batch = 16
+    scheduler = Scheduler(decoder, 2, thread=False, prefill_chunk=4)
+    seq = sequence(list(range(10, 30)))
+    scheduler.submit(seq)
+    run(scheduler)
+    assert len(decoder.batches[0]) == 16

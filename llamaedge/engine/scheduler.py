@@ -3,7 +3,8 @@
 A single scheduler thread alone decodes and samples: callers submit sequences and read their
 tokens from a queue. Every step decodes one batch holding the next token of every running
 sequence plus a chunk of the prompts still being read (generating sequences first, so a long
-prompt never stalls them; then prompts, shortest first, so short ones answer first). Each
+prompt never stalls them; then prompts, shortest first, so short ones answer first; a prompt alone is read a whole
+batch at a time). Each
 sequence runs in a slot (a sequence id of the context) whose KV cells are kept after it ends: the next sequence that starts with the same tokens (the same
 conversation, one turn later) reuses that prefix instead of reading it again, and sequences
 that start alike at the same time (n > 1) share the cells of their common prefix.
@@ -297,7 +298,9 @@ class Scheduler:
         # then prompts, shortest first, up to the prefill chunk.
         generating = [s for s in runnable if len(s._pending) == 1]
         prompts = sorted((s for s in runnable if len(s._pending) > 1), key=lambda s: len(s._pending))
-        prompt_room = self.prefill_chunk
+        # A prompt alone is read a whole batch at a time (fastest); beside streams or other
+        # prompts, a chunk at a time.
+        prompt_room = n_batch if not generating and len(prompts) == 1 else self.prefill_chunk
         for seq in generating + prompts:
             room = n_batch - len(batch)
             if len(seq._pending) > 1:

@@ -16,10 +16,11 @@ LOOKAHEAD_TOKENS_MAX = 16
 # as typical chat turns (prompt and reply) fit at once: 8 for the default 4096 cells. Then 8
 # clients start at once rather than wait behind long streams.
 SLOT_CELLS = 512
-# Prompt tokens read in one decode step. A step also carries the next token of every running
-# stream, so this bounds how long a long prompt pauses them (llama-server reads a whole
-# batch, 2048 tokens, at once); prompts are read shortest first, so of several that arrive
-# together the short ones answer first.
+# Prompt tokens read in one decode step beside running streams or other prompts (a prompt
+# alone is read batch_size at a time). It bounds how long a long prompt pauses the streams
+# (llama-server reads a whole batch, 2048 tokens, at once), and with prompts read shortest
+# first, of several that arrive together the short ones answer first. Reading 128 at a time
+# costs about 6% of the prefill speed of 512 on 2 CPU cores (SmolLM2-135M).
 PREFILL_CHUNK_TOKENS = 128
 PARALLEL_MIN = 4
 PARALLEL_MAX = 16
