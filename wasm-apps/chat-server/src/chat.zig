@@ -1566,3 +1566,27 @@ test "countPromptTokens counts the prompt the completion generates from" {
     var buf: [64]u8 = undefined;
     try testing.expect(std.mem.indexOf(u8, out.items, try std.fmt.bufPrint(&buf, "\"input_tokens\":{d},", .{counted})) != null);
 }
+
+test "Anthropic thinking before a tool call: the thinking block is signed and closed before the tool_use block" {
+    const tokens = [_][]const u8{ "<think>", "Need the weather.", "</think>\n" } ++ call_tokens;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &tokens };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.ctx_size = 4096;
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try runAnthropic(&backend,
+        \\{"model":"tiny","max_tokens":2000,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"weather?"}],
+        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
+    , cfg, &out);
+    try expectInOrder(out.items, &.{
+        "\"index\":0,\"content_block\":{\"type\":\"thinking\"",
+        "\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Need the weather.\"}",
+        "\"index\":0,\"delta\":{\"type\":\"signature_delta\"",
+        "{\"type\":\"content_block_stop\",\"index\":0}",
+        "\"index\":1,\"content_block\":{\"type\":\"text\"",
+        "\"index\":2,\"content_block\":{\"type\":\"tool_use\"",
+        "\"stop_reason\":\"tool_use\"",
+    });
+    try testing.expectEqual(@as(usize, 1), std.mem.count(u8, out.items, "signature_delta"));
+}
