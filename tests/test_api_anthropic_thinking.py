@@ -252,3 +252,54 @@ def test_count_tokens_takes_post_only(server: ServerProcess) -> None:
     response = httpx.get(f"{server.base_url}/v1/messages/count_tokens", timeout=30)
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     ErrorResponse.model_validate(response.json(), strict=True)
+
+
+# -- a model that thinks, then answers ---------------------------------------------------------------
+
+# SmolLM2's own template opens no think block; shown one earlier turn in the format, the model
+# opens the block itself, closes it and answers (greedy, so the same each time).
+FEW_SHOT = [{"role": "user", "content": "What is 1+1?"},
+            {"role": "assistant", "content": "<think>\n1 plus 1 is 2.\n</think>\n\nThe answer is 2."},
+            {"role": "user", "content": "What is 2+2?"}]
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with serving(tmp_path_factory.mktemp("anthropic-think-smollm2-home"), "--model", str(smollm2_model), "--threads", "2",
+                 "--ctx-size", "2048") as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_smollm2_thinks_in_a_thinking_block_then_answers_in_a_text_block(smollm2: ServerProcess, smollm2_model: Path) -> None:
+    client = anthropic.Anthropic(base_url=smollm2.base_url, api_key="unused", max_retries=0)
+    try:
+        request: dict[str, Any] = {"model": smollm2_model.stem, "max_tokens": 1100, "messages": FEW_SHOT,
+                                   "thinking": {"type": "enabled", "budget_tokens": 1024}, "extra_body": {"temperature": 0}}
+        whole = strict(client.messages.create(**request))
+        assert [b.type for b in whole.content] == ["thinking", "text"] and whole.stop_reason == "end_turn"
+        thought, answer = whole.content
+        assert thought.type == "thinking" and answer.type == "text"
+        assert "4" in thought.thinking and "4" in answer.text
+        assert "think>" not in thought.thinking + answer.text
+        assert thought.signature == sha256(thought.thinking)
+
+        with client.messages.stream(**request) as stream:
+            final = stream.get_final_message()
+        assert [b.model_dump() for b in strict(final).content] == [b.model_dump() for b in whole.content]
+
+        body = {k: v for k, v in request.items() if k != "extra_body"} | {"temperature": 0}
+        events = raw_events(smollm2, body)
+        starts = [(e["index"], e["content_block"]["type"]) for e in events if e["type"] == "content_block_start"]
+        assert starts == [(0, "thinking"), (1, "text")]
+        at = [(e["type"], e.get("index"), e.get("delta", {}).get("type")) for e in events]
+        # the signature closes the thinking block before the text block starts
+        assert at.index(("content_block_delta", 0, "signature_delta")) + 1 == at.index(("content_block_stop", 0, None))
+        assert at.index(("content_block_stop", 0, None)) < at.index(("content_block_start", 1, None))
+
+        # thinking not asked for: the same generation, its thought left out
+        plain = strict(client.messages.create(**{**request, "thinking": {"type": "disabled"}}))
+        assert [b.model_dump() for b in plain.content] == [answer.model_dump()]
+        assert plain.usage.output_tokens == whole.usage.output_tokens
+    finally:
+        client.close()
