@@ -22,11 +22,16 @@ from wasmtime import Engine, Module, WasiConfig
 from llamaedge.cli import build_parser
 from llamaedge.commands.chat import app_arguments, default_app_path
 from llamaedge.types import ResolvedModel
+from tests.test_api_reasoning import THINKING_TEMPLATE
+from tests.tiny_gguf import write_tiny_gguf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "llamaedge" / "apps" / "llama-chat.wasm"
 USER_CUE = "[USER]:\n"
 ASSISTANT_CUE = "[ASSISTANT]:\n"
+THINKING_CUE = "[THINKING]:\n"
+THINKING_END = "\n[END OF THINKING]\n"
+DIM, NORMAL = "\x1b[2m", "\x1b[0m"
 # Greedy, short answers and a small context keep the real model quick and repeatable.
 QUICK = ["--temp", "0", "--seed", "1", "-n", "24", "--threads", "2"]
 
@@ -296,3 +301,48 @@ def test_answers_stream_while_they_are_generated(smollm2_runtime: tuple, tmp_pat
     assert pieces[0][1] < total / 2
     assert [tokens for _, tokens in pieces] == sorted(tokens for _, tokens in pieces)
     assert b"".join(data for data, _ in pieces).decode().strip()
+
+
+# ---------------------------------------------------------------------------
+# A thinking model: the tiny model with a template whose generation prompt opens a think
+# block (as DeepSeek-R1 distills' do). Its random weights never close the block, so the
+# whole reply is thought; the Zig tests cover a thought followed by an answer.
+
+
+@pytest.fixture(scope="module")
+def thinking_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-thinker.gguf", chat_template=THINKING_TEMPLATE)
+
+
+def test_a_thought_is_shown_as_thinking_and_never_sent_back(thinking_model: Path) -> None:
+    result = chat(thinking_model, "--log-prompts", lines=["What is two plus two?", "And three plus three?"])
+    assert result.returncode == 0, result.stderr
+    assert DIM not in result.stdout  # not a terminal: no colours
+    first, second = result.answers
+    for answer in (first, second):
+        assert answer.startswith(THINKING_CUE) and answer.endswith(THINKING_END)
+    thought = first[len(THINKING_CUE):-len(THINKING_END)]
+    assert thought.strip()
+    # the next prompt has the first turn with its answer only (empty: it was all thought)
+    assert "<|im_start|>user\nWhat is two plus two?<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n" in result.prompts[1]
+    assert thought not in result.prompts[1] and "<think>\n" + thought not in result.prompts[1]
+    assert result.prompts[1].endswith("<|im_start|>assistant\n<think>\n")
+
+
+def test_in_a_terminal_the_thought_is_dimmed(thinking_model: Path) -> None:
+    piped = chat(thinking_model, lines=["What is two plus two?"])
+    assert piped.returncode == 0, piped.stderr
+    term = Terminal(["chat", "--model", str(thinking_model), "--ctx-size", "512", *QUICK])
+    try:
+        term.wait_for(b"[USER]:")
+        term.type(b"What is two plus two?\n")
+        term.wait_for(b"[USER]:", count=2)
+        term.type(b"\x04")
+        assert term.proc.wait(timeout=60) == 0
+    finally:
+        term.close()
+    shown = term.seen.decode().replace("\r\n", "\n")
+    answer = shown.split(ASSISTANT_CUE, 1)[1].split(USER_CUE, 1)[0]
+    # the same greedy thought as piped, marked the same way, in faint text (a notice may follow)
+    assert answer.startswith(DIM + piped.answers[0] + NORMAL + "\n")
+    assert answer.count(DIM) == 1 and answer.count(NORMAL) == 1

@@ -1,7 +1,7 @@
-//! Anthropic's Messages API (`POST /v1/messages`) as a translation onto the
-//! chat path: the request becomes a `ChatRequest` (the same templates, the
-//! same call reading), and `Output` writes what the chat path generates as a
-//! Message or as Anthropic's SSE events.
+//! Anthropic's Messages API (`POST /v1/messages`, and `/v1/messages/count_tokens`)
+//! as a translation onto the chat path: the request becomes a `ChatRequest`
+//! (the same templates, the same call reading), and `Output` writes what the
+//! chat path generates as a Message or as Anthropic's SSE events.
 
 const std = @import("std");
 const openai = @import("openai.zig");
@@ -12,12 +12,40 @@ const Value = std.json.Value;
 const Diagnostic = openai.Diagnostic;
 const Message = templates.Message;
 
+/// What the response shows of the model's thinking.
+pub const Thinking = enum {
+    /// Thinking was not asked for: no thinking block (what the model thought anyway is left out).
+    hidden,
+    /// A thinking block with the text.
+    shown,
+    /// `display: "omitted"`: a thinking block with empty text, the signature kept.
+    omitted,
+};
+
+/// Anthropic's least `thinking.budget_tokens`.
+pub const min_thinking_budget = 1024;
+
+/// A checked Messages request: the chat request it becomes, and what its
+/// response shows of the thinking.
+pub const Request = struct {
+    chat: openai.ChatRequest,
+    thinking: Thinking = .hidden,
+
+    pub fn deinit(self: *Request) void {
+        self.chat.deinit();
+    }
+};
+
+/// Which route the body is for: count_tokens takes no `max_tokens`.
+pub const Route = enum { messages, count_tokens };
+
 /// Parses and checks a Messages request. On error.InvalidRequest `diag.err`
 /// says what is wrong; its message names the field as Anthropic's do
 /// (`messages.1.content.0.type: ...`).
-pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !openai.ChatRequest {
-    var req = openai.ChatRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
-    errdefer req.deinit();
+pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, route: Route, diag: *Diagnostic) !Request {
+    var parsed = Request{ .chat = .{ .arena = std.heap.ArenaAllocator.init(allocator) } };
+    errdefer parsed.deinit();
+    const req = &parsed.chat;
     const arena = req.arena.allocator();
 
     const root = std.json.parseFromSliceLeaky(Value, arena, body, .{}) catch |err| switch (err) {
@@ -28,10 +56,10 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagn
     const obj = root.object;
 
     req.model = (try string(obj, "model", "model", diag)) orelse return diag.set(400, "model", null, "model: Field required", .{});
-    const max_tokens = (try openai.optInteger(obj, "max_tokens", diag)) orelse
-        return diag.set(400, "max_tokens", null, "max_tokens: Field required", .{});
-    if (max_tokens < 1) return diag.set(400, "max_tokens", null, "max_tokens: must be at least 1, not {d}", .{max_tokens});
-    req.max_tokens = @intCast(@min(max_tokens, std.math.maxInt(u32)));
+    if (try openai.optInteger(obj, "max_tokens", diag)) |max_tokens| {
+        if (max_tokens < 1) return diag.set(400, "max_tokens", null, "max_tokens: must be at least 1, not {d}", .{max_tokens});
+        req.max_tokens = @intCast(@min(max_tokens, std.math.maxInt(u32)));
+    } else if (route == .messages) return diag.set(400, "max_tokens", null, "max_tokens: Field required", .{});
     req.stream = (try openai.optBool(obj, "stream", diag)) orelse false;
     req.temperature = try openai.optNumberIn(obj, "temperature", 0, 1, diag);
     req.top_p = try openai.optNumberIn(obj, "top_p", 0, 1, diag);
@@ -42,14 +70,57 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagn
     req.stop = try stopSequences(arena, obj.get("stop_sequences"), diag);
 
     var messages = std.ArrayList(Message).init(arena);
+    var thoughts = std.ArrayList(?[]const u8).init(arena);
     if (obj.get("system")) |system| if (system != .null) {
         try messages.append(.{ .role = .system, .content = try textOf(arena, system, "system", diag) });
     };
-    try parseMessages(arena, obj.get("messages"), &messages, diag);
+    try parseMessages(arena, obj.get("messages"), &messages, &thoughts, diag);
     req.messages = messages.items;
+    try thoughts.appendNTimes(null, messages.items.len - thoughts.items.len);
+    req.reasoning = thoughts.items;
     req.tools = try parseTools(arena, obj.get("tools"), diag);
-    try parseToolChoice(obj.get("tool_choice"), &req, diag);
-    return req;
+    try parseToolChoice(obj.get("tool_choice"), req, diag);
+    parsed.thinking = try parseThinking(obj.get("thinking"), req.max_tokens, diag);
+    if (parsed.thinking != .hidden and (req.tool_choice == .required or req.tool_choice == .function))
+        return diag.set(400, "thinking", null, "Thinking may not be enabled when tool_choice forces tool use.", .{});
+    // The template's thinking switch (Qwen3's `enable_thinking`), as on the
+    // chat path's `chat_template_kwargs`; templates without it ignore it.
+    req.template_kwargs = if (parsed.thinking == .hidden) "{\"enable_thinking\":false}" else "{\"enable_thinking\":true}";
+    return parsed;
+}
+
+/// `thinking`: `enabled` (with `budget_tokens`, at least 1024 and below
+/// max_tokens) and `adaptive` turn thinking on; `disabled` and
+/// `between_tools` (thinking off) and no `thinking` leave it off.
+fn parseThinking(value: ?Value, max_tokens: ?u32, diag: *Diagnostic) !Thinking {
+    const v = value orelse return .hidden;
+    if (v == .null) return .hidden;
+    if (v != .object) return diag.set(400, "thinking", null, "thinking: Input should be a valid dictionary or object to extract fields from", .{});
+    const kind = blockType(v) orelse return diag.set(400, "thinking", null, "thinking: Unable to extract tag using discriminator 'type'", .{});
+    const o = v.object;
+    if (std.mem.eql(u8, kind, "disabled") or std.mem.eql(u8, kind, "between_tools")) return .hidden;
+    const enabled = std.mem.eql(u8, kind, "enabled");
+    if (!enabled and !std.mem.eql(u8, kind, "adaptive"))
+        return diag.set(400, "thinking", null, "thinking: Input tag '{s}' found using 'type' does not match any of the expected tags: 'enabled', 'disabled', 'adaptive', 'between_tools'", .{kind});
+    if (enabled) {
+        const budget = o.get("budget_tokens") orelse Value.null;
+        const n: i64 = switch (budget) {
+            .integer => |i| i,
+            .null => return diag.set(400, "thinking", null, "thinking.enabled.budget_tokens: Field required", .{}),
+            else => return diag.set(400, "thinking", null, "thinking.enabled.budget_tokens: Input should be a valid integer", .{}),
+        };
+        if (n < min_thinking_budget)
+            return diag.set(400, "thinking", null, "thinking.enabled.budget_tokens: Input should be greater than or equal to {d}", .{min_thinking_budget});
+        if (max_tokens) |max| if (n >= max)
+            return diag.set(400, "max_tokens", null, "`max_tokens` must be greater than `thinking.budget_tokens`.", .{});
+    }
+    const display = o.get("display") orelse Value.null;
+    return switch (display) {
+        .null => .shown,
+        .string => |d| if (std.mem.eql(u8, d, "summarized")) .shown else if (std.mem.eql(u8, d, "omitted")) .omitted else
+            diag.set(400, "thinking", null, "thinking.{s}.display: Input should be 'summarized' or 'omitted'", .{kind}),
+        else => diag.set(400, "thinking", null, "thinking.{s}.display: Input should be 'summarized' or 'omitted'", .{kind}),
+    };
 }
 
 fn string(obj: std.json.ObjectMap, key: []const u8, field: []const u8, diag: *Diagnostic) !?[]const u8 {
@@ -106,7 +177,9 @@ fn blockType(block: Value) ?[]const u8 {
 /// `messages`: user and assistant turns of text, `tool_use` (assistant) and
 /// `tool_result` (user) blocks. A tool result becomes a `tool` message, as
 /// llama.cpp maps it, so templates see the calls and results as in OpenAI's API.
-fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Message), diag: *Diagnostic) !void {
+/// An assistant turn's `thinking` blocks become its reasoning (`thoughts`, by
+/// message index), as `reasoning_content` is on the chat path.
+fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), diag: *Diagnostic) !void {
     const v = value orelse return diag.set(400, "messages", null, "messages: Field required", .{});
     if (v != .array) return diag.set(400, "messages", null, "messages: Input should be a valid list", .{});
     if (v.array.items.len == 0) return diag.set(400, "messages", null, "messages: at least one message is required", .{});
@@ -121,15 +194,17 @@ fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Me
         const content = item.object.get("content") orelse return diag.set(400, field, null, "{s}.content: Field required", .{field});
         switch (content) {
             .string => |s| try out.append(.{ .role = role, .content = s }),
-            .array => |blocks| try appendBlocks(arena, out, role, blocks.items, field, diag),
+            .array => |blocks| try appendBlocks(arena, out, thoughts, role, blocks.items, field, diag),
             else => return diag.set(400, field, null, "{s}.content: Input should be a string or a list of content blocks", .{field}),
         }
     }
 }
 
-fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), role: templates.Role, blocks: []const Value, field: []const u8, diag: *Diagnostic) !void {
+fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), role: templates.Role, blocks: []const Value, field: []const u8, diag: *Diagnostic) !void {
     var text = std.ArrayList(u8).init(arena);
     var calls = std.ArrayList(templates.ToolCall).init(arena);
+    var thought = std.ArrayList(u8).init(arena);
+    var thinks = false;
     for (blocks, 0..) |block, j| {
         const kind = blockType(block) orelse return diag.set(400, field, null, "{s}.content.{d}: a content block needs a string 'type'", .{ field, j });
         const o = block.object;
@@ -160,12 +235,31 @@ fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), role: te
             if (!hasCall(out.items, id.string))
                 return diag.set(400, field, null, "{s}.content.{d}.tool_use_id: '{s}' answers no tool_use block of an earlier assistant message", .{ field, j, id.string });
             try out.append(.{ .role = .tool, .content = result, .tool_call_id = id.string });
+        } else if (std.mem.eql(u8, kind, "thinking") or std.mem.eql(u8, kind, "redacted_thinking")) {
+            if (role != .assistant) return diag.set(400, field, null, "{s}.content.{d}: {s} blocks belong in assistant messages", .{ field, j, kind });
+            const redacted = kind[0] == 'r';
+            // The signature is not checked: see Output.
+            for ([_][]const u8{ if (redacted) "data" else "thinking", if (redacted) "data" else "signature" }) |key| {
+                const v = o.get(key) orelse Value.null;
+                if (v != .string) return diag.set(400, field, null, "{s}.content.{d}.{s}: Field required", .{ field, j, key });
+            }
+            thinks = true;
+            // Redacted thinking is opaque: nothing of it can reach the template.
+            if (!redacted) {
+                if (thought.items.len > 0) try thought.append('\n');
+                try thought.appendSlice(o.get("thinking").?.string);
+            }
         } else {
-            return diag.set(400, field, null, "{s}.content.{d}.type: '{s}' blocks are not supported: this server takes text, tool_use and tool_result", .{ field, j, kind });
+            return diag.set(400, field, null, "{s}.content.{d}.type: '{s}' blocks are not supported: this server takes text, thinking, tool_use and tool_result", .{ field, j, kind });
         }
     }
-    if (calls.items.len > 0 or text.items.len > 0 or blocks.len == 0)
+    if (calls.items.len > 0 or text.items.len > 0 or thinks or blocks.len == 0) {
         try out.append(.{ .role = role, .content = text.items, .tool_calls = calls.items });
+        if (thought.items.len > 0) {
+            try thoughts.appendNTimes(null, out.items.len - 1 - thoughts.items.len);
+            try thoughts.append(thought.items);
+        }
+    }
 }
 
 fn hasCall(messages: []const Message, id: []const u8) bool {
@@ -295,10 +389,29 @@ fn appendToolId(w: anytype, call_id: []const u8) !void {
     try w.writeByte('"');
 }
 
+/// A thinking block's `signature`: the SHA-256 of its text, in hex. The API
+/// requires the field and clients pass it back as they got it; there is no
+/// key here to sign with, so it is a digest, and it is not checked when the
+/// block comes back.
+pub const Signature = struct {
+    hash: std.crypto.hash.sha2.Sha256 = std.crypto.hash.sha2.Sha256.init(.{}),
+
+    pub fn update(self: *Signature, text: []const u8) void {
+        self.hash.update(text);
+    }
+
+    pub fn final(self: *Signature) [64]u8 {
+        var digest: [32]u8 = undefined;
+        self.hash.final(&digest);
+        return std.fmt.bytesToHex(digest, .lower);
+    }
+};
+
 /// Writes the chat path's output as a Message or as Anthropic's events:
-/// message_start, then per content block content_block_start, deltas
-/// (text_delta, input_json_delta) and content_block_stop, then
-/// message_delta with the stop reason and usage, and message_stop.
+/// message_start and a ping, then per content block content_block_start,
+/// deltas (thinking_delta and a closing signature_delta, text_delta,
+/// input_json_delta) and content_block_stop, then message_delta with the
+/// stop reason and usage, and message_stop.
 pub fn Output(comptime Out: type) type {
     return struct {
         const Self = @This();
@@ -306,16 +419,18 @@ pub fn Output(comptime Out: type) type {
         id: []const u8,
         model: []const u8,
         stops: []const []const u8,
+        thinking: Thinking,
         event: std.ArrayList(u8),
         /// The open content block: its index and kind.
-        block: ?enum { text, tool_use } = null,
+        block: ?enum { thinking, text, tool_use } = null,
         blocks: u32 = 0,
+        signature: Signature = .{},
         stop_reason: []const u8 = "end_turn",
         stop_sequence: ?[]const u8 = null,
         input_tokens: u32 = 0,
 
-        pub fn init(allocator: std.mem.Allocator, out: Out, id: []const u8, model: []const u8, stops: []const []const u8) Self {
-            return .{ .out = out, .id = id, .model = model, .stops = stops, .event = std.ArrayList(u8).init(allocator) };
+        pub fn init(allocator: std.mem.Allocator, out: Out, id: []const u8, model: []const u8, stops: []const []const u8, thinking: Thinking) Self {
+            return .{ .out = out, .id = id, .model = model, .stops = stops, .thinking = thinking, .event = std.ArrayList(u8).init(allocator) };
         }
 
         pub fn deinit(self: *Self) void {
@@ -343,6 +458,10 @@ pub fn Output(comptime Out: type) type {
 
         fn closeBlock(self: *Self) !void {
             if (self.block == null) return;
+            if (self.block == .thinking) {
+                const signature = self.signature.final();
+                try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"signature_delta\",\"signature\":\"{s}\"}}}}", .{ self.blocks - 1, signature });
+            }
             try self.send("content_block_stop", "{{\"type\":\"content_block_stop\",\"index\":{d}}}", .{self.blocks - 1});
             self.block = null;
         }
@@ -354,6 +473,24 @@ pub fn Output(comptime Out: type) type {
             defer model.deinit();
             try self.send("message_start", "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{s}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{s}," ++
                 "\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{d},\"output_tokens\":0}}}}}}", .{ self.id, model.items, info.prompt_tokens });
+            try self.send("ping", "{{\"type\":\"ping\"}}", .{});
+        }
+
+        /// The model's thinking: a thinking block, when it was asked for.
+        pub fn reasoning(self: *Self, _: u32, bytes: []const u8, _: ?[]const u8) !void {
+            if (self.thinking == .hidden) return;
+            if (self.block != .thinking) {
+                try self.closeBlock();
+                try self.send("content_block_start", "{{\"type\":\"content_block_start\",\"index\":{d},\"content_block\":{{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}}}", .{self.blocks});
+                self.block = .thinking;
+                self.blocks += 1;
+                self.signature = .{};
+            }
+            self.signature.update(bytes);
+            if (self.thinking == .omitted) return;
+            var t = try self.json(bytes);
+            defer t.deinit();
+            try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":{s}}}}}", .{ self.blocks - 1, t.items });
         }
 
         pub fn text(self: *Self, _: u32, bytes: []const u8, _: ?[]const u8) !void {
@@ -419,7 +556,16 @@ pub fn Output(comptime Out: type) type {
             try std.json.encodeJsonString(self.model, .{}, w);
             try w.writeAll(",\"content\":[");
             var n: usize = 0;
+            if (self.thinking != .hidden and r.reasoning.len > 0) {
+                var signature = Signature{};
+                signature.update(r.reasoning);
+                try w.writeAll("{\"type\":\"thinking\",\"thinking\":");
+                try std.json.encodeJsonString(if (self.thinking == .shown) r.reasoning else "", .{}, w);
+                try w.print(",\"signature\":\"{s}\"}}", .{signature.final()});
+                n += 1;
+            }
             if (r.content) |c| if (c.len > 0) {
+                if (n > 0) try w.writeByte(',');
                 try w.writeAll("{\"type\":\"text\",\"text\":");
                 try std.json.encodeJsonString(c, .{}, w);
                 try w.writeByte('}');
@@ -450,7 +596,7 @@ const testing = std.testing;
 
 fn expectInvalid(body: []const u8, field_part: []const u8) !void {
     var diag = Diagnostic{};
-    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, &diag));
+    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, .messages, &diag));
     try testing.expectEqual(@as(u16, 400), diag.err.status);
     if (std.mem.indexOf(u8, diag.err.message, field_part) == null) {
         std.debug.print("message was: {s}\n", .{diag.err.message});
@@ -460,14 +606,15 @@ fn expectInvalid(body: []const u8, field_part: []const u8) !void {
 
 test "a Messages request becomes a chat request" {
     var diag = Diagnostic{};
-    var req = try parseRequest(testing.allocator,
+    var parsed = try parseRequest(testing.allocator,
         \\{"model":"m","max_tokens":50,"system":[{"type":"text","text":"Be brief."}],"stop_sequences":["END"],"top_k":5,"temperature":0.5,
         \\"messages":[{"role":"user","content":"weather?"},
         \\{"role":"assistant","content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
         \\{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"sunny"}]},{"type":"text","text":"thanks"}]}],
         \\"tools":[{"name":"get_weather","description":"d","input_schema":{"type":"object"}}],"tool_choice":{"type":"any","disable_parallel_tool_use":true}}
-    , &diag);
-    defer req.deinit();
+    , .messages, &diag);
+    defer parsed.deinit();
+    const req = &parsed.chat;
     try testing.expectEqual(@as(?u32, 50), req.max_tokens);
     try testing.expectEqual(@as(?u32, 5), req.top_k);
     try testing.expectEqual(@as(usize, 5), req.messages.len);
@@ -514,4 +661,76 @@ test "errors in Anthropic's shape" {
     defer out.deinit();
     try appendError(&out, .{ .status = 404, .message = "no \"m\"" });
     try testing.expectEqualStrings("{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"no \\\"m\\\"\"}}", out.items);
+}
+
+test "thinking: enabled and adaptive switch the template's thinking on, anything else off" {
+    const cases = [_]struct { thinking: []const u8, shows: Thinking, kwargs: []const u8 }{
+        .{ .thinking = "", .shows = .hidden, .kwargs = "{\"enable_thinking\":false}" },
+        .{ .thinking = ",\"thinking\":{\"type\":\"disabled\"}", .shows = .hidden, .kwargs = "{\"enable_thinking\":false}" },
+        .{ .thinking = ",\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024}", .shows = .shown, .kwargs = "{\"enable_thinking\":true}" },
+        .{ .thinking = ",\"thinking\":{\"type\":\"adaptive\",\"display\":\"omitted\"}", .shows = .omitted, .kwargs = "{\"enable_thinking\":true}" },
+    };
+    for (cases) |case| {
+        var buf: [256]u8 = undefined;
+        const body = try std.fmt.bufPrint(&buf, "{{\"model\":\"m\",\"max_tokens\":2000,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]{s}}}", .{case.thinking});
+        var diag = Diagnostic{};
+        var parsed = try parseRequest(testing.allocator, body, .messages, &diag);
+        defer parsed.deinit();
+        try testing.expectEqual(case.shows, parsed.thinking);
+        try testing.expectEqualStrings(case.kwargs, parsed.chat.template_kwargs.?);
+    }
+}
+
+test "thinking requests Anthropic refuses" {
+    const head = "{\"model\":\"m\",\"max_tokens\":2000,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],";
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"enabled\"}}", "thinking.enabled.budget_tokens: Field required");
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1023}}", "greater than or equal to 1024");
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":2000}}", "`max_tokens` must be greater than `thinking.budget_tokens`");
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":\"x\"}}", "valid integer");
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"deep\"}}", "Input tag 'deep'");
+    try expectInvalid(head ++ "\"thinking\":{}}", "discriminator 'type'");
+    try expectInvalid(head ++ "\"thinking\":true}", "thinking: Input should be a valid dictionary");
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"adaptive\",\"display\":\"full\"}}", "thinking.adaptive.display");
+    try expectInvalid(head ++ "\"thinking\":{\"type\":\"adaptive\"},\"tools\":[{\"name\":\"f\",\"input_schema\":{}}],\"tool_choice\":{\"type\":\"any\"}}", "tool_choice forces tool use");
+}
+
+test "count_tokens takes no max_tokens; budget_tokens is still checked" {
+    var diag = Diagnostic{};
+    var parsed = try parseRequest(testing.allocator, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", .count_tokens, &diag);
+    defer parsed.deinit();
+    try testing.expectEqual(@as(?u32, null), parsed.chat.max_tokens);
+    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":5}}", .count_tokens, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.err.message, "1024") != null);
+}
+
+test "an assistant turn's thinking blocks become its reasoning; redacted thinking is accepted" {
+    var diag = Diagnostic{};
+    var parsed = try parseRequest(testing.allocator,
+        \\{"model":"m","max_tokens":50,"system":"S","messages":[{"role":"user","content":"2+2?"},
+        \\{"role":"assistant","content":[{"type":"thinking","thinking":"add them","signature":"x"},{"type":"redacted_thinking","data":"opaque"},{"type":"text","text":"4"}]},
+        \\{"role":"user","content":"and 3+3?"},{"role":"assistant","content":[{"type":"redacted_thinking","data":"opaque"}]},{"role":"user","content":"?"}]}
+    , .messages, &diag);
+    defer parsed.deinit();
+    const req = &parsed.chat;
+    try testing.expectEqual(@as(usize, 6), req.messages.len);
+    try testing.expectEqual(req.messages.len, req.reasoning.len);
+    try testing.expectEqualStrings("4", req.messages[2].content);
+    try testing.expectEqualStrings("add them", req.reasoning[2].?);
+    // a turn of redacted thinking only is kept, empty, so the turns still alternate
+    try testing.expectEqual(templates.Role.assistant, req.messages[4].role);
+    for ([_]usize{ 0, 1, 3, 4, 5 }) |i| try testing.expect(req.reasoning[i] == null);
+
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"t\",\"signature\":\"s\"}]}]}", "belong in assistant messages");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"t\"}]}]}", "messages.1.content.0.signature: Field required");
+}
+
+test "the signature is the SHA-256 of the thinking, however it was cut" {
+    var whole = Signature{};
+    whole.update("abc");
+    var pieces = Signature{};
+    pieces.update("a");
+    pieces.update("bc");
+    const expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    try testing.expectEqualStrings(expected, &whole.final());
+    try testing.expectEqualStrings(expected, &pieces.final());
 }

@@ -241,7 +241,7 @@ fn ChoiceSink(comptime O: type, comptime C: type) type {
             try self.output.text(self.choice.index, bytes, try self.choice.takeLogprobs(self.arena));
         }
 
-        /// An output without `reasoning` (Anthropic's) leaves the thinking out.
+        /// An output without `reasoning` leaves the thinking out.
         fn reasoning(self: *Self, bytes: []const u8) !void {
             if (comptime @hasDecl(@typeInfo(O).pointer.child, "reasoning"))
                 try self.output.reasoning(self.choice.index, bytes, try self.choice.takeLogprobs(self.arena));
@@ -605,6 +605,18 @@ fn prepare(
 /// host ignores those that are not one token. End-of-turn tokens are not
 /// among them, so they stay out of the text.
 const preserved_markers = tools.markers ++ reasoning.markers;
+
+/// The prompt's tokens as `generate` renders it for `req`, every turn kept
+/// (Anthropic's count_tokens). A prompt over the whole context is a 400: the
+/// host does not count it.
+pub fn countPromptTokens(allocator: std.mem.Allocator, backend: anytype, req: *const openai.ChatRequest, cfg: Config, diag: *openai.Diagnostic) !u32 {
+    const plan = try planTools(allocator, backend, req, cfg);
+    const fit = Fit{ .allocator = allocator, .messages = req.messages, .render = plan.render, .extras = .{ .thoughts = req.reasoning, .kwargs = req.template_kwargs }, .budget = std.math.maxInt(u32) };
+    const tried = try fit.attempt(backend, 0, diag);
+    defer allocator.free(tried.prompt);
+    if (!tried.fits) return diag.set(400, "messages", "context_length_exceeded", "The prompt is longer than this model's context of {d} tokens. Shorten the messages.", .{cfg.ctx_size});
+    return tried.tokens;
+}
 
 /// Whether a grammar shapes the output from its first token (not lazily).
 fn constrainedFromStart(req: *const openai.ChatRequest, constraint: ?openai.Constraint) bool {
@@ -1418,19 +1430,21 @@ test "the Anthropic output writes the same generation as Messages events" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
     defer backend.deinit();
     var diag = openai.Diagnostic{};
-    var req = try anthropic.parseRequest(testing.allocator,
+    var parsed = try anthropic.parseRequest(testing.allocator,
         \\{"model":"tiny","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"weather?"}],
         \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
-    , &diag);
-    defer req.deinit();
+    , .messages, &diag);
+    defer parsed.deinit();
+    const req = &parsed.chat;
     var out = std.ArrayList(u8).init(testing.allocator);
     defer out.deinit();
-    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", req.stop);
+    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", req.stop, parsed.thinking);
     defer output.deinit();
-    try generate(testing.allocator, &backend, &output, &req, test_cfg, &diag);
+    try generate(testing.allocator, &backend, &output, req, test_cfg, &diag);
     const text = out.items;
     const order = [_][]const u8{
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"tiny\",\"content\":[],",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
         "\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me look.\"}",
         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}",
@@ -1460,4 +1474,149 @@ test "a logit_bias token the model lacks is a 400 naming logit_bias" {
     try testing.expectError(error.InvalidRequest, r.result);
     try testing.expectEqual(@as(u16, 400), r.diag.err.status);
     try testing.expectEqualStrings("logit_bias", r.diag.err.param.?);
+}
+
+/// Runs an Anthropic request on the fake backend, streamed or whole.
+fn runAnthropic(backend: *FakeBackend, body: []const u8, cfg: Config, out: *std.ArrayList(u8)) !void {
+    const anthropic = @import("anthropic.zig");
+    var diag = openai.Diagnostic{};
+    var parsed = try anthropic.parseRequest(testing.allocator, body, .messages, &diag);
+    defer parsed.deinit();
+    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", parsed.chat.stop, parsed.thinking);
+    defer output.deinit();
+    try generate(testing.allocator, backend, &output, &parsed.chat, cfg, &diag);
+}
+
+fn expectInOrder(text: []const u8, parts: []const []const u8) !void {
+    var at: usize = 0;
+    for (parts) |part| {
+        const found = std.mem.indexOfPos(u8, text, at, part) orelse {
+            std.debug.print("missing after {d}: {s}\nin: {s}\n", .{ at, part, text });
+            return error.TestUnexpectedResult;
+        };
+        at = found + part.len;
+    }
+}
+
+test "Anthropic thinking: a thinking block with its signature before the text, streamed and whole" {
+    const thinking_tokens = [_][]const u8{ "hmm", " yes", "</think>", "Four." };
+    const body = "{\"model\":\"tiny\",\"max_tokens\":2000,\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024}";
+    const signature = comptime blk: {
+        @setEvalBranchQuota(100000);
+        var digest: [32]u8 = undefined;
+        std.crypto.hash.sha2.Sha256.hash("hmm yes", &digest, .{});
+        break :blk std.fmt.bytesToHex(digest, .lower);
+    };
+    var cfg = test_cfg;
+    cfg.template = null;
+    cfg.ctx_size = 4096; // room for a max_tokens over the least thinking budget
+
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &thinking_tokens, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var streamed = std.ArrayList(u8).init(testing.allocator);
+    defer streamed.deinit();
+    try runAnthropic(&backend, body ++ ",\"stream\":true}", cfg, &streamed);
+    // the template was asked to think
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "\"chat_template_kwargs\":{\"enable_thinking\":true}") != null);
+    try expectInOrder(streamed.items, &.{
+        "event: ping\n",
+        "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"" ++ signature ++ "\"}}",
+        "{\"type\":\"content_block_stop\",\"index\":0}",
+        "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Four.\"}",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "\"stop_reason\":\"end_turn\"",
+    });
+
+    backend.next_index = 0;
+    var whole = std.ArrayList(u8).init(testing.allocator);
+    defer whole.deinit();
+    try runAnthropic(&backend, body ++ "}", cfg, &whole);
+    try testing.expect(std.mem.indexOf(u8, whole.items, "\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm yes\",\"signature\":\"" ++ signature ++ "\"},{\"type\":\"text\",\"text\":\"Four.\"}]") != null);
+}
+
+test "Anthropic without thinking: the template is asked not to think, and a thought is left out" {
+    var cfg = test_cfg;
+    cfg.template = null;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "hmm", "</think>", "Four." }, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try runAnthropic(&backend, "{\"model\":\"tiny\",\"max_tokens\":20,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"}]}", cfg, &out);
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "\"chat_template_kwargs\":{\"enable_thinking\":false}") != null);
+    try testing.expect(std.mem.indexOf(u8, out.items, "thinking") == null);
+    try testing.expect(std.mem.indexOf(u8, out.items, "hmm") == null);
+    try testing.expect(std.mem.indexOf(u8, out.items, "\"text\":\"Four.\"") != null);
+    // the thought's tokens are output tokens all the same
+    try testing.expect(std.mem.indexOf(u8, out.items, "\"output_tokens\":3}") != null);
+}
+
+test "Anthropic thinking with display omitted: an empty thinking block, signed" {
+    var cfg = test_cfg;
+    cfg.template = null;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "secret", "</think>", "ok" }, .prompt_suffix = "<think>\n" };
+    defer backend.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try runAnthropic(&backend, "{\"model\":\"tiny\",\"max_tokens\":20,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"thinking\":{\"type\":\"adaptive\",\"display\":\"omitted\"}}", cfg, &out);
+    try testing.expect(std.mem.indexOf(u8, out.items, "secret") == null);
+    try testing.expect(std.mem.indexOf(u8, out.items, "thinking_delta") == null);
+    try expectInOrder(out.items, &.{ "\"type\":\"thinking\",\"thinking\":\"\"", "signature_delta", "content_block_stop", "\"text\":\"ok\"" });
+}
+
+test "Anthropic thinking blocks of earlier turns reach the model's template as reasoning_content" {
+    var cfg = test_cfg;
+    cfg.template = null;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try runAnthropic(&backend,
+        \\{"model":"tiny","max_tokens":20,"messages":[{"role":"user","content":"q"},
+        \\{"role":"assistant","content":[{"type":"thinking","thinking":"because","signature":"s"},{"type":"text","text":"a"}]},{"role":"user","content":"q2"}]}
+    , cfg, &out);
+    try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"}") != null);
+}
+
+test "countPromptTokens counts the prompt the completion generates from" {
+    const anthropic = @import("anthropic.zig");
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"ok"} };
+    defer backend.deinit();
+    const body = "{\"model\":\"tiny\",\"max_tokens\":20,\"system\":\"S\",\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}";
+    var diag = openai.Diagnostic{};
+    var parsed = try anthropic.parseRequest(testing.allocator, body, .count_tokens, &diag);
+    defer parsed.deinit();
+    const counted = try countPromptTokens(testing.allocator, &backend, &parsed.chat, test_cfg, &diag);
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try runAnthropic(&backend, body, test_cfg, &out);
+    try testing.expectEqual(@as(u32, @intCast(backend.prompt.items.len / 4)), counted);
+    var buf: [64]u8 = undefined;
+    try testing.expect(std.mem.indexOf(u8, out.items, try std.fmt.bufPrint(&buf, "\"input_tokens\":{d},", .{counted})) != null);
+}
+
+test "Anthropic thinking before a tool call: the thinking block is signed and closed before the tool_use block" {
+    const tokens = [_][]const u8{ "<think>", "Need the weather.", "</think>\n" } ++ call_tokens;
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &tokens };
+    defer backend.deinit();
+    var cfg = test_cfg;
+    cfg.ctx_size = 4096;
+    var out = std.ArrayList(u8).init(testing.allocator);
+    defer out.deinit();
+    try runAnthropic(&backend,
+        \\{"model":"tiny","max_tokens":2000,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"weather?"}],
+        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
+    , cfg, &out);
+    try expectInOrder(out.items, &.{
+        "\"index\":0,\"content_block\":{\"type\":\"thinking\"",
+        "\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Need the weather.\"}",
+        "\"index\":0,\"delta\":{\"type\":\"signature_delta\"",
+        "{\"type\":\"content_block_stop\",\"index\":0}",
+        "\"index\":1,\"content_block\":{\"type\":\"text\"",
+        "\"index\":2,\"content_block\":{\"type\":\"tool_use\"",
+        "\"stop_reason\":\"tool_use\"",
+    });
+    try testing.expectEqual(@as(usize, 1), std.mem.count(u8, out.items, "signature_delta"));
 }

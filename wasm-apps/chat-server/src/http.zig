@@ -68,6 +68,8 @@ pub const Route = union(enum) {
     chat_completions,
     /// Anthropic's Messages API.
     messages,
+    /// Anthropic's token count of a Messages request.
+    count_tokens,
     completions,
     embeddings,
     not_found,
@@ -87,6 +89,8 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (std.mem.eql(u8, method, "POST")) .chat_completions else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/messages"))
         return if (std.mem.eql(u8, method, "POST")) .messages else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/messages/count_tokens"))
+        return if (std.mem.eql(u8, method, "POST")) .count_tokens else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/completions"))
         return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/embeddings"))

@@ -93,12 +93,13 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             try send(allocator, out, 200, "", body.items);
         },
         .chat_completions => try chatCompletions(allocator, env, out, settings),
-        .messages => try anthropicMessages(allocator, env, out, settings),
+        .messages => try anthropicMessages(allocator, env, out, settings, .messages),
+        .count_tokens => try anthropicMessages(allocator, env, out, settings, .count_tokens),
         .completions => try textCompletions(allocator, env, out, settings),
         .embeddings => try embed(allocator, env, out, settings),
         .not_found => {
             var buf: [400]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/completions and POST /v1/embeddings.", .{ method, path }) catch "Unknown request URL.";
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions and POST /v1/embeddings.", .{ method, path }) catch "Unknown request URL.";
             try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
         },
         .method_not_allowed => |allow| {
@@ -106,7 +107,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             const message = std.fmt.bufPrint(&buf, "{s} is not allowed on {s}; use {s}.", .{ method, path, allow }) catch "Method not allowed.";
             var header_buf: [32]u8 = undefined;
             const header = std.fmt.bufPrint(&header_buf, "Allow: {s}\n", .{allow}) catch "";
-            if (http.route("POST", path) == .messages) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
+            if (http.route("POST", path) == .messages or http.route("POST", path) == .count_tokens) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
             try sendError(allocator, out, .{ .status = 405, .message = message, .code = "method_not_allowed" }, header);
         },
     }
@@ -160,8 +161,9 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
     };
 }
 
-/// POST /v1/messages: Anthropic's Messages API on the chat path, with errors in Anthropic's shape.
-fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+/// POST /v1/messages: Anthropic's Messages API on the chat path, with errors
+/// in Anthropic's shape; /v1/messages/count_tokens: the prompt's tokens.
+fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings, route: anthropic.Route) !void {
     const body = http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
         error.TooLarge => {
             var buf: [160]u8 = undefined;
@@ -174,11 +176,12 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer allocator.free(body);
 
     var diag = openai.Diagnostic{};
-    var req = anthropic.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+    var parsed = anthropic.parseRequest(allocator, body, route, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };
-    defer req.deinit();
+    defer parsed.deinit();
+    const req = &parsed.chat;
     if (textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
 
     var template: ?templates.Template = null;
@@ -197,10 +200,26 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     const random_part = completionId(&id_buf)["chatcmpl-".len..];
     var msg_buf: [40]u8 = undefined;
     const msg_id = std.fmt.bufPrint(&msg_buf, "msg_{s}", .{random_part}) catch unreachable;
-    const cfg = chat.Config{ .model_id = settings.model_id, .ctx_size = settings.ctx_size, .template = template, .created = std.time.timestamp(), .id = msg_id };
-    var output = anthropic.Output(Stdout).init(allocator, out, msg_id, req.model orelse settings.model_id, req.stop);
+    const cfg = chat.Config{
+        .model_id = settings.model_id,
+        .ctx_size = settings.ctx_size,
+        .template = template,
+        .created = std.time.timestamp(),
+        .id = msg_id,
+        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
+    };
+    if (route == .count_tokens) {
+        defer backend.finish();
+        const tokens = chat.countPromptTokens(allocator, &backend, req, cfg, &diag) catch |err| switch (err) {
+            error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
+            else => |e| return e,
+        };
+        var count_buf: [48]u8 = undefined;
+        return send(allocator, out, 200, "", std.fmt.bufPrint(&count_buf, "{{\"input_tokens\":{d}}}", .{tokens}) catch unreachable);
+    }
+    var output = anthropic.Output(Stdout).init(allocator, out, msg_id, req.model orelse settings.model_id, req.stop, parsed.thinking);
     defer output.deinit();
-    chat.generate(allocator, &backend, &output, &req, cfg, &diag) catch |err| switch (err) {
+    chat.generate(allocator, &backend, &output, req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };

@@ -3,6 +3,8 @@
 //! (the model's own template, or a named one), fits it into the context by
 //! dropping the oldest turns for good (never the system prompt), streams the
 //! generated text as it comes, and keeps the answer as the next turn's history.
+//! A thinking model's thought (a `<think>` block, split off as the chat server
+//! does) is shown apart and never kept: the next prompt has the answers only.
 //!
 //! `backend` is anything with the methods of nn.Backend (renderTemplate,
 //! setMetadata, setPrompt, info, next, finish), so this is tested below against
@@ -12,6 +14,7 @@ const std = @import("std");
 const shared = @import("chat_server");
 const templates = shared.templates;
 const stream = shared.stream;
+const reasoning = shared.reasoning;
 
 const Message = templates.Message;
 
@@ -121,9 +124,10 @@ pub const Conversation = struct {
     /// Answers `text`. `ui` gets, in this order: `dropped(n)` when n turns had
     /// to go to make room, `fellBackToChatml()` the first time the model turns
     /// out to have no template, `prompt(text, tokens)` with the prompt about
-    /// to be generated from, then `text(bytes)` for each piece of the answer as
-    /// it is generated (valid UTF-8, never a stop text). An error from the host
-    /// drops the unanswered message and returns the error.
+    /// to be generated from, then `thinking(bytes)` for each piece of the
+    /// model's thought and `text(bytes)` for each piece of the answer as they
+    /// are generated (valid UTF-8, never a stop text; the thought comes first).
+    /// An error from the host drops the unanswered message and returns the error.
     pub fn reply(self: *Conversation, backend: anytype, ui: anytype, text: []const u8) !Outcome {
         try self.append(.user, text);
         errdefer self.dropLast();
@@ -164,7 +168,8 @@ pub const Conversation = struct {
         const limit = @min(self.options.n_predict, self.options.ctx_size - prompt_tokens);
         var answer = std.ArrayList(u8).init(self.allocator);
         defer answer.deinit();
-        const generated = generate(self.allocator, backend, ui, stop_texts.items, limit, &answer) catch |err| {
+        const start = reasoning.startOf(fitted.prompt);
+        const generated = generate(self.allocator, backend, ui, stop_texts.items, limit, start, &answer) catch |err| {
             backend.finish();
             return err;
         };
@@ -274,6 +279,8 @@ pub const Conversation = struct {
             .@"presence-penalty" = o.presence_penalty,
             .@"frequency-penalty" = o.frequency_penalty,
             .seed = o.seed,
+            // Thinking markers that are control tokens (Gemma 4's) reach the text.
+            .@"preserved-tokens" = &reasoning.markers,
         }, .{ .emit_null_optional_fields = false }, out.writer());
     }
 };
@@ -295,18 +302,23 @@ fn countTokens(allocator: std.mem.Allocator, backend: anytype, prompt: []const u
 
 const Generated = struct { end: End, tokens: u32 };
 
-/// The token loop: streams each released piece to `ui.text` and collects the
-/// answer in `answer`.
+/// The token loop: splits the thought (`start`: its tags, and whether the prompt opened it)
+/// from the answer, streams the thought's pieces to `ui.thinking` and
+/// the answer's to `ui.text`, and collects the answer in `answer`. Stop texts
+/// apply to the answer only; the limit counts every token.
 fn generate(
     allocator: std.mem.Allocator,
     backend: anytype,
     ui: anytype,
     stops: []const []const u8,
     limit: u32,
+    start: reasoning.Start,
     answer: *std.ArrayList(u8),
 ) !Generated {
     var filter = stream.TextFilter.init(allocator, stops);
     defer filter.deinit();
+    var thinking = reasoning.Reasoner.init(allocator, start);
+    defer thinking.deinit();
     var tokens: u32 = 0;
     const end: End = while (true) {
         // The app enforces the limit itself: a host need not honour n-predict.
@@ -315,12 +327,16 @@ fn generate(
             .end => |reason| break if (reason == .length and tokens < limit) .context_full else if (reason == .length) .n_predict else .stop,
             .token => |bytes| {
                 tokens += 1;
-                const piece = try filter.push(bytes);
-                try emit(ui, answer, piece);
+                const parts = try thinking.push(bytes);
+                if (parts.reasoning.len > 0) try ui.thinking(parts.reasoning);
+                try emit(ui, answer, try filter.push(parts.content));
                 if (filter.stopped) break .stop;
             },
         }
     };
+    const rest = try thinking.finish();
+    if (rest.reasoning.len > 0) try ui.thinking(rest.reasoning);
+    try emit(ui, answer, try filter.push(rest.content));
     try emit(ui, answer, try filter.finish());
     return .{ .end = end, .tokens = tokens };
 }
@@ -345,6 +361,8 @@ const FakeBackend = struct {
     tokens: []const []const u8 = &.{ "Hi", " there" },
     has_template: bool = true,
     template_fails: bool = false,
+    /// What the fake template puts after the request (a generation prompt).
+    template_suffix: []const u8 = "",
     host_ctx: usize = 1 << 20,
     length_after: ?usize = null,
     fail_at: ?usize = null,
@@ -364,7 +382,7 @@ const FakeBackend = struct {
     pub fn renderTemplate(self: *FakeBackend, allocator: std.mem.Allocator, request_json: []const u8) Error![]u8 {
         if (!self.has_template) return error.NoTemplate;
         if (self.template_fails) return error.TemplateFailed;
-        return std.fmt.allocPrint(allocator, "JINJA{s}", .{request_json});
+        return std.fmt.allocPrint(allocator, "JINJA{s}{s}", .{ request_json, self.template_suffix });
     }
 
     pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
@@ -416,6 +434,11 @@ const FakeUi = struct {
     pub fn text(self: *FakeUi, bytes: []const u8) !void {
         self.pieces += 1;
         try self.shown.appendSlice(bytes);
+    }
+
+    /// The thought, marked so that tests see what was shown as thinking.
+    pub fn thinking(self: *FakeUi, bytes: []const u8) !void {
+        try self.shown.writer().print("({s})", .{bytes});
     }
 
     pub fn dropped(self: *FakeUi, n: usize) !void {
@@ -650,4 +673,35 @@ test "a host failure mid-answer drops the unanswered message and finishes the ge
     try testing.expectError(error.BackendFailed, conv.reply(&backend, &ui, "hi"));
     try testing.expectEqual(@as(usize, 0), conv.messages.items.len);
     try testing.expectEqual(@as(usize, 1), backend.finished);
+}
+
+test "a thinking model's thought is shown as thinking and left out of the history" {
+    // a named template never opens the block: the model opens it itself
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<think>", "Two and", " two.</th", "ink>\n\n", "Four." } };
+    defer backend.deinit();
+    var ui = FakeUi.init();
+    defer ui.deinit();
+    var conv = try Conversation.init(testing.allocator, .{ .template = .chatml, .stops = &.{"two"} }, null);
+    defer conv.deinit();
+    const first = try conv.reply(&backend, &ui, "2+2?");
+    // the stop text "two" is in the thought only: it does not end the answer
+    try testing.expectEqualStrings("(Two and)( two.)Four.", ui.shown.items);
+    try testing.expectEqual(@as(u32, 5), first.answered.tokens);
+    try testing.expectEqualStrings("Four.", conv.messages.items[1].content);
+    _ = try conv.reply(&backend, &ui, "sure?");
+    try testing.expect(contains(backend.prompt.items, "<|im_start|>assistant\nFour.<|im_end|>\n"));
+    try testing.expect(!contains(backend.prompt.items, "Two and"));
+}
+
+test "a prompt that opens the think block starts the answer in thought; cut off, it is all thought" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "hmm", " more", " still" }, .template_suffix = "<think>\n" };
+    defer backend.deinit();
+    var ui = FakeUi.init();
+    defer ui.deinit();
+    var conv = try Conversation.init(testing.allocator, .{ .n_predict = 2 }, null);
+    defer conv.deinit();
+    const outcome = try conv.reply(&backend, &ui, "hi");
+    try testing.expectEqual(End.n_predict, outcome.answered.end);
+    try testing.expectEqualStrings("(hmm)( more)", ui.shown.items);
+    try testing.expectEqualStrings("", conv.messages.items[1].content);
 }

@@ -1,6 +1,7 @@
 //! llama-chat: a chat with a preloaded model in the terminal, as a WASI
 //! command. It reads a line from stdin, streams the answer to stdout as the
-//! tokens come, and keeps the conversation for the next line. Inference is
+//! tokens come (a thinking model's thought first, marked and, on a terminal,
+//! dimmed), and keeps the conversation for the next line. Inference is
 //! WASI-NN through the chat server's bindings (the `chat_server` module);
 //! notices (context full, prompts with --log-prompts) go to stderr, so that
 //! stdout holds the conversation only.
@@ -31,6 +32,12 @@ const max_line_bytes = 1 << 20;
 
 const user_cue = "[USER]:\n";
 const assistant_cue = "[ASSISTANT]:\n";
+/// Around a thinking model's thought, before its answer.
+const thinking_cue = "[THINKING]:\n";
+const thinking_end = "\n[END OF THINKING]\n";
+/// SGR faint, and back to normal: the thought is dimmed on a terminal.
+const dim_on = "\x1b[2m";
+const dim_off = "\x1b[0m";
 
 const commands_help =
     \\/reset  forget the conversation (the system prompt stays)
@@ -63,7 +70,7 @@ pub fn main() u8 {
     var conv = conversation.Conversation.init(allocator, cli.options, cli.system_prompt) catch return fail("out of memory", .{});
     defer conv.deinit();
 
-    var term = Terminal{ .cli = &cli };
+    var term = Terminal{ .cli = &cli, .color = std.io.getStdOut().isTty() };
     term.banner();
     chat(allocator, &conv, &backend, &term) catch |err| switch (err) {
         // Whoever reads our output has gone: nothing more to say.
@@ -145,13 +152,25 @@ fn chat(allocator: std.mem.Allocator, conv: *conversation.Conversation, backend:
 /// What the user sees: the conversation on stdout, notices on stderr.
 const Terminal = struct {
     cli: *const args_mod.Cli,
+    /// stdout is a terminal: the thought is dimmed.
+    color: bool = false,
     /// The assistant's cue is out: its answer is on the line.
     answering: bool = false,
+    /// The thought is being shown; the answer closes it.
+    in_thought: bool = false,
 
     fn endAnswer(self: *Terminal) !void {
+        try self.endThought();
         if (!self.answering) return;
         self.answering = false;
         try self.out("\n");
+    }
+
+    fn endThought(self: *Terminal) !void {
+        if (!self.in_thought) return;
+        self.in_thought = false;
+        try self.out(thinking_end);
+        if (self.color) try self.out(dim_off);
     }
 
     fn out(_: *Terminal, bytes: []const u8) error{OutputClosed}!void {
@@ -178,6 +197,16 @@ const Terminal = struct {
     // The conversation's `ui`.
 
     pub fn text(self: *Terminal, bytes: []const u8) !void {
+        try self.endThought();
+        try self.out(bytes);
+    }
+
+    pub fn thinking(self: *Terminal, bytes: []const u8) !void {
+        if (!self.in_thought) {
+            self.in_thought = true;
+            if (self.color) try self.out(dim_on);
+            try self.out(thinking_cue);
+        }
         try self.out(bytes);
     }
 
