@@ -1,10 +1,11 @@
 //! What other apps import from the chat server, as the module `chat_server`
 //! (wasm-apps/build.py passes it with `--dep chat_server -Mchat_server=...`):
-//! the host bindings, the named prompt templates, the token text filter and
-//! the thinking/answer splitter.
+//! the host bindings, the named prompt templates, the token text filter, the
+//! thinking/answer splitter, and what every app's `main` sets up.
 //! One copy of each, shared, so that every app talks to the host the same way.
 
 pub const nn = @import("nn.zig");
 pub const templates = @import("templates.zig");
 pub const stream = @import("stream.zig");
 pub const reasoning = @import("reasoning.zig");
+pub const app = @import("app.zig");

@@ -5,9 +5,9 @@
 //! and `list-templates`.
 
 const std = @import("std");
-const builtin = @import("builtin");
 const chat = @import("chat.zig");
 const anthropic = @import("anthropic.zig");
+const app = @import("app.zig");
 const completions = @import("completions.zig");
 const embeddings = @import("embeddings.zig");
 const http = @import("http.zig");
@@ -16,20 +16,9 @@ const openai = @import("openai.zig");
 const reasoning = @import("reasoning.zig");
 const templates = @import("templates.zig");
 
-pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
+pub const std_options: std.Options = .{ .log_level = .info, .logFn = app.logLine };
 
 const log = std.log.scoped(.chat_server);
-
-/// One write per line, so that the host's line-by-line log never interleaves.
-fn logLine(comptime level: std.log.Level, comptime scope: @TypeOf(.enum_literal), comptime fmt: []const u8, args: anytype) void {
-    var buf: [2048]u8 = undefined;
-    const prefix = comptime level.asText() ++ "(" ++ @tagName(scope) ++ "): ";
-    const line = std.fmt.bufPrint(&buf, prefix ++ fmt ++ "\n", args) catch blk: {
-        buf[buf.len - 1] = '\n';
-        break :blk buf[0..];
-    };
-    std.io.getStdErr().writeAll(line) catch {};
-}
 
 /// stdout; each writeAll is one fd_write, which the host sends as one chunk.
 const Stdout = struct {
@@ -39,7 +28,7 @@ const Stdout = struct {
 };
 
 pub fn main() u8 {
-    const allocator = if (builtin.target.cpu.arch.isWasm()) std.heap.wasm_allocator else std.heap.page_allocator;
+    const allocator = app.allocator;
     var env = std.process.getEnvMap(allocator) catch {
         log.err("cannot read the environment", .{});
         return 1;

@@ -7,25 +7,14 @@
 //! stdout holds the conversation only.
 
 const std = @import("std");
-const builtin = @import("builtin");
 const shared = @import("chat_server");
 const args_mod = @import("args.zig");
 const conversation = @import("conversation.zig");
 
+const app = shared.app;
 const nn = shared.nn;
 
-pub const std_options: std.Options = .{ .log_level = .warn, .logFn = logLine };
-
-/// One write per line, so that log lines never interleave with other output.
-fn logLine(comptime level: std.log.Level, comptime scope: @TypeOf(.enum_literal), comptime fmt: []const u8, args: anytype) void {
-    var buf: [2048]u8 = undefined;
-    const prefix = comptime level.asText() ++ "(" ++ @tagName(scope) ++ "): ";
-    const line = std.fmt.bufPrint(&buf, prefix ++ fmt ++ "\n", args) catch blk: {
-        buf[buf.len - 1] = '\n';
-        break :blk buf[0..];
-    };
-    std.io.getStdErr().writeAll(line) catch {};
-}
+pub const std_options: std.Options = .{ .log_level = .warn, .logFn = app.logLine };
 
 /// The longest line read as one message.
 const max_line_bytes = 1 << 20;
@@ -47,7 +36,7 @@ const commands_help =
 ;
 
 pub fn main() u8 {
-    const allocator = if (builtin.target.cpu.arch.isWasm()) std.heap.wasm_allocator else std.heap.page_allocator;
+    const allocator = app.allocator;
     const argv = std.process.argsAlloc(allocator) catch return fail("out of memory", .{});
     defer std.process.argsFree(allocator, argv);
 

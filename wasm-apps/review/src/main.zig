@@ -4,26 +4,15 @@
 //! `chat_server` module); errors are OpenAI-style JSON.
 
 const std = @import("std");
-const builtin = @import("builtin");
 const shared = @import("chat_server");
 const review = @import("review.zig");
 
+const app = shared.app;
 const nn = shared.nn;
 
-pub const std_options: std.Options = .{ .log_level = .info, .logFn = logLine };
+pub const std_options: std.Options = .{ .log_level = .info, .logFn = app.logLine };
 
 const log = std.log.scoped(.review);
-
-/// One write per line, so that the host's line-by-line log never interleaves.
-fn logLine(comptime level: std.log.Level, comptime scope: @TypeOf(.enum_literal), comptime fmt: []const u8, args: anytype) void {
-    var buf: [2048]u8 = undefined;
-    const prefix = comptime level.asText() ++ "(" ++ @tagName(scope) ++ "): ";
-    const line = std.fmt.bufPrint(&buf, prefix ++ fmt ++ "\n", args) catch blk: {
-        buf[buf.len - 1] = '\n';
-        break :blk buf[0..];
-    };
-    std.io.getStdErr().writeAll(line) catch {};
-}
 
 const ApiError = struct {
     status: u16,
@@ -34,7 +23,7 @@ const ApiError = struct {
 };
 
 pub fn main() u8 {
-    const allocator = if (builtin.target.cpu.arch.isWasm()) std.heap.wasm_allocator else std.heap.page_allocator;
+    const allocator = app.allocator;
     var env = std.process.getEnvMap(allocator) catch {
         log.err("cannot read the environment", .{});
         return 1;
