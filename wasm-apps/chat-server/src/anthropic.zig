@@ -598,10 +598,7 @@ fn expectInvalid(body: []const u8, field_part: []const u8) !void {
     var diag = Diagnostic{};
     try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, .messages, &diag));
     try testing.expectEqual(@as(u16, 400), diag.err.status);
-    if (std.mem.indexOf(u8, diag.err.message, field_part) == null) {
-        std.debug.print("message was: {s}\n", .{diag.err.message});
-        return error.TestUnexpectedResult;
-    }
+    try @import("test_support.zig").expectContains(diag.err.message, field_part);
 }
 
 test "a Messages request becomes a chat request" {

@@ -888,90 +888,9 @@ fn backendError(diag: *openai.Diagnostic, what: []const u8) error{InvalidRequest
 // ---------------------------------------------------------------------------
 
 const testing = std.testing;
-
-/// A scripted backend: one token per byte group, a token count of one per
-/// four prompt bytes, and a record of what it was given.
-const FakeBackend = struct {
-    allocator: std.mem.Allocator,
-    tokens: []const []const u8,
-    end: openai.Finish = .stop,
-    fail_at: ?usize = null,
-    has_template: bool = true,
-    /// What the fake template puts after the request (a generation prompt).
-    prompt_suffix: []const u8 = "",
-    next_index: usize = 0,
-    prompt: std.ArrayListUnmanaged(u8) = .empty,
-    metadata: std.ArrayListUnmanaged(u8) = .empty,
-    prompts_set: usize = 0,
-    finished: bool = false,
-    /// Answer logprob entries (get_output_single index 2).
-    logprobs: bool = false,
-    forks: usize = 0,
-    is_fork: bool = false,
-
-    fn deinit(self: *FakeBackend) void {
-        self.prompt.deinit(self.allocator);
-        self.metadata.deinit(self.allocator);
-    }
-
-    pub fn fork(self: *FakeBackend) Error!FakeBackend {
-        self.forks += 1;
-        return .{ .allocator = self.allocator, .tokens = self.tokens, .end = self.end, .logprobs = self.logprobs, .is_fork = true };
-    }
-
-    pub fn tokenLogprobs(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
-        if (!self.logprobs) return error.BackendFailed;
-        const token = self.tokens[self.next_index - 1];
-        var out = std.ArrayList(u8).init(allocator);
-        errdefer out.deinit();
-        try out.writer().print("{{\"id\":{d},\"token\":", .{self.next_index});
-        try std.json.encodeJsonString(token, .{}, out.writer());
-        try out.appendSlice(",\"bytes\":[");
-        for (token, 0..) |b, i| try out.writer().print("{s}{d}", .{ if (i > 0) "," else "", b });
-        try out.writer().print("],\"logprob\":-0.25,\"top_logprobs\":[{{\"id\":{d},\"token\":\"x\",\"bytes\":[120],\"logprob\":-0.25}}]}}", .{self.next_index});
-        return out.toOwnedSlice();
-    }
-
-    const Error = @import("nn.zig").Error || std.mem.Allocator.Error;
-
-    pub fn renderTemplate(self: *FakeBackend, allocator: std.mem.Allocator, request_json: []const u8) Error![]u8 {
-        if (!self.has_template) return error.NoTemplate;
-        return std.fmt.allocPrint(allocator, "JINJA{s}{s}", .{ request_json, self.prompt_suffix });
-    }
-
-    pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
-        if (std.mem.indexOf(u8, json, "\"logit-bias\":{\"99999\"") != null) return error.InvalidInput;
-        self.metadata.clearRetainingCapacity();
-        try self.metadata.appendSlice(self.allocator, json);
-    }
-
-    pub fn setPrompt(self: *FakeBackend, prompt: []const u8) Error!void {
-        self.prompts_set += 1;
-        self.prompt.clearRetainingCapacity();
-        try self.prompt.appendSlice(self.allocator, prompt);
-    }
-
-    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
-        return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"llama_build_number\":7}}", .{self.prompt.items.len / 4});
-    }
-
-    pub fn cachedTokens(self: *FakeBackend) u32 {
-        _ = self;
-        return 0;
-    }
-
-    pub fn next(self: *FakeBackend) Error!@import("nn.zig").Step {
-        if (self.fail_at) |at| if (self.next_index == at) return error.BackendFailed;
-        if (self.next_index >= self.tokens.len) return .{ .end = self.end };
-        defer self.next_index += 1;
-        return .{ .token = self.tokens[self.next_index] };
-    }
-
-    pub fn finish(self: *FakeBackend) void {
-        self.finished = true;
-        if (self.is_fork) self.deinit();
-    }
-};
+const support = @import("test_support.zig");
+const FakeBackend = support.FakeBackend;
+const expectInOrder = support.expectInOrder;
 
 const Run = struct {
     out: std.ArrayList(u8),
@@ -993,23 +912,48 @@ fn run(backend: *FakeBackend, body: []const u8, cfg: Config) !Run {
     return r;
 }
 
+/// Runs a request that must succeed.
+fn runOk(backend: *FakeBackend, body: []const u8, cfg: Config) !Run {
+    var r = try run(backend, body, cfg);
+    errdefer r.deinit();
+    try r.result;
+    return r;
+}
+
+/// A run that succeeded, and its JSON response.
+const Answer = struct {
+    run: Run,
+    json: std.json.Parsed(std.json.Value),
+
+    fn deinit(self: *Answer) void {
+        self.json.deinit();
+        self.run.deinit();
+    }
+
+    fn choice(self: *const Answer, index: usize) std.json.ObjectMap {
+        return self.json.value.object.get("choices").?.array.items[index].object;
+    }
+};
+
+fn runJson(backend: *FakeBackend, body: []const u8, cfg: Config) !Answer {
+    var r = try runOk(backend, body, cfg);
+    errdefer r.deinit();
+    return .{ .run = r, .json = try support.responseJson(r.out.items) };
+}
+
 const test_cfg = Config{ .model_id = "tiny", .ctx_size = 1000, .template = .chatml, .created = 1, .id = "chatcmpl-x" };
 
 test "a non-streaming completion joins the tokens and counts them" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "Hel", "lo \xC3", "\xA9!" } };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", test_cfg);
-    defer r.deinit();
-    try r.result;
-    const body = r.out.items[std.mem.indexOf(u8, r.out.items, "\n\n").? + 2 ..];
-    const parsed = try std.json.parseFromSlice(std.json.Value, testing.allocator, body, .{});
-    defer parsed.deinit();
-    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", test_cfg);
+    defer a.deinit();
+    const choice = a.choice(0);
     try testing.expectEqualStrings("Hello é!", choice.get("message").?.object.get("content").?.string);
     try testing.expectEqualStrings("stop", choice.get("finish_reason").?.string);
-    try testing.expectEqual(@as(i64, 3), parsed.value.object.get("usage").?.object.get("completion_tokens").?.integer);
-    try testing.expectEqualStrings("fp_llamaedge_b7", parsed.value.object.get("system_fingerprint").?.string);
-    try testing.expect(backend.finished);
+    try testing.expectEqual(@as(i64, 3), a.json.value.object.get("usage").?.object.get("completion_tokens").?.integer);
+    try testing.expectEqualStrings("fp_llamaedge_b7", a.json.value.object.get("system_fingerprint").?.string);
+    try testing.expectEqual(@as(usize, 1), backend.finished);
     // the prompt was set again after the options, which carry the limit
     try testing.expectEqual(@as(usize, 2), backend.prompts_set);
     try testing.expect(std.mem.startsWith(u8, backend.metadata.items, "{\"n-predict\":"));
@@ -1018,14 +962,13 @@ test "a non-streaming completion joins the tokens and counts them" {
 test "a stream has a role chunk, content chunks, a finish chunk, usage, and DONE" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b", "STO", "P", "c" } };
     defer backend.deinit();
-    var r = try run(&backend,
+    var r = try runOk(&backend,
         \\{"messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"stop":"STOP"}
     , test_cfg);
     defer r.deinit();
-    try r.result;
     const text = r.out.items;
     try testing.expect(std.mem.startsWith(u8, text, "Status: 200 OK\nContent-Type: text/event-stream\n"));
-    var events = std.mem.splitSequence(u8, text[std.mem.indexOf(u8, text, "\n\n").? + 2 ..], "\n\n");
+    var events = std.mem.splitSequence(u8, support.responseBody(text), "\n\n");
     var seen = std.ArrayList([]const u8).init(testing.allocator);
     defer seen.deinit();
     while (events.next()) |e| if (e.len > 0) try seen.append(e);
@@ -1043,9 +986,8 @@ test "a stream has a role chunk, content chunks, a finish chunk, usage, and DONE
 test "max_tokens ends the completion with length" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b", "c", "d" } };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2}", test_cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2}", test_cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"ab\"") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"finish_reason\":\"length\"") != null);
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"n-predict\":2") != null);
@@ -1059,9 +1001,8 @@ test "the oldest turns are dropped until the prompt fits" {
         "1\"},{\"role\":\"assistant\",\"content\":\"" ++ long ++ "2\"},{\"role\":\"user\",\"content\":\"last\"}]}";
     var cfg = test_cfg;
     cfg.ctx_size = 200; // budget 160 tokens: only the system and last messages fit
-    var r = try run(&backend, body, cfg);
+    var r = try runOk(&backend, body, cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "system\nS") != null);
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "last") != null);
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "xxx") == null);
@@ -1077,9 +1018,8 @@ test "a long conversation drops the fewest turns with a few tokenizations" {
     try body.appendSlice("]}");
     var cfg = test_cfg;
     cfg.ctx_size = 500; // budget 400 tokens = 1600 bytes in the fake: about 30 turns of 55 bytes
-    var r = try run(&backend, body.items, cfg);
+    var r = try runOk(&backend, body.items, cfg);
     defer r.deinit();
-    try r.result;
     const prompt = backend.prompt.items;
     try testing.expect(prompt.len / 4 <= 400);
     // the kept conversation starts with a user turn right after the system message
@@ -1111,32 +1051,23 @@ test "the auto template asks the host and falls back to chatml" {
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.template = null;
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
     defer r.deinit();
-    try r.result;
     try testing.expectEqualStrings("JINJA{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"add_generation_prompt\":true}", backend.prompt.items);
 
     backend.has_template = false;
-    var r2 = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
+    var r2 = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
     defer r2.deinit();
-    try r2.result;
     try testing.expectEqualStrings("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", backend.prompt.items);
 }
 
 test "a failure after the stream began is an error event, then DONE" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b" }, .fail_at = 1 };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}", test_cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}", test_cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.endsWith(u8, r.out.items, "data: {\"error\":{\"message\":\"The model failed while generating; the server log has the details.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\ndata: [DONE]\n\n"));
 }
-
-const FailingWriter = struct {
-    pub fn writeAll(_: FailingWriter, _: []const u8) !void {
-        return error.BrokenPipe;
-    }
-};
 
 test "a client that left stops the generation at once" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b" } };
@@ -1144,7 +1075,7 @@ test "a client that left stops the generation at once" {
     var diag = openai.Diagnostic{};
     var req = try openai.parseChatRequest(testing.allocator, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}", &diag);
     defer req.deinit();
-    try testing.expectError(error.ClientGone, complete(testing.allocator, &backend, FailingWriter{}, &req, test_cfg, &diag));
+    try testing.expectError(error.ClientGone, complete(testing.allocator, &backend, support.FailingWriter{}, &req, test_cfg, &diag));
     try testing.expectEqual(@as(usize, 0), backend.next_index);
 }
 
@@ -1153,20 +1084,12 @@ const weather_tools =
 ;
 const call_tokens = [_][]const u8{ "Let me look.", "\n<tool", "_call>\n{\"na", "me\": \"get_weather\", ", "\"arguments\": {\"city\": ", "\"Par", "is\"}}\n</tool_call>" };
 
-fn responseJson(r: *const Run) !std.json.Parsed(std.json.Value) {
-    const body = r.out.items[std.mem.indexOf(u8, r.out.items, "\n\n").? + 2 ..];
-    return std.json.parseFromSlice(std.json.Value, testing.allocator, body, .{});
-}
-
 test "a call in the model's text becomes tool_calls, finish_reason tool_calls" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", test_cfg);
-    defer r.deinit();
-    try r.result;
-    const parsed = try responseJson(&r);
-    defer parsed.deinit();
-    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", test_cfg);
+    defer a.deinit();
+    const choice = a.choice(0);
     try testing.expectEqualStrings("tool_calls", choice.get("finish_reason").?.string);
     const message = choice.get("message").?.object;
     try testing.expectEqualStrings("Let me look.", message.get("content").?.string);
@@ -1185,9 +1108,8 @@ test "a call in the model's text becomes tool_calls, finish_reason tool_calls" {
 test "a streamed call: id and name first, then argument fragments, then finish" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"stream\":true," ++ weather_tools ++ "}", test_cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"stream\":true," ++ weather_tools ++ "}", test_cfg);
     defer r.deinit();
-    try r.result;
     const text = r.out.items;
     try testing.expect(std.mem.indexOf(u8, text, "\"delta\":{\"role\":\"assistant\",\"content\":null}") != null);
     const start = std.mem.indexOf(u8, text, "\"tool_calls\":[{\"index\":0,\"id\":\"call_").?;
@@ -1202,15 +1124,13 @@ test "a streamed call: id and name first, then argument fragments, then finish" 
 test "tool_choice required: an always-on grammar; none: no tools in the prompt, nothing read" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"required\"," ++ weather_tools ++ "}", test_cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"required\"," ++ weather_tools ++ "}", test_cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"json-schema\":") != null);
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "grammar-triggers") == null);
 
-    var r2 = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\"," ++ weather_tools ++ "}", test_cfg);
+    var r2 = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\"," ++ weather_tools ++ "}", test_cfg);
     defer r2.deinit();
-    try r2.result;
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "<tools>") == null);
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "json-schema") == null);
     try testing.expect(std.mem.indexOf(u8, r2.out.items, "\"tool_calls\"") == null);
@@ -1222,12 +1142,11 @@ test "the model's own template receives the tools and the tool turns" {
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.template = null;
-    var r = try run(&backend,
+    var r = try runOk(&backend,
         \\{"messages":[{"role":"user","content":"w?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_9","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},
         \\{"role":"tool","tool_call_id":"call_9","content":"sun"}],
     ++ weather_tools ++ "}", cfg);
     defer r.deinit();
-    try r.result;
     // the fake echoes the request: it lists the tools, so the template is used as is
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "\"tools\":[{\"type\":\"function\"") != null);
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "\"tool_calls\":[{\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}}]") != null);
@@ -1239,9 +1158,8 @@ test "a template without tools is taught a format in the system message" {
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.template = .@"gemma-instruct";
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"w?\"}]," ++ weather_tools ++ "}", cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"w?\"}]," ++ weather_tools ++ "}", cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "{\"tool_calls\": [{\"name\": <function-name>") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"finish_reason\":\"tool_calls\"") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":null") != null);
@@ -1250,24 +1168,19 @@ test "a template without tools is taught a format in the system message" {
 test "n choices: one context each, indexed, their tokens counted once" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b" } };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3,\"seed\":5}", test_cfg);
-    defer r.deinit();
-    try r.result;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3,\"seed\":5}", test_cfg);
+    defer a.deinit();
     try testing.expectEqual(@as(usize, 2), backend.forks);
-    const parsed = try responseJson(&r);
-    defer parsed.deinit();
-    const choices = parsed.value.object.get("choices").?.array.items;
+    const choices = a.json.value.object.get("choices").?.array.items;
     try testing.expectEqual(@as(usize, 3), choices.len);
     for (choices, 0..) |c, i| {
         try testing.expectEqual(@as(i64, @intCast(i)), c.object.get("index").?.integer);
         try testing.expectEqualStrings("ab", c.object.get("message").?.object.get("content").?.string);
     }
-    try testing.expectEqual(@as(i64, 6), parsed.value.object.get("usage").?.object.get("completion_tokens").?.integer);
+    try testing.expectEqual(@as(i64, 6), a.json.value.object.get("usage").?.object.get("completion_tokens").?.integer);
 
-    backend.next_index = 0;
-    var s = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3,\"stream\":true}", test_cfg);
+    var s = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3,\"stream\":true}", test_cfg);
     defer s.deinit();
-    try s.result;
     for ([_][]const u8{ "0", "1", "2" }) |i| {
         var buf: [64]u8 = undefined;
         const finish = try std.fmt.bufPrint(&buf, "\"index\":{s},\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"", .{i});
@@ -1280,48 +1193,38 @@ test "n choices: one context each, indexed, their tokens counted once" {
 test "logprobs: the host's entries in OpenAI's shape, in the response and in chunks" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b" }, .logprobs = true };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,\"top_logprobs\":1}", test_cfg);
-    defer r.deinit();
-    try r.result;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,\"top_logprobs\":1}", test_cfg);
+    defer a.deinit();
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"logprobs\":true,\"top-logprobs\":1") != null);
-    const parsed = try responseJson(&r);
-    defer parsed.deinit();
-    const content = parsed.value.object.get("choices").?.array.items[0].object.get("logprobs").?.object.get("content").?.array.items;
+    const content = a.choice(0).get("logprobs").?.object.get("content").?.array.items;
     try testing.expectEqual(@as(usize, 2), content.len);
     try testing.expectEqualStrings("b", content[1].object.get("token").?.string);
     try testing.expect(content[1].object.get("id") == null);
     try testing.expectEqual(@as(i64, 98), content[1].object.get("bytes").?.array.items[0].integer);
     try testing.expectEqualStrings("x", content[1].object.get("top_logprobs").?.array.items[0].object.get("token").?.string);
 
-    backend.next_index = 0;
-    var s = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,\"stream\":true}", test_cfg);
+    var s = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,\"stream\":true}", test_cfg);
     defer s.deinit();
-    try s.result;
     try testing.expect(std.mem.indexOf(u8, s.out.items, "\"delta\":{\"content\":\"a\"},\"logprobs\":{\"content\":[{\"token\":\"a\",\"logprob\":-0.25,\"bytes\":[97],") != null);
 }
 
 test "thinking goes to reasoning_content, the answer to content, and both count as tokens" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<th", "ink>\nLet", " me see", ".\n</thi", "nk>\n\nFo", "ur." } };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"stop\":\"see\"}", test_cfg);
-    defer r.deinit();
-    try r.result;
-    const body = r.out.items[std.mem.indexOf(u8, r.out.items, "\n\n").? + 2 ..];
-    const parsed = try std.json.parseFromSlice(std.json.Value, testing.allocator, body, .{});
-    defer parsed.deinit();
-    const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"stop\":\"see\"}", test_cfg);
+    defer a.deinit();
+    const message = a.choice(0).get("message").?.object;
     // the stop string "see" is in the thinking only: it does not end the answer
     try testing.expectEqualStrings("Let me see.", message.get("reasoning_content").?.string);
     try testing.expectEqualStrings("Four.", message.get("content").?.string);
-    try testing.expectEqual(@as(i64, 6), parsed.value.object.get("usage").?.object.get("completion_tokens").?.integer);
+    try testing.expectEqual(@as(i64, 6), a.json.value.object.get("usage").?.object.get("completion_tokens").?.integer);
 }
 
 test "a streamed think block comes in reasoning_content deltas; cut off, it is all reasoning" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "<think>", "a", "b", "c" } };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":3}", test_cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,\"max_tokens\":3}", test_cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"reasoning_content\":\"a\"}") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"delta\":{\"reasoning_content\":\"b\"}") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"c\"") == null);
@@ -1334,9 +1237,8 @@ test "a prompt that ends in an opened think block starts the output in reasoning
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.template = null;
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"chat_template_kwargs\":{\"enable_thinking\":true},\"reasoning_effort\":\"low\"}", cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"chat_template_kwargs\":{\"enable_thinking\":true},\"reasoning_effort\":\"low\"}", cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"ok\",\"reasoning_content\":\"hmm\"") != null);
     // the template variables reached the host's template
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, ",\"chat_template_kwargs\":{\"enable_thinking\":true,\"reasoning_effort\":\"low\"},\"add_generation_prompt\":true}") != null);
@@ -1348,14 +1250,12 @@ test "earlier turns' reasoning_content goes to the model's template, not to a na
     const body = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"},{\"role\":\"user\",\"content\":\"q2\"}]}";
     var cfg = test_cfg;
     cfg.template = null;
-    var r = try run(&backend, body, cfg);
+    var r = try runOk(&backend, body, cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "{\"role\":\"assistant\",\"content\":\"a\",\"reasoning_content\":\"because\"}") != null);
 
-    var r2 = try run(&backend, body, test_cfg);
+    var r2 = try runOk(&backend, body, test_cfg);
     defer r2.deinit();
-    try r2.result;
     try testing.expect(std.mem.indexOf(u8, backend.prompt.items, "because") == null);
 }
 
@@ -1364,9 +1264,8 @@ test "with --reasoning-format none the think block stays in content" {
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.reasoning_format = .none;
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
+    var r = try runOk(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", cfg);
     defer r.deinit();
-    try r.result;
     try testing.expect(std.mem.indexOf(u8, r.out.items, "\"content\":\"<think>hmm</think>ok\"}") != null);
     try testing.expect(std.mem.indexOf(u8, r.out.items, "reasoning_content") == null);
 }
@@ -1375,12 +1274,9 @@ test "a think block before a call: the reasoning apart, the call read from the a
     const tokens = [_][]const u8{ "<think>", "The user wants", " the weather.</th", "ink>\n" } ++ call_tokens;
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &tokens };
     defer backend.deinit();
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", test_cfg);
-    defer r.deinit();
-    try r.result;
-    const parsed = try responseJson(&r);
-    defer parsed.deinit();
-    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", test_cfg);
+    defer a.deinit();
+    const choice = a.choice(0);
     try testing.expectEqualStrings("tool_calls", choice.get("finish_reason").?.string);
     const message = choice.get("message").?.object;
     try testing.expectEqualStrings("The user wants the weather.", message.get("reasoning_content").?.string);
@@ -1394,13 +1290,10 @@ test "Gemma 4: the thought channel apart, its call read from the answer, the mar
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.template = null;
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", cfg);
-    defer r.deinit();
-    try r.result;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]," ++ weather_tools ++ "}", cfg);
+    defer a.deinit();
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"preserved-tokens\":[\"<tool_call>\",\"</tool_call>\",\"[TOOL_CALLS]\",\"<|python_tag|>\",\"<|tool_call>\",\"<tool_call|>\",\"<|\\\"|>\",\"<think>\",\"</think>\",\"<|channel>\",\"<channel|>\"]") != null);
-    const parsed = try responseJson(&r);
-    defer parsed.deinit();
-    const choice = parsed.value.object.get("choices").?.array.items[0].object;
+    const choice = a.choice(0);
     try testing.expectEqualStrings("tool_calls", choice.get("finish_reason").?.string);
     const message = choice.get("message").?.object;
     try testing.expectEqualStrings("The user wants the weather.", message.get("reasoning_content").?.string);
@@ -1415,34 +1308,24 @@ test "output constrained from its first token is the answer even after an opened
     defer backend.deinit();
     var cfg = test_cfg;
     cfg.template = null;
-    var r = try run(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_object\"}}", cfg);
-    defer r.deinit();
-    try r.result;
-    const parsed = try responseJson(&r);
-    defer parsed.deinit();
-    const message = parsed.value.object.get("choices").?.array.items[0].object.get("message").?.object;
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_object\"}}", cfg);
+    defer a.deinit();
+    const message = a.choice(0).get("message").?.object;
     try testing.expectEqualStrings("{\"a\": 1}", message.get("content").?.string);
     try testing.expect(message.get("reasoning_content") == null);
 }
 
 test "the Anthropic output writes the same generation as Messages events" {
-    const anthropic = @import("anthropic.zig");
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &call_tokens };
     defer backend.deinit();
-    var diag = openai.Diagnostic{};
-    var parsed = try anthropic.parseRequest(testing.allocator,
-        \\{"model":"tiny","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"weather?"}],
-        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
-    , .messages, &diag);
-    defer parsed.deinit();
-    const req = &parsed.chat;
     var out = std.ArrayList(u8).init(testing.allocator);
     defer out.deinit();
-    var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", req.stop, parsed.thinking);
-    defer output.deinit();
-    try generate(testing.allocator, &backend, &output, req, test_cfg, &diag);
+    try runAnthropic(&backend,
+        \\{"model":"tiny","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"weather?"}],
+        \\"tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}]}
+    , test_cfg, &out);
     const text = out.items;
-    const order = [_][]const u8{
+    try expectInOrder(text, &.{
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"tiny\",\"content\":[],",
         "event: ping\ndata: {\"type\":\"ping\"}\n\n",
         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
@@ -1454,15 +1337,7 @@ test "the Anthropic output writes the same generation as Messages events" {
         "{\"type\":\"content_block_stop\",\"index\":1}",
         "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{",
         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-    };
-    var at: usize = 0;
-    for (order) |part| {
-        const found = std.mem.indexOfPos(u8, text, at, part) orelse {
-            std.debug.print("missing after {d}: {s}\n", .{ at, part });
-            return error.TestUnexpectedResult;
-        };
-        at = found + part.len;
-    }
+    });
     try testing.expect(std.mem.indexOf(u8, text, "tool_call>") == null);
 }
 
@@ -1485,17 +1360,6 @@ fn runAnthropic(backend: *FakeBackend, body: []const u8, cfg: Config, out: *std.
     var output = anthropic.Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), "msg_1", "tiny", parsed.chat.stop, parsed.thinking);
     defer output.deinit();
     try generate(testing.allocator, backend, &output, &parsed.chat, cfg, &diag);
-}
-
-fn expectInOrder(text: []const u8, parts: []const []const u8) !void {
-    var at: usize = 0;
-    for (parts) |part| {
-        const found = std.mem.indexOfPos(u8, text, at, part) orelse {
-            std.debug.print("missing after {d}: {s}\nin: {s}\n", .{ at, part, text });
-            return error.TestUnexpectedResult;
-        };
-        at = found + part.len;
-    }
 }
 
 test "Anthropic thinking: a thinking block with its signature before the text, streamed and whole" {
@@ -1530,7 +1394,6 @@ test "Anthropic thinking: a thinking block with its signature before the text, s
         "\"stop_reason\":\"end_turn\"",
     });
 
-    backend.next_index = 0;
     var whole = std.ArrayList(u8).init(testing.allocator);
     defer whole.deinit();
     try runAnthropic(&backend, body ++ "}", cfg, &whole);

@@ -598,6 +598,7 @@ fn appendUsage(w: anytype, prompt_tokens: u64, completion_tokens: u64) !void {
 // ---------------------------------------------------------------------------
 
 const testing = std.testing;
+const support = @import("test_support.zig");
 
 /// What the fake contexts of one request did, in order, one line each.
 const Calls = std.ArrayList(u8);
@@ -688,17 +689,13 @@ const TestRun = struct {
         self.calls.deinit();
     }
 
-    fn body(self: *const TestRun) []const u8 {
-        return self.out.items[std.mem.indexOf(u8, self.out.items, "\n\n").? + 2 ..];
-    }
-
     fn json(self: *const TestRun) !std.json.Parsed(Value) {
-        return std.json.parseFromSlice(Value, testing.allocator, self.body(), .{});
+        return support.responseJson(self.out.items);
     }
 
     /// The SSE events' data, without the `data: ` prefix.
     fn events(self: *const TestRun, list: *std.ArrayList([]const u8)) !void {
-        var it = std.mem.splitSequence(u8, self.body(), "\n\n");
+        var it = std.mem.splitSequence(u8, support.responseBody(self.out.items), "\n\n");
         while (it.next()) |e| if (e.len > 0) try list.append(e["data: ".len..]);
     }
 };
@@ -718,14 +715,7 @@ fn newRun() TestRun {
 }
 
 fn expectInvalid(body: []const u8, param: []const u8, message_part: []const u8) !void {
-    var diag = openai.Diagnostic{};
-    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, &diag));
-    try testing.expectEqual(@as(u16, 400), diag.err.status);
-    try testing.expectEqualStrings(param, diag.err.param.?);
-    if (std.mem.indexOf(u8, diag.err.message, message_part) == null) {
-        std.debug.print("message was: {s}\n", .{diag.err.message});
-        return error.TestUnexpectedResult;
-    }
+    try support.expectInvalid(parseRequest, body, 400, param, message_part);
 }
 
 test "a full completions request is parsed" {
@@ -922,12 +912,6 @@ test "a failure in a stream is an error event, then DONE" {
     try testing.expect(std.mem.indexOf(u8, r.calls.items, "0 finish\n") != null);
 }
 
-const FailingWriter = struct {
-    pub fn writeAll(_: FailingWriter, _: []const u8) !void {
-        return error.BrokenPipe;
-    }
-};
-
 test "a client that left stops the completion" {
     var calls = Calls.init(testing.allocator);
     defer calls.deinit();
@@ -936,7 +920,7 @@ test "a client that left stops the completion" {
     var req = try parseRequest(testing.allocator, "{\"prompt\":\"p\",\"stream\":true}", &diag);
     defer req.deinit();
     var backend = FakeBackend{ .calls = &calls, .tokens = &.{ "a", "b" }, .forks = &forks };
-    try testing.expectError(error.ClientGone, complete(testing.allocator, &backend, FailingWriter{}, &req, test_cfg, &diag));
+    try testing.expectError(error.ClientGone, complete(testing.allocator, &backend, support.FailingWriter{}, &req, test_cfg, &diag));
     try testing.expect(std.mem.indexOf(u8, calls.items, "next") == null);
 }
 

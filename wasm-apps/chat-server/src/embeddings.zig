@@ -343,6 +343,7 @@ fn appendBase64(w: anytype, vector: []const f32) !void {
 // ---------------------------------------------------------------------------
 
 const testing = std.testing;
+const support = @import("test_support.zig");
 
 /// A scripted embedding backend: every input embeds to a vector of `n_embd`
 /// values from its position and the input's length, normalized; it records
@@ -427,8 +428,7 @@ const Run = struct {
 
     /// The JSON body after the head.
     fn json(self: *Run) !std.json.Parsed(Value) {
-        const body = self.out.items[std.mem.indexOf(u8, self.out.items, "\n\n").? + 2 ..];
-        return std.json.parseFromSlice(Value, testing.allocator, body, .{});
+        return support.responseJson(self.out.items);
     }
 };
 
@@ -443,14 +443,7 @@ fn run(backend: *FakeBackend, body: []const u8) !Run {
 }
 
 fn expectInvalid(body: []const u8, param: []const u8, message_part: []const u8) !void {
-    var diag = openai.Diagnostic{};
-    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, &diag));
-    try testing.expectEqual(@as(u16, 400), diag.err.status);
-    try testing.expectEqualStrings(param, diag.err.param.?);
-    if (std.mem.indexOf(u8, diag.err.message, message_part) == null) {
-        std.debug.print("message was: {s}\n", .{diag.err.message});
-        return error.TestUnexpectedResult;
-    }
+    try support.expectInvalid(parseRequest, body, 400, param, message_part);
 }
 
 test "input takes the four shapes" {
@@ -559,7 +552,7 @@ test "a large answer is written in pieces that join to one JSON body" {
     var writes: usize = 0;
     try embed(testing.allocator, &backend, CountingWriter{ .out = &out, .writes = &writes }, &req, .{ .model_id = "tiny" }, &diag);
     try testing.expect(writes > 1);
-    const parsed = try std.json.parseFromSlice(Value, testing.allocator, out.items[std.mem.indexOf(u8, out.items, "\n\n").? + 2 ..], .{});
+    const parsed = try support.responseJson(out.items);
     defer parsed.deinit();
     try testing.expectEqual(@as(usize, 41), parsed.value.object.get("data").?.array.items.len);
 }

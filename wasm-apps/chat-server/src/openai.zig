@@ -882,14 +882,7 @@ pub fn appendError(out: *std.ArrayList(u8), err: ApiError) !void {
 const testing = std.testing;
 
 fn expectInvalid(body: []const u8, status: u16, param: ?[]const u8, message_part: []const u8) !void {
-    var diag = Diagnostic{};
-    try testing.expectError(error.InvalidRequest, parseChatRequest(testing.allocator, body, &diag));
-    try testing.expectEqual(status, diag.err.status);
-    if (param) |p| try testing.expectEqualStrings(p, diag.err.param.?) else try testing.expect(diag.err.param == null);
-    if (std.mem.indexOf(u8, diag.err.message, message_part) == null) {
-        std.debug.print("message was: {s}\n", .{diag.err.message});
-        return error.TestUnexpectedResult;
-    }
+    try @import("test_support.zig").expectInvalid(parseChatRequest, body, status, param, message_part);
 }
 
 test "a full request is parsed" {
