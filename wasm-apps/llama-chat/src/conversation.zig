@@ -350,70 +350,8 @@ fn emit(ui: anytype, answer: *std.ArrayList(u8), piece: []const u8) !void {
 // ---------------------------------------------------------------------------
 
 const testing = std.testing;
-const nn = shared.nn;
 
-/// A scripted backend: each answer is `tokens` (the script restarts with
-/// every prompt), a prompt counts one token per four bytes, one over
-/// `host_ctx` tokens is refused as the host does, and the host says "length"
-/// after `length_after` tokens.
-const FakeBackend = struct {
-    allocator: std.mem.Allocator,
-    tokens: []const []const u8 = &.{ "Hi", " there" },
-    has_template: bool = true,
-    template_fails: bool = false,
-    /// What the fake template puts after the request (a generation prompt).
-    template_suffix: []const u8 = "",
-    host_ctx: usize = 1 << 20,
-    length_after: ?usize = null,
-    fail_at: ?usize = null,
-    next_index: usize = 0,
-    prompt: std.ArrayListUnmanaged(u8) = .empty,
-    metadata: std.ArrayListUnmanaged(u8) = .empty,
-    prompts_set: usize = 0,
-    finished: usize = 0,
-
-    fn deinit(self: *FakeBackend) void {
-        self.prompt.deinit(self.allocator);
-        self.metadata.deinit(self.allocator);
-    }
-
-    const Error = nn.Error || std.mem.Allocator.Error;
-
-    pub fn renderTemplate(self: *FakeBackend, allocator: std.mem.Allocator, request_json: []const u8) Error![]u8 {
-        if (!self.has_template) return error.NoTemplate;
-        if (self.template_fails) return error.TemplateFailed;
-        return std.fmt.allocPrint(allocator, "JINJA{s}{s}", .{ request_json, self.template_suffix });
-    }
-
-    pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
-        self.metadata.clearRetainingCapacity();
-        try self.metadata.appendSlice(self.allocator, json);
-    }
-
-    pub fn setPrompt(self: *FakeBackend, prompt: []const u8) Error!void {
-        self.prompts_set += 1;
-        self.next_index = 0;
-        self.prompt.clearRetainingCapacity();
-        try self.prompt.appendSlice(self.allocator, prompt);
-        if (prompt.len / 4 >= self.host_ctx) return error.PromptTooLong;
-    }
-
-    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
-        return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"output_tokens\":0}}", .{self.prompt.items.len / 4});
-    }
-
-    pub fn next(self: *FakeBackend) Error!nn.Step {
-        if (self.fail_at) |at| if (self.next_index == at) return error.BackendFailed;
-        if (self.length_after) |n| if (self.next_index == n) return .{ .end = .length };
-        if (self.next_index >= self.tokens.len) return .{ .end = .stop };
-        defer self.next_index += 1;
-        return .{ .token = self.tokens[self.next_index] };
-    }
-
-    pub fn finish(self: *FakeBackend) void {
-        self.finished += 1;
-    }
-};
+const FakeBackend = shared.test_support.FakeBackend;
 
 /// Records what the user would see.
 const FakeUi = struct {
@@ -454,9 +392,7 @@ const FakeUi = struct {
     }
 };
 
-fn contains(haystack: []const u8, needle: []const u8) bool {
-    return std.mem.indexOf(u8, haystack, needle) != null;
-}
+const contains = shared.test_support.contains;
 
 test "an answer streams piece by piece and becomes history for the next turn" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "Hel", "lo \xC3", "\xA9!" } };
@@ -694,7 +630,7 @@ test "a thinking model's thought is shown as thinking and left out of the histor
 }
 
 test "a prompt that opens the think block starts the answer in thought; cut off, it is all thought" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "hmm", " more", " still" }, .template_suffix = "<think>\n" };
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "hmm", " more", " still" }, .prompt_suffix = "<think>\n" };
     defer backend.deinit();
     var ui = FakeUi.init();
     defer ui.deinit();

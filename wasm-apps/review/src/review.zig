@@ -117,54 +117,8 @@ pub fn review(allocator: std.mem.Allocator, backend: anytype, diff: []const u8, 
 // Tests
 
 const testing = std.testing;
-const Step = shared.nn.Step;
 
-const FakeBackend = struct {
-    allocator: std.mem.Allocator,
-    tokens: []const []const u8,
-    has_template: bool = true,
-    prompt_tokens: u32 = 10,
-    next_index: usize = 0,
-    prompt: std.ArrayListUnmanaged(u8) = .empty,
-    metadata: std.ArrayListUnmanaged(u8) = .empty,
-    finished: bool = false,
-
-    const Error = shared.nn.Error || std.mem.Allocator.Error;
-
-    fn deinit(self: *FakeBackend) void {
-        self.prompt.deinit(self.allocator);
-        self.metadata.deinit(self.allocator);
-    }
-
-    pub fn renderTemplate(self: *FakeBackend, allocator: std.mem.Allocator, request_json: []const u8) Error![]u8 {
-        if (!self.has_template) return error.NoTemplate;
-        return std.fmt.allocPrint(allocator, "JINJA{s}", .{request_json});
-    }
-
-    pub fn setPrompt(self: *FakeBackend, text: []const u8) Error!void {
-        self.prompt.clearRetainingCapacity();
-        try self.prompt.appendSlice(self.allocator, text);
-    }
-
-    pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
-        self.metadata.clearRetainingCapacity();
-        try self.metadata.appendSlice(self.allocator, json);
-    }
-
-    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
-        return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"output_tokens\":0}}", .{self.prompt_tokens});
-    }
-
-    pub fn next(self: *FakeBackend) Error!Step {
-        if (self.next_index >= self.tokens.len) return .{ .end = .stop };
-        defer self.next_index += 1;
-        return .{ .token = self.tokens[self.next_index] };
-    }
-
-    pub fn finish(self: *FakeBackend) void {
-        self.finished = true;
-    }
-};
+const FakeBackend = shared.test_support.FakeBackend;
 
 const sample_diff =
     \\--- a/calc.py
@@ -184,12 +138,12 @@ test "a unified diff is recognised, other text is not" {
 }
 
 test "the answer is the generated JSON, the schema is in the metadata" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "{\"comments\":[{\"file\":\"calc.py\",", "\"line\":2,\"comment\":\"off by one\"}]}" } };
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "{\"comments\":[{\"file\":\"calc.py\",", "\"line\":2,\"comment\":\"off by one\"}]}" }, .prompt_tokens = 10 };
     defer backend.deinit();
     const answer = try review(testing.allocator, &backend, sample_diff, 2048);
     defer testing.allocator.free(answer);
     try testing.expectEqualStrings("{\"comments\":[{\"file\":\"calc.py\",\"line\":2,\"comment\":\"off by one\"}]}", answer);
-    try testing.expect(backend.finished);
+    try testing.expectEqual(@as(usize, 1), backend.finished);
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"json-schema\":{\"type\":\"object\"") != null);
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"n-predict\":768") != null);
     // The diff reaches the model inside the template request, escaped as JSON.
@@ -198,7 +152,7 @@ test "the answer is the generated JSON, the schema is in the metadata" {
 }
 
 test "without a template the prompt is ChatML" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"{\"comments\":[]}"}, .has_template = false };
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"{\"comments\":[]}"}, .has_template = false, .prompt_tokens = 10 };
     defer backend.deinit();
     const answer = try review(testing.allocator, &backend, sample_diff, 2048);
     defer testing.allocator.free(answer);
@@ -206,7 +160,7 @@ test "without a template the prompt is ChatML" {
 }
 
 test "a cut answer is incomplete, a full context is too long" {
-    var cut = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"{\"comments\":[{\"file\":"} };
+    var cut = FakeBackend{ .allocator = testing.allocator, .tokens = &.{"{\"comments\":[{\"file\":"}, .prompt_tokens = 10 };
     defer cut.deinit();
     try testing.expectError(error.Incomplete, review(testing.allocator, &cut, sample_diff, 2048));
     var full = FakeBackend{ .allocator = testing.allocator, .tokens = &.{}, .prompt_tokens = 2040 };
