@@ -323,6 +323,40 @@ fn Run(comptime Out: type, comptime Backend: type) type {
             return @max(1, @min(self.cfg.slots, n_choices));
         }
 
+        /// Generates a prompt's choices in waves (see waveSize), in turn, one
+        /// token each, so that the host decodes a wave's choices together.
+        /// With an `event` buffer, each piece of text is sent as it comes and
+        /// each end as a finish chunk; without, the choices keep their text.
+        /// A generation failure finishes the wave's contexts and is returned,
+        /// for the caller to report.
+        fn generate(self: Self, choices: []C, event: ?*std.ArrayList(u8)) !?anyerror {
+            const size = self.waveSize(choices.len);
+            var first: usize = 0;
+            while (first < choices.len) : (first += size) {
+                const wave = choices[first..@min(first + size, choices.len)];
+                var active = wave.len;
+                while (active > 0) {
+                    active = 0;
+                    for (wave) |*choice| {
+                        if (choice.gen.finish_reason != null) continue;
+                        const text = self.step(choice) catch |err| {
+                            for (wave) |*c| c.backend.finish();
+                            return @as(?anyerror, err);
+                        };
+                        if (event) |e| {
+                            if (text.len > 0) try self.sendChunk(e, choice, text, null);
+                            choice.text.clearRetainingCapacity(); // sent
+                        }
+                        if (choice.gen.finish_reason) |reason| {
+                            choice.backend.finish();
+                            if (event) |e| try self.sendChunk(e, choice, "", reason);
+                        } else active += 1;
+                    }
+                }
+            }
+            return null;
+        }
+
         /// One token for one choice: the text it releases, and its logprobs entry.
         fn step(self: Self, choice: *C) ![]const u8 {
             const before = choice.gen.tokens;
@@ -352,24 +386,7 @@ fn Run(comptime Out: type, comptime Backend: type) type {
                 self.start(choices, contexts, prompt, p) catch |err| return generationError(err, diag);
                 started += choices.len;
                 prompt_tokens += prompt.tokens;
-                const size = self.waveSize(choices.len);
-                var first: usize = 0;
-                while (first < choices.len) : (first += size) {
-                    const wave = choices[first..@min(first + size, choices.len)];
-                    // In turn, one token each, so that the host decodes the choices together.
-                    var active = wave.len;
-                    while (active > 0) {
-                        active = 0;
-                        for (wave) |*choice| {
-                            if (choice.gen.finish_reason != null) continue;
-                            _ = self.step(choice) catch |err| {
-                                for (wave) |*c| c.backend.finish();
-                                return generationError(err, diag);
-                            };
-                            if (choice.gen.finish_reason != null) choice.backend.finish() else active += 1;
-                        }
-                    }
-                }
+                if (try self.generate(choices, null)) |err| return generationError(err, diag);
                 for (choices) |choice| completion_tokens += choice.gen.tokens;
             }
 
@@ -404,28 +421,7 @@ fn Run(comptime Out: type, comptime Backend: type) type {
                     try self.sendChunk(&event, choice, prompt.text, null);
                     choice.text.clearRetainingCapacity(); // sent
                 };
-                const size = self.waveSize(choices.len);
-                var first: usize = 0;
-                while (first < choices.len) : (first += size) {
-                    const wave = choices[first..@min(first + size, choices.len)];
-                    var active = wave.len;
-                    while (active > 0) {
-                        active = 0;
-                        for (wave) |*choice| {
-                            if (choice.gen.finish_reason != null) continue;
-                            const text = self.step(choice) catch |err| {
-                                for (wave) |*c| c.backend.finish();
-                                return self.streamError(&event, err);
-                            };
-                            if (text.len > 0) try self.sendChunk(&event, choice, text, null);
-                            choice.text.clearRetainingCapacity(); // sent
-                            if (choice.gen.finish_reason) |reason| {
-                                choice.backend.finish();
-                                try self.sendChunk(&event, choice, "", reason);
-                            } else active += 1;
-                        }
-                    }
-                }
+                if (try self.generate(choices, &event)) |err| return self.streamError(&event, err);
                 for (choices) |choice| completion_tokens += choice.gen.tokens;
             }
             if (self.req.include_usage) {
