@@ -892,18 +892,10 @@ const support = @import("test_support.zig");
 const FakeBackend = support.FakeBackend;
 const expectInOrder = support.expectInOrder;
 
-const Run = struct {
-    out: std.ArrayList(u8),
-    diag: openai.Diagnostic = .{},
-    result: anyerror!void = {},
-
-    fn deinit(self: *Run) void {
-        self.out.deinit();
-    }
-};
+const Run = support.Run;
 
 fn run(backend: *FakeBackend, body: []const u8, cfg: Config) !Run {
-    var r = Run{ .out = std.ArrayList(u8).init(testing.allocator) };
+    var r = Run.init();
     errdefer r.deinit();
     var parse_diag = openai.Diagnostic{};
     var req = try openai.parseChatRequest(testing.allocator, body, &parse_diag);
@@ -938,7 +930,7 @@ const Answer = struct {
 fn runJson(backend: *FakeBackend, body: []const u8, cfg: Config) !Answer {
     var r = try runOk(backend, body, cfg);
     errdefer r.deinit();
-    return .{ .run = r, .json = try support.responseJson(r.out.items) };
+    return .{ .run = r, .json = try r.json() };
 }
 
 const test_cfg = Config{ .model_id = "tiny", .ctx_size = 1000, .template = .chatml, .created = 1, .id = "chatcmpl-x" };

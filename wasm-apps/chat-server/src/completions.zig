@@ -54,7 +54,7 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *opena
     var req = CompletionRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
     errdefer req.deinit();
     const arena = req.arena.allocator();
-    const obj = try embeddings.parseObject(arena, body, diag);
+    const obj = try openai.parseObject(arena, body, diag);
 
     req.model = try openai.optString(obj, "model", diag);
     req.prompts = try embeddings.parseInputs(arena, obj.get("prompt"), "prompt", diag);

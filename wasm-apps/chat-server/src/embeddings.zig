@@ -25,20 +25,6 @@ pub const Input = union(enum) {
     tokens: []const u32,
 };
 
-/// The request body as a JSON object, in `arena`; malformed JSON is a 400.
-pub fn parseObject(arena: std.mem.Allocator, body: []const u8, diag: *openai.Diagnostic) !std.json.ObjectMap {
-    const root = std.json.parseFromSliceLeaky(Value, arena, body, .{}) catch |err| switch (err) {
-        error.OutOfMemory => return error.OutOfMemory,
-        else => return diag.set(400, null, null, "We could not parse the JSON body of your request ({s}). The body must be a JSON object.", .{switch (err) {
-            error.DuplicateField => "a field appears twice",
-            error.ValueTooLong => "a value is too long",
-            else => "it is not valid JSON",
-        }}),
-    };
-    if (root != .object) return diag.set(400, null, null, "The request body must be a JSON object, not {s}.", .{openai.typeName(root)});
-    return root.object;
-}
-
 /// `param` as a string, a list of strings, a token array or a list of token
 /// arrays. Empty strings, empty lists and more than `max_inputs` items are
 /// refused: there is nothing to compute from them.
@@ -146,7 +132,7 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *opena
     var req = EmbeddingRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
     errdefer req.deinit();
     const arena = req.arena.allocator();
-    const obj = try parseObject(arena, body, diag);
+    const obj = try openai.parseObject(arena, body, diag);
 
     req.model = try openai.optString(obj, "model", diag);
     req.inputs = try parseInputs(arena, obj.get("input"), "input", diag);
@@ -417,23 +403,10 @@ const FakeBackend = struct {
     }
 };
 
-const Run = struct {
-    out: std.ArrayList(u8),
-    diag: openai.Diagnostic = .{},
-    result: anyerror!void = {},
-
-    fn deinit(self: *Run) void {
-        self.out.deinit();
-    }
-
-    /// The JSON body after the head.
-    fn json(self: *Run) !std.json.Parsed(Value) {
-        return support.responseJson(self.out.items);
-    }
-};
+const Run = support.Run;
 
 fn run(backend: *FakeBackend, body: []const u8) !Run {
-    var r = Run{ .out = std.ArrayList(u8).init(testing.allocator) };
+    var r = Run.init();
     errdefer r.deinit();
     var parse_diag = openai.Diagnostic{};
     var req = try parseRequest(testing.allocator, body, &parse_diag);

@@ -103,14 +103,8 @@ pub const ChatRequest = struct {
 
 pub const max_stop_strings = 4;
 
-/// Parses and checks a chat completions request body. On error.InvalidRequest
-/// `diag.err` says what is wrong. Fields this server does not know are ignored;
-/// fields it knows but cannot honour are refused rather than dropped.
-pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !ChatRequest {
-    var req = ChatRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
-    errdefer req.deinit();
-    const arena = req.arena.allocator();
-
+/// The request body as a JSON object, in `arena`; malformed JSON is a 400.
+pub fn parseObject(arena: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !std.json.ObjectMap {
     const root = std.json.parseFromSliceLeaky(Value, arena, body, .{}) catch |err| switch (err) {
         error.OutOfMemory => return error.OutOfMemory,
         else => return diag.set(400, null, null, "We could not parse the JSON body of your request ({s}). The body must be a JSON object.", .{switch (err) {
@@ -120,7 +114,18 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
         }}),
     };
     if (root != .object) return diag.set(400, null, null, "The request body must be a JSON object, not {s}.", .{typeName(root)});
-    const obj = root.object;
+    return root.object;
+}
+
+/// Parses and checks a chat completions request body. On error.InvalidRequest
+/// `diag.err` says what is wrong. Fields this server does not know are ignored;
+/// fields it knows but cannot honour are refused rather than dropped.
+pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !ChatRequest {
+    var req = ChatRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
+    errdefer req.deinit();
+    const arena = req.arena.allocator();
+
+    const obj = try parseObject(arena, body, diag);
 
     req.model = try optString(obj, "model", diag);
     req.messages = try parseMessages(arena, obj.get("messages"), diag);

@@ -112,6 +112,27 @@ pub const FailingWriter = struct {
     }
 };
 
+/// What a request run in a test wrote, and how it ended (its diagnostic on
+/// error.InvalidRequest).
+pub const Run = struct {
+    out: std.ArrayList(u8),
+    diag: openai.Diagnostic = .{},
+    result: anyerror!void = {},
+
+    pub fn init() Run {
+        return .{ .out = std.ArrayList(u8).init(testing.allocator) };
+    }
+
+    pub fn deinit(self: *Run) void {
+        self.out.deinit();
+    }
+
+    /// The JSON body after the head.
+    pub fn json(self: *const Run) !std.json.Parsed(std.json.Value) {
+        return responseJson(self.out.items);
+    }
+};
+
 /// The body of a WAGI response: what follows the head's blank line.
 pub fn responseBody(out: []const u8) []const u8 {
     return out[std.mem.indexOf(u8, out, "\n\n").? + 2 ..];
