@@ -8,19 +8,12 @@ const shared = @import("chat_server");
 const review = @import("review.zig");
 
 const app = shared.app;
+const http = shared.http;
 const nn = shared.nn;
 
 pub const std_options: std.Options = .{ .log_level = .info, .logFn = app.logLine };
 
 const log = std.log.scoped(.review);
-
-const ApiError = struct {
-    status: u16,
-    message: []const u8,
-    kind: []const u8 = "invalid_request_error",
-    code: ?[]const u8 = null,
-    allow: ?[]const u8 = null,
-};
 
 pub fn main() u8 {
     const allocator = app.allocator;
@@ -48,7 +41,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap) !void {
     };
     const path = env.get("PATH_INFO") orelse "";
     if (path.len > 1) return sendError(allocator, .{ .status = 404, .message = "Unknown path: POST the diff to the app's route itself.", .code = "unknown_url" });
-    if (!std.mem.eql(u8, method, "POST")) return sendError(allocator, .{ .status = 405, .message = "Send the diff with POST.", .code = "method_not_allowed", .allow = "POST" });
+    if (!std.mem.eql(u8, method, "POST")) return http.writeError(allocator, std.io.getStdOut(), .{ .status = 405, .message = "Send the diff with POST.", .code = "method_not_allowed" }, "Allow: POST\n");
 
     const limit = envNumber(env, "LLAMAEDGE_MAX_BODY_BYTES", 1 << 20);
     if (envNumber(env, "CONTENT_LENGTH", 0) > limit) return sendError(allocator, .{ .status = 413, .message = "The diff is larger than the server accepts.", .code = "request_too_large" });
@@ -67,20 +60,11 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap) !void {
         else => return sendError(allocator, .{ .status = 500, .message = "The model failed while reviewing.", .kind = "server_error" }),
     };
     defer allocator.free(answer);
-    const stdout = std.io.getStdOut();
-    try stdout.writeAll("Status: 200 OK\nContent-Type: application/json\n\n");
-    try stdout.writeAll(answer);
+    try http.writeJson(allocator, std.io.getStdOut(), 200, "", answer);
 }
 
-fn sendError(allocator: std.mem.Allocator, err: ApiError) !void {
-    var out = std.ArrayList(u8).init(allocator);
-    defer out.deinit();
-    const writer = out.writer();
-    try writer.print("Status: {d}\nContent-Type: application/json\n", .{err.status});
-    if (err.allow) |allow| try writer.print("Allow: {s}\n", .{allow});
-    try writer.writeAll("\n");
-    try std.json.stringify(.{ .@"error" = .{ .message = err.message, .type = err.kind, .param = null, .code = err.code } }, .{}, writer);
-    try std.io.getStdOut().writeAll(out.items);
+fn sendError(allocator: std.mem.Allocator, err: shared.openai.ApiError) !void {
+    try http.writeError(allocator, std.io.getStdOut(), err, "");
 }
 
 test {
