@@ -322,39 +322,18 @@ def assert_error(result: AppResult, status: int, param: str | None = None, code:
 # Build
 
 
-def test_committed_wasm_is_rebuilt_byte_identical(tmp_path: Path) -> None:
-    rebuilt = build.build("chat-server", tmp_path)
-    assert rebuilt.read_bytes() == APP_PATH.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
-
-
-def test_zig_unit_tests_pass() -> None:
-    result = build.test("chat-server")
-    assert result.returncode == 0, result.stderr
-    assert "All" in result.stderr and "tests passed" in result.stderr
-
-
-def test_llama_chat_wasm_is_rebuilt_byte_identical(tmp_path: Path) -> None:
-    # llama-chat imports the chat server's shared module (chat-server/src/lib.zig)
-    rebuilt = build.build("llama-chat", tmp_path)
-    committed = REPO_ROOT / "llamaedge" / "apps" / "llama-chat.wasm"
+# llama-chat and review import the chat server's shared module (chat-server/src/lib.zig):
+# a change there rebuilds them too.
+@pytest.mark.parametrize("app", sorted(build.APPS))
+def test_committed_wasm_is_rebuilt_byte_identical(app: str, tmp_path: Path) -> None:
+    rebuilt = build.build(app, tmp_path)
+    committed = REPO_ROOT / "llamaedge" / "apps" / f"{app}.wasm"
     assert rebuilt.read_bytes() == committed.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
 
 
-def test_llama_chat_zig_unit_tests_pass() -> None:
-    result = build.test("llama-chat")
-    assert result.returncode == 0, result.stderr
-    assert "All" in result.stderr and "tests passed" in result.stderr
-
-
-def test_review_wasm_is_rebuilt_byte_identical(tmp_path: Path) -> None:
-    # review imports the chat server's shared module too
-    rebuilt = build.build("review", tmp_path)
-    committed = REPO_ROOT / "llamaedge" / "apps" / "review.wasm"
-    assert rebuilt.read_bytes() == committed.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
-
-
-def test_review_zig_unit_tests_pass() -> None:
-    result = build.test("review")
+@pytest.mark.parametrize("app", sorted(build.APPS))
+def test_zig_unit_tests_pass(app: str) -> None:
+    result = build.test(app)
     assert result.returncode == 0, result.stderr
     assert "All" in result.stderr and "tests passed" in result.stderr
 
