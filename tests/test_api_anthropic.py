@@ -4,7 +4,6 @@ model; responses validated with the SDK's own types."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
-from pydantic import TypeAdapter
+from anthropic.types import ErrorResponse, Message
 
-from tests.conftest import ServerProcess, serving
+from tests.conftest import ServerProcess, anthropic_events, serving
 
 MODEL = "tiny-chat"
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -27,7 +25,6 @@ WEATHER_SCHEMA = {
     "additionalProperties": False,
 }
 TOOLS = [{"name": "get_weather", "description": "The weather in a city.", "input_schema": WEATHER_SCHEMA}]
-EVENTS = TypeAdapter(RawMessageStreamEvent)
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +39,6 @@ def client(server: ServerProcess) -> Iterator[anthropic.Anthropic]:
         yield client
 
 
-def raw_events(server: ServerProcess, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    with httpx.stream("POST", f"{server.base_url}/v1/messages", json={**body, "stream": True}, timeout=120,
-                      headers={"anthropic-version": "2023-06-01"}) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        lines = list(r.iter_lines())
-    events = []
-    for kind, data in zip(lines[0::3], lines[1::3], strict=False):
-        assert kind.startswith("event: ") and data.startswith("data: ")
-        payload = json.loads(data[6:])
-        assert payload["type"] == kind[7:]
-        if payload["type"] == "ping":  # the SDK skips pings: it has no type for them
-            assert payload == {"type": "ping"}
-        else:
-            EVENTS.validate_python(payload, strict=True)
-        events.append((kind[7:], payload))
-    return events
 
 
 def test_a_plain_message_has_anthropics_shape(client: anthropic.Anthropic) -> None:
@@ -88,18 +68,18 @@ def test_streaming_text_and_the_final_message(client: anthropic.Anthropic) -> No
 
 
 def test_the_event_sequence_is_anthropics(server: ServerProcess) -> None:
-    events = raw_events(server, {"model": MODEL, "max_tokens": 16, "messages": ASK, "seed": 4})
-    kinds = [k for k, _ in events]
+    events = anthropic_events(server, {"model": MODEL, "max_tokens": 16, "messages": ASK, "seed": 4})
+    kinds = [e["type"] for e in events]
     # a ping right after message_start, as Anthropic sends one
     assert kinds[:2] == ["message_start", "ping"] and kinds[-2:] == ["message_delta", "message_stop"]
     assert kinds.count("ping") == 1
-    start = events[0][1]["message"]
+    start = events[0]["message"]
     assert start["content"] == [] and start["stop_reason"] is None and start["usage"]["input_tokens"] > 0
     body = kinds[2:-2]
     if body:
         assert body[0] == "content_block_start" and body[-1] == "content_block_stop"
         assert set(body[1:-1]) <= {"content_block_delta"}
-    delta = events[-2][1]
+    delta = events[-2]
     assert delta["delta"]["stop_reason"] in ("end_turn", "max_tokens")
     assert delta["usage"]["output_tokens"] > 0
 

@@ -8,7 +8,6 @@ is validated strictly with the SDK's own types."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,9 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from anthropic.types import ErrorResponse, Message, MessageTokensCount, RawMessageStreamEvent
-from openai.types.chat import ChatCompletion
-from pydantic import TypeAdapter
+from anthropic.types import ErrorResponse, Message, MessageTokensCount
 
-from tests.conftest import ServerProcess, serving
+from tests.conftest import ServerProcess, anthropic_events, post_chat, serving
 from tests.test_api_reasoning import THINKING_TEMPLATE
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -28,7 +25,6 @@ MODEL = "tiny-thinker"
 ASK = [{"role": "user", "content": "What is two plus two?"}]
 GREEDY: dict[str, Any] = {"model": MODEL, "max_tokens": 24, "messages": ASK, "extra_body": {"temperature": 0}}
 ADAPTIVE = {"type": "adaptive"}
-EVENTS = TypeAdapter(RawMessageStreamEvent)
 TOOLS = [{"name": "get_weather", "description": "The weather in a city.",
           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 
@@ -54,11 +50,8 @@ def strict(message: Message) -> Message:
 
 def chat_split(server: ServerProcess, enable_thinking: bool, max_tokens: int = 24) -> tuple[str, str, int]:
     """(reasoning_content, content, prompt_tokens) of the same greedy generation on /v1/chat/completions."""
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
-        "model": MODEL, "messages": ASK, "max_tokens": max_tokens, "temperature": 0,
-        "chat_template_kwargs": {"enable_thinking": enable_thinking}})
-    assert response.status_code == 200, response.text
-    completion = ChatCompletion.model_validate(response.json(), strict=True)
+    completion = post_chat(server, {"model": MODEL, "messages": ASK, "max_tokens": max_tokens, "temperature": 0,
+                                    "chat_template_kwargs": {"enable_thinking": enable_thinking}})
     assert completion.usage is not None
     message = completion.choices[0].message
     return (message.model_extra or {}).get("reasoning_content") or "", message.content or "", completion.usage.prompt_tokens
@@ -68,23 +61,6 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def raw_events(server: ServerProcess, body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The SSE events of a streamed request, each validated strictly (ping has no SDK type)."""
-    with httpx.stream("POST", f"{server.base_url}/v1/messages", json={**body, "stream": True}, timeout=120,
-                      headers={"anthropic-version": "2023-06-01"}) as r:
-        assert r.status_code == 200
-        lines = list(r.iter_lines())
-    events = []
-    for kind, data, blank in zip(lines[0::3], lines[1::3], lines[2::3], strict=False):
-        assert kind.startswith("event: ") and data.startswith("data: ") and blank == ""
-        payload = json.loads(data[6:])
-        assert payload["type"] == kind[7:]
-        if payload["type"] == "ping":
-            assert payload == {"type": "ping"}
-        else:
-            EVENTS.validate_python(payload, strict=True)
-        events.append(payload)
-    return events
 
 
 # -- thinking in the response ----------------------------------------------------------------------
@@ -118,7 +94,7 @@ def test_the_stream_helper_assembles_the_thinking_block_and_the_text(client: ant
 
 
 def test_the_events_of_a_thinking_block_are_anthropics(server: ServerProcess) -> None:
-    events = raw_events(server, {"model": MODEL, "max_tokens": 24, "messages": ASK, "temperature": 0, "thinking": ADAPTIVE})
+    events = anthropic_events(server, {"model": MODEL, "max_tokens": 24, "messages": ASK, "temperature": 0, "thinking": ADAPTIVE})
     kinds = [e["type"] for e in events]
     assert kinds[:3] == ["message_start", "ping", "content_block_start"]
     assert events[2]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
@@ -289,7 +265,7 @@ def test_smollm2_thinks_in_a_thinking_block_then_answers_in_a_text_block(smollm2
         assert [b.model_dump() for b in strict(final).content] == [b.model_dump() for b in whole.content]
 
         body = {k: v for k, v in request.items() if k != "extra_body"} | {"temperature": 0}
-        events = raw_events(smollm2, body)
+        events = anthropic_events(smollm2, body)
         starts = [(e["index"], e["content_block"]["type"]) for e in events if e["type"] == "content_block_start"]
         assert starts == [(0, "thinking"), (1, "text")]
         at = [(e["type"], e.get("index"), e.get("delta", {}).get("type")) for e in events]

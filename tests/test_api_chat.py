@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -15,23 +13,9 @@ import pytest
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.conftest import ServerProcess, serving
+from tests.conftest import TINY_CTX_SIZE, ServerProcess
 
 USER = [{"role": "user", "content": "Say hi"}]
-
-
-CTX_SIZE = 512
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("api-home"), "--model", str(tiny_model), "--threads", "2", "--ctx-size", str(CTX_SIZE)) as server:
-        yield server
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
 
 
 def sse_events(response: httpx.Response) -> list[str]:
@@ -61,7 +45,7 @@ def test_models_say_what_the_model_can_do_and_its_context(server: ServerProcess)
     # The tiny model is no catalog entry: its GGUF's ChatML template shows it chats.
     listed = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]
     assert listed["capabilities"] == ["chat"]
-    assert listed["context_length"] == CTX_SIZE
+    assert listed["context_length"] == TINY_CTX_SIZE
     assert httpx.get(f"{server.base_url}/v1/models/tiny-chat").json() == listed
 
 

@@ -32,18 +32,6 @@ class CompletionChunk(Completion):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("completions-home"), "--model", str(tiny_model), "--threads", "2",
-                 "--ctx-size", "512") as server:
-        yield server
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
 def vocab(tiny_model: Path) -> Iterator[llama_cpp.Llama]:
     """The tiny model's tokenizer, to make token prompts and logit_bias keys."""
     llama = llama_cpp.Llama(str(tiny_model), vocab_only=True, verbose=False)

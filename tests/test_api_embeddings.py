@@ -25,18 +25,6 @@ TOO_LONG = "word " * 3000
 SENTENCES = ["The cat sleeps on the warm mat.", "Stock markets fell sharply today.", "A kitten naps in the sun."]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with serving(tmp_path_factory.mktemp("embeddings-home"), "--model", str(tiny_model), "--threads", "2",
-                 "--ctx-size", "512") as server:
-        yield server
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
-
-
 def embed(server: ServerProcess, body: dict, *, timeout_s: float = 60) -> CreateEmbeddingResponse:
     response = httpx.post(f"{server.base_url}/v1/embeddings", json=body, timeout=timeout_s)
     assert response.status_code == 200, response.text

@@ -7,7 +7,6 @@ which the split must partition exactly. Every response and chunk parsed strictly
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.conftest import ServerProcess, serving
+from tests.conftest import ServerProcess, post_chat, serving, stream_chat
 from tests.tiny_gguf import write_tiny_gguf
 
 # ChatML with a thinking model's habits: the generation prompt opens a think block unless
@@ -66,19 +65,10 @@ def chatml_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
         yield server
 
 
-def complete(server: ServerProcess, body: dict) -> ChatCompletion:
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    return ChatCompletion.model_validate(response.json(), strict=True)
 
 
 def stream(server: ServerProcess, body: dict) -> list[ChatCompletionChunk]:
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions",
-                      json={**body, "stream": True, "stream_options": {"include_usage": True}}, timeout=60) as r:
-        assert r.status_code == 200
-        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    return [ChatCompletionChunk.model_validate(json.loads(e), strict=True) for e in events[:-1]]
+    return stream_chat(server, {**body, "stream_options": {"include_usage": True}})
 
 
 def reasoning_of(completion: ChatCompletion) -> str | None:
@@ -100,12 +90,12 @@ def split_raw(raw: str) -> tuple[str, str]:
 
 
 def test_a_template_opened_think_block_makes_the_output_reasoning(server: ServerProcess, raw_server: ServerProcess) -> None:
-    raw = complete(raw_server, GREEDY)
+    raw = post_chat(raw_server, GREEDY)
     raw_text = raw.choices[0].message.content or ""
     assert raw_text.strip(), "the tiny model said nothing"
     assert reasoning_of(raw) is None  # --reasoning-format none: all inline
 
-    split = complete(server, GREEDY)
+    split = post_chat(server, GREEDY)
     reasoning, answer = split_raw(raw_text)
     assert reasoning_of(split) == (reasoning or None)
     assert split.choices[0].message.content == answer
@@ -113,7 +103,7 @@ def test_a_template_opened_think_block_makes_the_output_reasoning(server: Server
 
 
 def test_a_block_never_closed_is_all_reasoning_with_finish_reason_length(server: ServerProcess) -> None:
-    completion = complete(server, {**GREEDY, "max_tokens": 6})
+    completion = post_chat(server, {**GREEDY, "max_tokens": 6})
     choice = completion.choices[0]
     assert choice.finish_reason == "length"
     assert choice.message.content == ""
@@ -122,14 +112,14 @@ def test_a_block_never_closed_is_all_reasoning_with_finish_reason_length(server:
 
 def test_usage_counts_the_reasoning_tokens(server: ServerProcess, raw_server: ServerProcess) -> None:
     body = {**GREEDY, "max_tokens": 6}
-    split, raw = complete(server, body), complete(raw_server, body)
+    split, raw = post_chat(server, body), post_chat(raw_server, body)
     assert split.usage is not None and raw.usage is not None
     assert split.usage.completion_tokens == raw.usage.completion_tokens == 6
     assert split.usage.total_tokens == split.usage.prompt_tokens + 6
 
 
 def test_streamed_reasoning_comes_in_reasoning_content_deltas(server: ServerProcess) -> None:
-    whole = complete(server, GREEDY)
+    whole = post_chat(server, GREEDY)
     chunks = stream(server, GREEDY)
     *choice_chunks, usage_chunk = chunks
     assert choice_chunks[0].choices[0].delta.role == "assistant"
@@ -146,17 +136,17 @@ def test_streamed_reasoning_comes_in_reasoning_content_deltas(server: ServerProc
 
 
 def test_stop_strings_apply_to_the_answer_not_to_the_thinking(server: ServerProcess, raw_server: ServerProcess) -> None:
-    free = complete(server, GREEDY)
+    free = post_chat(server, GREEDY)
     thought = reasoning_of(free)
     assert thought and len(thought) > 10
     stop = thought[4:7]
     assert stop not in (free.choices[0].message.content or "")
-    with_stop = complete(server, {**GREEDY, "stop": [stop]})
+    with_stop = post_chat(server, {**GREEDY, "stop": [stop]})
     assert reasoning_of(with_stop) == thought
     assert with_stop.choices[0].message.content == free.choices[0].message.content
     assert with_stop.choices[0].finish_reason == free.choices[0].finish_reason
     # inline (none), the same stop string cuts the raw text
-    raw = complete(raw_server, {**GREEDY, "stop": [stop]})
+    raw = post_chat(raw_server, {**GREEDY, "stop": [stop]})
     assert raw.choices[0].finish_reason == "stop"
     assert stop not in (raw.choices[0].message.content or "")
     streamed = stream(server, {**GREEDY, "stop": [stop]})
@@ -169,12 +159,12 @@ def test_stop_strings_apply_to_the_answer_not_to_the_thinking(server: ServerProc
 
 def test_enable_thinking_false_in_chat_template_kwargs_gives_a_plain_answer(server: ServerProcess, raw_server: ServerProcess) -> None:
     body = {**GREEDY, "chat_template_kwargs": {"enable_thinking": False}}
-    plain = complete(server, body)
-    raw = complete(raw_server, body)
+    plain = post_chat(server, body)
+    raw = post_chat(raw_server, body)
     assert reasoning_of(plain) is None
     assert plain.choices[0].message.content == raw.choices[0].message.content
     assert plain.choices[0].message.content
-    thinking = complete(server, GREEDY)
+    thinking = post_chat(server, GREEDY)
     assert plain.usage is not None and thinking.usage is not None
     # the closed, empty block "\n\n</think>\n\n" is in the prompt
     assert plain.usage.prompt_tokens > thinking.usage.prompt_tokens
@@ -194,8 +184,8 @@ def test_the_sdk_sends_chat_template_kwargs_and_reasoning_effort(server: ServerP
 
 
 def test_reasoning_effort_is_accepted_where_the_template_has_no_levels(chatml_server: ServerProcess) -> None:
-    with_effort = complete(chatml_server, {**GREEDY, "reasoning_effort": "high"})
-    without = complete(chatml_server, GREEDY)
+    with_effort = post_chat(chatml_server, {**GREEDY, "reasoning_effort": "high"})
+    without = post_chat(chatml_server, GREEDY)
     assert with_effort.usage is not None and without.usage is not None
     assert with_effort.usage.prompt_tokens == without.usage.prompt_tokens
     assert reasoning_of(with_effort) is None
@@ -231,21 +221,21 @@ def history(reasoning: str | None) -> list[dict]:
 
 
 def test_earlier_reasoning_reaches_a_template_that_asks_for_it(server: ServerProcess) -> None:
-    kept = complete(server, {**GREEDY, "messages": history("two and two make four " * 4), "max_tokens": 4})
-    bare = complete(server, {**GREEDY, "messages": history(None), "max_tokens": 4})
+    kept = post_chat(server, {**GREEDY, "messages": history("two and two make four " * 4), "max_tokens": 4})
+    bare = post_chat(server, {**GREEDY, "messages": history(None), "max_tokens": 4})
     assert kept.usage is not None and bare.usage is not None
     assert kept.usage.prompt_tokens > bare.usage.prompt_tokens + 16
 
 
 def test_earlier_reasoning_is_left_out_of_a_template_without_it(chatml_server: ServerProcess) -> None:
-    kept = complete(chatml_server, {**GREEDY, "messages": history("two and two make four " * 4), "max_tokens": 4})
-    bare = complete(chatml_server, {**GREEDY, "messages": history(None), "max_tokens": 4})
+    kept = post_chat(chatml_server, {**GREEDY, "messages": history("two and two make four " * 4), "max_tokens": 4})
+    bare = post_chat(chatml_server, {**GREEDY, "messages": history(None), "max_tokens": 4})
     assert kept.usage is not None and bare.usage is not None
     assert kept.usage.prompt_tokens == bare.usage.prompt_tokens
 
 
 def test_a_model_without_a_thinking_template_answers_in_content(chatml_server: ServerProcess) -> None:
-    completion = complete(chatml_server, GREEDY)
+    completion = post_chat(chatml_server, GREEDY)
     assert reasoning_of(completion) is None
     assert completion.choices[0].message.content
 
@@ -255,7 +245,7 @@ def test_a_model_without_a_thinking_template_answers_in_content(chatml_server: S
 
 def test_logprobs_cover_the_reasoning_tokens(server: ServerProcess) -> None:
     body = {**GREEDY, "max_tokens": 8, "logprobs": True, "top_logprobs": 2}
-    whole = complete(server, body)
+    whole = post_chat(server, body)
     assert whole.usage is not None and whole.choices[0].logprobs is not None
     entries = whole.choices[0].logprobs.content or []
     assert len(entries) == whole.usage.completion_tokens == 8
@@ -266,7 +256,7 @@ def test_logprobs_cover_the_reasoning_tokens(server: ServerProcess) -> None:
 
 
 def test_each_choice_is_split_on_its_own(server: ServerProcess) -> None:
-    completion = complete(server, {**GREEDY, "n": 2, "max_tokens": 8, "seed": 5, "temperature": 1.0})
+    completion = post_chat(server, {**GREEDY, "n": 2, "max_tokens": 8, "seed": 5, "temperature": 1.0})
     assert len(completion.choices) == 2
     for choice in completion.choices:
         assert (choice.message.model_extra or {}).get("reasoning_content")

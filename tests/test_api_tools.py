@@ -14,10 +14,10 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from tests import tiny_gguf
-from tests.conftest import ServerProcess, serving
+from tests.conftest import ServerProcess, post_chat, serving, stream_chat
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -46,26 +46,6 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-def post(server: ServerProcess, body: dict[str, Any]) -> ChatCompletion:
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    return ChatCompletion.model_validate(response.json(), strict=True)
-
-
-def stream_chunks(server: ServerProcess, body: dict[str, Any]) -> list[ChatCompletionChunk]:
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=120) as r:
-        assert r.status_code == 200
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    return [ChatCompletionChunk.model_validate(json.loads(e), strict=True) for e in events[:-1]]
-
-
 def assert_valid_calls(completion: ChatCompletion) -> None:
     """Each call: a `call_` id, a declared function, arguments a JSON string valid under its schema."""
     choice = completion.choices[0]
@@ -85,7 +65,7 @@ def assert_valid_calls(completion: ChatCompletion) -> None:
 
 
 def test_a_required_call_has_the_openai_shape_and_valid_arguments(server: ServerProcess) -> None:
-    completion = post(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120, "seed": 3})
+    completion = post_chat(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120, "seed": 3})
     assert_valid_calls(completion)
 
 
@@ -99,7 +79,7 @@ def test_a_named_function_is_the_one_called(client: openai.OpenAI) -> None:
 
 
 def test_streamed_call_chunks_follow_openais_order(server: ServerProcess) -> None:
-    chunks = stream_chunks(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120, "temperature": 0})
+    chunks = stream_chat(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120, "temperature": 0})
     deltas = [c.choices[0].delta for c in chunks]
     assert deltas[0].role == "assistant" and deltas[0].content is None
     call_deltas = [(i, d.tool_calls[0]) for i, d in enumerate(deltas) if d.tool_calls]
@@ -139,7 +119,7 @@ def test_auto_lets_the_model_answer_in_text(server: ServerProcess) -> None:
     """With `auto` the grammar waits for the call marker: the tiny model, which never writes
     one, answers in free text (a grammar applied from the first token would force JSON)."""
     for seed in (1, 2, 3):
-        completion = post(server, {"messages": ASK, "tools": TOOLS, "max_tokens": 12, "seed": seed})
+        completion = post_chat(server, {"messages": ASK, "tools": TOOLS, "max_tokens": 12, "seed": seed})
         choice = completion.choices[0]
         assert choice.message.tool_calls is None
         assert choice.finish_reason in ("stop", "length")
@@ -147,7 +127,7 @@ def test_auto_lets_the_model_answer_in_text(server: ServerProcess) -> None:
 
 
 def test_tool_choice_none_answers_in_text(server: ServerProcess) -> None:
-    completion = post(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "none", "max_tokens": 16, "seed": 1})
+    completion = post_chat(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "none", "max_tokens": 16, "seed": 1})
     choice = completion.choices[0]
     assert choice.message.tool_calls is None
     assert choice.finish_reason in ("stop", "length")
@@ -158,7 +138,7 @@ def test_a_conversation_with_calls_and_results_is_accepted(server: ServerProcess
                {"role": "assistant", "content": None, "tool_calls": [
                    {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
                {"role": "tool", "tool_call_id": "call_abc", "content": "18 degrees, sunny"}]
-    completion = post(server, {"messages": history, "tools": TOOLS, "tool_choice": "none", "max_tokens": 8})
+    completion = post_chat(server, {"messages": history, "tools": TOOLS, "tool_choice": "none", "max_tokens": 8})
     assert completion.choices[0].finish_reason in ("stop", "length")
 
 
@@ -218,10 +198,10 @@ def test_the_sdk_raises_bad_request_for_an_unknown_tool_choice(client: openai.Op
 
 
 def test_n_gives_indexed_choices_and_counts_their_tokens(server: ServerProcess) -> None:
-    completion = post(server, {"messages": ASK, "n": 3, "max_tokens": 6, "seed": 11, "temperature": 1.0})
+    completion = post_chat(server, {"messages": ASK, "n": 3, "max_tokens": 6, "seed": 11, "temperature": 1.0})
     assert [c.index for c in completion.choices] == [0, 1, 2]
     assert completion.usage is not None and completion.usage.completion_tokens <= 18
-    chunks = stream_chunks(server, {"messages": ASK, "n": 3, "max_tokens": 6, "seed": 11, "temperature": 1.0,
+    chunks = stream_chat(server, {"messages": ASK, "n": 3, "max_tokens": 6, "seed": 11, "temperature": 1.0,
                                     "stream_options": {"include_usage": True}})
     finished = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
     assert sorted(finished) == [0, 1, 2]
@@ -232,7 +212,7 @@ def test_n_gives_indexed_choices_and_counts_their_tokens(server: ServerProcess) 
 
 
 def test_logprobs_put_the_greedy_token_on_top(server: ServerProcess) -> None:
-    completion = post(server, {"messages": ASK, "max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 3})
+    completion = post_chat(server, {"messages": ASK, "max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 3})
     content = completion.choices[0].logprobs.content if completion.choices[0].logprobs else None
     assert content and len(content) == completion.usage.completion_tokens  # type: ignore[union-attr]
     for entry in content:
@@ -240,7 +220,7 @@ def test_logprobs_put_the_greedy_token_on_top(server: ServerProcess) -> None:
         assert entry.top_logprobs[0].token == entry.token
         assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
         assert entry.logprob <= 0 and bytes(entry.bytes or []).decode() == entry.token
-    chunks = stream_chunks(server, {"messages": ASK, "max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 3})
+    chunks = stream_chat(server, {"messages": ASK, "max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 3})
     streamed = [e.token for c in chunks for e in ((c.choices[0].logprobs.content or []) if c.choices[0].logprobs else [])]
     assert streamed == [e.token for e in content]
 
@@ -254,9 +234,9 @@ def token_id(text: str) -> int:
 
 def test_logit_bias_minus_100_bans_the_greedy_first_token(server: ServerProcess) -> None:
     body = {"messages": ASK, "max_tokens": 4, "temperature": 0, "logprobs": True}
-    first = post(server, body)
+    first = post_chat(server, body)
     greedy = first.choices[0].logprobs.content[0].token  # type: ignore[union-attr,index]
-    banned = post(server, {**body, "logit_bias": {str(token_id(greedy)): -100}})
+    banned = post_chat(server, {**body, "logit_bias": {str(token_id(greedy)): -100}})
     assert banned.choices[0].logprobs.content[0].token != greedy  # type: ignore[union-attr,index]
     assert banned.choices[0].message.content != first.choices[0].message.content
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import jsonschema
 import openai
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
-from tests.conftest import ServerProcess, serving
+from tests.conftest import ServerProcess, post_chat, serving, stream_chat
 from tests.tiny_gguf import write_tiny_gguf
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
@@ -68,18 +66,8 @@ def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield request.param, server
 
 
-def post(server: ServerProcess, body: dict[str, Any]) -> ChatCompletion:
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=180)
-    assert response.status_code == 200, response.text
-    return ChatCompletion.model_validate(response.json(), strict=True)
 
 
-def stream_chunks(server: ServerProcess, body: dict[str, Any]) -> list[ChatCompletionChunk]:
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=180) as r:
-        assert r.status_code == 200
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    return [ChatCompletionChunk.model_validate(json.loads(e), strict=True) for e in events[:-1]]
 
 
 def assert_valid_calls(completion: ChatCompletion, names: set[str] | None = None) -> list[tuple[str, str]]:
@@ -103,25 +91,25 @@ REQUIRED = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tok
 
 def test_the_probe_reads_calls_in_the_familys_format(family: tuple[str, ServerProcess]) -> None:
     template, server = family
-    post(server, REQUIRED)
+    post_chat(server, REQUIRED)
     assert f"reading calls as {FAMILIES[template]}" in server.log()
 
 
 def test_a_required_call_is_a_valid_openai_tool_call(family: tuple[str, ServerProcess]) -> None:
-    completion = post(family[1], REQUIRED)
+    completion = post_chat(family[1], REQUIRED)
     assert_valid_calls(completion)
     # the template opened a think block, but a call constrained from its first token is no reasoning
     assert "reasoning_content" not in completion.choices[0].message.model_dump(exclude_none=True)
 
 
 def test_a_named_function_is_the_one_called(family: tuple[str, ServerProcess]) -> None:
-    completion = post(family[1], {**REQUIRED, "tool_choice": {"type": "function", "function": {"name": "get_forecast"}}})
+    completion = post_chat(family[1], {**REQUIRED, "tool_choice": {"type": "function", "function": {"name": "get_forecast"}}})
     assert [name for name, _ in assert_valid_calls(completion, {"get_forecast"})] == ["get_forecast"]
 
 
 def test_the_streamed_required_call_equals_the_whole_one(family: tuple[str, ServerProcess]) -> None:
-    whole = assert_valid_calls(post(family[1], REQUIRED))
-    chunks = stream_chunks(family[1], REQUIRED)
+    whole = assert_valid_calls(post_chat(family[1], REQUIRED))
+    chunks = stream_chat(family[1], REQUIRED)
     deltas = [c.choices[0].delta for c in chunks]
     starts = [d.tool_calls[0] for d in deltas if d.tool_calls and d.tool_calls[0].id]
     assert starts and all(s.id and s.id.startswith("call_") and s.type == "function" for s in starts)
@@ -159,8 +147,8 @@ def test_history_with_calls_and_results_renders(family: tuple[str, ServerProcess
                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
                    "name": "get_forecast", "arguments": json.dumps({"city": "Paris", "days": 2, "metric": True})}}]},
                {"role": "tool", "tool_call_id": "call_1", "content": "rain on day 2"}]
-    completion = post(server, {**REQUIRED, "messages": history})
+    completion = post_chat(server, {**REQUIRED, "messages": history})
     assert_valid_calls(completion)
-    shorter = post(server, REQUIRED)
+    shorter = post_chat(server, REQUIRED)
     assert completion.usage is not None and shorter.usage is not None
     assert completion.usage.prompt_tokens > shorter.usage.prompt_tokens

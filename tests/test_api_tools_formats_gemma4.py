@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
-from tests.conftest import ServerProcess, serving
+from tests.conftest import ServerProcess, post_chat, serving, stream_chat
 from tests.tiny_gguf import GEMMA4_MARKERS, IM_END, write_tiny_gguf
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
@@ -48,19 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-def post(server: ServerProcess, body: dict[str, Any]) -> ChatCompletion:
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    return ChatCompletion.model_validate(response.json(), strict=True)
 
 
-def stream_chunks(server: ServerProcess, body: dict[str, Any]) -> list[ChatCompletionChunk]:
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True},
-                      timeout=120) as r:
-        assert r.status_code == 200
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    return [ChatCompletionChunk.model_validate(json.loads(e), strict=True) for e in events[:-1]]
 
 
 def reasoning_of(message: Any) -> str | None:
@@ -79,7 +67,7 @@ def assert_the_forecast_call(completion: ChatCompletion) -> None:
 
 def test_the_markers_reach_the_app_as_text(server: ServerProcess) -> None:
     # tool_choice none: no tools in the prompt, nothing read as a call: the raw text comes back
-    completion = post(server, {**ASK, "tool_choice": "none", "logprobs": True})
+    completion = post_chat(server, {**ASK, "tool_choice": "none", "logprobs": True})
     assert completion.choices[0].message.content == CALL
     assert completion.choices[0].finish_reason == "stop"
     tokens = [t.token for t in completion.choices[0].logprobs.content]
@@ -87,14 +75,14 @@ def test_the_markers_reach_the_app_as_text(server: ServerProcess) -> None:
 
 
 def test_a_gemma4_call_under_auto_is_an_openai_tool_call(server: ServerProcess) -> None:
-    completion = post(server, ASK)
+    completion = post_chat(server, ASK)
     assert_the_forecast_call(completion)
     assert reasoning_of(completion.choices[0].message) is None  # the template closed the channel
     assert "reading calls as gemma4" in server.log()
 
 
 def test_the_streamed_gemma4_call_equals_the_whole_one(server: ServerProcess) -> None:
-    chunks = stream_chunks(server, ASK)
+    chunks = stream_chat(server, ASK)
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert not any(d.content for d in deltas)
     [start] = [t for d in deltas for t in d.tool_calls or [] if t.id]
@@ -109,13 +97,13 @@ def test_the_streamed_gemma4_call_equals_the_whole_one(server: ServerProcess) ->
 
 
 def test_gemma4_thinking_goes_to_reasoning_content_and_the_call_after_it_is_read(server: ServerProcess) -> None:
-    completion = post(server, {**ASK, **THINKING})
+    completion = post_chat(server, {**ASK, **THINKING})
     assert_the_forecast_call(completion)
     assert reasoning_of(completion.choices[0].message) == THOUGHT
 
 
 def test_streamed_gemma4_thinking_comes_in_reasoning_content_deltas(server: ServerProcess) -> None:
-    chunks = stream_chunks(server, {**ASK, **THINKING})
+    chunks = stream_chat(server, {**ASK, **THINKING})
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert "".join(reasoning_of(d) or "" for d in deltas) == THOUGHT
     first_call = next(i for i, d in enumerate(deltas) if d.tool_calls)
@@ -125,19 +113,19 @@ def test_streamed_gemma4_thinking_comes_in_reasoning_content_deltas(server: Serv
 
 
 def test_a_gemma4_thought_cut_off_by_max_tokens_is_all_reasoning(server: ServerProcess) -> None:
-    completion = post(server, {**ASK, **THINKING, "max_tokens": 2})
+    completion = post_chat(server, {**ASK, **THINKING, "max_tokens": 2})
     choice = completion.choices[0]
     assert choice.finish_reason == "length"
     assert reasoning_of(choice.message) == THOUGHT
     assert not choice.message.content and not choice.message.tool_calls
-    chunks = stream_chunks(server, {**ASK, **THINKING, "max_tokens": 2})
+    chunks = stream_chat(server, {**ASK, **THINKING, "max_tokens": 2})
     assert "".join(reasoning_of(c.choices[0].delta) or "" for c in chunks if c.choices) == THOUGHT
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_a_required_call_is_held_to_the_grammar_between_the_control_token_markers(server: ServerProcess) -> None:
     # the grammar's literal `<|tool_call>` is matched by the control token's text
-    completion = post(server, {**ASK, "tool_choice": "required", "max_tokens": 200, "logprobs": True})
+    completion = post_chat(server, {**ASK, "tool_choice": "required", "max_tokens": 200, "logprobs": True})
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     [call] = choice.message.tool_calls or []
