@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
-from benchmarks.bench_stream import Server, _git_commit
+from benchmarks.bench_stream import Server, alternate, load_line, results_head, write_results
+from benchmarks.raw_llama import load_model, tokenize
 from tests.conftest import smollm2_path
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "embed-latest.json"
@@ -56,12 +56,7 @@ class RawEmbedder:
     `seq_max` sequences per llama_batch, llama_get_embeddings_seq, then L2 normalization."""
 
     def __init__(self, model_path: Path, *, n_ctx: int, n_threads: int, seq_max: int) -> None:
-        llama_cpp.llama_backend_init()
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 0
-        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
-        if not self._model:
-            raise RuntimeError(f"llama.cpp could not load {model_path}")
+        self._model = load_model(model_path)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
         params.n_seq_max = seq_max
@@ -79,17 +74,9 @@ class RawEmbedder:
         self.seq_max = seq_max
         self.n_embd = llama_cpp.llama_model_n_embd(self._model)
 
-    def tokenize(self, text: str) -> list[int]:
-        data = text.encode()
-        buf = (llama_cpp.llama_token * (len(data) + 8))()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, len(buf), True, True)
-        if n < 0:
-            raise RuntimeError(f"input needs {-n} tokens, more than the buffer holds")
-        return list(buf[:n])
-
     def embed(self, texts: list[str]) -> np.ndarray:
         """Normalized float32 rows, one per text (tokenization included, as a server does it)."""
-        inputs = [self.tokenize(t) for t in texts]
+        inputs = [tokenize(self._vocab, t, add_special=True) for t in texts]
         out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
         batch = self._batch
         start = 0
@@ -176,49 +163,31 @@ def main(argv: list[str] | None = None) -> int:
     raw = RawEmbedder(model, n_ctx=args.ctx, n_threads=args.threads, seq_max=args.seq_max)
     server = None if args.raw_only else Server(model, threads=args.threads, ctx=args.ctx)
 
-    raw_runs: list[EmbedRun] = []
-    server_runs: list[EmbedRun] = []
+    sides: list[tuple[str, Callable[[int], EmbedRun]]] = [("raw", lambda _: timed(raw.embed, groups))]
+    if server:
+        # its unmeasured run also makes the server's embedding context
+        sides.append(("ours", lambda _: timed(lambda texts: server_embed(server, texts), groups)))
     try:
-        # One unmeasured run each: first-touch page faults, thread start-up, the server's
-        # embedding context.
-        timed(raw.embed, groups)
-        if server:
-            timed(lambda texts: server_embed(server, texts), groups)
-        for run in range(args.runs):
-            sides = [("raw", raw.embed)]
-            if server:
-                sides.append(("ours", lambda texts: server_embed(server, texts)))
-            if run % 2:
-                sides.reverse()  # alternate who goes first
-            for name, fn in sides:
-                (raw_runs if name == "raw" else server_runs).append(timed(fn, groups))
+        measured = alternate(args.runs, sides)
     finally:
         raw.close()
         if server:
             server.close()
 
     load_after = os.getloadavg()
+    raw_runs, server_runs = measured["raw"], measured.get("ours", [])
     summaries = {"raw": _summary(raw_runs)}
     if server_runs:
         summaries["ours"] = _summary(server_runs)
     print(f"model {model.name}, {args.threads} threads, {args.sentences} sentences in batches of {args.batch}, "
           f"{args.runs} runs each")
-    print(f"1-min load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
+    print(load_line(load_before, load_after))
     for name, s in summaries.items():
         print(f"{name:6} {s['embeddings_per_s_median']:8.1f} embeddings/s "
               f"({s['embeddings_per_s_min']:.1f}-{s['embeddings_per_s_max']:.1f})")
 
     result: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _git_commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_1min_before": round(load_before[0], 2),
-            "load_average_1min_after": round(load_after[0], 2),
-        },
-        "llama_cpp_python": llama_cpp.__version__,
+        **results_head(load_before, load_after),
         "config": {"model": model.name, "threads": args.threads, "ctx": args.ctx, "seq_max": args.seq_max,
                    "sentences": args.sentences, "batch": args.batch, "runs": args.runs, "encoding_format": "base64"},
         "raw": {"summary": summaries["raw"], "runs_s": [round(r.seconds, 4) for r in raw_runs]},
@@ -233,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         result["max_abs_difference"] = diff
         result["embeddings"] = len(server_runs[0].vectors)
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.output}")
+    write_results(args.output, result)
     return 0
 
 

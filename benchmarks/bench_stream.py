@@ -19,8 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import jinja2
@@ -88,6 +90,49 @@ def _git_commit() -> str | None:
     return out.stdout.strip()
 
 
+Side = TypeVar("Side")
+
+
+def alternate(runs: int, sides: list[tuple[str, Callable[[int], Side]]]) -> dict[str, list[Side]]:
+    """One unmeasured run of each side (run -1: first-touch page faults, thread start-up), then
+    `runs` measured runs of each, keyed by side; who goes first alternates, so that neither
+    always runs on a cooler CPU."""
+    for _, run_side in sides:
+        run_side(-1)
+    measured: dict[str, list[Side]] = {name: [] for name, _ in sides}
+    for run in range(runs):
+        for name, run_side in sides if run % 2 == 0 else sides[::-1]:
+            measured[name].append(run_side(run))
+    return measured
+
+
+def load_line(load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
+    """Other processes on a small machine distort everything: how busy it was."""
+    return f"1-min load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs"
+
+
+def results_head(load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> dict[str, object]:
+    """What every results file starts with: when, which commit, on what machine, which llama.cpp."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _git_commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_1min_before": round(load_before[0], 2),
+            "load_average_1min_after": round(load_after[0], 2),
+        },
+        "llama_cpp_python": llama_cpp.__version__,
+    }
+
+
+def write_results(path: Path, result: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {path}")
+
+
 def _table(rows: dict[str, Summary]) -> str:
     lines = [f"{'':8} {'TTFT ms (median, min-max)':>28} {'tokens/s (median, min-max)':>30} {'tokens':>8}"]
     for name, s in rows.items():
@@ -150,45 +195,24 @@ def main(argv: list[str] | None = None) -> int:
         assert server is not None
         return server.generate(messages_for_run(run), max_tokens=args.max_tokens)
 
-    raw_runs: list[StreamRun] = []
-    server_runs: list[StreamRun] = []
     try:
-        # One unmeasured run each: first-touch page faults and thread start-up.
-        raw_run(-1)
-        if server:
-            server_run(-1)
-        for run in range(args.runs):
-            # Alternate who goes first, so neither always runs on a cooler CPU.
-            order = [("raw", raw_run), ("ours", server_run)] if run % 2 == 0 else [("ours", server_run), ("raw", raw_run)]
-            for name, fn in order:
-                if name == "ours" and server is None:
-                    continue
-                (raw_runs if name == "raw" else server_runs).append(fn(run))
+        measured = alternate(args.runs, [("raw", raw_run)] + ([("ours", server_run)] if server else []))
     finally:
         raw.close()
         if server:
             server.close()
 
+    raw_runs, server_runs = measured["raw"], measured.get("ours", [])
     summaries = {"raw": Summary.of(raw_runs)}
     if server_runs:
         summaries["ours"] = Summary.of(server_runs)
-    # Other processes on a small machine distort everything; record how busy it was.
     load_after = os.getloadavg()
     print(f"model {model.name}, {args.threads} threads, ctx {args.ctx}, {args.max_tokens} max tokens, {args.runs} runs each")
-    print(f"1-min load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
+    print(load_line(load_before, load_after))
     print(_table(summaries))
 
     result: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _git_commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_1min_before": round(load_before[0], 2),
-            "load_average_1min_after": round(load_after[0], 2),
-        },
-        "llama_cpp_python": llama_cpp.__version__,
+        **results_head(load_before, load_after),
         "config": {
             "model": model.name,
             "threads": args.threads,
@@ -215,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         result["same_token_counts"] = same_tokens
         result["same_text"] = same_text
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {args.output}")
+    write_results(args.output, result)
     return 0
 
 

@@ -31,17 +31,33 @@ class StreamRun:
         return (self.completion_tokens - 1) / span_s if span_s > 0 else 0.0
 
 
+def load_model(model_path: Path) -> llama_cpp.llama_model_p:
+    """The model on the CPU, llama.cpp's backend initialized first."""
+    llama_cpp.llama_backend_init()
+    model_params = llama_cpp.llama_model_default_params()
+    model_params.n_gpu_layers = 0
+    model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load {model_path}")
+    return model
+
+
+def tokenize(vocab: llama_cpp.llama_vocab_p, text: str, *, add_special: bool) -> list[int]:
+    """`text` as token ids; control tokens in it (such as <|im_start|>) are parsed as such."""
+    data = text.encode()
+    buf = (llama_cpp.llama_token * (len(data) + 8))()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, len(buf), add_special, True)
+    if n < 0:
+        raise RuntimeError(f"the text needs {-n} tokens, more than the buffer holds")
+    return list(buf[:n])
+
+
 class RawLlama:
     """A model and one context, reused across runs (the memory is cleared between them), as a
     long-running server would hold them."""
 
     def __init__(self, model_path: Path, *, n_ctx: int, n_threads: int) -> None:
-        llama_cpp.llama_backend_init()
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 0
-        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
-        if not self._model:
-            raise RuntimeError(f"llama.cpp could not load {model_path}")
+        self._model = load_model(model_path)
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = n_ctx
         ctx_params.n_batch = n_ctx
@@ -62,15 +78,6 @@ class RawLlama:
     def token_text(self, token_id: int) -> str:
         return self._piece(token_id, special=True).decode(errors="replace")
 
-    def tokenize(self, text: str) -> list[int]:
-        data = text.encode()
-        buf = (llama_cpp.llama_token * (len(data) + 8))()
-        # parse_special: the rendered template contains control tokens such as <|im_start|>.
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, len(buf), False, True)
-        if n < 0:
-            raise RuntimeError(f"prompt needs {-n} tokens, more than the buffer holds")
-        return list(buf[:n])
-
     def _piece(self, token_id: int, *, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
@@ -86,7 +93,7 @@ class RawLlama:
         known, as a server would send it."""
         start = time.perf_counter()
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-        tokens = self.tokenize(prompt)
+        tokens = tokenize(self._vocab, prompt, add_special=False)  # the template wrote any BOS
         if len(tokens) + max_tokens > self.n_ctx:
             raise RuntimeError(f"prompt ({len(tokens)}) + max_tokens ({max_tokens}) exceed n_ctx {self.n_ctx}")
 
