@@ -46,19 +46,22 @@ def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
 
 
-def assert_valid_calls(completion: ChatCompletion) -> None:
-    """Each call: a `call_` id, a declared function, arguments a JSON string valid under its schema."""
+def assert_valid_calls(completion: ChatCompletion, schemas: dict[str, Any], names: set[str] | None = None) -> list[tuple[str, str]]:
+    """Each call: a distinct `call_` id, a declared function (one of `names`, where given),
+    arguments a JSON string valid under its schema in `schemas`. Returns the calls as (name, arguments)."""
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
-    calls = choice.message.tool_calls
+    calls = choice.message.tool_calls or []
     assert calls
     assert len({c.id for c in calls}) == len(calls)
     for call in calls:
         assert call.type == "function"
         assert call.id.startswith("call_") and len(call.id) == 29 and call.id[5:].isalnum()
+        assert call.function.name in (names or schemas)
         assert isinstance(call.function.arguments, str)
-        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
     assert choice.message.content is None or "tool_call" not in choice.message.content
+    return [(c.function.name, c.function.arguments) for c in calls]
 
 
 # -- calls -------------------------------------------------------------------------------------------
@@ -66,7 +69,7 @@ def assert_valid_calls(completion: ChatCompletion) -> None:
 
 def test_a_required_call_has_the_openai_shape_and_valid_arguments(server: ServerProcess) -> None:
     completion = post_chat(server, {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120, "seed": 3})
-    assert_valid_calls(completion)
+    assert_valid_calls(completion, SCHEMAS)
 
 
 def test_a_named_function_is_the_one_called(client: openai.OpenAI) -> None:
@@ -74,7 +77,7 @@ def test_a_named_function_is_the_one_called(client: openai.OpenAI) -> None:
         model="tiny-chat", messages=ASK, tools=TOOLS, max_tokens=120, temperature=0,  # type: ignore[arg-type]
         tool_choice={"type": "function", "function": {"name": "get_time"}})
     ChatCompletion.model_validate(completion.model_dump(exclude_unset=True), strict=True)
-    assert_valid_calls(completion)
+    assert_valid_calls(completion, SCHEMAS)
     assert [c.function.name for c in completion.choices[0].message.tool_calls or []] == ["get_time"]
 
 
@@ -107,7 +110,7 @@ def test_the_streamed_call_equals_the_non_streamed_call(client: openai.OpenAI) -
         for _ in stream:
             pass
         streamed = stream.get_final_completion()
-    assert_valid_calls(whole)
+    assert_valid_calls(whole, SCHEMAS)
     assert streamed.choices[0].finish_reason == "tool_calls"
     def calls(c: Any) -> list[tuple[str, str]]:
         return [(t.function.name, t.function.arguments) for t in c.choices[0].message.tool_calls or []]
@@ -257,7 +260,7 @@ def test_smollm2_required_call_validates_against_the_schema(smollm2: ServerProce
             model="SmolLM2-135M-Instruct.Q4_1", messages=ASK, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
             temperature=0, max_tokens=120)
     ChatCompletion.model_validate(completion.model_dump(exclude_unset=True), strict=True)
-    assert_valid_calls(completion)
+    assert_valid_calls(completion, SCHEMAS)
 
 
 @pytest.mark.slow
@@ -270,7 +273,7 @@ def test_smollm2_agent_loop_call_result_answer(smollm2: ServerProcess, request: 
     messages: list[Any] = [{"role": "system", "content": "You are a helpful assistant."}, *ASK]
     first = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="required",  # type: ignore[arg-type]
                                            temperature=0, max_tokens=120)
-    assert_valid_calls(first)
+    assert_valid_calls(first, SCHEMAS)
     message = first.choices[0].message
     messages.append(message.model_dump(exclude_none=True))
     for call in message.tool_calls or []:

@@ -16,6 +16,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from tests.conftest import ServerProcess, post_chat, serving, stream_chat
+from tests.test_api_tools import TIME_SCHEMA, assert_valid_calls
 from tests.tiny_gguf import write_tiny_gguf
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
@@ -27,12 +28,6 @@ FORECAST_SCHEMA = {
                    "days": {"type": "integer", "enum": [1, 2, 3]},
                    "metric": {"type": "boolean"}},
     "required": ["city", "days", "metric"],
-    "additionalProperties": False,
-}
-TIME_SCHEMA = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
-    "required": ["zone"],
     "additionalProperties": False,
 }
 TOOLS = [
@@ -66,26 +61,6 @@ def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield request.param, server
 
 
-
-
-
-
-def assert_valid_calls(completion: ChatCompletion, names: set[str] | None = None) -> list[tuple[str, str]]:
-    """Each call: a `call_` id, a declared function, arguments a JSON string valid under its schema.
-    Returns the calls as (name, arguments)."""
-    choice = completion.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    calls = choice.message.tool_calls or []
-    assert calls
-    for call in calls:
-        assert call.type == "function"
-        assert call.id.startswith("call_") and len(call.id) == 29
-        assert call.function.name in (names or SCHEMAS)
-        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
-    assert choice.message.content is None or "tool_call" not in choice.message.content
-    return [(c.function.name, c.function.arguments) for c in calls]
-
-
 REQUIRED = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 200, "temperature": 0}
 
 
@@ -97,18 +72,18 @@ def test_the_probe_reads_calls_in_the_familys_format(family: tuple[str, ServerPr
 
 def test_a_required_call_is_a_valid_openai_tool_call(family: tuple[str, ServerProcess]) -> None:
     completion = post_chat(family[1], REQUIRED)
-    assert_valid_calls(completion)
+    assert_valid_calls(completion, SCHEMAS)
     # the template opened a think block, but a call constrained from its first token is no reasoning
     assert "reasoning_content" not in completion.choices[0].message.model_dump(exclude_none=True)
 
 
 def test_a_named_function_is_the_one_called(family: tuple[str, ServerProcess]) -> None:
     completion = post_chat(family[1], {**REQUIRED, "tool_choice": {"type": "function", "function": {"name": "get_forecast"}}})
-    assert [name for name, _ in assert_valid_calls(completion, {"get_forecast"})] == ["get_forecast"]
+    assert [name for name, _ in assert_valid_calls(completion, SCHEMAS, {"get_forecast"})] == ["get_forecast"]
 
 
 def test_the_streamed_required_call_equals_the_whole_one(family: tuple[str, ServerProcess]) -> None:
-    whole = assert_valid_calls(post_chat(family[1], REQUIRED))
+    whole = assert_valid_calls(post_chat(family[1], REQUIRED), SCHEMAS)
     chunks = stream_chat(family[1], REQUIRED)
     deltas = [c.choices[0].delta for c in chunks]
     starts = [d.tool_calls[0] for d in deltas if d.tool_calls and d.tool_calls[0].id]
@@ -148,7 +123,7 @@ def test_history_with_calls_and_results_renders(family: tuple[str, ServerProcess
                    "name": "get_forecast", "arguments": json.dumps({"city": "Paris", "days": 2, "metric": True})}}]},
                {"role": "tool", "tool_call_id": "call_1", "content": "rain on day 2"}]
     completion = post_chat(server, {**REQUIRED, "messages": history})
-    assert_valid_calls(completion)
+    assert_valid_calls(completion, SCHEMAS)
     shorter = post_chat(server, REQUIRED)
     assert completion.usage is not None and shorter.usage is not None
     assert completion.usage.prompt_tokens > shorter.usage.prompt_tokens
