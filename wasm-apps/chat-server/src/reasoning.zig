@@ -356,26 +356,21 @@ fn expectSplit(opened: bool, text: []const u8, reasoning: []const u8, content: [
 }
 
 fn expectSplitFrom(start: Start, text: []const u8, reasoning: []const u8, content: []const u8) !void {
-    var cuts: [3][]const u8 = undefined;
-    {
-        var whole = try collect(start, &.{text});
-        defer whole.deinit();
-        try testing.expectEqualStrings(reasoning, whole.reasoning.items);
-        try testing.expectEqualStrings(content, whole.content.items);
-    }
+    try expectCollected(start, &.{text}, reasoning, content);
     for (0..text.len + 1) |i| {
         for (i..text.len + 1) |j| {
-            cuts = .{ text[0..i], text[i..j], text[j..] };
-            var whole = try collect(start, &cuts);
-            defer whole.deinit();
-            try testing.expectEqualStrings(reasoning, whole.reasoning.items);
-            try testing.expectEqualStrings(content, whole.content.items);
+            try expectCollected(start, &.{ text[0..i], text[i..j], text[j..] }, reasoning, content);
         }
     }
     var bytes = std.ArrayList([]const u8).init(testing.allocator);
     defer bytes.deinit();
     for (0..text.len) |i| try bytes.append(text[i .. i + 1]);
-    var whole = try collect(start, bytes.items);
+    try expectCollected(start, bytes.items, reasoning, content);
+}
+
+/// `tokens`, pushed in turn, give `reasoning` and `content`.
+fn expectCollected(start: Start, tokens: []const []const u8, reasoning: []const u8, content: []const u8) !void {
+    var whole = try collect(start, tokens);
     defer whole.deinit();
     try testing.expectEqualStrings(reasoning, whole.reasoning.items);
     try testing.expectEqualStrings(content, whole.content.items);
