@@ -103,15 +103,7 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
 }
 
 fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
-    const body = http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
-        error.TooLarge => {
-            var buf: [160]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
-            return sendError(allocator, out, .{ .status = 413, .message = message, .code = "request_too_large" }, "");
-        },
-        error.BadLength => return sendError(allocator, out, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." }, ""),
-        else => |e| return e,
-    };
+    const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
     defer allocator.free(body);
 
     var diag = openai.Diagnostic{};
@@ -121,29 +113,11 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
     };
     defer req.deinit();
     if (textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
-
-    var template: ?templates.Template = null;
-    if (!std.mem.eql(u8, settings.template, "auto")) {
-        template = templates.Template.fromName(settings.template) orelse {
-            log.err("unknown prompt template '{s}' (LLAMAEDGE_PROMPT_TEMPLATE); run `list-templates` for the names", .{settings.template});
-            return sendError(allocator, out, .{ .status = 500, .message = "The server is misconfigured: unknown prompt template.", .kind = "server_error" }, "");
-        };
-    }
-
-    var backend = nn.Backend.open(settings.graph) catch |err| {
-        log.err("cannot open model '{s}': {s}", .{ settings.graph, @errorName(err) });
-        return sendError(allocator, out, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" }, "");
-    };
+    const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
+    var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
 
     var id_buf: [40]u8 = undefined;
-    const cfg = chat.Config{
-        .model_id = settings.model_id,
-        .ctx_size = settings.ctx_size,
-        .template = template,
-        .created = std.time.timestamp(),
-        .id = completionId(&id_buf),
-        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
-    };
+    const cfg = chatConfig(env, settings, template, completionId(&id_buf));
     chat.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
@@ -153,15 +127,7 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
 /// POST /v1/messages: Anthropic's Messages API on the chat path, with errors
 /// in Anthropic's shape; /v1/messages/count_tokens: the prompt's tokens.
 fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings, route: anthropic.Route) !void {
-    const body = http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
-        error.TooLarge => {
-            var buf: [160]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
-            return sendAnthropicError(allocator, out, .{ .status = 413, .message = message });
-        },
-        error.BadLength => return sendAnthropicError(allocator, out, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." }),
-        else => |e| return e,
-    };
+    const body = (try requestBody(allocator, env, out, settings, .anthropic)) orelse return;
     defer allocator.free(body);
 
     var diag = openai.Diagnostic{};
@@ -172,31 +138,14 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer parsed.deinit();
     const req = &parsed.chat;
     if (textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
-
-    var template: ?templates.Template = null;
-    if (!std.mem.eql(u8, settings.template, "auto")) {
-        template = templates.Template.fromName(settings.template) orelse {
-            log.err("unknown prompt template '{s}' (LLAMAEDGE_PROMPT_TEMPLATE); run `list-templates` for the names", .{settings.template});
-            return sendAnthropicError(allocator, out, .{ .status = 500, .message = "The server is misconfigured: unknown prompt template." });
-        };
-    }
-    var backend = nn.Backend.open(settings.graph) catch |err| {
-        log.err("cannot open model '{s}': {s}", .{ settings.graph, @errorName(err) });
-        return sendAnthropicError(allocator, out, .{ .status = 500, .message = "The model is not available; the server log has the details." });
-    };
+    const template = promptTemplate(settings) catch return sendAnthropicError(allocator, out, misconfigured_template);
+    var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .anthropic, settings.graph, err);
 
     var id_buf: [40]u8 = undefined;
     const random_part = completionId(&id_buf)["chatcmpl-".len..];
     var msg_buf: [40]u8 = undefined;
     const msg_id = std.fmt.bufPrint(&msg_buf, "msg_{s}", .{random_part}) catch unreachable;
-    const cfg = chat.Config{
-        .model_id = settings.model_id,
-        .ctx_size = settings.ctx_size,
-        .template = template,
-        .created = std.time.timestamp(),
-        .id = msg_id,
-        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
-    };
+    const cfg = chatConfig(env, settings, template, msg_id);
     if (route == .count_tokens) {
         defer backend.finish();
         const tokens = chat.countPromptTokens(allocator, &backend, req, cfg, &diag) catch |err| switch (err) {
@@ -223,6 +172,60 @@ fn sendAnthropicErrorWith(allocator: std.mem.Allocator, out: Stdout, err: openai
     defer body.deinit();
     try anthropic.appendError(&body, err);
     try send(allocator, out, err.status, headers, body.items);
+}
+
+/// Whose error shape a route answers in.
+const Api = enum { openai, anthropic };
+
+fn sendApiError(allocator: std.mem.Allocator, out: Stdout, api: Api, err: openai.ApiError) !void {
+    return switch (api) {
+        .openai => sendError(allocator, out, err, ""),
+        .anthropic => sendAnthropicError(allocator, out, err),
+    };
+}
+
+/// The request body, or null when it was refused (and that answered).
+fn requestBody(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings, api: Api) !?[]u8 {
+    return http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
+        error.TooLarge => {
+            var buf: [160]u8 = undefined;
+            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
+            try sendApiError(allocator, out, api, .{ .status = 413, .message = message, .code = "request_too_large" });
+            return null;
+        },
+        error.BadLength => {
+            try sendApiError(allocator, out, api, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." });
+            return null;
+        },
+        else => |e| return e,
+    };
+}
+
+fn modelUnavailable(allocator: std.mem.Allocator, out: Stdout, api: Api, graph: []const u8, err: anyerror) !void {
+    log.err("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
+    return sendApiError(allocator, out, api, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" });
+}
+
+const misconfigured_template = openai.ApiError{ .status = 500, .message = "The server is misconfigured: unknown prompt template.", .kind = "server_error" };
+
+/// The named prompt template (LLAMAEDGE_PROMPT_TEMPLATE); null for "auto", the model's own.
+fn promptTemplate(settings: http.Settings) error{UnknownTemplate}!?templates.Template {
+    if (std.mem.eql(u8, settings.template, "auto")) return null;
+    return templates.Template.fromName(settings.template) orelse {
+        log.err("unknown prompt template '{s}' (LLAMAEDGE_PROMPT_TEMPLATE); run `list-templates` for the names", .{settings.template});
+        return error.UnknownTemplate;
+    };
+}
+
+fn chatConfig(env: *const std.process.EnvMap, settings: http.Settings, template: ?templates.Template, id: []const u8) chat.Config {
+    return .{
+        .model_id = settings.model_id,
+        .ctx_size = settings.ctx_size,
+        .template = template,
+        .created = std.time.timestamp(),
+        .id = id,
+        .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
+    };
 }
 
 fn modelNotFound(asked: []const u8, settings: http.Settings) openai.ApiError {
@@ -291,30 +294,8 @@ fn randomId(buf: *[40]u8, comptime prefix: []const u8) []const u8 {
 // ---------------------------------------------------------------------------
 // /v1/completions and /v1/embeddings
 
-/// The request body, or null when it was refused (and that answered).
-fn requestBody(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !?[]u8 {
-    return http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
-        error.TooLarge => {
-            var buf: [160]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "The request body is larger than this server's limit of {d} bytes.", .{settings.max_body_bytes}) catch "The request body is too large.";
-            try sendError(allocator, out, .{ .status = 413, .message = message, .code = "request_too_large" }, "");
-            return null;
-        },
-        error.BadLength => {
-            try sendError(allocator, out, .{ .status = 400, .message = "CONTENT_LENGTH is not a number." }, "");
-            return null;
-        },
-        else => |e| return e,
-    };
-}
-
-fn modelUnavailable(allocator: std.mem.Allocator, out: Stdout, graph: []const u8, err: anyerror) !void {
-    log.err("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
-    return sendError(allocator, out, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" }, "");
-}
-
 fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
-    const body = (try requestBody(allocator, env, out, settings)) orelse return;
+    const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
     defer allocator.free(body);
     var diag = openai.Diagnostic{};
     var req = completions.parseRequest(allocator, body, &diag) catch |err| switch (err) {
@@ -324,7 +305,7 @@ fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
     defer req.deinit();
     if (textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
 
-    var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, settings.graph, err);
+    var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
     var id_buf: [40]u8 = undefined;
     const cfg = completions.Config{
         .model_id = settings.model_id,
@@ -341,7 +322,7 @@ fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
 }
 
 fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
-    const body = (try requestBody(allocator, env, out, settings)) orelse return;
+    const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
     defer allocator.free(body);
     var diag = openai.Diagnostic{};
     var req = embeddings.parseRequest(allocator, body, &diag) catch |err| switch (err) {
@@ -359,7 +340,7 @@ fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdo
             graph = settings.graph;
         } else if (!std.mem.eql(u8, asked, model_id)) return sendError(allocator, out, modelNotFound(asked, settings), "");
     }
-    var backend = nn.Backend.openWithConfig(graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, graph, err);
+    var backend = nn.Backend.openWithConfig(graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, .openai, graph, err);
     embeddings.embed(allocator, &backend, out, &req, .{ .model_id = model_id }, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
