@@ -8,10 +8,12 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import wasmtime
 
-from llamaedge.runtime import App, GraphRegistry, NNSession, Runtime
+from llamaedge.engine import LoadOptions
+from llamaedge.runtime import App, GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.wasi_nn import SIGNATURES
 
 HOST_IMPORTS = {"chat_template": 6}
@@ -131,3 +133,15 @@ def harness_app(runtime: Runtime) -> App:
 
 def new_runtime(registry: GraphRegistry) -> Runtime:
     return Runtime(registry, cache=False)
+
+
+@contextmanager
+def preloaded(model: Path, *, name: str = "default", ctx_size: int = 256) -> Iterator[tuple[GraphRegistry, Runtime]]:
+    """A registry with `model` preloaded as `name` (2 threads), and a runtime on it; both closed after."""
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=ctx_size), [Preload(name, "GGML", "AUTO", model)])
+    runtime = new_runtime(registry)
+    try:
+        yield registry, runtime
+    finally:
+        runtime.close()
+        registry.close()

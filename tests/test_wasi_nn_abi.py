@@ -18,7 +18,7 @@ import pytest
 from llamaedge.engine import LoadOptions
 from llamaedge.runtime import GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.wasi_nn import Errno
-from tests.nn_harness import Harness, harness, harness_app, new_runtime
+from tests.nn_harness import Harness, harness, harness_app, new_runtime, preloaded
 from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 from tests.wat_apps import nn_compute_app, write_app
 
@@ -28,11 +28,8 @@ GREEDY = {"temp": 0, "seed": 1}
 
 @pytest.fixture(scope="module")
 def runtime(tiny_model: Path) -> Iterator[Runtime]:
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=256), [Preload("default", "GGML", "AUTO", tiny_model)])
-    runtime = new_runtime(registry)
-    yield runtime
-    runtime.close()
-    registry.close()
+    with preloaded(tiny_model) as (_, runtime):
+        yield runtime
 
 
 @pytest.fixture
@@ -209,18 +206,13 @@ def test_reverse_prompt_stops_compute_and_is_not_in_the_output(nn: Harness) -> N
 
 
 def test_context_full(tmp_path: Path, tiny_model: Path) -> None:
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=256), [Preload("default", "GGML", "AUTO", tiny_model)])
-    runtime = new_runtime(registry)
-    try:
-        with harness(runtime, harness_app(runtime)) as h:
-            ctx = ready_context(h, {"ignore-eos": True})
-            _, end = h.stream(ctx)
-            assert end == Errno.CONTEXT_FULL
-            meta = h.metadata(ctx)
-            assert meta["input_tokens"] + meta["output_tokens"] == registry.get(0).n_ctx
-            assert meta["finish_reason"] == "length"
-    finally:
-        registry.close()
+    with preloaded(tiny_model) as (registry, runtime), harness(runtime, harness_app(runtime)) as h:
+        ctx = ready_context(h, {"ignore-eos": True})
+        _, end = h.stream(ctx)
+        assert end == Errno.CONTEXT_FULL
+        meta = h.metadata(ctx)
+        assert meta["input_tokens"] + meta["output_tokens"] == registry.get(0).n_ctx
+        assert meta["finish_reason"] == "length"
 
 
 def test_output_buffer_too_small_says_how_much_is_needed(nn: Harness) -> None:
@@ -297,21 +289,16 @@ def test_a_bad_grammar_is_an_invalid_argument_of_the_call_that_sets_it(nn: Harne
 
 
 def test_cancelled_session_fails_the_next_call_and_stops_generating(tiny_model: Path) -> None:
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=2048), [Preload("default", "GGML", "AUTO", tiny_model)])
-    runtime = new_runtime(registry)
-    try:
-        with harness(runtime, harness_app(runtime)) as h:
-            ctx = ready_context(h, {"ignore-eos": True})
-            assert h.call("compute_single", ctx) == Errno.SUCCESS
-            sequence = h.session.contexts[ctx].sequence
-            assert sequence is not None
-            h.session.cancel()
-            assert h.call("compute_single", ctx) == Errno.RUNTIME_ERROR
-            list(sequence)  # drains at once: the scheduler dropped it
-            assert sequence.finish_reason == "cancelled"
-            assert sequence.n_generated < 2048 - 30
-    finally:
-        registry.close()
+    with preloaded(tiny_model, ctx_size=2048) as (_, runtime), harness(runtime, harness_app(runtime)) as h:
+        ctx = ready_context(h, {"ignore-eos": True})
+        assert h.call("compute_single", ctx) == Errno.SUCCESS
+        sequence = h.session.contexts[ctx].sequence
+        assert sequence is not None
+        h.session.cancel()
+        assert h.call("compute_single", ctx) == Errno.RUNTIME_ERROR
+        list(sequence)  # drains at once: the scheduler dropped it
+        assert sequence.finish_reason == "cancelled"
+        assert sequence.n_generated < 2048 - 30
 
 
 # -- llamaedge.chat_template -----------------------------------------------------------------
@@ -338,14 +325,9 @@ def test_chat_template_renders_the_embedded_template(nn: Harness) -> None:
 
 def test_chat_template_of_a_model_without_one_is_not_found(tmp_path: Path) -> None:
     bare = write_tiny_gguf(tmp_path / "bare.gguf", chat_template=None)
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=128), [Preload("bare", "GGML", "AUTO", bare)])
-    runtime = new_runtime(registry)
-    try:
-        with harness(runtime, harness_app(runtime)) as h:
-            _, graph = h.load_by_name("bare")
-            assert render(h, graph, b'{"messages":[{"role":"user","content":"Hi"}]}')[0] == Errno.NOT_FOUND
-    finally:
-        registry.close()
+    with preloaded(bare, name="bare", ctx_size=128) as (_, runtime), harness(runtime, harness_app(runtime)) as h:
+        _, graph = h.load_by_name("bare")
+        assert render(h, graph, b'{"messages":[{"role":"user","content":"Hi"}]}')[0] == Errno.NOT_FOUND
 
 
 # -- extensions: logit-bias, logprobs ------------------------------------------------------------
@@ -572,8 +554,6 @@ def test_chat_template_gets_tools_tool_calls_and_kwargs(tmp_path: Path) -> None:
     default = "{% for m in messages %}{{ m.role }}: {{ m.content }}" + NL + "{% endfor %}"
     path = write_tiny_gguf(tmp_path / "tools.gguf", chat_template=[  # type: ignore[arg-type]
         {"name": "default", "template": default}, {"name": "tool_use", "template": TOOLS_TEMPLATE}])
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=128), [Preload("tools", "GGML", "AUTO", path)])
-    runtime = new_runtime(registry)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     messages = [
         {"role": "user", "content": "Weather?"},
@@ -582,25 +562,22 @@ def test_chat_template_gets_tools_tool_calls_and_kwargs(tmp_path: Path) -> None:
             {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": "not json"}}]},
         {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
     ]
-    try:
-        with harness(runtime, harness_app(runtime)) as h:
-            _, graph = h.load_by_name("tools")
-            body = json.dumps({"messages": messages, "tools": tools,
-                               "chat_template_kwargs": {"greeting": "hi"}}).encode()
-            rc, prompt, _ = render(h, graph, body)
-            assert rc == Errno.SUCCESS
-            assert prompt.decode() == (
-                "TOOLS:get_weather;\nuser: Weather?\n"
-                "assistant:  CALL get_weather city=Oslo CALL get_weather raw=not json\n"
-                "tool(get_weather)[c1]: sunny\nhi\nassistant:")
-            # Without tools, the default template.
-            rc, prompt, _ = render(h, graph, json.dumps({"messages": messages[:1]}).encode())
-            assert (rc, prompt) == (Errno.SUCCESS, b"user: Weather?\n")
-            assert render(h, graph, json.dumps({"messages": [], "tools": {}}).encode())[0] == Errno.INVALID_ARGUMENT
-            bad_kwargs = json.dumps({"messages": [], "chat_template_kwargs": []}).encode()
-            assert render(h, graph, bad_kwargs)[0] == Errno.INVALID_ARGUMENT
-    finally:
-        registry.close()
+    with preloaded(path, name="tools", ctx_size=128) as (_, runtime), harness(runtime, harness_app(runtime)) as h:
+        _, graph = h.load_by_name("tools")
+        body = json.dumps({"messages": messages, "tools": tools,
+                           "chat_template_kwargs": {"greeting": "hi"}}).encode()
+        rc, prompt, _ = render(h, graph, body)
+        assert rc == Errno.SUCCESS
+        assert prompt.decode() == (
+            "TOOLS:get_weather;\nuser: Weather?\n"
+            "assistant:  CALL get_weather city=Oslo CALL get_weather raw=not json\n"
+            "tool(get_weather)[c1]: sunny\nhi\nassistant:")
+        # Without tools, the default template.
+        rc, prompt, _ = render(h, graph, json.dumps({"messages": messages[:1]}).encode())
+        assert (rc, prompt) == (Errno.SUCCESS, b"user: Weather?\n")
+        assert render(h, graph, json.dumps({"messages": [], "tools": {}}).encode())[0] == Errno.INVALID_ARGUMENT
+        bad_kwargs = json.dumps({"messages": [], "chat_template_kwargs": []}).encode()
+        assert render(h, graph, bad_kwargs)[0] == Errno.INVALID_ARGUMENT
 
 
 def test_the_registry_loads_models_with_the_loader_it_is_given(tmp_path: Path) -> None:
@@ -721,11 +698,8 @@ def test_a_token_running_past_a_trigger_against_the_grammar_is_passed_over(nn: H
 def markers_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """The tiny model with Gemma 4's markers as control tokens, preloaded as `default`."""
     path = write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-markers.gguf", control_tokens=GEMMA4_MARKERS)
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=256), [Preload("default", "GGML", "AUTO", path)])
-    runtime = new_runtime(registry)
-    yield runtime
-    runtime.close()
-    registry.close()
+    with preloaded(path) as (_, runtime):
+        yield runtime
 
 
 @pytest.fixture
