@@ -73,6 +73,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], log: Callable[[], str], timeout_s: float = 120.0) -> None:
+    """Until `base_url`/health answers 200; an error with the server's `log` if it exits or
+    does not answer in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready after {timeout_s}s:\n{log()}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, and kill what does not exit within 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     """`llamaedge serve` in a subprocess on a free port of 127.0.0.1."""
 
@@ -90,30 +117,14 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout_s}s:\n{self.log()}")
+        wait_healthy(self.base_url, self.proc, self.log, timeout_s)
 
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from llamaedge import catalog, gpu, settings
 from llamaedge.commands import run as run_command
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, stop_process, wait_healthy
 
 
 def test_no_name_and_no_hub_falls_back_to_the_built_in_model(
@@ -81,15 +81,6 @@ def _start_run(args: list[str], env: dict[str, str], log: Path) -> subprocess.Po
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.mark.slow
 def test_browser_opens_on_the_chat_once_the_server_answers(tmp_path: Path) -> None:
     browser, record = _recording_browser(tmp_path)
@@ -106,7 +97,7 @@ def test_browser_opens_on_the_chat_once_the_server_answers(tmp_path: Path) -> No
         assert record.read_text() == f"http://127.0.0.1:{port}/"
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.mark.slow
@@ -117,16 +108,8 @@ def test_no_browser_flag_keeps_the_browser_closed(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     proc = _start_run(["smollm2-135m", "--port", str(port), "--no-browser"], env, log)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log.read_text)
         time.sleep(1.0)  # the browser would have been started right after readiness
         assert not record.exists()
     finally:
-        _stop(proc)
+        stop_process(proc)
