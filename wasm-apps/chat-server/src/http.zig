@@ -6,16 +6,19 @@
 const std = @import("std");
 const openai = @import("openai.zig");
 
+/// The defaults are for a host that does not pass a value: `llamaedge serve`
+/// always passes its own (the loaded model's context and slots, its body
+/// limit), so these only mirror its defaults for other hosts.
 pub const Settings = struct {
     model_id: []const u8 = "default",
     graph: []const u8 = "default",
     created: i64 = 0,
     template: []const u8 = "auto",
     ctx_size: u32 = 4096,
-    max_body_bytes: u64 = 1 << 20,
+    max_body_bytes: u64 = 8 << 20,
     /// The host's decoding slots (`serve --parallel`), which bound the choices
     /// of a completion that generate at once.
-    parallel: u32 = 4,
+    parallel: u32 = 8,
     /// A separate embedding model (`serve --embedding-model`); without one the
     /// chat model embeds. The graph is set whenever the id is.
     embedding_model_id: ?[]const u8 = null,
@@ -182,7 +185,7 @@ test "settings come from the environment and bad values are named" {
     const s = try settingsFromEnv(&env, &bad);
     try testing.expectEqualStrings("tiny", s.model_id);
     try testing.expectEqual(@as(u32, 2048), s.ctx_size);
-    try testing.expectEqual(@as(u32, 4), s.parallel);
+    try testing.expectEqual(@as(u32, 8), s.parallel);
     try env.put("LLAMAEDGE_MAX_BODY_BYTES", "lots");
     try testing.expectError(error.BadSetting, settingsFromEnv(&env, &bad));
     try testing.expectEqualStrings("LLAMAEDGE_MAX_BODY_BYTES", bad);
