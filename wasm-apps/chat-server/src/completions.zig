@@ -698,12 +698,12 @@ const TestRun = struct {
 
 const test_cfg = Config{ .model_id = "tiny", .ctx_size = 1000, .created = 1, .id = "cmpl-x", .random_seed = 100 };
 
-fn runWith(r: *TestRun, tokens: []const []const u8, body: []const u8, options: struct { fail_at: ?usize = null, refuse_metadata: bool = false }) !void {
+fn runWith(r: *TestRun, tokens: []const []const u8, body: []const u8, options: struct { fail_at: ?usize = null, refuse_metadata: bool = false, cfg: Config = test_cfg }) !void {
     var parse_diag = openai.Diagnostic{};
     var req = try parseRequest(testing.allocator, body, &parse_diag);
     defer req.deinit();
     var backend = FakeBackend{ .calls = &r.calls, .tokens = tokens, .forks = &r.forks, .fail_at = options.fail_at, .refuse_metadata = options.refuse_metadata };
-    r.result = complete(testing.allocator, &backend, r.out.writer(), &req, test_cfg, &r.diag);
+    r.result = complete(testing.allocator, &backend, r.out.writer(), &req, options.cfg, &r.diag);
 }
 
 fn newRun() TestRun {
@@ -921,19 +921,13 @@ test "a client that left stops the completion" {
 }
 
 test "choices generate in waves of at most the host's slots" {
-    var calls = Calls.init(testing.allocator);
-    defer calls.deinit();
-    var out = std.ArrayList(u8).init(testing.allocator);
-    defer out.deinit();
-    var forks: u32 = 0;
-    var diag = openai.Diagnostic{};
-    var req = try parseRequest(testing.allocator, "{\"prompt\":\"p\",\"n\":3}", &diag);
-    defer req.deinit();
-    var backend = FakeBackend{ .calls = &calls, .tokens = &.{ "a", "b" }, .forks = &forks };
+    var r = newRun();
+    defer r.deinit();
     var cfg = test_cfg;
     cfg.slots = 2;
-    try complete(testing.allocator, &backend, out.writer(), &req, cfg, &diag);
+    try runWith(&r, &.{ "a", "b" }, "{\"prompt\":\"p\",\"n\":3}", .{ .cfg = cfg });
+    try r.result;
     // contexts 0 and 1 together, then 2 once both have finished
-    try testing.expect(std.mem.indexOf(u8, calls.items, "0 next\n1 next\n0 next\n1 next\n0 finish\n1 finish\n2 next\n2 next\n2 finish\n") != null);
-    try testing.expectEqual(@as(usize, 3), std.mem.count(u8, out.items, "\"text\":\"ab\""));
+    try testing.expect(std.mem.indexOf(u8, r.calls.items, "0 next\n1 next\n0 next\n1 next\n0 finish\n1 finish\n2 next\n2 next\n2 finish\n") != null);
+    try testing.expectEqual(@as(usize, 3), std.mem.count(u8, r.out.items, "\"text\":\"ab\""));
 }
