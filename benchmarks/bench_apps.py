@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     trivial = write_app(scratch, "ok.wasm", writes_app(["Content-Type: text/plain\n\n", "ok"]))
     (scratch / "home").mkdir()
     model = args.model or smollm2_path()
-    cfg = Config(model=model, threads=args.threads, ctx=args.ctx, parallel=args.clients,
+    cfg = Config(model=model, threads=args.threads, ctx=args.ctx, parallel=args.clients, ours_parallel=args.clients,
                  ours_args=["--app", f"/ok={trivial}"])
     servers = {OURS: ServerSide(OURS, ours_argv(cfg), {**os.environ, "LLAMAEDGE_HOME": str(scratch / "home")}, scratch)}
     if binary is not None:
