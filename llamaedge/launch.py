@@ -19,11 +19,15 @@ def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int |
     if n_gpu_layers is not None:
         mode = "cpu" if n_gpu_layers == 0 else ("full" if n_gpu_layers == -1 else "partial")
         return OffloadPlan(n_gpu_layers, mode, f"--n-gpu-layers {n_gpu_layers}")
+    devices, supports_offload = engine.list_devices(), engine.supports_gpu_offload()
+    if not supports_offload or not any(d.kind in gpu.GPU_KINDS for d in devices):
+        # Nothing to fit on a GPU: the model's shape does not matter, and reading it (a
+        # vocab-only load) would hold up the start.
+        return gpu.plan_offload(model.path.stat().st_size, 1, 0, devices, supports_offload)
     shape = engine.inspect_model(model.path)
     ctx = ctx_size or min(shape.n_ctx_train or engine.DEFAULT_CTX_SIZE, engine.DEFAULT_CTX_SIZE)
     kv_bytes = gpu.kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, ctx)
-    return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes,
-                            engine.list_devices(), engine.supports_gpu_offload())
+    return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes, devices, supports_offload)
 
 
 def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan,
