@@ -16,13 +16,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx-size", type=int, help="context size in tokens (default: the model's, at most 4096)")
     parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    parser.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
+    parser.add_argument("--parallel", type=int,
+                        help="requests decoded together (default: one per 512 context tokens, 4 to 16)")
     parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")
     parser.add_argument("--reasoning-format", choices=("auto", "none"), default="auto",
                         help="auto: a thinking model's reasoning goes to reasoning_content (default); none: it stays in content")
     parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this key on /v1, as a bearer token or x-api-key (default: $LLAMAEDGE_API_KEY)")
     parser.add_argument("--queue-max", type=int, metavar="N",
-                        help=f"requests that may wait beyond --parallel; more get 503 at once (default {QUEUE_MAX_PER_SLOT} x --parallel)")
+                        help=f"requests that may wait beyond --parallel; more get 503 at once (default {QUEUE_MAX_PER_SLOT} per slot)")
     parser.add_argument("--drain-s", type=float, default=DRAIN_S, metavar="SECONDS",
                         help=f"on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default {DRAIN_S:g})")
     parser.add_argument("--metrics-auth", action="store_true", help="/metrics needs the API key too (default: public, as /health)")
