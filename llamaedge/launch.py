@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llamaedge import engine, gpu
 from llamaedge.console import console
 from llamaedge.gpu import OffloadPlan
-from llamaedge.server import ServeConfig, ServerState, serve
+from llamaedge.model_load import ModelLoad, load_options
 from llamaedge.types import ResolvedModel
+
+if TYPE_CHECKING:  # imported in launch(), once the models are loading
+    from llamaedge.server import ServeConfig, ServerState
 
 
 def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int | None) -> OffloadPlan:
@@ -32,6 +36,8 @@ def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int |
 
 def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan,
                   embedding_model: ResolvedModel | None = None) -> ServeConfig:
+    from llamaedge.server import ServeConfig
+
     if args.prompt_template and args.prompt_template != "auto":
         model = dataclasses.replace(model, prompt_template=args.prompt_template)
     return ServeConfig(
@@ -82,7 +88,11 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
 def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: ResolvedModel | None = None,
            on_ready: Callable[[str], None] | None = None) -> int:
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
+    console.print(f"[dim]loading {model.path.name} ...[/]")
+    # The weights load while the server's modules import and the apps compile.
+    models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel), embedding_model)
+    from llamaedge.server import serve
+
     config = server_config(model, args, plan, embedding_model)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
-    console.print(f"[dim]loading {model.path.name} ...[/]")
-    return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url, plan))
+    return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url, plan), models=models)

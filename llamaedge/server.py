@@ -10,7 +10,6 @@ SIGTERM the server drains (docs/operations.md).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import logging
@@ -35,10 +34,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge import catalog
-from llamaedge.engine import LoadOptions, Model
+from llamaedge.engine import Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.limits import DRAIN_S, MAX_BODY_BYTES, queue_limit
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
+from llamaedge.model_load import ModelLoad, load_options
 from llamaedge.mount import APPS_ROUTE, Mount, mount_routes
 from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.runtime.wagi import SOCKET_SEND_BUFFER_BYTES
@@ -172,55 +172,39 @@ class ServerState:
     def queue_limit(self) -> int:
         return queue_limit(self.slots, self.config.queue_max)
 
-    def load(self) -> None:
+    def load(self, models: ModelLoad | None = None) -> None:
         """Load the models and compile the apps, side by side: llama.cpp lets go of the GIL
-        while it reads the weights."""
-        failures: list[LlamaEdgeError] = []
-        models = threading.Thread(target=self._load_models, args=(failures,), name="llamaedge-model", daemon=True)
-        models.start()
-        try:
-            self.runtime = Runtime(self.registry, limits=self.config.limits)
-            self.app = self.runtime.load_app(self.config.app_path)
-            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in self.config.mounts}
-            self._check_prompt_template()
-        except LlamaEdgeError as err:
-            failures.insert(0, err)
-        finally:
-            models.join()
-        if failures:
-            self.error = failures[0]
-            log.error("cannot serve: %s", self.error)
-        else:
-            assert self.model is not None
-            self.slots = self.model.parallel
-            # One thread per request that may be in flight: the queue bound is the thread bound.
-            self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit,
-                                               thread_name_prefix="llamaedge-app")
-            self.loaded_at = int(time.time())
-        self.ready.set()
-
-    def _load_models(self, failures: list[LlamaEdgeError]) -> None:
+        while it reads the weights. `models`: a load of this config's models already under
+        way (`launch` starts it before importing this module)."""
         config = self.config
+        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
+        if models is None:
+            models = ModelLoad(config.model, options, config.embedding_model)
+        assert models.options == options and models.embedding_model == config.embedding_model
         try:
-            options = LoadOptions(
-                ctx_size=config.ctx_size,
-                n_gpu_layers=-1 if config.n_gpu_layers is None else config.n_gpu_layers,
-                threads=config.threads,
-                parallel=config.parallel,
-            )
-            self.model = Model(config.model.path, options)
-            self.registry.register(MODEL_GRAPH, self.model)
-            log.info("model %s ready in %.1fs (ctx %d)", config.model.model_id, self.model.load_s, self.model.n_ctx)
-            if config.embedding_model is not None:
-                # --parallel is for chat requests and --ctx-size for the chat model: the
-                # embedding model keeps the engine's defaults for both.
-                embedding_options = dataclasses.replace(options, ctx_size=None, parallel=LoadOptions().parallel)
-                self.embedding = Model(config.embedding_model.path, embedding_options)
-                self.registry.register(EMBEDDING_GRAPH, self.embedding)
-                log.info("embedding model %s ready in %.1fs (ctx %d)", config.embedding_model.model_id,
-                         self.embedding.load_s, self.embedding.n_ctx)
+            self.runtime = Runtime(self.registry, limits=config.limits)
+            self.app = self.runtime.load_app(config.app_path)
+            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
+            self._check_prompt_template()
+            models.wait()
+            if models.error:
+                raise models.error
         except LlamaEdgeError as err:
-            failures.append(err)
+            # Without waiting for the models when an app failed: the process is ending.
+            self.error = err
+            log.error("cannot serve: %s", err)
+            self.ready.set()
+            return
+        assert models.model is not None
+        self.model, self.embedding = models.model, models.embedding
+        self.registry.register(MODEL_GRAPH, self.model)
+        if self.embedding is not None:
+            self.registry.register(EMBEDDING_GRAPH, self.embedding)
+        self.slots = self.model.parallel
+        # One thread per request that may be in flight: the queue bound is the thread bound.
+        self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
+        self.loaded_at = int(time.time())
+        self.ready.set()
 
     def _check_prompt_template(self) -> None:
         """Refuse an unknown --prompt-template at startup rather than on every request: the
@@ -662,14 +646,14 @@ def _draining_server(state: ServerState, config: object) -> Any:
 
 
 def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
-          on_loaded: Callable[[ServerState], None] | None = None) -> int:
+          on_loaded: Callable[[ServerState], None] | None = None, models: ModelLoad | None = None) -> int:
     """Run the server until SIGTERM or Ctrl-C, then drain. The model loads in the background;
     `on_loaded` is called when loading ends (well or not), `on_ready(url)` once the server
-    answers."""
+    answers. `models`: their load, if it has begun (see ServerState.load)."""
     _check_can_listen(config.host, config.port)
     state = ServerState(config)
-    # The models load while the server is set up and starts.
-    threading.Thread(target=state.load, name="llamaedge-load", daemon=True).start()
+    # The models load and the apps compile while the server is set up and starts.
+    threading.Thread(target=state.load, args=(models,), name="llamaedge-load", daemon=True).start()
     import uvicorn
 
     app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])

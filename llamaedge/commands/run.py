@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 import threading
-import webbrowser
 
 from llamaedge import catalog, download, gpu
 from llamaedge.commands.serve import add_server_arguments, check_server_arguments
@@ -71,6 +70,8 @@ def open_browser(url: str) -> None:
         return
 
     def opener() -> None:
+        import webbrowser  # (not at startup: it imports much of the standard library)
+
         # A browser launcher may wait for the browser to exit; keep it off the server's threads.
         if not webbrowser.open(chat_url):
             console.print(f"could not start a browser: open {chat_url} yourself")

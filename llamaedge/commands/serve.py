@@ -66,11 +66,13 @@ def run(args: argparse.Namespace) -> int:
     from llamaedge.catalog import check_chat_model, resolve_model
     from llamaedge.launch import launch
 
-    from llamaedge.mount import load_mounts, reserved_paths
-    from llamaedge.server import webui_routes_or_none
-
     check_server_arguments(args)
-    args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
+    args.mounts = []
+    if args.app or args.app_policy:  # (the modules that read them would hold up a plain start)
+        from llamaedge.mount import load_mounts, reserved_paths
+        from llamaedge.server import webui_routes_or_none
+
+        args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
     check_chat_model(args.model)
     model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
     embedding = None
