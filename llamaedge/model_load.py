@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import threading
 
-from llamaedge.engine import LoadOptions, Model
+from llamaedge.engine import EngineError, LoadOptions, Model, SamplingOptions
 from llamaedge.errors import LlamaEdgeError
 from llamaedge.types import ResolvedModel
 
@@ -43,6 +43,7 @@ class ModelLoad:
         try:
             self.model = Model(self._resolved.path, self.options)
             log.info("model %s ready in %.1fs (ctx %d)", self._resolved.model_id, self.model.load_s, self.model.n_ctx)
+            warm_up(self.model)
             if self.embedding_model is not None:
                 # --parallel is for chat requests and --ctx-size for the chat model: the
                 # embedding model keeps the engine's defaults for both.
@@ -52,3 +53,15 @@ class ModelLoad:
                          self.embedding.load_s, self.embedding.n_ctx)
         except LlamaEdgeError as err:
             self.error = err
+
+
+def warm_up(model: Model) -> None:
+    """Generate one token, as llama-server does at load: the first decode faults the weights
+    in and starts llama.cpp's threads, and here it happens while the server starts rather
+    than in the first request."""
+    try:
+        sequence = model.generate(model.tokenize(b"Hello"), SamplingOptions(temp=0.0, n_predict=1))
+        while sequence.next_token() is not None:
+            pass
+    except EngineError as err:  # the first request will meet it too, and say so
+        log.warning("warm-up decode failed: %s", err)
