@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -95,4 +96,12 @@ def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: R
 
     config = server_config(model, args, plan, embedding_model)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
-    return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url, plan), models=models)
+
+    def on_loaded(state: ServerState) -> None:
+        # What startup made lives as long as the process: out of the collector's sight
+        # (see commands.serve.pause_gc_for_startup), then collect as usual.
+        gc.freeze()
+        gc.enable()
+        print_banner(state, url, plan)
+
+    return serve(config, on_ready=on_ready, on_loaded=on_loaded, models=models)

@@ -172,10 +172,11 @@ class ServerState:
     def queue_limit(self) -> int:
         return queue_limit(self.slots, self.config.queue_max)
 
-    def load(self, models: ModelLoad | None = None) -> None:
+    def load(self, models: ModelLoad | None = None, *, on_loaded: Callable[[ServerState], None] | None = None) -> None:
         """Load the models and compile the apps, side by side: llama.cpp lets go of the GIL
         while it reads the weights. `models`: a load of this config's models already under
-        way (`launch` starts it before importing this module)."""
+        way (`launch` starts it before importing this module). `on_loaded` is called when
+        loading ends, well or not, before the status says so."""
         config = self.config
         options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
         if models is None:
@@ -193,7 +194,7 @@ class ServerState:
             # Without waiting for the models when an app failed: the process is ending.
             self.error = err
             log.error("cannot serve: %s", err)
-            self.ready.set()
+            self._loaded(on_loaded)
             return
         assert models.model is not None
         self.model, self.embedding = models.model, models.embedding
@@ -204,7 +205,14 @@ class ServerState:
         # One thread per request that may be in flight: the queue bound is the thread bound.
         self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
         self.loaded_at = int(time.time())
-        self.ready.set()
+        self._loaded(on_loaded)
+
+    def _loaded(self, on_loaded: Callable[[ServerState], None] | None) -> None:
+        try:
+            if on_loaded:
+                on_loaded(self)
+        finally:
+            self.ready.set()
 
     def _check_prompt_template(self) -> None:
         """Refuse an unknown --prompt-template at startup rather than on every request: the
@@ -653,7 +661,8 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
     _check_can_listen(config.host, config.port)
     state = ServerState(config)
     # The models load and the apps compile while the server is set up and starts.
-    threading.Thread(target=state.load, args=(models,), name="llamaedge-load", daemon=True).start()
+    threading.Thread(target=state.load, args=(models,), kwargs={"on_loaded": on_loaded}, name="llamaedge-load",
+                     daemon=True).start()
     import uvicorn
 
     app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
@@ -666,8 +675,6 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
 
     def announce() -> None:
         state.ready.wait()
-        if on_loaded:
-            on_loaded(state)
         if state.error:
             server.should_exit = True
             return

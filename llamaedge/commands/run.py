@@ -12,7 +12,7 @@ import sys
 import threading
 
 from llamaedge import catalog, download, gpu
-from llamaedge.commands.serve import add_server_arguments, check_server_arguments
+from llamaedge.commands.serve import add_server_arguments, check_server_arguments, pause_gc_for_startup
 from llamaedge.console import console, err_console
 from llamaedge.errors import OfflineError
 from llamaedge.types import ResolvedModel
@@ -81,8 +81,9 @@ def open_browser(url: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llamaedge.launch import launch
-
     check_server_arguments(args)
     model = choose_model(args.model, args.models_dir)
+    pause_gc_for_startup()
+    from llamaedge.launch import launch
+
     return launch(model, args, on_ready=None if args.no_browser else open_browser)
