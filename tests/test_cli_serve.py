@@ -198,3 +198,34 @@ def test_a_build_without_gpu_plans_without_reading_the_model(tmp_path: Path) -> 
     junk.write_bytes(b"not a model at all" * 100)  # reading its shape would fail
     plan = offload_plan(ResolvedModel(path=junk, model_id="junk"), None, None)
     assert (plan.n_gpu_layers, plan.mode) == (0, "cpu")
+
+
+def test_launch_turns_the_collector_back_on_once_loaded(monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    import argparse
+    import gc
+
+    import llamaedge.server
+    from llamaedge.commands.serve import add_server_arguments, pause_gc_for_startup
+    from llamaedge.launch import launch
+    from llamaedge.types import ResolvedModel
+
+    seen: dict[str, bool] = {}
+
+    def loaded_at_once(config: object, *, on_loaded: Callable[[object], None], models: object, **_: object) -> int:
+        models.wait()  # type: ignore[attr-defined]
+        seen["off while starting"] = not gc.isenabled()
+        on_loaded(llamaedge.server.ServerState(config))  # type: ignore[arg-type]  (its model is None: no banner)
+        models.model.close()  # type: ignore[attr-defined]
+        return 0
+
+    monkeypatch.setattr(llamaedge.server, "serve", loaded_at_once)
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    args = parser.parse_args(["--threads", "1", "--ctx-size", "256", "--port", str(free_port())])
+    pause_gc_for_startup()
+    try:
+        assert launch(ResolvedModel(path=tiny_model, model_id="tiny"), args) == 0
+        assert seen == {"off while starting": True} and gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
