@@ -6,17 +6,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llamaedge import engine, gpu
 from llamaedge.console import console
+from llamaedge.errors import UsageError
 from llamaedge.gpu import OffloadPlan
 from llamaedge.model_load import ModelLoad, load_options
 from llamaedge.types import ResolvedModel
 
 if TYPE_CHECKING:  # imported in launch(), once the models are loading
     from llamaedge.server import ServeConfig, ServerState
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail before loading the model when the address is taken or not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                             hint="is the port in use? pick another with --port") from exc
 
 
 def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int | None) -> OffloadPlan:
@@ -88,6 +102,7 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
 
 def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: ResolvedModel | None = None,
            on_ready: Callable[[str], None] | None = None) -> int:
+    check_can_listen(args.host, args.port)
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
     console.print(f"[dim]loading {model.path.name} ...[/]")
     # The weights load while the server's modules import and the apps compile.

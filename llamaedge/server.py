@@ -191,7 +191,9 @@ class ServerState:
             if models.error:
                 raise models.error
         except LlamaEdgeError as err:
-            # Without waiting for the models when an app failed: the process is ending.
+            # The models are waited for even so: the process may end next, and must not
+            # while llama.cpp is reading the weights.
+            models.wait()
             self.error = err
             log.error("cannot serve: %s", err)
             self._loaded(on_loaded)
@@ -614,18 +616,6 @@ def webui_routes_or_none() -> list[BaseRoute]:
     return webui_routes()
 
 
-def _check_can_listen(host: str, port: int) -> None:
-    """Fail before loading the model when the address is taken or not ours."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                             hint="is the port in use? pick another with --port") from exc
-
-
 def _draining_server(state: ServerState, config: object) -> Any:
     """A uvicorn server whose first SIGTERM or Ctrl-C drains (docs/operations.md) and whose
     second stops at once; either way the process exits 0."""
@@ -658,7 +648,6 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
     """Run the server until SIGTERM or Ctrl-C, then drain. The model loads in the background;
     `on_loaded` is called when loading ends (well or not), `on_ready(url)` once the server
     answers. `models`: their load, if it has begun (see ServerState.load)."""
-    _check_can_listen(config.host, config.port)
     state = ServerState(config)
     # The models load and the apps compile while the server is set up and starts.
     threading.Thread(target=state.load, args=(models,), kwargs={"on_loaded": on_loaded}, name="llamaedge-load",
