@@ -12,6 +12,7 @@ hint; foreign exceptions are translated here and nowhere else.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -19,17 +20,17 @@ import os
 import re
 import shutil
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, urlsplit
 
-from huggingface_hub import errors as hf_errors
-from huggingface_hub.file_download import get_hf_file_metadata, http_get
-from huggingface_hub.utils import build_hf_headers, disable_progress_bars
-
 from llamaedge.errors import DownloadError, OfflineError
+
+if TYPE_CHECKING:
+    from huggingface_hub import errors as hf_errors
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
 PROGRESS_INTERVAL_S = 0.1
 
-# We draw our own progress bar from events; the client's tqdm bars would print a second one.
-disable_progress_bars()
-
-
+@functools.cache
 def _network_errors() -> tuple[type[BaseException], ...]:
     """The transport exceptions of whichever HTTP stack this huggingface_hub version uses
     (requests in 0.x, httpx in 1.x, httpx2 in 2.x), so they are caught precisely."""
@@ -60,7 +58,18 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-NETWORK_ERRORS = _network_errors()
+@functools.cache
+def _hub() -> types.SimpleNamespace:
+    """The hub client, imported on first download: with its HTTP stack it takes a good part
+    of a second, which every other command (and a served model's cold start) is spared."""
+    from huggingface_hub import errors
+    from huggingface_hub.file_download import get_hf_file_metadata, http_get
+    from huggingface_hub.utils import build_hf_headers, disable_progress_bars
+
+    # We draw our own progress bar from events; the client's tqdm bars would print a second one.
+    disable_progress_bars()
+    return types.SimpleNamespace(errors=errors, get_hf_file_metadata=get_hf_file_metadata, http_get=http_get,
+                                 build_hf_headers=build_hf_headers, network_errors=_network_errors())
 
 
 @dataclass(frozen=True)
@@ -175,24 +184,25 @@ class _ProgressWriter:
 
 
 def _translate_http_error(err: hf_errors.HfHubHTTPError, remote: RemoteFile) -> DownloadError:
+    errors = _hub().errors
     what = remote.display_name
     repo_page = f"{hub_endpoint()}/{remote.repo}" if remote.repo else remote.url
-    if isinstance(err, hf_errors.GatedRepoError):
+    if isinstance(err, errors.GatedRepoError):
         return DownloadError(
             f"{remote.repo} is a gated repository: its licence must be accepted before download",
             hint=f"accept it at {repo_page}, then log in with `hf auth login` or set HF_TOKEN",
         )
-    if isinstance(err, hf_errors.RepositoryNotFoundError):
+    if isinstance(err, errors.RepositoryNotFoundError):
         return DownloadError(
             f"repository {remote.repo} was not found on the hub (or is private)",
             hint="check the spelling; for a private repository log in with `hf auth login` or set HF_TOKEN",
         )
-    if isinstance(err, hf_errors.RevisionNotFoundError):
+    if isinstance(err, errors.RevisionNotFoundError):
         return DownloadError(
             f"revision {remote.revision} of {remote.repo} was not found",
             hint="check the revision, or leave it out to use main",
         )
-    if isinstance(err, hf_errors.EntryNotFoundError):
+    if isinstance(err, errors.EntryNotFoundError):
         return DownloadError(
             f"{remote.filename} was not found in {remote.repo}",
             hint=f"see the files at {repo_page}/tree/main",
@@ -250,15 +260,16 @@ def download(remote: RemoteFile, dest: Path, *, on_progress: ProgressSink | None
     url = hub_url(remote.repo, remote.filename, remote.revision) if remote.repo else remote.url
     if url is None:
         raise DownloadError(f"nothing to download for {name}: no repository and no URL")
+    hub = _hub()
     # The hub token goes to the hub only, never to an arbitrary URL's host.
-    headers = build_hf_headers(token=None if on_hub else False)
+    headers = hub.build_hf_headers(token=None if on_hub else False)
 
     sink(ProgressEvent(name, "resolving"))
     try:
-        meta = get_hf_file_metadata(url, headers=headers, endpoint=hub_endpoint() if on_hub else None)
-    except hf_errors.HfHubHTTPError as err:
+        meta = hub.get_hf_file_metadata(url, headers=headers, endpoint=hub_endpoint() if on_hub else None)
+    except hub.errors.HfHubHTTPError as err:
         raise _translate_http_error(err, remote) from err
-    except NETWORK_ERRORS as err:
+    except hub.network_errors as err:
         where = hub_endpoint() if on_hub else urlsplit(url).netloc
         raise OfflineError(
             f"cannot reach {where} to download {name} ({type(err).__name__})",
@@ -295,15 +306,15 @@ def download(remote: RemoteFile, dest: Path, *, on_progress: ProgressSink | None
     try:
         with open(part, "ab") as f:
             writer = _ProgressWriter(f, name, resume_bytes, total, sink)
-            http_get(location, writer, resume_size=resume_bytes, headers=headers, expected_size=total)  # type: ignore[arg-type]
+            hub.http_get(location, writer, resume_size=resume_bytes, headers=headers, expected_size=total)
     except KeyboardInterrupt as err:
         raise DownloadError(
             f"download of {name} interrupted; {human_bytes(partial_bytes(dest))} kept in {part.name}",
             hint="run the same command again to resume",
         ) from err
-    except hf_errors.HfHubHTTPError as err:
+    except hub.errors.HfHubHTTPError as err:
         raise _translate_http_error(err, remote) from err
-    except NETWORK_ERRORS as err:
+    except hub.network_errors as err:
         raise DownloadError(
             f"connection lost while downloading {name}; {human_bytes(partial_bytes(dest))} kept",
             hint="check your network connection and run the same command again to resume",

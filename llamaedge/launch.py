@@ -5,13 +5,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llamaedge import engine, gpu
 from llamaedge.console import console
+from llamaedge.errors import UsageError
 from llamaedge.gpu import OffloadPlan
-from llamaedge.server import ServeConfig, ServerState, serve
+from llamaedge.model_load import ModelLoad, load_options
 from llamaedge.types import ResolvedModel
+
+if TYPE_CHECKING:  # imported in launch(), once the models are loading
+    from llamaedge.server import ServeConfig, ServerState
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail before loading the model when the address is taken or not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                             hint="is the port in use? pick another with --port") from exc
 
 
 def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int | None) -> OffloadPlan:
@@ -19,15 +38,21 @@ def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int |
     if n_gpu_layers is not None:
         mode = "cpu" if n_gpu_layers == 0 else ("full" if n_gpu_layers == -1 else "partial")
         return OffloadPlan(n_gpu_layers, mode, f"--n-gpu-layers {n_gpu_layers}")
+    devices, supports_offload = engine.list_devices(), engine.supports_gpu_offload()
+    if not supports_offload or not any(d.kind in gpu.GPU_KINDS for d in devices):
+        # Nothing to fit on a GPU: the model's shape does not matter, and reading it (a
+        # vocab-only load) would hold up the start.
+        return gpu.plan_offload(model.path.stat().st_size, 1, 0, devices, supports_offload)
     shape = engine.inspect_model(model.path)
     ctx = ctx_size or min(shape.n_ctx_train or engine.DEFAULT_CTX_SIZE, engine.DEFAULT_CTX_SIZE)
     kv_bytes = gpu.kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, ctx)
-    return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes,
-                            engine.list_devices(), engine.supports_gpu_offload())
+    return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes, devices, supports_offload)
 
 
 def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan,
                   embedding_model: ResolvedModel | None = None) -> ServeConfig:
+    from llamaedge.server import ServeConfig
+
     if args.prompt_template and args.prompt_template != "auto":
         model = dataclasses.replace(model, prompt_template=args.prompt_template)
     return ServeConfig(
@@ -59,7 +84,7 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
     console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
-    console.print(f"  queue     {config.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")
+    console.print(f"  queue     {state.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")
     console.print(f"  metrics   {url}/metrics  (Prometheus{', API key required' if config.metrics_auth else ''})")
     if state.embedding is not None and config.embedding_model is not None:
         embedding = state.embedding
@@ -77,8 +102,21 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
 
 def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: ResolvedModel | None = None,
            on_ready: Callable[[str], None] | None = None) -> int:
+    check_can_listen(args.host, args.port)
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
+    console.print(f"[dim]loading {model.path.name} ...[/]")
+    # The weights load while the server's modules import and the apps compile.
+    models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel), embedding_model)
+    from llamaedge.server import serve
+
     config = server_config(model, args, plan, embedding_model)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
-    console.print(f"[dim]loading {model.path.name} ...[/]")
-    return serve(config, on_ready=on_ready, on_loaded=lambda state: print_banner(state, url, plan))
+
+    def on_loaded(state: ServerState) -> None:
+        # What startup made lives as long as the process: out of the collector's sight
+        # (see commands.serve.pause_gc_for_startup), then collect as usual.
+        gc.freeze()
+        gc.enable()
+        print_banner(state, url, plan)
+
+    return serve(config, on_ready=on_ready, on_loaded=on_loaded, models=models)

@@ -10,7 +10,6 @@ SIGTERM the server drains (docs/operations.md).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import logging
@@ -35,10 +34,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge import catalog
-from llamaedge.engine import LoadOptions, Model
+from llamaedge.engine import Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
-from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
+from llamaedge.limits import DRAIN_S, MAX_BODY_BYTES, queue_limit
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
+from llamaedge.model_load import ModelLoad, load_options
 from llamaedge.mount import APPS_ROUTE, Mount, mount_routes
 from llamaedge.runtime import App, GraphRegistry, NNSession, PolicyBreach, ResponseStream, RunLimits, Runtime, WagiRequest, run_wagi
 from llamaedge.runtime.wagi import SOCKET_SEND_BUFFER_BYTES
@@ -70,22 +70,18 @@ class ServeConfig:
     ctx_size: int | None = None
     n_gpu_layers: int | None = None  # None: all layers; `launch` decides from the devices found
     threads: int | None = None
-    parallel: int = 4
+    parallel: int | None = None  # slots; None: the engine's, sized to the context (engine.default_parallel)
     api_key: str | None = None
     cors_origins: list[str] = field(default_factory=list)
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)
     embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
     mounts: list[Mount] = field(default_factory=list)  # `--app` apps, on the same engine (mount.py)
-    queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per --parallel slot
+    queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per slot
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
     reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
-
-    @property
-    def queue_limit(self) -> int:
-        return QUEUE_MAX_PER_SLOT * self.parallel if self.queue_max is None else self.queue_max
 
 
 def is_anthropic_route(path: str) -> bool:
@@ -159,9 +155,8 @@ class ServerState:
         self.error: LlamaEdgeError | None = None
         self.ready = threading.Event()
         self.loaded_at = int(time.time())
-        # One thread per request that may be in flight: the queue bound is the thread bound.
-        self.executor = ThreadPoolExecutor(max_workers=config.parallel + config.queue_limit,
-                                           thread_name_prefix="llamaedge-app")
+        self.slots = 0  # the chat model's, once loaded
+        self.executor: ThreadPoolExecutor | None = None  # made once the slots are known
         self.in_flight = 0
         self.flights: set[_Flight] = set()
         self.draining = False
@@ -173,34 +168,51 @@ class ServerState:
         self._runs_lock = threading.Condition()
         self._runs: set[tuple[NNSession, ResponseStream]] = set()
 
-    def load(self) -> None:
+    @property
+    def queue_limit(self) -> int:
+        return queue_limit(self.slots, self.config.queue_max)
+
+    def load(self, models: ModelLoad | None = None, *, on_loaded: Callable[[ServerState], None] | None = None) -> None:
+        """Load the models and compile the apps, side by side: llama.cpp lets go of the GIL
+        while it reads the weights. `models`: a load of this config's models already under
+        way (`launch` starts it before importing this module). `on_loaded` is called when
+        loading ends, well or not, before the status says so."""
         config = self.config
+        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
+        if models is None:
+            models = ModelLoad(config.model, options, config.embedding_model)
+        assert models.options == options and models.embedding_model == config.embedding_model
         try:
             self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
             self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
             self._check_prompt_template()
-            options = LoadOptions(
-                ctx_size=config.ctx_size,
-                n_gpu_layers=-1 if config.n_gpu_layers is None else config.n_gpu_layers,
-                threads=config.threads,
-                parallel=config.parallel,
-            )
-            self.model = Model(config.model.path, options)
-            self.registry.register(MODEL_GRAPH, self.model)
-            log.info("model %s ready in %.1fs (ctx %d)", config.model.model_id, self.model.load_s, self.model.n_ctx)
-            if config.embedding_model is not None:
-                # --parallel is for chat requests and --ctx-size for the chat model: the
-                # embedding model keeps the engine's defaults for both.
-                embedding_options = dataclasses.replace(options, ctx_size=None, parallel=LoadOptions().parallel)
-                self.embedding = Model(config.embedding_model.path, embedding_options)
-                self.registry.register(EMBEDDING_GRAPH, self.embedding)
-                log.info("embedding model %s ready in %.1fs (ctx %d)", config.embedding_model.model_id,
-                         self.embedding.load_s, self.embedding.n_ctx)
-            self.loaded_at = int(time.time())
+            models.wait()
+            if models.error:
+                raise models.error
         except LlamaEdgeError as err:
+            # The models are waited for even so: the process may end next, and must not
+            # while llama.cpp is reading the weights.
+            models.wait()
             self.error = err
             log.error("cannot serve: %s", err)
+            self._loaded(on_loaded)
+            return
+        assert models.model is not None
+        self.model, self.embedding = models.model, models.embedding
+        self.registry.register(MODEL_GRAPH, self.model)
+        if self.embedding is not None:
+            self.registry.register(EMBEDDING_GRAPH, self.embedding)
+        self.slots = self.model.parallel
+        # One thread per request that may be in flight: the queue bound is the thread bound.
+        self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
+        self.loaded_at = int(time.time())
+        self._loaded(on_loaded)
+
+    def _loaded(self, on_loaded: Callable[[ServerState], None] | None) -> None:
+        try:
+            if on_loaded:
+                on_loaded(self)
         finally:
             self.ready.set()
 
@@ -254,13 +266,13 @@ class ServerState:
                 stats = getattr(model, "stats", None)  # the engine's EngineStats, where it has them
                 models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, stats() if callable(stats) else None,
                                             getattr(model, "n_tokens_decoded", None)))
-        return HostSnapshot(self.in_flight, self.config.parallel, self.config.queue_limit, self.draining, models)
+        return HostSnapshot(self.in_flight, self.slots, self.queue_limit, self.draining, models)
 
     def admit(self) -> str | None:
         """Take a place for a new request, or say why there is none."""
         if self.draining:
             return "draining"
-        if self.in_flight >= self.config.parallel + self.config.queue_limit:
+        if self.in_flight >= self.slots + self.queue_limit:
             return "queue_full"
         self.in_flight += 1
         return None
@@ -309,7 +321,8 @@ class ServerState:
                 self._runs_lock.notify_all()
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
         with self._runs_lock:
             for session, stream in self._runs:
                 stream.close()  # its writes fail now (the event loop is gone)
@@ -381,7 +394,7 @@ def _refusal(state: ServerState, path: str, reason: str) -> Response:
     if reason == "draining":
         return host_error(path, 503, "The server is shutting down; send the request again (to another instance).",
                           kind="overloaded", code="server_shutting_down", headers=retry)
-    limit = state.config.parallel + state.config.queue_limit
+    limit = state.slots + state.queue_limit
     return host_error(path, 503, f"The server is at capacity ({limit} requests in flight); try again shortly.",
                       kind="overloaded", code="server_overloaded", headers=retry)
 
@@ -603,18 +616,6 @@ def webui_routes_or_none() -> list[BaseRoute]:
     return webui_routes()
 
 
-def _check_can_listen(host: str, port: int) -> None:
-    """Fail before loading the model when the address is taken or not ours."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                             hint="is the port in use? pick another with --port") from exc
-
-
 def _draining_server(state: ServerState, config: object) -> Any:
     """A uvicorn server whose first SIGTERM or Ctrl-C drains (docs/operations.md) and whose
     second stops at once; either way the process exits 0."""
@@ -643,14 +644,16 @@ def _draining_server(state: ServerState, config: object) -> Any:
 
 
 def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
-          on_loaded: Callable[[ServerState], None] | None = None) -> int:
+          on_loaded: Callable[[ServerState], None] | None = None, models: ModelLoad | None = None) -> int:
     """Run the server until SIGTERM or Ctrl-C, then drain. The model loads in the background;
     `on_loaded` is called when loading ends (well or not), `on_ready(url)` once the server
-    answers."""
+    answers. `models`: their load, if it has begun (see ServerState.load)."""
+    state = ServerState(config)
+    # The models load and the apps compile while the server is set up and starts.
+    threading.Thread(target=state.load, args=(models,), kwargs={"on_loaded": on_loaded}, name="llamaedge-load",
+                     daemon=True).start()
     import uvicorn
 
-    _check_can_listen(config.host, config.port)
-    state = ServerState(config)
     app = create_app(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()])
     uvicorn_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
@@ -659,19 +662,17 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
     server = _draining_server(state, uvicorn_config)
     url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
 
-    def load_then_announce() -> None:
-        state.load()
-        if on_loaded:
-            on_loaded(state)
+    def announce() -> None:
+        state.ready.wait()
         if state.error:
             server.should_exit = True
             return
         while not server.started and not server.should_exit:
-            time.sleep(0.05)
+            time.sleep(0.01)
         if on_ready and server.started:
             on_ready(url)
 
-    threading.Thread(target=load_then_announce, name="llamaedge-load", daemon=True).start()
+    threading.Thread(target=announce, name="llamaedge-announce", daemon=True).start()
     try:
         listener = uvicorn_config.bind_socket()
         # Connections inherit it: a client that does not read holds little in the kernel.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from llamaedge import __version__
 from llamaedge.catalog import find_entry
@@ -148,3 +150,82 @@ def test_the_banner_shows_the_queue_and_metrics(start_server: Callable[..., Serv
     banner = server.log()
     assert "queue     12 waiting at most" in banner  # 4 per --parallel slot
     assert f"metrics   {server.base_url}/metrics" in banner
+
+
+def _slots_and_queue(server: ServerProcess) -> tuple[int, float, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.base_url}/metrics").text
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    return int(samples["llamaedge_slots_total"]), samples["llamaedge_queue_capacity"], samples["llamaedge_requests_in_flight"]
+
+
+@pytest.mark.parametrize(("ctx", "slots"), [(4096, 8), (1024, 4)])
+def test_without_parallel_the_slots_follow_the_context(start_server: Callable[..., ServerProcess], tiny_model: Path,
+                                                      ctx: int, slots: int) -> None:
+    from llamaedge.engine import default_parallel
+
+    assert default_parallel(ctx) == slots  # the engine's rule is the default
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", str(ctx))
+    assert _slots_and_queue(server) == (slots, 4 * slots, 0)
+    banner = server.log()
+    assert f"context   {ctx} tokens, {slots} parallel" in banner
+    assert f"queue     {4 * slots} waiting at most" in banner
+
+
+def test_parallel_given_wins_over_the_context(start_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "4096", "--parallel", "2")
+    assert _slots_and_queue(server) == (2, 8, 0)
+    assert "context   4096 tokens, 2 parallel" in server.log()
+
+
+def test_the_parallel_help_states_the_engines_rule() -> None:
+    from llamaedge.engine.types import PARALLEL_MAX, PARALLEL_MIN, SLOT_CELLS
+
+    result = subprocess.run([sys.executable, "-m", "llamaedge", "serve", "--help"], capture_output=True, text=True,
+                            check=True, env={**os.environ, "COLUMNS": "400"})
+    assert f"one per {SLOT_CELLS} context tokens, {PARALLEL_MIN} to {PARALLEL_MAX}" in result.stdout
+
+
+def test_a_build_without_gpu_plans_without_reading_the_model(tmp_path: Path) -> None:
+    from llamaedge import engine
+    from llamaedge.launch import offload_plan
+    from llamaedge.types import ResolvedModel
+
+    if engine.supports_gpu_offload() and any(d.kind != "cpu" for d in engine.list_devices()):
+        pytest.skip("this machine has a GPU: the plan reads the model's shape")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all" * 100)  # reading its shape would fail
+    plan = offload_plan(ResolvedModel(path=junk, model_id="junk"), None, None)
+    assert (plan.n_gpu_layers, plan.mode) == (0, "cpu")
+
+
+def test_launch_turns_the_collector_back_on_once_loaded(monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    import argparse
+    import gc
+
+    import llamaedge.server
+    from llamaedge.commands.serve import add_server_arguments, pause_gc_for_startup
+    from llamaedge.launch import launch
+    from llamaedge.types import ResolvedModel
+
+    seen: dict[str, bool] = {}
+
+    def loaded_at_once(config: object, *, on_loaded: Callable[[object], None], models: object, **_: object) -> int:
+        models.wait()  # type: ignore[attr-defined]
+        seen["off while starting"] = not gc.isenabled()
+        on_loaded(llamaedge.server.ServerState(config))  # type: ignore[arg-type]  (its model is None: no banner)
+        models.model.close()  # type: ignore[attr-defined]
+        return 0
+
+    monkeypatch.setattr(llamaedge.server, "serve", loaded_at_once)
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    args = parser.parse_args(["--threads", "1", "--ctx-size", "256", "--port", str(free_port())])
+    pause_gc_for_startup()
+    try:
+        assert launch(ResolvedModel(path=tiny_model, model_id="tiny"), args) == 0
+        assert seen == {"off while starting": True} and gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -16,7 +16,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from llamaedge.runtime import RunLimits
-from llamaedge.server import ServeConfig, ServerState, create_app
+from llamaedge.server import ServeConfig, ServerState, create_app, default_app_path
 from llamaedge.types import ResolvedModel
 from tests.conftest import free_port
 from tests.wat_apps import MEMORY_HOG, RUNAWAY, TRAPS, write_app, writes_app
@@ -137,3 +137,12 @@ def test_a_model_that_cannot_load_is_reported_by_health(tmp_path: Path) -> None:
         assert health.status_code == 503
         assert health.json()["status"] == "error"
         assert "could not load bogus.gguf" in health.json()["error"]
+
+
+def test_the_model_decodes_a_warm_up_token_before_the_first_request(tiny_model: Path) -> None:
+    state = ServerState(config_for(tiny_model, default_app_path()))
+    with running(state) as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert state.model is not None and state.model.n_tokens_decoded >= 1
+        stats = state.model.stats()
+        assert (stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (0, 0, 0)

@@ -10,10 +10,9 @@ import logging
 import os
 import sys
 import threading
-import webbrowser
 
 from llamaedge import catalog, download, gpu
-from llamaedge.commands.serve import add_server_arguments, check_server_arguments
+from llamaedge.commands.serve import add_server_arguments, check_server_arguments, pause_gc_for_startup
 from llamaedge.console import console, err_console
 from llamaedge.errors import OfflineError
 from llamaedge.types import ResolvedModel
@@ -71,6 +70,8 @@ def open_browser(url: str) -> None:
         return
 
     def opener() -> None:
+        import webbrowser  # (not at startup: it imports much of the standard library)
+
         # A browser launcher may wait for the browser to exit; keep it off the server's threads.
         if not webbrowser.open(chat_url):
             console.print(f"could not start a browser: open {chat_url} yourself")
@@ -80,8 +81,9 @@ def open_browser(url: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llamaedge.launch import launch
-
     check_server_arguments(args)
     model = choose_model(args.model, args.models_dir)
+    pause_gc_for_startup()
+    from llamaedge.launch import launch
+
     return launch(model, args, on_ready=None if args.no_browser else open_browser)

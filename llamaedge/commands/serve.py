@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 from llamaedge.errors import UsageError
@@ -16,13 +17,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx-size", type=int, help="context size in tokens (default: the model's, at most 4096)")
     parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    parser.add_argument("--parallel", type=int, default=4, help="requests decoded together (default 4)")
+    parser.add_argument("--parallel", type=int,
+                        help="requests decoded together (default: one per 512 context tokens, 4 to 16)")
     parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")
     parser.add_argument("--reasoning-format", choices=("auto", "none"), default="auto",
                         help="auto: a thinking model's reasoning goes to reasoning_content (default); none: it stays in content")
     parser.add_argument("--api-key", default=os.environ.get("LLAMAEDGE_API_KEY"), help="require this key on /v1, as a bearer token or x-api-key (default: $LLAMAEDGE_API_KEY)")
     parser.add_argument("--queue-max", type=int, metavar="N",
-                        help=f"requests that may wait beyond --parallel; more get 503 at once (default {QUEUE_MAX_PER_SLOT} x --parallel)")
+                        help=f"requests that may wait beyond --parallel; more get 503 at once (default {QUEUE_MAX_PER_SLOT} per slot)")
     parser.add_argument("--drain-s", type=float, default=DRAIN_S, metavar="SECONDS",
                         help=f"on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default {DRAIN_S:g})")
     parser.add_argument("--metrics-auth", action="store_true", help="/metrics needs the API key too (default: public, as /health)")
@@ -61,18 +63,30 @@ def check_server_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--metrics-auth needs an API key", hint="add --api-key KEY (or set LLAMAEDGE_API_KEY)")
 
 
+def pause_gc_for_startup() -> None:
+    """Starting a server makes some hundred thousand lasting objects (modules, classes) and
+    little garbage: the collector would walk them over and over, a tenth of the start.
+    `launch` freezes what startup made and turns it back on once the models are loaded. Called
+    after any download."""
+    gc.disable()
+
+
 def run(args: argparse.Namespace) -> int:
     from llamaedge.catalog import check_chat_model, resolve_model
-    from llamaedge.launch import launch
-
-    from llamaedge.mount import load_mounts, reserved_paths
-    from llamaedge.server import webui_routes_or_none
 
     check_server_arguments(args)
-    args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
+    args.mounts = []
+    if args.app or args.app_policy:  # (the modules that read them would hold up a plain start)
+        from llamaedge.mount import load_mounts, reserved_paths
+        from llamaedge.server import webui_routes_or_none
+
+        args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
     check_chat_model(args.model)
     model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
     embedding = None
     if args.embedding_model:
         embedding = resolve_model(args.embedding_model, models_dir=args.models_dir, pull=True)
+    pause_gc_for_startup()
+    from llamaedge.launch import launch
+
     return launch(model, args, embedding_model=embedding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import threading
 
@@ -28,6 +29,10 @@ def init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            # llama-cpp-python's high-level API, once imported (chat_template.preload does),
+            # would install its own callback, which prints every debug line to stderr: import
+            # its logger now so that ours is the one that stays.
+            importlib.import_module("llama_cpp._logger")
             lc.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))
             lc.llama_backend_init()
             _backend_ready = True
