@@ -643,6 +643,19 @@ def _draining_server(state: ServerState, config: object) -> Any:
     return DrainingServer(config)  # type: ignore[arg-type]
 
 
+def listening_socket(uvicorn_config: Any) -> socket.socket:
+    """The server's socket, with the options its connections inherit: a small send buffer (a
+    client that does not read holds little in the kernel) and no Nagle delay. asyncio turns
+    Nagle off only on sockets made with protocol IPPROTO_TCP, and uvicorn's bound socket says
+    protocol 0; with Nagle on, a response written in pieces (headers, then body; an SSE event
+    each) waits for the client's delayed ACK, 40 ms a request on a kept-alive connection."""
+    listener = uvicorn_config.bind_socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER_BYTES)
+    if listener.family in (socket.AF_INET, socket.AF_INET6):
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listener
+
+
 def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
           on_loaded: Callable[[ServerState], None] | None = None, models: ModelLoad | None = None) -> int:
     """Run the server until SIGTERM or Ctrl-C, then drain. The model loads in the background;
@@ -674,10 +687,7 @@ def serve(config: ServeConfig, *, on_ready: Callable[[str], None] | None = None,
 
     threading.Thread(target=announce, name="llamaedge-announce", daemon=True).start()
     try:
-        listener = uvicorn_config.bind_socket()
-        # Connections inherit it: a client that does not read holds little in the kernel.
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER_BYTES)
-        server.run(sockets=[listener])
+        server.run(sockets=[listening_socket(uvicorn_config)])
     except SystemExit:  # uvicorn exits when it cannot start (the port was taken meanwhile)
         pass
     finally:

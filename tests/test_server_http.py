@@ -4,6 +4,7 @@ the API key, and /health while the model loads."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -146,3 +147,21 @@ def test_the_model_decodes_a_warm_up_token_before_the_first_request(tiny_model: 
         assert state.model is not None and state.model.n_tokens_decoded >= 1
         stats = state.model.stats()
         assert (stats.slots_busy, stats.sequences_running, stats.sequences_waiting) == (0, 0, 0)
+
+
+def test_the_servers_connections_send_without_nagle_delay_and_a_small_buffer() -> None:
+    from llamaedge.runtime.wagi import SOCKET_SEND_BUFFER_BYTES
+    from llamaedge.server import listening_socket
+
+    listener = listening_socket(uvicorn.Config(None, host="127.0.0.1", port=free_port()))
+    try:
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname()[:2])
+        accepted, _ = listener.accept()
+        with client, accepted:
+            # What each connection inherits from the listening socket.
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            # Linux doubles what is asked for (bookkeeping overhead).
+            assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * SOCKET_SEND_BUFFER_BYTES
+    finally:
+        listener.close()
