@@ -29,7 +29,7 @@ def init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
-            # llama-cpp-python's high-level API, once imported (chat_template.preload does),
+            # llama-cpp-python's high-level API, should anything import it (the engine does not),
             # would install its own callback, which prints every debug line to stderr: import
             # its logger now so that ours is the one that stays.
             importlib.import_module("llama_cpp._logger")

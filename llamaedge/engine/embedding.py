@@ -4,13 +4,16 @@ on, decoding many inputs per batch."""
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING
 
 import llama_cpp as lc
-import numpy as np
 
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.types import EMBED_SEQ_MAX
 from llamaedge.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Embedder:
@@ -39,6 +42,8 @@ class Embedder:
     def embed(self, inputs: list[list[int]]) -> np.ndarray:
         """One raw pooled embedding per input, as float32 rows: all the inputs in one
         decode, so they must fit it (see `decode_groups`)."""
+        import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
+
         check_inputs(inputs, self.n_ctx)
         if len(inputs) > EMBED_SEQ_MAX or sum(len(tokens) for tokens in inputs) > self.n_ctx:
             raise BadInput(f"at most {EMBED_SEQ_MAX} inputs of {self.n_ctx} tokens in all are embedded together")
@@ -102,6 +107,7 @@ def check_inputs(inputs: list[list[int]], n_ctx: int) -> None:
 def normalize(vectors: np.ndarray, norm: int) -> np.ndarray:
     """llama.cpp's common_embd_normalize, row by row: -1 none, 0 max-abs scaled to int16,
     1 taxicab, 2 euclidean, >2 p-norm."""
+    import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
     if norm < 0:
         return vectors
     wide = vectors.astype(np.float64)

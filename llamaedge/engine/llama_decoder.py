@@ -6,7 +6,6 @@ import ctypes
 from collections.abc import Callable
 
 import llama_cpp as lc
-import numpy as np
 
 from llamaedge.engine.sampling import Sampler, logprob_record
 from llamaedge.engine.scheduler import BatchEntry
@@ -50,6 +49,8 @@ class LlamaDecoder:
 
         logprobs = None
         if sampling.logprobs:
+            import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
+
             logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,))
             logprobs = logprob_record(logits, sampling, token, piece_of)
         return Token(token, piece_of(token), logprobs), bool(lc.llama_vocab_is_eog(self._vocab, token))

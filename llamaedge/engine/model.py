@@ -12,9 +12,9 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp as lc
-import numpy as np
 
 from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
@@ -28,6 +28,9 @@ from llamaedge.engine.scheduler import Scheduler, Sequence
 from llamaedge.engine.types import (DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions,
                                     default_parallel)
 from llamaedge.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # preserved_tokens strings remembered per model: apps send the same short list every time; an
 # app that sends ever new strings gets them resolved each time rather than growing the cache.
@@ -214,6 +217,8 @@ class Model:
         llama.cpp's `embd_normalize` says (see embedding.normalize). Inputs are decoded
         several at a time on the scheduler's thread, one decode per job, so that generation
         steps go on between them. BadInput, PromptTooLong."""
+        import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
+
         check_inputs(inputs, self.n_ctx_embed)
         rows = [self._scheduler.run_job(lambda group=group: self._embedding().embed([inputs[i] for i in group]))
                 for group in decode_groups(inputs, self.n_ctx_embed)]

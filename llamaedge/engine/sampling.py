@@ -7,22 +7,23 @@ from __future__ import annotations
 import ctypes
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp as lc
-import numpy as np
 
 from llamaedge.engine.errors import BadInput, GrammarError
 from llamaedge.engine.grammar import trigger_pattern
 from llamaedge.engine.types import TOP_LOGPROBS_MAX, SamplingOptions
 from llamaedge.engine.vocab import token_piece, tokenize
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # OpenAI writes -9999.0 for a token with no chance; JSON has no -inf.
 _LOGPROB_FLOOR = -9999.0
 # A lazy grammar's trigger: how many tokens that would break the grammar are passed over
 # before the generation fails instead.
 _TRIGGER_DRAWS_MAX = 32
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
 
 def check_options(s: SamplingOptions, n_vocab: int) -> None:
@@ -51,7 +52,8 @@ def _grammar(vocab: ctypes.c_void_p, s: SamplingOptions) -> ctypes.c_void_p:
 
 def _candidates(logits: np.ndarray, banned: list[int]) -> tuple[np.ndarray, lc.llama_token_data_array]:
     """A llama_token_data_array over all tokens (its storage is the returned numpy array)."""
-    data = np.zeros(len(logits), dtype=_TOKEN_DATA)
+    import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
+    data = np.zeros(len(logits), dtype=[("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
     data["id"] = np.arange(len(logits), dtype=np.int32)
     data["logit"] = logits
     data["logit"][banned] = -np.inf
@@ -62,6 +64,7 @@ def _candidates(logits: np.ndarray, banned: list[int]) -> tuple[np.ndarray, lc.l
 def grammar_accepts(vocab: ctypes.c_void_p, grammar: str, text: bytes) -> bool:
     """Whether `grammar` admits `text` as the start of its language: each token of the text
     is offered to a fresh (eager) grammar sampler, which only ever accepts what it allowed."""
+    import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
     probe = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
     if not probe:
         raise GrammarError("the grammar could not be parsed")
@@ -102,6 +105,7 @@ class Sampler:
         """Sample and accept the token at output `index` of the last decode on `ctx`."""
         if not self._awaiting:
             return lc.llama_sampler_sample(self.chain, ctx, index)
+        import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,))
         banned: list[int] = []
         # Earlier text holds no trigger (the grammar would be on): look only where one can end.
@@ -160,6 +164,7 @@ def logprob_record(logits: np.ndarray, s: SamplingOptions, token: int,
     """The sampled token's log-probability and the `top_logprobs` likeliest tokens: the
     log-softmax of the logits after logit bias (before temperature, top-k/p and grammar), so
     that the greedy choice is the top entry."""
+    import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
     values = logits.astype(np.float64)
     for biased, bias in s.logit_bias.items():
         values[biased] += bias
