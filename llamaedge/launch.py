@@ -74,6 +74,12 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
     )
 
 
+def threads_text(model: engine.Model) -> str:
+    if model.threads == model.threads_batch:
+        return f"{model.threads} threads"
+    return f"{model.threads_batch} threads ({model.threads} for a lone stream's steps)"
+
+
 def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     config, model = state.config, state.model
     if model is None:
@@ -83,7 +89,7 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
     console.print(f"  chat      {url}/")
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
-    console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
+    console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {threads_text(model)}")
     console.print(f"  queue     {state.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")
     console.print(f"  metrics   {url}/metrics  (Prometheus{', API key required' if config.metrics_auth else ''})")
     if state.embedding is not None and config.embedding_model is not None:

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import llama_cpp as lc
 import numpy as np
 import pytest
 
 from llamaedge.engine import (EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions,
-                              default_parallel)
+                              default_parallel, default_threads)
 from llamaedge.engine.embedding import decode_groups
 from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 
@@ -142,6 +143,23 @@ def test_embedding_inputs_are_packed_into_decodes_in_order() -> None:
     assert sum(len(g) for g in groups) == len(inputs)
     assert all(len(g) <= EMBED_SEQ_MAX and sum(len(inputs[i]) for i in g) <= 1000 for g in groups)
     assert [i for g in groups for i in g] == list(range(len(inputs)))
+
+
+def test_without_threads_one_token_steps_leave_a_core_to_the_rest(tiny_model: Path) -> None:
+    assert [default_threads(n) for n in (1, 2, 8)] == [(1, 1), (1, 2), (7, 8)]
+    cores = os.cpu_count() or 1
+    model = Model(tiny_model, LoadOptions())
+    try:
+        assert (model.threads, model.threads_batch) == default_threads(cores)
+        assert lc.llama_n_threads(model._ctx) == max(1, cores - 1)
+        assert lc.llama_n_threads_batch(model._ctx) == cores
+    finally:
+        model.close()
+    given = Model(tiny_model, LoadOptions(threads=3))
+    try:  # threads given: every decode uses them, as llama-server's -t without -tb
+        assert (lc.llama_n_threads(given._ctx), lc.llama_n_threads_batch(given._ctx)) == (3, 3)
+    finally:
+        given.close()
 
 
 def test_without_a_parallel_the_slots_are_sized_to_the_context(tiny_model: Path) -> None:

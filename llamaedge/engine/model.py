@@ -26,7 +26,7 @@ from llamaedge.engine.llama_decoder import LlamaDecoder
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
 from llamaedge.engine.types import (DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions,
-                                    default_parallel)
+                                    default_parallel, default_threads)
 from llamaedge.errors import ModelError
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ class Model:
         self.size_bytes = lc.llama_model_size(self._model)
 
         ctx_size = options.ctx_size or min(self.n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
-        threads = options.threads or os.cpu_count() or 1
+        threads, threads_batch = ((options.threads, options.threads) if options.threads
+                                  else default_threads(os.cpu_count() or 1))
         parallel = max(1, options.parallel) if options.parallel is not None else default_parallel(ctx_size)
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = ctx_size
@@ -74,7 +75,7 @@ class Model:
         cparams.n_seq_max = parallel
         cparams.kv_unified = True  # every sequence may use the whole context
         cparams.n_threads = threads
-        cparams.n_threads_batch = threads
+        cparams.n_threads_batch = threads_batch  # llama.cpp: for every decode of more than one token
         cparams.no_perf = True
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -85,6 +86,7 @@ class Model:
             )
         self.n_ctx = lc.llama_n_ctx(self._ctx)
         self.threads = threads
+        self.threads_batch = threads_batch
         self.parallel = parallel
         self.load_s = time.monotonic() - started
 
@@ -227,7 +229,7 @@ class Model:
     def _embedding(self) -> Embedder:
         if self._embedder is None:
             self._embedder = Embedder(self._model, n_ctx=self.n_ctx_embed, n_embd=self.n_embd,
-                                      threads=self.threads, model_pools=pooling_is_defined(self.metadata))
+                                      threads=self.threads_batch, model_pools=pooling_is_defined(self.metadata))
         return self._embedder
 
     def close(self) -> None:
