@@ -123,6 +123,7 @@ class Config:
     ctx: int = 4096
     parallel: int = 4  # llama-server's -np
     ours_parallel: int | None = None  # llamaedge's --parallel; None: its default (slots sized to the context)
+    ours_default_threads: bool = False  # llamaedge without --threads (its own default) instead of -t's
     reps: int = 3
     stream_tokens: int = 128
     concurrency: tuple[int, ...] = (1, 4, 8)
@@ -227,7 +228,8 @@ def llama_server_argv(binary: Path, cfg: Config) -> Callable[[int], list[str]]:
 
 def ours_argv(cfg: Config) -> Callable[[int], list[str]]:
     common = [
-        "--model", str(cfg.model), "--threads", str(cfg.threads), "--ctx-size", str(cfg.ctx),
+        "--model", str(cfg.model), *([] if cfg.ours_default_threads else ["--threads", str(cfg.threads)]),
+        "--ctx-size", str(cfg.ctx),
         *(["--parallel", str(cfg.ours_parallel)] if cfg.ours_parallel is not None else []), *cfg.ours_args,
     ]
     launcher = ["-m", "benchmarks.serve_tuned", *cfg.ours_tune, "--"] if cfg.ours_tune else ["-m", "llamaedge"]
@@ -507,6 +509,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--ctx", type=int, default=4096, help="context size for both (default 4096)")
     parser.add_argument("--parallel", type=int, default=4, help="llama-server's parallel sequences, -np (default 4)")
     parser.add_argument("--ours-parallel", type=int, help="llamaedge's --parallel (default: none given, so its own default)")
+    parser.add_argument("--ours-default-threads", action="store_true", help="llamaedge without --threads: its own default")
     parser.add_argument("--stream-tokens", type=int, default=128, help="tokens per concurrent stream (default 128)")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts (default 1,4,8)")
     parser.add_argument("--new-prompt-tokens", type=int, default=400, help="size of the new-prompt row's prompt (default 400)")
@@ -533,7 +536,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
             parser.error(f"unknown side {s!r}; choose from {', '.join(SIDES)}")
     cfg = Config(
         model=args.model or smollm2_path(),
-        threads=args.threads, ctx=args.ctx, parallel=args.parallel, ours_parallel=args.ours_parallel, reps=args.reps,
+        threads=args.threads, ctx=args.ctx, parallel=args.parallel, ours_parallel=args.ours_parallel,
+        ours_default_threads=args.ours_default_threads, reps=args.reps,
         stream_tokens=args.stream_tokens,
         concurrency=tuple(int(c) for c in args.concurrency.split(",") if c),
         new_prompt_tokens=args.new_prompt_tokens, turns=args.turns, turn_tokens=args.turn_tokens,
@@ -592,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     heading = (
         f"{cfg.model.name}, -t/-tb {cfg.threads}, -c {cfg.ctx}, -np {cfg.parallel} "
-        f"(llamaedge: {'--parallel ' + str(cfg.ours_parallel) if cfg.ours_parallel is not None else 'default slots'}), {cfg.reps} repetitions, "
+        f"(llamaedge: {'--parallel ' + str(cfg.ours_parallel) if cfg.ours_parallel is not None else 'default slots'}"
+        f"{', default threads' if cfg.ours_default_threads else ''}), {cfg.reps} repetitions, "
         f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after on {os.cpu_count()} CPUs "
         f"({result['date']}, commit {result['commit']})"
     )

@@ -19,9 +19,11 @@ SLOT_CELLS = 512
 # Prompt tokens read in one decode step beside running streams or other prompts (a prompt
 # alone is read batch_size at a time). It bounds how long a long prompt pauses the streams
 # (llama-server reads a whole batch, 2048 tokens, at once), and with prompts read shortest
-# first, of several that arrive together the short ones answer first. Reading 128 at a time
-# costs about 6% of the prefill speed of 512 on 2 CPU cores (SmolLM2-135M).
-PREFILL_CHUNK_TOKENS = 128
+# first, of several that arrive together the short ones answer first. Smaller chunks pause
+# the streams for less but read the prompt slower: on 2 cores (SmolLM2-135M), beside a
+# stream, a 1,915-token prompt took 1.30x llama-server's time with 128 and 1.12x with 256,
+# the stream's longest pause 0.10x and 0.19x llama-server's (benchmarks/README.md).
+PREFILL_CHUNK_TOKENS = 256
 PARALLEL_MIN = 4
 PARALLEL_MAX = 16
 TOP_LOGPROBS_MAX = 20
