@@ -764,3 +764,21 @@ def test_bad_preserved_tokens_are_invalid_arguments(nn_markers: Harness, value: 
     ctx = ready_context(nn_markers)
     assert nn_markers.set_input(ctx, 1, {"preserved-tokens": value}) == Errno.INVALID_ARGUMENT
     assert nn_markers.load_by_name("default", {"preserved-tokens": value})[0] == Errno.INVALID_ARGUMENT
+
+
+def test_the_same_prompt_set_again_is_not_tokenized_again(nn: Harness, runtime: Runtime,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = ready_context(nn)  # tokenizes PROMPT
+    model = runtime.registry.get(0)
+    calls: list[bytes] = []
+    tokenize = model.tokenize
+    monkeypatch.setattr(model, "tokenize", lambda text, **kw: calls.append(text) or tokenize(text, **kw))
+    first = nn.metadata(ctx)["input_tokens"]
+    assert nn.set_input(ctx, 1, {"n-predict": 2}) == Errno.SUCCESS
+    assert nn.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
+    assert nn.metadata(ctx)["input_tokens"] == first
+    assert calls == []
+    assert nn.call("compute", ctx) == Errno.SUCCESS
+    assert nn.metadata(ctx)["output_tokens"] == 2
+    assert nn.set_input(ctx, 0, PROMPT + b" more") == Errno.SUCCESS  # another text: tokenized
+    assert calls == [PROMPT + b" more"] and nn.metadata(ctx)["input_tokens"] > first

@@ -301,6 +301,9 @@ class ExecutionContext:
     grammar: GrammarSource = field(default_factory=GrammarSource)
     embd_normalize: int = 2
     prompt: list[int] | None = None
+    # The last prompt text set and its tokens: apps set the same prompt again after counting
+    # its tokens (the chat app does, to size n-predict), and tokenizing is ~3 us a token.
+    tokenized: tuple[bytes, tuple[int, ...]] | None = None
     embed_inputs: list[list[int]] | None = None  # set_input(3): a batch to embed
     sequence: Sequence | None = None
     last_piece: bytes = b""
@@ -636,7 +639,9 @@ class Functions:
         context.reset_generation()
         context.prompt = context.embed_inputs = None
         if index == 0:
-            context.prompt = model.tokenize(data)
+            if context.tokenized is None or context.tokenized[0] != data:
+                context.tokenized = (data, tuple(model.tokenize(data)))
+            context.prompt = list(context.tokenized[1])
         elif index == 2:
             if not data or len(data) % 4:
                 raise NNError(Errno.INVALID_ARGUMENT, "prompt tokens must be a non-empty array of u32")
