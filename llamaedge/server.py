@@ -155,7 +155,6 @@ class ServerState:
         self.error: LlamaEdgeError | None = None
         self.ready = threading.Event()
         self.loaded_at = int(time.time())
-        self.slots = 0  # the chat model's, once loaded
         self.executor: ThreadPoolExecutor | None = None  # made once the slots are known
         self.in_flight = 0
         self.flights: set[_Flight] = set()
@@ -167,6 +166,11 @@ class ServerState:
         # models they use (an app still in wasm when the process exits aborts it).
         self._runs_lock = threading.Condition()
         self._runs: set[tuple[NNSession, ResponseStream]] = set()
+
+    @property
+    def slots(self) -> int:
+        """The chat model's decoding slots; 0 until it is loaded."""
+        return self.model.parallel if self.model is not None else 0
 
     @property
     def queue_limit(self) -> int:
@@ -203,7 +207,6 @@ class ServerState:
         self.registry.register(MODEL_GRAPH, self.model)
         if self.embedding is not None:
             self.registry.register(EMBEDDING_GRAPH, self.embedding)
-        self.slots = self.model.parallel
         # One thread per request that may be in flight: the queue bound is the thread bound.
         self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
         self.loaded_at = int(time.time())

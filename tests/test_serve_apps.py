@@ -9,24 +9,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import jsonschema
 import openai
 import pytest
-import uvicorn
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llamaedge.errors import UsageError
 from llamaedge.mount import Mount, load_mounts, mount_routes, reserved_paths
-from llamaedge.server import ServeConfig, ServerState, create_app, default_app_path, webui_routes_or_none
+from llamaedge.server import ServeConfig, ServerState, default_app_path, webui_routes_or_none
 from llamaedge.types import ResolvedModel
 from tests.conftest import REPO_ROOT, free_port, serving
+from tests.test_server_http import running
 from tests.wat_apps import write_app
 
 REVIEW_APP = REPO_ROOT / "llamaedge" / "apps" / "review.wasm"
@@ -188,28 +185,9 @@ def server(apps_dir: Path, tiny_model: Path) -> Iterator[tuple[str, ServerState]
     state = ServerState(config)
     state.load()
     assert state.error is None, state.error
-    with _running_with_mounts(state) as url:
+    with running(state, load=False, extra_routes=mount_routes(state)) as url:
         yield url, state
     del os.environ["LLAMAEDGE_TEST_SECRET"]
-
-
-@contextmanager
-def _running_with_mounts(state: ServerState) -> Iterator[str]:
-    """Real uvicorn with the routes serve() builds: the host's, then the mounted apps'."""
-    app = create_app(state, extra_routes=mount_routes(state))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=state.config.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{state.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        state.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,7 +454,7 @@ def test_api_key_guards_the_mounted_apps_and_the_listing(apps_dir: Path, tiny_mo
                          threads=2, ctx_size=256, api_key="s3cret", mounts=mounts)
     state = ServerState(config)
     state.load()
-    with _running_with_mounts(state) as url:
+    with running(state, load=False, extra_routes=mount_routes(state)) as url:
         for path in ("/env", "/env/deeper", "/apps"):
             missing = httpx.get(f"{url}{path}")
             assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
@@ -509,7 +487,7 @@ def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_mode
     state.load()
     assert state.model is not None
     try:
-        with _running_with_mounts(state) as url, httpx.Client(timeout=30) as client:
+        with running(state, load=False, extra_routes=mount_routes(state)) as url, httpx.Client(timeout=30) as client:
             with client.stream("GET", f"{url}/hold") as hold:
                 chunks = hold.iter_raw()
                 assert next(chunks) == b"first;"

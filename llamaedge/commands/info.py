@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
-import os
 import platform
 import sys
 from typing import Any

@@ -295,29 +295,25 @@ class Scheduler:
         fed: list[tuple[Sequence, list[int]]] = []
         runnable = self._runnable()
         # Sequences that are generating add one token each first (keeps their latency low),
-        # then prompts, shortest first, up to the prefill chunk.
+        # then prompts, shortest first. A prompt alone is read a whole batch at a time
+        # (fastest); beside streams or other prompts, a chunk at a time.
         generating = [s for s in runnable if len(s._pending) == 1]
         prompts = sorted((s for s in runnable if len(s._pending) > 1), key=lambda s: len(s._pending))
-        # A prompt alone is read a whole batch at a time (fastest); beside streams or other
-        # prompts, a chunk at a time.
         prompt_room = n_batch if not generating and len(prompts) == 1 else self.prefill_chunk
-        for seq in generating + prompts:
-            room = n_batch - len(batch)
-            if len(seq._pending) > 1:
-                room = min(room, prompt_room)
-            take = seq._pending[:room]
-            if not take:
-                continue
-            if len(seq._pending) > 1:
-                prompt_room -= len(take)
+        takes = [(seq, seq._pending) for seq in generating[:n_batch]]
+        room = min(n_batch - len(takes), prompt_room)
+        for seq in prompts:
+            if room <= 0:
+                break
+            takes.append((seq, seq._pending[:room]))
+            room -= len(takes[-1][1])
+        for seq, take in takes:
             for i, token in enumerate(take):
                 last = i == len(take) - 1 and len(take) == len(seq._pending)
                 if last:
                     outputs.append((seq, len(batch)))
                 batch.append(BatchEntry(seq._slot, seq._n_past + i, token, last))
-            fed.append((seq, take))
-            if len(batch) >= n_batch:
-                break
+            fed.append((seq, list(take)))
         if not batch:
             return
         self.n_tokens_decoded += len(batch)
