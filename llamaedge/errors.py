@@ -1,5 +1,5 @@
 """The exceptions llamaedge raises, mapped once to CLI messages (cli.py) and HTTP errors
-(server.py).
+(server/bridge.py).
 
     LlamaEdgeError              a one-line message, plus a hint that says how to fix it
     ├── UsageError              bad arguments or configuration

@@ -13,9 +13,10 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,14 +26,12 @@ from llamaedge.errors import UsageError
 from llamaedge.runtime import AppPolicy
 from llamaedge.runtime import policy as policies
 
-if TYPE_CHECKING:
-    from llamaedge.server import ServerState
-
 APPS_ROUTE = "/apps"
 # Paths the host answers itself; a mounted route may not be one of them, under one or above one.
 HOST_ROUTES = ("/v1", "/health", "/metrics", APPS_ROUTE)
 _ROUTE = re.compile(r"(/[A-Za-z0-9._~-]+)+\Z")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -160,21 +159,19 @@ def reserved_paths(routes: list[BaseRoute]) -> list[str]:
 # Routes
 
 
-def mount_routes(state: ServerState) -> list[BaseRoute]:
-    """The routes of the mounted apps and `GET /apps`, for create_app's extra routes. With
-    --api-key they need the key, as /v1 does (server.APIKeyMiddleware)."""
-    from llamaedge.server import wagi_endpoint
-
-    config = state.config
+def mount_routes(mounts: list[Mount], endpoint_for: Callable[[str], Endpoint]) -> list[BaseRoute]:
+    """The routes of the mounted apps and `GET /apps`, for create_app's extra routes.
+    `endpoint_for(route)`: the server's handler that runs the app mounted at `route`. With
+    --api-key they need the key, as /v1 does (server.auth)."""
 
     async def apps(request: Request) -> Response:
         data = [{"route": m.route, "app": m.name, "manifest": m.manifest.name if m.manifest else None,
-                 "policy": m.policy.summary()} for m in config.mounts]
+                 "policy": m.policy.summary()} for m in mounts]
         return JSONResponse({"object": "list", "data": data})
 
     routes: list[BaseRoute] = [Route(APPS_ROUTE, apps, methods=["GET"])]
-    for mount in config.mounts:
-        handler = wagi_endpoint(state, lambda route=mount.route: state.mounted.get(route), route=mount.route)
+    for mount in mounts:
+        handler = endpoint_for(mount.route)
         routes.append(Route(mount.route, handler, methods=_METHODS))
         routes.append(Route(mount.route + "/{rest:path}", handler, methods=_METHODS))
     return routes

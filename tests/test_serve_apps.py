@@ -19,8 +19,8 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llamaedge.errors import UsageError
-from llamaedge.mount import Mount, load_mounts, mount_routes, reserved_paths
-from llamaedge.server import ServeConfig, ServerState, default_app_path, webui_routes_or_none
+from llamaedge.mount import Mount, load_mounts, reserved_paths
+from llamaedge.server import ServeConfig, ServerState, default_app_path, mounted_app_routes, webui_routes_or_none
 from llamaedge.types import ResolvedModel
 from tests.conftest import REPO_ROOT, free_port, serving
 from tests.test_server_http import running
@@ -185,7 +185,7 @@ def server(apps_dir: Path, tiny_model: Path) -> Iterator[tuple[str, ServerState]
     state = ServerState(config)
     state.load()
     assert state.error is None, state.error
-    with running(state, load=False, extra_routes=mount_routes(state)) as url:
+    with running(state, load=False, extra_routes=mounted_app_routes(state)) as url:
         yield url, state
     del os.environ["LLAMAEDGE_TEST_SECRET"]
 
@@ -454,7 +454,7 @@ def test_api_key_guards_the_mounted_apps_and_the_listing(apps_dir: Path, tiny_mo
                          threads=2, ctx_size=256, api_key="s3cret", mounts=mounts)
     state = ServerState(config)
     state.load()
-    with running(state, load=False, extra_routes=mount_routes(state)) as url:
+    with running(state, load=False, extra_routes=mounted_app_routes(state)) as url:
         for path in ("/env", "/env/deeper", "/apps"):
             missing = httpx.get(f"{url}{path}")
             assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
@@ -487,7 +487,7 @@ def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_mode
     state.load()
     assert state.model is not None
     try:
-        with running(state, load=False, extra_routes=mount_routes(state)) as url, httpx.Client(timeout=30) as client:
+        with running(state, load=False, extra_routes=mounted_app_routes(state)) as url, httpx.Client(timeout=30) as client:
             with client.stream("GET", f"{url}/hold") as hold:
                 chunks = hold.iter_raw()
                 assert next(chunks) == b"first;"

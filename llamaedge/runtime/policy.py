@@ -246,7 +246,7 @@ class PolicyBreach(AppError):
 
     status = 500
     code = "app_policy"
-    kind = "server"  # server.py's error kind
+    kind = "server"  # the error kind of server/api_errors.py
 
 
 class ModelNotAllowed(PolicyBreach):

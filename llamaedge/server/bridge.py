@@ -1,0 +1,220 @@
+"""The bridge from a wasm app to the HTTP response: a request is admitted (or refused with
+503), its body read, the app run on a worker thread (WAGI), and what the app writes streamed
+to the client as it writes it. However the response ends (finished, the client gone, the
+server shutting down), the app's generation stops and the request's place is given back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from llamaedge.errors import AppError
+from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
+from llamaedge.server.api_errors import host_error, stream_error_event
+from llamaedge.server.state import ENDED, Flight, ServerState
+
+log = logging.getLogger("llamaedge.server")
+
+RETRY_AFTER_S = 1  # what a refused client is told to wait
+_END = object()  # put in a flight's chunks when the app is done
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """At most `limit` bytes: a larger body arrives cut and the app answers 413."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) >= limit:
+            return bytes(body[:limit])
+    return bytes(body)
+
+
+def _refusal(state: ServerState, path: str, reason: str) -> Response:
+    state.metrics.rejected.labels(reason).inc()
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    if reason == "draining":
+        return host_error(path, 503, "The server is shutting down; send the request again (to another instance).",
+                          kind="overloaded", code="server_shutting_down", headers=retry)
+    limit = state.slots + state.queue_limit
+    return host_error(path, 503, f"The server is at capacity ({limit} requests in flight); try again shortly.",
+                      kind="overloaded", code="server_overloaded", headers=retry)
+
+
+def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
+                  route: str = "") -> Callable[[Request], Awaitable[Response]]:
+    """The handler that runs `app()` for each request (WAGI), once the model is ready.
+    `route`: where a mounted app is mounted (its SCRIPT_NAME; PATH_INFO is the rest)."""
+    config = state.config
+
+    async def endpoint(request: Request) -> Response:
+        status, path = state.status, request.url.path
+        if status == "loading":
+            return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
+                              code="model_not_ready", headers={"Retry-After": "2"})
+        if status == "error":
+            return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
+                              code="model_load_failed")
+        refused = state.admit()
+        if refused:
+            return _refusal(state, path, refused)
+        admitted = True
+        try:
+            wasm_app = app()
+            assert state.runtime is not None and wasm_app is not None
+            try:
+                body = await _read_body(request, config.max_body_bytes + 1)
+            except ClientDisconnect:
+                return Response(status_code=499)
+            declared = request.headers.get("content-length", "")
+            content_length = int(declared) if declared.isdigit() else len(body)
+            server = request.scope.get("server") or ("127.0.0.1", config.port)
+            wagi_request = WagiRequest(
+                method=request.method,
+                path=path[len(route):],
+                query=request.url.query,
+                # The key stays with the host, as Authorization does (wagi withholds that one).
+                headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],
+                body=body,
+                content_length=max(content_length, len(body)),
+                server_name=str(server[0]),
+                server_port=int(server[1] or 0),
+                script_name=route,
+            )
+            admitted = False  # from here _run_app releases the place
+            return await _run_app(state, wasm_app, wagi_request, request.receive)
+        finally:
+            if admitted:
+                state.release()
+
+    return endpoint
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _AppResponse(StreamingResponse):
+    """A streamed app response that runs `on_close` however it ends: finished, the client
+    gone, or cancelled before its first chunk."""
+
+    def __init__(self, content: AsyncIterator[bytes], status_code: int, on_close: Callable[[], None]) -> None:
+        super().__init__(content, status_code=status_code)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, receive: Receive) -> Response:
+    """Run the app on a worker thread. The place `admit` took is released when the response
+    ends, however it ends."""
+    loop = asyncio.get_running_loop()
+    flight = Flight(loop)
+    chunks = flight.chunks
+    head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
+
+    def on_head(status: int, headers: list[tuple[str, str]]) -> None:
+        loop.call_soon_threadsafe(lambda: head.done() or head.set_result((status, headers)))
+
+    def on_chunk(data: bytes) -> None:
+        loop.call_soon_threadsafe(chunks.put_nowait, data)
+
+    stream = ResponseStream(on_head, on_chunk)
+    session = NNSession(state.registry)
+    failure: list[str] = []
+    breach: list[PolicyBreach] = []
+    closed = False
+
+    def close() -> None:
+        # Stop generating now (a no-op when the app is done), and give the place back.
+        nonlocal closed
+        if not closed:
+            closed = True
+            stream.close()
+            session.cancel()
+            state.flights.discard(flight)
+            state.release()
+
+    def work() -> None:
+        try:
+            with state.app_run(session, stream):
+                code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
+            if code != 0:
+                failure.append(f"the app exited with code {code}")
+        except PolicyBreach as err:
+            breach.append(err)
+            failure.append(str(err))
+        except AppError as err:
+            failure.append(str(err))
+        except Exception as exc:  # the request fails; the server goes on
+            log.exception("app run failed")
+            failure.append(f"internal error: {exc}")
+        finally:
+            if stream.error:
+                failure.append(stream.error)
+            loop.call_soon_threadsafe(chunks.put_nowait, _END)
+
+    state.flights.add(flight)
+    path = wagi_request.path
+    try:
+        done = loop.run_in_executor(state.executor, work)
+        # Until the head, the client's leaving shows only on `receive`: watch it, so that
+        # a long prefill stops when nobody waits for it.
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait([head, done, gone, flight.ended], return_when=asyncio.FIRST_COMPLETED)
+            if not head.done() and done.done():
+                await asyncio.sleep(0)  # let a head scheduled just before the end land
+        finally:
+            gone.cancel()
+        if not head.done():
+            if gone.done() and not gone.cancelled():
+                log.info("%s %s: the client left before the response began", wagi_request.method, path)
+                close()
+                return Response(status_code=499)
+            if flight.ended.done():
+                close()
+                return host_error(path, 503, "The server shut down before the response began; send it again.",
+                                  kind="overloaded", code="server_shutting_down",
+                                  headers={"Retry-After": str(RETRY_AFTER_S)})
+            message = "; ".join(failure) or "the app ended without a response"
+            log.error("%s %s failed: %s", wagi_request.method, wagi_request.script_name + path, message)
+            close()
+            if breach:
+                return host_error(path, breach[0].status, f"The request failed: {message}",
+                                  kind=breach[0].kind, code=breach[0].code)
+            return host_error(path, 500, f"The request failed: {message}", kind="server")
+    except BaseException:
+        close()
+        raise
+    status, headers = head.result()
+    event_stream = any(k.lower() == "content-type" and "text/event-stream" in v for k, v in headers)
+
+    async def body() -> AsyncIterator[bytes]:
+        while (chunk := await chunks.get()) is not _END:
+            if chunk is ENDED:
+                if event_stream:
+                    yield stream_error_event(path, "The server is shutting down; the response was cut short.",
+                                             kind="overloaded")
+                return
+            yield chunk  # type: ignore[misc]
+            stream.taken()  # sent on (uvicorn waits while the socket is full): the app may write again
+        if failure:
+            log.error("%s %s failed mid-response: %s", wagi_request.method, path, "; ".join(failure))
+            if event_stream:
+                yield stream_error_event(path, "; ".join(failure))
+
+    response = _AppResponse(body(), status, close)
+    response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if event_stream:
+        response.raw_headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+    return response

@@ -1,0 +1,42 @@
+"""What `serve` is asked to do: the options of one server, and the graph names its models
+are offered under to the apps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from llamaedge.limits import DRAIN_S, MAX_BODY_BYTES
+from llamaedge.mount import Mount
+from llamaedge.runtime import RunLimits
+from llamaedge.types import ResolvedModel
+
+MODEL_GRAPH = "default"
+EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
+
+
+def default_app_path() -> Path:
+    return Path(str(resources.files("llamaedge") / "apps" / "chat-server.wasm"))
+
+
+@dataclass
+class ServeConfig:
+    model: ResolvedModel
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ctx_size: int | None = None
+    n_gpu_layers: int | None = None  # None: all layers; `launch` decides from the devices found
+    threads: int | None = None
+    parallel: int | None = None  # slots; None: the engine's, sized to the context (engine.default_parallel)
+    api_key: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = MAX_BODY_BYTES
+    app_path: Path = field(default_factory=default_app_path)
+    limits: RunLimits = field(default_factory=RunLimits)
+    embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
+    mounts: list[Mount] = field(default_factory=list)  # `--app` apps, on the same engine (mount.py)
+    queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per slot
+    drain_s: float = DRAIN_S
+    metrics_auth: bool = False  # /metrics needs the API key too
+    reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content

@@ -1,0 +1,66 @@
+"""The Starlette app: the host's own routes (`/health`, `/metrics`), `/v1` to the chat app,
+the mounted apps and the web chat beside them, and the middleware around them all (metrics,
+CORS, the API key)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llamaedge.metrics import MetricsMiddleware
+from llamaedge.mount import APPS_ROUTE, mount_routes
+from llamaedge.server.auth import APIKeyMiddleware
+from llamaedge.server.bridge import wagi_endpoint
+from llamaedge.server.state import ServerState
+
+
+def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    config = state.config
+
+    async def health(request: Request) -> Response:
+        status = state.status
+        body = {"status": status, "model": config.model.model_id}
+        if config.embedding_model is not None:
+            body["embedding_model"] = config.embedding_model.model_id
+        if state.error:
+            body["error"] = str(state.error)
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    async def metrics(request: Request) -> Response:
+        text, content_type = state.metrics.exposition(request.headers.get("accept", ""))
+        return Response(text, media_type=content_type)
+
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/{path:path}", wagi_endpoint(state, lambda: state.app), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    routes += extra_routes or []
+    app_name = config.app_path.stem
+    middleware = [
+        Middleware(MetricsMiddleware, metrics=state.metrics, app_name=app_name),
+        Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
+                   routes=(APPS_ROUTE, *(m.route for m in config.mounts))),
+    ]
+    if config.cors_origins:
+        middleware.insert(1, Middleware(
+            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def mounted_app_routes(state: ServerState) -> list[BaseRoute]:
+    """The routes of the `--app` apps and `GET /apps` (mount.py), each run by the bridge."""
+    return mount_routes(state.config.mounts,
+                        lambda route: wagi_endpoint(state, lambda: state.mounted.get(route), route=route))
+
+
+def webui_routes_or_none() -> list[BaseRoute]:
+    try:
+        from llamaedge.webui import webui_routes
+    except ImportError:
+        return []
+    return webui_routes()

@@ -1,0 +1,265 @@
+"""The model's life in a server: loading, ready or failed (loaded on a thread so that /health
+can answer 503 meanwhile); admission of requests up to the slots and the queue; draining at
+shutdown. One `ServerState` per server; its surface:
+
+    load()                    load the models and compile the apps (on a thread of its own)
+    status                    "loading", "ok", "draining" or "error"
+    model, embedding          the loaded models (None until loaded)
+    registry, runtime, app    what the app runs on: the graphs, wasmtime, the compiled apps
+    app_env()                 the settings every app run gets (LLAMAEDGE_*)
+    admit(), release()        a place for a request, or the reason there is none
+    begin_drain(), drained()  shutdown: no new requests, then wait for those in flight
+    app_run(), close()        track the app runs, so that close() stops them before the models
+    snapshot()                what /metrics reads
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from llamaedge import catalog
+from llamaedge.engine import Model
+from llamaedge.errors import LlamaEdgeError, UsageError
+from llamaedge.limits import queue_limit
+from llamaedge.metrics import HostSnapshot, ModelSnapshot, ServerMetrics
+from llamaedge.model_load import ModelLoad, load_options
+from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Runtime
+from llamaedge.server.config import EMBEDDING_GRAPH, MODEL_GRAPH, ServeConfig
+from llamaedge.types import ResolvedModel
+
+log = logging.getLogger("llamaedge.server")
+
+ENDED_FLUSH_S = 2.0  # after the drain deadline, time for the ended responses to send their last event
+# At exit, how long cancelled apps get to return from wasm (a run is at most the wasm time
+# slice past its last host call, which fails once cancelled).
+APP_STOP_WAIT_S = 10.0
+ENDED = object()  # put in a flight's chunks when the server ends it
+
+
+class Flight:
+    """One request the host is serving: what it takes to end it early."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ended: asyncio.Future[None] = loop.create_future()  # set when the server ends it
+        self.chunks: asyncio.Queue[object] = asyncio.Queue()
+
+    def end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
+            self.chunks.put_nowait(ENDED)
+
+
+def model_capabilities(resolved: ResolvedModel, model: Model) -> list[str]:
+    """What /v1/models says the model can do: its catalog entry's capabilities (by name, or
+    by the catalog file it was loaded from), else what its GGUF metadata shows."""
+    return catalog.capabilities_of(resolved.model_id) or catalog.capabilities_of(str(resolved.path), model.metadata)
+
+
+class ServerState:
+    """The model's life: loading, ready or failed (loaded on a thread so that /health can
+    answer 503 meanwhile); the requests in flight; draining at shutdown. The counters are
+    touched on the event loop's thread only."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.registry = GraphRegistry()
+        self.runtime: Runtime | None = None
+        self.app: App | None = None
+        self.mounted: dict[str, App] = {}  # by route
+        self.model: Model | None = None
+        self.embedding: Model | None = None
+        self.error: LlamaEdgeError | None = None
+        self.ready = threading.Event()
+        self.loaded_at = int(time.time())
+        self.executor: ThreadPoolExecutor | None = None  # made once the slots are known
+        self.in_flight = 0
+        self.flights: set[Flight] = set()
+        self.draining = False
+        self._drain_deadline = 0.0
+        self._ended_at: float | None = None
+        self.metrics = ServerMetrics(self.snapshot)
+        # The app runs on worker threads, by session: close() stops them before it frees the
+        # models they use (an app still in wasm when the process exits aborts it).
+        self._runs_lock = threading.Condition()
+        self._runs: set[tuple[NNSession, ResponseStream]] = set()
+
+    @property
+    def slots(self) -> int:
+        """The chat model's decoding slots; 0 until it is loaded."""
+        return self.model.parallel if self.model is not None else 0
+
+    @property
+    def queue_limit(self) -> int:
+        return queue_limit(self.slots, self.config.queue_max)
+
+    def load(self, models: ModelLoad | None = None, *, on_loaded: Callable[[ServerState], None] | None = None) -> None:
+        """Load the models and compile the apps, side by side: llama.cpp lets go of the GIL
+        while it reads the weights. `models`: a load of this config's models already under
+        way (`launch` starts it before importing this module). `on_loaded` is called when
+        loading ends, well or not, before the status says so."""
+        config = self.config
+        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
+        if models is None:
+            models = ModelLoad(config.model, options, config.embedding_model)
+        assert models.options == options and models.embedding_model == config.embedding_model
+        try:
+            self.runtime = Runtime(self.registry, limits=config.limits)
+            self.app = self.runtime.load_app(config.app_path)
+            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
+            self._check_prompt_template()
+            models.wait()
+            if models.error:
+                raise models.error
+        except LlamaEdgeError as err:
+            # The models are waited for even so: the process may end next, and must not
+            # while llama.cpp is reading the weights.
+            models.wait()
+            self.error = err
+            log.error("cannot serve: %s", err)
+            self._loaded(on_loaded)
+            return
+        assert models.model is not None
+        self.model, self.embedding = models.model, models.embedding
+        self.registry.register(MODEL_GRAPH, self.model)
+        if self.embedding is not None:
+            self.registry.register(EMBEDDING_GRAPH, self.embedding)
+        # One thread per request that may be in flight: the queue bound is the thread bound.
+        self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
+        self.loaded_at = int(time.time())
+        self._loaded(on_loaded)
+
+    def _loaded(self, on_loaded: Callable[[ServerState], None] | None) -> None:
+        try:
+            if on_loaded:
+                on_loaded(self)
+        finally:
+            self.ready.set()
+
+    def _check_prompt_template(self) -> None:
+        """Refuse an unknown --prompt-template at startup rather than on every request: the
+        app itself lists the names it knows."""
+        assert self.runtime is not None and self.app is not None
+        name = self.config.model.prompt_template
+        if name == "auto":
+            return
+        listing = self.runtime.run_command(self.app, ["list-templates"], NNSession(self.registry))
+        known = listing.decode().split()
+        if name not in known:
+            raise UsageError(f"unknown prompt template {name!r}", hint="use one of: " + ", ".join(known))
+
+    @property
+    def status(self) -> str:
+        if not self.ready.is_set():
+            return "loading"
+        missing_embedding = self.config.embedding_model is not None and self.embedding is None
+        if self.error or self.model is None or missing_embedding:
+            return "error"
+        return "draining" if self.draining else "ok"
+
+    def app_env(self) -> dict[str, str]:
+        assert self.model is not None
+        env = {
+            "LLAMAEDGE_MODEL_ID": self.config.model.model_id,
+            "LLAMAEDGE_MODEL_GRAPH": MODEL_GRAPH,
+            "LLAMAEDGE_MODEL_CREATED": str(self.loaded_at),
+            "LLAMAEDGE_PROMPT_TEMPLATE": self.config.model.prompt_template,
+            "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
+            "LLAMAEDGE_PARALLEL": str(self.model.parallel),
+            "LLAMAEDGE_MODEL_CAPABILITIES": ",".join(model_capabilities(self.config.model, self.model)),
+            "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
+            "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
+        }
+        if self.embedding is not None and self.config.embedding_model is not None:
+            env["LLAMAEDGE_EMBEDDING_MODEL_ID"] = self.config.embedding_model.model_id
+            env["LLAMAEDGE_EMBEDDING_GRAPH"] = EMBEDDING_GRAPH
+            env["LLAMAEDGE_EMBEDDING_CTX_SIZE"] = str(self.embedding.n_ctx)
+            env["LLAMAEDGE_EMBEDDING_MODEL_CAPABILITIES"] = ",".join(
+                model_capabilities(self.config.embedding_model, self.embedding))
+        return env
+
+    def snapshot(self) -> HostSnapshot:
+        models = []
+        for resolved, model, graph in ((self.config.model, self.model, MODEL_GRAPH),
+                                       (self.config.embedding_model, self.embedding, EMBEDDING_GRAPH)):
+            if resolved is not None and model is not None:
+                stats = getattr(model, "stats", None)  # the engine's EngineStats, where it has them
+                models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, stats() if callable(stats) else None,
+                                            getattr(model, "n_tokens_decoded", None)))
+        return HostSnapshot(self.in_flight, self.slots, self.queue_limit, self.draining, models)
+
+    def admit(self) -> str | None:
+        """Take a place for a new request, or say why there is none."""
+        if self.draining:
+            return "draining"
+        if self.in_flight >= self.slots + self.queue_limit:
+            return "queue_full"
+        self.in_flight += 1
+        return None
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            self._drain_deadline = time.monotonic() + self.config.drain_s
+            log.warning("shutting down: %d request(s) in flight get up to %gs to finish (signal again to stop now)",
+                        self.in_flight, self.config.drain_s)
+
+    def end_flights(self) -> None:
+        if self._ended_at is None:
+            self._ended_at = time.monotonic()
+            if self.flights:
+                log.warning("ending %d request(s) still in flight", len(self.flights))
+            for flight in list(self.flights):
+                flight.end()
+
+    def drained(self) -> bool:
+        """Called while draining, on the loop's thread: whether the server may stop now.
+        Ends what is still in flight once the drain time is up."""
+        if self.in_flight == 0:
+            return True
+        now = time.monotonic()
+        if now >= self._drain_deadline:
+            self.end_flights()
+        return self._ended_at is not None and now >= self._ended_at + ENDED_FLUSH_S
+
+    @contextmanager
+    def app_run(self, session: NNSession, stream: ResponseStream) -> Iterator[None]:
+        """Bracket one app run on a worker thread, so that close() can stop it."""
+        run = (session, stream)
+        with self._runs_lock:
+            self._runs.add(run)
+        try:
+            yield
+        finally:
+            with self._runs_lock:
+                self._runs.discard(run)
+                self._runs_lock.notify_all()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._runs_lock:
+            for session, stream in self._runs:
+                stream.close()  # its writes fail now (the event loop is gone)
+                session.cancel()  # and its next WASI-NN call, so the app ends
+            stopped = self._runs_lock.wait_for(lambda: not self._runs, timeout=APP_STOP_WAIT_S)
+        if self.runtime:
+            self.runtime.close()
+        if not stopped:
+            # Freeing a model under a running app would crash; the process is ending anyway.
+            log.warning("%d app run(s) did not stop within %gs; leaving the models to the exit",
+                        len(self._runs), APP_STOP_WAIT_S)
+            return
+        for model in (self.model, self.embedding):
+            if model:
+                model.close()
