@@ -14,7 +14,7 @@ import wasmtime
 
 from llamaedge.engine import LoadOptions
 from llamaedge.runtime import App, GraphRegistry, NNSession, Preload, Runtime
-from llamaedge.runtime.wasi_nn import SIGNATURES
+from llamaedge.runtime.nn import SIGNATURES
 
 HOST_IMPORTS = {"chat_template": 6}
 

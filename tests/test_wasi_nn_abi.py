@@ -17,7 +17,7 @@ import pytest
 
 from llamaedge.engine import LoadOptions
 from llamaedge.runtime import GraphRegistry, NNSession, Preload, Runtime
-from llamaedge.runtime.wasi_nn import Errno
+from llamaedge.runtime.nn import Errno
 from tests.nn_harness import Harness, harness, harness_app, new_runtime, preloaded
 from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 from tests.wat_apps import nn_compute_app, write_app

@@ -1,5 +1,5 @@
 """The engine's exceptions, all EngineError (a LlamaEdgeError): the caller maps each once
-(wasi_nn.py to error codes).
+(runtime/nn to error codes).
 
     EngineError
     ├── BadInput            a prompt, token id or sampling option the model cannot take

@@ -4,7 +4,7 @@ engine. The only package that imports wasmtime."""
 from llamaedge.runtime.host import App, AppTrap, RunLimits, Runtime
 from llamaedge.runtime.policy import AppPolicy, PolicyBreach
 from llamaedge.runtime.wagi import ResponseStream, WagiRequest, run_wagi
-from llamaedge.runtime.wasi_nn import GraphRegistry, NNSession, Preload, parse_preload
+from llamaedge.runtime.nn import GraphRegistry, NNSession, Preload, parse_preload
 
 __all__ = [
     "App",

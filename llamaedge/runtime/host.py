@@ -28,11 +28,12 @@ from typing import Any
 
 import wasmtime
 
+from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
-from llamaedge.runtime import wasi_nn
+from llamaedge.runtime import nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
 from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
-from llamaedge.runtime.wasi_nn import Errno, GraphRegistry, NNError, NNSession
+from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
 from llamaedge.settings import cache_dir
 
 log = logging.getLogger("llamaedge.runtime")
@@ -126,9 +127,9 @@ class Runtime:
             self.engine.increment_epoch()
 
     def _define_imports(self) -> None:
-        functions = wasi_nn.Functions(lambda: _run().session)
-        for name, n_params in wasi_nn.SIGNATURES.items():
-            self._define(wasi_nn.MODULE, name, n_params, getattr(functions, name))
+        functions = nn.Functions(lambda: _run().session)
+        for name, n_params in nn.SIGNATURES.items():
+            self._define(nn.MODULE, name, n_params, getattr(functions, name))
         self._define(HOST_MODULE, "chat_template", 6, _chat_template)
 
     def _define(self, module: str, name: str, n_params: int, body: Callable[..., None]) -> None:
@@ -292,8 +293,6 @@ def _cache_config() -> Path:
 def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len: int,
                    out_ptr: int, out_max_len: int, written_ptr: int) -> None:
     """Render the graph's embedded chat template (see docs/host-interface.md)."""
-    from llamaedge.engine import NoChatTemplate, TemplateError
-
     session = _run().session
     model = session.registry.get(graph)
     try:
@@ -315,4 +314,4 @@ def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len
         raise NNError(Errno.NOT_FOUND, str(exc)) from exc
     except TemplateError as exc:
         raise NNError(Errno.RUNTIME_ERROR, str(exc)) from exc
-    wasi_nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)
+    nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)

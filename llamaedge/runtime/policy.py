@@ -27,7 +27,7 @@ from typing import Any
 
 from llamaedge.engine import FinishReason, SamplingOptions, Sequence, Token
 from llamaedge.errors import AppError, UsageError
-from llamaedge.runtime.wasi_nn import Errno, GraphRegistry, NNError, NNSession
+from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
 
 log = logging.getLogger("llamaedge.policy")
 

@@ -19,7 +19,7 @@ from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrap
 from llamaedge.runtime import host
 from llamaedge.runtime.host import App, Runtime
 from llamaedge.runtime.policy import RunGuard
-from llamaedge.runtime.wasi_nn import NNSession
+from llamaedge.runtime.nn import NNSession
 
 app_log = logging.getLogger("llamaedge.app")
 

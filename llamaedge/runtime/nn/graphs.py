@@ -1,0 +1,137 @@
+"""Graphs: the models a process offers its apps, by WASI-NN graph id and by name. Names come
+from `--nn-preload` (loaded on an app's first `load_by_name`) or from the host, which
+registers the models it loaded itself (how `serve` offers `default`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llamaedge.engine import LoadOptions, Model
+from llamaedge.errors import ModelError, UsageError
+from llamaedge.runtime.nn.errors import Errno, NNError
+from llamaedge.runtime.nn.metadata import LOAD_KEYS, load_options_from
+
+log = logging.getLogger("llamaedge.wasi_nn")
+
+_TARGETS = {"cpu": 0, "gpu": 1, "tpu": 2, "auto": 3}
+
+
+@dataclass(frozen=True)
+class Preload:
+    name: str
+    encoding: str
+    target: str
+    path: Path
+
+
+def parse_preload(spec: str) -> Preload:
+    """`NAME:ENCODING:TARGET:PATH`; the path may itself contain ':' (Windows drives)."""
+    parts = spec.split(":", 3)
+    if len(parts) != 4 or not parts[0] or not parts[3]:
+        raise UsageError(f"bad --nn-preload {spec!r}", hint="use NAME:GGML:AUTO:PATH, e.g. default:GGML:AUTO:model.gguf")
+    name, encoding, target, path = parts
+    if encoding.lower() not in ("ggml", "autodetect"):
+        raise UsageError(f"--nn-preload {spec!r}: encoding {encoding!r} is not supported", hint="use GGML")
+    if target.lower() not in _TARGETS:
+        raise UsageError(f"--nn-preload {spec!r}: unknown target {target!r}", hint="use AUTO, CPU or GPU")
+    return Preload(name, encoding.upper(), target.upper(), Path(path))
+
+
+ModelLoader = Callable[[Path, LoadOptions], Model]
+
+
+class GraphRegistry:
+    """Models by WASI-NN graph id, and the names they can be loaded by. Shared by every app
+    instance in the process; loading a name twice returns the same graph. `loader` makes a
+    model of a file (the engine's Model; tests may give a stand-in)."""
+
+    def __init__(self, base_options: LoadOptions | None = None, preloads: list[Preload] | None = None,
+                 *, loader: ModelLoader = Model) -> None:
+        self.base_options = base_options or LoadOptions()
+        self.loader = loader
+        self._preloads: dict[str, Preload] = {p.name: p for p in preloads or []}
+        self._graphs: list[Model | None] = []
+        self._by_name: dict[str, int] = {}
+        self._owned: set[int] = set()  # loaded by an app (not registered by the host)
+        self._lock = threading.Lock()
+
+    def register(self, name: str, model: Model) -> int:
+        """Offer an already loaded model under `name` (how `serve` provides `default`)."""
+        with self._lock:
+            self._graphs.append(model)
+            graph = len(self._graphs) - 1
+            self._by_name[name] = graph
+            return graph
+
+    def load_by_name(self, name: str, metadata: dict[str, Any]) -> int:
+        with self._lock:
+            if name in self._by_name:
+                graph = self._by_name[name]
+                self._warn_load_keys(name, metadata)
+                return graph
+            preload = self._preloads.get(name)
+            if preload is None:
+                raise NNError(Errno.NOT_FOUND, f"no model is preloaded as {name!r}")
+            try:
+                with open(preload.path, "rb"):
+                    pass
+            except OSError as exc:
+                raise NNError(Errno.MODEL_NOT_FOUND, f"the model preloaded as {name!r} cannot be opened: {exc}") from exc
+            graph = self._load(preload.path, metadata)
+            self._by_name[name] = graph
+            return graph
+
+    def load_path(self, path: Path, metadata: dict[str, Any]) -> int:
+        with self._lock:
+            return self._load(path, metadata)
+
+    def _load(self, path: Path, metadata: dict[str, Any]) -> int:
+        options = load_options_from(metadata, self.base_options)
+        try:
+            model = self.loader(path, options)
+        except ModelError as exc:
+            raise NNError(Errno.NOT_FOUND if not Path(path).is_file() else Errno.INVALID_ARGUMENT, str(exc)) from exc
+        self._graphs.append(model)
+        graph = len(self._graphs) - 1
+        self._owned.add(graph)
+        log.info("loaded graph %d from %s (ctx %d)", graph, Path(path).name, model.n_ctx)
+        return graph
+
+    def _warn_load_keys(self, name: str, metadata: dict[str, Any]) -> None:
+        model = self._graphs[self._by_name[name]]
+        ignored = sorted(k for k in metadata if k in LOAD_KEYS)
+        if ignored and model is not None:
+            log.info("graph %r is already loaded; load-time keys %s keep their values", name, ignored)
+
+    def get(self, graph: int) -> Model:
+        if 0 <= graph < len(self._graphs):
+            model = self._graphs[graph]
+            if model is not None:
+                return model
+        raise NNError(Errno.INVALID_ARGUMENT, f"unknown graph id {graph}")
+
+    def unload(self, graph: int) -> None:
+        """Frees models an app loaded itself; models the host registered stay loaded."""
+        with self._lock:
+            model = self.get(graph)
+            if graph in self._owned:
+                self._graphs[graph] = None
+                self._owned.discard(graph)
+                for name, g in list(self._by_name.items()):
+                    if g == graph:
+                        del self._by_name[name]
+                model.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for graph in sorted(self._owned):
+                model = self._graphs[graph]
+                if model is not None:
+                    model.close()
+                self._graphs[graph] = None
+            self._owned.clear()
