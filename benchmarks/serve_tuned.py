@@ -4,39 +4,38 @@
 
 Keys: the fields of llamaedge.engine.LoadOptions (batch_size, ubatch_size, ...) and the llama
 context parameters threads_batch (n_threads_batch) and flash_attn (-1 auto, 0 off, 1 on).
-For experiments only (bench_server.py --ours-tune): it reaches into the engine, so it follows
-the engine's current layout, and says so loudly when that layout has changed.
+For experiments only (bench_server.py --ours-tune). The LoadOptions fields reach the models
+through `serve`'s loader seam (commands.serve.run's `loader`); the context parameters have no
+seam, so they are set by wrapping llama_cpp's llama_init_from_model, which follows
+llama-cpp-python's current layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import llama_cpp
+
+from llamaedge import engine
 
 CPARAMS = {"threads_batch": "n_threads_batch", "flash_attn": "flash_attn_type"}
 
 
-def _apply(settings: dict[str, int]) -> None:
-    from llamaedge import engine
-
+def _apply(settings: dict[str, int]) -> Callable[[Path, engine.LoadOptions], engine.Model]:
+    """Set the context parameters; return the loader that gives every model the LoadOptions."""
     load_fields = {f.name for f in dataclasses.fields(engine.LoadOptions)}
     unknown = set(settings) - load_fields - set(CPARAMS)
     if unknown:
         raise SystemExit(f"serve_tuned: unknown settings {sorted(unknown)}; known: {sorted(load_fields | set(CPARAMS))}")
-    options = {k: v for k, v in settings.items() if k in load_fields}
+    options: dict[str, Any] = {k: v for k, v in settings.items() if k in load_fields}
     cparams = {CPARAMS[k]: v for k, v in settings.items() if k in CPARAMS}
 
-    original_init = engine.Model.__init__
-
-    def init(self: engine.Model, *args: object, **kwargs: object) -> None:
-        # The options may come positionally or by keyword: replace whichever is LoadOptions.
-        args = tuple(dataclasses.replace(a, **options) if isinstance(a, engine.LoadOptions) else a for a in args)
-        kwargs = {k: dataclasses.replace(v, **options) if isinstance(v, engine.LoadOptions) else v for k, v in kwargs.items()}
-        original_init(self, *args, **kwargs)
-
-    engine.Model.__init__ = init  # type: ignore[method-assign]
+    def loader(path: Path, load_options: engine.LoadOptions) -> engine.Model:
+        return engine.Model(path, dataclasses.replace(load_options, **options))
 
     # The engine calls llama_cpp.llama_init_from_model through the module, so this reaches it
     # (and the embedding context, if one is made).
@@ -48,6 +47,7 @@ def _apply(settings: dict[str, int]) -> None:
         return original_context(model, params)
 
     llama_cpp.llama_init_from_model = init_context
+    return loader
 
 
 def main(argv: list[str]) -> int:
@@ -58,10 +58,15 @@ def main(argv: list[str]) -> int:
     for item in argv[:split]:
         key, _, value = item.partition("=")
         settings[key] = int(value)
-    _apply(settings)
-    from llamaedge.cli import main as cli_main
+    loader = _apply(settings)
+    from llamaedge import cli
+    from llamaedge.commands import serve
 
-    return cli_main(argv[split + 1 :])
+    args = cli.build_parser().parse_args(argv[split + 1 :])
+    if args.command != "serve":
+        raise SystemExit("serve_tuned: runs `serve` only: ... -- serve --model M ...")
+    args.func = lambda parsed: serve.run(parsed, loader=loader)
+    return cli.run(args)
 
 
 if __name__ == "__main__":

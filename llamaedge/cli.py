@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command `args` were parsed for (`args.func`), its errors as one-line messages."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llamaedge import engine, gpu
@@ -107,12 +108,15 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
 
 
 def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: ResolvedModel | None = None,
-           on_ready: Callable[[str], None] | None = None) -> int:
+           on_ready: Callable[[str], None] | None = None,
+           loader: Callable[[Path, engine.LoadOptions], engine.Model] = engine.Model) -> int:
+    """Serve `model` as `args` say. `loader`: what makes the models (see model_load.ModelLoad)."""
     check_can_listen(args.host, args.port)
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
     console.print(f"[dim]loading {model.path.name} ...[/]")
     # The weights load while the server's modules import and the apps compile.
-    models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel), embedding_model)
+    models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel), embedding_model,
+                       loader=loader)
     from llamaedge.server import serve
 
     config = server_config(model, args, plan, embedding_model)

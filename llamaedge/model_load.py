@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 from llamaedge.engine import EngineError, LoadOptions, Model, SamplingOptions
 from llamaedge.errors import LlamaEdgeError
@@ -24,15 +26,18 @@ def load_options(ctx_size: int | None, n_gpu_layers: int | None, threads: int | 
 
 
 class ModelLoad:
-    """The chat model (and the embedding model, if any) loading from the moment this is made."""
+    """The chat model (and the embedding model, if any) loading from the moment this is made.
+    `loader` makes each (the engine's Model; a benchmark may give one with other settings)."""
 
-    def __init__(self, model: ResolvedModel, options: LoadOptions, embedding_model: ResolvedModel | None = None) -> None:
+    def __init__(self, model: ResolvedModel, options: LoadOptions, embedding_model: ResolvedModel | None = None,
+                 *, loader: Callable[[Path, LoadOptions], Model] = Model) -> None:
         self.options = options
         self.embedding_model = embedding_model
         self.model: Model | None = None
         self.embedding: Model | None = None
         self.error: LlamaEdgeError | None = None
         self._resolved = model
+        self._loader = loader
         self._thread = threading.Thread(target=self._load, name="llamaedge-model", daemon=True)
         self._thread.start()
 
@@ -41,14 +46,14 @@ class ModelLoad:
 
     def _load(self) -> None:
         try:
-            self.model = Model(self._resolved.path, self.options)
+            self.model = self._loader(self._resolved.path, self.options)
             log.info("model %s ready in %.1fs (ctx %d)", self._resolved.model_id, self.model.load_s, self.model.n_ctx)
             warm_up(self.model)
             if self.embedding_model is not None:
                 # --parallel is for chat requests and --ctx-size for the chat model: the
                 # embedding model keeps the engine's defaults for both.
                 options = dataclasses.replace(self.options, ctx_size=None, parallel=LoadOptions().parallel)
-                self.embedding = Model(self.embedding_model.path, options)
+                self.embedding = self._loader(self.embedding_model.path, options)
                 log.info("embedding model %s ready in %.1fs (ctx %d)", self.embedding_model.model_id,
                          self.embedding.load_s, self.embedding.n_ctx)
         except LlamaEdgeError as err:

@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import wasmtime
 
-from llamaedge.engine import LoadOptions
+from llamaedge.engine import FinishReason, Generation, LoadOptions, Model, ModelLoader, SamplingOptions, Token
 from llamaedge.runtime import App, GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.nn import SIGNATURES
 
@@ -136,12 +137,72 @@ def new_runtime(registry: GraphRegistry) -> Runtime:
 
 
 @contextmanager
-def preloaded(model: Path, *, name: str = "default", ctx_size: int = 256) -> Iterator[tuple[GraphRegistry, Runtime]]:
-    """A registry with `model` preloaded as `name` (2 threads), and a runtime on it; both closed after."""
-    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=ctx_size), [Preload(name, "GGML", "AUTO", model)])
+def preloaded(model: Path, *, name: str = "default", ctx_size: int = 256,
+              loader: ModelLoader = Model) -> Iterator[tuple[GraphRegistry, Runtime]]:
+    """A registry with `model` preloaded as `name` (2 threads, loaded by `loader`), and a
+    runtime on it; both closed after."""
+    registry = GraphRegistry(LoadOptions(threads=2, ctx_size=ctx_size), [Preload(name, "GGML", "AUTO", model)],
+                             loader=loader)
     runtime = new_runtime(registry)
     try:
         yield registry, runtime
     finally:
         runtime.close()
         registry.close()
+
+
+class _Ended:
+    """A Generation that has ended before its first token."""
+
+    finish_reason = FinishReason.STOP
+    error = None
+    n_cached = 0
+
+    def next_token(self, timeout_s: float | None = None) -> Token | None:
+        return None
+
+    def cancel(self) -> None:
+        pass
+
+
+class StandInModel:
+    """A LoadedModel without llama.cpp, for tests of the runtime's bookkeeping (loading,
+    unloading, graphs) rather than of text: a token is a byte, every generation ends at once,
+    every embedding is zeros, and a chat renders as its contents joined."""
+
+    n_embd = 4
+
+    def __init__(self, n_ctx: int = 64) -> None:
+        self.n_ctx = n_ctx
+        self.closed = False
+
+    def tokenize(self, text: bytes, *, special: bool = True) -> list[int]:
+        return list(text)
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return bytes(tokens)
+
+    def check_tokens(self, tokens: list[int]) -> None:
+        pass
+
+    def preserved_tokens(self, texts: list[str]) -> frozenset[int]:
+        return frozenset()
+
+    def check_sampling(self, sampling: SamplingOptions) -> None:
+        pass
+
+    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> Generation:
+        return _Ended()
+
+    def check_embedding_inputs(self, inputs: list[list[int]]) -> None:
+        pass
+
+    def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
+        return np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+
+    def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
+                    tools: list[object] | None = None, template_kwargs: dict[str, object] | None = None) -> str:
+        return "".join(str(message.get("content", "")) for message in messages)
+
+    def close(self) -> None:
+        self.closed = True

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llamaedge.engine import LoadOptions
+from llamaedge.engine import LoadOptions, Model, Sequence
 from llamaedge.runtime import GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.nn import Errno
-from tests.nn_harness import Harness, harness, harness_app, new_runtime, preloaded
+from tests.nn_harness import Harness, StandInModel, harness, harness_app, new_runtime, preloaded
 from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 from tests.wat_apps import nn_compute_app, write_app
 
@@ -62,7 +62,7 @@ def test_load_by_name_unknown_is_not_found(nn: Harness) -> None:
 
 
 def test_load_by_name_with_config_applies_load_keys_on_first_load(tmp_path: Path, tiny_model: Path) -> None:
-    registry = GraphRegistry(LoadOptions(threads=2), [Preload("small", "GGML", "AUTO", tiny_model)])
+    registry = GraphRegistry(LoadOptions(threads=2), [Preload("small", "GGML", "AUTO", tiny_model)], loader=Model)
     runtime = new_runtime(registry)
     try:
         with harness(runtime, harness_app(runtime)) as h:
@@ -252,9 +252,7 @@ def test_finalize_execution_context(nn: Harness) -> None:
 
 
 def test_unload_keeps_host_registered_models(tiny_model: Path) -> None:
-    from llamaedge.engine import Model
-
-    registry = GraphRegistry(LoadOptions(threads=2))
+    registry = GraphRegistry(LoadOptions(threads=2), loader=Model)
     model = Model(tiny_model, LoadOptions(threads=2, ctx_size=128))
     graph = registry.register("default", model)
     runtime = new_runtime(registry)
@@ -293,7 +291,7 @@ def test_cancelled_session_fails_the_next_call_and_stops_generating(tiny_model: 
         ctx = ready_context(h, {"ignore-eos": True})
         assert h.call("compute_single", ctx) == Errno.SUCCESS
         sequence = h.session.contexts[ctx].sequence
-        assert sequence is not None
+        assert isinstance(sequence, Sequence)  # the engine's own: read its counters
         h.session.cancel()
         assert h.call("compute_single", ctx) == Errno.RUNTIME_ERROR
         list(sequence)  # drains at once: the scheduler dropped it
@@ -405,7 +403,9 @@ def test_a_token_prompt_generates_what_its_text_does(nn: Harness, runtime: Runti
 
 
 def test_token_prompt_errors(nn: Harness, runtime: Runtime) -> None:
-    n_vocab = runtime.registry.get(0).n_vocab
+    model = runtime.registry.get(0)
+    assert isinstance(model, Model)  # the engine's own: read its vocabulary
+    n_vocab = model.n_vocab
     ctx = ready_context(nn)
     assert nn.set_input(ctx, 2, struct.pack("<2I", 5, n_vocab)) == Errno.INVALID_ARGUMENT
     assert nn.set_input(ctx, 2, b"\x01\x00\x00") == Errno.INVALID_ARGUMENT
@@ -521,7 +521,9 @@ def test_embedding_without_normalization(nn: Harness) -> None:
 
 
 def test_embedding_input_errors(nn: Harness, runtime: Runtime) -> None:
-    n_ctx_embed = runtime.registry.get(0).n_ctx_embed
+    model = runtime.registry.get(0)
+    assert isinstance(model, Model)  # the engine's own: read its embedding context
+    n_ctx_embed = model.n_ctx_embed
     ctx = embedding_context(nn)
     assert nn.set_input(ctx, 3, b"[]") == Errno.INVALID_ARGUMENT
     assert nn.set_input(ctx, 3, b'["a", ""]') == Errno.INVALID_ARGUMENT
@@ -582,26 +584,34 @@ def test_chat_template_gets_tools_tool_calls_and_kwargs(tmp_path: Path) -> None:
 
 def test_the_registry_loads_models_with_the_loader_it_is_given(tmp_path: Path) -> None:
     loaded: list[tuple[Path, LoadOptions]] = []
+    made: list[StandInModel] = []
 
-    class Stand:
-        n_ctx = 64
-
-        def close(self) -> None:
-            pass
-
-    def loader(path: Path, options: LoadOptions) -> Stand:
+    def loader(path: Path, options: LoadOptions) -> StandInModel:
         loaded.append((path, options))
-        return Stand()
+        made.append(StandInModel())
+        return made[-1]
 
     (tmp_path / "x.gguf").write_bytes(b"not read by the stand-in")
     registry = GraphRegistry(LoadOptions(threads=1), [Preload("x", "GGML", "AUTO", tmp_path / "x.gguf")],
-                             loader=loader)  # type: ignore[arg-type]
+                             loader=loader)
     runtime = new_runtime(registry)
     with harness(runtime, harness_app(runtime)) as h:
         rc, graph = h.load_by_name("x", {"ctx-size": 64, "threads": 2})
         assert rc == Errno.SUCCESS
         assert h.call("unload", graph) == Errno.SUCCESS
     assert [(p.name, o.ctx_size, o.threads) for p, o in loaded] == [("x.gguf", 64, 2)]
+    assert [model.closed for model in made] == [True]
+
+
+def test_a_registry_without_a_loader_offers_only_the_hosts_models(tiny_model: Path) -> None:
+    registry = GraphRegistry()
+    registry.register("default", StandInModel())
+    runtime = new_runtime(registry)
+    with harness(runtime, harness_app(runtime)) as h:
+        assert h.load_by_name("default")[0] == Errno.SUCCESS
+        out = h.alloc(4)
+        by_path = builders(h, b"preload:" + str(tiny_model).encode())
+        assert h.call("load", by_path, 1, 6, 0, out) == Errno.NOT_FOUND
 
 
 # -- WasmEdge fidelity: options at load, stream-stdout --------------------------------------------
@@ -625,19 +635,19 @@ def test_options_given_at_load_are_where_every_context_starts(nn: Harness) -> No
     assert nn.stream(third)[0] == one
 
 
-def test_a_bad_option_at_load_fails_the_load(nn: Harness, tiny_model: Path) -> None:
+def test_a_bad_option_at_load_fails_the_load(nn: Harness, runtime: Runtime, tiny_model: Path) -> None:
     assert nn.load_by_name("default", {"grammar": "root ::= ("})[0] == Errno.INVALID_ARGUMENT
     assert nn.load_by_name("default", {"temp": "hot"})[0] == Errno.INVALID_ARGUMENT
     out = nn.alloc(4)
     by_path = builders(nn, b"preload:" + str(tiny_model).encode(), b'{"ctx-size": 64, "top-k": "many"}')
-    n_graphs = len(nn.session.registry._graphs)
+    n_graphs = len(runtime.registry._graphs)
     assert nn.call("load", by_path, 2, 6, 0, out) == Errno.INVALID_ARGUMENT
-    assert nn.session.registry._graphs[n_graphs:] == [None]  # loaded, then let go
+    assert runtime.registry._graphs[n_graphs:] == [None]  # loaded, then let go
 
 
 def test_a_preloaded_model_whose_file_is_gone_is_model_not_found(tmp_path: Path) -> None:
     preloads = [Preload("gone", "GGML", "AUTO", tmp_path / "gone.gguf"), Preload("dir", "GGML", "AUTO", tmp_path)]
-    registry = GraphRegistry(LoadOptions(threads=2), preloads)
+    registry = GraphRegistry(LoadOptions(threads=2), preloads, loader=Model)
     runtime = new_runtime(registry)
     with harness(runtime, harness_app(runtime)) as h:
         assert h.load_by_name("gone")[0] == Errno.MODEL_NOT_FOUND
@@ -766,19 +776,23 @@ def test_bad_preserved_tokens_are_invalid_arguments(nn_markers: Harness, value: 
     assert nn_markers.load_by_name("default", {"preserved-tokens": value})[0] == Errno.INVALID_ARGUMENT
 
 
-def test_the_same_prompt_set_again_is_not_tokenized_again(nn: Harness, runtime: Runtime,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = ready_context(nn)  # tokenizes PROMPT
-    model = runtime.registry.get(0)
+def test_the_same_prompt_set_again_is_not_tokenized_again(tiny_model: Path) -> None:
     calls: list[bytes] = []
-    tokenize = model.tokenize
-    monkeypatch.setattr(model, "tokenize", lambda text, **kw: calls.append(text) or tokenize(text, **kw))
-    first = nn.metadata(ctx)["input_tokens"]
-    assert nn.set_input(ctx, 1, {"n-predict": 2}) == Errno.SUCCESS
-    assert nn.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
-    assert nn.metadata(ctx)["input_tokens"] == first
-    assert calls == []
-    assert nn.call("compute", ctx) == Errno.SUCCESS
-    assert nn.metadata(ctx)["output_tokens"] == 2
-    assert nn.set_input(ctx, 0, PROMPT + b" more") == Errno.SUCCESS  # another text: tokenized
-    assert calls == [PROMPT + b" more"] and nn.metadata(ctx)["input_tokens"] > first
+
+    class CountingModel(Model):
+        def tokenize(self, text: bytes, *, special: bool = True) -> list[int]:
+            calls.append(text)
+            return super().tokenize(text, special=special)
+
+    with preloaded(tiny_model, loader=CountingModel) as (_, runtime), harness(runtime, harness_app(runtime)) as nn:
+        ctx = ready_context(nn)
+        assert calls == [PROMPT]
+        first = nn.metadata(ctx)["input_tokens"]
+        assert nn.set_input(ctx, 1, {"n-predict": 2}) == Errno.SUCCESS
+        assert nn.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
+        assert nn.metadata(ctx)["input_tokens"] == first
+        assert calls == [PROMPT]
+        assert nn.call("compute", ctx) == Errno.SUCCESS
+        assert nn.metadata(ctx)["output_tokens"] == 2
+        assert nn.set_input(ctx, 0, PROMPT + b" more") == Errno.SUCCESS  # another text: tokenized
+        assert calls == [PROMPT, PROMPT + b" more"] and nn.metadata(ctx)["input_tokens"] > first

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         # The terminal is the conversation's: the host's and engine's notes only with -v.
         for name in ("llamaedge.runtime", "llamaedge.engine"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    registry = GraphRegistry()
+    registry = GraphRegistry(loader=Model)
     runtime = Runtime(registry, limits=RunLimits(memory_max_bytes=CLI_MEMORY_MAX_BYTES, wasm_slice_max_s=CLI_SLICE_MAX_S))
     try:
         app = runtime.load_app(default_app_path())

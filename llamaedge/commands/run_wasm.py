@@ -56,13 +56,13 @@ def _env(specs: list[str]) -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from llamaedge import engine
-    from llamaedge.engine import LoadOptions
+    from llamaedge.engine import LoadOptions, Model
     from llamaedge.runtime import GraphRegistry, NNSession, RunLimits, Runtime, parse_preload
 
     preloads = [parse_preload(spec) for spec in args.nn_preload]
     dirs, env = _dirs(args.dir), _env(args.env)
     options = LoadOptions(n_gpu_layers=-1 if engine.supports_gpu_offload() else 0)
-    registry = GraphRegistry(options, preloads)
+    registry = GraphRegistry(options, preloads, loader=Model)
     runtime = Runtime(registry, limits=RunLimits(memory_max_bytes=CLI_MEMORY_MAX_BYTES, wasm_slice_max_s=CLI_SLICE_MAX_S))
     try:
         app = runtime.load_app(Path(args.app))

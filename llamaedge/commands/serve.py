@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamaedge.errors import UsageError
 from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
+
+if TYPE_CHECKING:  # the engine loads with the model, not with the command line
+    from llamaedge.engine import LoadOptions, Model
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +77,8 @@ def pause_gc_for_startup() -> None:
     gc.disable()
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model] | None = None) -> int:
+    """`loader`: what makes the models, if not the engine's Model (benchmarks/serve_tuned.py)."""
     from llamaedge.catalog import check_chat_model, resolve_model
 
     check_server_arguments(args)
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.embedding_model:
         embedding = resolve_model(args.embedding_model, models_dir=args.models_dir, pull=True)
     pause_gc_for_startup()
+    from llamaedge.engine import Model
     from llamaedge.launch import launch
 
-    return launch(model, args, embedding_model=embedding)
+    return launch(model, args, embedding_model=embedding, loader=loader or Model)

@@ -15,12 +15,14 @@ imports llama_cpp.
     llama_decoder   the Decoder on a llama context
     embedding       the embedding context
     model           Model: all of the above for one GGUF
+    contract        LoadedModel, Generation: what callers may use of a Model and its sequences
 """
 
 from llamaedge.engine import bindings
 
 bindings.install()  # before any module below imports llama_cpp
 
+from llamaedge.engine.contract import Generation, LoadedModel, ModelLoader
 from llamaedge.engine.devices import LLAMA_CPP_PYTHON_VERSION, build_info, list_devices, supports_gpu_offload
 from llamaedge.engine.errors import BadInput, EngineError, GrammarError, NoChatTemplate, PromptTooLong, TemplateError
 from llamaedge.engine.gguf import ModelShape, inspect_model
@@ -44,7 +46,8 @@ from llamaedge.engine.types import (
 
 __all__ = [
     "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
-    "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions", "Model", "ModelShape",
+    "Generation", "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions", "LoadedModel", "Model", "ModelLoader",
+    "ModelShape",
     "NoChatTemplate", "PromptTooLong", "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token",
     "build_info", "default_parallel", "default_threads", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
 ]

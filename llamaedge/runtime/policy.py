@@ -23,11 +23,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llamaedge.engine import FinishReason, SamplingOptions, Sequence, Token
+from llamaedge.engine import FinishReason, Generation, LoadedModel, SamplingOptions, Token
 from llamaedge.errors import AppError, UsageError
-from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
+from llamaedge.runtime.nn import Errno, Graphs, NNError, NNSession
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("llamaedge.policy")
 
@@ -327,7 +330,7 @@ class PolicyRegistry:
     """The registry as a mounted app sees it: only the graph names its policy grants, no
     model files by path, and models that stop generating at the request's token budget."""
 
-    def __init__(self, registry: GraphRegistry, guard: RunGuard) -> None:
+    def __init__(self, registry: Graphs, guard: RunGuard) -> None:
         self._registry = registry
         self._guard = guard
         self._granted: set[int] = set()
@@ -347,7 +350,7 @@ class PolicyRegistry:
                                          hint="preload the model and grant its name"))
         raise NNError(Errno.NOT_FOUND, "loading a model file is not granted to this app")
 
-    def get(self, graph: int) -> Any:
+    def get(self, graph: int) -> LoadedModel:
         if graph not in self._granted:
             raise NNError(Errno.INVALID_ARGUMENT, f"unknown graph id {graph}")
         return BudgetedModel(self._registry.get(graph), self._guard)
@@ -362,12 +365,9 @@ class BudgetedModel:
     """A model whose generations end (finish reason length) when the request's token budget
     is spent. Everything but `generate` is the model's own."""
 
-    def __init__(self, model: Any, guard: RunGuard) -> None:
+    def __init__(self, model: LoadedModel, guard: RunGuard) -> None:
         self._model = model
         self._guard = guard
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
 
     def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> BudgetedSequence:
         left = self._guard.tokens_left
@@ -375,22 +375,67 @@ class BudgetedModel:
             sampling = dataclasses.replace(sampling, n_predict=left)  # ends the engine's work there too
         return BudgetedSequence(self._model.generate(prompt, sampling, group=group), self._guard)
 
+    @property
+    def n_ctx(self) -> int:
+        return self._model.n_ctx
+
+    @property
+    def n_embd(self) -> int:
+        return self._model.n_embd
+
+    def tokenize(self, text: bytes, *, special: bool = True) -> list[int]:
+        return self._model.tokenize(text, special=special)
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return self._model.detokenize(tokens)
+
+    def check_tokens(self, tokens: list[int]) -> None:
+        self._model.check_tokens(tokens)
+
+    def preserved_tokens(self, texts: list[str]) -> frozenset[int]:
+        return self._model.preserved_tokens(texts)
+
+    def check_sampling(self, sampling: SamplingOptions) -> None:
+        self._model.check_sampling(sampling)
+
+    def check_embedding_inputs(self, inputs: list[list[int]]) -> None:
+        self._model.check_embedding_inputs(inputs)
+
+    def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
+        return self._model.embed(inputs, norm=norm)
+
+    def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
+                    tools: list[object] | None = None, template_kwargs: dict[str, object] | None = None) -> str:
+        return self._model.render_chat(messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                                       template_kwargs=template_kwargs)
+
+    def close(self) -> None:
+        pass  # the host's model outlives the request: the app only lets go of it
+
 
 class BudgetedSequence:
     """A sequence that counts its tokens against the budget and ends when it is spent:
     several sequences of one request (n > 1) share it."""
 
-    def __init__(self, sequence: Sequence, guard: RunGuard) -> None:
+    def __init__(self, sequence: Generation, guard: RunGuard) -> None:
         self._sequence = sequence
         self._guard = guard
         self._cut = False
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sequence, name)
-
     @property
     def finish_reason(self) -> FinishReason | None:
         return FinishReason.LENGTH if self._cut else self._sequence.finish_reason
+
+    @property
+    def error(self) -> str | None:
+        return self._sequence.error
+
+    @property
+    def n_cached(self) -> int:
+        return self._sequence.n_cached
+
+    def cancel(self) -> None:
+        self._sequence.cancel()
 
     def next_token(self, timeout_s: float | None = None) -> Token | None:
         if self._cut:

@@ -68,7 +68,7 @@ class ServerState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.registry = GraphRegistry()
+        self.registry = GraphRegistry(loader=Model)  # the app may load a model file of its own
         self.runtime: Runtime | None = None
         self.app: App | None = None
         self.mounted: dict[str, App] = {}  # by route
@@ -188,9 +188,7 @@ class ServerState:
         for resolved, model, graph in ((self.config.model, self.model, MODEL_GRAPH),
                                        (self.config.embedding_model, self.embedding, EMBEDDING_GRAPH)):
             if resolved is not None and model is not None:
-                stats = getattr(model, "stats", None)  # the engine's EngineStats, where it has them
-                models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, stats() if callable(stats) else None,
-                                            getattr(model, "n_tokens_decoded", None)))
+                models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, model.stats(), model.n_tokens_decoded))
         return HostSnapshot(self.in_flight, self.slots, self.queue_limit, self.draining, models)
 
     def admit(self) -> str | None:

@@ -19,10 +19,10 @@ One module per part, each importing only those above it:
 
 from llamaedge.runtime.nn.errors import Errno, NNError
 from llamaedge.runtime.nn.functions import MODULE, SIGNATURES, Functions, write_output
-from llamaedge.runtime.nn.graphs import GraphRegistry, ModelLoader, Preload, parse_preload
+from llamaedge.runtime.nn.graphs import GraphRegistry, Graphs, Preload, parse_preload
 from llamaedge.runtime.nn.sessions import ExecutionContext, NNSession
 
 __all__ = [
-    "MODULE", "SIGNATURES", "Errno", "ExecutionContext", "Functions", "GraphRegistry", "ModelLoader", "NNError",
+    "MODULE", "SIGNATURES", "Errno", "ExecutionContext", "Functions", "GraphRegistry", "Graphs", "NNError",
     "NNSession", "Preload", "parse_preload", "write_output",
 ]

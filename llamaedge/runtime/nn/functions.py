@@ -17,10 +17,10 @@ from llamaedge.engine import (
     LLAMA_CPP_PYTHON_VERSION,
     BadInput,
     FinishReason,
+    Generation,
     GrammarError,
-    Model,
+    LoadedModel,
     PromptTooLong,
-    Sequence,
     Token,
 )
 from llamaedge.runtime.nn.errors import Errno, NNError
@@ -44,7 +44,7 @@ def write_output(mem: Any, data: bytes, out_ptr: int, out_max_len: int, written_
     mem.write_u32(written_ptr, len(data))
 
 
-def _start(context: ExecutionContext, session: NNSession) -> Sequence:
+def _start(context: ExecutionContext, session: NNSession) -> Generation:
     if context.sequence is not None:
         return context.sequence
     if context.flags.get("unsupported"):
@@ -94,7 +94,7 @@ def _embed(context: ExecutionContext) -> None:
     context.finish_reason = "stop"
 
 
-def _check_embedding_inputs(model: Model, inputs: list[list[int]]) -> None:
+def _check_embedding_inputs(model: LoadedModel, inputs: list[list[int]]) -> None:
     try:
         model.check_embedding_inputs(inputs)
     except PromptTooLong as exc:
@@ -103,7 +103,7 @@ def _check_embedding_inputs(model: Model, inputs: list[list[int]]) -> None:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
 
 
-def _token_ids(model: Model, ids: list[Any], what: str) -> list[int]:
+def _token_ids(model: LoadedModel, ids: list[Any], what: str) -> list[int]:
     if not all(isinstance(token, int) and not isinstance(token, bool) for token in ids):
         raise NNError(Errno.INVALID_ARGUMENT, f"{what} must be integers")
     try:
@@ -130,7 +130,7 @@ def _log_stats(context: ExecutionContext) -> None:
                  context.n_output_tokens, elapsed_s, context.n_output_tokens / elapsed_s)
 
 
-def _finished(context: ExecutionContext, sequence: Sequence) -> NNError:
+def _finished(context: ExecutionContext, sequence: Generation) -> NNError:
     reason = sequence.finish_reason or FinishReason.ERROR
     context.finish_reason = "stop" if reason == FinishReason.STOP else "length"
     _log_stats(context)
@@ -224,7 +224,7 @@ class Functions:
             raise NNError(Errno.PROMPT_TOO_LONG,
                           f"prompt of {len(context.prompt)} tokens does not fit the context of {model.n_ctx}")
 
-    def _embedding_batch(self, model: Model, data: bytes) -> list[list[int]]:
+    def _embedding_batch(self, model: LoadedModel, data: bytes) -> list[list[int]]:
         try:
             items = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

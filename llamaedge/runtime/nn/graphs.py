@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from llamaedge.engine import LoadOptions, Model
+from llamaedge.engine import LoadedModel, LoadOptions, ModelLoader
 from llamaedge.errors import ModelError, UsageError
 from llamaedge.runtime.nn.errors import Errno, NNError
 from llamaedge.runtime.nn.metadata import LOAD_KEYS, load_options_from
@@ -42,25 +41,37 @@ def parse_preload(spec: str) -> Preload:
     return Preload(name, encoding.upper(), target.upper(), Path(path))
 
 
-ModelLoader = Callable[[Path, LoadOptions], Model]
+class Graphs(Protocol):
+    """The graphs as an app instance sees them: the GraphRegistry, or a mounted app's view
+    of it that its policy narrows (policy.PolicyRegistry)."""
+
+    def load_by_name(self, name: str, metadata: dict[str, Any]) -> int: ...
+
+    def load_path(self, path: Path, metadata: dict[str, Any]) -> int: ...
+
+    def get(self, graph: int) -> LoadedModel: ...
+
+    def unload(self, graph: int) -> None: ...
 
 
 class GraphRegistry:
     """Models by WASI-NN graph id, and the names they can be loaded by. Shared by every app
     instance in the process; loading a name twice returns the same graph. `loader` makes a
-    model of a file (the engine's Model; tests may give a stand-in)."""
+    model of a file (the engine's Model; tests may give a stand-in); without one the registry
+    offers only the models the host registers, and an app's load of a file fails."""
 
     def __init__(self, base_options: LoadOptions | None = None, preloads: list[Preload] | None = None,
-                 *, loader: ModelLoader = Model) -> None:
+                 *, loader: ModelLoader | None = None) -> None:
+        assert loader is not None or not preloads, "preloads need a loader"
         self.base_options = base_options or LoadOptions()
         self.loader = loader
         self._preloads: dict[str, Preload] = {p.name: p for p in preloads or []}
-        self._graphs: list[Model | None] = []
+        self._graphs: list[LoadedModel | None] = []
         self._by_name: dict[str, int] = {}
         self._owned: set[int] = set()  # loaded by an app (not registered by the host)
         self._lock = threading.Lock()
 
-    def register(self, name: str, model: Model) -> int:
+    def register(self, name: str, model: LoadedModel) -> int:
         """Offer an already loaded model under `name` (how `serve` provides `default`)."""
         with self._lock:
             self._graphs.append(model)
@@ -91,6 +102,8 @@ class GraphRegistry:
             return self._load(path, metadata)
 
     def _load(self, path: Path, metadata: dict[str, Any]) -> int:
+        if self.loader is None:
+            raise NNError(Errno.NOT_FOUND, f"this host loads no model files ({Path(path).name})")
         options = load_options_from(metadata, self.base_options)
         try:
             model = self.loader(path, options)
@@ -108,7 +121,7 @@ class GraphRegistry:
         if ignored and model is not None:
             log.info("graph %r is already loaded; load-time keys %s keep their values", name, ignored)
 
-    def get(self, graph: int) -> Model:
+    def get(self, graph: int) -> LoadedModel:
         if 0 <= graph < len(self._graphs):
             model = self._graphs[graph]
             if model is not None:

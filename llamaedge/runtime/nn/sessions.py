@@ -9,9 +9,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from llamaedge.engine import BadInput, GrammarError, Model, SamplingOptions, Sequence, json_schema_grammar
+from llamaedge.engine import BadInput, Generation, GrammarError, LoadedModel, SamplingOptions, json_schema_grammar
 from llamaedge.runtime.nn.errors import Errno, NNError
-from llamaedge.runtime.nn.graphs import GraphRegistry
+from llamaedge.runtime.nn.graphs import Graphs
 from llamaedge.runtime.nn.metadata import (
     ACCEPTED_NOOP,
     CONTEXT_FLAGS,
@@ -48,7 +48,7 @@ class GrammarSource:
 @dataclass(eq=False)
 class ExecutionContext:
     graph: int
-    model: Model
+    model: LoadedModel
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     flags: dict[str, Any] = field(default_factory=dict)  # stream-stdout, enable-log, reverse-prompt, embedding
     grammar: GrammarSource = field(default_factory=GrammarSource)
@@ -58,7 +58,7 @@ class ExecutionContext:
     # its tokens (the chat app does, to size n-predict), and tokenizing is ~3 us a token.
     tokenized: tuple[bytes, tuple[int, ...]] | None = None
     embed_inputs: list[list[int]] | None = None  # set_input(3): a batch to embed
-    sequence: Sequence | None = None
+    sequence: Generation | None = None
     last_piece: bytes = b""
     last_logprobs: dict[str, Any] | None = None
     logprobs: list[dict[str, Any]] = field(default_factory=list)
@@ -149,7 +149,7 @@ class ExecutionContext:
 class NNSession:
     """The WASI-NN state of one app instance."""
 
-    def __init__(self, registry: GraphRegistry, *, host_stdout: BinaryIO | None = None) -> None:
+    def __init__(self, registry: Graphs, *, host_stdout: BinaryIO | None = None) -> None:
         self.registry = registry
         self.contexts: dict[int, ExecutionContext] = {}
         self._next_ctx = 0
