@@ -45,7 +45,7 @@ def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int |
         # vocab-only load) would hold up the start.
         return gpu.plan_offload(model.path.stat().st_size, 1, 0, devices, supports_offload)
     shape = engine.inspect_model(model.path)
-    ctx = ctx_size or min(shape.n_ctx_train or engine.DEFAULT_CTX_SIZE, engine.DEFAULT_CTX_SIZE)
+    ctx = engine.context_size(ctx_size, shape.n_ctx_train)
     kv_bytes = gpu.kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, ctx)
     return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes, devices, supports_offload)
 

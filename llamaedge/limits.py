@@ -1,11 +1,16 @@
-"""Defaults of the server's limits, read by both the command line and the server (kept out
-of the server package so that the CLI can show them without importing the engine)."""
+"""Defaults of the limits the command line shows and the server, the runtime and the engine
+apply: each has its home here, a module that imports nothing, so that the CLI can show them
+without importing the engine or wasmtime."""
 
+# A model's context when none is asked for: its training context, at most this many tokens.
+DEFAULT_CTX_SIZE = 4096
+# Linear memory an app's run may use (a mounted app's policy may set its own).
+APP_MEMORY_MAX_BYTES = 256 * 1024 * 1024
 QUEUE_MAX_PER_SLOT = 4  # the default --queue-max: this many waiting requests per slot
 DRAIN_S = 20.0  # the default --drain-s; below Kubernetes' default 30 s termination grace period
 # The largest request body: the host reads at most one byte more and gives every app this
 # limit as LLAMAEDGE_MAX_BODY_BYTES, so host and apps refuse at the same size. (The apps'
-# built-in default, 1 MiB, is for a host that does not set the variable.) Room for a long
+# built-in default is for other hosts, which may not set the variable.) Room for a long
 # conversation with a few inline images.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 

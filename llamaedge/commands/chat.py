@@ -17,6 +17,7 @@ from llamaedge.commands.run import choose_model
 from llamaedge.commands.run_wasm import CLI_MEMORY_MAX_BYTES, CLI_SLICE_MAX_S
 from llamaedge.console import err_console
 from llamaedge.errors import UsageError
+from llamaedge.limits import DEFAULT_CTX_SIZE
 from llamaedge.types import ResolvedModel
 
 MODEL_GRAPH = "default"
@@ -49,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "commands, /exit or Ctrl-D quits. With no --model, the model is picked as `llamaedge run` picks it.",
     )
     parser.add_argument("--model", "-m", help="catalog name, path to a .gguf, hf:OWNER/REPO/FILE or https URL")
-    parser.add_argument("--ctx-size", "-c", type=int, help="context size in tokens (default: the model's, at most 4096)")
+    parser.add_argument("--ctx-size", "-c", type=int, help=f"context size in tokens (default: the model's, at most {DEFAULT_CTX_SIZE})")
     parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores, one fewer for a lone stream's one-token steps)")
     parser.add_argument("--models-dir", help="where downloaded models live")

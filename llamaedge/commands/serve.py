@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llamaedge.errors import UsageError
-from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
+from llamaedge.limits import DEFAULT_CTX_SIZE, DRAIN_S, QUEUE_MAX_PER_SLOT
 
 if TYPE_CHECKING:  # the engine loads with the model, not with the command line
     from llamaedge.engine import LoadOptions, Model
@@ -20,7 +20,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `serve` and `run` share."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    parser.add_argument("--ctx-size", type=int, help="context size in tokens (default: the model's, at most 4096)")
+    parser.add_argument("--ctx-size", type=int, help=f"context size in tokens (default: the model's, at most {DEFAULT_CTX_SIZE})")
     parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores, one fewer for a lone stream's one-token steps)")
     parser.add_argument("--parallel", type=int,

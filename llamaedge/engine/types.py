@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-DEFAULT_CTX_SIZE = 4096
+from llamaedge.limits import DEFAULT_CTX_SIZE
 # A sequence runs at most this many tokens ahead of its reader: a slow client slows its own
 # generation only, and a client that left wastes at most this much work.
 LOOKAHEAD_TOKENS_MAX = 16
@@ -46,6 +46,12 @@ class LoadOptions:
     parallel: int | None = None  # sequences decoded together; None: default_parallel(the context)
     use_mmap: bool = True
     main_gpu: int = 0
+
+
+def context_size(asked: int | None, n_ctx_train: int) -> int:
+    """The context a model gets: `asked`, else its training context (0: unknown), at most
+    DEFAULT_CTX_SIZE."""
+    return asked or min(n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
 
 
 def default_threads(cores: int) -> tuple[int, int]:

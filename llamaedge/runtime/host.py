@@ -30,6 +30,7 @@ import wasmtime
 
 from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
+from llamaedge.limits import APP_MEMORY_MAX_BYTES
 from llamaedge.runtime import nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
 from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
@@ -48,7 +49,7 @@ class AppTrap(AppError):
 
 @dataclass
 class RunLimits:
-    memory_max_bytes: int = 256 * 1024 * 1024
+    memory_max_bytes: int = APP_MEMORY_MAX_BYTES
     wasm_slice_max_s: float = 5.0  # wasm time between two host calls
 
     @property

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamaedge.engine import FinishReason, Generation, LoadedModel, SamplingOptions, Token
 from llamaedge.errors import AppError, UsageError
+from llamaedge.limits import APP_MEMORY_MAX_BYTES
 from llamaedge.runtime.nn import Errno, Graphs, NNError, NNSession
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llamaedge.policy")
 
-DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 DEFAULT_WALL_TIME_S = 300.0
 DEFAULT_MODELS = ("default",)
 
@@ -59,7 +59,7 @@ class DirGrant:
 
 @dataclass(frozen=True)
 class AppPolicy:
-    memory_max_bytes: int = DEFAULT_MEMORY_BYTES
+    memory_max_bytes: int = APP_MEMORY_MAX_BYTES
     wall_time_s: float = DEFAULT_WALL_TIME_S
     max_tokens: int | None = None  # None: as many as the context holds
     models: tuple[str, ...] = DEFAULT_MODELS

@@ -21,6 +21,7 @@ from llamaedge.server.state import ENDED, Flight, ServerState
 log = logging.getLogger("llamaedge.server")
 
 RETRY_AFTER_S = 1  # what a refused client is told to wait
+LOADING_RETRY_AFTER_S = 2  # what a client is told to wait while the model loads
 _END = object()  # put in a flight's chunks when the app is done
 
 
@@ -55,7 +56,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
         status, path = state.status, request.url.path
         if status == "loading":
             return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
-                              code="model_not_ready", headers={"Retry-After": "2"})
+                              code="model_not_ready", headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
         if status == "error":
             return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
                               code="model_load_failed")

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -77,6 +77,7 @@ class ServerState:
         self.error: LlamaEdgeError | None = None
         self.ready = threading.Event()
         self.loaded_at = int(time.time())
+        self._app_env: Mapping[str, str] = {}  # made once the models are loaded: fixed from then on
         self.executor: ThreadPoolExecutor | None = None  # made once the slots are known
         self.in_flight = 0
         self.flights: set[Flight] = set()
@@ -132,6 +133,7 @@ class ServerState:
         # One thread per request that may be in flight: the queue bound is the thread bound.
         self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
         self.loaded_at = int(time.time())
+        self._app_env = self._make_app_env()
         self._loaded(on_loaded)
 
     def _loaded(self, on_loaded: Callable[[ServerState], None] | None) -> None:
@@ -162,7 +164,14 @@ class ServerState:
             return "error"
         return "draining" if self.draining else "ok"
 
-    def app_env(self) -> dict[str, str]:
+    def app_env(self) -> Mapping[str, str]:
+        """The LLAMAEDGE_* settings every app run gets (docs/host-interface.md)."""
+        assert self.model is not None
+        return self._app_env
+
+    def _make_app_env(self) -> dict[str, str]:
+        """Made once, when the models have loaded: nothing in it changes after (the
+        capabilities are a catalog lookup, or a reading of the model's metadata)."""
         assert self.model is not None
         env = {
             "LLAMAEDGE_MODEL_ID": self.config.model.model_id,
