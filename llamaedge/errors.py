@@ -1,12 +1,32 @@
-"""The exceptions llamaedge raises, mapped once to CLI messages (cli.py) and HTTP errors
-(server/bridge.py).
+"""The exceptions llamaedge raises, one family per layer, mapped once to CLI messages
+(cli.py) and HTTP errors (server/bridge.py). The whole tree, with the module of each class:
 
-    LlamaEdgeError              a one-line message, plus a hint that says how to fix it
-    ├── UsageError              bad arguments or configuration
-    ├── ModelError              a model file that cannot be found or loaded
-    ├── AppError                a WebAssembly app that cannot be loaded, trapped or ran away
-    └── DownloadError           a model download failed (network, 404, gated, disk, checksum)
-        └── OfflineError        the hub cannot be reached (no network or HF_HUB_OFFLINE)
+    LlamaEdgeError                a one-line message, plus a hint that says how to fix it
+    ├── UsageError                bad arguments or configuration (the command line, catalog, mount)
+    │   └── PolicyError           a bad value in an app's manifest or --app-policy (runtime/policy.py)
+    ├── ModelError                a model that cannot be found: unknown name, no file, not downloaded (catalog)
+    ├── DownloadError             a model download failed (network, 404, gated, disk, checksum)
+    │   └── OfflineError          the hub cannot be reached (no network or HF_HUB_OFFLINE)
+    ├── EngineError               the engine's family (engine/errors.py)
+    │   ├── LoadError             a model file llama.cpp cannot read or load, or a context it cannot make
+    │   ├── ModelClosed           the model is shutting down
+    │   ├── BadInput              a prompt, token id or sampling option the model cannot take
+    │   ├── PromptTooLong         an input that does not fit its context
+    │   ├── GrammarError          a grammar that does not parse, a JSON schema with no grammar
+    │   ├── NoChatTemplate        the model has no chat template
+    │   └── TemplateError         the chat template failed on the messages it was given
+    └── AppError                  the runtime's family: a WebAssembly app that cannot be loaded or run
+        ├── AppTrap               the app trapped, or ran too long without calling the host (runtime/host.py)
+        └── PolicyBreach          a mounted app went beyond its policy: fails that request (runtime/policy.py)
+            ├── ModelNotAllowed   it asked for a model not granted (403)
+            ├── WallTimeExceeded  it ran past its wall time (504)
+            └── MemoryLimitReached  it failed at its memory limit (500)
+
+Inside the runtime, never raised out of a host function (Python exceptions never cross into
+wasm; the guest gets a WASI-NN error code):
+
+    NNError                       a host function's failure, with the code the guest gets (runtime/nn/errors.py)
+    GuestMemoryError              a guest pointer outside its memory: INVALID_ARGUMENT (runtime/guest.py)
 
 Foreign exceptions are translated at the seam where they occur with
 `raise SomeError(...) from exc`.

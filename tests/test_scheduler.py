@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from llamaedge.engine.errors import ModelClosed
 from llamaedge.engine.scheduler import BatchEntry, Scheduler, Sequence
 from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, FinishReason, SamplingOptions, Token
-from llamaedge.errors import ModelError
 
 END = 0  # the scripted end-of-generation token
 
@@ -386,7 +386,7 @@ def test_jobs_run_on_the_scheduler_thread_while_sequences_run() -> None:
     finally:
         scheduler.close()
     assert seq.finish_reason == FinishReason.CANCELLED
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelClosed):
         scheduler.run_job(lambda: 0)
 
 

@@ -24,7 +24,16 @@ bindings.install()  # before any module below imports llama_cpp
 
 from llamaedge.engine.contract import Generation, LoadedModel, ModelLoader
 from llamaedge.engine.devices import LLAMA_CPP_PYTHON_VERSION, build_info, list_devices, supports_gpu_offload
-from llamaedge.engine.errors import BadInput, EngineError, GrammarError, NoChatTemplate, PromptTooLong, TemplateError
+from llamaedge.engine.errors import (
+    BadInput,
+    EngineError,
+    GrammarError,
+    LoadError,
+    ModelClosed,
+    NoChatTemplate,
+    PromptTooLong,
+    TemplateError,
+)
 from llamaedge.engine.gguf import ModelShape, inspect_model
 from llamaedge.engine.grammar import json_schema_grammar
 from llamaedge.engine.model import Model
@@ -47,8 +56,8 @@ from llamaedge.engine.types import (
 
 __all__ = [
     "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
-    "Generation", "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions",
-    "LoadedModel", "Model", "ModelLoader", "ModelShape", "NoChatTemplate", "PromptTooLong",
+    "Generation", "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadError", "LoadOptions",
+    "LoadedModel", "Model", "ModelClosed", "ModelLoader", "ModelShape", "NoChatTemplate", "PromptTooLong",
     "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token", "build_info", "context_size",
     "default_parallel", "default_threads", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
 ]

@@ -10,7 +10,7 @@ import llama_cpp as lc
 
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.types import EMBED_SEQ_MAX
-from llamaedge.errors import ModelError
+from llamaedge.engine.errors import LoadError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +32,7 @@ class Embedder:
         cparams.no_perf = True
         self._ctx = lc.llama_init_from_model(model, cparams)
         if not self._ctx:
-            raise ModelError("llama.cpp could not create an embedding context")
+            raise LoadError("llama.cpp could not create an embedding context")
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(n_ctx, 0, 1)
         self.n_ctx = n_ctx

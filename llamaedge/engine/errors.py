@@ -1,7 +1,9 @@
-"""The engine's exceptions, all EngineError (a LlamaEdgeError): the caller maps each once
-(runtime/nn to error codes).
+"""The engine's exceptions, all EngineError (a LlamaEdgeError; the whole tree is drawn in
+llamaedge/errors.py): the caller maps each once (runtime/nn to error codes).
 
     EngineError
+    ├── LoadError           a model file llama.cpp cannot read or load, or a context it cannot make
+    ├── ModelClosed         the model is shutting down: it takes no more work
     ├── BadInput            a prompt, token id or sampling option the model cannot take
     ├── PromptTooLong       an input that does not fit its context
     ├── GrammarError        a grammar that does not parse, a JSON schema with no grammar
@@ -15,6 +17,14 @@ from llamaedge.errors import LlamaEdgeError
 
 
 class EngineError(LlamaEdgeError):
+    pass
+
+
+class LoadError(EngineError):
+    pass
+
+
+class ModelClosed(EngineError):
     pass
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import llama_cpp as lc
 
 from llamaedge.engine.backend import init_backend
-from llamaedge.errors import ModelError
+from llamaedge.engine.errors import LoadError
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def inspect_model(path: Path) -> ModelShape:
     params.vocab_only = True
     model = lc.llama_model_load_from_file(str(path).encode(), params)
     if not model:
-        raise ModelError(f"llama.cpp could not read {Path(path).name}",
+        raise LoadError(f"llama.cpp could not read {Path(path).name}",
                          hint="is it a GGUF file of an architecture this llama.cpp supports?")
     try:
         meta = read_metadata(model)

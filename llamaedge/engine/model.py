@@ -20,14 +20,13 @@ from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
 from llamaedge.engine.chat_template import ChatTemplates, preload
 from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
-from llamaedge.engine.errors import BadInput, PromptTooLong
+from llamaedge.engine.errors import BadInput, LoadError, ModelClosed, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
 from llamaedge.engine.types import (EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions, context_size,
                                     default_parallel, default_threads)
-from llamaedge.errors import ModelError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +44,7 @@ class Model:
         self.path = Path(path)
         self.options = options
         if not self.path.is_file():
-            raise ModelError(f"model file not found: {self.path}", hint="check the path")
+            raise LoadError(f"model file not found: {self.path}", hint="check the path")
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers
         mparams.main_gpu = options.main_gpu
@@ -54,7 +53,7 @@ class Model:
         preload()
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
-            raise ModelError(
+            raise LoadError(
                 f"llama.cpp could not load {self.path.name}",
                 hint="is it a GGUF file of an architecture this llama.cpp supports? (run with -v for details)",
             )
@@ -80,7 +79,7 @@ class Model:
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             lc.llama_model_free(self._model)
-            raise ModelError(
+            raise LoadError(
                 f"llama.cpp could not create a context of {ctx_size} tokens for {self.path.name}",
                 hint="try a smaller --ctx-size",
             )
@@ -203,7 +202,7 @@ class Model:
         seq._sampler = Sampler(self._vocab, self.n_vocab, sampling)
         try:
             self._scheduler.submit(seq)
-        except ModelError:
+        except ModelClosed:
             seq._sampler.free()
             raise
         return seq

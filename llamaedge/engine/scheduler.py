@@ -22,8 +22,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from llamaedge.engine.errors import ModelClosed
 from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, PREFILL_CHUNK_TOKENS, EngineStats, FinishReason, SamplingOptions, Token
-from llamaedge.errors import ModelError
 
 log = logging.getLogger("llamaedge.engine")
 
@@ -149,7 +149,7 @@ class Scheduler:
         seq._wake = self.wake
         with self._cond:
             if self._closing:
-                raise ModelError("the model is shutting down")
+                raise ModelClosed("the model is shutting down")
             self._incoming.append(seq)
             self._cond.notify()
 
@@ -158,7 +158,7 @@ class Scheduler:
         future: Future[Any] = Future()
         with self._cond:
             if self._closing:
-                raise ModelError("the model is shutting down")
+                raise ModelClosed("the model is shutting down")
             self._jobs.append((job, future))
             self._cond.notify()
         return future.result()
@@ -211,7 +211,7 @@ class Scheduler:
             self._finish(seq, FinishReason.CANCELLED)
         self._incoming.clear()
         for _job, future in self._jobs:
-            future.set_exception(ModelError("the model is shutting down"))
+            future.set_exception(ModelClosed("the model is shutting down"))
         self._jobs.clear()
 
     def run_once(self) -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from llamaedge.engine import LoadedModel, LoadOptions, ModelLoader
-from llamaedge.errors import ModelError, UsageError
+from llamaedge.engine import EngineError, LoadedModel, LoadOptions, ModelLoader
+from llamaedge.errors import UsageError
 from llamaedge.runtime.nn.errors import Errno, NNError
 from llamaedge.runtime.nn.metadata import LOAD_KEYS, load_options_from
 
@@ -107,7 +107,7 @@ class GraphRegistry:
         options = load_options_from(metadata, self.base_options)
         try:
             model = self.loader(path, options)
-        except ModelError as exc:
+        except EngineError as exc:
             raise NNError(Errno.NOT_FOUND if not Path(path).is_file() else Errno.INVALID_ARGUMENT, str(exc)) from exc
         self._graphs.append(model)
         graph = len(self._graphs) - 1
