@@ -335,10 +335,6 @@ def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None) -> No
         download.download(remote, dest, on_progress=sink)
 
 
-def pullable(spec: ModelSpec) -> bool:
-    return spec.kind in ("hf", "url") or (spec.kind == "catalog" and spec.entry is not None and not spec.entry.embedded)
-
-
 # ---- choosing a model for this machine -------------------------------------------------
 
 

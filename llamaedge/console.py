@@ -34,10 +34,6 @@ def print_error(err: LlamaEdgeError) -> None:
     err_console.print(message, soft_wrap=True)
 
 
-def is_interactive() -> bool:
-    return sys.stdout.isatty()
-
-
 @contextmanager
 def download_progress() -> Iterator[Callable[[Any], None]]:
     """A sink for download progress events (`download.ProgressEvent`: name, status,

@@ -50,9 +50,6 @@ class GuestMemory:
         if data:
             ctypes.memmove(self._check(ptr, len(data)), data, len(data))
 
-    def read_u32(self, ptr: int) -> int:
-        return struct.unpack("<I", self.read(ptr, 4))[0]
-
     def write_u32(self, ptr: int, value: int) -> None:
         self.write(ptr, struct.pack("<I", value & 0xFFFFFFFF))
 
