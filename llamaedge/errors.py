@@ -4,7 +4,7 @@
     LlamaEdgeError                a one-line message, plus a hint that says how to fix it
     ├── UsageError                bad arguments or configuration (the command line, catalog, mount)
     │   └── PolicyError           a bad value in an app's manifest or --app-policy (runtime/policy.py)
-    ├── ModelError                a model that cannot be found: unknown name, no file, not downloaded (catalog)
+    ├── ModelError                a model the catalog cannot resolve: unknown name, no file, not downloaded (catalog, rm)
     ├── DownloadError             a model download failed (network, 404, gated, disk, checksum)
     │   └── OfflineError          the hub cannot be reached (no network or HF_HUB_OFFLINE)
     ├── EngineError               the engine's family (engine/errors.py)
