@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llamaedge import catalog
 from llamaedge.engine import Model
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
+from llamaedge.hostguard import HostGuard, allowed_hosts
 from llamaedge.limits import DRAIN_S, MAX_BODY_BYTES, queue_limit
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
 from llamaedge.model_load import ModelLoad, load_options
@@ -73,6 +74,7 @@ class ServeConfig:
     parallel: int | None = None  # slots; None: the engine's, sized to the context (engine.default_parallel)
     api_key: str | None = None
     cors_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # --allowed-host, beside the names hostguard allows
     max_body_bytes: int = MAX_BODY_BYTES
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)
@@ -474,13 +476,18 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     ]
     routes += extra_routes or []
     app_name = config.app_path.stem
+    def refuse(path: str, message: str, code: str) -> Response:
+        return host_error(path, 403, message, kind="permission", code=code)
+
     middleware = [
         Middleware(MetricsMiddleware, metrics=state.metrics, app_name=app_name),
+        Middleware(HostGuard, hosts=allowed_hosts(config.host, config.allowed_hosts),
+                   cors_origins=config.cors_origins, refuse=refuse),
         Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
                    routes=(APPS_ROUTE, *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
-        middleware.insert(1, Middleware(
+        middleware.insert(2, Middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
     return Starlette(routes=routes, middleware=middleware)
 

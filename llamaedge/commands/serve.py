@@ -7,6 +7,7 @@ import gc
 import os
 
 from llamaedge.errors import UsageError
+from llamaedge.hostguard import parse_allowed_host
 from llamaedge.limits import DRAIN_S, QUEUE_MAX_PER_SLOT
 
 
@@ -29,6 +30,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default {DRAIN_S:g})")
     parser.add_argument("--metrics-auth", action="store_true", help="/metrics needs the API key too (default: public, as /health)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow browser requests from ORIGIN (repeatable; * for any)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host is NAME, any port (repeatable; .example.com: it and "
+                             "the names under it; * : any Host). Default: localhost, 127.0.0.1, [::1], the --host "
+                             "address, and any IP address when bound beyond loopback")
     parser.add_argument("--models-dir", help="where downloaded models live")
 
 
@@ -59,6 +64,7 @@ def check_server_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--queue-max must be 0 or more", hint="0: refuse whatever --parallel cannot take at once")
     if args.drain_s < 0:
         raise UsageError("--drain-s must be 0 or more")
+    args.allowed_host = [parse_allowed_host(value) for value in args.allowed_host]
     if args.metrics_auth and not args.api_key:
         raise UsageError("--metrics-auth needs an API key", hint="add --api-key KEY (or set LLAMAEDGE_API_KEY)")
 
