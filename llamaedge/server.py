@@ -51,6 +51,8 @@ MODEL_GRAPH = "default"
 EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
 ANTHROPIC_ROUTE = "/v1/messages"  # its requests get the host's errors in Anthropic's shape
 RETRY_AFTER_S = 1  # what a refused client is told to wait
+# /health's "error" for a request without the key, when a key is set.
+HIDDEN_LOAD_ERROR = "the model failed to load; send the API key to see why"
 ENDED_FLUSH_S = 2.0  # after the drain deadline, time for the ended responses to send their last event
 # At exit, how long cancelled apps get to return from wasm (a run is at most the wasm time
 # slice past its last host call, which fails once cancelled).
@@ -345,6 +347,17 @@ class ServerState:
                 model.close()
 
 
+def has_api_key(scope: Scope, api_key: str) -> bool:
+    """Whether a request carries `api_key`: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+    headers = dict(scope["headers"])
+    expected = api_key.encode()
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), expected):
+        return True
+    x_api_key = headers.get(b"x-api-key")
+    return x_api_key is not None and hmac.compare_digest(x_api_key.strip(), expected)
+
+
 class APIKeyMiddleware:
     """With a key set, every /v1 route (and /metrics with --metrics-auth, and `routes` with
     what is under them: the mounted apps) needs `Authorization: Bearer <key>` or, as
@@ -361,18 +374,9 @@ class APIKeyMiddleware:
         return (path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
                 or any(path == route or path.startswith(route + "/") for route in self.routes))
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        assert self.api_key is not None
-        expected = self.api_key.encode()
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), expected):
-            return True
-        x_api_key = headers.get(b"x-api-key")
-        return x_api_key is not None and hmac.compare_digest(x_api_key.strip(), expected)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.api_key and scope["type"] == "http" and self._guarded(scope["path"]):
-            if not self._authorized(dict(scope["headers"])):
+            if not has_api_key(scope, self.api_key):
                 response = host_error(
                     scope["path"], 401,
                     "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
@@ -462,7 +466,9 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         if config.embedding_model is not None:
             body["embedding_model"] = config.embedding_model.model_id
         if state.error:
-            body["error"] = str(state.error)
+            # The text may name files and paths: with a key set, only for those who have it.
+            shown = not config.api_key or has_api_key(request.scope, config.api_key)
+            body["error"] = str(state.error) if shown else HIDDEN_LOAD_ERROR
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     async def metrics(request: Request) -> Response:

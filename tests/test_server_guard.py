@@ -1,7 +1,7 @@
 """The Host and Origin guard on the real server (real uvicorn on a real port, the real chat app
 on the tiny model, a mounted WAT app, the web chat): a request that names another Host, as a
 DNS-rebinding page's do, is refused on every route, while the names of this machine work;
-a cross-site POST is refused."""
+a cross-site POST is refused; /health keeps the load error for those with the key."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from llamaedge.mount import Mount, mount_routes
 from llamaedge.runtime import AppPolicy
-from llamaedge.server import ServerState, default_app_path, webui_routes_or_none
+from llamaedge.server import HIDDEN_LOAD_ERROR, ServerState, default_app_path, webui_routes_or_none
 from tests.test_server_http import config_for, running
 from tests.wat_apps import write_app, writes_app
 
@@ -89,3 +89,19 @@ def test_a_cross_site_post_is_refused_on_the_api_and_the_apps(guarded: tuple[str
     read = send(url, "GET", "/v1/models", None, origin="http://evil.example")
     assert read.status_code == 200 and "access-control-allow-origin" not in read.headers
 
+
+def test_health_gives_the_load_error_only_to_a_request_with_the_key(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"GGUF but not really")
+    state = ServerState(config_for(bogus, default_app_path(), api_key="s3cret"))
+    with running(state, load=False) as url:
+        state.load()
+        stranger = httpx.get(f"{url}/health")
+        assert stranger.status_code == 503
+        assert stranger.json() == {"status": "error", "model": "tiny-chat", "error": HIDDEN_LOAD_ERROR}
+        assert "bogus" not in stranger.text
+        for headers in ({"Authorization": "Bearer s3cret"}, {"x-api-key": "s3cret"}):
+            keyed = httpx.get(f"{url}/health", headers=headers)
+            assert keyed.status_code == 503 and "could not load bogus.gguf" in keyed.json()["error"]
+        wrong = httpx.get(f"{url}/health", headers={"Authorization": "Bearer nope"})
+        assert wrong.json()["error"] == HIDDEN_LOAD_ERROR
