@@ -40,7 +40,8 @@ def test_host_name_takes_the_name_and_drops_the_port(header: str, name: str | No
 
 LOOPBACK_ALLOWED = ["localhost", "localhost:8080", "127.0.0.1", "127.0.0.1:1", "[::1]:8080", "[0:0:0:0:0:0:0:1]"]
 LOOPBACK_REFUSED = ["attacker.example", "attacker.example:8080", "127.0.0.2:8080", "10.0.0.5", "[fe80::1]",
-                    "localhost.", "sub.localhost", "0x7f.0.0.1", "2130706433", "", "a b"]
+                    "localhost.", "sub.localhost", "0x7f.0.0.1", "2130706433", "", "a b",
+                    "0.0.0.0:8080"]  # pages fetch http://0.0.0.0:PORT to reach this machine's servers
 
 
 @pytest.mark.parametrize("bind", ["127.0.0.1", "localhost", "::1"])

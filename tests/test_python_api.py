@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
 import llamaedge
@@ -51,6 +52,15 @@ def test_a_failed_start_raises_the_servers_error_line(tmp_path: Path) -> None:
     assert "could not load bogus.gguf" in str(failed.value)
     assert failed.value.returncode == 1
     assert "could not load bogus.gguf" in failed.value.output
+
+
+def test_a_server_not_ready_in_time_is_stopped_and_raises(tiny_model: Path) -> None:
+    children_before = {child.pid for child in psutil.Process().children()}
+    with pytest.raises(ServerStartError) as failed:
+        llamaedge.serve(tiny_model, ready_timeout_s=0, **TINY)  # the deadline has passed at the first look
+    assert str(failed.value).startswith("the server was not ready within 0s")
+    assert failed.value.returncode is None and "ready_timeout_s" in (failed.value.hint or "")
+    assert {child.pid for child in psutil.Process().children()} <= children_before
 
 
 def test_a_taken_port_given_fails_and_a_taken_port_picked_is_picked_again(
