@@ -15,12 +15,13 @@
     │   ├── GrammarError          a grammar that does not parse, a JSON schema with no grammar
     │   ├── NoChatTemplate        the model has no chat template
     │   └── TemplateError         the chat template failed on the messages it was given
-    └── AppError                  the runtime's family: a WebAssembly app that cannot be loaded or run
-        ├── AppTrap               the app trapped, or ran too long without calling the host (runtime/host.py)
-        └── PolicyBreach          a mounted app went beyond its policy: fails that request (runtime/policy.py)
-            ├── ModelNotAllowed   it asked for a model not granted (403)
-            ├── WallTimeExceeded  it ran past its wall time (504)
-            └── MemoryLimitReached  it failed at its memory limit (500)
+    ├── AppError                  the runtime's family: a WebAssembly app that cannot be loaded or run
+    │   ├── AppTrap               the app trapped, or ran too long without calling the host (runtime/host.py)
+    │   └── PolicyBreach          a mounted app went beyond its policy: fails that request (runtime/policy.py)
+    │       ├── ModelNotAllowed   it asked for a model not granted (403)
+    │       ├── WallTimeExceeded  it ran past its wall time (504)
+    │       └── MemoryLimitReached  it failed at its memory limit (500)
+    └── ServerStartError          a server started from Python (llamaedge.serve) did not get ready
 
 Inside the runtime, never raised out of a host function (Python exceptions never cross into
 wasm; the guest gets a WASI-NN error code):
@@ -61,3 +62,14 @@ class DownloadError(LlamaEdgeError):
 
 class OfflineError(DownloadError):
     pass
+
+
+class ServerStartError(LlamaEdgeError):
+    """`llamaedge.serve()` started a server that exited, or was not ready in time. The message
+    carries the server's own error line; `output` its last lines, `returncode` its exit
+    status (None if it had to be stopped)."""
+
+    def __init__(self, message: str, *, output: str, returncode: int | None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.output = output
+        self.returncode = returncode

@@ -66,6 +66,7 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
         parallel=args.parallel,
         api_key=args.api_key,
         cors_origins=args.cors_origin,
+        allowed_hosts=args.allowed_host,
         embedding_model=embedding_model,
         queue_max=args.queue_max,
         drain_s=args.drain_s,

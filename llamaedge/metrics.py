@@ -132,13 +132,19 @@ class ServerMetrics:
         r.register(_GaugeCollector(snapshot))
         self._routes: set[str] = set()
 
-    def route_label(self, path: str, status: int) -> str:
+    def route_label(self, path: str, status: int, routed: bool = True) -> str:
+        """A request's `route` label. Its path becomes one only when the request was
+        authorised and matched a route (`routed`: the router chose an endpoint; the endpoint
+        did not answer 404 or 405): a stranger cannot write paths into the metrics, nor read
+        back those of others who were refused."""
+        if status in (401, 403):  # refused: the Host or Origin guard, the API key, an app's own check
+            return "unauthorized"
+        if not routed or status in (404, 405):
+            return "unmatched"
         if path in ("/health", "/metrics"):
             return path
         if not path.startswith("/v1/"):
             return "web"
-        if status == 404:
-            return "unmatched"
         if path not in self._routes and len(self._routes) >= ROUTE_LABELS_MAX:
             return "other"
         self._routes.add(path)
@@ -228,8 +234,8 @@ def _parse(data: bytes) -> object:
 
 
 class _Observation:
-    def __init__(self, metrics: ServerMetrics, path: str, app: str) -> None:
-        self.metrics, self.path, self.app = metrics, path, app
+    def __init__(self, metrics: ServerMetrics, scope: Scope, app: str) -> None:
+        self.metrics, self.scope, self.path, self.app = metrics, scope, scope["path"], app
         self.started = time.monotonic()
         self.status: int | None = None
         self.stream = False
@@ -240,10 +246,16 @@ class _Observation:
         self.usage = _Usage()
         self.route = ""
 
+    @property
+    def routed(self) -> bool:
+        # Starlette's router puts the endpoint it chose into the scope, which the layers
+        # inside share with this one; a request a guard refused never reaches it.
+        return "endpoint" in self.scope
+
     def on_message(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
-            self.route = self.metrics.route_label(self.path, self.status)
+            self.route = self.metrics.route_label(self.path, self.status, self.routed)
             headers = dict(message.get("headers") or [])
             content_type = headers.get(b"content-type", b"")
             self.stream = b"text/event-stream" in content_type
@@ -267,7 +279,7 @@ class _Observation:
     def finish(self) -> None:
         m = self.metrics
         status = self.status if self.status is not None else 500
-        route = self.route or m.route_label(self.path, status)
+        route = self.route or m.route_label(self.path, status, self.routed)
         m.requests.labels(route, self.app, str(status)).inc()
         m.duration.labels(route, self.app).observe(time.monotonic() - self.started)
         if status == 499 or (self.status is not None and not self.complete):
@@ -292,8 +304,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        observation = _Observation(self.metrics, path, self.app_name if path.startswith("/v1/") else "host")
+        app = self.app_name if scope["path"].startswith("/v1/") else "host"
+        observation = _Observation(self.metrics, scope, app)
 
         async def observed_send(message: Message) -> None:
             observation.on_message(message)

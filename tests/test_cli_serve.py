@@ -99,8 +99,19 @@ def test_listening_beyond_this_machine_without_a_key_is_flagged(
     open_server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--host", "0.0.0.0")
     assert "without --api-key" in open_server.log()
     keyed = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--host", "0.0.0.0",
-                         "--api-key", "k")
+                         "--api-key", "k", "--allowed-host", "LLM.example")
     assert "without --api-key" not in keyed.log()
+    # Bound beyond loopback: any address passes the Host check, a name only when allowed.
+    for server, allowed in ((open_server, False), (keyed, True)):
+        health = f"{server.base_url}/health"
+        assert httpx.get(health, headers={"Host": f"192.0.2.7:{server.port}"}).status_code == 200
+        assert httpx.get(health, headers={"Host": "attacker.example"}).status_code == 403
+        assert httpx.get(health, headers={"Host": "llm.example"}).status_code == (200 if allowed else 403)
+
+
+def test_a_bad_allowed_host_is_one_line_with_the_fix() -> None:
+    line = one_line_error(serve("--model", "x.gguf", "--allowed-host", "llm.example:8080"))
+    assert "--allowed-host 'llm.example:8080'" in line and "without a port" in line and "any port" in line
 
 
 def test_an_embedding_model_is_served_beside_the_chat_model(

@@ -232,3 +232,30 @@ def test_engine_stats_become_gauges_per_model() -> None:
     assert not any(dict(key)["model"] == "embed" for key in samples["llamaedge_slots_busy"])
     openmetrics, om_type = metrics.exposition("application/openmetrics-text; version=1.0.0")
     assert om_type.startswith("application/openmetrics-text") and openmetrics.endswith(b"# EOF\n")
+
+
+def test_metrics_show_no_path_of_a_refused_or_unmatched_request(tiny_model: Path) -> None:
+    config = config_for(tiny_model, default_app_path(), api_key="k", cors_origins=["http://app.example"])
+    key = {"Authorization": "Bearer k"}
+    with running(ServerState(config)) as url:
+        strangers = [
+            httpx.post(f"{url}/v1/secret-no-key"),  # 401
+            httpx.get(f"{url}/v1/secret-host", headers={**key, "Host": "attacker.example"}),  # 403
+            httpx.get(f"{url}/metrics", headers={"Host": "attacker.example"}),  # 403
+            httpx.post(f"{url}/v1/secret-origin", headers={**key, "Origin": "http://evil.example"}),  # 403
+            httpx.request("OPTIONS", f"{url}/v1/secret-method", headers=key),  # 405: no such method
+            httpx.get(f"{url}/v1/secret-app-404", headers=key),  # the app has no such route
+            httpx.get(f"{url}/secret-no-route"),  # the host has no such route
+            # A CORS preflight, answered before any route.
+            httpx.request("OPTIONS", f"{url}/v1/secret-preflight", headers={
+                "Origin": "http://app.example", "Access-Control-Request-Method": "POST"}),
+        ]
+        assert [r.status_code for r in strangers] == [401, 403, 403, 403, 405, 404, 404, 200]
+        assert httpx.get(f"{url}/v1/models", headers=key).status_code == 200
+        samples = scrape(url)
+    labels = {v for series in samples.values() for key_ in series for _, v in key_}
+    assert not [v for v in labels if "secret" in v]
+    assert value(samples, "llamaedge_requests_total", route="unauthorized", status="401") == 1
+    assert value(samples, "llamaedge_requests_total", route="unauthorized", status="403") == 3
+    assert value(samples, "llamaedge_requests_total", route="unmatched") == 4
+    assert value(samples, "llamaedge_requests_total", route="/v1/models", status="200") == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llamaedge.errors import UsageError
+from llamaedge.hostguard import parse_allowed_host
 from llamaedge.limits import DEFAULT_CTX_SIZE, DRAIN_S, QUEUE_MAX_PER_SLOT
 
 if TYPE_CHECKING:  # the engine loads with the model, not with the command line
@@ -34,7 +35,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-s", type=float, default=DRAIN_S, metavar="SECONDS",
                         help=f"on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default {DRAIN_S:g})")
     parser.add_argument("--metrics-auth", action="store_true", help="/metrics needs the API key too (default: public, as /health)")
-    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow browser requests from ORIGIN (repeatable; * for any)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="let pages from ORIGIN call the API: read answers (CORS) and send POST/PUT/PATCH/DELETE, which other sites may not (repeatable; * for any)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host is NAME, any port (repeatable; .example.com: it and "
+                             "the names under it; * : any Host). Default: localhost, 127.0.0.1, [::1], the --host "
+                             "address, and any IP address when bound beyond loopback")
     parser.add_argument("--models-dir", help="where downloaded models live")
 
 
@@ -65,6 +70,7 @@ def check_server_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--queue-max must be 0 or more", hint="0: refuse whatever --parallel cannot take at once")
     if args.drain_s < 0:
         raise UsageError("--drain-s must be 0 or more")
+    args.allowed_host = [parse_allowed_host(value) for value in args.allowed_host]
     if args.metrics_auth and not args.api_key:
         raise UsageError("--metrics-auth needs an API key", hint="add --api-key KEY (or set LLAMAEDGE_API_KEY)")
 

@@ -9,6 +9,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llamaedge.server.api_errors import host_error
 
 
+def has_api_key(scope: Scope, api_key: str) -> bool:
+    """Whether a request carries `api_key`: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+    headers = dict(scope["headers"])
+    expected = api_key.encode()
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), expected):
+        return True
+    x_api_key = headers.get(b"x-api-key")
+    return x_api_key is not None and hmac.compare_digest(x_api_key.strip(), expected)
+
+
 class APIKeyMiddleware:
     """With a key set, every /v1 route (and /metrics with --metrics-auth, and `routes` with
     what is under them: the mounted apps) needs `Authorization: Bearer <key>` or, as
@@ -25,18 +36,9 @@ class APIKeyMiddleware:
         return (path.startswith("/v1") or (self.metrics_auth and path == "/metrics")
                 or any(path == route or path.startswith(route + "/") for route in self.routes))
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        assert self.api_key is not None
-        expected = self.api_key.encode()
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), expected):
-            return True
-        x_api_key = headers.get(b"x-api-key")
-        return x_api_key is not None and hmac.compare_digest(x_api_key.strip(), expected)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.api_key and scope["type"] == "http" and self._guarded(scope["path"]):
-            if not self._authorized(dict(scope["headers"])):
+            if not has_api_key(scope, self.api_key):
                 response = host_error(
                     scope["path"], 401,
                     "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",

@@ -31,6 +31,7 @@ class ServeConfig:
     parallel: int | None = None  # slots; None: the engine's, sized to the context (engine.default_parallel)
     api_key: str | None = None
     cors_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # --allowed-host, beside the names hostguard allows
     max_body_bytes: int = MAX_BODY_BYTES
     app_path: Path = field(default_factory=default_app_path)
     limits: RunLimits = field(default_factory=RunLimits)

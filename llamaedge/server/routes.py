@@ -1,6 +1,6 @@
 """The Starlette app: the host's own routes (`/health`, `/metrics`), `/v1` to the chat app,
 the mounted apps and the web chat beside them, and the middleware around them all (metrics,
-CORS, the API key)."""
+the Host and Origin guard, CORS, the API key)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from llamaedge.hostguard import HostGuard, allowed_hosts
 from llamaedge.metrics import MetricsMiddleware
 from llamaedge.mount import APPS_ROUTE, mount_routes
-from llamaedge.server.auth import APIKeyMiddleware
+from llamaedge.server.api_errors import host_error
+from llamaedge.server.auth import APIKeyMiddleware, has_api_key
 from llamaedge.server.bridge import wagi_endpoint
 from llamaedge.server.state import ServerState
+
+
+# /health's "error" for a request without the key, when a key is set.
+HIDDEN_LOAD_ERROR = "the model failed to load; send the API key to see why"
 
 
 def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
@@ -27,7 +33,9 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         if config.embedding_model is not None:
             body["embedding_model"] = config.embedding_model.model_id
         if state.error:
-            body["error"] = str(state.error)
+            # The text may name files and paths: with a key set, only for those who have it.
+            shown = not config.api_key or has_api_key(request.scope, config.api_key)
+            body["error"] = str(state.error) if shown else HIDDEN_LOAD_ERROR
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     async def metrics(request: Request) -> Response:
@@ -41,13 +49,19 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     ]
     routes += extra_routes or []
     app_name = config.app_path.stem
+
+    def refuse(path: str, message: str, code: str) -> Response:
+        return host_error(path, 403, message, kind="permission", code=code)
+
     middleware = [
         Middleware(MetricsMiddleware, metrics=state.metrics, app_name=app_name),
+        Middleware(HostGuard, hosts=allowed_hosts(config.host, config.allowed_hosts),
+                   cors_origins=config.cors_origins, refuse=refuse),
         Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
                    routes=(APPS_ROUTE, *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
-        middleware.insert(1, Middleware(
+        middleware.insert(2, Middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
     return Starlette(routes=routes, middleware=middleware)
 
