@@ -38,6 +38,7 @@ from llamaedge.engine.types import (
     LoadOptions,
     SamplingOptions,
     Token,
+    context_size,
     default_parallel,
     default_threads,
 )
@@ -46,5 +47,5 @@ __all__ = [
     "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
     "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions", "Model", "ModelShape",
     "NoChatTemplate", "PromptTooLong", "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token",
-    "build_info", "default_parallel", "default_threads", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
+    "build_info", "context_size", "default_parallel", "default_threads", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
 ]

@@ -25,7 +25,7 @@ from llamaedge.engine.gguf import pooling_is_defined, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
-from llamaedge.engine.types import (DEFAULT_CTX_SIZE, EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions,
+from llamaedge.engine.types import (EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions, context_size,
                                     default_parallel, default_threads)
 from llamaedge.errors import ModelError
 
@@ -64,7 +64,7 @@ class Model:
         self.n_vocab = lc.llama_vocab_n_tokens(self._vocab)
         self.size_bytes = lc.llama_model_size(self._model)
 
-        ctx_size = options.ctx_size or min(self.n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
+        ctx_size = context_size(options.ctx_size, self.n_ctx_train)
         threads, threads_batch = ((options.threads, options.threads) if options.threads
                                   else default_threads(os.cpu_count() or 1))
         parallel = max(1, options.parallel) if options.parallel is not None else default_parallel(ctx_size)

@@ -57,6 +57,12 @@ def default_threads(cores: int) -> tuple[int, int]:
     return max(1, cores - 1), max(1, cores)
 
 
+def context_size(asked: int | None, n_ctx_train: int) -> int:
+    """The context a model is loaded with: `asked` (--ctx-size), else its training context,
+    at most DEFAULT_CTX_SIZE."""
+    return asked or min(n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
+
+
 def default_parallel(ctx_size: int) -> int:
     """The slots of a context of `ctx_size` cells when none are asked for (see SLOT_CELLS)."""
     return max(PARALLEL_MIN, min(PARALLEL_MAX, ctx_size // SLOT_CELLS))
