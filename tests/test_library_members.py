@@ -9,12 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub.constants
-import llama_cpp as lc
 import pytest
 
 from llamaedge import catalog, download, settings
-from llamaedge.engine.backend import init_backend
-from llamaedge.engine.gguf import read_metadata
+from llamaedge.engine.gguf import file_metadata
 from llamaedge.errors import ModelError, UsageError
 from llamaedge.library import (Library, LibraryConfig, LibraryEvent, MemberSource, ModelStateError, Source, Status,
                                discover, from_specs)
@@ -38,22 +36,10 @@ def _place(path: Path, data: bytes) -> Path:
 # -- the GGUF header -------------------------------------------------------------------------
 
 
-def _llama_cpp_metadata(path: Path) -> dict[str, str]:
-    init_backend()
-    params = lc.llama_model_default_params()
-    params.vocab_only = True
-    model = lc.llama_model_load_from_file(str(path).encode(), params)
-    assert model
-    try:
-        return read_metadata(model)
-    finally:
-        lc.llama_model_free(model)
-
-
 def test_the_header_reads_as_llama_cpp_reads_it(tiny_model: Path, smollm2_model: Path) -> None:
     for path in (tiny_model, smollm2_model):
         facts = read_facts(path)
-        theirs = _llama_cpp_metadata(path)
+        theirs = file_metadata(path)
         assert facts.metadata and all(theirs[key] == value for key, value in facts.metadata.items())
         # What it leaves out are the arrays (tokens, merges, ...), which llama.cpp summarizes.
         assert all(key.startswith("tokenizer.ggml.") for key in set(theirs) - set(facts.metadata))
