@@ -351,6 +351,8 @@ def test_a_reader_that_falls_behind_is_cut_off() -> None:
     keeping_up.close()
     hub.publish(LibraryEvent("a", "status_change"))
     assert keeping_up.get(0) is None
+    hub.close()
+    assert hub.subscribe().closed  # nothing more comes
 
 
 def test_metrics_per_model(make_library: Callable[..., Library[FakeModel]]) -> None:

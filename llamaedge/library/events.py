@@ -115,11 +115,16 @@ class EventHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscriptions: set[Subscription] = set()
+        self._closed = False
 
     def subscribe(self, loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
+        """A reader of the events from now on; closed at once when the hub is (nothing more comes)."""
         subscription = Subscription(self, loop)
         with self._lock:
-            self._subscriptions.add(subscription)
+            if not self._closed:
+                self._subscriptions.add(subscription)
+                return subscription
+        subscription.close()
         return subscription
 
     def publish(self, event: LibraryEvent) -> None:
@@ -134,6 +139,7 @@ class EventHub:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             readers = list(self._subscriptions)
         for reader in readers:
             reader.close()
