@@ -3,7 +3,9 @@
 A download goes through the hub client (its headers, token, redirects and retries), into a
 `<file>.part` next to the destination so a later run resumes it, then is checked against the
 expected sha256 (the catalog's, else the hub's LFS hash) and moved into place atomically.
-Progress is reported as `ProgressEvent` data to a callback; the terminal and HTTP draw it.
+Progress is reported as `ProgressEvent` data to a callback; the terminal and HTTP draw it. A
+callback that raises (a DownloadError of its own) stops the download at that event; the
+partial file is kept, so a later download resumes it (the library cancels a pull so).
 
 Every failure leaves as a `DownloadError` (or `OfflineError`) with a one-line message and a
 hint; foreign exceptions are translated here and nowhere else.

