@@ -14,7 +14,7 @@ export interface ModelInfo {
   id: string;
   state: ModelState;
   capabilities: string[];
-  /** Bytes on disk (or to download); null when the server does not say. */
+  /** Bytes on disk (or to download: `size`); null when the server does not say. */
   sizeBytes: number | null;
   contextLength: number | null;
   /** false: the server estimates this model does not fit the memory it has. */
@@ -67,7 +67,7 @@ export function readModel(entry: unknown): ModelInfo | null {
     id: raw.id,
     state,
     capabilities,
-    sizeBytes: numberOr(raw.size_bytes, null),
+    sizeBytes: numberOr(raw.size, null),
     contextLength: numberOr(raw.context_length, null),
     fits: typeof raw.fits === "boolean" ? raw.fits : null,
     downloaded: raw.downloaded !== false,

@@ -12,7 +12,7 @@ describe("readModel", () => {
     const model = readModel({
       id: "smollm2-135m",
       capabilities: ["chat", "tools"],
-      size_bytes: 98_000_000,
+      size: 98_000_000,
       context_length: 4096,
       fits: false,
       downloaded: true,
