@@ -2,6 +2,7 @@
 
 import { readChatStream, type StreamItem } from "./chatstream";
 import { ApiError, errorFrom } from "./errors";
+import { readModel, type ModelInfo } from "./library";
 
 export interface Connection {
   /** "" means the page's own origin. */
@@ -56,8 +57,8 @@ async function send(url: string, init: RequestInit): Promise<Response> {
   return response;
 }
 
-/** The ids of the models the server offers, in its order. */
-export async function listModels(connection: Connection, signal?: AbortSignal): Promise<string[]> {
+/** The models the server offers, in its order, with their state in its library. */
+export async function listModels(connection: Connection, signal?: AbortSignal): Promise<ModelInfo[]> {
   const response = await send(apiUrl(connection.baseUrl, "/v1/models"), {
     headers: headers(connection, false),
     signal,
@@ -70,9 +71,19 @@ export async function listModels(connection: Connection, signal?: AbortSignal): 
   }
   const data = (body as { data?: unknown })?.data;
   if (!Array.isArray(data)) throw new ApiError("protocol", "The model list has no `data` array.");
-  return data
-    .map((entry) => (entry as { id?: unknown })?.id)
-    .filter((id): id is string => typeof id === "string" && id.length > 0);
+  return data.map(readModel).filter((model): model is ModelInfo => model !== null);
+}
+
+/** The library's actions, as llama-server's router names them: `pull` downloads a catalog
+ * model, `load` loads one, `unload` unloads one (or cancels its download). */
+export type LibraryAction = "pull" | "load" | "unload";
+
+export async function libraryAction(connection: Connection, action: LibraryAction, model: string): Promise<void> {
+  await send(apiUrl(connection.baseUrl, `/models/${action}`), {
+    method: "POST",
+    headers: headers(connection, true),
+    body: JSON.stringify({ model }),
+  });
 }
 
 /** Start a streaming chat completion and yield its items until `[DONE]`. */

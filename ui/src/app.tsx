@@ -1,12 +1,14 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { listModels, streamChat, type Connection } from "./api";
+import { libraryAction, listModels, streamChat, type Connection, type LibraryAction } from "./api";
 import { ChatSettingsDialog } from "./components/ChatSettingsDialog";
 import { Composer } from "./components/Composer";
 import { MenuIcon } from "./components/icons";
 import { MessageView } from "./components/MessageView";
+import { ModelsDialog } from "./components/ModelsDialog";
 import { SettingsDialog } from "./components/SettingsDialog";
 import { Sidebar } from "./components/Sidebar";
 import { ApiError } from "./errors";
+import { busy as libraryBusy, canPick, grouped, type ModelInfo } from "./library";
 import { chatRequest } from "./request";
 import { ReplyMeter } from "./stats";
 import { ReplyParts } from "./thinking";
@@ -21,6 +23,8 @@ interface Props {
 type ServerState = { state: "checking" } | { state: "ready" } | { state: "error"; error: ApiError };
 
 const LOADING_POLL_MS = 2000;
+/** How often the model list is read while a model loads or downloads, or the Models dialog is open. */
+const LIBRARY_POLL_MS = 1000;
 const SAVE_DURING_STREAM_MS = 500;
 
 /** The conversation named in the URL fragment (`#<id>`), so a reload reopens it. */
@@ -51,11 +55,14 @@ export function App({ store }: Props) {
   const [conversation, setConversation] = useState<Conversation>(
     () => store.get(idFromHash()) ?? newConversation(),
   );
-  const [models, setModels] = useState<string[]>([]);
+  const [models, setModels] = useState<ModelInfo[]>([]);
   const [server, setServer] = useState<ServerState>({ state: "checking" });
   const [streamingId, setStreamingId] = useState<string | null>(null);
   const [sidebarOpen, setSidebarOpen] = useState(false);
-  const [dialog, setDialog] = useState<"settings" | "chat" | null>(null);
+  const [dialog, setDialog] = useState<"settings" | "chat" | "models" | null>(null);
+  const [libraryError, setLibraryError] = useState<string | null>(null);
+  /** The model a reply waits for while the server loads it, until its first token. */
+  const [loadingModel, setLoadingModel] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
 
   const [announcement, setAnnouncement] = useState("");
@@ -82,8 +89,8 @@ export function App({ store }: Props) {
     let timer = 0;
     setServer({ state: "checking" });
     listModels(connection, controller.signal)
-      .then((ids) => {
-        setModels(ids);
+      .then((list) => {
+        setModels(list);
         setServer({ state: "ready" });
       })
       .catch((error: unknown) => {
@@ -101,7 +108,43 @@ export function App({ store }: Props) {
     };
   }, [connection, checkCount, recheck]);
 
-  const model = conversation.model && models.includes(conversation.model) ? conversation.model : (models[0] ?? "");
+  // The chat can pick a chat model that is on this machine, loaded ones first.
+  const pickable = useMemo(
+    () => grouped(models).flatMap((group) => group.models.filter(canPick)),
+    [models],
+  );
+  const pickableIds = useMemo(() => pickable.map((m) => m.id), [pickable]);
+  const model =
+    conversation.model && pickableIds.includes(conversation.model) ? conversation.model : (pickableIds[0] ?? "");
+
+  // While a model loads or downloads, or the Models dialog is open, follow the library.
+  const watching = dialog === "models" || libraryBusy(models);
+  useEffect(() => {
+    if (!watching || server.state !== "ready") return;
+    const controller = new AbortController();
+    const timer = window.setInterval(() => {
+      listModels(connection, controller.signal)
+        .then(setModels)
+        .catch(() => undefined); // the next tick tries again; the banner is for the first check
+    }, LIBRARY_POLL_MS);
+    return () => {
+      controller.abort();
+      window.clearInterval(timer);
+    };
+  }, [watching, server.state, connection]);
+
+  const refreshModels = useCallback(() => {
+    listModels(connection)
+      .then(setModels)
+      .catch(() => undefined);
+  }, [connection]);
+
+  const act = (action: LibraryAction, id: string) => {
+    setLibraryError(null);
+    libraryAction(connection, action, id)
+      .catch((error: unknown) => setLibraryError(error instanceof Error ? error.message : String(error)))
+      .finally(refreshModels);
+  };
 
   // --- persistence -------------------------------------------------------------------------
   const refreshList = useCallback(() => {
@@ -152,7 +195,9 @@ export function App({ store }: Props) {
 
   // --- generation --------------------------------------------------------------------------
   const generate = async (base: Conversation) => {
-    const chosen = base.model && models.includes(base.model) ? base.model : (models[0] ?? base.model);
+    const chosen = base.model && pickableIds.includes(base.model) ? base.model : (pickableIds[0] ?? base.model);
+    const target = models.find((m) => m.id === chosen);
+    setLoadingModel(target && target.state !== "loaded" ? chosen : null);
     const reply: Message = { id: newId(), role: "assistant", content: "", createdAt: Date.now(), model: chosen };
     const request = chatRequest(base, chosen);
     liveRef.current = { ...base, model: chosen, messages: [...base.messages, reply], updatedAt: Date.now() };
@@ -197,6 +242,7 @@ export function App({ store }: Props) {
     try {
       for await (const item of streamChat(connection, request, controller.signal)) {
         if (item.type === "delta" || item.type === "reasoning") {
+          setLoadingModel(null);
           const now = performance.now();
           if (item.type === "delta") parts.contentDelta(item.content, now);
           else parts.reasoningDelta(item.content, now);
@@ -213,6 +259,8 @@ export function App({ store }: Props) {
       else failure = toMessageError(error);
     } finally {
       if (frame) cancelAnimationFrame(frame);
+      setLoadingModel(null);
+      refreshModels(); // the reply may have loaded its model, and evicted another
       parts.end(performance.now());
       const content = parts.content;
       const stats = meter.stats();
@@ -393,17 +441,30 @@ export function App({ store }: Props) {
             <span class="sr-only">Model</span>
             <select
               value={model}
-              disabled={models.length === 0}
+              disabled={pickable.length === 0}
               onChange={(e) => updateConversation({ model: e.currentTarget.value })}
             >
-              {models.length === 0 && <option value="">No model</option>}
-              {models.map((id) => (
-                <option key={id} value={id}>
-                  {id}
-                </option>
+              {pickable.length === 0 && <option value="">No model</option>}
+              {grouped(pickable).map(({ section, models: members }) => (
+                <optgroup key={section} label={section}>
+                  {members.map((m) => (
+                    <option key={m.id} value={m.id}>
+                      {m.id}
+                    </option>
+                  ))}
+                </optgroup>
               ))}
             </select>
           </label>
+          <button
+            type="button"
+            class="button small library-button"
+            aria-label="Models"
+            title="The server's models: load, unload, download"
+            onClick={() => setDialog("models")}
+          >
+            Models
+          </button>
           <h1 class="chat-title">{conversation.title}</h1>
           <button type="button" class="button small" onClick={() => setDialog("chat")}>
             Chat settings
@@ -425,6 +486,7 @@ export function App({ store }: Props) {
                   key={message.id}
                   message={message}
                   streaming={streamingHere && message === last && message.role === "assistant"}
+                  loadingModel={streamingHere && message === last ? loadingModel : null}
                   canRegenerate={message === last && message.role === "assistant" && !message.error}
                   busy={busy}
                   showThinking={settings.showThinking}
@@ -449,6 +511,22 @@ export function App({ store }: Props) {
       </main>
       {dialog === "settings" && (
         <SettingsDialog settings={settings} onSave={saveSettings} onClose={() => setDialog(null)} />
+      )}
+      {dialog === "models" && (
+        <ModelsDialog
+          models={models}
+          current={model}
+          error={libraryError}
+          onAction={act}
+          onUse={(id) => {
+            updateConversation({ model: id });
+            setDialog(null);
+          }}
+          onClose={() => {
+            setLibraryError(null);
+            setDialog(null);
+          }}
+        />
       )}
       {dialog === "chat" && (
         <ChatSettingsDialog

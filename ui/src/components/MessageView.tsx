@@ -12,6 +12,8 @@ interface Props {
   canRegenerate: boolean;
   busy: boolean;
   showThinking: boolean;
+  /** The model the server is loading for this reply, shown until the first token. */
+  loadingModel?: string | null;
   onEdit: (id: string, content: string) => void;
   onRegenerate: () => void;
   onRetry: () => void;
@@ -23,6 +25,7 @@ export function MessageView({
   canRegenerate,
   busy,
   showThinking,
+  loadingModel = null,
   onEdit,
   onRegenerate,
   onRetry,
@@ -93,6 +96,11 @@ export function MessageView({
                 dangerouslySetInnerHTML={{ __html: html }}
               />
             </>
+          )}
+          {streaming && loadingModel && message.content === "" && !message.reasoning && (
+            <p class="muted loading-model" role="status">
+              Loading {loadingModel}…
+            </p>
           )}
           {streaming && message.content === "" && !(showThinking && message.reasoning) && (
             <div class="typing" aria-label="Waiting for the reply">
