@@ -50,18 +50,19 @@ def offload_plan(model: ResolvedModel, ctx_size: int | None, n_gpu_layers: int |
     return gpu.plan_offload(model.path.stat().st_size, max(1, shape.n_layers), kv_bytes, devices, supports_offload)
 
 
-def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadPlan,
+def server_config(model: ResolvedModel | None, args: argparse.Namespace, plan: OffloadPlan | None,
                   embedding_model: ResolvedModel | None = None) -> ServeConfig:
     from llamaedge.server import ServeConfig
 
-    if args.prompt_template and args.prompt_template != "auto":
+    if model is not None and args.prompt_template and args.prompt_template != "auto":
         model = dataclasses.replace(model, prompt_template=args.prompt_template)
+    library = {name: getattr(args, name) for name in ("models_max", "idle_unload_s") if getattr(args, name, None) is not None}
     return ServeConfig(
         model=model,
         host=args.host,
         port=args.port,
         ctx_size=args.ctx_size,
-        n_gpu_layers=plan.n_gpu_layers,
+        n_gpu_layers=plan.n_gpu_layers if plan is not None else args.n_gpu_layers,
         threads=args.threads,
         parallel=args.parallel,
         api_key=args.api_key,
@@ -73,6 +74,12 @@ def server_config(model: ResolvedModel, args: argparse.Namespace, plan: OffloadP
         metrics_auth=args.metrics_auth,
         reasoning_format=args.reasoning_format,
         mounts=getattr(args, "mounts", []),
+        library_models=getattr(args, "library_models", []),
+        library_all=getattr(args, "library_all", False),
+        models_dir=args.models_dir,
+        models_autoload=getattr(args, "models_autoload", True),
+        library_n_gpu_layers=args.n_gpu_layers,
+        **library,
     )
 
 
@@ -82,8 +89,11 @@ def threads_text(model: engine.Model) -> str:
     return f"{model.threads_batch} threads ({model.threads} for a lone stream's steps)"
 
 
-def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
+def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None:
     config, model = state.config, state.model
+    if config.model is None:
+        print_library_banner(state, url)
+        return
     if model is None:
         return
     devices = ", ".join(f"{d.name} ({d.kind})" for d in engine.list_devices()) or "none"
@@ -98,14 +108,57 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan) -> None:
         embedding = state.embedding
         console.print(f"  embedding {config.embedding_model.model_id}  ({config.embedding_model.path.name}, "
                       f"{embedding.size_bytes / 2**20:.0f} MiB, context {embedding.n_ctx} tokens)")
-    for mount in config.mounts:
-        console.print(f"  app       {url}{mount.route}  ({mount.name}: {mount.policy.describe()})")
+    print_mounts(state, url)
     console.print(f"  devices   {devices}")
     console.print(f"  offload   {plan.reason}")
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
         console.print(f"  [yellow]listening on {config.host} without --api-key: anyone who can reach this "
                       "machine can use the model[/]")
     console.print("  [dim]Ctrl-C to stop[/]")
+
+
+def print_mounts(state: ServerState, url: str) -> None:
+    for mount in state.config.mounts:
+        console.print(f"  app       {url}{mount.route}  ({mount.name}: {mount.policy.describe()})")
+
+
+def print_library_banner(state: ServerState, url: str) -> None:
+    """The banner of a server that serves its library alone (no --model, or several)."""
+    config = state.config
+    members = state.library.members()
+    downloaded = [m.name for m in members if m.downloaded]
+    console.print(f"[bold green]llamaedge[/] serving a library of {len(downloaded)} model(s), loaded on demand")
+    console.print(f"  chat      {url}/")
+    console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
+    console.print(f"  models    {', '.join(downloaded) or 'none yet: POST /models/pull or llamaedge pull'}")
+    keep = f"unloaded after {config.idle_unload_s:g}s idle" if config.idle_unload_s > 0 else "kept until evicted"
+    console.print(f"  loading   {config.models_max or 'as many as memory holds'} at once, {keep}"
+                  f"{'' if config.models_autoload else '; autoload off: POST /models/load'}")
+    console.print(f"  queue     {state.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")
+    console.print(f"  metrics   {url}/metrics  (Prometheus{', API key required' if config.metrics_auth else ''})")
+    print_mounts(state, url)
+    console.print("  [dim]Ctrl-C to stop[/]")
+
+
+def launch_library(args: argparse.Namespace, *, first: str | None = None,
+                   on_ready: Callable[[str], None] | None = None) -> int:
+    """Serve the library alone: every model in the models folder (or the --model set), none
+    loaded before a request asks for it, except `first` (the first of several --model), which
+    starts loading as the server starts."""
+    check_can_listen(args.host, args.port)
+    from llamaedge.server import serve
+
+    config = server_config(None, args, None)
+    url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+
+    def on_loaded(state: ServerState) -> None:
+        gc.freeze()
+        gc.enable()
+        print_banner(state, url, None)
+        if first is not None and not state.error:
+            state.library.load(first)
+
+    return serve(config, on_ready=on_ready, on_loaded=on_loaded)
 
 
 def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: ResolvedModel | None = None,

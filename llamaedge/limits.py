@@ -14,6 +14,18 @@ DRAIN_S = 20.0  # the default --drain-s; below Kubernetes' default 30 s terminat
 # conversation with a few inline images.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
+# A model unused this long is unloaded (LibraryConfig.idle_unload_s). llama-server's
+# --sleep-idle-seconds is off by default: it serves one model a process. A library holds
+# several, on a machine that also runs other programs, so we unload as Ollama does (its
+# keep_alive is 5 minutes): a model left alone gives its memory back. Coming back costs a
+# reload, and with mmap the weights are usually still in the page cache then, so the reload
+# is mostly the context's allocation and one warm-up token. 0 turns it off (a server whose
+# every first token counts).
+IDLE_UNLOAD_S = 300.0
+# llama-server's --models-max default: at most this many models loaded at once (0: no limit
+# but memory).
+MODELS_MAX = 4
+
 
 def queue_limit(slots: int, queue_max: int | None) -> int:
     """Requests that may wait beyond the slots: --queue-max, else QUEUE_MAX_PER_SLOT per slot."""

@@ -118,13 +118,15 @@ def test_health_and_api_answer_503_until_the_model_is_loaded(tmp_path: Path, tin
     with running(state, load=False) as url:
         health = httpx.get(f"{url}/health")
         assert health.status_code == 503 and health.json()["status"] == "loading"
-        api = httpx.get(f"{url}/v1/models")
-        assert api.status_code == 503
-        assert api.headers["retry-after"]
-        assert api.json()["error"]["code"] == "model_not_ready"
+        for path in ("/v1/models", "/v1/models/tiny-chat", "/v1/anything"):  # the library's and the app's
+            api = httpx.get(f"{url}{path}")
+            assert api.status_code == 503
+            assert api.headers["retry-after"]
+            assert api.json()["error"]["code"] == "model_not_ready"
         state.load()
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
-        assert httpx.get(f"{url}/v1/models").text == "ok"
+        assert httpx.get(f"{url}/v1/anything").text == "ok"
+        assert httpx.get(f"{url}/v1/models").json()["data"][0]["status"] == {"value": "loaded"}
 
 
 def test_a_model_that_cannot_load_is_reported_by_health(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="pull a model if needed, serve it and open the chat in the browser",
         description="Pull a model if needed, serve it, and open the web chat when it is ready. "
-        "With no MODEL, the best catalog model for this machine's memory is picked.",
+        "With no MODEL, the best catalog model for this machine's memory is picked. The chat can "
+        "switch to any other model in the models folder, which loads on demand.",
     )
     parser.add_argument("model", nargs="?", metavar="MODEL", help="catalog name, path to a .gguf, hf:OWNER/REPO/FILE or https URL")
     parser.add_argument("--no-browser", action="store_true", help="do not open the browser")
@@ -83,6 +84,7 @@ def open_browser(url: str) -> None:
 def run(args: argparse.Namespace) -> int:
     check_server_arguments(args)
     model = choose_model(args.model, args.models_dir)
+    args.library_all = True  # the chat can switch to any other model in the models folder
     pause_gc_for_startup()
     from llamaedge.launch import launch
 

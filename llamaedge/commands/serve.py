@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from llamaedge.errors import UsageError
 from llamaedge.hostguard import parse_allowed_host
-from llamaedge.limits import DEFAULT_CTX_SIZE, DRAIN_S, QUEUE_MAX_PER_SLOT
+from llamaedge.limits import DEFAULT_CTX_SIZE, DRAIN_S, IDLE_UNLOAD_S, MODELS_MAX, QUEUE_MAX_PER_SLOT
 
 if TYPE_CHECKING:  # the engine loads with the model, not with the command line
     from llamaedge.engine import LoadOptions, Model
@@ -41,12 +41,23 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              "the names under it; * : any Host). Default: localhost, 127.0.0.1, [::1], the --host "
                              "address, and any IP address when bound beyond loopback")
     parser.add_argument("--models-dir", help="where downloaded models live")
+    parser.add_argument("--models-max", type=int, metavar="N",
+                        help=f"models loaded at once; the least recently used idle one is unloaded to load another "
+                             f"(default {MODELS_MAX}; 0: as many as memory holds)")
+    parser.add_argument("--no-models-autoload", dest="models_autoload", action="store_false",
+                        help="answer a request for a model not loaded with 400 instead of loading it (POST /models/load does)")
+    parser.add_argument("--idle-unload-s", type=float, metavar="SECONDS",
+                        help=f"unload a model unused this long (default {IDLE_UNLOAD_S:g}; 0: never); "
+                             "the model given alone with --model stays loaded")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve a model over the OpenAI API and the web chat",
                                    description="Serve a GGUF model: the OpenAI-compatible API under /v1 and the web chat at /.")
-    parser.add_argument("--model", "-m", required=True, help="catalog name, path to a .gguf, hf:REPO/FILE or an https URL")
+    parser.add_argument("--model", "-m", action="append", default=[],
+                        help="catalog name, path to a .gguf, hf:REPO/FILE or an https URL; once: serve it, loaded "
+                             "at start; several times: serve that set, loaded on demand; none: every model in "
+                             "--models-dir, loaded on demand (docs/library.md)")
     parser.add_argument("--embedding-model", metavar="MODEL",
                         help="also load this model for /v1/embeddings (named as --model is; default: embed with the chat model)")
     parser.add_argument("--app", action="append", default=[], metavar="/ROUTE=PATH.wasm",
@@ -70,6 +81,10 @@ def check_server_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--queue-max must be 0 or more", hint="0: refuse whatever --parallel cannot take at once")
     if args.drain_s < 0:
         raise UsageError("--drain-s must be 0 or more")
+    if args.models_max is not None and args.models_max < 0:
+        raise UsageError("--models-max must be 0 (no limit) or more")
+    if args.idle_unload_s is not None and args.idle_unload_s < 0:
+        raise UsageError("--idle-unload-s must be 0 (never) or more")
     args.allowed_host = [parse_allowed_host(value) for value in args.allowed_host]
     if args.metrics_auth and not args.api_key:
         raise UsageError("--metrics-auth needs an API key", hint="add --api-key KEY (or set LLAMAEDGE_API_KEY)")
@@ -94,8 +109,19 @@ def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model
         from llamaedge.server import webui_routes_or_none
 
         args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
-    check_chat_model(args.model)
-    model = resolve_model(args.model, models_dir=args.models_dir, pull=True)
+    if len(args.model) != 1:  # none or several: the library, loaded on demand
+        if args.embedding_model:
+            raise UsageError("--embedding-model goes with one --model",
+                             hint="without --model (or with several), every model is served by name, embedding models too")
+        if args.prompt_template != "auto":
+            raise UsageError("--prompt-template goes with one --model", hint="each library model uses its own template")
+        args.library_models = args.model
+        pause_gc_for_startup()
+        from llamaedge.launch import launch_library
+
+        return launch_library(args, first=None)
+    check_chat_model(args.model[0])
+    model = resolve_model(args.model[0], models_dir=args.models_dir, pull=True)
     embedding = None
     if args.embedding_model:
         embedding = resolve_model(args.embedding_model, models_dir=args.models_dir, pull=True)

@@ -100,6 +100,7 @@ class _Member(Generic[M]):
         self.early_waiting = 0
         self.progress: dict[str, dict[str, int | None]] | None = None
         self.cancel: threading.Event | None = None
+        self.pinned = False  # the server was started with it: loaded for the server's life (adopt)
 
     @property
     def name(self) -> str:
@@ -111,7 +112,8 @@ class _Member(Generic[M]):
 
     @property
     def idle(self) -> bool:
-        return (self.status is Status.LOADED and not self.closing and self.running == 0 and self.waiting == 0)
+        return (self.status is Status.LOADED and not self.closing and not self.pinned and self.running == 0
+                and self.waiting == 0)
 
     def usable_by(self, ticket: int) -> bool:
         return (self.status is Status.LOADED and not self.closing
@@ -180,6 +182,11 @@ class Library(Generic[M]):
             member = self._get(name)
             self._facts(member)
             return self._info(member)
+
+    def prompt_template(self, name: str) -> str:
+        """The chat template a member is served with ("auto": its own)."""
+        with self._cond:
+            return self._get(name).source.prompt_template
 
     def loaded_models(self) -> list[tuple[str, M]]:
         """The members loaded now and their models (for the engine's gauges)."""
@@ -291,12 +298,34 @@ class Library(Generic[M]):
                 raise self._no_room(member)
             self._start_load(member, victims)
 
+    def adopt(self, name: str, model: M, load_s: float | None = None) -> None:
+        """Take in a model the server loaded itself before the library existed (the models
+        it was started with, loaded first for a quick start), loaded as it is and pinned:
+        never evicted, never unloaded for idleness or by asking, while the library lives."""
+        with self._cond:
+            member = self._get(name)
+            assert member.status is Status.UNLOADED, f"{name} is {member.status.value}"
+            member.status, member.model, member.load_s, member.pinned = Status.LOADED, model, load_s, True
+            member.last_used = time.monotonic()
+            if member.facts is None:
+                self._facts(member)
+            if member.facts is not None:
+                member.need = estimate_need(member.facts, self._options(member, member.facts),
+                                            embedding="embedding" in self._capabilities(member))
+            self.metrics.loads.labels(member.name, "ok").inc()
+            self._publish_status(member, {"status": Status.LOADED.value, "info": {
+                "context_length": model.n_ctx, "parallel": model.parallel}})
+
     def unload(self, name: str) -> None:
         """Unload `name` (POST /models/unload): now when no request holds it, else when its
         requests (those running and those already waiting) end; a download of it is cancelled.
-        ModelStateError when it is not loaded."""
+        ModelStateError when it is not loaded, or pinned (the server was started with it)."""
         with self._cond:
             member = self._get(name)
+            if member.pinned:
+                raise ModelStateError(f"the model '{name}' stays loaded: the server was started with it",
+                                      code="model_pinned", model=name,
+                                      hint="start the server without --model to load and unload every model on demand")
             if member.status is Status.DOWNLOADING:
                 assert member.cancel is not None
                 member.cancel.set()

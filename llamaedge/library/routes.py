@@ -51,10 +51,15 @@ def error_body(status: int, message: str, *, code: str | None, param: str | None
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def status_of(err: LibraryError) -> int:
+    """The HTTP status a library error is answered with."""
+    return next((s for kind, s in HTTP_STATUS.items() if isinstance(err, kind)), 500)
+
+
 def error_response(err: LibraryError) -> JSONResponse:
     """The response for `err`: its status, OpenAI's error object, Retry-After on a refusal
     worth retrying."""
-    status = next((s for kind, s in HTTP_STATUS.items() if isinstance(err, kind)), 500)
+    status = status_of(err)
     text = str(err)
     message = text[:1].upper() + text[1:] + (f"; {err.hint}" if err.hint else "")
     headers = {"Retry-After": str(err.retry_after_s)} if err.retry_after_s is not None else None

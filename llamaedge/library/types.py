@@ -8,18 +8,8 @@ from enum import Enum
 from pathlib import Path
 
 from llamaedge.catalog import CatalogEntry
+from llamaedge.limits import IDLE_UNLOAD_S, MODELS_MAX
 
-# A model unused this long is unloaded (LibraryConfig.idle_unload_s). llama-server's
-# --sleep-idle-seconds is off by default: it serves one model a process. A library holds
-# several, on a machine that also runs other programs, so we unload as Ollama does (its
-# keep_alive is 5 minutes): a model left alone gives its memory back. Coming back costs a
-# reload, and with mmap the weights are usually still in the page cache then, so the reload
-# is mostly the context's allocation and one warm-up token. 0 turns it off (a server whose
-# every first token counts).
-IDLE_UNLOAD_S = 300.0
-# llama-server's --models-max default: at most this many models loaded at once (0: no limit
-# but memory).
-MODELS_MAX = 4
 # How long a request waits for room (a model in use to become idle so it can be unloaded)
 # before it gets NoRoom (503 + Retry-After).
 ROOM_WAIT_S = 30.0

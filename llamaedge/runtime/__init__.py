@@ -4,17 +4,20 @@ engine. The only package that imports wasmtime."""
 from llamaedge.runtime.host import App, AppTrap, RunLimits, Runtime
 from llamaedge.runtime.policy import AppPolicy, PolicyBreach
 from llamaedge.runtime.wagi import ResponseStream, WagiRequest, run_wagi
-from llamaedge.runtime.nn import GraphRegistry, NNSession, Preload, parse_preload
+from llamaedge.runtime.nn import GraphLease, GraphRegistry, GraphSource, NNSession, Preload, SessionGraphs, parse_preload
 
 __all__ = [
     "App",
     "AppPolicy",
     "AppTrap",
+    "GraphLease",
     "GraphRegistry",
+    "GraphSource",
     "NNSession",
     "PolicyBreach",
     "Preload",
     "ResponseStream",
+    "SessionGraphs",
     "RunLimits",
     "Runtime",
     "WagiRequest",

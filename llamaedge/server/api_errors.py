@@ -17,6 +17,8 @@ def is_anthropic_route(path: str) -> bool:
 # The host's own failures by kind: (OpenAI error type, Anthropic error type).
 _ERROR_TYPES = {
     "authentication": ("authentication_error", "authentication_error"),
+    "invalid_request": ("invalid_request_error", "invalid_request_error"),
+    "not_found": ("invalid_request_error", "not_found_error"),
     "overloaded": ("server_error", "overloaded_error"),
     "permission": ("permission_error", "permission_error"),
     "server": ("server_error", "api_error"),

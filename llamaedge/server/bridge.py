@@ -14,7 +14,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from llamaedge.errors import AppError
+from llamaedge.library import LibraryError
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
+from llamaedge.server import served
 from llamaedge.server.api_errors import host_error, stream_error_event
 from llamaedge.server.state import ENDED, Flight, ServerState
 
@@ -46,6 +48,19 @@ def _refusal(state: ServerState, path: str, reason: str) -> Response:
                       kind="overloaded", code="server_overloaded", headers=retry)
 
 
+def not_ready_error(state: ServerState, path: str) -> Response | None:
+    """The answer of an API route while the start model loads (503) or after it failed to
+    load (500); None once it is ready."""
+    status = state.status
+    if status == "loading":
+        return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
+                          code="model_not_ready", headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
+    if status == "error":
+        return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
+                          code="model_load_failed")
+    return None
+
+
 def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                   route: str = "") -> Callable[[Request], Awaitable[Response]]:
     """The handler that runs `app()` for each request (WAGI), once the model is ready.
@@ -53,13 +68,10 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
     config = state.config
 
     async def endpoint(request: Request) -> Response:
-        status, path = state.status, request.url.path
-        if status == "loading":
-            return host_error(path, 503, "The model is still loading; try again shortly.", kind="overloaded",
-                              code="model_not_ready", headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
-        if status == "error":
-            return host_error(path, 500, f"The model failed to load: {state.error}", kind="server",
-                              code="model_load_failed")
+        path = request.url.path
+        not_ready = not_ready_error(state, path)
+        if not_ready is not None:
+            return not_ready
         refused = state.admit()
         if refused:
             return _refusal(state, path, refused)
@@ -71,6 +83,16 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                 body = await _read_body(request, config.max_body_bytes + 1)
             except ClientDisconnect:
                 return Response(status_code=499)
+            # The chat app's requests run on the model their body names: a library member
+            # loads (on the worker thread) if it must; what cannot be had is answered now.
+            member: str | None = None
+            if not route and request.method == "POST":
+                try:
+                    member = state.route_model(served.requested_model(body))
+                    if member is not None:
+                        state.library.check(member)
+                except LibraryError as err:
+                    return served.refusal(path, err)
             declared = request.headers.get("content-length", "")
             content_length = int(declared) if declared.isdigit() else len(body)
             server = request.scope.get("server") or ("127.0.0.1", config.port)
@@ -87,7 +109,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                 script_name=route,
             )
             admitted = False  # from here _run_app releases the place
-            return await _run_app(state, wasm_app, wagi_request, request.receive)
+            return await _run_app(state, wasm_app, wagi_request, request.receive, member)
         finally:
             if admitted:
                 state.release()
@@ -115,9 +137,11 @@ class _AppResponse(StreamingResponse):
             self._on_close()
 
 
-async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, receive: Receive) -> Response:
+async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, receive: Receive,
+                   member: str | None = None) -> Response:
     """Run the app on a worker thread. The place `admit` took is released when the response
-    ends, however it ends."""
+    ends, however it ends. `member`: the library model the request runs on, held (and loaded
+    if need be) on the worker thread before the app starts, and let go when it ends."""
     loop = asyncio.get_running_loop()
     flight = Flight(loop)
     chunks = flight.chunks
@@ -130,9 +154,11 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
         loop.call_soon_threadsafe(chunks.put_nowait, data)
 
     stream = ResponseStream(on_head, on_chunk)
-    session = NNSession(state.registry)
+    graphs = state.graphs()
+    session = NNSession(graphs)
     failure: list[str] = []
     breach: list[PolicyBreach] = []
+    refused: list[LibraryError] = []
     closed = False
 
     def close() -> None:
@@ -147,8 +173,17 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
 
     def work() -> None:
         try:
+            env = state.app_env()
+            if member is not None:
+                try:
+                    lease = state.library.acquire(member)
+                except LibraryError as err:
+                    refused.append(err)
+                    return
+                graphs.hold(member, lease)
+                env = state.member_env(member, lease.model)
             with state.app_run(session, stream):
-                code = run_wagi(state.runtime, app, wagi_request, state.app_env(), stream, session)
+                code = run_wagi(state.runtime, app, wagi_request, env, stream, session)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
         except PolicyBreach as err:
@@ -160,6 +195,7 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
             log.exception("app run failed")
             failure.append(f"internal error: {exc}")
         finally:
+            graphs.close()  # the app is done with its models: the library may unload them
             if stream.error:
                 failure.append(stream.error)
             loop.call_soon_threadsafe(chunks.put_nowait, _END)
@@ -187,6 +223,9 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
                 return host_error(path, 503, "The server shut down before the response began; send it again.",
                                   kind="overloaded", code="server_shutting_down",
                                   headers={"Retry-After": str(RETRY_AFTER_S)})
+            if refused:
+                close()
+                return served.refusal(path, refused[0])
             message = "; ".join(failure) or "the app ended without a response"
             log.error("%s %s failed: %s", wagi_request.method, wagi_request.script_name + path, message)
             close()

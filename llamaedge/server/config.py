@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from llamaedge.limits import DRAIN_S, MAX_BODY_BYTES
+from llamaedge.limits import DRAIN_S, IDLE_UNLOAD_S, MAX_BODY_BYTES, MODELS_MAX
 from llamaedge.mount import Mount
 from llamaedge.runtime import RunLimits
 from llamaedge.types import ResolvedModel
@@ -22,7 +22,9 @@ def default_app_path() -> Path:
 
 @dataclass
 class ServeConfig:
-    model: ResolvedModel
+    # The model the server starts with, loaded before it answers; None: the library alone
+    # (every model in the models folder, loaded on demand: docs/library.md).
+    model: ResolvedModel | None
     host: str = "127.0.0.1"
     port: int = 8080
     ctx_size: int | None = None
@@ -41,3 +43,11 @@ class ServeConfig:
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
     reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
+    # The library (docs/library.md): further --model specs, loaded on demand beside `model`.
+    library_models: list[str] = field(default_factory=list)
+    library_all: bool = False  # with `model`: also every model in the models folder (`llamaedge run`)
+    models_dir: str | None = None  # None: settings.models_dir()
+    models_max: int = MODELS_MAX  # models loaded at once (0: as many as memory holds)
+    models_autoload: bool = True  # a request for a model not loaded loads it
+    idle_unload_s: float = IDLE_UNLOAD_S  # a library model unused this long is unloaded (0: never)
+    library_n_gpu_layers: int | None = None  # --n-gpu-layers as given; None: planned per model

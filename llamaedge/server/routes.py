@@ -4,6 +4,8 @@ the Host and Origin guard, CORS, the API key)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -12,12 +14,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llamaedge.hostguard import HostGuard, allowed_hosts
+from llamaedge.library import library_routes
 from llamaedge.metrics import MetricsMiddleware
 from llamaedge.mount import APPS_ROUTE, mount_routes
 from llamaedge.server.api_errors import host_error
 from llamaedge.server.auth import APIKeyMiddleware, has_api_key
-from llamaedge.server.bridge import wagi_endpoint
+from llamaedge.server.bridge import not_ready_error, wagi_endpoint
 from llamaedge.server.state import ServerState
+
+MODELS_ROUTE = "/models"  # the library's routes outside /v1 (llama-server's router names), guarded too
 
 
 # /health's "error" for a request without the key, when a key is set.
@@ -29,7 +34,9 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
 
     async def health(request: Request) -> Response:
         status = state.status
-        body = {"status": status, "model": config.model.model_id}
+        body: dict[str, object] = {"status": status}
+        if config.model is not None:
+            body["model"] = config.model.model_id
         if config.embedding_model is not None:
             body["embedding_model"] = config.embedding_model.model_id
         if state.error:
@@ -45,6 +52,8 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        # The library's routes (llama-server's router names) answer before the app's /v1.
+        *_once_ready(state, library_routes(state.library)),
         Route("/v1/{path:path}", wagi_endpoint(state, lambda: state.app), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     routes += extra_routes or []
@@ -58,12 +67,29 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         Middleware(HostGuard, hosts=allowed_hosts(config.host, config.allowed_hosts),
                    cors_origins=config.cors_origins, refuse=refuse),
         Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
-                   routes=(APPS_ROUTE, *(m.route for m in config.mounts))),
+                   routes=(APPS_ROUTE, MODELS_ROUTE, *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
         middleware.insert(2, Middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
     return Starlette(routes=routes, middleware=middleware)
+
+
+def _once_ready(state: ServerState, routes: list[BaseRoute]) -> list[BaseRoute]:
+    """The library's /v1 routes answer as the app's do while the start model loads (503) or
+    after it failed (500): a client that lists the models before it chats sees one state."""
+    gated: list[BaseRoute] = []
+    for route in routes:
+        if isinstance(route, Route) and route.path.startswith("/v1/"):
+            endpoint = route.endpoint
+
+            async def wait_for_start(request: Request, endpoint: Callable[[Request], Awaitable[Response]] = endpoint
+                                     ) -> Response:
+                return not_ready_error(state, request.url.path) or await endpoint(request)
+
+            route = Route(route.path, wait_for_start, methods=list(route.methods or ()))
+        gated.append(route)
+    return gated
 
 
 def mounted_app_routes(state: ServerState) -> list[BaseRoute]:

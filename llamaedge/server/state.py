@@ -4,7 +4,10 @@ shutdown. One `ServerState` per server; its surface:
 
     load()                    load the models and compile the apps (on a thread of its own)
     status                    "loading", "ok", "draining" or "error"
-    model, embedding          the loaded models (None until loaded)
+    model, embedding          the models it was started with (None until loaded, or without --model)
+    library                   every model it serves, loaded on demand (served.py, docs/library.md)
+    route_model()             which library member a request's `model` runs on, if not a start model
+    member_env()              the app settings of a request on a library member
     registry, runtime, app    what the app runs on: the graphs, wasmtime, the compiled apps
     app_env()                 the settings every app run gets (LLAMAEDGE_*)
     admit(), release()        a place for a request, or the reason there is none
@@ -24,12 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from llamaedge import catalog
-from llamaedge.engine import Model
+from llamaedge.engine import Model, default_parallel
 from llamaedge.errors import LlamaEdgeError, UsageError
-from llamaedge.limits import queue_limit
+from llamaedge.library import Library, ModelStateError, UnknownModel
+from llamaedge.limits import DEFAULT_CTX_SIZE, queue_limit
 from llamaedge.metrics import HostSnapshot, ModelSnapshot, ServerMetrics
 from llamaedge.model_load import ModelLoad, load_options
-from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Runtime
+from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Runtime, SessionGraphs
+from llamaedge.server import served
 from llamaedge.server.config import EMBEDDING_GRAPH, MODEL_GRAPH, ServeConfig
 from llamaedge.types import ResolvedModel
 
@@ -85,6 +90,8 @@ class ServerState:
         self._drain_deadline = 0.0
         self._ended_at: float | None = None
         self.metrics = ServerMetrics(self.snapshot)
+        # Every model it serves; the start models join it (adopted) once they are loaded.
+        self.library: Library[Model] = served.make_library(config, self.metrics.registry)
         # The app runs on worker threads, by session: close() stops them before it frees the
         # models they use (an app still in wasm when the process exits aborts it).
         self._runs_lock = threading.Condition()
@@ -92,8 +99,13 @@ class ServerState:
 
     @property
     def slots(self) -> int:
-        """The chat model's decoding slots; 0 until it is loaded."""
-        return self.model.parallel if self.model is not None else 0
+        """The start model's decoding slots (0 until it is loaded); without one, the slots
+        each library model gets."""
+        if self.model is not None:
+            return self.model.parallel
+        if self.config.model is None:
+            return self.config.parallel or default_parallel(self.config.ctx_size or DEFAULT_CTX_SIZE)
+        return 0
 
     @property
     def queue_limit(self) -> int:
@@ -106,30 +118,35 @@ class ServerState:
         loading ends, well or not, before the status says so."""
         config = self.config
         options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
-        if models is None:
+        if models is None and config.model is not None:
             models = ModelLoad(config.model, options, config.embedding_model)
-        assert models.options == options and models.embedding_model == config.embedding_model
+        assert models is None or (models.options == options and models.embedding_model == config.embedding_model)
         try:
             self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
             self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
             self._check_prompt_template()
-            models.wait()
-            if models.error:
-                raise models.error
+            if models is not None:
+                models.wait()
+                if models.error:
+                    raise models.error
         except LlamaEdgeError as err:
             # The models are waited for even so: the process may end next, and must not
             # while llama.cpp is reading the weights.
-            models.wait()
+            if models is not None:
+                models.wait()
             self.error = err
             log.error("cannot serve: %s", err)
             self._loaded(on_loaded)
             return
-        assert models.model is not None
-        self.model, self.embedding = models.model, models.embedding
-        self.registry.register(MODEL_GRAPH, self.model)
-        if self.embedding is not None:
-            self.registry.register(EMBEDDING_GRAPH, self.embedding)
+        if models is not None:
+            assert models.model is not None and config.model is not None
+            self.model, self.embedding = models.model, models.embedding
+            self.registry.register(MODEL_GRAPH, self.model)
+            self.library.adopt(config.model.model_id, self.model, self.model.load_s)
+            if self.embedding is not None and config.embedding_model is not None:
+                self.registry.register(EMBEDDING_GRAPH, self.embedding)
+                self.library.adopt(config.embedding_model.model_id, self.embedding, self.embedding.load_s)
         # One thread per request that may be in flight: the queue bound is the thread bound.
         self.executor = ThreadPoolExecutor(max_workers=self.slots + self.queue_limit, thread_name_prefix="llamaedge-app")
         self.loaded_at = int(time.time())
@@ -147,7 +164,7 @@ class ServerState:
         """Refuse an unknown --prompt-template at startup rather than on every request: the
         app itself lists the names it knows."""
         assert self.runtime is not None and self.app is not None
-        name = self.config.model.prompt_template
+        name = self.config.model.prompt_template if self.config.model is not None else "auto"
         if name == "auto":
             return
         listing = self.runtime.run_command(self.app, ["list-templates"], NNSession(self.registry))
@@ -160,20 +177,58 @@ class ServerState:
         if not self.ready.is_set():
             return "loading"
         missing_embedding = self.config.embedding_model is not None and self.embedding is None
-        if self.error or self.model is None or missing_embedding:
+        missing_model = self.config.model is not None and self.model is None
+        if self.error or missing_model or missing_embedding:
             return "error"
         return "draining" if self.draining else "ok"
 
     def app_env(self) -> Mapping[str, str]:
         """The LLAMAEDGE_* settings every app run gets (docs/host-interface.md)."""
-        assert self.model is not None
+        assert self.ready.is_set() and not self.error
         return self._app_env
+
+    def route_model(self, name: str | None) -> str | None:
+        """The library member a request's `model` runs on, or None when it runs on the
+        models the server was started with. With a start model, a name the library does not
+        have runs on it too (the app answers an unknown model as it always has); a library
+        alone answers UnknownModel, and a request that names no model runs on the one model
+        loaded, if just one is (else ModelStateError: it must name one)."""
+        started = [m.model_id for m in (self.config.model, self.config.embedding_model) if m is not None]
+        if name is not None and name in started:
+            return None
+        if name is not None and name in self.library.names():
+            return name
+        if self.config.model is not None:
+            return None
+        if name is not None:
+            raise UnknownModel(f"the model '{name}' is not in this server's library", model=name,
+                               hint="GET /v1/models lists them")
+        loaded = self.library.loaded_models()
+        if len(loaded) == 1:
+            return loaded[0][0]
+        raise ModelStateError("this server serves several models: name one in `model`", code="model_required",
+                              model="", hint="GET /v1/models lists them")
+
+    def member_env(self, name: str, model: Model) -> Mapping[str, str]:
+        """The app settings of a request that runs on library member `name`."""
+        info = self.library.info(name)
+        template = self.library.prompt_template(name)
+        return served.app_env_for(self._app_env, name, model, info.capabilities, template, info.created)
+
+    def graphs(self) -> SessionGraphs:
+        """A new app instance's graphs: the start models, and the library's by name."""
+        return SessionGraphs(self.registry, served.LibraryGraphSource(self.library))
 
     def _make_app_env(self) -> dict[str, str]:
         """Made once, when the models have loaded: nothing in it changes after (the
         capabilities are a catalog lookup, or a reading of the model's metadata)."""
-        assert self.model is not None
         env = {
+            "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
+            "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
+        }
+        if self.model is None or self.config.model is None:
+            return env  # a library alone: each request gets its model's (member_env)
+        env |= {
             "LLAMAEDGE_MODEL_ID": self.config.model.model_id,
             "LLAMAEDGE_MODEL_GRAPH": MODEL_GRAPH,
             "LLAMAEDGE_MODEL_CREATED": str(self.loaded_at),
@@ -181,8 +236,6 @@ class ServerState:
             "LLAMAEDGE_CTX_SIZE": str(self.model.n_ctx),
             "LLAMAEDGE_PARALLEL": str(self.model.parallel),
             "LLAMAEDGE_MODEL_CAPABILITIES": ",".join(model_capabilities(self.config.model, self.model)),
-            "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
-            "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
         }
         if self.embedding is not None and self.config.embedding_model is not None:
             env["LLAMAEDGE_EMBEDDING_MODEL_ID"] = self.config.embedding_model.model_id
@@ -198,6 +251,10 @@ class ServerState:
                                        (self.config.embedding_model, self.embedding, EMBEDDING_GRAPH)):
             if resolved is not None and model is not None:
                 models.append(ModelSnapshot(resolved.model_id, graph, model.load_s, model.stats(), model.n_tokens_decoded))
+        started = {m.model_id for m in (self.config.model, self.config.embedding_model) if m is not None}
+        for name, model in self.library.loaded_models():
+            if name not in started:
+                models.append(ModelSnapshot(name, name, model.load_s, model.stats(), model.n_tokens_decoded))
         return HostSnapshot(self.in_flight, self.slots, self.queue_limit, self.draining, models)
 
     def admit(self) -> str | None:
@@ -267,6 +324,4 @@ class ServerState:
             log.warning("%d app run(s) did not stop within %gs; leaving the models to the exit",
                         len(self._runs), APP_STOP_WAIT_S)
             return
-        for model in (self.model, self.embedding):
-            if model:
-                model.close()
+        self.library.close()  # every model it holds, the adopted start models too

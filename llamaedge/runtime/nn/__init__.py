@@ -12,17 +12,19 @@ One module per part, each importing only those above it:
 
     errors      Errno (the codes the functions return) and NNError
     metadata    the metadata JSON's keys and how their values are checked
-    graphs      GraphRegistry and the preloads
+    graphs      GraphRegistry and the preloads; SessionGraphs, an instance's view with the
+                models it holds from a GraphSource (the server's library)
     sessions    NNSession and ExecutionContext
     functions   the host functions themselves, and their signatures
 """
 
 from llamaedge.runtime.nn.errors import Errno, NNError
 from llamaedge.runtime.nn.functions import MODULE, SIGNATURES, Functions, write_output
-from llamaedge.runtime.nn.graphs import GraphRegistry, Graphs, Preload, parse_preload
+from llamaedge.runtime.nn.graphs import (GraphLease, GraphRegistry, Graphs, GraphSource, Preload, SessionGraphs,
+                                         parse_preload)
 from llamaedge.runtime.nn.sessions import ExecutionContext, NNSession
 
 __all__ = [
-    "MODULE", "SIGNATURES", "Errno", "ExecutionContext", "Functions", "GraphRegistry", "Graphs", "NNError",
-    "NNSession", "Preload", "parse_preload", "write_output",
+    "MODULE", "SIGNATURES", "Errno", "ExecutionContext", "Functions", "GraphLease", "GraphRegistry", "GraphSource",
+    "Graphs", "NNError", "NNSession", "Preload", "SessionGraphs", "parse_preload", "write_output",
 ]

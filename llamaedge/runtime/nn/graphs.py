@@ -148,3 +148,79 @@ class GraphRegistry:
                     model.close()
                 self._graphs[graph] = None
             self._owned.clear()
+
+
+class GraphLease(Protocol):
+    """A hold on a model someone else owns (the server's model library): it stays loaded
+    until the lease is released."""
+
+    model: LoadedModel
+
+    def release(self) -> None: ...
+
+
+class GraphSource(Protocol):
+    """Models by name that are loaded on demand and shared by every app instance (the
+    server's library, llamaedge/server/served.py). `acquire` blocks while the model loads;
+    it raises NNError (NOT_FOUND for a name it does not have, BUSY when there is no room)."""
+
+    def has(self, name: str) -> bool: ...
+
+    def acquire(self, name: str) -> GraphLease: ...
+
+
+SESSION_GRAPH_BASE = 1 << 20  # graph ids of a session's leases: apart from the registry's
+
+
+class SessionGraphs:
+    """One app instance's graphs: the process's registry, and the models of a `GraphSource`
+    it loads by name, each held by a lease until the graph is unloaded or the session closes.
+    A lease's graph id is the session's own: a model may be unloaded and loaded again between
+    two sessions, so the id of one load must not outlive the instance that holds it."""
+
+    def __init__(self, registry: Graphs, source: GraphSource) -> None:
+        self._registry = registry
+        self._source = source
+        self._leases: dict[int, GraphLease] = {}
+        self._by_name: dict[str, int] = {}
+        self._next = SESSION_GRAPH_BASE
+
+    def hold(self, name: str, lease: GraphLease) -> int:
+        """Take a lease the host acquired for this request (before the app ran, to answer its
+        errors over HTTP): the app's `load_by_name(name)` gets it."""
+        graph = self._next
+        self._next += 1
+        self._leases[graph] = lease
+        self._by_name[name] = graph
+        return graph
+
+    def load_by_name(self, name: str, metadata: dict[str, Any]) -> int:
+        if name in self._by_name:
+            return self._by_name[name]
+        if not self._source.has(name):
+            return self._registry.load_by_name(name, metadata)
+        ignored = sorted(k for k in metadata if k in LOAD_KEYS)
+        if ignored:
+            log.info("graph %r is served by the library; load-time keys %s keep the server's values", name, ignored)
+        return self.hold(name, self._source.acquire(name))
+
+    def load_path(self, path: Path, metadata: dict[str, Any]) -> int:
+        return self._registry.load_path(path, metadata)
+
+    def get(self, graph: int) -> LoadedModel:
+        lease = self._leases.get(graph)
+        return lease.model if lease is not None else self._registry.get(graph)
+
+    def unload(self, graph: int) -> None:
+        lease = self._leases.pop(graph, None)
+        if lease is None:
+            self._registry.unload(graph)
+            return
+        self._by_name = {n: g for n, g in self._by_name.items() if g != graph}
+        lease.release()
+
+    def close(self) -> None:
+        """Release every lease (the app instance is done with its models)."""
+        leases, self._leases, self._by_name = self._leases, {}, {}
+        for lease in leases.values():
+            lease.release()
