@@ -49,9 +49,13 @@ def test_models_json_lists_the_catalog_with_capabilities_and_state(capsys: pytes
     for entry in catalog.load_catalog():
         assert rows[entry.name]["capabilities"] == list(entry.capabilities)
         assert rows[entry.name]["thinking_by_default"] is entry.thinking_by_default
-    assert rows["qwen3.5-9b"]["capabilities"] == ["chat", "tools", "thinking"]
+    assert rows["qwen3.5-9b"]["capabilities"] == ["chat", "tools", "thinking", "vision"]
     assert rows["qwen3.5-9b"]["thinking_by_default"] is True
+    assert rows["qwen3.5-9b"]["mmproj"] == {"file": "mmproj-F16.gguf", "size_bytes": 918166080,
+                                            "sha256": "f70dc3509053962b0d0d3ee8a7eacebf5d60aa560cad78254ae8698516ae029f"}
+    assert rows["llama3.2-3b"]["mmproj"] is None
     assert rows["nomic-embed-text-v1.5"]["capabilities"] == ["embedding"]
+    assert rows["bge-reranker-v2-m3"]["kind"] == "rerank" and rows["bge-reranker-v2-m3"]["capabilities"] == ["rerank"]
 
 
 def test_models_piped_prints_plain_columns(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,8 +71,9 @@ def test_models_piped_prints_plain_columns(capsys: pytest.CaptureFixture[str]) -
     rows = {cells[0].removesuffix(" *"): dict(zip(columns, cells)) for cells in (re.split(r"\s{2,}", line) for line in lines)}
     assert all(len(row) == len(columns) for row in rows.values())
     assert list(rows) == [entry.name for entry in catalog.load_catalog()]
-    assert rows["qwen3.5-9b"]["capabilities"] == "chat, tools, thinking by default"
-    assert rows["gemma4-e4b"]["capabilities"] == "chat, tools, thinking"
+    assert rows["qwen3.5-9b"]["capabilities"] == "chat, tools, thinking by default, vision"
+    assert rows["gemma4-e4b"]["capabilities"] == "chat, tools, thinking, vision"
+    assert rows["qwen3-reranker-0.6b"]["capabilities"] == "rerank"
     assert rows["qwen3-embedding-0.6b"]["capabilities"] == "embedding"
     assert rows["smollm2-135m"]["downloaded"] == "built in"
     assert {row["fits"] for row in rows.values()} <= {"GPU", "RAM", "no"}

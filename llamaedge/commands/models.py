@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def catalog_rows(models_dir: Path, budget: catalog.MemoryBudget) -> list[dict[st
             "downloaded": path is not None,
             "embedded": entry.embedded,
             "package": entry.package,
+            # The vision projector, for tools that read images; `pull` fetches the model file only.
+            "mmproj": dataclasses.asdict(entry.mmproj) if entry.mmproj else None,
             "partial_bytes": download.partial_bytes(dest) if dest is not None else 0,
             "fits": catalog.fit(entry, budget),
             "path": str(path) if path else None,
