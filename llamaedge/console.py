@@ -1,7 +1,7 @@
 """The terminal: the one module that imports rich. Everything the CLI shows goes through here.
 
-On a terminal, tables and progress bars fit its width: a table leaves out its least important
-columns rather than folding every cell, a bar shortens the file name. Piped or redirected,
+On a terminal, tables and progress bars fit its width: a table wraps long cells between words,
+then leaves out its least important columns, a bar shortens the file name. Piped or redirected,
 output is plain text: tables become space-aligned columns with no box drawing or colour
 (title and caption go to stderr, so stdout is the rows alone), and downloads report a few
 lines instead of redrawing a bar.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -143,7 +143,7 @@ class Column:
 
     header: str
     priority: int = 0
-    justify: str = "left"  # "left" or "right"
+    justify: JustifyMethod = "left"
     wrap_width: int | None = None  # None: never wrapped
 
 
@@ -166,8 +166,8 @@ def _rich_table(columns: list[Column], rows: list[list[str]], keep: list[int], *
     for index in keep:
         column = columns[index]
         wraps = index > 0 and column.wrap_width is not None
-        table.add_column(column.header, justify=column.justify, no_wrap=not wraps,  # type: ignore[arg-type]
-                         overflow="fold", max_width=column.wrap_width if wraps and narrowest else None)
+        table.add_column(column.header, justify=column.justify, no_wrap=not wraps, overflow="fold",
+                         max_width=column.wrap_width if wraps and narrowest else None)
     for row in rows:
         table.add_row(*(row[index] for index in keep))
     return table
