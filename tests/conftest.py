@@ -68,6 +68,26 @@ def smollm2_model() -> Path:
     return smollm2_path()
 
 
+@pytest.fixture(scope="session")
+def smollm2_q8(tmp_path_factory: pytest.TempPathFactory, smollm2_model: Path) -> Path:
+    """SmolLM2-135M requantized from its Q4_1 to Q8_0 by llama.cpp: a second real model, of
+    other weights and size."""
+    import ctypes
+
+    import llamaedge.engine  # noqa: F401 - installs llama_cpp's bindings before the import below
+    import llama_cpp as lc
+    from llamaedge.engine.backend import init_backend
+
+    out = tmp_path_factory.mktemp("quantized") / "smollm2-135m-q8_0.gguf"
+    init_backend()
+    params = lc.llama_model_quantize_default_params()
+    params.ftype = lc.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.allow_requantize = True
+    params.nthread = 2
+    assert lc.llama_model_quantize(str(smollm2_model).encode(), str(out).encode(), ctypes.byref(params)) == 0
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -32,20 +32,6 @@ pytestmark = pytest.mark.slow
 CTX = 512  # small contexts: three models' worth of memory and loading time stay small
 
 
-@pytest.fixture(scope="session")
-def smollm2_q8(tmp_path_factory: pytest.TempPathFactory, smollm2_model: Path) -> Path:
-    """SmolLM2-135M requantized from its Q4_1 to Q8_0 by llama.cpp: a second real model, of
-    other weights and size."""
-    out = tmp_path_factory.mktemp("quantized") / "smollm2-135m-q8_0.gguf"
-    init_backend()
-    params = lc.llama_model_quantize_default_params()
-    params.ftype = lc.LLAMA_FTYPE_MOSTLY_Q8_0
-    params.allow_requantize = True
-    params.nthread = 2
-    assert lc.llama_model_quantize(str(smollm2_model).encode(), str(out).encode(), ctypes.byref(params)) == 0
-    return out
-
-
 @pytest.fixture
 def members(smollm2_model: Path, smollm2_q8: Path, tiny_model: Path) -> list[MemberSource]:
     return [MemberSource("smollm2", Source.EXPLICIT, smollm2_model), MemberSource("smollm2-q8", Source.EXPLICIT, smollm2_q8),
