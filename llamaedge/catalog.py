@@ -115,6 +115,11 @@ class ModelSpec:
 
 
 def catalog_text() -> str:
+    """The catalog: the package's models.json, or the file LLAMAEDGE_CATALOG names (a catalog
+    of one's own, in the same format)."""
+    own = settings.catalog_path()
+    if own is not None:
+        return own.read_text(encoding="utf-8")
     return importlib.resources.files("llamaedge").joinpath("models.json").read_text(encoding="utf-8")
 
 

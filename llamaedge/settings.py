@@ -29,6 +29,12 @@ def models_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).expanduser() if env else data_dir() / "models"
 
 
+def catalog_path() -> Path | None:
+    """A catalog to use instead of the package's models.json: LLAMAEDGE_CATALOG."""
+    env = os.environ.get("LLAMAEDGE_CATALOG")
+    return Path(env).expanduser() if env else None
+
+
 def cache_dir() -> Path:
     """Compiled wasm modules and other caches that can be deleted at any time."""
     home = home_dir()
