@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
-from tests.browser.conftest import ScriptedStream
+from tests.browser.conftest import HeldStream, ScriptedStream
 from tests.conftest import ServerProcess, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,17 +62,6 @@ def last_reply(page: Page) -> Locator:
     return page.locator(".message.assistant").last
 
 
-def throttle(page: Page, bytes_per_s: int) -> None:
-    """Slow the browser's downloads (Chrome DevTools network emulation), so a reply from the
-    real server streams for long enough to watch and stop it."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
-    )
-
-
 def canned_stream(text: str, piece_chars: int = 7) -> str:
     """An OpenAI streaming body that delivers `text` in small deltas, with usage and [DONE]."""
     pieces = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
@@ -97,7 +86,7 @@ def answer_with(page: Page, text: str, piece_chars: int = 7) -> list[dict[str, o
     return bodies
 
 
-def answer_from(page: Page, stream: ScriptedStream) -> None:
+def answer_from(page: Page, stream: ScriptedStream | HeldStream) -> None:
     """Send chat completions to `stream`, which releases its chunks when the test says."""
     page.route("**/v1/chat/completions", lambda route: route.continue_(url=stream.url))
 
@@ -109,12 +98,13 @@ def thinking_block(page: Page) -> Locator:
 # ---- real server ------------------------------------------------------------------------------
 
 
-def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: ServerProcess, held_stream: HeldStream,
+                                            screenshot: Screenshot) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
     # Greedy decoding makes the tiny model run until max_tokens: a known token count.
     chat_settings(page, temperature="0", max_tokens="120")
-    throttle(page, 20_000)
+    answer_from(page, held_stream)
     # Record the reply's text length at every DOM change, to see it grow in steps.
     page.evaluate(
         """() => {
@@ -135,6 +125,13 @@ def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: Server
     expect(prompt).to_have_value("")
     expect(page.locator(".message.assistant.streaming")).to_have_count(1)
     expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
+    # The reply shows what has come so far: its first tokens, more once let through, then all.
+    markdown = last_reply(page).locator(".markdown")
+    expect(markdown).not_to_have_text("")
+    first = markdown.inner_text()
+    held_stream.allow(20)
+    expect(markdown).not_to_have_text(first)
+    held_stream.release()
     wait_for_reply(page)
 
     reply = last_reply(page)
@@ -151,37 +148,44 @@ def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: Server
     screenshot(page, "chat-light")
 
 
-def test_stop_a_reply_mid_stream(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+def is_chat_request(request: Request) -> bool:
+    return request.method == "POST" and request.url.endswith("/v1/chat/completions")
+
+
+def test_stop_a_reply_mid_stream(new_page: NewPage, ui_server: ServerProcess, held_stream: HeldStream,
+                                 screenshot: Screenshot) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
     chat_settings(page, temperature="0", max_tokens="1500")
-    throttle(page, 3_000)
+    answer_from(page, held_stream)
     send(page, "Write a very long story")
     reply = last_reply(page)
     expect(reply.locator(".markdown")).not_to_have_text("")
-    page.get_by_role("button", name="Stop generating").click()
+    # Stop closes the connection: nothing more can come in after it.
+    with page.expect_event("requestfailed", is_chat_request):
+        page.get_by_role("button", name="Stop generating").click()
     expect(reply.get_by_text("Stopped.")).to_be_visible()
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
     shown = reply.locator(".markdown").inner_text()
-    page.wait_for_timeout(500)
-    assert reply.locator(".markdown").inner_text() == shown, "text kept arriving after Stop"
     assert "1500 tokens" not in reply.get_by_label("Reply statistics").inner_text()
     screenshot(page, "stopped")
 
     # The server let go of the cancelled request: the next message is answered.
-    throttle(page, -1)
+    held_stream.release()  # the stopped reply's rest goes to a closed connection, which ends it
     chat_settings(page, max_tokens="20")
     send(page, "Again, shorter")
     wait_for_reply(page)
     expect(page.locator(".message.assistant")).to_have_count(2)
     expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("20 tokens")
+    assert page.locator(".message.assistant").first.locator(".markdown").inner_text() == shown, \
+        "text kept arriving after Stop"
 
 
-def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: ServerProcess) -> None:
+def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: ServerProcess, held_stream: HeldStream) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
     chat_settings(page, temperature="0", max_tokens="1500")
-    throttle(page, 3_000)
+    answer_from(page, held_stream)
 
     send(page, "A long one")
     expect(last_reply(page).locator(".markdown")).not_to_have_text("")
@@ -197,9 +201,10 @@ def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: S
     send(page, "Delete me while you talk")
     expect(last_reply(page).locator(".markdown")).not_to_have_text("")
     page.once("dialog", lambda dialog: dialog.accept())
-    page.get_by_role("button", name="Delete “Delete me while you talk”").click()
+    with page.expect_event("requestfailed", is_chat_request):
+        page.get_by_role("button", name="Delete “Delete me while you talk”").click()
+    # Send is back once the stopped reply has wound up: it has had its last say on the list.
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
-    page.wait_for_timeout(300)
     expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
     page.reload()
     expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
@@ -563,8 +568,10 @@ def test_html_in_a_reply_stays_inert_text(new_page: NewPage, ui_server: ServerPr
     assert markdown.locator("img, script, iframe, [onerror]").count() == 0
     for link in markdown.locator("a").all():
         assert not (link.get_attribute("href") or "").lower().startswith("javascript:")
-    markdown.get_by_text("also me").click()
-    page.wait_for_timeout(300)
+    # A link without href has no default action, and a handler would run within the click.
+    also_me = markdown.get_by_text("also me")
+    assert also_me.get_attribute("href") is None
+    also_me.click()
     assert page.evaluate("window.__pwned") is None
 
 
@@ -627,6 +634,9 @@ def test_thinking_streams_then_folds_when_the_answer_begins(
     """`reasoning_content` deltas (llama.cpp's server), or a raw <think> block in `content`
     with the tags cut across chunks (llama-server --reasoning-format none)."""
     page = new_page()
+    # The page's clock is the test's to move: how long the model "thought" is set, not slept.
+    page.clock.install()
+    page.reload()
     wait_for_model(page, ui_server)
     answer_from(page, scripted_stream)
     send(page, "What is 2+2?")
@@ -651,8 +661,8 @@ def test_thinking_streams_then_folds_when_the_answer_begins(
     expect(body).to_have_text(REASONING_1 + REASONING_2)
     expect(answer).to_have_text("")
     screenshot(page, f"thinking-{shape}")
-    thought_s = 1.0
-    page.wait_for_timeout(thought_s * 1000)
+    thought_s = 5.0
+    page.clock.fast_forward(int(thought_s * 1000))
 
     if shape == "reasoning_content":
         scripted_stream.delta(content="\n\nThe answer is ")
