@@ -32,7 +32,10 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
-TIMEOUT_MS = 15_000
+# Bounds each wait for a page state or an action (never a time a test waits for): Chromium on
+# shared, busy cores can be slow.
+TIMEOUT_MS = 30_000
+playwright_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")

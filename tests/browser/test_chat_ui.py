@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,18 @@ def wait_for_reply(page: Page) -> None:
 
 def last_reply(page: Page) -> Locator:
     return page.locator(".message.assistant").last
+
+
+@contextmanager
+def timers_paused(page: Page) -> Iterator[None]:
+    """The page's timers wait while inside (Playwright's clock, which the test installed): a
+    state that a timer ends, a notice or a "Copied" label, stays for the test to see however
+    slow the machine, until the test moves the clock on. Time flows again on leaving."""
+    page.clock.pause_at(page.evaluate("Date.now()") / 1000 + 0.1)
+    try:
+        yield
+    finally:
+        page.clock.resume()
 
 
 def canned_stream(text: str, piece_chars: int = 7) -> str:
@@ -377,6 +391,7 @@ def test_phone_viewport(new_page: NewPage, ui_server: ServerProcess, screenshot:
 
 def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server: ServerProcess, tmp_path: Path) -> None:
     page = new_page()
+    page.clock.install()  # the notices leave after a while: see them with the clock paused
     wait_for_model(page, ui_server)
     export = {
         "format": "llamaedge.conversations",
@@ -386,10 +401,11 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
             {"id": "b", "title": "Rust lifetimes", "updatedAt": 1, "messages": [{"role": "user", "content": "borrowing"}]},
         ],
     }
-    page.locator("input[type=file]").set_input_files(
-        files=[{"name": "chats.json", "mimeType": "application/json", "buffer": json.dumps(export).encode()}]
-    )
-    expect(page.locator(".notice")).to_contain_text("Imported 2 chats")
+    with timers_paused(page):
+        page.locator("input[type=file]").set_input_files(
+            files=[{"name": "chats.json", "mimeType": "application/json", "buffer": json.dumps(export).encode()}]
+        )
+        expect(page.locator(".notice")).to_contain_text("Imported 2 chats")
     expect(page.locator(".history-item")).to_have_text(["Paella recipe", "Rust lifetimes"])
 
     page.get_by_label("Search conversations").fill("borrow")
@@ -412,10 +428,11 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
     assert [c["title"] for c in exported["conversations"]] == ["Ownership in Rust"]
     assert exported["conversations"][0]["messages"][0]["content"] == "borrowing"
 
-    page.locator("input[type=file]").set_input_files(
-        files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{not json"}]
-    )
-    expect(page.locator(".notice")).to_contain_text("Import failed: The file is not JSON.")
+    with timers_paused(page):
+        page.locator("input[type=file]").set_input_files(
+            files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{not json"}]
+        )
+        expect(page.locator(".notice")).to_contain_text("Import failed: The file is not JSON.")
 
 
 def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -> None:
@@ -454,41 +471,47 @@ def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -
 
 
 def test_model_loading_is_shown_and_the_page_recovers_by_itself(new_page: NewPage, ui_server: ServerProcess) -> None:
-    """The tiny model loads in milliseconds, too fast to catch the server's 503; the first
-    model-list requests get the answer the server gives while loading instead."""
+    """The tiny model loads in milliseconds, too fast to catch the server's 503; the
+    model-list requests get the answer the server gives while loading instead, until the test
+    says the model has loaded."""
     page = new_page("/health")  # any page of the origin, to register the route before the app loads
-    loading_answers = 2
-    calls: list[int] = []
+    loaded = threading.Event()
+    answers: list[int] = []
 
     def models(route: Route) -> None:
-        calls.append(1)
-        if len(calls) <= loading_answers:
-            route.fulfill(
-                status=503,
-                headers={"Content-Type": "application/json", "Retry-After": "1"},
-                body=json.dumps(
-                    {
-                        "error": {
-                            "message": "The model is still loading; try again shortly.",
-                            "type": "server_error",
-                            "param": None,
-                            "code": "model_not_ready",
-                        }
-                    }
-                ),
-            )
-        else:
+        if loaded.is_set():
+            answers.append(200)
             route.continue_()
+            return
+        answers.append(503)
+        route.fulfill(
+            status=503,
+            headers={"Content-Type": "application/json", "Retry-After": "1"},
+            body=json.dumps(
+                {
+                    "error": {
+                        "message": "The model is still loading; try again shortly.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "model_not_ready",
+                    }
+                }
+            ),
+        )
 
     page.route("**/v1/models", models)
     page.goto("/")
     banner = page.locator(".banner")
     expect(banner).to_contain_text("Model not ready")
     expect(banner).to_contain_text("The model is still loading; try again shortly.")
-    # No click: the page polls until the model answers.
-    expect(banner).to_have_count(0, timeout=10_000)
+    # No click: the page asks again while the model loads, and the banner stays.
+    with page.expect_request("**/v1/models"):
+        pass
+    expect(banner).to_contain_text("Model not ready")
+    loaded.set()
+    expect(banner).to_have_count(0)
     wait_for_model(page, ui_server)
-    assert len(calls) == loading_answers + 1
+    assert answers.count(503) >= 2 and answers[-1] == 200
 
 
 # ---- canned replies at the network seam (rendering only) -------------------------------------
@@ -512,8 +535,12 @@ Start it with `llamaedge serve` and read [the docs](https://example.com/docs).
 """
 
 
+COPIED_SHOWN_MS = 1500  # how long a copy button says "Copied" (MessageView.tsx)
+
+
 def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
     page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    page.clock.install()
     wait_for_model(page, ui_server)
     bodies = answer_with(page, MARKDOWN_REPLY)
     send(page, "Show me some Markdown")
@@ -540,8 +567,12 @@ def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerPr
     expect(link).to_have_attribute("rel", re.compile("noopener"))
     screenshot(page, "markdown")
 
-    markdown.get_by_role("button", name="Copy code").click()
-    expect(markdown.get_by_role("button", name="Copy code")).to_have_text("Copied")
+    copy_code = markdown.get_by_role("button", name="Copy code")
+    with timers_paused(page):
+        copy_code.click()
+        expect(copy_code).to_have_text("Copied")
+        page.clock.run_for(COPIED_SHOWN_MS)
+        expect(copy_code).to_have_text("Copy")
     assert page.evaluate("navigator.clipboard.readText()") == 'def greet(name: str) -> str:\n    return f"Hello, {name}!"'
     last_reply(page).get_by_role("button", name="Copy message").click()
     assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN_REPLY
@@ -606,7 +637,7 @@ def test_header_controls_fit_and_work_on_a_phone(
         assert box["x"] + box["width"] <= width, f"{name} is cut off at the right edge: {box}"
         assert box["y"] + box["height"] <= height, f"{name} is below the screen: {box}"
         # Actionable where it is: visible, enabled, and nothing else on top of its centre.
-        control.click(trial=True, timeout=2_000)
+        control.click(trial=True)
     assert set(names) >= {"Open sidebar", "Chat settings", "model picker"}, names
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     screenshot(page, f"phone-header-{width}")
@@ -636,7 +667,6 @@ def test_thinking_streams_then_folds_when_the_answer_begins(
     page = new_page()
     # The page's clock is the test's to move: how long the model "thought" is set, not slept.
     page.clock.install()
-    page.reload()
     wait_for_model(page, ui_server)
     answer_from(page, scripted_stream)
     send(page, "What is 2+2?")
