@@ -96,7 +96,7 @@ def test_browser_opens_on_the_chat_once_the_server_answers(tmp_path: Path) -> No
             time.sleep(0.1)
         assert record.exists(), log.read_text()
         assert record.read_text() == f"http://127.0.0.1:{port}/"
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
     finally:
         stop_process(proc)
 
