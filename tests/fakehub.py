@@ -4,15 +4,15 @@ It answers the routes huggingface_hub uses to download one file:
 `HEAD|GET /OWNER/REPO/resolve/REVISION/FILE` with the hub's headers (X-Repo-Commit, ETag and
 X-Linked-Etag = the LFS sha256, X-Linked-Size) and Range requests, plus the hub's error
 replies (X-Error-Code RepoNotFound / EntryNotFound / GatedRepo). `GET /files/NAME` serves
-plain URLs. Faults are switched on per test: cut the first body after N bytes, send slowly,
-advertise a wrong sha256. Every request is logged for assertions.
+plain URLs. Faults are switched on per test: cut the first body after N bytes, hold every
+body at byte N until the test releases it, advertise a wrong sha256. Every request is logged
+for assertions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,9 @@ import pytest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CHUNK_BYTES = 16 * 1024
+# A held body waits at most this long for its release: a bound for a test that fails before
+# releasing it, not a time any test waits for.
+HOLD_MAX_S = 60
 
 
 @dataclass
@@ -51,7 +54,9 @@ class FakeHub:
     plain_files: dict[str, bytes] = field(default_factory=dict)
     gated: set[str] = field(default_factory=set)
     cut_first_get_after_bytes: int | None = None
-    send_bytes_per_s: int | None = None
+    # Bodies send the bytes before this offset of the file, then wait for `release`.
+    hold_at_byte: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[RequestRecord] = field(default_factory=list)
 
     def add(self, repo: str, filename: str, data: bytes, *, advertised_sha256: str | None = None) -> None:
@@ -70,6 +75,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.release.set()  # a held body ends rather than keep its thread
         self._server.shutdown()
         self._server.server_close()
 
@@ -180,15 +186,20 @@ class _Handler(BaseHTTPRequestHandler):
         cut = hub.cut_first_get_after_bytes is not None and first_get
         if cut:
             limit = min(limit, hub.cut_first_get_after_bytes or 0)
+        # The bytes before the file's offset `hold_at_byte` go at once; the rest wait for `release`.
+        hold = None if hub.hold_at_byte is None else max(hub.hold_at_byte - start, 0)
         sent = 0
         try:
             while sent < limit:
-                chunk = payload[sent : min(sent + CHUNK_BYTES, limit)]
-                self.wfile.write(chunk)
+                if hold is not None and sent >= hold:
+                    if not hub.release.wait(HOLD_MAX_S):
+                        self.close_connection = True
+                        return
+                    hold = None
+                end = min(sent + CHUNK_BYTES, limit, limit if hold is None else hold)
+                self.wfile.write(payload[sent:end])
                 self.wfile.flush()
-                sent += len(chunk)
-                if hub.send_bytes_per_s:
-                    time.sleep(len(chunk) / hub.send_bytes_per_s)
+                sent = end
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return

@@ -220,7 +220,7 @@ def test_a_client_that_disconnects_mid_stream_stops_generation(server: ServerPro
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 break  # the first chunk arrived: leave
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # bounds the wait only: the cancellation must come
     while server.log().count("sequence cancelled") == before:
         assert time.monotonic() < deadline, "generation was not cancelled:\n" + server.log()[-2000:]
         time.sleep(0.05)

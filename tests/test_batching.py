@@ -4,13 +4,13 @@ cache never changes it either, and a cancelled prefill gives its slot back at on
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, SamplingOptions
+from tests.engine_events import EVENT_WAIT_MAX_S, HeldDecoder, wait_until
 
 GREEDY = SamplingOptions(temp=0, n_predict=LOOKAHEAD_TOKENS_MAX + 8, ignore_eos=True)
 
@@ -36,10 +36,7 @@ def concurrent_texts(model: Model, prompts: list[bytes]) -> list[bytes]:
     """Generate all `prompts` at once, each read on its own thread, so that they share decodes."""
     sequences = [model.generate(model.tokenize(p), GREEDY) for p in prompts]
     # Nobody reads yet, and GREEDY asks for more than the lookahead: all stay running together.
-    deadline = time.monotonic() + 60
-    while model.stats().sequences_running < len(prompts):
-        assert time.monotonic() < deadline, "the sequences never ran together"
-        time.sleep(0.001)
+    wait_until(lambda: model.stats().sequences_running == len(prompts), "the sequences to run together")
     texts: list[bytes] = [b""] * len(prompts)
 
     def read(i: int) -> None:
@@ -90,23 +87,25 @@ def test_cancelling_a_long_prefill_frees_its_slot_at_the_next_step(tiny_model: P
     n_batch = 16  # a prompt of ~1800 tokens takes >100 steps to read
     model = Model(tiny_model, LoadOptions(threads=2, ctx_size=2048, parallel=2,
                                           batch_size=n_batch, ubatch_size=n_batch))
+    # The fifth decode waits for the test: the prefill is surely part way when cancelled.
+    held = HeldDecoder(model._scheduler.decoder, hold_at=5)
+    model._scheduler.decoder = held
     try:
         long_prompt = model.tokenize(chatml(("user", "the quick brown fox " * 300)))[:1800]
         seq = model.generate(long_prompt, GREEDY)
-        deadline = time.monotonic() + 30
-        while not (model.n_tokens_decoded >= 4 * n_batch and seq.prefilling):
-            assert time.monotonic() < deadline and not seq.done, "the prefill never started"
-            time.sleep(0.001)
+        assert held.reached.wait(EVENT_WAIT_MAX_S), "the prefill never started"
+        assert seq.prefilling and model.n_tokens_decoded == 5 * n_batch
         assert model.stats().slots_busy == 1
         seq.cancel()
         decoded_at_cancel = model.n_tokens_decoded
+        held.release()
         assert list(seq) == [] and seq.finish_reason == "cancelled"
         stats = model.stats()
         assert (stats.slots_busy, stats.sequences_running) == (0, 0)
-        # At most the step already under way when cancel() came finished after it.
-        assert model.n_tokens_decoded - decoded_at_cancel <= n_batch
-        assert model.n_tokens_decoded < len(long_prompt)
+        # The step under way when cancel() came was the last: none followed it.
+        assert model.n_tokens_decoded == decoded_at_cancel and held.n_decodes == 5
         # The freed slot serves the next sequence.
         assert generate_text(model, PROMPTS[0], SamplingOptions(temp=0, n_predict=4))
     finally:
+        held.release()
         model.close()

@@ -223,30 +223,41 @@ def test_pull_offline_names_the_variable(hub: FakeHub, capsys: pytest.CaptureFix
 def test_ctrl_c_keeps_the_partial_and_the_next_pull_resumes(hub: FakeHub, tiny_model: Path) -> None:
     data = tiny_model.read_bytes()
     hub.add(REPO, FILE, data)
-    hub.send_bytes_per_s = 100_000  # about 5 s for the whole file: time to interrupt it
+    # The hub holds the body here until released: the pull is surely mid-file when interrupted.
+    chunk_bytes = 16384
+    held_at = 6 * chunk_bytes
+    assert held_at < len(data)
+    hub.hold_at_byte = held_at
     spec = f"hf:{REPO}/{FILE}"
     dest = settings.models_dir() / REPO / FILE
-    # Small client chunks, so what arrived before the interrupt reaches the disk.
+    # Client chunks that divide `held_at`, so everything before the hold reaches the disk.
     code = (
-        "import huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 16384;"
+        f"import huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = {chunk_bytes};"
         "from llamaedge.cli import main; raise SystemExit(main())"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "pull", spec], cwd=REPO_ROOT, env=os.environ.copy(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 30
-    while download.partial_bytes(dest) < 100_000 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 60  # bounds the wait only: the bytes before the hold must come
+        while download.partial_bytes(dest) < held_at:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the pull never reached the held byte"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        hub.release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     kept = download.partial_bytes(dest)
     assert proc.returncode == 1, err
     assert "interrupted" in err and "run the same command again to resume" in " ".join(err.split())
     assert "Traceback" not in err
-    assert 0 < kept < len(data) and not dest.exists()
+    assert kept == held_at and not dest.exists()
 
-    hub.send_bytes_per_s = None
     assert main(["pull", spec]) == 0
     assert dest.read_bytes() == data
     assert hub.gets(FILE)[-1].range == f"bytes={kept}-"

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from llamaedge import catalog, gpu, settings
+from llamaedge.cli import main
 from llamaedge.commands import run as run_command
-from tests.conftest import REPO_ROOT, free_port, stop_process, wait_healthy
+from tests.conftest import REPO_ROOT, free_port, stop_process
 
 
 def test_no_name_and_no_hub_falls_back_to_the_built_in_model(
@@ -95,21 +96,22 @@ def test_browser_opens_on_the_chat_once_the_server_answers(tmp_path: Path) -> No
             time.sleep(0.1)
         assert record.exists(), log.read_text()
         assert record.read_text() == f"http://127.0.0.1:{port}/"
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
     finally:
         stop_process(proc)
 
 
-@pytest.mark.slow
-def test_no_browser_flag_keeps_the_browser_closed(tmp_path: Path) -> None:
-    browser, record = _recording_browser(tmp_path)
-    port = free_port()
-    env = {**os.environ, "BROWSER": str(browser)}
-    log = tmp_path / "run.log"
-    proc = _start_run(["smollm2-135m", "--port", str(port), "--no-browser"], env, log)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, log.read_text)
-        time.sleep(1.0)  # the browser would have been started right after readiness
-        assert not record.exists()
-    finally:
-        stop_process(proc)
+@pytest.mark.parametrize(("flags", "opens"), [([], True), (["--no-browser"], False)])
+def test_no_browser_flag_keeps_the_browser_closed(monkeypatch: pytest.MonkeyPatch, flags: list[str], opens: bool) -> None:
+    # What `run` hands the server to call once it answers: with --no-browser, nothing. (Checked
+    # where it is decided: a real server could only show it by a browser not opening in time.)
+    handed: list[object] = []
+
+    def fake_launch(model: object, args: object, *, on_ready: object = None) -> int:
+        handed.append(on_ready)
+        return 0
+
+    monkeypatch.setattr("llamaedge.launch.launch", fake_launch)
+    monkeypatch.setattr(run_command, "pause_gc_for_startup", lambda: None)  # a real launch turns it back on
+    assert main(["run", "smollm2-135m", *flags]) == 0
+    assert handed == [run_command.open_browser if opens else None]

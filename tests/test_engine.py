@@ -6,7 +6,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from llamaedge.engine import (EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions,
                               default_parallel, default_threads)
 from llamaedge.engine.embedding import decode_groups
+from tests.engine_events import assert_asleep, wait_until
 from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
 
 PROMPT = b"<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
@@ -30,32 +30,23 @@ def model(tiny_model: Path) -> Iterator[Model]:
     model.close()
 
 
-def wait_until(condition: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_sequence_runs_only_a_little_ahead_of_its_reader(model: Model) -> None:
     seq = model.generate(model.tokenize(PROMPT), ENDLESS)
-    wait_until(lambda: seq.n_generated >= LOOKAHEAD_TOKENS_MAX)
-    time.sleep(0.3)
+    wait_until(lambda: seq.n_generated >= LOOKAHEAD_TOKENS_MAX, "the lookahead to fill")
+    assert_asleep(model._scheduler)
     assert seq.n_generated == LOOKAHEAD_TOKENS_MAX  # nobody read: generation waits
     assert seq.next_piece() is not None
-    wait_until(lambda: seq.n_generated == LOOKAHEAD_TOKENS_MAX + 1)
+    wait_until(lambda: seq.n_generated == LOOKAHEAD_TOKENS_MAX + 1, "one more token")
     seq.cancel()
 
 
 def test_a_waiting_scheduler_does_not_spin(model: Model) -> None:
     seq = model.generate(model.tokenize(PROMPT), ENDLESS)
-    wait_until(lambda: seq.n_generated >= LOOKAHEAD_TOKENS_MAX)
-    time.sleep(0.2)
-    # The engine thread's own CPU clock: other threads of this process do not count.
-    clock = time.pthread_getcpuclockid(model._scheduler._thread.ident)
-    cpu_before_s = time.clock_gettime(clock)
-    time.sleep(1.0)
-    assert time.clock_gettime(clock) - cpu_before_s < 0.1
+    wait_until(lambda: seq.n_generated >= LOOKAHEAD_TOKENS_MAX, "the lookahead to fill")
+    decoded = model.n_tokens_decoded
+    # Its thread wakes, finds no sequence to step and waits again: no round, no decode.
+    assert_asleep(model._scheduler, wakeups=10)
+    assert model.n_tokens_decoded == decoded
     assert seq.n_generated == LOOKAHEAD_TOKENS_MAX
     seq.cancel()
 
@@ -169,7 +160,7 @@ def test_without_a_parallel_the_slots_are_sized_to_the_context(tiny_model: Path)
         assert model.parallel == 8 and model.stats().slots_total == 8
         # Eight unread sequences all run at once: none waits for a slot.
         sequences = [model.generate(model.tokenize(PROMPT), ENDLESS) for _ in range(8)]
-        wait_until(lambda: all(seq.n_generated >= LOOKAHEAD_TOKENS_MAX for seq in sequences))
+        wait_until(lambda: all(seq.n_generated >= LOOKAHEAD_TOKENS_MAX for seq in sequences), "eight lookaheads to fill")
         stats = model.stats()
         assert (stats.sequences_running, stats.sequences_waiting) == (8, 0)
         for seq in sequences:

@@ -107,17 +107,17 @@ def test_counters_and_histograms_move_as_requests_run(chat_url: str) -> None:
 
 def slow_stream(n_events: int) -> str:
     """A stream of `n_events` events, 0.1 s apart (poll_oneoff sleeps): a request that stays
-    in flight."""
+    in flight. It ends early when a write fails (the client left)."""
     return """(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 64) "Content-Type: text/event-stream\\0a\\0a")
   (data (i32.const 128) "data: {}\\0a\\0a")
-  (func $write (param $ptr i32) (param $len i32)
+  (func $write (param $ptr i32) (param $len i32) (result i32)
     (i32.store (i32.const 0) (local.get $ptr))
     (i32.store (i32.const 4) (local.get $len))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+    (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
   (func $sleep
     ;; subscription at 256: userdata u64, tag u8 = 0 (clock), clock id u32 = 1 (monotonic),
     ;; timeout u64 = 100 ms, precision u64, flags u16 = 0 (relative)
@@ -129,12 +129,13 @@ def slow_stream(n_events: int) -> str:
     (i32.store16 (i32.const 296) (i32.const 0))
     (drop (call $poll (i32.const 256) (i32.const 512) (i32.const 1) (i32.const 600))))
   (func (export "_start") (local $i i32)
-    (call $write (i32.const 64) (i32.const 33))
-    (loop $next
-      (call $sleep)
-      (call $write (i32.const 128) (i32.const 10))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $next (i32.lt_u (local.get $i) (i32.const N_EVENTS))))))""".replace("N_EVENTS", str(n_events))
+    (drop (call $write (i32.const 64) (i32.const 33)))
+    (block $gone
+      (loop $next
+        (call $sleep)
+        (br_if $gone (call $write (i32.const 128) (i32.const 10)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $next (i32.lt_u (local.get $i) (i32.const N_EVENTS)))))))""".replace("N_EVENTS", str(n_events))
 
 
 def test_requests_in_flight_running_and_waiting_follow_the_requests(tmp_path: Path, tiny_model: Path) -> None:

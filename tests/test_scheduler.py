@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ import pytest
 from llamaedge.engine.errors import ModelClosed
 from llamaedge.engine.scheduler import BatchEntry, Scheduler, Sequence
 from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, FinishReason, SamplingOptions, Token
+from tests.engine_events import assert_asleep, wait_until
 
 END = 0  # the scripted end-of-generation token
 
@@ -283,20 +283,13 @@ def test_a_scheduler_whose_sequences_all_wait_for_readers_sleeps() -> None:
         seqs = [sequence([1, 2]), sequence([3, 4])]
         for seq in seqs:
             scheduler.submit(seq)
-        deadline = time.monotonic() + 5
-        while any(s.n_generated < LOOKAHEAD_TOKENS_MAX for s in seqs):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(0.1)
-        cpu_before_s = time.process_time()
-        time.sleep(0.5)
-        assert time.process_time() - cpu_before_s < 0.2
+        wait_until(lambda: all(s.n_generated == LOOKAHEAD_TOKENS_MAX for s in seqs), "both lookaheads to fill")
+        n_batches = len(decoder.batches)
+        assert_asleep(scheduler)
+        assert len(decoder.batches) == n_batches
         assert all(s.n_generated == LOOKAHEAD_TOKENS_MAX for s in seqs)
         seqs[0].next_token()  # the reader wakes the scheduler
-        deadline = time.monotonic() + 5
-        while seqs[0].n_generated == LOOKAHEAD_TOKENS_MAX:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: seqs[0].n_generated > LOOKAHEAD_TOKENS_MAX, "the read sequence to go on")
     finally:
         scheduler.close()
     assert all(s.finish_reason == FinishReason.CANCELLED for s in seqs)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llamaedge.errors import UsageError
 from llamaedge.mount import Mount, load_mounts, reserved_paths
+from llamaedge.runtime.policy import RunGuard
 from llamaedge.server import ServeConfig, ServerState, default_app_path, mounted_app_routes, webui_routes_or_none
 from llamaedge.types import ResolvedModel
 from tests.conftest import REPO_ROOT, free_port, serving
@@ -473,14 +475,25 @@ def _release_fifo(path: Path) -> None:
         pass
 
 
-def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_model: Path, tmp_path: Path) -> None:
+def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_model: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # One slot: /hold keeps it (its sequence waits on the FIFO), so /impatient's first
     # compute_single waits in the host for a slot until its wall time is up.
     os.mkfifo(tmp_path / "go")
     fifo = apps_dir / "fifo.wasm"
+    # /chat's wall time runs out when the test says (what its timer would do), once its stream
+    # has begun: a timer of its own could run out first on a slow machine.
+    guards: list[RunGuard] = []
+    start_guard = RunGuard.__init__
+
+    def recorded(guard: RunGuard, *args: Any, **kwargs: Any) -> None:
+        start_guard(guard, *args, **kwargs)
+        guards.append(guard)
+
+    monkeypatch.setattr(RunGuard, "__init__", recorded)
     mounts = load_mounts([f"/hold={fifo}", f"/impatient={fifo}", f"/chat={default_app_path()}"],
                          [f"/hold:dirs={tmp_path}:/sync", f"/impatient:dirs={tmp_path}:/sync",
-                          "/impatient:wall-time=0.5s", "/chat:wall-time=0.5s"], environ={})
+                          "/impatient:wall-time=0.5s", "/chat:wall-time=600s"], environ={})
     config = ServeConfig(model=ResolvedModel(path=tiny_model, model_id="tiny-chat"), port=free_port(),
                          threads=2, ctx_size=256, parallel=1, mounts=mounts)
     state = ServerState(config)
@@ -499,10 +512,12 @@ def test_wall_time_stops_a_request_waiting_in_the_host(apps_dir: Path, tiny_mode
                 with client.stream("POST", f"{url}/chat/v1/chat/completions", json={
                         "model": "tiny-chat", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as chat:
                     assert chat.status_code == 200
+                    [chat_guard] = [g for g in guards if g.app_name == default_app_path().name]
+                    chat_guard._expire()
                     events = [line[len("data: "):] for line in chat.iter_lines() if line.startswith("data: ")]
                 assert events[-1] == "[DONE]"
                 error = json.loads(events[-2])["error"]
-                assert "wall-time limit of 0.5s" in error["message"]
+                assert "wall-time limit of 600s" in error["message"]
                 os.close(os.open(tmp_path / "go", os.O_WRONLY))
                 assert b"".join(chunks) == b"done"
     finally:

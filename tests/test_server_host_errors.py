@@ -141,8 +141,10 @@ def test_a_stream_that_fails_midway_ends_with_the_routes_error_event(tmp_path: P
 def test_a_full_server_is_an_anthropic_overloaded_error_on_the_anthropic_route(tmp_path: Path, tiny_model: Path) -> None:
     from tests.test_metrics import slow_stream
 
-    app = write_app(tmp_path, "slow.wasm", slow_stream(50))
-    config = config_for(tiny_model, app, parallel=1, queue_max=0, limits=RunLimits(wasm_slice_max_s=30))
+    # A stream that runs until its client leaves (days of events, an hour of wasm time): the
+    # one place stays taken for as long as the test holds it, however slow the machine.
+    app = write_app(tmp_path, "slow.wasm", slow_stream(10**6))
+    config = config_for(tiny_model, app, parallel=1, queue_max=0, limits=RunLimits(wasm_slice_max_s=3600))
     with running(ServerState(config)) as url:
         with httpx.stream("POST", f"{url}/v1/messages", json={}, timeout=30) as held:
             chunks = held.iter_raw()  # kept: dropping the iterator would close the response

@@ -4,6 +4,7 @@ frees its slot, and a trapping app fails only its own requests while others fini
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import socket
@@ -22,14 +23,12 @@ from starlette.routing import Route
 
 from llamaedge.server import ServerState, default_app_path, wagi_endpoint
 from tests.conftest import ServerProcess
+from tests.engine_events import EVENT_WAIT_MAX_S, HeldDecoder
 from tests.test_metrics import scrape, value
 from tests.test_server_http import config_for, running
 from tests.wat_apps import TRAPS, write_app
 
-# The tiny model prefills about a thousand tokens a second here, and "hello world " is 8
-# of its tokens: long prompts keep a request in prefill for seconds.
-LONG_PROMPT = "hello world " * 1000  # ~8000 tokens
-# Most of the 16384-token context: its prefill lasts long enough to leave in the middle of.
+# "hello world " is 8 of the tiny model's tokens: this is most of a 16384-token context.
 LONGEST_PROMPT = "hello world " * 1900
 MEDIUM_PROMPT = "hello world " * 300  # ~2400 tokens
 # A stream that runs on for seconds, on a fast machine too: the end token is banned.
@@ -45,17 +44,26 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) ->
 
 
 def in_flight(server: ServerProcess) -> float:
-    return value(scrape(server.base_url), "llamaedge_requests_in_flight")
+    return in_flight_at(server.base_url)
+
+
+def in_flight_at(base_url: str) -> float:
+    return value(scrape(base_url), "llamaedge_requests_in_flight")
 
 
 def chat_body(prompt: str, **extra: object) -> dict[str, object]:
     return {"model": "tiny-chat", "messages": [{"role": "user", "content": prompt}], **extra}
 
 
-def raw_request(server: ServerProcess, body: dict[str, object]) -> socket.socket:
-    """Send a chat request on a raw socket, to close it whenever the test likes."""
+def raw_request(port: int, body: dict[str, object], *, receive_buffer_bytes: int | None = None) -> socket.socket:
+    """Send a chat request on a raw socket, to close it whenever the test likes. The response
+    is never read: a stream stops once the socket buffers between it and this socket are full
+    (a small `receive_buffer_bytes` makes that sooner)."""
     payload = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock = socket.socket()
+    if receive_buffer_bytes is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+    sock.connect(("127.0.0.1", port))
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
     return sock
@@ -68,9 +76,13 @@ def tiny_server(start_server: Callable[..., ServerProcess], tiny_model: Path) ->
     return start
 
 
-def test_requests_beyond_parallel_and_queue_get_503_at_once(tiny_server: Callable[..., ServerProcess]) -> None:
+def test_requests_beyond_parallel_and_queue_get_503_at_once(tiny_server: Callable[..., ServerProcess],
+                                                             tiny_model: Path) -> None:
     server = tiny_server("--parallel", "1", "--queue-max", "1")
-    held = [raw_request(server, chat_body(LONG_PROMPT, max_tokens=1)) for _ in range(2)]
+    # Endless streams nobody reads: the first holds the slot and the second its place in the
+    # queue until the test lets go, however fast or slow the machine.
+    endless = chat_body("hi", max_tokens=ENDLESS_TOKENS, stream=True, logit_bias={str(eos_token_id(tiny_model)): -100})
+    held = [raw_request(server.port, endless, receive_buffer_bytes=4096) for _ in range(2)]
     try:
         wait_for(lambda: in_flight(server) == 2, "two requests in flight")
         with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
@@ -94,31 +106,33 @@ def test_requests_beyond_parallel_and_queue_get_503_at_once(tiny_server: Callabl
     assert answer.status_code == 200
 
 
-def test_a_client_leaving_during_prefill_frees_its_slot(tiny_server: Callable[..., ServerProcess]) -> None:
-    server = tiny_server("--parallel", "1")
-    body = chat_body(LONGEST_PROMPT, max_tokens=1)
-    sock = raw_request(server, body)
+def test_a_client_leaving_during_prefill_frees_its_slot(tiny_model: Path) -> None:
+    config = dataclasses.replace(config_for(tiny_model, default_app_path(), parallel=1), ctx_size=16384)
+    state = ServerState(config)
+    with running(state) as url:
+        assert state.model is not None
+        # The prompt's third decode waits for the test: the client leaves mid-prefill.
+        scheduler = state.model._scheduler
+        held = HeldDecoder(scheduler.decoder, hold_at=3)
+        scheduler.decoder = held
+        body = chat_body(LONGEST_PROMPT, max_tokens=1)
+        try:
+            sock = raw_request(config.port, body)
+            assert held.reached.wait(EVENT_WAIT_MAX_S), "the prefill never started"
+            assert value(scrape(url), "llamaedge_slots_busy") == 1
+            sock.close()
+            # The server answers the leaving at once (499); the held decode is the last.
+            wait_for(lambda: in_flight_at(url) == 0, "the server to see the client leave")
+        finally:
+            held.release()
 
-    def busy() -> bool:
-        samples = scrape(server.base_url)
-        slots = samples.get("llamaedge_slots_busy")
-        return value(samples, "llamaedge_requests_in_flight") == 1 and (slots is None or sum(slots.values()) == 1)
-
-    wait_for(busy, "the request to take the slot")
-    sock.close()  # in the prefill: the slot is taken when it begins
-
-    def freed() -> bool:
-        samples = scrape(server.base_url)
-        slots = samples.get("llamaedge_slots_busy")
-        return value(samples, "llamaedge_requests_in_flight") == 0 and (slots is None or sum(slots.values()) == 0)
-
-    wait_for(freed, "the slot to be freed")
-    samples = scrape(server.base_url)
-    assert value(samples, "llamaedge_requests_total", route="/v1/chat/completions", status="499") == 1
-    assert value(samples, "llamaedge_client_disconnects_total") == 1
-    # The same prompt again finds only what was prefilled before the client left in the
-    # slot's cache: the prefill stopped part way rather than running to its end.
-    again = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120).json()
+        wait_for(lambda: value(scrape(url), "llamaedge_slots_busy") == 0, "the slot to be freed")
+        samples = scrape(url)
+        assert value(samples, "llamaedge_requests_total", route="/v1/chat/completions", status="499") == 1
+        assert value(samples, "llamaedge_client_disconnects_total") == 1
+        # The same prompt again finds only what was prefilled before the client left in the
+        # slot's cache: the prefill stopped part way rather than running to its end.
+        again = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120).json()
     usage = again["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"] - 1
 

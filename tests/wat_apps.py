@@ -39,6 +39,23 @@ def writes_app(chunks: list[str], *, exit_code: int = 0, fd: int = 1) -> str:
 
 RUNAWAY = f'(module {_PRELUDE} (func (export "_start") (loop $l (br $l))))'
 TRAPS = f'(module {_PRELUDE} (func (export "_start") unreachable))'
+
+
+def computes_for_app(seconds: float) -> str:
+    """Spins until the monotonic clock has moved `seconds`, then exits 0. Reading the clock is
+    a WASI call, which renews no deadline: to a time limit between host calls, this app
+    computes all along."""
+    return f"""(module
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $now (result i64)
+    (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 0)))
+    (i64.load (i32.const 0)))
+  (func (export "_start") (local $end i64)
+    (local.set $end (i64.add (call $now) (i64.const {round(seconds * 1e9)})))
+    (loop $spin (br_if $spin (i64.lt_u (call $now) (local.get $end))))))"""
+
+
 # Asks for 1 GiB more memory; exits 3 when refused (memory.grow returns -1).
 MEMORY_HOG = f"""(module {_PRELUDE}
   (func (export "_start")

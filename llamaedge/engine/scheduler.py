@@ -130,6 +130,10 @@ class Scheduler:
         self.n_slots = n_slots
         self.prefill_chunk = max(1, prefill_chunk)
         self.n_tokens_decoded = 0  # entries fed to decodes: prompts and generated tokens
+        # What the thread's loop did, so that a test can see it idle by events, not CPU time:
+        # rounds it ran, and wakeups from its wait (each followed by a look for work).
+        self.n_rounds = 0
+        self.n_wakeups = 0
         self._cond = threading.Condition()
         # Touched only by the scheduler's thread, except under _cond.
         self._incoming: list[Sequence] = []
@@ -197,9 +201,11 @@ class Scheduler:
                 while not self._closing and not self._ready():
                     # Idle, or every sequence is waiting for its reader (who wakes us).
                     self._cond.wait(timeout=_WAIT_S if self._running else None)
+                    self.n_wakeups += 1
                 if self._closing:
                     self._shut_down()
                     return
+                self.n_rounds += 1
             self.run_once()
 
     def _ready(self) -> bool:

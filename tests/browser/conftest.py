@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, ServerProcess
@@ -31,7 +32,10 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
-TIMEOUT_MS = 15_000
+# Bounds each wait for a page state or an action (never a time a test waits for): Chromium on
+# shared, busy cores can be slow.
+TIMEOUT_MS = 30_000
+playwright_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -165,5 +169,85 @@ class ScriptedStream:
 @pytest.fixture
 def scripted_stream() -> Iterator[ScriptedStream]:
     stream = ScriptedStream()
+    yield stream
+    stream.close()
+
+
+class HeldStream:
+    """A chat-completions endpoint on a real port in front of the real server: each request
+    goes on to the server, and its reply's SSE events come back until `events_max` of them
+    have passed; the rest wait for `allow` or `release`. So a reply of the real model is
+    surely still streaming when a test stops it, and grows in the steps the test lets it."""
+
+    # A held reply gives up after this long: a bound for a test that broke off, not a wait.
+    HOLD_MAX_S = 300
+
+    def __init__(self, upstream: str, events_max: int) -> None:
+        self.events_max = events_max
+        self._released = False
+        self._cond = threading.Condition()
+        stream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0: the body ends when the connection closes, no chunked framing needed.
+            protocol_version = "HTTP/1.0"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with httpx.stream("POST", upstream, content=body, timeout=60,
+                                  headers={"Content-Type": "application/json"}) as reply:
+                    self.send_response(reply.status_code)
+                    self.send_header("Content-Type", reply.headers.get("Content-Type", "text/event-stream"))
+                    self.end_headers()
+                    self.wfile.flush()
+                    passed, rest = 0, b""
+                    try:
+                        for data in reply.iter_bytes():
+                            *events, rest = (rest + data).split(b"\n\n")
+                            for event in events:
+                                if not stream._may_pass(passed):
+                                    return
+                                self.wfile.write(event + b"\n\n")
+                                self.wfile.flush()
+                                passed += 1
+                        self.wfile.write(rest)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the page stopped reading: leaving closes the server's stream too
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1/chat/completions"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _may_pass(self, passed: int) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._released or passed < self.events_max, timeout=self.HOLD_MAX_S)
+
+    def allow(self, events: int) -> None:
+        """Let `events` more events of each reply pass."""
+        with self._cond:
+            self.events_max += events
+            self._cond.notify_all()
+
+    def release(self) -> None:
+        """Let every reply, held or to come, pass whole."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def held_stream(ui_server: ServerProcess) -> Iterator[HeldStream]:
+    """Replies of the real server that pass their first 4 SSE events, then wait for the test."""
+    stream = HeldStream(f"{ui_server.base_url}/v1/chat/completions", events_max=4)
     yield stream
     stream.close()

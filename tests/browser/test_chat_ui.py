@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
-from tests.browser.conftest import ScriptedStream
+from tests.browser.conftest import HeldStream, ScriptedStream
 from tests.conftest import ServerProcess, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,15 +64,16 @@ def last_reply(page: Page) -> Locator:
     return page.locator(".message.assistant").last
 
 
-def throttle(page: Page, bytes_per_s: int) -> None:
-    """Slow the browser's downloads (Chrome DevTools network emulation), so a reply from the
-    real server streams for long enough to watch and stop it."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
-    )
+@contextmanager
+def timers_paused(page: Page) -> Iterator[None]:
+    """The page's timers wait while inside (Playwright's clock, which the test installed): a
+    state that a timer ends, a notice or a "Copied" label, stays for the test to see however
+    slow the machine, until the test moves the clock on. Time flows again on leaving."""
+    page.clock.pause_at(page.evaluate("Date.now()") / 1000 + 0.1)
+    try:
+        yield
+    finally:
+        page.clock.resume()
 
 
 def canned_stream(text: str, piece_chars: int = 7) -> str:
@@ -97,7 +100,7 @@ def answer_with(page: Page, text: str, piece_chars: int = 7) -> list[dict[str, o
     return bodies
 
 
-def answer_from(page: Page, stream: ScriptedStream) -> None:
+def answer_from(page: Page, stream: ScriptedStream | HeldStream) -> None:
     """Send chat completions to `stream`, which releases its chunks when the test says."""
     page.route("**/v1/chat/completions", lambda route: route.continue_(url=stream.url))
 
@@ -109,12 +112,13 @@ def thinking_block(page: Page) -> Locator:
 # ---- real server ------------------------------------------------------------------------------
 
 
-def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: ServerProcess, held_stream: HeldStream,
+                                            screenshot: Screenshot) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
     # Greedy decoding makes the tiny model run until max_tokens: a known token count.
     chat_settings(page, temperature="0", max_tokens="120")
-    throttle(page, 20_000)
+    answer_from(page, held_stream)
     # Record the reply's text length at every DOM change, to see it grow in steps.
     page.evaluate(
         """() => {
@@ -135,6 +139,13 @@ def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: Server
     expect(prompt).to_have_value("")
     expect(page.locator(".message.assistant.streaming")).to_have_count(1)
     expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
+    # The reply shows what has come so far: its first tokens, more once let through, then all.
+    markdown = last_reply(page).locator(".markdown")
+    expect(markdown).not_to_have_text("")
+    first = markdown.inner_text()
+    held_stream.allow(20)
+    expect(markdown).not_to_have_text(first)
+    held_stream.release()
     wait_for_reply(page)
 
     reply = last_reply(page)
@@ -151,37 +162,44 @@ def test_send_and_watch_the_reply_stream_in(new_page: NewPage, ui_server: Server
     screenshot(page, "chat-light")
 
 
-def test_stop_a_reply_mid_stream(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
+def is_chat_request(request: Request) -> bool:
+    return request.method == "POST" and request.url.endswith("/v1/chat/completions")
+
+
+def test_stop_a_reply_mid_stream(new_page: NewPage, ui_server: ServerProcess, held_stream: HeldStream,
+                                 screenshot: Screenshot) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
     chat_settings(page, temperature="0", max_tokens="1500")
-    throttle(page, 3_000)
+    answer_from(page, held_stream)
     send(page, "Write a very long story")
     reply = last_reply(page)
     expect(reply.locator(".markdown")).not_to_have_text("")
-    page.get_by_role("button", name="Stop generating").click()
+    # Stop closes the connection: nothing more can come in after it.
+    with page.expect_event("requestfailed", is_chat_request):
+        page.get_by_role("button", name="Stop generating").click()
     expect(reply.get_by_text("Stopped.")).to_be_visible()
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
     shown = reply.locator(".markdown").inner_text()
-    page.wait_for_timeout(500)
-    assert reply.locator(".markdown").inner_text() == shown, "text kept arriving after Stop"
     assert "1500 tokens" not in reply.get_by_label("Reply statistics").inner_text()
     screenshot(page, "stopped")
 
     # The server let go of the cancelled request: the next message is answered.
-    throttle(page, -1)
+    held_stream.release()  # the stopped reply's rest goes to a closed connection, which ends it
     chat_settings(page, max_tokens="20")
     send(page, "Again, shorter")
     wait_for_reply(page)
     expect(page.locator(".message.assistant")).to_have_count(2)
     expect(last_reply(page).get_by_label("Reply statistics")).to_contain_text("20 tokens")
+    assert page.locator(".message.assistant").first.locator(".markdown").inner_text() == shown, \
+        "text kept arriving after Stop"
 
 
-def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: ServerProcess) -> None:
+def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: ServerProcess, held_stream: HeldStream) -> None:
     page = new_page()
     wait_for_model(page, ui_server)
     chat_settings(page, temperature="0", max_tokens="1500")
-    throttle(page, 3_000)
+    answer_from(page, held_stream)
 
     send(page, "A long one")
     expect(last_reply(page).locator(".markdown")).not_to_have_text("")
@@ -197,9 +215,10 @@ def test_rename_and_delete_while_a_reply_streams(new_page: NewPage, ui_server: S
     send(page, "Delete me while you talk")
     expect(last_reply(page).locator(".markdown")).not_to_have_text("")
     page.once("dialog", lambda dialog: dialog.accept())
-    page.get_by_role("button", name="Delete “Delete me while you talk”").click()
+    with page.expect_event("requestfailed", is_chat_request):
+        page.get_by_role("button", name="Delete “Delete me while you talk”").click()
+    # Send is back once the stopped reply has wound up: it has had its last say on the list.
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
-    page.wait_for_timeout(300)
     expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
     page.reload()
     expect(page.locator(".history-item")).to_have_text(["Renamed mid-stream"])
@@ -372,6 +391,7 @@ def test_phone_viewport(new_page: NewPage, ui_server: ServerProcess, screenshot:
 
 def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server: ServerProcess, tmp_path: Path) -> None:
     page = new_page()
+    page.clock.install()  # the notices leave after a while: see them with the clock paused
     wait_for_model(page, ui_server)
     export = {
         "format": "llamaedge.conversations",
@@ -381,10 +401,11 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
             {"id": "b", "title": "Rust lifetimes", "updatedAt": 1, "messages": [{"role": "user", "content": "borrowing"}]},
         ],
     }
-    page.locator("input[type=file]").set_input_files(
-        files=[{"name": "chats.json", "mimeType": "application/json", "buffer": json.dumps(export).encode()}]
-    )
-    expect(page.locator(".notice")).to_contain_text("Imported 2 chats")
+    with timers_paused(page):
+        page.locator("input[type=file]").set_input_files(
+            files=[{"name": "chats.json", "mimeType": "application/json", "buffer": json.dumps(export).encode()}]
+        )
+        expect(page.locator(".notice")).to_contain_text("Imported 2 chats")
     expect(page.locator(".history-item")).to_have_text(["Paella recipe", "Rust lifetimes"])
 
     page.get_by_label("Search conversations").fill("borrow")
@@ -407,10 +428,11 @@ def test_history_search_rename_delete_export_import(new_page: NewPage, ui_server
     assert [c["title"] for c in exported["conversations"]] == ["Ownership in Rust"]
     assert exported["conversations"][0]["messages"][0]["content"] == "borrowing"
 
-    page.locator("input[type=file]").set_input_files(
-        files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{not json"}]
-    )
-    expect(page.locator(".notice")).to_contain_text("Import failed: The file is not JSON.")
+    with timers_paused(page):
+        page.locator("input[type=file]").set_input_files(
+            files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{not json"}]
+        )
+        expect(page.locator(".notice")).to_contain_text("Import failed: The file is not JSON.")
 
 
 def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -> None:
@@ -449,41 +471,47 @@ def test_labels_and_visible_focus(new_page: NewPage, ui_server: ServerProcess) -
 
 
 def test_model_loading_is_shown_and_the_page_recovers_by_itself(new_page: NewPage, ui_server: ServerProcess) -> None:
-    """The tiny model loads in milliseconds, too fast to catch the server's 503; the first
-    model-list requests get the answer the server gives while loading instead."""
+    """The tiny model loads in milliseconds, too fast to catch the server's 503; the
+    model-list requests get the answer the server gives while loading instead, until the test
+    says the model has loaded."""
     page = new_page("/health")  # any page of the origin, to register the route before the app loads
-    loading_answers = 2
-    calls: list[int] = []
+    loaded = threading.Event()
+    answers: list[int] = []
 
     def models(route: Route) -> None:
-        calls.append(1)
-        if len(calls) <= loading_answers:
-            route.fulfill(
-                status=503,
-                headers={"Content-Type": "application/json", "Retry-After": "1"},
-                body=json.dumps(
-                    {
-                        "error": {
-                            "message": "The model is still loading; try again shortly.",
-                            "type": "server_error",
-                            "param": None,
-                            "code": "model_not_ready",
-                        }
-                    }
-                ),
-            )
-        else:
+        if loaded.is_set():
+            answers.append(200)
             route.continue_()
+            return
+        answers.append(503)
+        route.fulfill(
+            status=503,
+            headers={"Content-Type": "application/json", "Retry-After": "1"},
+            body=json.dumps(
+                {
+                    "error": {
+                        "message": "The model is still loading; try again shortly.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "model_not_ready",
+                    }
+                }
+            ),
+        )
 
     page.route("**/v1/models", models)
     page.goto("/")
     banner = page.locator(".banner")
     expect(banner).to_contain_text("Model not ready")
     expect(banner).to_contain_text("The model is still loading; try again shortly.")
-    # No click: the page polls until the model answers.
-    expect(banner).to_have_count(0, timeout=10_000)
+    # No click: the page asks again while the model loads, and the banner stays.
+    with page.expect_request("**/v1/models"):
+        pass
+    expect(banner).to_contain_text("Model not ready")
+    loaded.set()
+    expect(banner).to_have_count(0)
     wait_for_model(page, ui_server)
-    assert len(calls) == loading_answers + 1
+    assert answers.count(503) >= 2 and answers[-1] == 200
 
 
 # ---- canned replies at the network seam (rendering only) -------------------------------------
@@ -507,8 +535,12 @@ Start it with `llamaedge serve` and read [the docs](https://example.com/docs).
 """
 
 
+COPIED_SHOWN_MS = 1500  # how long a copy button says "Copied" (MessageView.tsx)
+
+
 def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerProcess, screenshot: Screenshot) -> None:
     page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    page.clock.install()
     wait_for_model(page, ui_server)
     bodies = answer_with(page, MARKDOWN_REPLY)
     send(page, "Show me some Markdown")
@@ -535,8 +567,12 @@ def test_markdown_reply_with_a_code_block(new_page: NewPage, ui_server: ServerPr
     expect(link).to_have_attribute("rel", re.compile("noopener"))
     screenshot(page, "markdown")
 
-    markdown.get_by_role("button", name="Copy code").click()
-    expect(markdown.get_by_role("button", name="Copy code")).to_have_text("Copied")
+    copy_code = markdown.get_by_role("button", name="Copy code")
+    with timers_paused(page):
+        copy_code.click()
+        expect(copy_code).to_have_text("Copied")
+        page.clock.run_for(COPIED_SHOWN_MS)
+        expect(copy_code).to_have_text("Copy")
     assert page.evaluate("navigator.clipboard.readText()") == 'def greet(name: str) -> str:\n    return f"Hello, {name}!"'
     last_reply(page).get_by_role("button", name="Copy message").click()
     assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN_REPLY
@@ -563,8 +599,10 @@ def test_html_in_a_reply_stays_inert_text(new_page: NewPage, ui_server: ServerPr
     assert markdown.locator("img, script, iframe, [onerror]").count() == 0
     for link in markdown.locator("a").all():
         assert not (link.get_attribute("href") or "").lower().startswith("javascript:")
-    markdown.get_by_text("also me").click()
-    page.wait_for_timeout(300)
+    # A link without href has no default action, and a handler would run within the click.
+    also_me = markdown.get_by_text("also me")
+    assert also_me.get_attribute("href") is None
+    also_me.click()
     assert page.evaluate("window.__pwned") is None
 
 
@@ -599,7 +637,7 @@ def test_header_controls_fit_and_work_on_a_phone(
         assert box["x"] + box["width"] <= width, f"{name} is cut off at the right edge: {box}"
         assert box["y"] + box["height"] <= height, f"{name} is below the screen: {box}"
         # Actionable where it is: visible, enabled, and nothing else on top of its centre.
-        control.click(trial=True, timeout=2_000)
+        control.click(trial=True)
     assert set(names) >= {"Open sidebar", "Chat settings", "model picker"}, names
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     screenshot(page, f"phone-header-{width}")
@@ -627,6 +665,8 @@ def test_thinking_streams_then_folds_when_the_answer_begins(
     """`reasoning_content` deltas (llama.cpp's server), or a raw <think> block in `content`
     with the tags cut across chunks (llama-server --reasoning-format none)."""
     page = new_page()
+    # The page's clock is the test's to move: how long the model "thought" is set, not slept.
+    page.clock.install()
     wait_for_model(page, ui_server)
     answer_from(page, scripted_stream)
     send(page, "What is 2+2?")
@@ -651,8 +691,8 @@ def test_thinking_streams_then_folds_when_the_answer_begins(
     expect(body).to_have_text(REASONING_1 + REASONING_2)
     expect(answer).to_have_text("")
     screenshot(page, f"thinking-{shape}")
-    thought_s = 1.0
-    page.wait_for_timeout(thought_s * 1000)
+    thought_s = 5.0
+    page.clock.fast_forward(int(thought_s * 1000))
 
     if shape == "reasoning_content":
         scripted_stream.delta(content="\n\nThe answer is ")
