@@ -224,6 +224,7 @@ pub const Backend = struct {
 
     /// Sets (and so tokenizes) the prompt.
     pub fn setPrompt(self: *Backend, prompt: []const u8) Error!void {
+        self.cached_at_end = null; // a new sequence
         try check("set_input(prompt)", setBytes(self.ctx, 0, prompt));
     }
 
@@ -231,6 +232,7 @@ pub const Backend = struct {
     /// tokenization, no BOS added.
     pub fn setPromptTokens(self: *Backend, tokens: []const u32) Error!void {
         comptime std.debug.assert(builtin.target.cpu.arch.endian() == .little); // the ABI's byte order
+        self.cached_at_end = null; // a new sequence
         try checkInput("set_input(prompt tokens)", setBytes(self.ctx, 2, std.mem.sliceAsBytes(tokens)));
     }
 
@@ -256,15 +258,15 @@ pub const Backend = struct {
         };
     }
 
-    /// `info` without an allocator, for what is read while generating; null
-    /// when the host does not answer.
-    fn infoNow(self: *Backend) ?Info {
+    /// What `info` says at the end of a sequence, read without an allocator;
+    /// null when the host does not answer.
+    fn infoAtEnd(self: *Backend) ?struct { end: End, cached_tokens: u32 } {
         // Room for the JSON of a generating context and its parse (the
-        // fields are numbers and one short string).
+        // fields are numbers and one short string), which live only here.
         var scratch: [16 << 10]u8 = undefined;
         var fba = std.heap.FixedBufferAllocator.init(&scratch);
         const parsed = self.info(fba.allocator()) catch return null;
-        return parsed.value;
+        return .{ .end = parsed.value.end(), .cached_tokens = parsed.value.cachedTokens() };
     }
 
     /// `get_output(ctx, index)`, whatever its size (`size_hint`: the bytes
@@ -303,17 +305,17 @@ pub const Backend = struct {
     /// After end of sequence, the host says whether the model ended (stop) or
     /// a limit was reached (length); "stop" when it does not say.
     fn reportedFinish(self: *Backend) End {
-        const now = self.infoNow() orelse return .stop;
-        self.cached_at_end = now.cachedTokens();
-        return now.end();
+        const now = self.infoAtEnd() orelse return .stop;
+        self.cached_at_end = now.cached_tokens;
+        return now.end;
     }
 
     /// Prompt tokens the host reused from its KV cache (`cached_tokens` of
     /// get_output(1)); 0 when it does not say. Read before `finish`.
     pub fn cachedTokens(self: *Backend) u32 {
         if (self.cached_at_end) |n| return n;
-        const now = self.infoNow() orelse return 0;
-        return now.cachedTokens();
+        const now = self.infoAtEnd() orelse return 0;
+        return now.cached_tokens;
     }
 
     pub fn finish(self: *Backend) void {
