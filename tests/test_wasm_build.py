@@ -56,6 +56,7 @@ class FakeNN:
     template_requests: list[dict[str, Any]] = field(default_factory=list)
     computed: int = 0
     finished: bool = False
+    info_reads: int = 0  # get_output(1): what the host says of the context
 
     def define(self, linker: Linker) -> None:
         i32 = ValType.i32()
@@ -95,6 +96,8 @@ class FakeNN:
         return 0
 
     def _get_output(self, caller: Caller, ctx: int, index: int, out: int, max_len: int, written: int) -> int:
+        if index == 1:
+            self.info_reads += 1
         info = {"input_tokens": self.input_tokens, "output_tokens": self.computed, "llama_build_number": 1}
         if self.computed and self.finish_reason:
             info["finish_reason"] = self.finish_reason
@@ -322,8 +325,7 @@ def assert_error(result: AppResult, status: int, param: str | None = None, code:
 # Build
 
 
-# llama-chat and review import the chat server's shared module (chat-server/src/lib.zig):
-# a change there rebuilds them too.
+# Every app imports the shared module (wasm-apps/shared): a change there rebuilds them all.
 @pytest.mark.parametrize("app", sorted(build.APPS))
 def test_committed_wasm_is_rebuilt_byte_identical(app: str, tmp_path: Path) -> None:
     rebuilt = build.build(app, tmp_path)
@@ -331,9 +333,10 @@ def test_committed_wasm_is_rebuilt_byte_identical(app: str, tmp_path: Path) -> N
     assert rebuilt.read_bytes() == committed.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
 
 
-@pytest.mark.parametrize("app", sorted(build.APPS))
-def test_zig_unit_tests_pass(app: str) -> None:
-    result = build.test(app)
+# Each app's tests, and the shared module's (Zig runs the tests of the root module only).
+@pytest.mark.parametrize("suite", sorted(build.TEST_SUITES))
+def test_zig_unit_tests_pass(suite: str) -> None:
+    result = build.test(suite)
     assert result.returncode == 0, result.stderr
     assert "All" in result.stderr and "tests passed" in result.stderr
 
@@ -483,6 +486,14 @@ def test_stream_framing_role_content_finish_usage_done(app_module: tuple[Engine,
     assert finish.choices[0].finish_reason == "stop" and finish.choices[0].delta.content is None
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 4
+
+
+def test_the_host_info_is_read_once_after_the_prompt_and_once_at_the_end(app_module: tuple[Engine, Module], tmp_path: Path) -> None:
+    nn = FakeNN()
+    result = chat(app_module, tmp_path, nn, stream=True, stream_options={"include_usage": True})
+    assert result.status == 200
+    # the prompt's token count, then how the sequence ended, with the cached tokens of the same answer
+    assert nn.info_reads == 2
 
 
 def test_no_usage_chunk_without_include_usage(app_module: tuple[Engine, Module], tmp_path: Path) -> None:

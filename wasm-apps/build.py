@@ -2,7 +2,7 @@
 
     python wasm-apps/build.py              # rebuilds llamaedge/apps/*.wasm
     python wasm-apps/build.py --out DIR    # builds into DIR instead
-    python wasm-apps/build.py --test       # runs the Zig unit tests
+    python wasm-apps/build.py --test       # runs the Zig unit tests (every app's, and wasm-apps/shared's)
 
 Builds are reproducible: the same sources and Zig version give the same bytes,
 which tests/test_wasm_build.py checks against the committed file.
@@ -31,14 +31,19 @@ class App(NamedTuple):
     deps: tuple[tuple[str, Path], ...] = ()
 
 
-# What apps share with the chat server: its bindings to the host, templates and text filter.
-CHAT_SERVER_LIB = ("chat_server", APPS_DIR / "chat-server" / "src" / "lib.zig")
+# The code every app imports as the module `shared`: its bindings to the host, WAGI,
+# templates, the text filter and the thinking splitter, and the tests' scripted backend.
+SHARED = ("shared", APPS_DIR / "shared" / "lib.zig")
 
 APPS = {
-    "chat-server": App(APPS_DIR / "chat-server" / "src" / "main.zig"),
-    "llama-chat": App(APPS_DIR / "llama-chat" / "src" / "main.zig", deps=(CHAT_SERVER_LIB,)),
-    "review": App(APPS_DIR / "review" / "src" / "main.zig", deps=(CHAT_SERVER_LIB,)),
+    "chat-server": App(APPS_DIR / "chat-server" / "src" / "main.zig", deps=(SHARED,)),
+    "llama-chat": App(APPS_DIR / "llama-chat" / "src" / "main.zig", deps=(SHARED,)),
+    "review": App(APPS_DIR / "review" / "src" / "main.zig", deps=(SHARED,)),
 }
+
+# What `--test` runs: Zig runs the tests of the root module only, so the shared module
+# is a suite of its own beside every app's.
+TEST_SUITES = {**APPS, "shared": App(SHARED[1])}
 
 
 class BuildError(Exception):
@@ -63,8 +68,8 @@ def check_zig() -> None:
 
 def module_args(app: App, *options: str) -> list[str]:
     """The root source (and module flags) for `zig build-exe` / `zig test`, with `options`
-    applying to the root module. An app without named modules is built exactly as before
-    modules existed, so its bytes do not change."""
+    applying to the root module. A root without named modules (the shared module, tested
+    on its own) is given as a plain file."""
     if not app.deps:
         return [str(app.root), *options]
     args = [*options]
@@ -100,8 +105,9 @@ def build(name: str, out_dir: Path) -> Path:
 
 
 def test(name: str) -> subprocess.CompletedProcess[str]:
-    """Runs the app's Zig `test` blocks natively (testing allocator: leaks fail)."""
-    app = APPS[name]
+    """Runs the `test` blocks of an app or of the shared module (a name of TEST_SUITES)
+    natively (testing allocator: leaks fail)."""
+    app = TEST_SUITES[name]
     return zig("test", *module_args(app), cwd=app.root.parent)
 
 
@@ -112,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_zig()
-        for name in APPS:
-            if args.test:
+        if args.test:
+            for name in TEST_SUITES:
                 result = test(name)
                 sys.stderr.write(result.stderr)
                 if result.returncode != 0:
                     return 1
-            else:
+        else:
+            for name in APPS:
                 path = build(name, args.out)
                 print(f"built {path} ({path.stat().st_size} bytes)")
     except BuildError as exc:

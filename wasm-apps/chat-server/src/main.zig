@@ -5,16 +5,29 @@
 //! and `list-templates`.
 
 const std = @import("std");
-const chat = @import("chat.zig");
-const anthropic = @import("anthropic.zig");
-const app = @import("app.zig");
-const completions = @import("completions.zig");
-const embeddings = @import("embeddings.zig");
-const http = @import("http.zig");
-const nn = @import("nn.zig");
-const openai = @import("openai.zig");
-const reasoning = @import("reasoning.zig");
-const templates = @import("templates.zig");
+const shared = @import("shared");
+const settings_mod = @import("settings.zig");
+const models = @import("models.zig");
+const chat_request = @import("chat/request.zig");
+const chat_prompt = @import("chat/prompt.zig");
+const chat_completion = @import("chat/completion.zig");
+const chat_output = @import("chat/output.zig");
+const anthropic_request = @import("anthropic/request.zig");
+const anthropic_output = @import("anthropic/output.zig");
+const completions_request = @import("completions/request.zig");
+const completions = @import("completions/completion.zig");
+const embeddings = @import("embeddings/embed.zig");
+
+const app = shared.app;
+const http = shared.http;
+const nn = shared.nn;
+const reasoning = shared.reasoning;
+const templates = shared.templates;
+const template_request = shared.template_request;
+const defaults = shared.defaults;
+const ApiError = shared.api_error.ApiError;
+const Diagnostic = shared.api_error.Diagnostic;
+const Settings = settings_mod.Settings;
 
 pub const std_options: std.Options = .{ .log_level = .info, .logFn = app.logLine };
 
@@ -52,33 +65,23 @@ pub fn main() u8 {
 fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: []const u8) !void {
     const out = Stdout{};
     var bad_var: []const u8 = "";
-    const settings = http.settingsFromEnv(env, &bad_var) catch {
+    const settings = settings_mod.settingsFromEnv(env, &bad_var) catch {
         var buf: [160]u8 = undefined;
         const message = std.fmt.bufPrint(&buf, "The server is misconfigured: {s} is not a valid number.", .{bad_var}) catch "The server is misconfigured.";
         return sendError(allocator, out, .{ .status = 500, .message = message, .kind = "server_error" }, "");
     };
     const path = env.get("PATH_INFO") orelse "/";
-    switch (http.route(method, path)) {
+    switch (settings_mod.route(method, path)) {
         .models => {
             var body = std.ArrayList(u8).init(allocator);
             defer body.deinit();
-            try body.appendSlice("{\"object\":\"list\",\"data\":[");
-            try appendModel(&body, settings);
-            if (settings.embedding_model_id) |id| {
-                try body.append(',');
-                try appendModelNamed(&body, id, settings.created, settings.embedding_capabilities, settings.embedding_ctx_size);
-            }
-            try body.appendSlice("]}");
+            try models.appendList(&body, settings);
             try send(allocator, out, 200, "", body.items);
         },
         .model => |id| {
-            const is_embedding = if (settings.embedding_model_id) |e| std.mem.eql(u8, id, e) else false;
-            if (!std.mem.eql(u8, id, settings.model_id) and !is_embedding) return sendError(allocator, out, modelNotFound(id, settings), "");
             var body = std.ArrayList(u8).init(allocator);
             defer body.deinit();
-            if (is_embedding) {
-                try appendModelNamed(&body, id, settings.created, settings.embedding_capabilities, settings.embedding_ctx_size);
-            } else try appendModel(&body, settings);
+            if (!try models.appendOne(&body, settings, id)) return sendError(allocator, out, models.modelNotFound(id, settings), "");
             try send(allocator, out, 200, "", body.items);
         },
         .chat_completions => try chatCompletions(allocator, env, out, settings),
@@ -96,29 +99,29 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
             const message = std.fmt.bufPrint(&buf, "{s} is not allowed on {s}; use {s}.", .{ method, path, allow }) catch "Method not allowed.";
             var header_buf: [32]u8 = undefined;
             const header = std.fmt.bufPrint(&header_buf, "Allow: {s}\n", .{allow}) catch "";
-            if (http.route("POST", path) == .messages or http.route("POST", path) == .count_tokens) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
+            if (settings_mod.route("POST", path) == .messages or settings_mod.route("POST", path) == .count_tokens) return sendAnthropicErrorWith(allocator, out, .{ .status = 405, .message = message }, header);
             try sendError(allocator, out, .{ .status = 405, .message = message, .code = "method_not_allowed" }, header);
         },
     }
 }
 
-fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings) !void {
     const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
     defer allocator.free(body);
 
-    var diag = openai.Diagnostic{};
-    var req = openai.parseChatRequest(allocator, body, &diag) catch |err| switch (err) {
+    var diag = Diagnostic{};
+    var req = chat_request.parseChatRequest(allocator, body, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
     defer req.deinit();
-    if (textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+    if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
     const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
 
     var id_buf: [40]u8 = undefined;
     const cfg = chatConfig(env, settings, template, completionId(&id_buf));
-    chat.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
+    chat_output.complete(allocator, &backend, out, &req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
@@ -126,18 +129,18 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
 
 /// POST /v1/messages: Anthropic's Messages API on the chat path, with errors
 /// in Anthropic's shape; /v1/messages/count_tokens: the prompt's tokens.
-fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings, route: anthropic.Route) !void {
+fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings, route: anthropic_request.Route) !void {
     const body = (try requestBody(allocator, env, out, settings, .anthropic)) orelse return;
     defer allocator.free(body);
 
-    var diag = openai.Diagnostic{};
-    var parsed = anthropic.parseRequest(allocator, body, route, &diag) catch |err| switch (err) {
+    var diag = Diagnostic{};
+    var parsed = anthropic_request.parseRequest(allocator, body, route, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };
     defer parsed.deinit();
     const req = &parsed.chat;
-    if (textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
+    if (models.textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
     const template = promptTemplate(settings) catch return sendAnthropicError(allocator, out, misconfigured_template);
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .anthropic, settings.graph, err);
 
@@ -148,36 +151,36 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     const cfg = chatConfig(env, settings, template, msg_id);
     if (route == .count_tokens) {
         defer backend.finish();
-        const tokens = chat.countPromptTokens(allocator, &backend, req, cfg, &diag) catch |err| switch (err) {
+        const tokens = chat_prompt.countPromptTokens(allocator, &backend, req, cfg, &diag) catch |err| switch (err) {
             error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
             else => |e| return e,
         };
         var count_buf: [48]u8 = undefined;
         return send(allocator, out, 200, "", std.fmt.bufPrint(&count_buf, "{{\"input_tokens\":{d}}}", .{tokens}) catch unreachable);
     }
-    var output = anthropic.Output(Stdout).init(allocator, out, msg_id, req.model orelse settings.model_id, req.stop, parsed.thinking);
+    var output = anthropic_output.Output(Stdout).init(allocator, out, msg_id, req.model orelse settings.model_id, req.stop, parsed.thinking);
     defer output.deinit();
-    chat.generate(allocator, &backend, &output, req, cfg, &diag) catch |err| switch (err) {
+    chat_completion.generate(allocator, &backend, &output, req, cfg, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };
 }
 
-fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError) !void {
+fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: ApiError) !void {
     return sendAnthropicErrorWith(allocator, out, err, "");
 }
 
-fn sendAnthropicErrorWith(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError, headers: []const u8) !void {
+fn sendAnthropicErrorWith(allocator: std.mem.Allocator, out: Stdout, err: ApiError, headers: []const u8) !void {
     var body = std.ArrayList(u8).init(allocator);
     defer body.deinit();
-    try anthropic.appendError(&body, err);
+    try anthropic_output.appendError(&body, err);
     try send(allocator, out, err.status, headers, body.items);
 }
 
 /// Whose error shape a route answers in.
 const Api = enum { openai, anthropic };
 
-fn sendApiError(allocator: std.mem.Allocator, out: Stdout, api: Api, err: openai.ApiError) !void {
+fn sendApiError(allocator: std.mem.Allocator, out: Stdout, api: Api, err: ApiError) !void {
     return switch (api) {
         .openai => sendError(allocator, out, err, ""),
         .anthropic => sendAnthropicError(allocator, out, err),
@@ -185,7 +188,7 @@ fn sendApiError(allocator: std.mem.Allocator, out: Stdout, api: Api, err: openai
 }
 
 /// The request body, or null when it was refused (and that answered).
-fn requestBody(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings, api: Api) !?[]u8 {
+fn requestBody(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings, api: Api) !?[]u8 {
     return http.readBody(allocator, std.io.getStdIn().reader(), env.get("CONTENT_LENGTH"), settings.max_body_bytes) catch |err| switch (err) {
         error.TooLarge => {
             var buf: [160]u8 = undefined;
@@ -206,10 +209,10 @@ fn modelUnavailable(allocator: std.mem.Allocator, out: Stdout, api: Api, graph: 
     return sendApiError(allocator, out, api, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" });
 }
 
-const misconfigured_template = openai.ApiError{ .status = 500, .message = "The server is misconfigured: unknown prompt template.", .kind = "server_error" };
+const misconfigured_template = ApiError{ .status = 500, .message = "The server is misconfigured: unknown prompt template.", .kind = "server_error" };
 
 /// The named prompt template (LLAMAEDGE_PROMPT_TEMPLATE); null for "auto", the model's own.
-fn promptTemplate(settings: http.Settings) error{UnknownTemplate}!?templates.Template {
+fn promptTemplate(settings: Settings) error{UnknownTemplate}!?templates.Template {
     if (std.mem.eql(u8, settings.template, "auto")) return null;
     return templates.Template.fromName(settings.template) orelse {
         log.err("unknown prompt template '{s}' (LLAMAEDGE_PROMPT_TEMPLATE); run `list-templates` for the names", .{settings.template});
@@ -217,7 +220,7 @@ fn promptTemplate(settings: http.Settings) error{UnknownTemplate}!?templates.Tem
     };
 }
 
-fn chatConfig(env: *const std.process.EnvMap, settings: http.Settings, template: ?templates.Template, id: []const u8) chat.Config {
+fn chatConfig(env: *const std.process.EnvMap, settings: Settings, template: ?templates.Template, id: []const u8) chat_completion.Config {
     return .{
         .model_id = settings.model_id,
         .ctx_size = settings.ctx_size,
@@ -226,54 +229,6 @@ fn chatConfig(env: *const std.process.EnvMap, settings: http.Settings, template:
         .id = id,
         .reasoning_format = reasoning.Format.parse(env.get("LLAMAEDGE_REASONING_FORMAT") orelse "auto") orelse .auto,
     };
-}
-
-fn modelNotFound(asked: []const u8, settings: http.Settings) openai.ApiError {
-    const static = struct {
-        var buf: [512]u8 = undefined;
-    };
-    const message = if (settings.embedding_model_id) |embedding|
-        std.fmt.bufPrint(&static.buf, "The model '{s}' does not exist. This server serves '{s}' and the embedding model '{s}'.", .{ asked, settings.model_id, embedding }) catch "The model does not exist."
-    else
-        std.fmt.bufPrint(&static.buf, "The model '{s}' does not exist. This server serves '{s}'.", .{ asked, settings.model_id }) catch "The model does not exist.";
-    return .{ .status = 404, .message = message, .param = "model", .code = "model_not_found" };
-}
-
-/// Why `model` cannot generate text here, or null when it is the chat model (or absent).
-fn textModelError(model: ?[]const u8, settings: http.Settings) ?openai.ApiError {
-    const asked = model orelse return null;
-    if (std.mem.eql(u8, asked, settings.model_id)) return null;
-    if (settings.embedding_model_id) |embedding| if (std.mem.eql(u8, asked, embedding)) {
-        const static = struct {
-            var buf: [512]u8 = undefined;
-        };
-        const message = std.fmt.bufPrint(&static.buf, "The model '{s}' is an embedding model: it serves /v1/embeddings only. Use '{s}' to generate text.", .{ asked, settings.model_id }) catch "This is an embedding model.";
-        return .{ .status = 400, .message = message, .param = "model" };
-    };
-    return modelNotFound(asked, settings);
-}
-
-fn appendModel(out: *std.ArrayList(u8), settings: http.Settings) !void {
-    try appendModelNamed(out, settings.model_id, settings.created, settings.capabilities, settings.ctx_size);
-}
-
-/// OpenAI's model object, plus what clients that look for them read (OpenAI's
-/// own clients ignore them): `capabilities` and the `context_length` served.
-fn appendModelNamed(out: *std.ArrayList(u8), id: []const u8, created: i64, capabilities: []const u8, context_length: u32) !void {
-    const w = out.writer();
-    try w.writeAll("{\"id\":");
-    try std.json.encodeJsonString(id, .{}, w);
-    try w.print(",\"object\":\"model\",\"created\":{d},\"owned_by\":\"llamaedge\",\"capabilities\":[", .{created});
-    var names = std.mem.tokenizeScalar(u8, capabilities, ',');
-    var first = true;
-    while (names.next()) |name| {
-        if (!first) try w.writeByte(',');
-        first = false;
-        try std.json.encodeJsonString(std.mem.trim(u8, name, " "), .{}, w);
-    }
-    try w.writeByte(']');
-    if (context_length > 0) try w.print(",\"context_length\":{d}", .{context_length});
-    try w.writeByte('}');
 }
 
 /// `chatcmpl-` and 24 random letters and digits.
@@ -294,16 +249,16 @@ fn randomId(buf: *[40]u8, comptime prefix: []const u8) []const u8 {
 // ---------------------------------------------------------------------------
 // /v1/completions and /v1/embeddings
 
-fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings) !void {
     const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
     defer allocator.free(body);
-    var diag = openai.Diagnostic{};
-    var req = completions.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+    var diag = Diagnostic{};
+    var req = completions_request.parseRequest(allocator, body, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
     defer req.deinit();
-    if (textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+    if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
 
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
     var id_buf: [40]u8 = undefined;
@@ -321,10 +276,10 @@ fn textCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
     };
 }
 
-fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: http.Settings) !void {
+fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings) !void {
     const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
     defer allocator.free(body);
-    var diag = openai.Diagnostic{};
+    var diag = Diagnostic{};
     var req = embeddings.parseRequest(allocator, body, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
@@ -338,7 +293,7 @@ fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdo
         if (std.mem.eql(u8, asked, settings.model_id)) {
             model_id = settings.model_id;
             graph = settings.graph;
-        } else if (!std.mem.eql(u8, asked, model_id)) return sendError(allocator, out, modelNotFound(asked, settings), "");
+        } else if (!std.mem.eql(u8, asked, model_id)) return sendError(allocator, out, models.modelNotFound(asked, settings), "");
     }
     var backend = nn.Backend.openWithConfig(graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, .openai, graph, err);
     embeddings.embed(allocator, &backend, out, &req, .{ .model_id = model_id }, &diag) catch |err| switch (err) {
@@ -354,7 +309,7 @@ fn send(allocator: std.mem.Allocator, out: Stdout, status: u16, headers: []const
     };
 }
 
-fn sendError(allocator: std.mem.Allocator, out: Stdout, err: openai.ApiError, headers: []const u8) !void {
+fn sendError(allocator: std.mem.Allocator, out: Stdout, err: ApiError, headers: []const u8) !void {
     http.writeError(allocator, out, err, headers) catch |e| switch (e) {
         error.OutOfMemory => return error.OutOfMemory,
         else => return error.ClientGone,
@@ -395,8 +350,8 @@ fn renderCommand(allocator: std.mem.Allocator, env: *const std.process.EnvMap, n
 
     const input = std.io.getStdIn().reader().readAllAlloc(allocator, 64 << 20) catch return fail("cannot read the messages from stdin", .{});
     defer allocator.free(input);
-    var diag = openai.Diagnostic{};
-    var req = openai.parseChatRequest(allocator, input, &diag) catch |err| switch (err) {
+    var diag = Diagnostic{};
+    var req = chat_request.parseChatRequest(allocator, input, &diag) catch |err| switch (err) {
         error.InvalidRequest => return fail("{s}", .{diag.err.message}),
         else => return fail("{s}", .{@errorName(err)}),
     };
@@ -405,11 +360,11 @@ fn renderCommand(allocator: std.mem.Allocator, env: *const std.process.EnvMap, n
     const prompt = if (template) |t|
         templates.renderTools(allocator, t, req.messages, req.tools) catch return fail("out of memory", .{})
     else blk: {
-        const graph = env.get("LLAMAEDGE_MODEL_GRAPH") orelse "default";
+        const graph = env.get("LLAMAEDGE_MODEL_GRAPH") orelse defaults.graph;
         var backend = nn.Backend.open(graph) catch |err| return fail("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
         var request = std.ArrayList(u8).init(allocator);
         defer request.deinit();
-        chat.appendTemplateRequestTools(&request, req.messages, req.tools) catch return fail("out of memory", .{});
+        template_request.append(&request, req.messages, req.tools, .{}) catch return fail("out of memory", .{});
         break :blk backend.renderTemplate(allocator, request.items) catch |err| return fail("the model's template failed: {s}", .{@errorName(err)});
     };
     defer allocator.free(prompt);
@@ -423,17 +378,35 @@ fn fail(comptime fmt: []const u8, args: anytype) u8 {
 }
 
 test {
-    _ = @import("stream.zig");
-    _ = @import("templates.zig");
-    _ = @import("openai.zig");
-    _ = @import("nn.zig");
-    _ = @import("chat.zig");
-    _ = @import("tools.zig");
-    _ = @import("anthropic.zig");
-    _ = @import("http.zig");
-    _ = @import("embeddings.zig");
-    _ = @import("completions.zig");
-    _ = @import("reasoning.zig");
+    // Every file of the app, for its tests (the shared module is tested on its own).
+    _ = @import("settings.zig");
+    _ = @import("models.zig");
+    _ = @import("fields.zig");
+    _ = @import("inputs.zig");
+    _ = @import("generation.zig");
+    _ = @import("chat/request.zig");
+    _ = @import("chat/request_tools.zig");
+    _ = @import("chat/request_reasoning.zig");
+    _ = @import("chat/metadata.zig");
+    _ = @import("chat/prompt.zig");
+    _ = @import("chat/completion.zig");
+    _ = @import("chat/response.zig");
+    _ = @import("chat/output.zig");
+    _ = @import("chat/tests.zig");
+    _ = @import("tools/formats.zig");
+    _ = @import("tools/grammar.zig");
+    _ = @import("tools/scan.zig");
+    _ = @import("tools/markup.zig");
+    _ = @import("tools/parse.zig");
+    _ = @import("tools/stream.zig");
+    _ = @import("anthropic/request.zig");
+    _ = @import("anthropic/output.zig");
+    _ = @import("completions/request.zig");
+    _ = @import("completions/response.zig");
+    _ = @import("completions/completion.zig");
+    _ = @import("completions/tests.zig");
+    _ = @import("embeddings/embed.zig");
+    _ = @import("embeddings/vectors.zig");
 }
 
 test "completion ids are chatcmpl- and 24 letters or digits, and differ" {
@@ -445,14 +418,4 @@ test "completion ids are chatcmpl- and 24 letters or digits, and differ" {
     try std.testing.expectEqual(@as(usize, 33), id_a.len);
     for (id_a[9..]) |c| try std.testing.expect(std.ascii.isAlphanumeric(c));
     try std.testing.expect(!std.mem.eql(u8, id_a, id_b));
-}
-
-test "the model object" {
-    var out = std.ArrayList(u8).init(std.testing.allocator);
-    defer out.deinit();
-    try appendModel(&out, .{ .model_id = "tiny \"q\"", .created = 17, .ctx_size = 2048, .capabilities = "chat,tools" });
-    try std.testing.expectEqualStrings("{\"id\":\"tiny \\\"q\\\"\",\"object\":\"model\",\"created\":17,\"owned_by\":\"llamaedge\",\"capabilities\":[\"chat\",\"tools\"],\"context_length\":2048}", out.items);
-    out.clearRetainingCapacity();
-    try appendModelNamed(&out, "e", 1, "", 0);
-    try std.testing.expectEqualStrings("{\"id\":\"e\",\"object\":\"model\",\"created\":1,\"owned_by\":\"llamaedge\",\"capabilities\":[]}", out.items);
 }

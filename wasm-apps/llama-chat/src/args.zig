@@ -2,17 +2,18 @@
 //! llama-chat where it has the same option; `--name=value` works too.
 
 const std = @import("std");
-const templates = @import("chat_server").templates;
+const shared = @import("shared");
+const templates = shared.templates;
 const Options = @import("conversation.zig").Options;
 
-pub const usage =
+pub const usage = std.fmt.comptimePrint(
     \\Usage: llama-chat.wasm [OPTIONS]
     \\Chat with a preloaded model in the terminal (llamaedge run-wasm --nn-preload default:GGML:AUTO:model.gguf).
     \\
-    \\  -a, --model-alias NAME       the preloaded model to use (default: default)
+    \\  -a, --model-alias NAME       the preloaded model to use (default: {s})
     \\  -c, --ctx-size N             the context size in tokens: asked of the host when it loads the model,
-    \\                               and what the history is fitted to (default: 4096, the host's default)
-    \\  -n, --n-predict N            the most tokens per answer (default: 1024)
+    \\                               and what the history is fitted to (default: {d}, the host's default)
+    \\  -n, --n-predict N            the most tokens per answer (default: {d})
     \\  -p, --prompt-template NAME   auto (the model's own template; default) or one of the names below
     \\  -s, --system-prompt TEXT     the system prompt, kept when old turns are dropped
     \\  -r, --reverse-prompt TEXT    end an answer where the model writes TEXT (repeatable)
@@ -30,10 +31,10 @@ pub const usage =
     \\In the chat: /reset forgets the conversation (the system prompt stays), /help lists the commands,
     \\/exit or end of input (Ctrl-D) quits.
     \\
-;
+, .{ shared.defaults.graph, shared.defaults.ctx_size, (Options{}).n_predict });
 
 pub const Cli = struct {
-    model_alias: []const u8 = "default",
+    model_alias: []const u8 = shared.defaults.graph,
     options: Options = .{},
     system_prompt: ?[]const u8 = null,
     log_prompts: bool = false,

@@ -11,7 +11,7 @@
 //! a scripted fake. `ui` receives what the user sees (see `reply`).
 
 const std = @import("std");
-const shared = @import("chat_server");
+const shared = @import("shared");
 const templates = shared.templates;
 const stream = shared.stream;
 const reasoning = shared.reasoning;
@@ -20,7 +20,7 @@ const Message = templates.Message;
 
 pub const Options = struct {
     /// The context size the budget assumes, in tokens.
-    ctx_size: u32 = 4096,
+    ctx_size: u32 = shared.defaults.ctx_size,
     /// The most tokens one answer may have.
     n_predict: u32 = 1024,
     /// null: the model's own template, rendered by the host (chatml when it has none).
@@ -247,16 +247,9 @@ pub const Conversation = struct {
         if (self.options.template) |t| return templates.render(self.allocator, t, messages);
         if (self.fell_back_to_chatml) return templates.render(self.allocator, .chatml, messages);
 
-        // {"messages":[{"role":..,"content":..},...],"add_generation_prompt":true}
         var request = std.ArrayList(u8).init(self.allocator);
         defer request.deinit();
-        const w = request.writer();
-        try w.writeAll("{\"messages\":[");
-        for (messages, 0..) |m, i| {
-            if (i > 0) try w.writeByte(',');
-            try std.json.stringify(.{ .role = m.role.name(), .content = m.content }, .{}, w);
-        }
-        try w.writeAll("],\"add_generation_prompt\":true}");
+        try shared.template_request.append(&request, messages, &.{}, .{});
         return backend.renderTemplate(self.allocator, request.items) catch |err| switch (err) {
             error.NoTemplate => {
                 self.fell_back_to_chatml = true;
@@ -293,11 +286,8 @@ fn countTokens(allocator: std.mem.Allocator, backend: anytype, prompt: []const u
         else => |e| return e,
     };
     const info = try backend.info(allocator);
-    defer allocator.free(info);
-    const parsed = std.json.parseFromSlice(struct { input_tokens: u32 }, allocator, info, .{ .ignore_unknown_fields = true }) catch
-        return error.BackendFailed;
-    defer parsed.deinit();
-    return parsed.value.input_tokens;
+    defer info.deinit();
+    return info.value.promptTokens() orelse error.BackendFailed;
 }
 
 const Generated = struct { end: End, tokens: u32 };

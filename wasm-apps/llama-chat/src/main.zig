@@ -2,12 +2,12 @@
 //! command. It reads a line from stdin, streams the answer to stdout as the
 //! tokens come (a thinking model's thought first, marked and, on a terminal,
 //! dimmed), and keeps the conversation for the next line. Inference is
-//! WASI-NN through the chat server's bindings (the `chat_server` module);
+//! WASI-NN through the apps' shared bindings (the `shared` module);
 //! notices (context full, prompts with --log-prompts) go to stderr, so that
 //! stdout holds the conversation only.
 
 const std = @import("std");
-const shared = @import("chat_server");
+const shared = @import("shared");
 const args_mod = @import("args.zig");
 const conversation = @import("conversation.zig");
 

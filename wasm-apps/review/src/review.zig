@@ -4,7 +4,7 @@
 //! Takes the backend as `anytype` (nn.Backend, or FakeBackend in the tests).
 
 const std = @import("std");
-const shared = @import("chat_server");
+const shared = @import("shared");
 
 const templates = shared.templates;
 
@@ -44,41 +44,26 @@ pub fn isUnifiedDiff(body: []const u8) bool {
     return false;
 }
 
-/// `{"messages":[system, user],"add_generation_prompt":true}` for the host's
-/// chat template. Caller owns it.
-pub fn templateRequest(allocator: std.mem.Allocator, diff: []const u8) ![]u8 {
-    var out = std.ArrayList(u8).init(allocator);
-    errdefer out.deinit();
-    try std.json.stringify(.{
-        .messages = .{
-            .{ .role = "system", .content = system_prompt },
-            .{ .role = "user", .content = diff },
-        },
-        .add_generation_prompt = true,
-    }, .{}, out.writer());
-    return out.toOwnedSlice();
-}
-
 /// The prompt: the model's own chat template, or ChatML when it has none.
 fn prompt(allocator: std.mem.Allocator, backend: anytype, diff: []const u8) ![]u8 {
-    const request = try templateRequest(allocator, diff);
-    defer allocator.free(request);
-    return backend.renderTemplate(allocator, request) catch |err| switch (err) {
-        error.NoTemplate => templates.render(allocator, .chatml, &.{
-            .{ .role = .system, .content = system_prompt },
-            .{ .role = .user, .content = diff },
-        }),
+    const messages = [_]templates.Message{
+        .{ .role = .system, .content = system_prompt },
+        .{ .role = .user, .content = diff },
+    };
+    var request = std.ArrayList(u8).init(allocator);
+    defer request.deinit();
+    try shared.template_request.append(&request, &messages, &.{}, .{});
+    return backend.renderTemplate(allocator, request.items) catch |err| switch (err) {
+        error.NoTemplate => templates.render(allocator, .chatml, &messages),
         else => |e| return e,
     };
 }
 
-/// `input_tokens` of the backend's info JSON.
+/// The prompt's tokens, as the host counted them (0 when it does not say).
 fn inputTokens(allocator: std.mem.Allocator, backend: anytype) !u32 {
     const info = try backend.info(allocator);
-    defer allocator.free(info);
-    const parsed = try std.json.parseFromSlice(struct { input_tokens: u32 = 0 }, allocator, info, .{ .ignore_unknown_fields = true });
-    defer parsed.deinit();
-    return parsed.value.input_tokens;
+    defer info.deinit();
+    return info.value.promptTokens() orelse 0;
 }
 
 /// Reviews `diff` and returns the answer, JSON valid under `schema`. Caller owns it.

@@ -1,24 +1,21 @@
-//! WAGI, the CGI convention for WebAssembly: the request arrives in
-//! environment variables and stdin, the response leaves on stdout as header
-//! lines, a blank line, then the body. Also the app's settings, which the host
-//! passes as LLAMAEDGE_* variables, and routing.
+//! The chat server's settings, which the host passes as LLAMAEDGE_*
+//! variables (docs/host-interface.md), and its route table.
 
 const std = @import("std");
-const openai = @import("openai.zig");
+const defaults = @import("shared").defaults;
 
-/// The defaults are for a host that does not pass a value: `llamaedge serve`
-/// always passes its own (the loaded model's context and slots, its body
-/// limit), so these only mirror its defaults for other hosts.
+/// What the host says of the models it serves. A value the host does not
+/// pass is the shared default for such hosts (defaults.zig).
 pub const Settings = struct {
-    model_id: []const u8 = "default",
-    graph: []const u8 = "default",
+    model_id: []const u8 = defaults.graph,
+    graph: []const u8 = defaults.graph,
     created: i64 = 0,
     template: []const u8 = "auto",
-    ctx_size: u32 = 4096,
-    max_body_bytes: u64 = 8 << 20,
+    ctx_size: u32 = defaults.ctx_size,
+    max_body_bytes: u64 = defaults.max_body_bytes,
     /// The host's decoding slots (`serve --parallel`), which bound the choices
     /// of a completion that generate at once.
-    parallel: u32 = 8,
+    parallel: u32 = defaults.parallel,
     /// A separate embedding model (`serve --embedding-model`); without one the
     /// chat model embeds. The graph is set whenever the id is.
     embedding_model_id: ?[]const u8 = null,
@@ -101,50 +98,6 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
     return .not_found;
 }
 
-pub const BodyError = error{ TooLarge, BadLength };
-
-/// The request body, refused (413) from CONTENT_LENGTH alone when it is over
-/// the limit, and refused again if more bytes than the limit arrive.
-pub fn readBody(allocator: std.mem.Allocator, reader: anytype, content_length: ?[]const u8, max_bytes: u64) ![]u8 {
-    if (content_length) |text| if (text.len > 0) {
-        const declared = std.fmt.parseInt(u64, std.mem.trim(u8, text, " "), 10) catch return error.BadLength;
-        if (declared > max_bytes) return error.TooLarge;
-    };
-    return reader.readAllAlloc(allocator, @intCast(max_bytes)) catch |err| switch (err) {
-        error.StreamTooLong => error.TooLarge,
-        else => |e| e,
-    };
-}
-
-pub fn statusText(status: u16) []const u8 {
-    return switch (status) {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Content Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        else => "Error",
-    };
-}
-
-/// Status line, headers and a JSON body, in one write.
-pub fn writeJson(allocator: std.mem.Allocator, out: anytype, status: u16, extra_headers: []const u8, body: []const u8) !void {
-    var response = std.ArrayList(u8).init(allocator);
-    defer response.deinit();
-    try response.writer().print("Status: {d} {s}\nContent-Type: application/json\n{s}\n", .{ status, statusText(status), extra_headers });
-    try response.appendSlice(body);
-    try out.writeAll(response.items);
-}
-
-pub fn writeError(allocator: std.mem.Allocator, out: anytype, err: openai.ApiError, extra_headers: []const u8) !void {
-    var body = std.ArrayList(u8).init(allocator);
-    defer body.deinit();
-    try openai.appendError(&body, err);
-    try writeJson(allocator, out, err.status, extra_headers, body.items);
-}
-
 const testing = std.testing;
 
 test "routes" {
@@ -164,18 +117,6 @@ test "routes" {
     try testing.expectEqual(Route.not_found, route("POST", "/v1/edits"));
 }
 
-test "a body over the limit is refused from its declared length" {
-    var stream = std.io.fixedBufferStream("0123456789");
-    try testing.expectError(error.TooLarge, readBody(testing.allocator, stream.reader(), "11", 10));
-    try testing.expectError(error.BadLength, readBody(testing.allocator, stream.reader(), "ten", 10));
-    const body = try readBody(testing.allocator, stream.reader(), "10", 10);
-    defer testing.allocator.free(body);
-    try testing.expectEqualStrings("0123456789", body);
-    // a host that sends more than it declared is caught too
-    var more = std.io.fixedBufferStream("0123456789ABC");
-    try testing.expectError(error.TooLarge, readBody(testing.allocator, more.reader(), null, 10));
-}
-
 test "settings come from the environment and bad values are named" {
     var env = std.process.EnvMap.init(testing.allocator);
     defer env.deinit();
@@ -185,7 +126,7 @@ test "settings come from the environment and bad values are named" {
     const s = try settingsFromEnv(&env, &bad);
     try testing.expectEqualStrings("tiny", s.model_id);
     try testing.expectEqual(@as(u32, 2048), s.ctx_size);
-    try testing.expectEqual(@as(u32, 8), s.parallel);
+    try testing.expectEqual(defaults.parallel, s.parallel);
     try env.put("LLAMAEDGE_MAX_BODY_BYTES", "lots");
     try testing.expectError(error.BadSetting, settingsFromEnv(&env, &bad));
     try testing.expectEqualStrings("LLAMAEDGE_MAX_BODY_BYTES", bad);
@@ -204,12 +145,4 @@ test "an embedding model comes with its graph" {
     try testing.expectEqualStrings("emb", s.embedding_graph.?);
     _ = env.remove("LLAMAEDGE_EMBEDDING_GRAPH");
     try testing.expectEqualStrings("embedding", (try settingsFromEnv(&env, &bad)).embedding_graph.?);
-}
-
-test "an error response is a status line, JSON type, and the error body" {
-    var out = std.ArrayList(u8).init(testing.allocator);
-    defer out.deinit();
-    try writeError(testing.allocator, out.writer(), .{ .status = 405, .message = "m" }, "Allow: POST\n");
-    try testing.expectEqualStrings("Status: 405 Method Not Allowed\nContent-Type: application/json\nAllow: POST\n\n" ++
-        "{\"error\":{\"message\":\"m\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}", out.items);
 }

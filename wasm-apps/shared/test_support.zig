@@ -5,7 +5,8 @@
 
 const std = @import("std");
 const nn = @import("nn.zig");
-const openai = @import("openai.zig");
+const templates = @import("templates.zig");
+const Diagnostic = @import("api_error.zig").Diagnostic;
 
 const testing = std.testing;
 
@@ -82,9 +83,9 @@ pub const FakeBackend = struct {
         if (prompt.len / 4 >= self.host_ctx) return error.PromptTooLong;
     }
 
-    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) Error![]u8 {
+    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) Error!std.json.Parsed(nn.Info) {
         const input_tokens = self.prompt_tokens orelse self.prompt.items.len / 4;
-        return std.fmt.allocPrint(allocator, "{{\"input_tokens\":{d},\"output_tokens\":0,\"llama_build_number\":7}}", .{input_tokens});
+        return infoOf(allocator, "{{\"input_tokens\":{d},\"output_tokens\":0,\"llama_build_number\":7}}", .{input_tokens});
     }
 
     pub fn cachedTokens(_: *FakeBackend) u32 {
@@ -105,6 +106,13 @@ pub const FakeBackend = struct {
     }
 };
 
+/// A fake's `info`: the host's JSON, formatted, parsed as nn.Backend parses it.
+pub fn infoOf(allocator: std.mem.Allocator, comptime fmt: []const u8, args: anytype) (nn.Error || std.mem.Allocator.Error)!std.json.Parsed(nn.Info) {
+    const json = try std.fmt.allocPrint(allocator, fmt, args);
+    defer allocator.free(json);
+    return nn.parseInfo(allocator, json);
+}
+
 /// A client that has gone: every write fails.
 pub const FailingWriter = struct {
     pub fn writeAll(_: FailingWriter, _: []const u8) !void {
@@ -116,7 +124,7 @@ pub const FailingWriter = struct {
 /// error.InvalidRequest).
 pub const Run = struct {
     out: std.ArrayList(u8),
-    diag: openai.Diagnostic = .{},
+    diag: Diagnostic = .{},
     result: anyerror!void = {},
 
     pub fn init() Run {
@@ -170,9 +178,16 @@ pub fn expectInOrder(text: []const u8, parts: []const []const u8) !void {
 /// `body` with `status`, naming `param` (null: none), in a message that
 /// contains `message_part`.
 pub fn expectInvalid(comptime parse: anytype, body: []const u8, status: u16, param: ?[]const u8, message_part: []const u8) !void {
-    var diag = openai.Diagnostic{};
+    var diag = Diagnostic{};
     try testing.expectError(error.InvalidRequest, parse(testing.allocator, body, &diag));
     try testing.expectEqual(status, diag.err.status);
     if (param) |p| try testing.expectEqualStrings(p, diag.err.param.?) else try testing.expect(diag.err.param == null);
     try expectContains(diag.err.message, message_part);
+}
+
+/// A function tool from its JSON (`{"type":"function","function":{...}}`), in `arena`.
+pub fn toolFrom(arena: std.mem.Allocator, json: []const u8) !templates.Tool {
+    const value = try std.json.parseFromSliceLeaky(std.json.Value, arena, json, .{});
+    const f = value.object.get("function").?.object;
+    return .{ .name = f.get("name").?.string, .parameters = try std.json.stringifyAlloc(arena, f.get("parameters").?, .{}), .value = value };
 }

@@ -1,11 +1,12 @@
 //! Bindings to the host: `wasi_ephemeral_nn` (WasmEdge's GGML ABI) and the
 //! `llamaedge.chat_template` import, wrapped as `Backend`, the interface that
-//! chat.zig drives. Every host error code becomes a Zig error here, once, with
-//! a log line naming the call and the code.
+//! every app's logic drives. Every host error code becomes a Zig error here,
+//! once, with a log line naming the call and the code, and what the host says
+//! of a context (`get_output(ctx, 1)`) is parsed here, once, into `Info`.
+//! The lowest layer: it imports nothing of the apps.
 
 const std = @import("std");
 const builtin = @import("builtin");
-const Finish = @import("openai.zig").Finish;
 
 const log = std.log.scoped(.nn);
 
@@ -101,12 +102,64 @@ pub const Error = error{
     BackendFailed,
 };
 
+/// Why the host ended a generation.
+pub const End = enum {
+    /// The model ended (or the host stopped at n-predict and says "stop").
+    stop,
+    /// A limit was reached: the context is full, or the host says "length".
+    length,
+};
+
 /// One step of generation.
 pub const Step = union(enum) {
     /// The bytes of one token (possibly part of a UTF-8 character).
     token: []const u8,
-    end: Finish,
+    end: End,
 };
+
+/// What the host says of a context (`get_output(ctx, 1)`), with the host's
+/// names: after set_input, the prompt's tokens; after generation, how it
+/// ended and what it reused from its KV cache; in embedding mode, the
+/// vectors' size and each input's tokens. A field the host leaves out keeps
+/// its default here.
+pub const Info = struct {
+    input_tokens: ?i64 = null,
+    output_tokens: i64 = 0,
+    cached_tokens: i64 = 0,
+    /// "stop" or "length" once the sequence ended.
+    finish_reason: ?[]const u8 = null,
+    /// The host's llama.cpp build; 0 when it does not know it.
+    llama_build_number: ?i64 = null,
+    n_embedding: ?i64 = null,
+    input_tokens_each: ?[]const i64 = null,
+
+    /// The prompt's tokens; null when the host did not say.
+    pub fn promptTokens(self: Info) ?u32 {
+        const n = self.input_tokens orelse return null;
+        return @intCast(std.math.clamp(n, 0, std.math.maxInt(u32)));
+    }
+
+    /// Prompt tokens reused from the KV cache; 0 when the host does not say.
+    pub fn cachedTokens(self: Info) u32 {
+        const n = self.cached_tokens;
+        return if (n >= 0 and n <= std.math.maxInt(u32)) @intCast(n) else 0;
+    }
+
+    /// How the sequence ended: `length` when the host says so, else `stop`.
+    pub fn end(self: Info) End {
+        const reason = self.finish_reason orelse return .stop;
+        return if (std.mem.eql(u8, reason, "length")) .length else .stop;
+    }
+};
+
+/// `get_output(ctx, 1)`'s JSON as `Info`; the strings are copied, so `json`
+/// may go. Anything else than the host's object is the host's failure.
+pub fn parseInfo(allocator: std.mem.Allocator, json: []const u8) (Error || std.mem.Allocator.Error)!std.json.Parsed(Info) {
+    return std.json.parseFromSlice(Info, allocator, json, .{ .ignore_unknown_fields = true, .allocate = .alloc_always }) catch |err| switch (err) {
+        error.OutOfMemory => error.OutOfMemory,
+        else => error.BackendFailed,
+    };
+}
 
 fn check(call: []const u8, code: u32) Error!void {
     switch (@as(Code, @enumFromInt(code))) {
@@ -127,6 +180,9 @@ pub const Backend = struct {
     graph: u32,
     ctx: u32,
     token_buf: [1024]u8 = undefined,
+    /// The prompt tokens reused, as the host said at the end of the sequence
+    /// (read for its finish reason), so that `cachedTokens` need not ask again.
+    cached_at_end: ?u32 = null,
 
     /// `load_by_name(name)` and a fresh execution context for this request.
     pub fn open(name: []const u8) Error!Backend {
@@ -168,6 +224,7 @@ pub const Backend = struct {
 
     /// Sets (and so tokenizes) the prompt.
     pub fn setPrompt(self: *Backend, prompt: []const u8) Error!void {
+        self.cached_at_end = null; // a new sequence
         try check("set_input(prompt)", setBytes(self.ctx, 0, prompt));
     }
 
@@ -175,6 +232,7 @@ pub const Backend = struct {
     /// tokenization, no BOS added.
     pub fn setPromptTokens(self: *Backend, tokens: []const u32) Error!void {
         comptime std.debug.assert(builtin.target.cpu.arch.endian() == .little); // the ABI's byte order
+        self.cached_at_end = null; // a new sequence
         try checkInput("set_input(prompt tokens)", setBytes(self.ctx, 2, std.mem.sliceAsBytes(tokens)));
     }
 
@@ -189,10 +247,26 @@ pub const Backend = struct {
         try check("compute", host.compute(self.ctx));
     }
 
-    /// `get_output(ctx, 1)`: `{"input_tokens":N,"output_tokens":M,...}`.
-    /// Caller owns the returned JSON.
-    pub fn info(self: *Backend, allocator: std.mem.Allocator) ![]u8 {
-        return self.output(allocator, 1, 1024);
+    /// `get_output(ctx, 1)`, parsed: what the host says of this context now.
+    /// Caller deinits it.
+    pub fn info(self: *Backend, allocator: std.mem.Allocator) !std.json.Parsed(Info) {
+        const json = try self.output(allocator, 1, 1024);
+        defer allocator.free(json);
+        return parseInfo(allocator, json) catch |err| {
+            if (err == error.BackendFailed) log.err("get_output(1) is not the host's info: {s}", .{json});
+            return err;
+        };
+    }
+
+    /// What `info` says at the end of a sequence, read without an allocator;
+    /// null when the host does not answer.
+    fn infoAtEnd(self: *Backend) ?struct { end: End, cached_tokens: u32 } {
+        // Room for the JSON of a generating context and its parse (the
+        // fields are numbers and one short string), which live only here.
+        var scratch: [16 << 10]u8 = undefined;
+        var fba = std.heap.FixedBufferAllocator.init(&scratch);
+        const parsed = self.info(fba.allocator()) catch return null;
+        return .{ .end = parsed.value.end(), .cached_tokens = parsed.value.cachedTokens() };
     }
 
     /// `get_output(ctx, index)`, whatever its size (`size_hint`: the bytes
@@ -230,47 +304,24 @@ pub const Backend = struct {
 
     /// After end of sequence, the host says whether the model ended (stop) or
     /// a limit was reached (length); "stop" when it does not say.
-    fn reportedFinish(self: *Backend) Finish {
-        var buf: [1024]u8 = undefined;
-        var written: u32 = 0;
-        if (host.get_output(self.ctx, 1, &buf, buf.len, &written) != 0 or written > buf.len) return .stop;
-        return finishFromInfo(buf[0..written]);
+    fn reportedFinish(self: *Backend) End {
+        const now = self.infoAtEnd() orelse return .stop;
+        self.cached_at_end = now.cached_tokens;
+        return now.end;
     }
 
-    /// Prompt tokens the host reused from its KV cache (`cached_tokens` of get_output(1));
-    /// 0 when it does not say. Read before `finish`.
+    /// Prompt tokens the host reused from its KV cache (`cached_tokens` of
+    /// get_output(1)); 0 when it does not say. Read before `finish`.
     pub fn cachedTokens(self: *Backend) u32 {
-        var buf: [1024]u8 = undefined;
-        var written: u32 = 0;
-        if (host.get_output(self.ctx, 1, &buf, buf.len, &written) != 0 or written > buf.len) return 0;
-        return cachedFromInfo(buf[0..written]);
+        if (self.cached_at_end) |n| return n;
+        const now = self.infoAtEnd() orelse return 0;
+        return now.cached_tokens;
     }
 
     pub fn finish(self: *Backend) void {
         _ = host.fini_single(self.ctx);
     }
-
 };
-
-/// `cached_tokens` from get_output(1)'s JSON; 0 when absent or unreadable.
-fn cachedFromInfo(json: []const u8) u32 {
-    var scratch: [8192]u8 = undefined;
-    var fba = std.heap.FixedBufferAllocator.init(&scratch);
-    const value = std.json.parseFromSliceLeaky(std.json.Value, fba.allocator(), json, .{}) catch return 0;
-    if (value != .object) return 0;
-    const cached = value.object.get("cached_tokens") orelse return 0;
-    return if (cached == .integer and cached.integer >= 0 and cached.integer <= std.math.maxInt(u32)) @intCast(cached.integer) else 0;
-}
-
-/// `finish_reason` from get_output(1)'s JSON; "stop" when absent or unreadable.
-fn finishFromInfo(json: []const u8) Finish {
-    var scratch: [8192]u8 = undefined;
-    var fba = std.heap.FixedBufferAllocator.init(&scratch);
-    const value = std.json.parseFromSliceLeaky(std.json.Value, fba.allocator(), json, .{}) catch return .stop;
-    if (value != .object) return .stop;
-    const reason = value.object.get("finish_reason") orelse return .stop;
-    return if (reason == .string and std.mem.eql(u8, reason.string, "length")) .length else .stop;
-}
 
 fn checkLoad(call: []const u8, code: u32) Error!void {
     switch (@as(Code, @enumFromInt(code))) {
@@ -339,18 +390,37 @@ test "host codes map to errors" {
     try std.testing.expectEqualStrings("unknown", codeName(@enumFromInt(42)));
 }
 
-test "finish reason from the host's info" {
-    try std.testing.expectEqual(Finish.length, finishFromInfo("{\"input_tokens\": 3, \"finish_reason\": \"length\"}"));
-    try std.testing.expectEqual(Finish.stop, finishFromInfo("{\"finish_reason\":\"stop\"}"));
-    try std.testing.expectEqual(Finish.stop, finishFromInfo("{\"input_tokens\":3}"));
-    try std.testing.expectEqual(Finish.stop, finishFromInfo("garbage"));
+/// `json` parsed as `Info`, for the tests.
+fn testInfo(json: []const u8) !Info {
+    const parsed = try parseInfo(std.testing.allocator, json);
+    defer parsed.deinit();
+    var info = parsed.value;
+    info.finish_reason = null; // owned by `parsed`
+    info.input_tokens_each = null;
+    return info;
 }
 
-test "cached tokens from the host's metadata" {
-    try std.testing.expectEqual(@as(u32, 12), cachedFromInfo("{\"input_tokens\":30,\"cached_tokens\":12}"));
-    try std.testing.expectEqual(@as(u32, 0), cachedFromInfo("{\"input_tokens\":30}"));
-    try std.testing.expectEqual(@as(u32, 0), cachedFromInfo("{\"cached_tokens\":-3}"));
-    try std.testing.expectEqual(@as(u32, 0), cachedFromInfo("garbage"));
+test "finish reason from the host's info" {
+    const length = try parseInfo(std.testing.allocator, "{\"input_tokens\": 3, \"finish_reason\": \"length\", \"llama_commit\": \"x\"}");
+    defer length.deinit();
+    try std.testing.expectEqual(End.length, length.value.end());
+    const stop = try parseInfo(std.testing.allocator, "{\"finish_reason\":\"stop\"}");
+    defer stop.deinit();
+    try std.testing.expectEqual(End.stop, stop.value.end());
+    try std.testing.expectEqual(End.stop, (try testInfo("{\"input_tokens\":3,\"finish_reason\":null}")).end());
+    try std.testing.expectError(error.BackendFailed, parseInfo(std.testing.allocator, "garbage"));
+}
+
+test "cached and prompt tokens from the host's info" {
+    try std.testing.expectEqual(@as(u32, 12), (try testInfo("{\"input_tokens\":30,\"cached_tokens\":12}")).cachedTokens());
+    try std.testing.expectEqual(@as(u32, 0), (try testInfo("{\"input_tokens\":30}")).cachedTokens());
+    try std.testing.expectEqual(@as(u32, 0), (try testInfo("{\"cached_tokens\":-3}")).cachedTokens());
+    try std.testing.expectEqual(@as(?u32, 30), (try testInfo("{\"input_tokens\":30,\"llama_build_number\":7}")).promptTokens());
+    try std.testing.expectEqual(@as(?u32, 0), (try testInfo("{\"input_tokens\":-1}")).promptTokens());
+    try std.testing.expectEqual(@as(?u32, null), (try testInfo("{\"output_tokens\":2}")).promptTokens());
+    const each = try parseInfo(std.testing.allocator, "{\"n_embedding\":4,\"input_tokens_each\":[1,2]}");
+    defer each.deinit();
+    try std.testing.expectEqualSlices(i64, &.{ 1, 2 }, each.value.input_tokens_each.?);
 }
 
 test "the tensor has the 20-byte wasm32 layout" {

@@ -4,6 +4,11 @@
 //! The `auto` template is not here: the host renders the model's own template.
 
 const std = @import("std");
+const python = @import("python.zig");
+
+const pyStrip = python.pyStrip;
+const writePyJson = python.writePyJson;
+const writePyString = python.writePyString;
 
 pub const Role = enum {
     system,
@@ -25,45 +30,6 @@ pub const Message = struct {
     /// On a tool message: the call it answers.
     tool_call_id: ?[]const u8 = null,
     name: ?[]const u8 = null,
-
-    /// OpenAI's message shape, tool fields only when set (what hosts' chat
-    /// templates receive).
-    pub fn jsonStringify(self: Message, jw: anytype) !void {
-        try jw.beginObject();
-        try jw.objectField("role");
-        try jw.write(self.role.name());
-        try jw.objectField("content");
-        try jw.write(self.content);
-        if (self.tool_calls.len > 0) {
-            try jw.objectField("tool_calls");
-            try jw.beginArray();
-            for (self.tool_calls) |c| {
-                try jw.beginObject();
-                try jw.objectField("id");
-                try jw.write(c.id);
-                try jw.objectField("type");
-                try jw.write("function");
-                try jw.objectField("function");
-                try jw.beginObject();
-                try jw.objectField("name");
-                try jw.write(c.name);
-                try jw.objectField("arguments");
-                try jw.write(c.arguments);
-                try jw.endObject();
-                try jw.endObject();
-            }
-            try jw.endArray();
-        }
-        if (self.tool_call_id) |id| {
-            try jw.objectField("tool_call_id");
-            try jw.write(id);
-        }
-        if (self.name) |n| {
-            try jw.objectField("name");
-            try jw.write(n);
-        }
-        try jw.endObject();
-    }
 };
 
 /// A function call in the conversation: `arguments` is JSON text.
@@ -120,9 +86,6 @@ pub const Template = enum {
         return @tagName(self);
     }
 
-    /// The text that ends an assistant turn in this format. The host normally
-    /// stops at the model's end-of-generation token; this also catches a model
-    /// whose vocabulary lacks the marker as a special token and spells it out.
     /// The call format the template renders natively; null: it knows no tools
     /// (the app then teaches a format in the system message).
     pub fn toolFormat(self: Template) ?ToolFormat {
@@ -134,6 +97,9 @@ pub const Template = enum {
         };
     }
 
+    /// The text that ends an assistant turn in this format. The host normally
+    /// stops at the model's end-of-generation token; this also catches a model
+    /// whose vocabulary lacks the marker as a special token and spells it out.
     pub fn endOfTurn(self: Template) []const u8 {
         return switch (self) {
             .chatml => "<|im_end|>",
@@ -155,7 +121,8 @@ pub fn render(allocator: std.mem.Allocator, template: Template, messages: []cons
 /// `render` with the functions the model may call. A template with a native
 /// tool format (`toolFormat`) renders tools, calls and results as its model
 /// family does; other templates receive conversations whose tool turns were
-/// already rewritten as text (tools.zig), and ignore `tools`.
+/// already rewritten as text (the chat server's tools/format.zig), and
+/// ignore `tools`.
 pub fn renderTools(allocator: std.mem.Allocator, template: Template, messages: []const Message, tools: []const Tool) ![]u8 {
     var out = std.ArrayList(u8).init(allocator);
     errdefer out.deinit();
@@ -454,123 +421,6 @@ fn writeArguments(allocator: std.mem.Allocator, w: anytype, arguments: []const u
     try writePyJson(w, parsed.value, indent, 0);
 }
 
-/// JSON as Python's `json.dumps(value, ensure_ascii=False, indent=indent)`
-/// writes it (what Hugging Face chat templates' `tojson` gives): `", "` and
-/// `": "` separators, or `","` and newlines with `indent`; keys in order.
-pub fn writePyJson(w: anytype, value: std.json.Value, indent: ?u8, level: usize) !void {
-    switch (value) {
-        .null => try w.writeAll("null"),
-        .bool => |b| try w.writeAll(if (b) "true" else "false"),
-        .integer => |i| try w.print("{d}", .{i}),
-        .float => |f| {
-            var buf: [64]u8 = undefined;
-            const text = std.fmt.bufPrint(&buf, "{d}", .{f}) catch "0.0";
-            try w.writeAll(text);
-            if (std.mem.indexOfAny(u8, text, ".eEn") == null) try w.writeAll(".0");
-        },
-        .number_string => |s| try w.writeAll(s),
-        .string => |s| try writePyString(w, s),
-        .array => |a| {
-            if (a.items.len == 0) return w.writeAll("[]");
-            try w.writeByte('[');
-            for (a.items, 0..) |item, i| {
-                try pySeparator(w, i, indent, level + 1);
-                try writePyJson(w, item, indent, level + 1);
-            }
-            try pyClose(w, indent, level);
-            try w.writeByte(']');
-        },
-        .object => |o| {
-            if (o.count() == 0) return w.writeAll("{}");
-            try w.writeByte('{');
-            var it = o.iterator();
-            var i: usize = 0;
-            while (it.next()) |entry| : (i += 1) {
-                try pySeparator(w, i, indent, level + 1);
-                try writePyString(w, entry.key_ptr.*);
-                try w.writeAll(": ");
-                try writePyJson(w, entry.value_ptr.*, indent, level + 1);
-            }
-            try pyClose(w, indent, level);
-            try w.writeByte('}');
-        },
-    }
-}
-
-fn pySeparator(w: anytype, i: usize, indent: ?u8, level: usize) !void {
-    if (indent) |n| {
-        if (i > 0) try w.writeByte(',');
-        try w.writeByte('\n');
-        try w.writeByteNTimes(' ', n * level);
-    } else if (i > 0) try w.writeAll(", ");
-}
-
-fn pyClose(w: anytype, indent: ?u8, level: usize) !void {
-    if (indent) |n| {
-        try w.writeByte('\n');
-        try w.writeByteNTimes(' ', n * level);
-    }
-}
-
-/// A JSON string as Python writes it with ensure_ascii=False.
-pub fn writePyString(w: anytype, s: []const u8) !void {
-    try w.writeByte('"');
-    for (s) |c| switch (c) {
-        '"' => try w.writeAll("\\\""),
-        '\\' => try w.writeAll("\\\\"),
-        '\n' => try w.writeAll("\\n"),
-        '\r' => try w.writeAll("\\r"),
-        '\t' => try w.writeAll("\\t"),
-        0x08 => try w.writeAll("\\b"),
-        0x0C => try w.writeAll("\\f"),
-        0...0x07, 0x0B, 0x0E...0x1F => try w.print("\\u{x:0>4}", .{c}),
-        else => try w.writeByte(c),
-    };
-    try w.writeByte('"');
-}
-
-/// Python's `str.strip()` (used by Jinja's `trim` filter and by `.strip()` in
-/// the reference templates): removes Unicode whitespace at both ends.
-pub fn pyStrip(text: []const u8) []const u8 {
-    var start: usize = 0;
-    while (start < text.len) {
-        const len = spaceLenAt(text, start);
-        if (len == 0) break;
-        start += len;
-    }
-    var end = text.len;
-    while (end > start) {
-        const len = spaceLenBefore(text[start..end]);
-        if (len == 0) break;
-        end -= len;
-    }
-    return text[start..end];
-}
-
-fn isPySpace(cp: u21) bool {
-    return switch (cp) {
-        0x09...0x0D, 0x1C...0x20, 0x85, 0xA0, 0x1680, 0x2000...0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000 => true,
-        else => false,
-    };
-}
-
-fn spaceLenAt(text: []const u8, at: usize) usize {
-    const len = std.unicode.utf8ByteSequenceLength(text[at]) catch return 0;
-    if (at + len > text.len) return 0;
-    const cp = std.unicode.utf8Decode(text[at .. at + len]) catch return 0;
-    return if (isPySpace(cp)) len else 0;
-}
-
-fn spaceLenBefore(text: []const u8) usize {
-    var back: usize = 1;
-    while (back <= @min(4, text.len)) : (back += 1) {
-        const at = text.len - back;
-        if (text[at] & 0xC0 == 0x80) continue;
-        return if (spaceLenAt(text, at) == back) back else 0;
-    }
-    return 0;
-}
-
 fn expectRender(template: Template, messages: []const Message, expected: []const u8) !void {
     const got = try render(std.testing.allocator, template, messages);
     defer std.testing.allocator.free(got);
@@ -624,13 +474,6 @@ test "every template renders an empty conversation without failing" {
         const got = try render(std.testing.allocator, @field(Template, field.name), &.{});
         std.testing.allocator.free(got);
     }
-}
-
-test "pyStrip removes Unicode whitespace like Python" {
-    try std.testing.expectEqualStrings("a b", pyStrip(" \t\na b\r\n"));
-    try std.testing.expectEqualStrings("x", pyStrip("\u{3000}\u{A0}x\u{2009}"));
-    try std.testing.expectEqualStrings("", pyStrip(" \n "));
-    try std.testing.expectEqualStrings("é", pyStrip("é"));
 }
 
 test "fromName knows every name and nothing else" {

@@ -1,16 +1,19 @@
-//! Anthropic's Messages API (`POST /v1/messages`, and `/v1/messages/count_tokens`)
-//! as a translation onto the chat path: the request becomes a `ChatRequest`
-//! (the same templates, the same call reading), and `Output` writes what the
-//! chat path generates as a Message or as Anthropic's SSE events.
+//! Anthropic's Messages API (`POST /v1/messages`, and `/v1/messages/count_tokens`),
+//! the request: translated onto the chat path's `ChatRequest` (the same
+//! templates, the same call reading). Errors name the field as Anthropic's
+//! do (`messages.1.content.0.type: ...`).
 
 const std = @import("std");
-const openai = @import("openai.zig");
-const templates = @import("templates.zig");
-const chat = @import("chat.zig");
+const shared = @import("shared");
+const chat_request = @import("../chat/request.zig");
+const request_tools = @import("../chat/request_tools.zig");
+const fields = @import("../fields.zig");
 
-const Value = std.json.Value;
-const Diagnostic = openai.Diagnostic;
+const templates = shared.templates;
+const Diagnostic = shared.api_error.Diagnostic;
+const ChatRequest = chat_request.ChatRequest;
 const Message = templates.Message;
+const Value = std.json.Value;
 
 /// What the response shows of the model's thinking.
 pub const Thinking = enum {
@@ -28,7 +31,7 @@ pub const min_thinking_budget = 1024;
 /// A checked Messages request: the chat request it becomes, and what its
 /// response shows of the thinking.
 pub const Request = struct {
-    chat: openai.ChatRequest,
+    chat: ChatRequest,
     thinking: Thinking = .hidden,
 
     pub fn deinit(self: *Request) void {
@@ -56,14 +59,14 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, route: Route
     const obj = root.object;
 
     req.model = (try string(obj, "model", "model", diag)) orelse return diag.set(400, "model", null, "model: Field required", .{});
-    if (try openai.optInteger(obj, "max_tokens", diag)) |max_tokens| {
+    if (try fields.optInteger(obj, "max_tokens", diag)) |max_tokens| {
         if (max_tokens < 1) return diag.set(400, "max_tokens", null, "max_tokens: must be at least 1, not {d}", .{max_tokens});
         req.max_tokens = @intCast(@min(max_tokens, std.math.maxInt(u32)));
     } else if (route == .messages) return diag.set(400, "max_tokens", null, "max_tokens: Field required", .{});
-    req.stream = (try openai.optBool(obj, "stream", diag)) orelse false;
-    req.temperature = try openai.optNumberIn(obj, "temperature", 0, 1, diag);
-    req.top_p = try openai.optNumberIn(obj, "top_p", 0, 1, diag);
-    if (try openai.optInteger(obj, "top_k", diag)) |k| {
+    req.stream = (try fields.optBool(obj, "stream", diag)) orelse false;
+    req.temperature = try fields.optNumberIn(obj, "temperature", 0, 1, diag);
+    req.top_p = try fields.optNumberIn(obj, "top_p", 0, 1, diag);
+    if (try fields.optInteger(obj, "top_k", diag)) |k| {
         if (k < 0) return diag.set(400, "top_k", null, "top_k: must be at least 0, not {d}", .{k});
         req.top_k = @intCast(@min(k, std.math.maxInt(u32)));
     }
@@ -282,7 +285,7 @@ fn parseTools(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]con
         const o = item.object;
         const name = o.get("name") orelse Value.null;
         if (name != .string) return diag.set(400, "tools", null, "tools.{d}.name: Field required", .{i});
-        if (!validName(name.string))
+        if (!request_tools.isToolName(name.string))
             return diag.set(400, "tools", null, "tools.{d}.name: '{s}' must have 1 to 64 characters among a-z, A-Z, 0-9, underscores and dashes", .{ i, name.string });
         for (tools[0..i]) |t| if (std.mem.eql(u8, t.name, name.string))
             return diag.set(400, "tools", null, "tools.{d}.name: the tool '{s}' is declared twice", .{ i, name.string });
@@ -308,14 +311,8 @@ fn parseTools(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]con
     return tools;
 }
 
-fn validName(name: []const u8) bool {
-    if (name.len == 0 or name.len > 64) return false;
-    for (name) |c| if (!(std.ascii.isAlphanumeric(c) or c == '_' or c == '-')) return false;
-    return true;
-}
-
 /// `tool_choice`: auto, any (a call is required), tool (this one), none.
-fn parseToolChoice(value: ?Value, req: *openai.ChatRequest, diag: *Diagnostic) !void {
+fn parseToolChoice(value: ?Value, req: *ChatRequest, diag: *Diagnostic) !void {
     req.tool_choice = if (req.tools.len > 0) .auto else .none;
     const v = value orelse return;
     if (v == .null) return;
@@ -342,263 +339,13 @@ fn parseToolChoice(value: ?Value, req: *openai.ChatRequest, diag: *Diagnostic) !
     };
 }
 
-// ---------------------------------------------------------------------------
-// Responses
-
-/// Anthropic's error type for a status.
-fn errorType(status: u16) []const u8 {
-    return switch (status) {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        405 => "invalid_request_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        529 => "overloaded_error",
-        else => "api_error",
-    };
-}
-
-/// `{"type":"error","error":{"type":..,"message":..}}`.
-pub fn appendError(out: *std.ArrayList(u8), err: openai.ApiError) !void {
-    const w = out.writer();
-    try w.print("{{\"type\":\"error\",\"error\":{{\"type\":\"{s}\",\"message\":", .{errorType(err.status)});
-    try std.json.encodeJsonString(err.message, .{}, w);
-    try w.writeAll("}}");
-}
-
-/// The stop reason for a finish: a stop string the client gave is
-/// `stop_sequence`, the model's own end `end_turn`.
-fn stopReason(finish: openai.Finish, matched: ?[]const u8, stops: []const []const u8) struct { reason: []const u8, sequence: ?[]const u8 } {
-    return switch (finish) {
-        .length => .{ .reason = "max_tokens", .sequence = null },
-        .tool_calls => .{ .reason = "tool_use", .sequence = null },
-        .stop => if (matched) |m| for (stops) |s| {
-            if (std.mem.eql(u8, s, m)) break .{ .reason = "stop_sequence", .sequence = m };
-        } else .{ .reason = "end_turn", .sequence = null } else .{ .reason = "end_turn", .sequence = null },
-    };
-}
-
-/// `toolu_` ids from the chat path's call ids.
-fn appendToolId(w: anytype, call_id: []const u8) !void {
-    const rest = if (std.mem.startsWith(u8, call_id, "call_")) call_id[5..] else call_id;
-    try w.writeByte('"');
-    try w.writeAll("toolu_");
-    try w.writeAll(rest);
-    try w.writeByte('"');
-}
-
-/// A thinking block's `signature`: the SHA-256 of its text, in hex. The API
-/// requires the field and clients pass it back as they got it; there is no
-/// key here to sign with, so it is a digest, and it is not checked when the
-/// block comes back.
-pub const Signature = struct {
-    hash: std.crypto.hash.sha2.Sha256 = std.crypto.hash.sha2.Sha256.init(.{}),
-
-    pub fn update(self: *Signature, text: []const u8) void {
-        self.hash.update(text);
-    }
-
-    pub fn final(self: *Signature) [64]u8 {
-        var digest: [32]u8 = undefined;
-        self.hash.final(&digest);
-        return std.fmt.bytesToHex(digest, .lower);
-    }
-};
-
-/// Writes the chat path's output as a Message or as Anthropic's events:
-/// message_start and a ping, then per content block content_block_start,
-/// deltas (thinking_delta and a closing signature_delta, text_delta,
-/// input_json_delta) and content_block_stop, then message_delta with the
-/// stop reason and usage, and message_stop.
-pub fn Output(comptime Out: type) type {
-    return struct {
-        const Self = @This();
-        out: Out,
-        id: []const u8,
-        model: []const u8,
-        stops: []const []const u8,
-        thinking: Thinking,
-        event: std.ArrayList(u8),
-        /// The open content block: its index and kind.
-        block: ?enum { thinking, text, tool_use } = null,
-        blocks: u32 = 0,
-        signature: Signature = .{},
-        stop_reason: []const u8 = "end_turn",
-        stop_sequence: ?[]const u8 = null,
-        input_tokens: u32 = 0,
-
-        pub fn init(allocator: std.mem.Allocator, out: Out, id: []const u8, model: []const u8, stops: []const []const u8, thinking: Thinking) Self {
-            return .{ .out = out, .id = id, .model = model, .stops = stops, .thinking = thinking, .event = std.ArrayList(u8).init(allocator) };
-        }
-
-        pub fn deinit(self: *Self) void {
-            self.event.deinit();
-        }
-
-        /// One write on the wire; a failed one means the client left.
-        fn put(self: *Self, bytes: []const u8) chat.ClientGone!void {
-            self.out.writeAll(bytes) catch return error.ClientGone;
-        }
-
-        fn send(self: *Self, kind: []const u8, comptime fmt: []const u8, args: anytype) !void {
-            self.event.clearRetainingCapacity();
-            try self.event.writer().print("event: {s}\ndata: ", .{kind});
-            try self.event.writer().print(fmt, args);
-            try self.event.appendSlice("\n\n");
-            try self.put(self.event.items);
-        }
-
-        fn json(self: *Self, value: []const u8) !std.ArrayList(u8) {
-            var buf = std.ArrayList(u8).init(self.event.allocator);
-            try std.json.encodeJsonString(value, .{}, buf.writer());
-            return buf;
-        }
-
-        fn closeBlock(self: *Self) !void {
-            if (self.block == null) return;
-            if (self.block == .thinking) {
-                const signature = self.signature.final();
-                try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"signature_delta\",\"signature\":\"{s}\"}}}}", .{ self.blocks - 1, signature });
-            }
-            try self.send("content_block_stop", "{{\"type\":\"content_block_stop\",\"index\":{d}}}", .{self.blocks - 1});
-            self.block = null;
-        }
-
-        pub fn start(self: *Self, info: chat.Info) !void {
-            self.input_tokens = info.prompt_tokens;
-            try self.put("Status: 200 OK\nContent-Type: text/event-stream\nCache-Control: no-cache\n\n");
-            var model = try self.json(self.model);
-            defer model.deinit();
-            try self.send("message_start", "{{\"type\":\"message_start\",\"message\":{{\"id\":\"{s}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{s}," ++
-                "\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{d},\"output_tokens\":0}}}}}}", .{ self.id, model.items, info.prompt_tokens });
-            try self.send("ping", "{{\"type\":\"ping\"}}", .{});
-        }
-
-        /// The model's thinking: a thinking block, when it was asked for.
-        pub fn reasoning(self: *Self, _: u32, bytes: []const u8, _: ?[]const u8) !void {
-            if (self.thinking == .hidden) return;
-            if (self.block != .thinking) {
-                try self.closeBlock();
-                try self.send("content_block_start", "{{\"type\":\"content_block_start\",\"index\":{d},\"content_block\":{{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}}}", .{self.blocks});
-                self.block = .thinking;
-                self.blocks += 1;
-                self.signature = .{};
-            }
-            self.signature.update(bytes);
-            if (self.thinking == .omitted) return;
-            var t = try self.json(bytes);
-            defer t.deinit();
-            try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":{s}}}}}", .{ self.blocks - 1, t.items });
-        }
-
-        pub fn text(self: *Self, _: u32, bytes: []const u8, _: ?[]const u8) !void {
-            if (self.block != .text) {
-                try self.closeBlock();
-                try self.send("content_block_start", "{{\"type\":\"content_block_start\",\"index\":{d},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}", .{self.blocks});
-                self.block = .text;
-                self.blocks += 1;
-            }
-            var t = try self.json(bytes);
-            defer t.deinit();
-            try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"text_delta\",\"text\":{s}}}}}", .{ self.blocks - 1, t.items });
-        }
-
-        pub fn callStart(self: *Self, _: u32, _: u32, id: []const u8, name: []const u8, _: ?[]const u8) !void {
-            try self.closeBlock();
-            var n = try self.json(name);
-            defer n.deinit();
-            var tool_id = std.ArrayList(u8).init(self.event.allocator);
-            defer tool_id.deinit();
-            try appendToolId(tool_id.writer(), id);
-            try self.send("content_block_start", "{{\"type\":\"content_block_start\",\"index\":{d},\"content_block\":{{\"type\":\"tool_use\",\"id\":{s},\"name\":{s},\"input\":{{}}}}}}", .{ self.blocks, tool_id.items, n.items });
-            self.block = .tool_use;
-            self.blocks += 1;
-        }
-
-        pub fn callArguments(self: *Self, _: u32, _: u32, fragment: []const u8, _: ?[]const u8) !void {
-            var f = try self.json(fragment);
-            defer f.deinit();
-            try self.send("content_block_delta", "{{\"type\":\"content_block_delta\",\"index\":{d},\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":{s}}}}}", .{ self.blocks - 1, f.items });
-        }
-
-        pub fn choiceEnd(self: *Self, _: u32, finish: openai.Finish, matched: ?[]const u8, _: ?[]const u8) !void {
-            try self.closeBlock();
-            const r = stopReason(finish, matched, self.stops);
-            self.stop_reason = r.reason;
-            self.stop_sequence = r.sequence;
-        }
-
-        pub fn end(self: *Self, usage: openai.Usage) !void {
-            var seq = try self.json(self.stop_sequence orelse "");
-            defer seq.deinit();
-            try self.send("message_delta", "{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{s}\",\"stop_sequence\":{s}}},\"usage\":{{\"input_tokens\":{d},\"output_tokens\":{d}}}}}", .{
-                self.stop_reason, if (self.stop_sequence != null) seq.items else "null", usage.prompt_tokens, usage.completion_tokens,
-            });
-            try self.send("message_stop", "{{\"type\":\"message_stop\"}}", .{});
-        }
-
-        pub fn fail(self: *Self, err: openai.ApiError) !void {
-            var body = std.ArrayList(u8).init(self.event.allocator);
-            defer body.deinit();
-            try appendError(&body, err);
-            try self.send("error", "{s}", .{body.items});
-        }
-
-        pub fn whole(self: *Self, _: chat.Info, results: []const openai.Choice, usage: openai.Usage) !void {
-            const r = results[0];
-            var body = std.ArrayList(u8).init(self.event.allocator);
-            defer body.deinit();
-            const w = body.writer();
-            try w.writeAll("Status: 200 OK\nContent-Type: application/json\n\n");
-            try w.print("{{\"id\":\"{s}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", .{self.id});
-            try std.json.encodeJsonString(self.model, .{}, w);
-            try w.writeAll(",\"content\":[");
-            var n: usize = 0;
-            if (self.thinking != .hidden and r.reasoning.len > 0) {
-                var signature = Signature{};
-                signature.update(r.reasoning);
-                try w.writeAll("{\"type\":\"thinking\",\"thinking\":");
-                try std.json.encodeJsonString(if (self.thinking == .shown) r.reasoning else "", .{}, w);
-                try w.print(",\"signature\":\"{s}\"}}", .{signature.final()});
-                n += 1;
-            }
-            if (r.content) |c| if (c.len > 0) {
-                if (n > 0) try w.writeByte(',');
-                try w.writeAll("{\"type\":\"text\",\"text\":");
-                try std.json.encodeJsonString(c, .{}, w);
-                try w.writeByte('}');
-                n += 1;
-            };
-            for (r.tool_calls) |call| {
-                if (n > 0) try w.writeByte(',');
-                n += 1;
-                try w.writeAll("{\"type\":\"tool_use\",\"id\":");
-                try appendToolId(w, call.id);
-                try w.writeAll(",\"name\":");
-                try std.json.encodeJsonString(call.name, .{}, w);
-                // The call reader checked that the arguments are JSON.
-                try w.print(",\"input\":{s}}}", .{call.arguments});
-            }
-            const stop = stopReason(r.finish, r.stop_sequence, self.stops);
-            try w.print("],\"stop_reason\":\"{s}\",\"stop_sequence\":", .{stop.reason});
-            if (stop.sequence) |s| try std.json.encodeJsonString(s, .{}, w) else try w.writeAll("null");
-            try w.print(",\"usage\":{{\"input_tokens\":{d},\"output_tokens\":{d}}}}}", .{ usage.prompt_tokens, usage.completion_tokens });
-            try self.put(body.items);
-        }
-    };
-}
-
-// ---------------------------------------------------------------------------
-
 const testing = std.testing;
 
 fn expectInvalid(body: []const u8, field_part: []const u8) !void {
     var diag = Diagnostic{};
     try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, .messages, &diag));
     try testing.expectEqual(@as(u16, 400), diag.err.status);
-    try @import("test_support.zig").expectContains(diag.err.message, field_part);
+    try shared.test_support.expectContains(diag.err.message, field_part);
 }
 
 test "a Messages request becomes a chat request" {
@@ -622,7 +369,7 @@ test "a Messages request becomes a chat request" {
     try testing.expectEqualStrings("sunny", req.messages[3].content);
     try testing.expectEqualStrings("toolu_1", req.messages[3].tool_call_id.?);
     try testing.expectEqualStrings("thanks", req.messages[4].content);
-    try testing.expectEqual(openai.ToolChoice.required, req.tool_choice);
+    try testing.expectEqual(request_tools.ToolChoice.required, req.tool_choice);
     try testing.expect(!req.parallel_tool_calls);
     try testing.expectEqualStrings("END", req.stop[0]);
     // templates see an OpenAI function tool
@@ -642,22 +389,6 @@ test "Messages requests Anthropic refuses" {
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"tools\":[{\"name\":\"f\"}]}", "tools.0.input_schema");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"tools\":[{\"name\":\"f\",\"input_schema\":{}}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"g\"}}", "no tool named 'g'");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"temperature\":1.5}", "temperature");
-}
-
-test "stop reasons: a client's stop sequence, the model's end, the limit, a tool call" {
-    const stops = [_][]const u8{"END"};
-    try testing.expectEqualStrings("stop_sequence", stopReason(.stop, "END", &stops).reason);
-    try testing.expectEqualStrings("end_turn", stopReason(.stop, "<|im_end|>", &stops).reason);
-    try testing.expectEqualStrings("end_turn", stopReason(.stop, null, &stops).reason);
-    try testing.expectEqualStrings("max_tokens", stopReason(.length, null, &stops).reason);
-    try testing.expectEqualStrings("tool_use", stopReason(.tool_calls, null, &stops).reason);
-}
-
-test "errors in Anthropic's shape" {
-    var out = std.ArrayList(u8).init(testing.allocator);
-    defer out.deinit();
-    try appendError(&out, .{ .status = 404, .message = "no \"m\"" });
-    try testing.expectEqualStrings("{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"no \\\"m\\\"\"}}", out.items);
 }
 
 test "thinking: enabled and adaptive switch the template's thinking on, anything else off" {
@@ -719,15 +450,4 @@ test "an assistant turn's thinking blocks become its reasoning; redacted thinkin
 
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"t\",\"signature\":\"s\"}]}]}", "belong in assistant messages");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"t\"}]}]}", "messages.1.content.0.signature: Field required");
-}
-
-test "the signature is the SHA-256 of the thinking, however it was cut" {
-    var whole = Signature{};
-    whole.update("abc");
-    var pieces = Signature{};
-    pieces.update("a");
-    pieces.update("bc");
-    const expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-    try testing.expectEqualStrings(expected, &whole.final());
-    try testing.expectEqualStrings(expected, &pieces.final());
 }
