@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import ServerProcess, serving
 from tests.tiny_gguf import write_tiny_gguf
+from tests.test_serve_apps import loads_model
+from tests.wat_apps import write_app
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -183,6 +185,26 @@ def test_a_single_model_server_keeps_its_model(tiny_model: Path, tmp_path: Path)
         # The app answers a name it does not serve as it always has.
         unknown = httpx.post(f"{url}/v1/chat/completions", json={"model": "other", "messages": HI})
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_wasi_nn_apps_load_library_models_by_name_within_their_policy(models_dir: Path, tmp_path: Path) -> None:
+    """A WasmEdge-style app mounted beside the chat server loads a library member by its name
+    (load_by_name), which the host loads on demand; its policy's `models` applies to those
+    names as to any graph."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    write_app(apps, "b.wasm", loads_model("tiny-b"))
+    write_app(apps, "a.wasm", loads_model("tiny-a"))
+    with serving(tmp_path, "--models-dir", str(models_dir), "--ctx-size", "512",
+                 "--app", f"/gen-b={apps / 'b.wasm'}", "--app-policy", "/gen-b:models=tiny-b",
+                 "--app", f"/gen-a={apps / 'a.wasm'}", "--app-policy", "/gen-a:models=tiny-b") as server:
+        assert statuses(server)["tiny-b"] == "unloaded"
+        made = httpx.get(f"{server.base_url}/gen-b", timeout=60)
+        assert made.status_code == 200 and made.text == "loaded"
+        assert statuses(server)["tiny-b"] == "loaded"
+        denied = httpx.get(f"{server.base_url}/gen-a", timeout=60)
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
+        assert statuses(server)["tiny-a"] == "unloaded"
 
 
 @pytest.mark.slow
