@@ -153,6 +153,23 @@ def test_unload_and_load_by_the_router_routes(library: ServerProcess) -> None:
     assert statuses(library)["tiny-b"] == "loaded"
 
 
+def test_a_corrupt_file_fails_only_its_own_requests(models_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("tiny-a.gguf", "tiny-b.gguf"):
+        (folder / name).write_bytes((models_dir / name).read_bytes())
+    whole = (models_dir / "tiny-a.gguf").read_bytes()
+    (folder / "broken.gguf").write_bytes(whole[: len(whole) // 2])
+    with serving(tmp_path, "--models-dir", str(folder), "--ctx-size", "512") as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as failed:
+            chat(client, "broken")
+        assert failed.value.status_code == 500 and failed.value.code == "model_load_failed"
+        broken = next(m for m in httpx.get(f"{server.base_url}/v1/models").json()["data"] if m["id"] == "broken")
+        assert broken["status"]["value"] == "failed" and broken["status"]["reason"]
+        assert chat(client, "tiny-a") is not None and statuses(server)["tiny-a"] == "loaded"
+
+
 def test_autoload_off_asks_for_a_load_first(models_dir: Path, tmp_path: Path) -> None:
     with serving(tmp_path, "--models-dir", str(models_dir), "--no-models-autoload", "--ctx-size", "512") as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
