@@ -19,12 +19,12 @@ from llamaedge.library.events import LibraryEvent, Subscription
 from llamaedge.library.library import Lease, Library, MemberInfo
 from llamaedge.library.loader import EngineLoader, LoadedModel, Loader
 from llamaedge.library.members import discover, from_specs
-from llamaedge.library.routes import error_response, library_routes, status_of
+from llamaedge.library.routes import error_response, library_routes, message_of, status_of
 from llamaedge.library.types import LibraryConfig, MemberSource, MemoryNeed, ModelFacts, Source, Status
 
 __all__ = [
     "EngineLoader", "Lease", "Library", "LibraryClosed", "LibraryConfig", "LibraryError", "LibraryEvent", "LoadFailed",
     "LoadedModel", "Loader", "MemberInfo", "MemberSource", "MemoryNeed", "ModelDownloading", "ModelFacts",
     "ModelStateError", "ModelTooLarge", "NoRoom", "Source", "Status", "Subscription", "UnknownModel", "discover",
-    "error_response", "from_specs", "library_routes", "status_of",
+    "error_response", "from_specs", "library_routes", "message_of", "status_of",
 ]

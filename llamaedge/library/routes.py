@@ -56,12 +56,17 @@ def status_of(err: LibraryError) -> int:
     return next((s for kind, s in HTTP_STATUS.items() if isinstance(err, kind)), 500)
 
 
+def message_of(err: LibraryError) -> str:
+    """The error message a client reads: the error's, with its hint."""
+    text = str(err)
+    return text[:1].upper() + text[1:] + (f"; {err.hint}" if err.hint else "")
+
+
 def error_response(err: LibraryError) -> JSONResponse:
     """The response for `err`: its status, OpenAI's error object, Retry-After on a refusal
     worth retrying."""
     status = status_of(err)
-    text = str(err)
-    message = text[:1].upper() + text[1:] + (f"; {err.hint}" if err.hint else "")
+    message = message_of(err)
     headers = {"Retry-After": str(err.retry_after_s)} if err.retry_after_s is not None else None
     param = "model" if status == 404 else None
     return JSONResponse(error_body(status, message, code=err.code, param=param), status_code=status, headers=headers)

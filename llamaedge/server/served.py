@@ -9,12 +9,13 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 
-from llamaedge import catalog, settings
-from llamaedge.engine import Model
+from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse
 
-from llamaedge.library import (Lease, Library, LibraryConfig, LibraryError, MemberSource, ModelDownloading, NoRoom,
-                               Source, UnknownModel, discover, from_specs, status_of)
+from llamaedge import catalog, settings
+from llamaedge.engine import Model
+from llamaedge.library import (EngineLoader, Lease, Library, LibraryConfig, LibraryError, MemberSource, ModelDownloading, NoRoom,
+                               Source, UnknownModel, discover, from_specs, message_of, status_of)
 from llamaedge.runtime.nn import Errno, GraphLease, NNError
 from llamaedge.server.api_errors import host_error
 from llamaedge.server.config import ServeConfig
@@ -22,8 +23,8 @@ from llamaedge.types import ResolvedModel
 
 log = logging.getLogger("llamaedge.server")
 
-# Routes whose JSON body names the model they run on (the router's rule: llama-server reads
-# the "model" field of a POST body; GETs name no model and run on the server's own).
+# The field of a POST body that names the model it runs on (llama-server's router reads the
+# same; GETs name no model and run on the server's own).
 MODEL_FIELD = "model"
 
 
@@ -49,14 +50,12 @@ def members(config: ServeConfig) -> Callable[[], list[MemberSource]]:
     return lambda: started
 
 
-def make_library(config: ServeConfig, registry: object | None) -> Library[Model]:
-    from llamaedge.library import EngineLoader
-
+def make_library(config: ServeConfig, registry: CollectorRegistry | None) -> Library[Model]:
     library_config = LibraryConfig(
         models_max=config.models_max, autoload=config.models_autoload, idle_unload_s=config.idle_unload_s,
         ctx_size=config.ctx_size, n_gpu_layers=config.library_n_gpu_layers, threads=config.threads,
         parallel=config.parallel, models_dir=settings.models_dir(config.models_dir))
-    return Library(EngineLoader(), library_config, members=members(config), registry=registry)  # type: ignore[arg-type]
+    return Library(EngineLoader(), library_config, members=members(config), registry=registry)
 
 
 def requested_model(body: bytes) -> str | None:
@@ -77,10 +76,8 @@ def refusal(path: str, err: LibraryError) -> JSONResponse:
     status = status_of(err)
     kind = ("overloaded" if status == 503 else "server" if status >= 500 else "not_found" if status == 404
             else "invalid_request")
-    text = str(err)
-    message = text[:1].upper() + text[1:] + (f"; {err.hint}" if err.hint else "")
     headers = {"Retry-After": str(err.retry_after_s)} if err.retry_after_s is not None else None
-    return host_error(path, status, message, kind=kind, code=err.code, headers=headers)
+    return host_error(path, status, message_of(err), kind=kind, code=err.code, headers=headers)
 
 
 def app_env_for(base: Mapping[str, str], name: str, model: Model, capabilities: list[str], prompt_template: str,
