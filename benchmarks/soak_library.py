@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmarks.bench_library import (RESULTS_DIR, Config, ServerProcess, llamaedge_argv, load_average, measured_env,
                                       models_folder, parse_env, result_head)
-from benchmarks.soak import MIX, Client, Outcome, Recorder, RssSampler, report, server_requests
+from benchmarks.soak import MIX, Client, Outcome, Recorder, RssSampler, add_soak_arguments, report, server_requests
 from llamaedge.client import ServerClient, in_memory
 from llamaedge.commands.stop import STOP_WAIT_S, wait_unloaded
 
@@ -85,16 +85,8 @@ def unload_all(base_url: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak_library", description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--duration-s", type=float, default=120, help="how long the clients run (default 120)")
     parser.add_argument("--models-max", type=int, default=2, help="the server's --models-max (default 2, of 3 models)")
-    parser.add_argument("--parallel", type=int, default=4, help="the server's --parallel (default 4)")
-    parser.add_argument("--threads", type=int, default=2, help="the server's --threads (default 2)")
-    parser.add_argument("--ctx-size", type=int, default=2048, help="the server's --ctx-size (default 2048)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the clients' choices (default 0)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for the server (repeatable), recorded")
-    parser.add_argument("--output", type=Path, help="the JSON report (default benchmarks/results/soak-library-<time>.json)")
+    add_soak_arguments(parser, duration_s=120, ctx_size=2048, report="soak-library-<time>.json")
     args = parser.parse_args(argv)
     extra_env = parse_env(args.env)
     output = args.output or RESULTS_DIR / f"soak-library-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -86,19 +86,12 @@ def _one_repetition(side: str, tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_one_repetition_of_llama_server_in_router_mode(tmp_path: Path) -> None:
-    why = theirs_unavailable()
+@pytest.mark.parametrize("side", [THEIRS, OURS])
+def test_one_repetition_of_a_side(side: str, tmp_path: Path) -> None:
+    why = {THEIRS: theirs_unavailable, OURS: ours_unavailable}[side]()
     if why:
         pytest.skip(why)
-    _one_repetition(THEIRS, tmp_path)
-
-
-@pytest.mark.slow
-def test_one_repetition_of_llamaedge_serving_the_library(tmp_path: Path) -> None:
-    why = ours_unavailable()
-    if why:
-        pytest.skip(why)
-    _one_repetition(OURS, tmp_path)
+    _one_repetition(side, tmp_path)
 
 
 @pytest.mark.slow
