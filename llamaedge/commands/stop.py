@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             outcome = wait_unloaded(events, name, time.monotonic() + STOP_WAIT_S)
     except ServerError as err:
-        raise explained(err, client, name) from err
+        said = explained(err, client, name)
+        if said is err:
+            raise
+        raise said from err
     if outcome.get("reason") == "cancelled":
         console.print(f"cancelled the download of '{name}' (its partial file stays: pulling it again resumes it)",
                       markup=False, soft_wrap=True)
