@@ -20,7 +20,6 @@ from llamaedge.engine import LoadOptions
 from llamaedge.errors import ModelError
 from llamaedge.library import (Library, LibraryConfig, LibraryEvent, MemberSource, ModelFacts, Source, Subscription,
                                library_routes)
-from llamaedge.server import APIKeyMiddleware
 from llamaedge.types import Device
 from tests.conftest import free_port
 
@@ -145,6 +144,8 @@ class Served(Listening):
     def __init__(self, library: Library[FakeModel], api_key: str | None = None) -> None:
         app: ASGIApp = Starlette(routes=library_routes(library))
         if api_key:
+            from llamaedge.server import APIKeyMiddleware  # the server's own check (here: only when asked for)
+
             app = APIKeyMiddleware(app, api_key, routes=("/models",))
         super().__init__(app)
         self.library = library
