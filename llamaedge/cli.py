@@ -12,7 +12,7 @@ import sys
 from llamaedge import __version__
 from llamaedge.errors import LlamaEdgeError
 
-COMMANDS = ["run", "serve", "models", "pull", "rm", "info", "run_wasm", "chat"]
+COMMANDS = ["run", "serve", "ps", "stop", "models", "pull", "rm", "info", "run_wasm", "chat"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,9 @@
     │       ├── ModelNotAllowed   it asked for a model not granted (403)
     │       ├── WallTimeExceeded  it ran past its wall time (504)
     │       └── MemoryLimitReached  it failed at its memory limit (500)
-    └── ServerStartError          a server started from Python (llamaedge.serve) did not get ready
+    ├── ServerStartError          a server started from Python (llamaedge.serve) did not get ready
+    ├── ServerError               a running server that `ps`/`stop` cannot reach, or that refused them (client.py)
+    └── LibraryError              the model library's family (library/errors.py): unknown model, no room, load failed…
 
 Inside the runtime, never raised out of a host function (Python exceptions never cross into
 wasm; the guest gets a WASI-NN error code):

@@ -1,17 +1,27 @@
-"""A scripted loader and other helpers for the library's tests: no llama.cpp, and loads
-that a test holds open with a gate."""
+"""A scripted loader and other helpers for the library's tests: no llama.cpp, loads that a
+test holds open with a gate, and the library's routes served on a real port."""
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
 from llamaedge.engine import LoadOptions
 from llamaedge.errors import ModelError
-from llamaedge.library import LibraryEvent, MemberSource, ModelFacts, Source, Subscription
+from llamaedge.library import (Library, LibraryConfig, LibraryEvent, MemberSource, ModelFacts, Source, Subscription,
+                               library_routes)
 from llamaedge.types import Device
+from tests.conftest import free_port
 
 MiB = 2**20
 GiB = 2**30
@@ -99,3 +109,65 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obje
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, out
+
+
+class Listening:
+    """An ASGI app served by uvicorn on a thread, on a free port of this machine."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = int(self.url.rsplit(":", 1)[1])
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + WAIT_S
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.01)
+
+    def post(self, path: str, body: object = None, *, content: bytes | None = None) -> httpx.Response:
+        if content is None:
+            content = json.dumps(body).encode()
+        return httpx.post(self.url + path, content=content, headers={"content-type": "application/json"},
+                          timeout=WAIT_S)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(WAIT_S)
+
+
+class Served(Listening):
+    """The library's routes served on a port; with `api_key`, guarded by the server's API key
+    check, as `serve` guards them."""
+
+    def __init__(self, library: Library[FakeModel], api_key: str | None = None) -> None:
+        app: ASGIApp = Starlette(routes=library_routes(library))
+        if api_key:
+            from llamaedge.server.auth import APIKeyMiddleware  # the server's own check (here: only when asked for)
+
+            app = APIKeyMiddleware(app, api_key, routes=("/models",))
+        super().__init__(app)
+        self.library = library
+
+    def stop(self) -> None:
+        self.library.close()  # ends the event streams
+        super().stop()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def start(*names: str, loader: FakeLoader | None = None, members: list[MemberSource] | None = None,
+              api_key: str | None = None, **config: object) -> Served:
+        found = members if members is not None else sources(*(names or ("a", "b", "c")))
+        library = Library(loader or FakeLoader(), LibraryConfig(**{"idle_unload_s": 0.0, **config}),  # type: ignore[arg-type]
+                          members=lambda: list(found), probe=cpu_probe())
+        served = Served(library, api_key)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()

@@ -7,69 +7,17 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from openai.types import Model
-from starlette.applications import Starlette
 
-from llamaedge.library import Library, LibraryConfig, MemberSource, Source, library_routes
-from tests.conftest import free_port
-from tests.library_fakes import GiB, WAIT_S, FakeLoader, FakeModel, cpu_probe, small_facts, sources
-
-
-class Served:
-    """The library's routes served by uvicorn on a thread."""
-
-    def __init__(self, library: Library[FakeModel]) -> None:
-        self.library = library
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = int(self.url.rsplit(":", 1)[1])
-        config = uvicorn.Config(Starlette(routes=library_routes(library)), host="127.0.0.1", port=port,
-                                log_level="warning", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + WAIT_S
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-
-    def post(self, path: str, body: object = None, *, content: bytes | None = None) -> httpx.Response:
-        if content is None:
-            content = json.dumps(body).encode()
-        return httpx.post(self.url + path, content=content, headers={"content-type": "application/json"},
-                          timeout=WAIT_S)
-
-    def stop(self) -> None:
-        self.library.close()  # ends the event streams
-        self.server.should_exit = True
-        self.thread.join(WAIT_S)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
-
-    def start(*names: str, loader: FakeLoader | None = None, members: list[MemberSource] | None = None,
-              **config: object) -> Served:
-        found = members if members is not None else sources(*(names or ("a", "b", "c")))
-        library = Library(loader or FakeLoader(), LibraryConfig(**{"idle_unload_s": 0.0, **config}),  # type: ignore[arg-type]
-                          members=lambda: list(found), probe=cpu_probe())
-        served = Served(library)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        served.stop()
+from llamaedge.library import MemberSource, Source
+from tests.library_fakes import GiB, WAIT_S, FakeLoader, Served, serve, small_facts, sources  # noqa: F401, F811 - the fixture
 
 
 class EventStream:
