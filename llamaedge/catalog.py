@@ -17,6 +17,7 @@ import functools
 import importlib.resources
 import importlib.util
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +316,7 @@ def resolve_model(
     models_dir: str | Path | None = None,
     pull: bool = True,
     on_progress: ProgressSink | None = None,
+    cancel: threading.Event | None = None,
 ) -> ResolvedModel:
     """Turn a spec into a model file on disk, downloading it when missing and `pull` is set.
 
@@ -342,11 +344,12 @@ def resolve_model(
     if not dest.is_file():
         if not pull:
             raise ModelError(f"{parsed.text} is not downloaded", hint=f"llamaedge pull {parsed.text}")
-        _pull(parsed, dest, on_progress)
+        _pull(parsed, dest, on_progress, cancel)
     return ResolvedModel(path=dest, model_id=model_id, prompt_template=template)
 
 
-def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None) -> None:
+def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None,
+          cancel: threading.Event | None = None) -> None:
     from llamaedge import download
 
     if parsed.entry is not None:
@@ -361,7 +364,7 @@ def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None) -> No
     else:
         remote = download.RemoteFile(filename=parsed.filename or "", url=parsed.url)
     if on_progress is not None:
-        download.download(remote, dest, on_progress=on_progress)
+        download.download(remote, dest, on_progress=on_progress, cancel=cancel)
         return
     with _terminal_progress() as sink:
         download.download(remote, dest, on_progress=sink)

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, urlsplit
 
-from llamaedge.errors import DownloadError, OfflineError
+from llamaedge.errors import DownloadCancelled, DownloadError, OfflineError
 
 if TYPE_CHECKING:
     from huggingface_hub import errors as hf_errors
@@ -150,8 +151,10 @@ class _ProgressWriter:
     """The file object handed to the hub client: writes through to the .part file and turns
     the byte count into throttled progress events."""
 
-    def __init__(self, file: BinaryIO, name: str, start: int, total: int | None, sink: ProgressSink) -> None:
+    def __init__(self, file: BinaryIO, name: str, start: int, total: int | None, sink: ProgressSink,
+                 cancel: threading.Event | None = None) -> None:
         self._file = file
+        self._cancel = cancel
         self._name = name
         self._total = total
         self._sink = sink
@@ -159,6 +162,8 @@ class _ProgressWriter:
         self._last_emit_s = 0.0
 
     def write(self, chunk: bytes) -> int:
+        if self._cancel is not None and self._cancel.is_set():
+            raise DownloadCancelled(f"the download of {self._name} was cancelled")
         written = self._file.write(chunk)
         self.completed += len(chunk)
         now = time.monotonic()
@@ -249,8 +254,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(remote: RemoteFile, dest: Path, *, on_progress: ProgressSink | None = None) -> Path:
-    """Fetch `remote` to `dest` (resuming a kept partial), verify it, move it into place."""
+def download(remote: RemoteFile, dest: Path, *, on_progress: ProgressSink | None = None,
+             cancel: threading.Event | None = None) -> Path:
+    """Fetch `remote` to `dest` (resuming a kept partial), verify it, move it into place.
+    `cancel`: once set, the download stops at the next chunk it receives (DownloadCancelled)."""
     sink: ProgressSink = on_progress or (lambda event: None)
     name = remote.display_name
     if is_offline():
@@ -307,7 +314,7 @@ def download(remote: RemoteFile, dest: Path, *, on_progress: ProgressSink | None
     location = meta.location or url
     try:
         with open(part, "ab") as f:
-            writer = _ProgressWriter(f, name, resume_bytes, total, sink)
+            writer = _ProgressWriter(f, name, resume_bytes, total, sink, cancel)
             hub.http_get(location, writer, resume_size=resume_bytes, headers=headers, expected_size=total)
     except KeyboardInterrupt as err:
         raise DownloadError(

@@ -6,7 +6,8 @@
     │   └── PolicyError           a bad value in an app's manifest or --app-policy (runtime/policy.py)
     ├── ModelError                a model the catalog cannot resolve: unknown name, no file, not downloaded (catalog, rm)
     ├── DownloadError             a model download failed (network, 404, gated, disk, checksum)
-    │   └── OfflineError          the hub cannot be reached (no network or HF_HUB_OFFLINE)
+    │   ├── OfflineError          the hub cannot be reached (no network or HF_HUB_OFFLINE)
+    │   └── DownloadCancelled     its caller cancelled it (the library's pull, on unload)
     ├── EngineError               the engine's family (engine/errors.py)
     │   ├── LoadError             a model file llama.cpp cannot read or load, or a context it cannot make
     │   ├── ModelClosed           the model is shutting down
@@ -64,6 +65,11 @@ class DownloadError(LlamaEdgeError):
 
 class OfflineError(DownloadError):
     pass
+
+
+class DownloadCancelled(DownloadError):
+    """A download its caller cancelled: it stopped at the chunk it was receiving and kept its
+    partial file, which the next download of the same file resumes."""
 
 
 class ServerStartError(LlamaEdgeError):

@@ -96,6 +96,15 @@ def next_event(subscription: Subscription, model: str, event: str = "status_chan
             return got
 
 
+def bytes_arrived(subscription: Subscription, model: str) -> dict[str, object]:
+    """The first download_progress event of `model` that counts some bytes (the download's
+    first event, sent before any, counts none)."""
+    while True:
+        data = next_event(subscription, model, "download_progress").data or {}
+        if any((progress or {}).get("done") for progress in data.values()):  # type: ignore[union-attr]
+            return data
+
+
 def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
     """Run `target` on a thread; its result (or exception) lands in the list."""
     out: list[object] = []

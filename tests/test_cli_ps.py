@@ -31,7 +31,7 @@ from llamaedge.errors import UsageError
 from llamaedge.library import from_specs
 from tests.conftest import REPO_ROOT, free_port
 from tests.fakehub import FakeHub, hub  # noqa: F401 - the fixture
-from tests.library_fakes import WAIT_S, FakeLoader, Listening, Served, next_event, serve  # noqa: F401 - the fixture
+from tests.library_fakes import WAIT_S, FakeLoader, Listening, Served, bytes_arrived, next_event, serve  # noqa: F401 - the fixture
 from tests.tiny_gguf import write_tiny_gguf
 
 Serve = Callable[..., Served]
@@ -160,16 +160,27 @@ def test_stop_of_a_model_the_server_lacks_or_has_not_loaded_lists_the_loaded_one
 def test_stop_cancels_a_download(
     serve: Serve, hub: FakeHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,  # noqa: F811
 ) -> None:
-    # Small chunks sent slowly: the download is under way, and reports, for seconds.
+    # Small chunks, and the hub holds the file part way: the download is under way and has
+    # reported progress; the hub lets the rest go once the stop has asked for the cancel (a
+    # cancel takes effect at the next chunk the download receives).
     monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
-    hub.send_bytes_per_s = 32 * 1024
     hub.plain_files["far.gguf"] = write_tiny_gguf(tmp_path / "far.gguf").read_bytes()
+    hub.hold_at_byte = 64 * 1024
     url = f"{hub.url}/files/far.gguf"
     served = serve(members=from_specs([url], settings.models_dir()))
     events = served.library.subscribe()
     assert served.post("/models/pull", {"model": "far"}).json() == {"success": True}
-    next_event(events, "far", "download_progress")
+    bytes_arrived(events, "far")
+
+    def release_once_cancelled() -> None:
+        member = served.library._members["far"]  # the library's own record: its cancel flag
+        assert member.cancel is not None and member.cancel.wait(60)
+        hub.release.set()
+
+    releaser = threading.Thread(target=release_once_cancelled, daemon=True)
+    releaser.start()
     code, out, err = run_cli(capsys, "stop", "far", "--url", served.url)
+    releaser.join(60)
     assert (code, err) == (0, "")
     assert out.strip() == "cancelled the download of 'far' (its partial file stays: pulling it again resumes it)"
     assert model(served, "far")["status"] == {"value": "unloaded"}

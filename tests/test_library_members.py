@@ -18,7 +18,7 @@ from llamaedge.library import (Library, LibraryConfig, LibraryEvent, MemberSourc
                                discover, from_specs)
 from llamaedge.library.gguf_header import read_facts
 from tests.fakehub import FakeHub, hub  # noqa: F401 - the fixture
-from tests.library_fakes import FakeLoader, cpu_probe, next_event
+from tests.library_fakes import FakeLoader, bytes_arrived, cpu_probe, next_event
 from tests.tiny_gguf import N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER, write_tiny_gguf
 
 
@@ -192,9 +192,10 @@ def test_pull_downloads_with_progress_events_then_the_model_loads(hub_catalog: F
 def test_unload_cancels_a_pull_and_the_next_pull_resumes(
     hub_catalog: FakeHub, gguf_bytes: bytes, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Small chunks sent slowly: the download writes (and reports) many times along the way.
+    # Small chunks, and the hub holds the file part way until the cancel has been asked for
+    # (a cancel takes effect at the next chunk the download receives).
     monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
-    hub_catalog.send_bytes_per_s = 256 * 1024
+    hub_catalog.hold_at_byte = 64 * 1024
     library = _library()
     dest = settings.models_dir() / REPO / FILE
     try:
@@ -203,16 +204,16 @@ def test_unload_cancels_a_pull_and_the_next_pull_resumes(
         with pytest.raises(ModelStateError) as err:
             library.pull("tiny-hub")
         assert err.value.code == "model_already_downloading"
-        first = next_event(events, "tiny-hub", "download_progress").data
+        first = bytes_arrived(events, "tiny-hub")
         assert first is not None
         assert library.info("tiny-hub").status is Status.DOWNLOADING
         assert library.info("tiny-hub").progress == first
         library.unload("tiny-hub")
+        hub_catalog.release.set()
         assert next_event(events, "tiny-hub", "download_failed").data == {"reason": "cancelled"}
         assert next_event(events, "tiny-hub", status="unloaded").data == {"status": "unloaded", "reason": "cancelled"}
         assert not dest.exists() and 0 < download.partial_bytes(dest) < len(gguf_bytes)
 
-        hub_catalog.send_bytes_per_s = None
         library.pull("tiny-hub")
         next_event(events, "tiny-hub", "download_finished")
         assert dest.read_bytes() == gguf_bytes

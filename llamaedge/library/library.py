@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from llamaedge import catalog, settings
 from llamaedge.download import ProgressEvent
 from llamaedge.engine import LoadOptions, context_size
-from llamaedge.errors import DownloadError, LlamaEdgeError
+from llamaedge.errors import DownloadCancelled, LlamaEdgeError
 from llamaedge.library.errors import (LibraryClosed, LoadFailed, ModelDownloading, ModelStateError, ModelTooLarge,
                                       NoRoom, UnknownModel)
 from llamaedge.library.events import EventHub, LibraryEvent, Subscription
@@ -43,11 +43,6 @@ log = logging.getLogger("llamaedge.library")
 
 # llama.cpp's pooling type RANK: a reranker.
 _POOLING_RANK = "4"
-
-
-class _Cancelled(DownloadError):
-    """Raised by the download's progress sink when the pull is cancelled: the download stops
-    at its next chunk and keeps its partial file for a later pull to resume."""
 
 
 @dataclass(frozen=True)
@@ -694,8 +689,6 @@ class Library(Generic[M]):
 
     def _download(self, member: _Member[M], spec: str, cancel: threading.Event) -> None:
         def on_progress(event: ProgressEvent) -> None:
-            if cancel.is_set() and event.status != "done":
-                raise _Cancelled(f"the download of {event.name} was cancelled")
             if event.status in ("downloading", "verifying"):
                 progress = {event.name: {"done": event.completed, "total": event.total}}
                 with self._cond:
@@ -706,8 +699,9 @@ class Library(Generic[M]):
         path: Path | None = None
         failure: str | None = None
         try:
-            path = catalog.resolve_model(spec, models_dir=models_dir, pull=True, on_progress=on_progress).path
-        except _Cancelled:
+            path = catalog.resolve_model(spec, models_dir=models_dir, pull=True, on_progress=on_progress,
+                                         cancel=cancel).path
+        except DownloadCancelled:
             failure = "cancelled"
         except LlamaEdgeError as err:
             failure = str(err)
