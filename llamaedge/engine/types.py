@@ -22,7 +22,9 @@ SLOT_CELLS = 512
 # first, of several that arrive together the short ones answer first. Smaller chunks pause
 # the streams for less but read the prompt slower: on 2 cores (SmolLM2-135M), beside a
 # stream, a 1,915-token prompt took 1.30x llama-server's time with 128 and 1.12x with 256,
-# the stream's longest pause 0.10x and 0.19x llama-server's (benchmarks/README.md).
+# the stream's longest pause 0.10x and 0.19x llama-server's (runs of 2026-12-02 whose servers
+# both inherited OMP_WAIT_POLICY=PASSIVE, issue 15: to be measured again with bench_server's
+# interference row).
 PREFILL_CHUNK_TOKENS = 256
 PARALLEL_MIN = 4
 PARALLEL_MAX = 16

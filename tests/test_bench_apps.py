@@ -1,4 +1,4 @@
-"""The mounted-apps benchmark end to end, tiny: `pytest benchmarks/test_bench_apps.py`.
+"""The mounted-apps benchmark (benchmarks/bench_apps.py) end to end, tiny.
 
 The llama-server row needs llama.cpp's llama-server built from the embedded llama.cpp
 (`python -m benchmarks.llama_server_build`): that test is skipped when the build is not in
@@ -60,6 +60,7 @@ def test_llama_server_row_runs_the_same_chat_on_both_servers(tmp_path: Path) -> 
         assert entry["ratio_requests_per_s"] == pytest.approx(ours_rps / theirs_rps, abs=0.01)
         assert theirs_rows[entry["clients"]]["requests_per_s_median"] == theirs_rps
     assert result["machine"]["uptime_before"] and result["machine"]["uptime_after"]
+    assert result["processes"][THEIRS]["behaviour_env"] == result["processes"][OURS]["behaviour_env"] == {}
 
 
 def test_without_llama_server_the_row_is_skipped_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
