@@ -38,7 +38,7 @@ from pathlib import Path
 import wasmtime
 
 from benchmarks import llama_server_build
-from benchmarks.bench_server import OURS, THEIRS, Config, llama_server_argv, ours_argv
+from benchmarks.bench_server import OURS, SLEEP_BETWEEN_SIDES_S, THEIRS, Config, llama_server_argv, ours_argv
 from benchmarks.harness import (REPO_ROOT, RESULTS_DIR, ServerProcess, load_average, measured_env, parse_env,
                                 result_head, smollm2_path, uptime, write_json)
 from llamaedge.runtime import GraphRegistry, NNSession, Runtime
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before, uptime_before = load_average(), uptime()
     rows = []
     chat_runs: dict[str, list[dict[str, object]]] = {name: [] for name in sides}
+    reps: list[dict[str, object]] = []
     try:
         for server in servers.values():
             server.start()
@@ -187,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"row": "trivial app", **rate(hit_trivial, args.requests, clients)})
         for rep in range(args.reps):
             order = sides if rep % 2 == 0 else list(reversed(sides))
+            load_rep_before = load_average()
             for clients in client_counts:
                 for name in order:
-                    time.sleep(0.3)  # let the other side's worker threads go idle
+                    time.sleep(SLEEP_BETWEEN_SIDES_S)
                     measured = rate(chat_call(servers[name], f"r{rep}c{clients}"), args.requests, clients)
                     chat_runs[name].append({"rep": rep, "first": order[0] == name, **measured})
+            reps.append({"rep": rep, "order": order, "load_average_before": load_rep_before,
+                         "load_average_after": load_average()})
             print(f"repetition {rep + 1}/{args.reps} done", flush=True)
     finally:
         for server in servers.values():
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
               "llama_server_skipped": skipped,
               "processes": processes,
               "argv": {name: record["argv"] for name, record in processes.items()},
-              "rows": rows, "chat_summary": summary, "chat_runs": chat_runs,
+              "rows": rows, "chat_summary": summary, "chat_runs": chat_runs, "reps": reps,
               "instantiate_ms_median": instantiate}
     write_json(args.output, report)
     print(f"{'row':<34} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8}")

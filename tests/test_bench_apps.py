@@ -61,6 +61,8 @@ def test_llama_server_row_runs_the_same_chat_on_both_servers(tmp_path: Path) -> 
         assert theirs_rows[entry["clients"]]["requests_per_s_median"] == theirs_rps
     assert result["machine"]["uptime_before"] and result["machine"]["uptime_after"]
     assert result["processes"][THEIRS]["behaviour_env"] == result["processes"][OURS]["behaviour_env"] == {}
+    assert [rep["order"][0] for rep in result["reps"]] == [OURS, THEIRS]
+    assert all(len(rep["load_average_before"]) == 3 for rep in result["reps"])
 
 
 def test_without_llama_server_the_row_is_skipped_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
