@@ -38,7 +38,7 @@ from pathlib import Path
 import wasmtime
 
 from benchmarks import llama_server_build
-from benchmarks.bench_server import OURS, SLEEP_BETWEEN_SIDES_S, THEIRS, Config, llama_server_argv, ours_argv
+from benchmarks.columns import OURS, SLEEP_BETWEEN_SIDES_S, THEIRS, Config, llama_server_argv, ours_argv
 from benchmarks.harness import (REPO_ROOT, RESULTS_DIR, ServerProcess, load_average, measured_env, parse_env,
                                 result_head, smollm2_path, uptime, write_json)
 from llamaedge.runtime import GraphRegistry, NNSession, Runtime

@@ -32,48 +32,28 @@ import argparse
 import json
 import math
 import random
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks import llama_server_build
-from benchmarks.harness import (RESULTS_DIR, ServerProcess, dropped_env, llamaedge_argv, load_average,
-                                measured_env, parse_env, result_head, smollm2_path, uptime, write_json)
+from benchmarks.columns import (LIMIT, OURS, ROWS, SERVER, SLEEP_BETWEEN_SIDES_S, TABLE_ROWS, THEIRS, VARIANTS, Config,
+                                column_label, log_facts, server_maker, stated_defaults)
+from benchmarks.harness import (RESULTS_DIR, ServerProcess, dropped_env, load_average, measured_env, parse_env,
+                                result_head, smollm2_path, uptime, write_json)
 from benchmarks.raw_llama import StreamRun
 from benchmarks.server_client import stream_chat
-from llamaedge.engine.cpus import count_cpus
-from llamaedge.engine.types import LoadOptions, default_parallel, default_threads
-
-OURS = "llamaedge"
-THEIRS = "llama-server"
-OURS_DEFAULTS = "llamaedge-defaults"
-THEIRS_DEFAULTS = "llama-server-defaults"
-VARIANTS = (OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS)
-SERVER = {OURS: OURS, OURS_DEFAULTS: OURS, THEIRS: THEIRS, THEIRS_DEFAULTS: THEIRS}
-# (llamaedge's column, llama-server's column, what the ratio compares)
-PAIRS = ((OURS, THEIRS, "same settings"), (OURS_DEFAULTS, THEIRS_DEFAULTS, "defaults"))
-ROWS = ("concurrency", "new_prompt", "conversation", "interference", "cold_start")
-TABLE_ROWS = ("concurrency", "cold_start")
-LIMIT = "llama-batched-bench"
-# llama-server's defaults in the vendored llama.cpp (tools/server/README.md, server.cpp):
-# -np -1 is 4 slots with a unified KV cache; --cache-ram 8192 MiB; -b 2048; -t/-tb the
-# physical cores (common_cpu_get_num_math).
-THEIRS_SLOTS_AUTO = 4
-THEIRS_CACHE_RAM_MIB = 8192
-THEIRS_BATCH = 2048
-SLEEP_BETWEEN_SIDES_S = 0.3  # lets the previous server's threads go idle; not a measurement
-
+from benchmarks.server_table import metric_rows, render_markdown, table_keys
 
 # Counting gives long, deterministic answers: greedy runs reach the token budget.
 COUNT_PROMPT = "Count from 1 to 300, one number per line, and write nothing else."
@@ -118,91 +98,8 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-
-
-
-@dataclass
-class Config:
-    model: Path
-    threads: int = 2  # same settings: llamaedge --threads, llama-server -t and -tb
-    ctx: int = 4096  # every column
-    parallel: int = 8  # same settings: llamaedge --parallel, llama-server -np
-    reps: int = 3
-    stream_tokens: int = 128
-    concurrency: tuple[int, ...] = (1, 4, 8)
-    new_prompt_tokens: int = 400
-    turns: int = 8
-    turn_tokens: int = 32
-    long_prompt_tokens: int = 2000
-    interfered_stream_tokens: int = 256
-    cold_start_tokens: int = 16
-    rows: tuple[str, ...] = ROWS
-    variants: tuple[str, ...] = (OURS, THEIRS)
-    limit: bool = False  # llama-batched-bench in every repetition
-    env: dict[str, str] = field(default_factory=dict)  # for every measured process
-    ours_env: dict[str, str] = field(default_factory=dict)
-    ours_args: list[str] = field(default_factory=list)
-    ours_tune: list[str] = field(default_factory=list)  # KEY=VALUE for benchmarks.serve_tuned
-    llama_server_args: list[str] = field(default_factory=list)
-
-
-def ours_argv(cfg: Config, *, defaults: bool = False) -> Callable[[int], list[str]]:
-    knobs = [] if defaults else ["--threads", str(cfg.threads), "--parallel", str(cfg.parallel)]
-    launcher = ("-m", "benchmarks.serve_tuned", *cfg.ours_tune, "--") if cfg.ours_tune else ("-m", "llamaedge")
-    return llamaedge_argv("--model", str(cfg.model), "--ctx-size", str(cfg.ctx), *knobs, *cfg.ours_args,
-                          launcher=launcher)
-
-
-def llama_server_argv(binary: Path, cfg: Config, *, defaults: bool = False) -> Callable[[int], list[str]]:
-    knobs = [] if defaults else ["-t", str(cfg.threads), "-tb", str(cfg.threads), "-np", str(cfg.parallel),
-                                 "--kv-unified", "--cache-ram", "0"]
-    common = ["-m", str(cfg.model), "-c", str(cfg.ctx), *knobs, "--no-webui", *cfg.llama_server_args]
-    return lambda port: [str(binary), "--host", "127.0.0.1", "--port", str(port), *common]
-
-
-def column_label(variant: str, cfg: Config) -> str:
-    return {
-        OURS: f"llamaedge `--threads {cfg.threads} --parallel {cfg.parallel}`",
-        OURS_DEFAULTS: "llamaedge defaults",
-        THEIRS: f"llama-server `-t {cfg.threads} -tb {cfg.threads} -np {cfg.parallel} --kv-unified --cache-ram 0`",
-        THEIRS_DEFAULTS: "llama-server defaults",
-    }[variant]
-
-
-def stated_defaults(variant: str, cfg: Config) -> str | None:
-    """What a defaults column runs with, as each side's code chooses it on this machine."""
-    cores = count_cpus()
-    if variant == OURS_DEFAULTS:
-        return (f"{default_threads(cores.usable)} threads for every decode (the usable CPUs), "
-                f"{default_parallel(cfg.ctx)} slots (one per 512 cells), one unified KV cache, "
-                f"batch {LoadOptions().batch_size}, no prompt cache in RAM")
-    if variant == THEIRS_DEFAULTS:
-        return (f"-t/-tb the physical cores ({cores.physical} here, affinity and quota not counted), "
-                f"-np auto ({THEIRS_SLOTS_AUTO} slots, unified KV cache), -b {THEIRS_BATCH}, "
-                f"--cache-ram {THEIRS_CACHE_RAM_MIB} MiB (idle slots saved to it)")
-    return None
-
-
-# What the servers' logs say they chose: llamaedge's banner, llama-server's slot and threadpool lines.
-LOG_FACTS = {
-    OURS: {"banner": re.compile(r"context\s+(\d+ tokens, \d+ parallel, .*threads.*)")},
-    THEIRS: {"slots": re.compile(r"initializing, (n_slots = \d+, n_ctx_slot = \d+, kv_unified = '\w+')"),
-             "threads": re.compile(r"llama threadpool init, (n_threads = \d+)")},
-}
-
-
-def log_facts(server: str, log: str) -> dict[str, str]:
-    facts = {}
-    for key, pattern in LOG_FACTS[server].items():
-        found = pattern.search(log)
-        if found:
-            facts[key] = found.group(1).strip()
-    return facts
-
-
 # ---------------------------------------------------------------------------------------------
 # The rows. Each returns the raw measurements of one repetition on one column.
-
 
 
 def _messages(tag: str, user: str = COUNT_PROMPT) -> list[dict[str, str]]:
@@ -325,7 +222,6 @@ def row_cold_start(make: Callable[[], ServerProcess], cfg: Config) -> dict[str, 
     return {"ready_ms": ready_s * 1000, "first_chat_ms": first_chat_s * 1000, "rss_bytes_after_load": rss_after_load}
 
 
-
 def batched_bench_argv(binary: Path, cfg: Config, prompt_tokens: int) -> list[str]:
     """llama.cpp decoding 1, 4, 8... sequences with nothing around it, at the same threads and
     context as the same-settings columns: `prompt_tokens` each (not shared), then
@@ -358,198 +254,6 @@ def _prompt_tokens(concurrency_rows: list[dict[str, Any]]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Summaries
-
-
-def _med(values: list[float | None]) -> float:
-    clean = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.median(clean) if clean else float("nan")
-
-
-def _get(rep: object, *path: object) -> float | None:
-    node = rep
-    for key in path:
-        if isinstance(node, dict):
-            node = node.get(key)
-        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-            node = node[key]
-        else:
-            return None
-    return node if isinstance(node, (int, float)) else None
-
-
-def _clients(c: int) -> str:
-    return f"{c} client{'s' if c > 1 else ''}"
-
-
-def metric_rows(runs: Mapping[str, list[dict[str, Any]]], cfg: Config,
-                limit: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Table rows: key, name, unit, better (higher/lower), each column's per-repetition values
-    and median, and per pair the median of same-repetition ratios llamaedge/llama-server. A
-    tokens/s row with the limit measured also has the limit's median and each column's median
-    same-repetition ratio to it."""
-    rows: list[dict[str, Any]] = []
-    variants = [v for v in cfg.variants if runs.get(v)]
-
-    def add(key: str, name: str, unit: str, better: str, pick: Callable[[dict[str, Any]], float | None],
-            limit_pick: Callable[[dict[str, Any]], float | None] | None = None) -> None:
-        values = {v: [pick(rep) for rep in runs[v]] for v in variants}
-        row: dict[str, Any] = {"key": key, "metric": name, "unit": unit, "better": better, "values": values}
-        for v, vals in values.items():
-            row[v] = _med(vals)
-        ratios = {}
-        for ours, theirs, label in PAIRS:
-            if ours in values and theirs in values:
-                ratios[label] = _med([o / t for o, t in zip(values[ours], values[theirs]) if o is not None and t])
-        if limit and limit_pick is not None:
-            limits = [limit_pick(rep) for rep in limit]
-            row["limit_values"] = limits
-            row["limit"] = _med(limits)
-            row["of_limit"] = {v: _med([o / lim for o, lim in zip(vals, limits) if o is not None and lim])
-                               for v, vals in values.items()}
-        row["ratios"] = ratios
-        rows.append(row)
-
-    if "concurrency" in cfg.rows:
-        for c in cfg.concurrency:
-            add(f"tokens_per_s/{c}", f"tokens/s, {c} streaming client{'s' if c > 1 else ''}", "tok/s", "higher",
-                lambda r, c=c: _get(r, "concurrency", str(c), "aggregate_tokens_per_s"),
-                lambda r, c=c: _get(r, "speed_tg", str(c)))
-        for c in cfg.concurrency:
-            add(f"ttft_median/{c}", f"{'median ' if c > 1 else ''}TTFT, {_clients(c)}", "ms", "lower",
-                lambda r, c=c: _get(r, "concurrency", str(c), "ttft_ms_median"))
-            if c > 1:
-                add(f"ttft_p99/{c}", f"p99 TTFT, {_clients(c)}", "ms", "lower",
-                    lambda r, c=c: _get(r, "concurrency", str(c), "ttft_ms_p99"))
-    if "new_prompt" in cfg.rows:
-        add("new_prompt", f"TTFT, a new ~{cfg.new_prompt_tokens}-token prompt", "ms", "lower",
-            lambda r: _get(r, "new_prompt", "ttft_ms"))
-    if "conversation" in cfg.rows:
-        for turn in range(cfg.turns):
-            add(f"conversation/{turn + 1}", f"TTFT, conversation turn {turn + 1}", "ms", "lower",
-                lambda r, t=turn: _get(r, "conversation", "ttft_ms", t))
-    if "interference" in cfg.rows:
-        add("interference/gap_p99", f"stream gap p99 during a ~{cfg.long_prompt_tokens}-token prompt", "ms", "lower",
-            lambda r: _get(r, "interference", "gap_ms_p99"))
-        add("interference/gap_max", f"stream gap max during a ~{cfg.long_prompt_tokens}-token prompt", "ms", "lower",
-            lambda r: _get(r, "interference", "gap_ms_max"))
-        add("interference/ttft", f"TTFT, a ~{cfg.long_prompt_tokens}-token prompt beside a stream", "ms", "lower",
-            lambda r: _get(r, "interference", "long_prompt_ttft_ms"))
-    if "cold_start" in cfg.rows:
-        add("cold_start", "cold start to the first finished chat", "ms", "lower",
-            lambda r: _get(r, "cold_start", "first_chat_ms"))
-        add("rss_after_load", "RSS after load", "MiB", "lower",
-            lambda r: (_get(r, "cold_start", "rss_bytes_after_load") or 0) / 2**20 or None)
-    add("rss_after_rep", "RSS after the repetition's rows", "MiB", "lower",
-        lambda r: (_get(r, "rss_bytes_after") or 0) / 2**20 or None)
-    return rows
-
-
-def table_keys(cfg: Config) -> list[str]:
-    """The rows of the README's table, in its order."""
-    keys = [f"tokens_per_s/{c}" for c in cfg.concurrency]
-    keys += [f"ttft_median/{max(cfg.concurrency)}", f"ttft_median/{min(cfg.concurrency)}"]
-    return [*dict.fromkeys(keys), "cold_start", "rss_after_load", "rss_after_rep"]
-
-
-def _fmt(value: object, unit: str = "") -> str:
-    if not isinstance(value, (int, float)) or math.isnan(value):
-        return "-"
-    if unit == "ms" and value >= 1000:
-        return f"{value / 1000:.2f} s"
-    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
-    return f"{text} {unit}" if unit in ("ms", "MiB") else text
-
-
-def _ratio_text(row: Mapping[str, Any]) -> str:
-    parts = [f"{label} {ratio:.2f}" for label, ratio in row["ratios"].items()
-             if not math.isnan(ratio)]
-    of_limit = row.get("of_limit") or {}
-    parts += [f"{v} / limit {r:.2f}" for v, r in of_limit.items() if v in (OURS, OURS_DEFAULTS) and not math.isnan(r)]
-    return "; ".join(parts) or "-"
-
-
-def command_text(argv: list[str]) -> str:
-    """A column's command line as the table shows it: programs and files by name, no port."""
-    shown: list[str] = []
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg in ("--port", "--host"):
-            skip = True
-        else:
-            shown.append(Path(arg).name if arg.startswith("/") or i == 0 else arg)
-    return " ".join(shown)
-
-
-def render_markdown(result: Mapping[str, Any], keys: list[str] | None = None) -> str:
-    """The table of a result file (all its rows, or `keys`' rows in that order), the limit row,
-    and what it was measured on: date, commit, machine, load averages, each column's command
-    and the defaults each side chose."""
-    cfg = result["config"]
-    columns: dict[str, dict[str, Any]] = result["columns"]
-    names = list(columns)
-    by_key = {row["key"]: row for row in result["table"]}
-    rows = [by_key[k] for k in keys if k in by_key] if keys else list(by_key.values())
-    lines = ["| | " + " | ".join(str(columns[v]["label"]) for v in names) + " | ratios (llamaedge / llama-server) |",
-             "|---|" + "---|" * len(names) + "---|"]
-    for row in rows:
-        better = "higher is better" if row["better"] == "higher" else "lower is better"
-        cells = [_fmt(row.get(v), str(row["unit"])) for v in names]
-        lines.append(f"| {row['metric']} ({better}) | " + " | ".join(cells) + f" | {_ratio_text(row)} |")
-    limit = [row for row in rows if "limit" in row]
-    if limit:
-        speeds = " / ".join(_fmt(row["limit"]) for row in limit)
-        sequences = " / ".join(str(row["key"]).split("/")[1] for row in limit)
-        lines.append(f"| {LIMIT} `-t {cfg['threads']} -tb {cfg['threads']} --kv-unified` (the limit), generation "
-                     f"tokens/s at {sequences} sequences | {speeds} |" + " |" * len(names))
-    machine: dict[str, Any] = result["machine"]
-    cpus: dict[str, Any] = machine["cpus"]
-    rep_loads = [rep["load_average_before"][0] for rep in result["reps"]] + \
-        [rep["load_average_after"][0] for rep in result["reps"]]
-    notes = [
-        f"Measured {result['date']}, commit {result['commit']}, by `{result['command']}`: "
-        f"{cfg['model']}, context {cfg['ctx']}, {cfg['stream_tokens']} streamed greedy tokens per client, "
-        f"{cfg['reps']} repetitions (medians; ratios are medians of same-repetition ratios).",
-        f"Machine: {cpus['online']} CPUs online, {cpus['allowed']} in the affinity mask, {cpus['physical']} physical "
-        f"cores, cgroup quota {cpus['quota_cpus'] or 'none'}; {machine['processor']}, {machine['platform']}. "
-        f"1-minute load average {machine['load_average_before'][0]} before and {machine['load_average_after'][0]} "
-        f"after, {min(rep_loads)}-{max(rep_loads)} around the repetitions.",
-        "Environment: every process gets only " + ", ".join(sorted({k for c in columns.values() for k in c["env"]}))
-        + "; none that changes llama.cpp (OMP_*, GOMP_*, GGML_*, LLAMA_*...) unless a column says so below.",
-    ]
-    for v in names:
-        column = columns[v]
-        line = f"- {column['label']}: `{command_text(column['argv'])}`"
-        if column.get("defaults"):
-            line += f"; its defaults: {column['defaults']}"
-        if column["behaviour_env"]:
-            line += "; with " + ", ".join(f"`{k}={val}`" for k, val in column["behaviour_env"].items())
-        if column.get("log_facts"):
-            line += "; its log: " + ", ".join(f"{k} {val}" for k, val in column["log_facts"].items())
-        notes.append(line)
-    return "\n".join(lines) + "\n\n" + "\n".join(notes[:3]) + "\n\n" + "\n".join(notes[3:]) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def server_maker(variant: str, cfg: Config, binary: Path | None, work: Path) -> Callable[[], ServerProcess]:
-    """Makes the server process of one column (not started): its argv, and its environment
-    built from the whitelist, cfg.env and (llamaedge) cfg.ours_env and a home of its own in
-    `work`, so the compiled-app cache is warm for its cold starts. `binary`: llama-server's."""
-    defaults = variant in (OURS_DEFAULTS, THEIRS_DEFAULTS)
-    if SERVER[variant] == OURS:
-        home = work / f"home-{variant}"
-        home.mkdir(exist_ok=True)
-        env = measured_env({**cfg.env, **cfg.ours_env}, home=home)
-        argv = ours_argv(cfg, defaults=defaults)
-    else:
-        if binary is None:
-            raise ValueError(f"{variant} needs the llama-server binary")
-        env, argv = measured_env(cfg.env), llama_server_argv(binary, cfg, defaults=defaults)
-    return lambda: ServerProcess(variant, argv, env, work)
 
 
 def _rotate(items: list[str], n: int) -> list[str]:

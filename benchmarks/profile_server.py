@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import llama_server_build
-from benchmarks.bench_server import OURS, THEIRS, Config, _messages, server_maker
+from benchmarks.bench_server import _messages
+from benchmarks.columns import OURS, THEIRS, Config, server_maker
 from benchmarks.harness import ServerProcess, load_average, parse_env, smollm2_path
 from benchmarks.server_client import stream_chat
 

@@ -5,7 +5,7 @@
 
 Replaces what lies between README.md's `<!-- speed-table:start -->` and
 `<!-- speed-table:end -->` with the table of benchmarks/results/server-table-latest.json (or
---input), rendered by bench_server.render_markdown: the rows of the issue's table, the limit,
+--input), rendered by server_table.render_markdown: the rows of the issue's table, the limit,
 the date, the commit, the machine and its load averages, each column's command line and
 defaults. The README carries no speed figure that does not come from a result file.
 """
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_server import render_markdown
 from benchmarks.harness import REPO_ROOT, RESULTS_DIR
+from benchmarks.server_table import render_markdown
 
 START = "<!-- speed-table:start -->"
 END = "<!-- speed-table:end -->"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench_apps, llama_server_build
-from benchmarks.bench_server import OURS, THEIRS
+from benchmarks.columns import OURS, THEIRS
 from tests.tiny_gguf import write_tiny_gguf
 
 TINY = ["--requests", "6", "--clients", "2", "--reps", "2"]

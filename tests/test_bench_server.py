@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from benchmarks import llama_server_build, readme_speed
-from benchmarks.bench_server import (LIMIT, OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS, Config, llama_server_argv,
-                                     main, metric_rows, ours_argv, percentile, render_markdown, table_keys)
+from benchmarks.bench_server import main, percentile
+from benchmarks.columns import LIMIT, OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS, Config, llama_server_argv, ours_argv
+from benchmarks.server_table import metric_rows, render_markdown, table_keys
 from tests.tiny_gguf import write_tiny_gguf
 
 TINY = [
