@@ -144,7 +144,7 @@ def render_markdown(result: Mapping[str, Any], keys: list[str] | None = None) ->
     names = list(columns)
     by_key = {row["key"]: row for row in result["table"]}
     rows = [by_key[k] for k in keys if k in by_key] if keys else list(by_key.values())
-    lines = ["| | " + " | ".join(str(columns[v]["label"]) for v in names) + " | ratios (llamaedge / llama-server) |",
+    lines = ["| | " + " | ".join(str(columns[v]["label"]) for v in names) + " | ratios (llamaedge / llama-server, and / the limit) |",
              "|---|" + "---|" * len(names) + "---|"]
     for row in rows:
         better = "higher is better" if row["better"] == "higher" else "lower is better"
@@ -163,7 +163,7 @@ def render_markdown(result: Mapping[str, Any], keys: list[str] | None = None) ->
     notes = [
         f"Measured {result['date']}, commit {result['commit']}, by `{result['command']}`: "
         f"{cfg['model']}, context {cfg['ctx']}, {cfg['stream_tokens']} streamed greedy tokens per client, "
-        f"{cfg['reps']} repetitions (medians; ratios are medians of same-repetition ratios).",
+        f"{cfg['reps']} repetition{'s' if cfg['reps'] != 1 else ''} (medians; ratios are medians of same-repetition ratios).",
         f"Machine: {cpus['online']} CPUs online, {cpus['allowed']} in the affinity mask, {cpus['physical']} physical "
         f"cores, cgroup quota {cpus['quota_cpus'] or 'none'}; {machine['processor']}, {machine['platform']}. "
         f"1-minute load average {machine['load_average_before'][0]} before and {machine['load_average_after'][0]} "

@@ -58,7 +58,8 @@ def default_threads(cores: int) -> int:
     barrier of llama.cpp's threads sleeps and wakes, so two threads crawled and one never met
     a barrier. Without it (issue 15: a quiet 2-core machine, SmolLM2-135M) one thread fewer cost
     a quarter of a lone stream's speed (76 tokens/s against 96), and at equal threads llamaedge
-    and llama-server were level."""
+    and llama-server were level. Where other work keeps the cores busy (a load average well
+    above the CPUs), fewer threads can do better, as for any llama.cpp: that is --threads' job."""
     return max(1, cores)
 
 
