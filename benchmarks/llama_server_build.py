@@ -1,14 +1,17 @@
-"""Build llama.cpp's own `llama-server` from the llama.cpp that llamaedge embeds.
+"""Build llama.cpp's own `llama-server` and `llama-batched-bench` from the llama.cpp that
+llamaedge embeds.
 
     python -m benchmarks.llama_server_build [--jobs 2]
 
 The llama.cpp sources come from the sdist of the installed llama-cpp-python (its
 vendor/llama.cpp), so both sides of benchmarks/bench_server.py run the same llama.cpp
 commit, compiled the same way (Release, GGML_NATIVE and OpenMP: llama.cpp's defaults, which
-are also what the llama-cpp-python wheel was built with on this machine). Only the
-llama-server target is built, once; the result is cached outside the repository, in
-$LLAMAEDGE_BENCH_CACHE or else the user cache directory (~/.cache/llamaedge-bench), one
-folder per llama-cpp-python version. Delete that folder to rebuild.
+are also what the llama-cpp-python wheel was built with on this machine). Only the two
+targets are built, once: llama-server (the other side) and llama-batched-bench (llama.cpp
+decoding N sequences with nothing around it: the limit row). The result is cached outside
+the repository, in $LLAMAEDGE_BENCH_CACHE or else the user cache directory
+(~/.cache/llamaedge-bench), one folder per llama-cpp-python version. Delete that folder to
+rebuild.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ CMAKE_FLAGS = [
 ]
 
 
+SERVER = "llama-server"
+BATCHED_BENCH = "llama-batched-bench"
+TARGETS = (SERVER, BATCHED_BENCH)
+
+
 class BuildError(RuntimeError):
     """The sdist could not be fetched or llama-server did not build."""
 
@@ -60,14 +68,28 @@ def version_dir(version: str | None = None) -> Path:
     return cache_root() / f"{PACKAGE}-{version or installed_version()}"
 
 
+def binary_path(target: str, version: str | None = None) -> Path:
+    return version_dir(version) / "build" / "bin" / target
+
+
 def server_binary(version: str | None = None) -> Path:
-    return version_dir(version) / "build" / "bin" / "llama-server"
+    return binary_path(SERVER, version)
+
+
+def built(target: str, version: str | None = None) -> Path | None:
+    """The cached `target` binary for the installed llama-cpp-python, if it has been built."""
+    binary = binary_path(target, version)
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
 def built_server(version: str | None = None) -> Path | None:
     """The cached llama-server for the installed llama-cpp-python, if it has been built."""
-    binary = server_binary(version)
-    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
+    return built(SERVER, version)
+
+
+def built_batched_bench(version: str | None = None) -> Path | None:
+    """The cached llama-batched-bench, if it has been built."""
+    return built(BATCHED_BENCH, version)
 
 
 def build_info(version: str | None = None) -> dict[str, object] | None:
@@ -105,11 +127,12 @@ def _sources(version: str, root: Path) -> Path:
 
 
 def build(version: str | None = None, *, jobs: int = 2) -> Path:
-    """Build (once) and return the llama-server binary."""
+    """Build (once) both targets and return the llama-server binary; a cache that has
+    llama-server only (from before llama-batched-bench was a target) gets the missing one."""
     version = version or installed_version()
-    cached = built_server(version)
-    if cached:
-        return cached
+    missing = [target for target in TARGETS if built(target, version) is None]
+    if not missing:
+        return server_binary(version)
     if shutil.which("cmake") is None:
         raise BuildError("cmake is not installed")
     root = version_dir(version)
@@ -117,29 +140,31 @@ def build(version: str | None = None, *, jobs: int = 2) -> Path:
     build_dir = root / "build"
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     _run(["cmake", "-S", str(llama_dir), "-B", str(build_dir), *generator, *CMAKE_FLAGS])
-    _run(["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", str(jobs)])
-    binary = built_server(version)
-    if binary is None:
-        raise BuildError(f"the build finished without {server_binary(version)}")
+    _run(["cmake", "--build", str(build_dir), "--target", *missing, "-j", str(jobs)])
+    for target in missing:
+        if built(target, version) is None:
+            raise BuildError(f"the build finished without {binary_path(target, version)}")
     (root / "build-info.json").write_text(json.dumps({
         "llama_cpp_python": version,
         "cmake_flags": CMAKE_FLAGS,
-        "binary": str(binary),
+        "binary": str(server_binary(version)),
+        "binaries": {target: str(binary_path(target, version)) for target in TARGETS},
     }, indent=2) + "\n")
-    return binary
+    return server_binary(version)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
     parser.add_argument("--version", help=f"{PACKAGE} version (default: the installed one)")
     args = parser.parse_args(argv)
     try:
-        binary = build(args.version, jobs=args.jobs)
+        build(args.version, jobs=args.jobs)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(binary)
+    for target in TARGETS:
+        print(binary_path(target, args.version))
     return 0
 
 

@@ -3,7 +3,8 @@
     python -m benchmarks.profile_server [--clients 4] [--seconds 20] [--sides llamaedge,llama-server]
                                         [--py-spy PATH] [--env K=V] [--ours-env K=V] [--ours-tune K=V]
 
-Starts each server as bench_server.py does (same model, threads, context, -np), keeps N
+Starts each server as bench_server.py starts its same-settings columns (same model, threads,
+context, slots, the same explicitly built environment plus --env), keeps N
 clients streaming for the given time, and reads every thread's CPU time and context switches
 from /proc before and after, per generated token. On llamaedge the Python threads are named
 with `py-spy dump` when py-spy is given (the others are llama.cpp's OpenMP workers and
@@ -27,9 +28,10 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import llama_server_build
-from benchmarks.bench_server import OURS, SIDES, THEIRS, Config, ServerSide, _messages, llama_server_argv, ours_argv
+from benchmarks.bench_server import _messages
+from benchmarks.columns import OURS, THEIRS, Config, server_maker
+from benchmarks.harness import ServerProcess, load_average, parse_env, smollm2_path
 from benchmarks.server_client import stream_chat
-from tests.conftest import smollm2_path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -98,7 +100,7 @@ def top_lines(collapsed: Path, n: int = 12) -> list[tuple[int, str]]:
     return [(c, k) for k, c in counter.most_common(n)]
 
 
-def profile(side: ServerSide, args: argparse.Namespace, work: Path) -> dict[str, object]:
+def profile(side: ServerProcess, args: argparse.Namespace, work: Path) -> dict[str, object]:
     side.start()
     try:
         side.wait_ready(poll_s=0.1)
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--parallel", type=int, default=4)
-    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--sides", default=f"{OURS},{THEIRS}")
     parser.add_argument("--py-spy", help="py-spy executable: names llamaedge's threads and samples its stacks")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for both servers")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE")
@@ -169,27 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = Config(
         model=args.model or smollm2_path(), threads=args.threads, ctx=args.ctx, parallel=args.parallel,
-        env=dict(kv.split("=", 1) for kv in args.env),
-        ours_env=dict(kv.split("=", 1) for kv in args.ours_env), ours_tune=list(args.ours_tune),
+        env=parse_env(args.env), ours_env=parse_env(args.ours_env), ours_tune=list(args.ours_tune),
     )
     reports = []
     with tempfile.TemporaryDirectory(prefix="llamaedge-profile-") as tmp:
         work = Path(tmp)
-        (work / "home").mkdir()
         for name in args.sides.split(","):
-            if name == OURS:
-                env = {**os.environ, "LLAMAEDGE_HOME": str(work / "home"), **cfg.env, **cfg.ours_env}
-                side = ServerSide(OURS, ours_argv(cfg), env, work)
-            elif name == THEIRS:
-                binary = llama_server_build.built_server()
-                if binary is None:
-                    print("llama-server is not built: run `python -m benchmarks.llama_server_build`", file=sys.stderr)
-                    return 2
-                side = ServerSide(THEIRS, llama_server_argv(binary, cfg), {**os.environ, **cfg.env}, work)
-            else:
+            if name not in (OURS, THEIRS):
                 parser.error(f"unknown side {name!r}")
+            binary = llama_server_build.built_server() if name == THEIRS else None
+            if name == THEIRS and binary is None:
+                print("llama-server is not built: run `python -m benchmarks.llama_server_build`", file=sys.stderr)
+                return 2
+            side = server_maker(name, cfg, binary, work)()
             report = profile(side, args, work)
-            report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            report["load_average"] = load_average()
+            report["server"] = side.record()
             reports.append(report)
             print(json.dumps(report, indent=2), flush=True)
     if args.output:

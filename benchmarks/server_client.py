@@ -1,5 +1,5 @@
-"""The measured side: one streamed /v1/chat/completions request to `llamaedge serve`, timed
-as a client sees it."""
+"""The measured side: one streamed /v1/chat/completions request to a server (`llamaedge
+serve` or llama-server), timed as a client sees it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ from collections.abc import Callable
 import httpx
 
 from benchmarks.raw_llama import StreamRun
-
-
-def model_id(client: httpx.Client) -> str:
-    response = client.get("/v1/models")
-    response.raise_for_status()
-    return response.json()["data"][0]["id"]
 
 
 def stream_chat(

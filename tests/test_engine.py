@@ -15,6 +15,7 @@ import pytest
 
 from llamaedge.engine import (EMBED_SEQ_MAX, LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, PromptTooLong, SamplingOptions,
                               default_parallel, default_threads)
+from llamaedge.engine.cpus import usable_cpus
 from llamaedge.engine.embedding import decode_groups
 from tests.engine_events import assert_asleep, wait_until
 from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
@@ -136,14 +137,13 @@ def test_embedding_inputs_are_packed_into_decodes_in_order() -> None:
     assert [i for g in groups for i in g] == list(range(len(inputs)))
 
 
-def test_without_threads_one_token_steps_leave_a_core_to_the_rest(tiny_model: Path) -> None:
-    assert [default_threads(n) for n in (1, 2, 8)] == [(1, 1), (1, 2), (7, 8)]
-    cores = os.cpu_count() or 1
+def test_without_threads_every_decode_uses_the_usable_cpus(tiny_model: Path) -> None:
+    assert [default_threads(n) for n in (0, 1, 2, 8)] == [1, 1, 2, 8]
+    cores = usable_cpus()
     model = Model(tiny_model, LoadOptions())
-    try:
-        assert (model.threads, model.threads_batch) == default_threads(cores)
-        assert lc.llama_n_threads(model._ctx) == max(1, cores - 1)
-        assert lc.llama_n_threads_batch(model._ctx) == cores
+    try:  # one-token steps and batches alike, as llama-server's default -t and -tb
+        assert (model.threads, model.threads_batch) == (cores, cores)
+        assert (lc.llama_n_threads(model._ctx), lc.llama_n_threads_batch(model._ctx)) == (cores, cores)
     finally:
         model.close()
     given = Model(tiny_model, LoadOptions(threads=3))

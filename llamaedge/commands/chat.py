@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", "-m", help="catalog name, path to a .gguf, hf:OWNER/REPO/FILE or https URL")
     parser.add_argument("--ctx-size", "-c", type=int, help=f"context size in tokens (default: the model's, at most {DEFAULT_CTX_SIZE})")
     parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores, one fewer for a lone stream's one-token steps)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the physical cores this process may use, within its CPU affinity and cgroup limit)")
     parser.add_argument("--models-dir", help="where downloaded models live")
     for flags, options in APP_OPTIONS:
         parser.add_argument(*flags, **options)

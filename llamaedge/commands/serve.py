@@ -23,7 +23,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument("--ctx-size", type=int, help=f"context size in tokens (default: the model's, at most {DEFAULT_CTX_SIZE})")
     parser.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (default: decided from the devices found; 0: CPU only)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores, one fewer for a lone stream's one-token steps)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the physical cores this process may use, within its CPU affinity and cgroup limit)")
     parser.add_argument("--parallel", type=int,
                         help="requests decoded together (default: one per 512 context tokens, 4 to 16)")
     parser.add_argument("--prompt-template", default="auto", help="chat template name, or auto (the model's own; default)")

@@ -4,6 +4,7 @@ imports llama_cpp.
     bindings        llama_cpp's low-level bindings without its high-level API
     types           options, results (Token, FinishReason, EngineStats) and tunables
     errors          EngineError and its kinds
+    cpus            the CPUs this process may use (affinity, cgroup quota, physical cores)
     backend         llama.cpp's process-wide setup and log
     devices         GPU offload, devices, build information
     gguf            metadata and shape of a GGUF without its weights

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ import llama_cpp as lc
 from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
 from llamaedge.engine.chat_template import ChatTemplates, preload
+from llamaedge.engine.cpus import usable_cpus
 from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
 from llamaedge.engine.errors import BadInput, LoadError, ModelClosed, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, read_metadata
@@ -64,8 +64,7 @@ class Model:
         self.size_bytes = lc.llama_model_size(self._model)
 
         ctx_size = context_size(options.ctx_size, self.n_ctx_train)
-        threads, threads_batch = ((options.threads, options.threads) if options.threads
-                                  else default_threads(os.cpu_count() or 1))
+        threads = threads_batch = options.threads or default_threads(usable_cpus())
         parallel = max(1, options.parallel) if options.parallel is not None else default_parallel(ctx_size)
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = ctx_size

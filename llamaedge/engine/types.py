@@ -22,7 +22,9 @@ SLOT_CELLS = 512
 # first, of several that arrive together the short ones answer first. Smaller chunks pause
 # the streams for less but read the prompt slower: on 2 cores (SmolLM2-135M), beside a
 # stream, a 1,915-token prompt took 1.30x llama-server's time with 128 and 1.12x with 256,
-# the stream's longest pause 0.10x and 0.19x llama-server's (benchmarks/README.md).
+# the stream's longest pause 0.10x and 0.19x llama-server's (runs of 2026-12-02 whose servers
+# both inherited OMP_WAIT_POLICY=PASSIVE, issue 15: to be measured again with bench_server's
+# interference row).
 PREFILL_CHUNK_TOKENS = 256
 PARALLEL_MIN = 4
 PARALLEL_MAX = 16
@@ -39,7 +41,7 @@ class LoadOptions:
 
     ctx_size: int | None = None  # None: the model's training context, at most DEFAULT_CTX_SIZE
     n_gpu_layers: int = 0  # -1: all
-    threads: int | None = None  # None: default_threads(the cores); given: for every decode
+    threads: int | None = None  # for every decode; None: default_threads(the usable CPUs)
     batch_size: int = 512
     ubatch_size: int = 512
     prefill_chunk: int = PREFILL_CHUNK_TOKENS  # prompt tokens per decode step, at most batch_size
@@ -54,13 +56,17 @@ def context_size(asked: int | None, n_ctx_train: int) -> int:
     return asked or min(n_ctx_train or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
 
 
-def default_threads(cores: int) -> tuple[int, int]:
-    """Threads (for one-token decodes, for larger batches) when none are asked for: all cores
-    for batches (prompts, several streams), one fewer for a lone stream's one-token steps. A
-    server always has other threads to run (the app, HTTP, its clients) and llama.cpp's threads
-    wait for each other at every step of a token, so one of them preempted stalls the others:
-    on 2 cores, 1 decode thread streamed 2.6 times as fast as 2 beside the HTTP client."""
-    return max(1, cores - 1), max(1, cores)
+def default_threads(cores: int) -> int:
+    """Threads for every decode, one-token steps and larger batches alike, when none are asked
+    for: `cores`, the CPUs the process may use (cpus.usable_cpus), as llama-server's default
+    -t and -tb. An earlier default gave one-token steps one core fewer; it was chosen on runs
+    whose servers inherited the test suite's OMP_WAIT_POLICY=PASSIVE, under which every
+    barrier of llama.cpp's threads sleeps and wakes, so two threads crawled and one never met
+    a barrier. Without it (issue 15: a quiet 2-core machine, SmolLM2-135M) one thread fewer cost
+    a quarter of a lone stream's speed (76 tokens/s against 96), and at equal threads llamaedge
+    and llama-server were level. Where other work keeps the cores busy (a load average well
+    above the CPUs), fewer threads can do better, as for any llama.cpp: that is --threads' job."""
+    return max(1, cores)
 
 
 def default_parallel(ctx_size: int) -> int:

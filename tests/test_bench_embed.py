@@ -1,4 +1,4 @@
-"""The embedding benchmark end to end on the tiny generated model: `pytest benchmarks/`.
+"""The embedding benchmark (benchmarks/bench_embed.py) end to end on the tiny generated model.
 
 Beyond keeping the benchmark working, this checks what the comparison rests on: through HTTP,
 the WebAssembly app and the engine, the server returns the very vectors a bare llama.cpp
@@ -25,6 +25,7 @@ def test_server_embeds_what_raw_llama_cpp_computes(tmp_path: Path) -> None:
         assert len(result[side]["runs_s"]) == 2
         assert result[side]["summary"]["embeddings_per_s_median"] > 0
     assert result["ratio_ours_over_raw"] > 0
+    assert result["processes"]["raw"]["behaviour_env"] == result["processes"]["ours"]["behaviour_env"] == {}
 
 
 def test_raw_only_writes_no_server_side(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The mounted-apps benchmark end to end, tiny: `pytest benchmarks/test_bench_apps.py`.
+"""The mounted-apps benchmark (benchmarks/bench_apps.py) end to end, tiny.
 
 The llama-server row needs llama.cpp's llama-server built from the embedded llama.cpp
 (`python -m benchmarks.llama_server_build`): that test is skipped when the build is not in
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench_apps, llama_server_build
-from benchmarks.bench_server import OURS, THEIRS
+from benchmarks.columns import OURS, THEIRS
 from tests.tiny_gguf import write_tiny_gguf
 
 TINY = ["--requests", "6", "--clients", "2", "--reps", "2"]
@@ -60,6 +60,9 @@ def test_llama_server_row_runs_the_same_chat_on_both_servers(tmp_path: Path) -> 
         assert entry["ratio_requests_per_s"] == pytest.approx(ours_rps / theirs_rps, abs=0.01)
         assert theirs_rows[entry["clients"]]["requests_per_s_median"] == theirs_rps
     assert result["machine"]["uptime_before"] and result["machine"]["uptime_after"]
+    assert result["processes"][THEIRS]["behaviour_env"] == result["processes"][OURS]["behaviour_env"] == {}
+    assert [rep["order"][0] for rep in result["reps"]] == [OURS, THEIRS]
+    assert all(len(rep["load_average_before"]) == 3 for rep in result["reps"])
 
 
 def test_without_llama_server_the_row_is_skipped_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
