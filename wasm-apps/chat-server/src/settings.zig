@@ -72,6 +72,8 @@ pub const Route = union(enum) {
     count_tokens,
     completions,
     embeddings,
+    /// OpenAI's Responses API.
+    responses,
     not_found,
     /// The path exists; the method does not. Carries the `Allow` value.
     method_not_allowed: []const u8,
@@ -93,6 +95,8 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (std.mem.eql(u8, method, "POST")) .count_tokens else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/completions"))
         return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/responses"))
+        return if (std.mem.eql(u8, method, "POST")) .responses else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/embeddings"))
         return if (std.mem.eql(u8, method, "POST")) .embeddings else .{ .method_not_allowed = "POST" };
     return .not_found;
@@ -115,6 +119,7 @@ test "routes" {
     try testing.expectEqualStrings("POST", route("GET", "/v1/completions").method_not_allowed);
     try testing.expectEqualStrings("POST", route("PUT", "/v1/embeddings").method_not_allowed);
     try testing.expectEqual(Route.not_found, route("POST", "/v1/edits"));
+    try testing.expectEqual(Route.responses, route("POST", "/v1/responses"));
 }
 
 test "settings come from the environment and bad values are named" {
