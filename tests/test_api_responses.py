@@ -168,8 +168,9 @@ def test_hosted_tools_are_left_out_and_named_in_a_header(server: ServerProcess) 
     ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "hi", "metadata": {"n": 1}}, "metadata.n"),
     ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),
+    ({"input": "hi", "store": "yes"}, "store"),
 ], ids=["no-input", "input-type", "call-without-id", "output-without-call", "image", "role", "item-type", "tool-name",
-        "choice-unknown", "choice-hosted", "schema-missing", "effort", "max-tokens", "metadata", "previous"])
+        "choice-unknown", "choice-hosted", "schema-missing", "effort", "max-tokens", "metadata", "previous", "store"])
 def test_bad_input_is_a_400_naming_its_path(server: ServerProcess, body: dict[str, Any], param: str) -> None:
     response = httpx.post(f"{server.base_url}/v1/responses", json={"model": MODEL, **body}, timeout=60)
     assert response.status_code == 400, response.text
@@ -181,3 +182,68 @@ def test_the_sdk_raises_bad_request(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model=MODEL, input=[{"type": "function_call_output", "call_id": "x", "output": "y"}])
     assert "input[0].call_id" in str(caught.value)
+
+
+def test_a_function_call_continued_through_previous_response_id(client: openai.OpenAI) -> None:
+    first = strict(client.responses.create(model=MODEL, input=ASK, tools=TOOLS, tool_choice="required",
+                                           max_output_tokens=120, temperature=0))
+    call = next(item for item in first.output if item.type == "function_call")
+    # only the function's output is sent: the question and the call come from the stored response
+    answer = strict(client.responses.create(
+        model=MODEL, previous_response_id=first.id, tools=TOOLS, tool_choice="none", max_output_tokens=8,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees, sunny"}]))
+    assert answer.previous_response_id == first.id
+    assert [item.type for item in answer.output] == ["message"]
+    # the model saw the whole conversation: the same prompt as when the client sends it all
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees, sunny"}
+    sent = strict(client.responses.create(
+        model=MODEL, tools=TOOLS, tool_choice="none", max_output_tokens=8,
+        input=[{"role": "user", "content": ASK}, *[i.model_dump(exclude_none=True) for i in first.output], output]))
+    assert answer.usage is not None and sent.usage is not None
+    assert answer.usage.input_tokens == sent.usage.input_tokens
+    # input_items lists the whole conversation the answer was generated from, each item with an id
+    items = client.responses.input_items.list(answer.id)
+    dumped = [item.model_dump() for item in items.data]
+    assert [d["type"] for d in dumped] == ["message", "function_call", "function_call_output"]
+    assert all(d["id"] for d in dumped)
+    assert dumped[0]["content"][0]["text"] == ASK and dumped[2]["output"] == "18 degrees, sunny"
+
+
+def test_retrieve_delete_and_store_false(client: openai.OpenAI) -> None:
+    created = strict(client.responses.create(model=MODEL, input="Hello", max_output_tokens=4))
+    retrieved = strict(client.responses.retrieve(created.id))
+    assert retrieved.model_dump() == created.model_dump()
+    deleted = client.responses.delete(created.id)
+    assert deleted is None  # the SDK returns nothing for a 200
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(created.id)
+    unstored = strict(client.responses.create(model=MODEL, input="Hello", max_output_tokens=4, store=False))
+    assert unstored.store is False if hasattr(unstored, "store") else True
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+    with pytest.raises(openai.BadRequestError, match="not found"):
+        client.responses.create(model=MODEL, input="again", previous_response_id=unstored.id)
+
+
+def test_a_streamed_response_is_stored_too(client: openai.OpenAI) -> None:
+    with client.responses.stream(model=MODEL, input="Hello", max_output_tokens=4) as stream:
+        events = list(stream)
+    final = events[-1]
+    assert final.type in ("response.completed", "response.incomplete")
+    assert strict(client.responses.retrieve(final.response.id)).output_text == final.response.output_text
+
+
+def test_stored_responses_survive_a_restart(tiny_model: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with serving(home, "--model", str(tiny_model), "--threads", "2", "--ctx-size", "512") as server, \
+            openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        created = strict(client.responses.create(model=MODEL, input="Hello", max_output_tokens=4))
+    with serving(home, "--model", str(tiny_model), "--threads", "2", "--ctx-size", "512") as server, \
+            openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        assert strict(client.responses.retrieve(created.id)).model_dump() == created.model_dump()
+        follow = strict(client.responses.create(model=MODEL, input="And again?", previous_response_id=created.id,
+                                                max_output_tokens=4))
+        assert [i.type for i in client.responses.input_items.list(follow.id).data] == ["message", "message", "message"]

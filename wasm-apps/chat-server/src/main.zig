@@ -16,6 +16,7 @@ const anthropic_request = @import("anthropic/request.zig");
 const anthropic_output = @import("anthropic/output.zig");
 const responses_request = @import("responses/request.zig");
 const responses_output = @import("responses/output.zig");
+const responses_store = @import("responses/store.zig");
 const completions_request = @import("completions/request.zig");
 const completions = @import("completions/completion.zig");
 const embeddings = @import("embeddings/embed.zig");
@@ -92,9 +93,10 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
         .completions => try textCompletions(allocator, env, out, settings),
         .embeddings => try embed(allocator, env, out, settings),
         .responses => try responses(allocator, env, out, settings),
+        .stored_response => |stored| try storedResponse(allocator, out, stored),
         .not_found => {
             var buf: [400]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions, POST /v1/embeddings and POST /v1/responses.", .{ method, path }) catch "Unknown request URL.";
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, GET and DELETE /v1/responses/{{id}} and GET /v1/responses/{{id}}/input_items.", .{ method, path }) catch "Unknown request URL.";
             try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
         },
         .method_not_allowed => |allow| {
@@ -175,13 +177,11 @@ fn responses(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: 
     defer allocator.free(body);
 
     var diag = Diagnostic{};
-    var parsed = responses_request.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+    var parsed = responses_request.parseRequest(allocator, body, responses_store.History{}, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
     defer parsed.deinit();
-    if (parsed.previous_response_id != null)
-        return sendError(allocator, out, .{ .status = 400, .param = "previous_response_id", .message = "'previous_response_id' is not supported: this server keeps no responses yet. Send the whole conversation in 'input'." }, "");
     const req = &parsed.chat;
     if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
     const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
@@ -203,6 +203,29 @@ fn responses(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: 
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
+    // Kept once the client has it: a failed response (no final object) is not.
+    if (parsed.store and output.final.items.len > 0)
+        try responses_store.save(parsed.chat.arena.allocator(), resp_id, output.final.items, parsed.items);
+}
+
+/// GET /v1/responses/{id}, its input_items, and DELETE.
+fn storedResponse(allocator: std.mem.Allocator, out: Stdout, stored: settings_mod.StoredResponse) !void {
+    var arena_state = std.heap.ArenaAllocator.init(allocator);
+    defer arena_state.deinit();
+    const arena = arena_state.allocator();
+    var body = std.ArrayList(u8).init(arena);
+    const found = switch (stored.action) {
+        .get => try responses_store.appendResponse(arena, &body, stored.id),
+        .input_items => try responses_store.appendInputItems(arena, &body, stored.id),
+        .delete => blk: {
+            if (!responses_store.delete(stored.id)) break :blk false;
+            try body.writer().print("{{\"id\":{s},\"object\":\"response\",\"deleted\":true}}", .{try std.json.stringifyAlloc(arena, stored.id, .{})});
+            break :blk true;
+        },
+    };
+    var buf: [400]u8 = undefined;
+    if (!found) return sendError(allocator, out, responses_store.notFound(&buf, stored.id), "");
+    try send(allocator, out, 200, "", body.items);
 }
 
 fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: ApiError) !void {
@@ -442,6 +465,7 @@ test {
     _ = @import("anthropic/output.zig");
     _ = @import("responses/request.zig");
     _ = @import("responses/output.zig");
+    _ = @import("responses/store.zig");
     _ = @import("completions/request.zig");
     _ = @import("completions/response.zig");
     _ = @import("completions/completion.zig");

@@ -141,6 +141,8 @@ pub fn Output(comptime Out: type) type {
         call_buf: std.ArrayList(u8),
         count: u32 = 0,
         status: Status = .completed,
+        /// The finished response object, once written (what `store` keeps).
+        final: std.ArrayList(u8),
 
         pub fn init(allocator: std.mem.Allocator, out: Out, env: Envelope, headers: []const u8) Self {
             return .{
@@ -151,6 +153,7 @@ pub fn Output(comptime Out: type) type {
                 .items = std.ArrayList(u8).init(allocator),
                 .open_text = std.ArrayList(u8).init(allocator),
                 .call_buf = std.ArrayList(u8).init(allocator),
+                .final = std.ArrayList(u8).init(allocator),
             };
         }
 
@@ -159,6 +162,7 @@ pub fn Output(comptime Out: type) type {
             self.items.deinit();
             self.open_text.deinit();
             self.call_buf.deinit();
+            self.final.deinit();
         }
 
         fn put(self: *Self, bytes: []const u8) completion.ClientGone!void {
@@ -181,6 +185,7 @@ pub fn Output(comptime Out: type) type {
             var body = std.ArrayList(u8).init(self.event.allocator);
             defer body.deinit();
             try appendResponse(body.writer(), self.env, status, self.items.items, usage, err);
+            if (status == .completed or status == .incomplete) try self.final.appendSlice(body.items);
             try self.send(kind, "\"response\":{s}", .{body.items});
         }
 
@@ -316,11 +321,11 @@ pub fn Output(comptime Out: type) type {
                 try appendItem(w, .function_call, itemId(&id_buf, .function_call, self.env.id, n), .completed, call.arguments, .{ .call_id = call.id, .name = call.name });
                 n += 1;
             }
-            var body = std.ArrayList(u8).init(self.event.allocator);
-            defer body.deinit();
-            try body.writer().print("Status: 200 OK\nContent-Type: application/json\n{s}\n", .{self.headers});
-            try appendResponse(body.writer(), self.env, status, self.items.items, usage, null);
-            try self.put(body.items);
+            try appendResponse(self.final.writer(), self.env, status, self.items.items, usage, null);
+            self.event.clearRetainingCapacity();
+            try self.event.writer().print("Status: 200 OK\nContent-Type: application/json\n{s}\n", .{self.headers});
+            try self.event.appendSlice(self.final.items);
+            try self.put(self.event.items);
         }
     };
 }
@@ -335,7 +340,7 @@ const call_tokens = @import("../chat/tests.zig").call_tokens;
 /// Runs a Responses request on the fake backend, streamed or whole.
 fn runResponses(backend: *FakeBackend, body: []const u8, cfg: completion.Config, out: *std.ArrayList(u8)) !void {
     var diag = Diagnostic{};
-    var parsed = try request.parseRequest(testing.allocator, body, &diag);
+    var parsed = try request.parseRequest(testing.allocator, body, request.NoHistory{}, &diag);
     defer parsed.deinit();
     const env = Envelope{ .id = "resp_abc", .created_at = 7, .model = "tiny", .req = &parsed };
     var output = Output(@TypeOf(out.writer())).init(testing.allocator, out.writer(), env, "");

@@ -40,6 +40,9 @@ pub const Request = struct {
     max_output_tokens: ?u32 = null,
     store: bool = true,
     previous_response_id: ?[]const u8 = null,
+    /// The conversation's items: those of the previous response's, then the
+    /// input's (a string input as a message item), what `store` keeps.
+    items: []const Value = &.{},
     /// The tool types left out (hosted tools this server cannot run),
     /// comma-separated, each once; empty when none were.
     left_out: []const u8 = "",
@@ -53,8 +56,10 @@ pub const Request = struct {
 const max_metadata_keys = 16;
 
 /// Parses and checks a Responses request. On error.InvalidRequest `diag.err`
-/// says what is wrong, naming the field's path.
-pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !Request {
+/// says what is wrong, naming the field's path. `history` finds the
+/// conversation a `previous_response_id` continues: anything with
+/// `load(arena, id) !?[]const Value` giving its items (store.zig's, or a fake).
+pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, history: anytype, diag: *Diagnostic) !Request {
     var parsed = Request{ .chat = .{ .arena = std.heap.ArenaAllocator.init(allocator) } };
     errdefer parsed.deinit();
     const req = &parsed.chat;
@@ -85,7 +90,17 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagn
         try messages.append(.{ .role = .system, .content = instructions });
         parsed.instructions = try std.json.stringifyAlloc(arena, instructions, .{});
     }
-    try parseInput(arena, obj.get("input"), &messages, &thoughts, diag);
+    var items = std.ArrayList(Value).init(arena);
+    if (parsed.previous_response_id) |previous| {
+        const earlier = (try history.load(arena, previous)) orelse
+            return diag.set(400, "previous_response_id", null, "Previous response with id '{s}' not found. Only responses created with 'store' true (the default) are kept.", .{previous});
+        try parseItems(arena, earlier, "previous_response_id", &messages, &thoughts, diag);
+        try items.appendSlice(earlier);
+    }
+    const input = try inputItems(arena, obj.get("input"), diag);
+    try parseItems(arena, input, "input", &messages, &thoughts, diag);
+    try items.appendSlice(input);
+    parsed.items = items.items;
     req.messages = messages.items;
     try thoughts.appendNTimes(null, messages.items.len - thoughts.items.len);
     req.reasoning = thoughts.items;
@@ -150,31 +165,45 @@ fn parseMetadata(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]
     }
 }
 
-/// `input`: a string (one user message) or a list of items: messages (with
-/// `input_text` / `output_text` parts or a string), `function_call`,
-/// `function_call_output` and `reasoning`. A reasoning item's text goes with
-/// the next assistant turn as its reasoning (`thoughts`, by message index), as
-/// `reasoning_content` does on the chat path. Consecutive function calls join
-/// the assistant turn before them, as one assistant message with tool calls.
-fn parseInput(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), diag: *Diagnostic) !void {
+/// `input` as items: a string is one user message item.
+fn inputItems(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const Value {
     const v = value orelse return diag.set(400, "input", null, "Missing required parameter: 'input'.", .{});
-    const items = switch (v) {
+    switch (v) {
         .string => |s| {
-            try out.append(.{ .role = .user, .content = s });
-            return;
+            var part = std.json.ObjectMap.init(arena);
+            try part.put("type", .{ .string = "input_text" });
+            try part.put("text", .{ .string = s });
+            var parts = std.json.Array.init(arena);
+            try parts.append(.{ .object = part });
+            var message = std.json.ObjectMap.init(arena);
+            try message.put("type", .{ .string = "message" });
+            try message.put("role", .{ .string = "user" });
+            try message.put("content", .{ .array = parts });
+            return arena.dupe(Value, &.{.{ .object = message }});
         },
-        .array => |a| a.items,
+        .array => |a| {
+            if (a.items.len == 0) return diag.set(400, "input", null, "Invalid 'input': an empty array. Send a string or at least one item.", .{});
+            return a.items;
+        },
         else => return typeError(diag, "input", "a string or an array of items", v),
-    };
-    if (items.len == 0) return diag.set(400, "input", null, "Invalid 'input': an empty array. Send a string or at least one item.", .{});
-    var at_buf: [32]u8 = undefined;
+    }
+}
+
+/// Items: messages (with `input_text` / `output_text` parts or a string),
+/// `function_call`, `function_call_output` and `reasoning`, named in errors
+/// as `{name}[i]`. A reasoning item's text goes with the next assistant turn
+/// as its reasoning (`thoughts`, by message index), as `reasoning_content`
+/// does on the chat path. Consecutive function calls join the assistant turn
+/// before them, as one assistant message with tool calls.
+fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), diag: *Diagnostic) !void {
+    var at_buf: [48]u8 = undefined;
     var param_buf: [96]u8 = undefined;
     var pending_thought: ?[]const u8 = null;
     // The assistant message that function calls join: the last one, while
     // nothing but calls came after it.
     var open_turn: ?usize = null;
     for (items, 0..) |item, i| {
-        const at = std.fmt.bufPrint(&at_buf, "input[{d}]", .{i}) catch "input";
+        const at = std.fmt.bufPrint(&at_buf, "{s}[{d}]", .{ name, i }) catch name;
         if (item != .object) return typeError(diag, at, "an object", item);
         const o = item.object;
         const type_param = std.fmt.bufPrint(&param_buf, "{s}.type", .{at}) catch at;
@@ -448,9 +477,16 @@ fn parseFormat(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) !chat
 
 const testing = std.testing;
 
+/// No stored responses.
+pub const NoHistory = struct {
+    pub fn load(_: NoHistory, _: std.mem.Allocator, _: []const u8) !?[]const Value {
+        return null;
+    }
+};
+
 fn expectInvalid(body: []const u8, param: []const u8, message_part: []const u8) !void {
     var diag = Diagnostic{};
-    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, &diag));
+    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, body, NoHistory{}, &diag));
     try testing.expectEqual(@as(u16, 400), diag.err.status);
     try testing.expectEqualStrings(param, diag.err.param.?);
     try shared.test_support.expectContains(diag.err.message, message_part);
@@ -468,7 +504,7 @@ test "a Responses request becomes a chat request" {
         \\{"type":"message","role":"developer","content":[{"type":"input_text","text":"dev"}]}],
         \\"tools":[{"type":"function","name":"get_weather","description":"d","parameters":{"type":"object"},"strict":true},{"type":"web_search"},{"type":"web_search"},{"type":"local_shell"}],
         \\"tool_choice":"required","parallel_tool_calls":false,"text":{"format":{"type":"text"}},"reasoning":{"effort":"low"}}
-    , &diag);
+    , NoHistory{}, &diag);
     defer parsed.deinit();
     const req = &parsed.chat;
     try testing.expectEqual(@as(?u32, 50), req.max_tokens);
@@ -500,7 +536,7 @@ test "a Responses request becomes a chat request" {
 
 test "a string input is one user message; json_schema comes beside the type" {
     var diag = Diagnostic{};
-    var parsed = try parseRequest(testing.allocator, "{\"input\":\"hi\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"x\",\"schema\":{\"type\":\"object\"}}}}", &diag);
+    var parsed = try parseRequest(testing.allocator, "{\"input\":\"hi\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"x\",\"schema\":{\"type\":\"object\"}}}}", NoHistory{}, &diag);
     defer parsed.deinit();
     try testing.expectEqual(@as(usize, 1), parsed.chat.messages.len);
     try testing.expectEqualStrings("{\"type\":\"object\"}", parsed.chat.response_format.json_schema);
