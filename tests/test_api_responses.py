@@ -178,6 +178,12 @@ def test_bad_input_is_a_400_naming_its_path(server: ServerProcess, body: dict[st
     assert error["type"] == "invalid_request_error" and error["param"] == param
 
 
+def test_a_prompt_over_the_context_is_a_400_naming_input(server: ServerProcess) -> None:
+    response = httpx.post(f"{server.base_url}/v1/responses", json={"model": MODEL, "input": "word " * 3000}, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "input" and response.json()["error"]["code"] == "context_length_exceeded"
+
+
 def test_the_sdk_raises_bad_request(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model=MODEL, input=[{"type": "function_call_output", "call_id": "x", "output": "y"}])

@@ -200,7 +200,13 @@ fn responses(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: 
     var output = responses_output.Output(Stdout).init(allocator, out, envelope, headers);
     defer output.deinit();
     chat_completion.generate(allocator, &backend, &output, req, cfg, &diag) catch |err| switch (err) {
-        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        error.InvalidRequest => {
+            // The chat path names its messages; here they came from `input`.
+            if (diag.err.param) |p| if (std.mem.eql(u8, p, "messages")) {
+                diag.err.param = "input";
+            };
+            return sendError(allocator, out, diag.err, "");
+        },
         else => |e| return e,
     };
     // Kept once the client has it: a failed response (no final object) is not.
