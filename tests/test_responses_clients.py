@@ -5,11 +5,13 @@ checked is that the client gets through its protocol to an answer, not the answe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,15 +73,22 @@ def test_an_agents_sdk_agent_calls_its_function_tool_and_finishes(server: Server
         calls.append(city)
         return f"18 degrees and sunny in {city}"
 
-    client = AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+    async def run() -> Any:
+        async with AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0) as client:
+            # The SDK's default model provider, which speaks the Responses API, on this server.
+            agents.set_default_openai_client(client, use_for_tracing=False)
+            agent = agents.Agent(
+                name="weather", instructions="Answer with the weather tool.", tools=[get_weather], model="tiny-chat",
+                # The first turn must call the tool, and its output is the final output: the tiny
+                # model never ends a text answer before a limit, and the SDK takes an
+                # `incomplete` response for a failure.
+                model_settings=agents.ModelSettings(tool_choice="required", max_tokens=120, temperature=0),
+                tool_use_behavior="stop_on_first_tool",
+            )
+            return await agents.Runner.run(agent, "What is the weather in Paris?")
+
     agents.set_tracing_disabled(True)
-    agent = agents.Agent(
-        name="weather", instructions="Answer with the weather tool.", tools=[get_weather],
-        model=agents.OpenAIResponsesModel(model="tiny-chat", openai_client=client),
-        # The first turn must call the tool; the SDK then sets tool_choice back to auto.
-        model_settings=agents.ModelSettings(tool_choice="required", max_tokens=120, temperature=0),
-        tool_use_behavior="stop_on_first_tool",
-    )
-    result = agents.Runner.run_sync(agent, "What is the weather in Paris?")
+    result = asyncio.run(run())
     assert len(calls) == 1
     assert result.final_output == f"18 degrees and sunny in {calls[0]}"
+    assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item"]
