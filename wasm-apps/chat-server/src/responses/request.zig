@@ -565,3 +565,31 @@ test "Responses requests refused, each naming its path" {
     try expectInvalid("{\"input\":\"x\",\"temperature\":3}", "temperature", "between 0 and 2");
     try expectInvalid("{\"input\":\"x\",\"truncation\":\"middle\"}", "truncation", "'middle'");
 }
+
+/// One stored conversation: a question and the call it got.
+const OneCall = struct {
+    pub fn load(_: OneCall, arena: std.mem.Allocator, id: []const u8) !?[]const Value {
+        if (!std.mem.eql(u8, id, "resp_1")) return null;
+        const items = try std.json.parseFromSliceLeaky(Value, arena,
+            \\[{"type":"message","role":"user","content":"weather?"},
+            \\{"id":"fc_1","type":"function_call","call_id":"call_1","name":"get_weather","arguments":"{}","status":"completed"}]
+        , .{});
+        return items.array.items;
+    }
+};
+
+test "previous_response_id: the stored items come first, and errors still name the input's own index" {
+    var diag = Diagnostic{};
+    var parsed = try parseRequest(testing.allocator, "{\"previous_response_id\":\"resp_1\",\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"}]}", OneCall{}, &diag);
+    defer parsed.deinit();
+    const messages = parsed.chat.messages;
+    try testing.expectEqual(@as(usize, 3), messages.len);
+    try testing.expectEqualStrings("call_1", messages[1].tool_calls[0].id);
+    try testing.expectEqual(templates.Role.tool, messages[2].role);
+    try testing.expectEqual(@as(usize, 3), parsed.items.len);
+
+    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, "{\"previous_response_id\":\"resp_1\",\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"call_9\",\"output\":\"x\"}]}", OneCall{}, &diag));
+    try testing.expectEqualStrings("input[0].call_id", diag.err.param.?);
+    try testing.expectError(error.InvalidRequest, parseRequest(testing.allocator, "{\"previous_response_id\":\"resp_2\",\"input\":\"x\"}", OneCall{}, &diag));
+    try testing.expectEqualStrings("previous_response_id", diag.err.param.?);
+}
