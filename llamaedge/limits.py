@@ -30,3 +30,7 @@ MODELS_MAX = 4
 def queue_limit(slots: int, queue_max: int | None) -> int:
     """Requests that may wait beyond the slots: --queue-max, else QUEUE_MAX_PER_SLOT per slot."""
     return QUEUE_MAX_PER_SLOT * slots if queue_max is None else queue_max
+
+# The key-value store's quota of the host's own app (the chat server keeps stored responses
+# there); a mounted app has none unless its policy grants `kv`.
+APP_KV_MAX_BYTES = 256 * 1024 * 1024

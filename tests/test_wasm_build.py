@@ -349,7 +349,7 @@ def test_module_is_a_small_wasi_command_with_only_the_documented_imports(app_mod
     _engine, module = app_module
     exports = {export.name for export in module.exports}
     assert {"_start", "memory"} <= exports
-    assert {imp.module for imp in module.imports} == {"wasi_snapshot_preview1", "wasi_ephemeral_nn", "llamaedge"}
+    assert {imp.module for imp in module.imports} == {"wasi_snapshot_preview1", "wasi_ephemeral_nn", "llamaedge", "llamaedge_kv"}
     assert APP_PATH.stat().st_size < 400_000
 
 

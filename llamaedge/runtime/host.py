@@ -1,5 +1,5 @@
-"""The WebAssembly runtime: wasmtime with WASI preview 1, `wasi_ephemeral_nn` and the
-`llamaedge` import.
+"""The WebAssembly runtime: wasmtime with WASI preview 1, `wasi_ephemeral_nn`, the
+`llamaedge` import and the `llamaedge_kv` key-value import (kv.py).
 
 Lifetimes: one wasmtime Engine and Linker per process (`Runtime`); one compiled Module and
 InstancePre per app (`App`, compiled code cached on disk); one Store per run, never shared
@@ -30,9 +30,10 @@ import wasmtime
 
 from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
-from llamaedge.limits import APP_MEMORY_MAX_BYTES
+from llamaedge.limits import APP_KV_MAX_BYTES, APP_MEMORY_MAX_BYTES
 from llamaedge.runtime import nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
+from llamaedge.runtime.kv import KeyValueStore, QuotaExceeded
 from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
 from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
 from llamaedge.settings import cache_dir
@@ -41,6 +42,9 @@ log = logging.getLogger("llamaedge.runtime")
 
 EPOCH_TICK_S = 0.05
 HOST_MODULE = "llamaedge"
+KV_MODULE = "llamaedge_kv"
+# A key names a value within the app's namespace: short text, not data.
+KV_KEY_MAX_BYTES = 1024
 
 
 class AppTrap(AppError):
@@ -60,11 +64,14 @@ class RunLimits:
 class _Run:
     """What the host functions need to know about the run on this thread."""
 
-    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits, guard: RunGuard | None) -> None:
+    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits, guard: RunGuard | None,
+                 app: App | None = None, kv: Callable[[], KeyValueStore] | None = None) -> None:
         self.store = store
         self.session = session
         self.limits = limits
         self.guard = guard
+        self.app = app
+        self.kv = kv
 
     def deadline_ticks(self) -> int:
         """Epoch ticks until the wasm must next call the host: the slice, or less when the
@@ -103,12 +110,21 @@ class App:
     name: str
     pre: wasmtime.InstancePre
     policy: AppPolicy | None = None  # a mounted app's; None: the host's own app, trusted with its limits
+    # Its keys in the key-value store: the namespace, and the bytes it may hold there (0: no
+    # access). The host's own app has APP_KV_MAX_BYTES; a mounted app what its policy grants.
+    kv_namespace: str = ""
+    kv_max_bytes: int = 0
 
 
 class Runtime:
-    def __init__(self, registry: GraphRegistry, *, limits: RunLimits | None = None, cache: bool = True) -> None:
+    def __init__(self, registry: GraphRegistry, *, limits: RunLimits | None = None, cache: bool = True,
+                 kv_path: Path | None = None) -> None:
         self.registry = registry
         self.limits = limits or RunLimits()
+        # Opened on first use, so that runs which never touch it leave no file.
+        self._kv_path = kv_path
+        self._kv: KeyValueStore | None = None
+        self._kv_lock = threading.Lock()
         config = wasmtime.Config()
         config.epoch_interruption = True
         if cache:
@@ -132,6 +148,16 @@ class Runtime:
         for name, n_params in nn.SIGNATURES.items():
             self._define(nn.MODULE, name, n_params, getattr(functions, name))
         self._define(HOST_MODULE, "chat_template", 6, _chat_template)
+        self._define(KV_MODULE, "get", 5, _kv_get)
+        self._define(KV_MODULE, "set", 4, _kv_set)
+        self._define(KV_MODULE, "delete", 2, _kv_delete)
+
+    def kv(self) -> KeyValueStore:
+        """The key-value store, opened on first use."""
+        with self._kv_lock:
+            if self._kv is None:
+                self._kv = KeyValueStore(self._kv_path)
+            return self._kv
 
     def _define(self, module: str, name: str, n_params: int, body: Callable[..., None]) -> None:
         i32 = wasmtime.ValType.i32()
@@ -163,10 +189,16 @@ class Runtime:
 
     def close(self) -> None:
         self._ticker_stop.set()
+        with self._kv_lock:
+            if self._kv is not None:
+                self._kv.close()
+                self._kv = None
 
     # -- apps --------------------------------------------------------------------------------
 
-    def load_app(self, path: Path, policy: AppPolicy | None = None) -> App:
+    def load_app(self, path: Path, policy: AppPolicy | None = None, *, kv_namespace: str | None = None) -> App:
+        """The app at `path`, compiled. Its key-value namespace is `kv_namespace` (default: the
+        file's stem); the host's own app (no policy) may store APP_KV_MAX_BYTES there."""
         try:
             module = wasmtime.Module.from_file(self.engine, str(path))
             pre = self.linker.instantiate_pre(module)
@@ -176,7 +208,8 @@ class Runtime:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
             raise AppError(f"cannot load {Path(path).name}: {first}",
                            hint="is it a wasm32-wasi command module?") from exc
-        return App(name=Path(path).name, pre=pre, policy=policy)
+        return App(name=Path(path).name, pre=pre, policy=policy, kv_namespace=kv_namespace or Path(path).stem,
+                   kv_max_bytes=policy.kv_max_bytes if policy is not None else APP_KV_MAX_BYTES)
 
     @contextmanager
     def instance(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession,
@@ -185,7 +218,7 @@ class Runtime:
         store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=guard.policy.memory_max_bytes if guard else self.limits.memory_max_bytes)
         store.set_wasi(wasi)
-        run = _Run(store, session, self.limits, guard)
+        run = _Run(store, session, self.limits, guard, app, self.kv)
         store.set_epoch_deadline(run.deadline_ticks())
         _current.run = _runs[session] = run
         try:
@@ -316,3 +349,54 @@ def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len
     except TemplateError as exc:
         raise NNError(Errno.RUNTIME_ERROR, str(exc)) from exc
     nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)
+
+
+# ---------------------------------------------------------------------------------------------
+# The `llamaedge_kv` import (docs/host-interface.md): the run's app's namespace only
+
+
+def _kv_grant() -> tuple[KeyValueStore, str, int]:
+    run = _run()
+    app = run.app
+    if app is None or run.kv is None or app.kv_max_bytes <= 0:
+        name = app.name if app is not None else "this app"
+        raise NNError(Errno.UNSUPPORTED_OPERATION, f"{name} is not granted the key-value store (policy key kv)")
+    return run.kv(), app.kv_namespace, app.kv_max_bytes
+
+
+def _kv_key(mem: GuestMemory, ptr: int, length: int) -> str:
+    if not 0 < length <= KV_KEY_MAX_BYTES:
+        raise NNError(Errno.INVALID_ARGUMENT, f"a key has 1 to {KV_KEY_MAX_BYTES} bytes, not {length}")
+    try:
+        return mem.read(ptr, length).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NNError(Errno.INVALID_ENCODING, "a key must be UTF-8") from exc
+
+
+def _kv_get(mem: GuestMemory, key_ptr: int, key_len: int, out_ptr: int, out_max_len: int, written_ptr: int) -> None:
+    """The value of a key: NOT_FOUND without one; TOO_LARGE (and its size written) when it
+    does not fit the buffer."""
+    store, namespace, _ = _kv_grant()
+    key = _kv_key(mem, key_ptr, key_len)
+    value = store.get(namespace, key)
+    if value is None:
+        raise NNError(Errno.NOT_FOUND, f"no key {key!r}")
+    nn.write_output(mem, value, out_ptr, out_max_len, written_ptr)
+
+
+def _kv_set(mem: GuestMemory, key_ptr: int, key_len: int, value_ptr: int, value_len: int) -> None:
+    """Set a key; TOO_LARGE when the app's keys and values would exceed its quota."""
+    store, namespace, quota = _kv_grant()
+    key = _kv_key(mem, key_ptr, key_len)
+    try:
+        store.set(namespace, key, mem.read(value_ptr, value_len), quota)
+    except QuotaExceeded as exc:
+        raise NNError(Errno.TOO_LARGE, f"{namespace}: {exc}") from exc
+
+
+def _kv_delete(mem: GuestMemory, key_ptr: int, key_len: int) -> None:
+    """Delete a key: NOT_FOUND when there was none."""
+    store, namespace, _ = _kv_grant()
+    key = _kv_key(mem, key_ptr, key_len)
+    if not store.delete(namespace, key):
+        raise NNError(Errno.NOT_FOUND, f"no key {key!r}")

@@ -39,7 +39,7 @@ DEFAULT_WALL_TIME_S = 300.0
 DEFAULT_MODELS = ("default",)
 
 # The keys of a manifest (and of --app-policy ROUTE:KEY=VALUE), one spelling for both.
-KEYS = ("memory", "wall-time", "max-tokens", "models", "env", "dirs", "authorization")
+KEYS = ("memory", "wall-time", "max-tokens", "models", "env", "dirs", "authorization", "kv")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
 _TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0}
@@ -66,6 +66,7 @@ class AppPolicy:
     env: tuple[tuple[str, str], ...] = ()
     dirs: tuple[DirGrant, ...] = ()
     authorization: bool = False
+    kv_max_bytes: int = 0  # the key-value store's quota (kv.py); 0: not granted
 
     def summary(self) -> dict[str, Any]:
         """What /apps shows: limits and grants, never an environment value or a host path."""
@@ -77,6 +78,7 @@ class AppPolicy:
             "env": [name for name, _ in self.env],
             "dirs": [{"guest": d.guest, "writable": d.writable} for d in self.dirs],
             "authorization": self.authorization,
+            "kv_bytes": self.kv_max_bytes,
         }
 
     def describe(self) -> str:
@@ -90,6 +92,8 @@ class AppPolicy:
             parts.append("dirs " + ",".join(d.guest + ("(rw)" if d.writable else "") for d in self.dirs))
         if self.authorization:
             parts.append("Authorization")
+        if self.kv_max_bytes:
+            parts.append(f"kv {self.kv_max_bytes / 2**20:g} MiB")
         return ", ".join(parts)
 
 
@@ -101,16 +105,16 @@ class PolicyError(UsageError):
     """A bad policy value; `where` names the manifest or flag it came from."""
 
 
-def parse_size(value: Any, where: str) -> int:
+def parse_size(value: Any, where: str, key: str = "memory") -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)) \
             and match.group(2).lower() in _SIZE_UNITS:
         size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
     else:
-        raise PolicyError(f"{where}: memory {value!r} is not a size", hint="use bytes or a unit, e.g. 64MiB")
+        raise PolicyError(f"{where}: {key} {value!r} is not a size", hint="use bytes or a unit, e.g. 64MiB")
     if size < 64 * 1024:
-        raise PolicyError(f"{where}: memory {value!r} is less than one wasm page (64 KiB)", hint="e.g. 64MiB")
+        raise PolicyError(f"{where}: {key} {value!r} is less than 64 KiB", hint="e.g. 64MiB")
     return size
 
 
@@ -229,6 +233,8 @@ def apply(policy: AppPolicy, key: str, value: Any, where: str, *, base: Path, en
         return dataclasses.replace(policy, models=parse_models(value, where))
     if key == "authorization":
         return dataclasses.replace(policy, authorization=parse_bool(value, key, where))
+    if key == "kv":
+        return dataclasses.replace(policy, kv_max_bytes=parse_size(value, where, "kv"))
     if key == "env":
         added = (parse_env_flag(value, where, environ),) if from_flag else parse_env_table(value, where)
         merged = dict(policy.env)

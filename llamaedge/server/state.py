@@ -124,7 +124,9 @@ class ServerState:
         try:
             self.runtime = Runtime(self.registry, limits=config.limits)
             self.app = self.runtime.load_app(config.app_path)
-            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy) for m in config.mounts}
+            # Each mount has its own key-value namespace, even two of the same file.
+            self.mounted = {m.route: self.runtime.load_app(m.path, m.policy, kv_namespace="app:" + m.route)
+                            for m in config.mounts}
             self._check_prompt_template()
             if models is not None:
                 models.wait()

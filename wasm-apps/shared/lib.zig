@@ -5,6 +5,7 @@
 //! - `defaults`: what an app assumes when its host passes nothing;
 //! - `nn`: the host's imports (WASI-NN, `llamaedge.chat_template`) as a
 //!   `Backend`, and what the host says of a context as `nn.Info`;
+//! - `kv`: the host's key-value store (`llamaedge_kv`);
 //! - `api_error`: an error as the HTTP apps answer it, and the `Diagnostic`
 //!   request parsers fill;
 //! - `http`: WAGI, the request body and the response heads;
@@ -16,6 +17,7 @@
 
 pub const defaults = @import("defaults.zig");
 pub const nn = @import("nn.zig");
+pub const kv = @import("kv.zig");
 pub const api_error = @import("api_error.zig");
 pub const http = @import("http.zig");
 pub const templates = @import("templates.zig");

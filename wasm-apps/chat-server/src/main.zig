@@ -14,6 +14,9 @@ const chat_completion = @import("chat/completion.zig");
 const chat_output = @import("chat/output.zig");
 const anthropic_request = @import("anthropic/request.zig");
 const anthropic_output = @import("anthropic/output.zig");
+const responses_request = @import("responses/request.zig");
+const responses_output = @import("responses/output.zig");
+const responses_store = @import("responses/store.zig");
 const completions_request = @import("completions/request.zig");
 const completions = @import("completions/completion.zig");
 const embeddings = @import("embeddings/embed.zig");
@@ -89,9 +92,11 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
         .count_tokens => try anthropicMessages(allocator, env, out, settings, .count_tokens),
         .completions => try textCompletions(allocator, env, out, settings),
         .embeddings => try embed(allocator, env, out, settings),
+        .responses => try responses(allocator, env, out, settings),
+        .stored_response => |stored| try storedResponse(allocator, out, stored),
         .not_found => {
             var buf: [400]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions and POST /v1/embeddings.", .{ method, path }) catch "Unknown request URL.";
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, GET and DELETE /v1/responses/{{id}} and GET /v1/responses/{{id}}/input_items.", .{ method, path }) catch "Unknown request URL.";
             try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
         },
         .method_not_allowed => |allow| {
@@ -164,6 +169,69 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };
+}
+
+/// POST /v1/responses: OpenAI's Responses API on the chat path.
+fn responses(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings) !void {
+    const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
+    defer allocator.free(body);
+
+    var diag = Diagnostic{};
+    var parsed = responses_request.parseRequest(allocator, body, responses_store.History{}, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+    defer parsed.deinit();
+    const req = &parsed.chat;
+    if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+    const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
+    var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
+
+    var id_buf: [40]u8 = undefined;
+    const resp_id = randomId(&id_buf, "resp_");
+    // What was left out is said, never dropped in silence: a header and the log.
+    var header_buf: [320]u8 = undefined;
+    const headers = if (parsed.left_out.len > 0) blk: {
+        log.warn("{s}: left out tools this server cannot run: {s}", .{ resp_id, parsed.left_out });
+        break :blk std.fmt.bufPrint(&header_buf, "{s}: {s}\n", .{ responses_output.ignored_tools_header, parsed.left_out }) catch "";
+    } else "";
+    const cfg = chatConfig(env, settings, template, resp_id);
+    const envelope = responses_output.Envelope{ .id = resp_id, .created_at = cfg.created, .model = req.model orelse settings.model_id, .req = &parsed };
+    var output = responses_output.Output(Stdout).init(allocator, out, envelope, headers);
+    defer output.deinit();
+    chat_completion.generate(allocator, &backend, &output, req, cfg, &diag) catch |err| switch (err) {
+        error.InvalidRequest => {
+            // The chat path names its messages; here they came from `input`.
+            if (diag.err.param) |p| if (std.mem.eql(u8, p, "messages")) {
+                diag.err.param = "input";
+            };
+            return sendError(allocator, out, diag.err, "");
+        },
+        else => |e| return e,
+    };
+    // Kept once the client has it: a failed response (no final object) is not.
+    if (parsed.store and output.final.items.len > 0)
+        try responses_store.save(parsed.chat.arena.allocator(), resp_id, output.final.items, parsed.items);
+}
+
+/// GET /v1/responses/{id}, its input_items, and DELETE.
+fn storedResponse(allocator: std.mem.Allocator, out: Stdout, stored: settings_mod.StoredResponse) !void {
+    var arena_state = std.heap.ArenaAllocator.init(allocator);
+    defer arena_state.deinit();
+    const arena = arena_state.allocator();
+    var body = std.ArrayList(u8).init(arena);
+    const found = switch (stored.action) {
+        .get => try responses_store.appendResponse(arena, &body, stored.id),
+        .input_items => try responses_store.appendInputItems(arena, &body, stored.id),
+        .delete => blk: {
+            if (!responses_store.delete(stored.id)) break :blk false;
+            try body.writer().print("{{\"id\":{s},\"object\":\"response\",\"deleted\":true}}", .{try std.json.stringifyAlloc(arena, stored.id, .{})});
+            break :blk true;
+        },
+    };
+    var buf: [400]u8 = undefined;
+    if (!found) return sendError(allocator, out, responses_store.notFound(&buf, stored.id), "");
+    try send(allocator, out, 200, "", body.items);
 }
 
 fn sendAnthropicError(allocator: std.mem.Allocator, out: Stdout, err: ApiError) !void {
@@ -401,6 +469,9 @@ test {
     _ = @import("tools/stream.zig");
     _ = @import("anthropic/request.zig");
     _ = @import("anthropic/output.zig");
+    _ = @import("responses/request.zig");
+    _ = @import("responses/output.zig");
+    _ = @import("responses/store.zig");
     _ = @import("completions/request.zig");
     _ = @import("completions/response.zig");
     _ = @import("completions/completion.zig");

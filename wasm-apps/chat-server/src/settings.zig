@@ -72,9 +72,18 @@ pub const Route = union(enum) {
     count_tokens,
     completions,
     embeddings,
+    /// OpenAI's Responses API.
+    responses,
+    /// A stored response: GET, DELETE, or GET its input items.
+    stored_response: StoredResponse,
     not_found,
     /// The path exists; the method does not. Carries the `Allow` value.
     method_not_allowed: []const u8,
+};
+
+pub const StoredResponse = struct {
+    id: []const u8,
+    action: enum { get, delete, input_items },
 };
 
 pub fn route(method: []const u8, path_info: []const u8) Route {
@@ -93,6 +102,18 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (std.mem.eql(u8, method, "POST")) .count_tokens else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/completions"))
         return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/responses"))
+        return if (std.mem.eql(u8, method, "POST")) .responses else .{ .method_not_allowed = "POST" };
+    const responses_prefix = "/v1/responses/";
+    if (std.mem.startsWith(u8, path, responses_prefix) and path.len > responses_prefix.len) {
+        const rest = path[responses_prefix.len..];
+        if (std.mem.endsWith(u8, rest, "/input_items") and rest.len > "/input_items".len)
+            return if (is_get) .{ .stored_response = .{ .id = rest[0 .. rest.len - "/input_items".len], .action = .input_items } } else .{ .method_not_allowed = "GET" };
+        if (std.mem.indexOfScalar(u8, rest, '/') != null) return .not_found;
+        if (is_get) return .{ .stored_response = .{ .id = rest, .action = .get } };
+        if (std.mem.eql(u8, method, "DELETE")) return .{ .stored_response = .{ .id = rest, .action = .delete } };
+        return .{ .method_not_allowed = "GET, DELETE" };
+    }
     if (std.mem.eql(u8, path, "/v1/embeddings"))
         return if (std.mem.eql(u8, method, "POST")) .embeddings else .{ .method_not_allowed = "POST" };
     return .not_found;
@@ -115,6 +136,11 @@ test "routes" {
     try testing.expectEqualStrings("POST", route("GET", "/v1/completions").method_not_allowed);
     try testing.expectEqualStrings("POST", route("PUT", "/v1/embeddings").method_not_allowed);
     try testing.expectEqual(Route.not_found, route("POST", "/v1/edits"));
+    try testing.expectEqual(Route.responses, route("POST", "/v1/responses"));
+    try testing.expectEqualStrings("resp_1", route("GET", "/v1/responses/resp_1").stored_response.id);
+    try testing.expect(route("DELETE", "/v1/responses/resp_1").stored_response.action == .delete);
+    try testing.expect(route("GET", "/v1/responses/resp_1/input_items").stored_response.action == .input_items);
+    try testing.expectEqualStrings("GET, DELETE", route("POST", "/v1/responses/resp_1").method_not_allowed);
 }
 
 test "settings come from the environment and bad values are named" {

@@ -42,6 +42,8 @@ pub const Usage = struct {
     completion_tokens: u32,
     /// Prompt tokens the host reused from its KV cache (an earlier turn of the conversation).
     cached_tokens: u32 = 0,
+    /// Completion tokens that released thinking text (the Responses API reports them).
+    reasoning_tokens: u32 = 0,
 };
 
 /// One choice of a whole completion.
@@ -135,6 +137,7 @@ fn Generating(comptime Backend: type) type {
         thought: std.ArrayListUnmanaged(u8) = .empty,
         done: bool = false,
         finished: bool = false,
+        reasoning_tokens: u32 = 0,
 
         fn init(allocator: std.mem.Allocator, backend: *Backend, stops: []const []const u8, prepared: prompt.Prepared, req: *const ChatRequest, index: u32) Self {
             var gen = generation.Generation.init(allocator, stops, prepared.n_predict);
@@ -179,6 +182,7 @@ fn Generating(comptime Backend: type) type {
                     }
                 }
             }
+            if (self.gen.reasoning_text.len > 0) self.reasoning_tokens += 1;
             if (self.gen.finish_reason != null) self.done = true;
             return text;
         }
@@ -263,12 +267,18 @@ fn streamChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices:
     }
     const cached_tokens = choices[0].backend.cachedTokens();
     for (choices) |*c| c.end();
-    try output.end(.{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens });
+    try output.end(.{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens, .reasoning_tokens = reasoningTokens(choices) });
 }
 
 fn completionTokens(choices: anytype) u32 {
     var n: u32 = 0;
     for (choices) |*c| n += c.gen.tokens;
+    return n;
+}
+
+fn reasoningTokens(choices: anytype) u32 {
+    var n: u32 = 0;
+    for (choices) |*c| n += c.reasoning_tokens;
     return n;
 }
 
@@ -302,7 +312,7 @@ fn wholeChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: 
         }
         if (c.want_logprobs) r.logprobs = try std.fmt.allocPrint(arena, "[{s}]", .{c.all_logprobs.items});
     }
-    try output.whole(info, results, .{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens });
+    try output.whole(info, results, .{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens, .reasoning_tokens = reasoningTokens(choices) });
 }
 
 /// What went wrong during generation, as the API reports it.
