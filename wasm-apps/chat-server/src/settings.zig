@@ -72,6 +72,7 @@ pub const Route = union(enum) {
     count_tokens,
     completions,
     embeddings,
+    rerank,
     not_found,
     /// The path exists; the method does not. Carries the `Allow` value.
     method_not_allowed: []const u8,
@@ -95,6 +96,8 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
         return if (std.mem.eql(u8, method, "POST")) .completions else .{ .method_not_allowed = "POST" };
     if (std.mem.eql(u8, path, "/v1/embeddings"))
         return if (std.mem.eql(u8, method, "POST")) .embeddings else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/rerank"))
+        return if (std.mem.eql(u8, method, "POST")) .rerank else .{ .method_not_allowed = "POST" };
     return .not_found;
 }
 
@@ -115,6 +118,7 @@ test "routes" {
     try testing.expectEqualStrings("POST", route("GET", "/v1/completions").method_not_allowed);
     try testing.expectEqualStrings("POST", route("PUT", "/v1/embeddings").method_not_allowed);
     try testing.expectEqual(Route.not_found, route("POST", "/v1/edits"));
+    try testing.expectEqual(Route.rerank, route("POST", "/v1/rerank"));
 }
 
 test "settings come from the environment and bad values are named" {
