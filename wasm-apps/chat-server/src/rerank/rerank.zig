@@ -13,6 +13,7 @@ const shared = @import("shared");
 const fields = @import("../fields.zig");
 const inputs = @import("../inputs.zig");
 const vectors = @import("../embeddings/vectors.zig");
+const backendError = @import("../embeddings/embed.zig").backendError;
 
 const nn = shared.nn;
 const Diagnostic = shared.api_error.Diagnostic;
@@ -177,10 +178,6 @@ fn inputError(err: anyerror, diag: *Diagnostic, what: []const u8) error{ Invalid
         error.OutOfMemory => error.OutOfMemory,
         else => backendError(diag, what),
     };
-}
-
-fn backendError(diag: *Diagnostic, what: []const u8) error{InvalidRequest} {
-    return diag.setServerError("The model backend could not {s}; the server log has the details.", .{what});
 }
 
 const testing = std.testing;
