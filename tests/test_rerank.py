@@ -168,3 +168,12 @@ def test_a_body_that_is_not_json_is_a_400_on_both_routes(server: ServerProcess) 
         assert response.status_code == 400
         message = response.json()["error"]["message"]
         assert "could not parse the JSON body" in message or "name one in `model`" in message
+
+
+def test_the_api_key_guards_both_routes(models_dir: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, "--models-dir", str(models_dir), "--api-key", "s3cret", "--ctx-size", "512") as server:
+        body = {"model": "tiny-reranker", "query": QUERY, "documents": DOCUMENTS[:2]}
+        for route in ("/rerank", "/v1/rerank"):
+            assert httpx.post(f"{server.base_url}{route}", json=body, timeout=60).status_code == 401, route
+            ok = httpx.post(f"{server.base_url}{route}", json=body, timeout=120, headers={"x-api-key": "s3cret"})
+            assert ok.status_code == 200 and len(ok.json()["results"]) == 2, ok.text

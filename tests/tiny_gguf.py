@@ -24,6 +24,9 @@ Two options make variants (the default file does not change):
   only by its embedding and read only by its successor's output row.
 
 Usage: `write_tiny_gguf(tmp_path / "tiny.gguf")`. The same arguments give a byte-identical file.
+
+`write_tiny_reranker` writes a reranker on the same vocabulary: qwen3 with a classification
+head and pooling type RANK (see the function).
 """
 
 from __future__ import annotations
