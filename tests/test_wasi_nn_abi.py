@@ -828,3 +828,6 @@ def test_rank_pooling_scores_pairs_as_the_engine_does(tmp_path: Path) -> None:
         assert rc == Errno.SUCCESS and np.frombuffer(raw, dtype="<f4").tolist() == scores
         meta = h.metadata(ctx)
         assert meta["n_embedding"] == 1 and len(meta["input_tokens_each"]) == 2
+        # Pairs are no input of the model's own pooling: switching drops them.
+        assert h.set_input(ctx, 1, {"pooling": "model"}) == Errno.SUCCESS
+        assert h.call("compute", ctx) == Errno.INVALID_ARGUMENT

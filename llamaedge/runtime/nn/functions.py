@@ -229,6 +229,8 @@ class Functions:
         if index not in (0, 2, 3):
             raise NNError(Errno.INVALID_ARGUMENT,
                           f"set_input index {index}: 0 is the prompt, 1 the metadata, 2 prompt tokens, 3 inputs to embed")
+        if index != 3 and context.rank_mode:
+            raise NNError(Errno.INVALID_ARGUMENT, "rank pooling scores (query, document) pairs: set them with index 3")
         context.reset_generation()
         context.prompt = context.embed_inputs = None
         if index == 0:
@@ -245,8 +247,6 @@ class Functions:
         else:
             context.embed_inputs = self._embedding_batch(model, data)
             return
-        if context.rank_mode:
-            raise NNError(Errno.INVALID_ARGUMENT, "rank pooling scores (query, document) pairs: set them with index 3")
         if context.embedding_mode:
             _check_embedding_inputs(model, [context.prompt])
         elif len(context.prompt) >= model.n_ctx:

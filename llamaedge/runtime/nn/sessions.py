@@ -119,7 +119,10 @@ class ExecutionContext:
             elif key == "embd-normalize":
                 self.embd_normalize = convert(key, value, int)
             elif key == "pooling":
-                self.flags[key] = self._pooling(value)
+                pooling = self._pooling(value)
+                if pooling != self.flags.get(key, "model"):
+                    self.embed_inputs = None  # a batch set for the other pooling is not an input of this one
+                self.flags[key] = pooling
             elif key in CONTEXT_FLAGS:
                 self.flags[key] = bool(value)
             elif key in UNSUPPORTED_MODES:
