@@ -200,6 +200,14 @@ class StandInModel:
     def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
         return np.zeros((len(inputs), self.n_embd), dtype=np.float32)
 
+    can_rank = False
+
+    def rank_input(self, query: bytes, document: bytes) -> list[int]:
+        return list(query + document)
+
+    def rank(self, inputs: list[list[int]]) -> list[float]:
+        return [0.0] * len(inputs)
+
     def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
                     tools: list[object] | None = None, template_kwargs: dict[str, object] | None = None) -> str:
         return "".join(str(message.get("content", "")) for message in messages)

@@ -19,7 +19,7 @@ from llamaedge.engine import LoadOptions, Model, Sequence
 from llamaedge.runtime import GraphRegistry, NNSession, Preload, Runtime
 from llamaedge.runtime.nn import Errno
 from tests.nn_harness import Harness, StandInModel, harness, harness_app, new_runtime, preloaded
-from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf
+from tests.tiny_gguf import GEMMA4_MARKERS, write_tiny_gguf, write_tiny_reranker
 from tests.wat_apps import nn_compute_app, write_app
 
 PROMPT = b"<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
@@ -796,3 +796,38 @@ def test_the_same_prompt_set_again_is_not_tokenized_again(tiny_model: Path) -> N
         assert nn.metadata(ctx)["output_tokens"] == 2
         assert nn.set_input(ctx, 0, PROMPT + b" more") == Errno.SUCCESS  # another text: tokenized
         assert calls == [PROMPT, PROMPT + b" more"] and nn.metadata(ctx)["input_tokens"] > first
+
+
+# -- extension: rank pooling ---------------------------------------------------------------------
+
+
+def test_rank_pooling_on_a_model_that_cannot_rank_is_unsupported(nn: Harness) -> None:
+    _, graph = nn.load_by_name("default")
+    _, ctx = nn.init_context(graph)
+    assert nn.set_input(ctx, 1, {"embedding": True, "pooling": "rank"}) == Errno.UNSUPPORTED_OPERATION
+    assert nn.set_input(ctx, 1, {"embedding": True, "pooling": "mean"}) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"embedding": True, "pooling": "model"}) == Errno.SUCCESS
+
+
+def test_rank_pooling_scores_pairs_as_the_engine_does(tmp_path: Path) -> None:
+    reranker = write_tiny_reranker(tmp_path / "reranker.gguf")
+    pairs = [["where is the cat?", "the cat sat on the mat"], ["where is the cat?", "stock markets fell"]]
+    with preloaded(reranker, name="reranker", ctx_size=128) as (registry, runtime), \
+            harness(runtime, harness_app(runtime)) as h:
+        _, graph = h.load_by_name("reranker")
+        _, ctx = h.init_context(graph)
+        assert h.set_input(ctx, 1, {"embedding": True, "pooling": "rank"}) == Errno.SUCCESS
+        assert h.set_input(ctx, 0, b"a prompt") == Errno.INVALID_ARGUMENT  # pairs only
+        assert h.set_input(ctx, 3, json.dumps(["not a pair"]).encode()) == Errno.INVALID_ARGUMENT
+        assert h.set_input(ctx, 3, json.dumps(pairs).encode()) == Errno.SUCCESS
+        assert h.call("compute", ctx) == Errno.SUCCESS
+        scores = json.loads(h.get_output(ctx, 0)[1])["scores"]
+        model = registry.get(graph)
+        assert scores == model.rank([model.rank_input(q.encode(), d.encode()) for q, d in pairs])
+        rc, raw = h.get_output(ctx, 2)
+        assert rc == Errno.SUCCESS and np.frombuffer(raw, dtype="<f4").tolist() == scores
+        meta = h.metadata(ctx)
+        assert meta["n_embedding"] == 1 and len(meta["input_tokens_each"]) == 2
+        # Pairs are no input of the model's own pooling: switching drops them.
+        assert h.set_input(ctx, 1, {"pooling": "model"}) == Errno.SUCCESS
+        assert h.call("compute", ctx) == Errno.INVALID_ARGUMENT

@@ -350,7 +350,9 @@ def test_module_is_a_small_wasi_command_with_only_the_documented_imports(app_mod
     exports = {export.name for export in module.exports}
     assert {"_start", "memory"} <= exports
     assert {imp.module for imp in module.imports} == {"wasi_snapshot_preview1", "wasi_ephemeral_nn", "llamaedge", "llamaedge_kv"}
-    assert APP_PATH.stat().st_size < 400_000
+    # Small enough to compile at startup without notice (about 400 KB with Chat Completions,
+    # Messages, Responses, completions, embeddings and rerank); a jump past this is a regression.
+    assert APP_PATH.stat().st_size < 450_000
 
 
 # ---------------------------------------------------------------------------

@@ -24,6 +24,9 @@ Two options make variants (the default file does not change):
   only by its embedding and read only by its successor's output row.
 
 Usage: `write_tiny_gguf(tmp_path / "tiny.gguf")`. The same arguments give a byte-identical file.
+
+`write_tiny_reranker` writes a reranker on the same vocabulary: qwen3 with a classification
+head and pooling type RANK (see the function).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFWriter, LlamaFileType, TokenType
+from gguf import GGUFWriter, LlamaFileType, PoolingType, TokenType
 
 CHATML = (
     "{% for message in messages %}"
@@ -258,8 +261,17 @@ def write_tiny_gguf(
     steps = [ids[text] if text in specials else ids[_entry(text)] for text in script]
     tensors = _weights(np.random.default_rng(seed), tokens, ids, steps)
 
-    writer = GGUFWriter(str(path), "llama")
-    writer.add_name("tiny-chat")
+    return _write(path, "llama", "tiny-chat", tensors, (tokens, types, merges, ids), ctx_len, chat_template)
+
+
+def _write(path: Path, arch: str, name: str, tensors: dict[str, np.ndarray],
+           vocabulary: tuple[list[str], list[int], list[str], dict[str, int]], ctx_len: int,
+           chat_template: str | None, extra: dict[str, str] | None = None) -> Path:
+    """The header, the tokenizer and the tensors, shared by the chat model and the reranker;
+    `extra`: more string keys."""
+    tokens, types, merges, ids = vocabulary
+    writer = GGUFWriter(str(path), arch)
+    writer.add_name(name)
     writer.add_context_length(ctx_len)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
@@ -271,6 +283,9 @@ def write_tiny_gguf(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(LlamaFileType.ALL_F32)
+    if arch == "qwen3":  # the reranker
+        writer.add_pooling_type(PoolingType.RANK)
+        writer.add_classifier_output_labels(RERANK_LABELS)
 
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
@@ -282,12 +297,44 @@ def write_tiny_gguf(
     writer.add_add_bos_token(False)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    for key, value in (extra or {}).items():
+        writer.add_string(key, value)
 
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
+    for tensor_name, array in tensors.items():
+        writer.add_tensor(tensor_name, array)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# The reranker: Qwen3's architecture with a classification head (`cls.output`) of two outputs,
+# as Qwen3-Reranker GGUFs have (llama.cpp takes the softmax of the last token's; the score is
+# the first, "yes"), and its `rerank` template, in Qwen3-Reranker's shape.
+RERANK_LABELS = ("yes", "no")
+RERANK_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query. "
+    "Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n"
+    "<Query>: {query}\n<Document>: {document}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def write_tiny_reranker(path: Path, *, rerank_template: str | None = RERANK_TEMPLATE, seed: int = 1) -> Path:
+    """Write a tiny reranker to `path` and return `path`: the chat model's vocabulary and
+    random weights in the qwen3 architecture (per-head Q and K norms), pooling type RANK and a
+    classification head. `rerank_template=None` leaves the template out, so pairs take
+    llama.cpp's fallback format. Its scores mean nothing, but they differ from pair to pair."""
+    path = Path(path)
+    tokens, types, merges, ids = _vocabulary()
+    rng = np.random.default_rng(seed)
+    tensors = _weights(rng, tokens, ids)
+    head_dim = N_EMBD // N_HEAD
+    for layer in range(N_LAYER):
+        tensors[f"blk.{layer}.attn_q_norm.weight"] = np.ones(head_dim, dtype=np.float32)
+        tensors[f"blk.{layer}.attn_k_norm.weight"] = np.ones(head_dim, dtype=np.float32)
+    tensors["cls.output.weight"] = rng.normal(0.0, 8.0 / np.sqrt(N_EMBD),
+                                              size=(len(RERANK_LABELS), N_EMBD)).astype(np.float32)
+    extra = {"tokenizer.chat_template.rerank": rerank_template} if rerank_template is not None else None
+    return _write(path, "qwen3", "tiny-reranker", tensors, (tokens, types, merges, ids), 2048, None, extra)

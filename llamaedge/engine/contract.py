@@ -73,6 +73,16 @@ class LoadedModel(Protocol):
     def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
         """One embedding per input (float32 rows of n_embd). BadInput, PromptTooLong."""
 
+    @property
+    def can_rank(self) -> bool:
+        """Whether the model is a reranker (llama.cpp's rank pooling)."""
+
+    def rank_input(self, query: bytes, document: bytes) -> list[int]:
+        """The tokens `rank` scores for a (query, document) pair."""
+
+    def rank(self, inputs: list[list[int]]) -> list[float]:
+        """A reranker's score of each input. BadInput, PromptTooLong."""
+
     def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
                     tools: list[object] | None = None, template_kwargs: dict[str, object] | None = None) -> str:
         """The prompt the model's own chat template makes. NoChatTemplate, TemplateError."""

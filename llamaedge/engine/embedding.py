@@ -1,5 +1,6 @@
 """Embedding mode: a second llama context on a model's weights, with embeddings and pooling
-on, decoding many inputs per batch."""
+on, decoding many inputs per batch. A reranker gets one more such context with llama.cpp's
+rank pooling, whose rows are its classification head's outputs (see `rank_prompt`)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,25 @@ import llama_cpp as lc
 from llamaedge.engine.errors import BadInput, PromptTooLong
 from llamaedge.engine.types import EMBED_SEQ_MAX
 from llamaedge.engine.errors import LoadError
+from llamaedge.engine.vocab import tokenize
 
 if TYPE_CHECKING:
     import numpy as np
 
 
 class Embedder:
-    """Pooled embeddings of token inputs of up to `n_ctx` tokens each. Not thread-safe: the
+    """Pooled rows of `n_out` values (an embedding, or with LLAMA_POOLING_TYPE_RANK the
+    classifier's outputs) of token inputs of up to `n_ctx` tokens each. Not thread-safe: the
     model runs it on its scheduler's thread, where the weights' compute is serialized."""
 
-    def __init__(self, model: ctypes.c_void_p, *, n_ctx: int, n_embd: int, threads: int, model_pools: bool) -> None:
+    def __init__(self, model: ctypes.c_void_p, *, n_ctx: int, n_out: int, threads: int, pooling: int) -> None:
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = n_ctx  # a pooled sequence must fit one micro-batch
         cparams.n_seq_max = EMBED_SEQ_MAX
         cparams.kv_unified = True
         cparams.embeddings = True
-        cparams.pooling_type = lc.LLAMA_POOLING_TYPE_UNSPECIFIED if model_pools else lc.LLAMA_POOLING_TYPE_MEAN
+        cparams.pooling_type = pooling
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.no_perf = True
         self._ctx = lc.llama_init_from_model(model, cparams)
@@ -36,12 +39,12 @@ class Embedder:
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(n_ctx, 0, 1)
         self.n_ctx = n_ctx
-        self.n_embd = n_embd
+        self.n_out = n_out
         self.n_tokens_decoded = 0
 
     def embed(self, inputs: list[list[int]]) -> np.ndarray:
-        """One raw pooled embedding per input, as float32 rows: all the inputs in one
-        decode, so they must fit it (see `decode_groups`)."""
+        """One raw pooled row per input, as float32: all the inputs in one decode, so they
+        must fit it (see `decode_groups`)."""
         import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
 
         check_inputs(inputs, self.n_ctx)
@@ -64,12 +67,12 @@ class Embedder:
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with {rc} in embedding mode")
             self.n_tokens_decoded += n
-            out = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+            out = np.zeros((len(inputs), self.n_out), dtype=np.float32)
             for seq in range(len(inputs)):
                 pooled = lc.llama_get_embeddings_seq(self._ctx, seq)
                 if not pooled:
                     raise RuntimeError("llama.cpp returned no pooled embedding")
-                out[seq] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
+                out[seq] = np.ctypeslib.as_array(pooled, shape=(self.n_out,))
             return out
         finally:
             lc.llama_memory_clear(self._mem, True)
@@ -77,6 +80,32 @@ class Embedder:
     def close(self) -> None:
         lc.llama_batch_free(self._batch)
         lc.llama_free(self._ctx)
+
+
+def rank_prompt(vocab: ctypes.c_void_p, template: str | None, query: bytes, document: bytes) -> list[int]:
+    """The tokens of one (query, document) pair for rank pooling, as llama-server's
+    format_prompt_rerank makes them: the model's `rerank` template with {query} and {document}
+    filled in (special tokens parsed, nothing added), else [BOS] query [EOS] [SEP] document
+    [EOS], each special token where the vocabulary says to add it, the texts' own special
+    tokens not parsed."""
+    if template is not None:
+        text = template.encode().replace(b"{query}", query).replace(b"{document}", document)
+        return tokenize(vocab, text, add_special=False, parse_special=True)
+    eos = lc.llama_vocab_eos(vocab)
+    if eos == lc.LLAMA_TOKEN_NULL:
+        eos = lc.llama_vocab_sep(vocab)
+    tokens: list[int] = []
+    if lc.llama_vocab_get_add_bos(vocab):
+        tokens.append(lc.llama_vocab_bos(vocab))
+    tokens += tokenize(vocab, query, add_special=False, parse_special=False)
+    if lc.llama_vocab_get_add_eos(vocab):
+        tokens.append(eos)
+    if lc.llama_vocab_get_add_sep(vocab):
+        tokens.append(lc.llama_vocab_sep(vocab))
+    tokens += tokenize(vocab, document, add_special=False, parse_special=False)
+    if lc.llama_vocab_get_add_eos(vocab):
+        tokens.append(eos)
+    return tokens
 
 
 def decode_groups(inputs: list[list[int]], n_ctx: int) -> list[range]:

@@ -79,3 +79,10 @@ def pooling_is_defined(metadata: dict[str, str]) -> bool:
     """Whether the model says how to pool its embeddings (mean, CLS or last token)."""
     arch = metadata.get("general.architecture", "")
     return metadata.get(f"{arch}.pooling_type", "0") in ("1", "2", "3")
+
+
+def pooling_is_rank(metadata: dict[str, str]) -> bool:
+    """Whether the model is a reranker: llama.cpp's pooling type RANK (4), a classification
+    head giving each (query, document) pair its score."""
+    arch = metadata.get("general.architecture", "")
+    return metadata.get(f"{arch}.pooling_type") == "4"

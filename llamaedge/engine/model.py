@@ -19,9 +19,9 @@ from llamaedge.engine import vocab
 from llamaedge.engine.backend import init_backend
 from llamaedge.engine.chat_template import ChatTemplates, preload
 from llamaedge.engine.cpus import usable_cpus
-from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize
+from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize, rank_prompt
 from llamaedge.engine.errors import BadInput, LoadError, ModelClosed, PromptTooLong
-from llamaedge.engine.gguf import pooling_is_defined, read_metadata
+from llamaedge.engine.gguf import pooling_is_defined, pooling_is_rank, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
@@ -100,6 +100,8 @@ class Model:
         self.n_embd = lc.llama_model_n_embd_out(self._model)
         self.n_ctx_embed = min(self.n_ctx_train or EMBED_CTX_MAX, EMBED_CTX_MAX)
         self._embedder: Embedder | None = None
+        self.can_rank = pooling_is_rank(self.metadata)
+        self._ranker: Embedder | None = None  # a reranker's rank-pooling context, on first use
 
         self._decoder = LlamaDecoder(self._ctx, self._vocab, self.n_vocab, options.batch_size, self.token_piece)
         self._scheduler = Scheduler(self._decoder, parallel, prefill_chunk=options.prefill_chunk)
@@ -123,7 +125,7 @@ class Model:
     @property
     def n_tokens_decoded(self) -> int:
         """Tokens fed through decodes so far (generation and embedding contexts)."""
-        embedded = self._embedder.n_tokens_decoded if self._embedder is not None else 0
+        embedded = sum(e.n_tokens_decoded for e in (self._embedder, self._ranker) if e is not None)
         return self._scheduler.n_tokens_decoded + embedded
 
     def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
@@ -226,14 +228,44 @@ class Model:
 
     def _embedding(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = Embedder(self._model, n_ctx=self.n_ctx_embed, n_embd=self.n_embd,
-                                      threads=self.threads_batch, model_pools=pooling_is_defined(self.metadata))
+            # A reranker's own pooling (rank) gives scores, not embeddings: it embeds by mean.
+            pooling = lc.LLAMA_POOLING_TYPE_UNSPECIFIED if pooling_is_defined(self.metadata) else lc.LLAMA_POOLING_TYPE_MEAN
+            self._embedder = Embedder(self._model, n_ctx=self.n_ctx_embed, n_out=self.n_embd,
+                                      threads=self.threads_batch, pooling=pooling)
         return self._embedder
+
+    # -- reranking -------------------------------------------------------------------------
+
+    def rank_input(self, query: bytes, document: bytes) -> list[int]:
+        """The tokens of a (query, document) pair, as llama-server formats it for rank
+        pooling (see embedding.rank_prompt)."""
+        template = lc.llama_model_chat_template(self._model, b"rerank")
+        return rank_prompt(self._vocab, template.decode() if template else None, query, document)
+
+    def rank(self, inputs: list[list[int]]) -> list[float]:
+        """A reranker's score of each input (from `rank_input`): its classification head's
+        first output, unnormalized, as llama-server's /rerank reports it. BadInput (also for
+        a model that is not a reranker), PromptTooLong."""
+        if not self.can_rank:
+            raise BadInput("this model cannot rerank: its pooling type is not rank")
+        check_inputs(inputs, self.n_ctx_embed)
+        scores: list[float] = []
+        for group in decode_groups(inputs, self.n_ctx_embed):
+            rows = self._scheduler.run_job(lambda group=group: self._ranking().embed([inputs[i] for i in group]))
+            scores += [float(row[0]) for row in rows]
+        return scores
+
+    def _ranking(self) -> Embedder:
+        if self._ranker is None:
+            self._ranker = Embedder(self._model, n_ctx=self.n_ctx_embed, n_out=lc.llama_model_n_cls_out(self._model),
+                                    threads=self.threads_batch, pooling=lc.LLAMA_POOLING_TYPE_RANK)
+        return self._ranker
 
     def close(self) -> None:
         self._scheduler.close()
-        if self._embedder is not None:
-            self._embedder.close()
+        for embedder in (self._embedder, self._ranker):
+            if embedder is not None:
+                embedder.close()
         self._decoder.close()
         lc.llama_free(self._ctx)
         lc.llama_model_free(self._model)

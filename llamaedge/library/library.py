@@ -306,7 +306,7 @@ class Library(Generic[M]):
                 self._facts(member)
             if member.facts is not None:
                 member.need = estimate_need(member.facts, self._options(member, member.facts),
-                                            embedding="embedding" in self._capabilities(member))
+                                            embedding=self._embeds(member))
             self.metrics.loads.labels(member.name, "ok").inc()
             self._publish_status(member, {"status": Status.LOADED.value, "info": {
                 "context_length": model.n_ctx, "parallel": model.parallel}})
@@ -464,6 +464,11 @@ class Library(Generic[M]):
                 if member.source.path == path and member.facts is None and member.facts_error is None:
                     self._set_facts(member, facts, error)
 
+    def _embeds(self, member: _Member[M]) -> bool:
+        """Whether the member gets an embedding context: embedding models, and rerankers
+        (rank pooling runs on one of the same size)."""
+        return bool({"embedding", "rerank"} & set(self._capabilities(member)))
+
     def _capabilities(self, member: _Member[M]) -> list[str]:
         entry = member.source.entry
         if entry is not None:
@@ -489,7 +494,7 @@ class Library(Generic[M]):
         if facts is None:
             raise LoadFailed(f"the model '{member.name}' cannot be loaded: {member.facts_error}", model=member.name)
         options = self._options(member, facts)
-        need = estimate_need(facts, options, embedding="embedding" in self._capabilities(member))
+        need = estimate_need(facts, options, embedding=self._embeds(member))
         if not need.fits(self.budget.capacity):
             raise ModelTooLarge(
                 f"the model '{member.name}' needs about {describe(need)}, and this server's models may take "
@@ -583,7 +588,7 @@ class Library(Generic[M]):
             need = member.need
         elif facts is not None:
             need = estimate_need(facts, self._options(member, facts),
-                                 embedding="embedding" in self._capabilities(member))
+                                 embedding=self._embeds(member))
         elif entry is not None and source.path is None:
             need = MemoryNeed(entry.memory_bytes)  # the catalog's own figure, until there is a file to read
         if loaded:

@@ -62,9 +62,10 @@ def not_ready_error(state: ServerState, path: str) -> Response | None:
 
 
 def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
-                  route: str = "") -> Callable[[Request], Awaitable[Response]]:
+                  route: str = "", path_as: str | None = None) -> Callable[[Request], Awaitable[Response]]:
     """The handler that runs `app()` for each request (WAGI), once the model is ready.
-    `route`: where a mounted app is mounted (its SCRIPT_NAME; PATH_INFO is the rest)."""
+    `route`: where a mounted app is mounted (its SCRIPT_NAME; PATH_INFO is the rest).
+    `path_as`: the PATH_INFO the app sees instead of the request's (an alias of a /v1 route)."""
     config = state.config
 
     async def endpoint(request: Request) -> Response:
@@ -98,7 +99,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
             server = request.scope.get("server") or ("127.0.0.1", config.port)
             wagi_request = WagiRequest(
                 method=request.method,
-                path=path[len(route):],
+                path=path_as if path_as is not None else path[len(route):],
                 query=request.url.query,
                 # The key stays with the host, as Authorization does (wagi withholds that one).
                 headers=[(k, v) for k, v in request.headers.items() if k.lower() != "x-api-key"],

@@ -22,6 +22,7 @@ from llamaedge.server.auth import APIKeyMiddleware, has_api_key
 from llamaedge.server.bridge import not_ready_error, wagi_endpoint
 from llamaedge.server.state import ServerState
 
+RERANK_ROUTE = "/rerank"  # the app's /v1/rerank, guarded too
 MODELS_ROUTE = "/models"  # the library's routes outside /v1 (llama-server's router names), guarded too
 
 
@@ -55,6 +56,8 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         # The library's routes (llama-server's router names) answer before the app's /v1.
         *_once_ready(state, library_routes(state.library)),
         Route("/v1/{path:path}", wagi_endpoint(state, lambda: state.app), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        # llama-server's rerank route outside /v1 (Jina's and Cohere's clients post there).
+        Route(RERANK_ROUTE, wagi_endpoint(state, lambda: state.app, path_as="/v1/rerank"), methods=["POST"]),
     ]
     routes += extra_routes or []
     app_name = config.app_path.stem
@@ -67,7 +70,7 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         Middleware(HostGuard, hosts=allowed_hosts(config.host, config.allowed_hosts),
                    cors_origins=config.cors_origins, refuse=refuse),
         Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
-                   routes=(APPS_ROUTE, MODELS_ROUTE, *(m.route for m in config.mounts))),
+                   routes=(APPS_ROUTE, MODELS_ROUTE, RERANK_ROUTE, *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
         middleware.insert(2, Middleware(

@@ -81,15 +81,24 @@ def _embed(context: ExecutionContext) -> None:
         raise NNError(Errno.INVALID_ARGUMENT, "no input: call set_input with index 0 (or 3) first")
     context.started_s = time.monotonic()
     try:
-        context.embeddings = context.model.embed(inputs, norm=context.embd_normalize)
+        if context.rank_mode:
+            scores = context.model.rank(inputs)
+        else:
+            context.embeddings = context.model.embed(inputs, norm=context.embd_normalize)
     except PromptTooLong as exc:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
     except BadInput as exc:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
-    rows = context.embeddings.tolist()
-    n = context.model.n_embd
-    body = {"n_embedding": n, "embeddings": rows} if context.embed_inputs is not None else {
-        "n_embedding": n, "embedding": rows[0]}
+    if context.rank_mode:
+        import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
+
+        context.embeddings = np.array([[score] for score in scores], dtype=np.float32)
+        body: dict[str, Any] = {"scores": scores}
+    else:
+        rows = context.embeddings.tolist()
+        n = context.model.n_embd
+        body = {"n_embedding": n, "embeddings": rows} if context.embed_inputs is not None else {
+            "n_embedding": n, "embedding": rows[0]}
     context.output = bytearray(json.dumps(body).encode())
     context.finish_reason = "stop"
 
@@ -101,6 +110,21 @@ def _check_embedding_inputs(model: LoadedModel, inputs: list[list[int]]) -> None
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
     except BadInput as exc:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+
+
+def _rank_pairs(model: LoadedModel, data: bytes) -> list[list[int]]:
+    """set_input(3) with rank pooling: a JSON array of [query, document] string pairs, each
+    formatted as llama-server formats a rerank input."""
+    try:
+        items = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, f"pairs to rank are not JSON: {exc}") from exc
+    if not isinstance(items, list) or not items or not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(text, str) for text in pair) for pair in items):
+        raise NNError(Errno.INVALID_ARGUMENT, "pairs to rank must be a non-empty JSON array of [query, document] strings")
+    inputs = [model.rank_input(query.encode(), document.encode()) for query, document in items]
+    _check_embedding_inputs(model, inputs)
+    return inputs
 
 
 def _token_ids(model: LoadedModel, ids: list[Any], what: str) -> list[int]:
@@ -205,6 +229,8 @@ class Functions:
         if index not in (0, 2, 3):
             raise NNError(Errno.INVALID_ARGUMENT,
                           f"set_input index {index}: 0 is the prompt, 1 the metadata, 2 prompt tokens, 3 inputs to embed")
+        if index != 3 and context.rank_mode:
+            raise NNError(Errno.INVALID_ARGUMENT, "rank pooling scores (query, document) pairs: set them with index 3")
         context.reset_generation()
         context.prompt = context.embed_inputs = None
         if index == 0:
@@ -215,6 +241,9 @@ class Functions:
             if not data or len(data) % 4:
                 raise NNError(Errno.INVALID_ARGUMENT, "prompt tokens must be a non-empty array of u32")
             context.prompt = _token_ids(model, list(struct.unpack(f"<{len(data) // 4}I", data)), "prompt tokens")
+        elif context.rank_mode:
+            context.embed_inputs = _rank_pairs(model, data)
+            return
         else:
             context.embed_inputs = self._embedding_batch(model, data)
             return
@@ -313,7 +342,9 @@ class Functions:
         }
         if context.embedding_mode:
             each = [len(t) for t in context.embed_inputs] if context.embed_inputs is not None else [info["input_tokens"]]
-            info.update(input_tokens=sum(each), n_embedding=context.model.n_embd, input_tokens_each=each)
+            # Rank pooling gives one value (the score) per input.
+            n_embedding = 1 if context.rank_mode else context.model.n_embd
+            info.update(input_tokens=sum(each), n_embedding=n_embedding, input_tokens_each=each)
         return json.dumps(info).encode()
 
     def _logprobs_output(self, context: ExecutionContext, single: bool) -> bytes:

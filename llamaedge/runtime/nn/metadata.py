@@ -36,6 +36,9 @@ SAMPLING_KEYS: dict[str, tuple[str, type]] = {
     "ignore-eos": ("ignore_eos", bool),
 }
 CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "embedding"}
+# Our extension `pooling` (embedding mode): "model" pools as the model says (the default),
+# "rank" scores (query, document) pairs with a reranker's classification head.
+POOLING_MODES = {"model", "rank"}
 # Keys that together make the grammar: rebuilt and checked whenever one of them changes.
 GRAMMAR_KEYS = {"grammar", "json-schema", "grammar-prefix", "grammar-suffix", "grammar-triggers"}
 # Accepted by WasmEdge, meaningless here: taken silently.

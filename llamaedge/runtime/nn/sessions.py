@@ -17,6 +17,7 @@ from llamaedge.runtime.nn.metadata import (
     CONTEXT_FLAGS,
     GRAMMAR_KEYS,
     LOAD_KEYS,
+    POOLING_MODES,
     SAMPLING_KEYS,
     UNSUPPORTED_MODES,
     convert,
@@ -84,6 +85,12 @@ class ExecutionContext:
     def embedding_mode(self) -> bool:
         return bool(self.flags.get("embedding"))
 
+    @property
+    def rank_mode(self) -> bool:
+        """Embedding mode with our extension `"pooling": "rank"`: inputs are (query, document)
+        pairs and compute scores them with the reranker's classification head."""
+        return self.embedding_mode and self.flags.get("pooling") == "rank"
+
     def apply_metadata(self, metadata: dict[str, Any]) -> None:
         check = False
         for key, value in metadata.items():
@@ -111,6 +118,11 @@ class ExecutionContext:
                 check = True
             elif key == "embd-normalize":
                 self.embd_normalize = convert(key, value, int)
+            elif key == "pooling":
+                pooling = self._pooling(value)
+                if pooling != self.flags.get(key, "model"):
+                    self.embed_inputs = None  # a batch set for the other pooling is not an input of this one
+                self.flags[key] = pooling
             elif key in CONTEXT_FLAGS:
                 self.flags[key] = bool(value)
             elif key in UNSUPPORTED_MODES:
@@ -126,6 +138,13 @@ class ExecutionContext:
                 self.model.check_sampling(self.sampling)
             except (BadInput, GrammarError) as exc:
                 raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+
+    def _pooling(self, value: Any) -> str:
+        if value not in POOLING_MODES:
+            raise NNError(Errno.INVALID_ARGUMENT, f"metadata 'pooling' is one of {sorted(POOLING_MODES)}, not {value!r}")
+        if value == "rank" and not self.model.can_rank:
+            raise NNError(Errno.UNSUPPORTED_OPERATION, "this model cannot rerank: its pooling type is not rank")
+        return str(value)
 
     def _apply_grammar_key(self, key: str, value: Any) -> None:
         if key == "json-schema":

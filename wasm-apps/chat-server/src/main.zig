@@ -20,6 +20,7 @@ const responses_store = @import("responses/store.zig");
 const completions_request = @import("completions/request.zig");
 const completions = @import("completions/completion.zig");
 const embeddings = @import("embeddings/embed.zig");
+const rerank_mod = @import("rerank/rerank.zig");
 
 const app = shared.app;
 const http = shared.http;
@@ -94,9 +95,10 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap, method: [
         .embeddings => try embed(allocator, env, out, settings),
         .responses => try responses(allocator, env, out, settings),
         .stored_response => |stored| try storedResponse(allocator, out, stored),
+        .rerank => try rerank(allocator, env, out, settings),
         .not_found => {
             var buf: [400]u8 = undefined;
-            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions, POST /v1/embeddings, POST /v1/responses, GET and DELETE /v1/responses/{{id}} and GET /v1/responses/{{id}}/input_items.", .{ method, path }) catch "Unknown request URL.";
+            const message = std.fmt.bufPrint(&buf, "Unknown request URL: {s} {s}. This server offers GET /v1/models, GET /v1/models/{{model}}, POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/completions, POST /v1/embeddings, POST /v1/rerank, POST /v1/responses, GET and DELETE /v1/responses/{{id}} and GET /v1/responses/{{id}}/input_items.", .{ method, path }) catch "Unknown request URL.";
             try sendError(allocator, out, .{ .status = 404, .message = message, .code = "unknown_url" }, "");
         },
         .method_not_allowed => |allow| {
@@ -354,17 +356,42 @@ fn embed(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdo
     };
     defer req.deinit();
 
-    // The embedding model when there is one, unless the chat model is asked for.
-    var model_id = settings.embedding_model_id orelse settings.model_id;
-    var graph = settings.embedding_graph orelse settings.graph;
-    if (req.model) |asked| {
-        if (std.mem.eql(u8, asked, settings.model_id)) {
-            model_id = settings.model_id;
-            graph = settings.graph;
-        } else if (!std.mem.eql(u8, asked, model_id)) return sendError(allocator, out, models.modelNotFound(asked, settings), "");
-    }
-    var backend = nn.Backend.openWithConfig(graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, .openai, graph, err);
-    embeddings.embed(allocator, &backend, out, &req, .{ .model_id = model_id }, &diag) catch |err| switch (err) {
+    const model = embeddingModel(req.model, settings) orelse return sendError(allocator, out, models.modelNotFound(req.model.?, settings), "");
+    var backend = nn.Backend.openWithConfig(model.graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, .openai, model.graph, err);
+    embeddings.embed(allocator, &backend, out, &req, .{ .model_id = model.id }, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+}
+
+/// The model an embedding-mode request (/v1/embeddings, /v1/rerank) runs on:
+/// the embedding model when there is one, unless the chat model is asked for;
+/// null when it names neither.
+fn embeddingModel(asked: ?[]const u8, settings: Settings) ?struct { id: []const u8, graph: []const u8 } {
+    const id = settings.embedding_model_id orelse settings.model_id;
+    const graph = settings.embedding_graph orelse settings.graph;
+    const name = asked orelse return .{ .id = id, .graph = graph };
+    if (std.mem.eql(u8, name, settings.model_id)) return .{ .id = settings.model_id, .graph = settings.graph };
+    if (std.mem.eql(u8, name, id)) return .{ .id = id, .graph = graph };
+    return null;
+}
+
+/// POST /v1/rerank (the host hands /rerank here too): see rerank/rerank.zig.
+fn rerank(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: Stdout, settings: Settings) !void {
+    const body = (try requestBody(allocator, env, out, settings, .openai)) orelse return;
+    defer allocator.free(body);
+    var diag = Diagnostic{};
+    var req = rerank_mod.parseRequest(allocator, body, &diag) catch |err| switch (err) {
+        error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
+        else => |e| return e,
+    };
+    defer req.deinit();
+    const model = embeddingModel(req.model, settings) orelse return sendError(allocator, out, models.modelNotFound(req.model.?, settings), "");
+    // Rank pooling is asked of the context (rerank.metadata): a model that cannot rerank is
+    // then a 400 of its own, not a load failure.
+    var backend = nn.Backend.openWithConfig(model.graph, "{\"embedding\":true}") catch |err| return modelUnavailable(allocator, out, .openai, model.graph, err);
+    var id_buf: [40]u8 = undefined;
+    rerank_mod.rerank(allocator, &backend, out, &req, .{ .model_id = model.id, .id = randomId(&id_buf, "rerank-") }, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
@@ -478,6 +505,7 @@ test {
     _ = @import("completions/tests.zig");
     _ = @import("embeddings/embed.zig");
     _ = @import("embeddings/vectors.zig");
+    _ = @import("rerank/rerank.zig");
 }
 
 test "completion ids are chatcmpl- and 24 letters or digits, and differ" {

@@ -76,6 +76,7 @@ pub const Route = union(enum) {
     responses,
     /// A stored response: GET, DELETE, or GET its input items.
     stored_response: StoredResponse,
+    rerank,
     not_found,
     /// The path exists; the method does not. Carries the `Allow` value.
     method_not_allowed: []const u8,
@@ -116,6 +117,8 @@ pub fn route(method: []const u8, path_info: []const u8) Route {
     }
     if (std.mem.eql(u8, path, "/v1/embeddings"))
         return if (std.mem.eql(u8, method, "POST")) .embeddings else .{ .method_not_allowed = "POST" };
+    if (std.mem.eql(u8, path, "/v1/rerank"))
+        return if (std.mem.eql(u8, method, "POST")) .rerank else .{ .method_not_allowed = "POST" };
     return .not_found;
 }
 
@@ -141,6 +144,7 @@ test "routes" {
     try testing.expect(route("DELETE", "/v1/responses/resp_1").stored_response.action == .delete);
     try testing.expect(route("GET", "/v1/responses/resp_1/input_items").stored_response.action == .input_items);
     try testing.expectEqualStrings("GET, DELETE", route("POST", "/v1/responses/resp_1").method_not_allowed);
+    try testing.expectEqual(Route.rerank, route("POST", "/v1/rerank"));
 }
 
 test "settings come from the environment and bad values are named" {

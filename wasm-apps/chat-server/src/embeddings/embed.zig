@@ -137,7 +137,8 @@ fn inputError(err: anyerror, diag: *Diagnostic, what: []const u8) error{ Invalid
     };
 }
 
-fn backendError(diag: *Diagnostic, what: []const u8) error{InvalidRequest} {
+/// A failure of the host that is not the request's: a 500 whose cause the log has.
+pub fn backendError(diag: *Diagnostic, what: []const u8) error{InvalidRequest} {
     return diag.setServerError("The model backend could not {s}; the server log has the details.", .{what});
 }
 
