@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, SamplingOptions
+from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, SamplingOptions, Token
 
 GREEDY = SamplingOptions(temp=0, n_predict=LOOKAHEAD_TOKENS_MAX + 8, ignore_eos=True)
 
@@ -32,25 +32,30 @@ def generate_text(model: Model, prompt: bytes, sampling: SamplingOptions = GREED
     return b"".join(model.generate(model.tokenize(prompt), sampling))
 
 
-def concurrent_texts(model: Model, prompts: list[bytes]) -> list[bytes]:
-    """Generate all `prompts` at once, each read on its own thread, so that they share decodes."""
-    sequences = [model.generate(model.tokenize(p), GREEDY) for p in prompts]
-    # Nobody reads yet, and GREEDY asks for more than the lookahead: all stay running together.
+def concurrent_tokens(model: Model, prompts: list[bytes], sampling: SamplingOptions = GREEDY) -> list[list[Token]]:
+    """Generate all `prompts` at once, each read on its own thread, so that they share decodes
+    (`sampling` must ask for more tokens than the lookahead)."""
+    sequences = [model.generate(model.tokenize(p), sampling) for p in prompts]
+    # Nobody reads yet, and more than the lookahead is asked for: all stay running together.
     deadline = time.monotonic() + 60
     while model.stats().sequences_running < len(prompts):
         assert time.monotonic() < deadline, "the sequences never ran together"
         time.sleep(0.001)
-    texts: list[bytes] = [b""] * len(prompts)
+    tokens: list[list[Token]] = [[] for _ in prompts]
 
     def read(i: int) -> None:
-        texts[i] = b"".join(sequences[i])
+        tokens[i] = list(iter(sequences[i].next_token, None))
 
     readers = [threading.Thread(target=read, args=(i,)) for i in range(len(prompts))]
     for reader in readers:
         reader.start()
     for reader in readers:
-        reader.join(timeout=120)
-    return texts
+        reader.join(timeout=600)
+    return tokens
+
+
+def concurrent_texts(model: Model, prompts: list[bytes]) -> list[bytes]:
+    return [b"".join(token.piece for token in tokens) for tokens in concurrent_tokens(model, prompts)]
 
 
 @pytest.fixture

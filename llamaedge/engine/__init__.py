@@ -12,7 +12,8 @@ imports llama_cpp.
     sampling        sampler chains, lazy grammars, log-probabilities
     chat_template   Jinja chat templates as llama.cpp renders them
     scheduler       continuous batching over slots, against a Decoder protocol
-    llama_decoder   the Decoder on a llama context
+    speculative     drafts (prompt lookup, a draft model's protocol) and their lengths
+    llama_decoder   the Decoder on a llama context, the Drafter on a draft model's
     embedding       the embedding context
     model           Model: all of the above for one GGUF
 """
@@ -37,6 +38,7 @@ from llamaedge.engine.types import (
     FinishReason,
     LoadOptions,
     SamplingOptions,
+    SpecOptions,
     Token,
     default_parallel,
     default_threads,
@@ -45,6 +47,6 @@ from llamaedge.engine.types import (
 __all__ = [
     "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
     "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadOptions", "Model", "ModelShape",
-    "NoChatTemplate", "PromptTooLong", "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token",
+    "NoChatTemplate", "PromptTooLong", "SamplingOptions", "Sequence", "SpecOptions", "TOP_LOGPROBS_MAX", "TemplateError", "Token",
     "build_info", "default_parallel", "default_threads", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
 ]
