@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge import catalog
-from llamaedge.engine import Model
+from llamaedge.engine import Model, SpecOptions
 from llamaedge.errors import AppError, LlamaEdgeError, UsageError
 from llamaedge.limits import DRAIN_S, MAX_BODY_BYTES, queue_limit
 from llamaedge.metrics import HostSnapshot, MetricsMiddleware, ModelSnapshot, ServerMetrics
@@ -82,6 +82,7 @@ class ServeConfig:
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
     reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
+    speculative: SpecOptions = field(default_factory=SpecOptions)  # drafts: `serve --spec-ngram`, `--draft-model`
 
 
 def is_anthropic_route(path: str) -> bool:
@@ -182,7 +183,8 @@ class ServerState:
         way (`launch` starts it before importing this module). `on_loaded` is called when
         loading ends, well or not, before the status says so."""
         config = self.config
-        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
+        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel,
+                               config.speculative)
         if models is None:
             models = ModelLoad(config.model, options, config.embedding_model)
         assert models.options == options and models.embedding_model == config.embedding_model

@@ -369,3 +369,47 @@ def test_smollm2_streams_at_once_differ_from_alone_at_near_ties_only(smollm2_mod
     for p, t in zip(plain, together):
         assert_same_or_split_at_a_near_tie(p, t)
 
+
+# -- the host: WASI-NN metadata, /metrics ------------------------------------------------------------
+
+
+def test_the_generation_metadata_counts_drafted_and_accepted_tokens(tiny_model: Path) -> None:
+    from llamaedge.runtime import GraphRegistry, Preload
+    from tests.nn_harness import harness, harness_app, new_runtime
+
+    options = LoadOptions(threads=2, ctx_size=512, speculative=SpecOptions(draft_model=tiny_model))
+    registry = GraphRegistry(options, [Preload("default", "GGML", "AUTO", tiny_model)])
+    runtime = new_runtime(registry)
+    try:
+        with harness(runtime, harness_app(runtime)) as nn:
+            _, graph = nn.load_by_name("default")
+            _, ctx = nn.init_context(graph)
+            assert nn.set_input(ctx, 1, {"temp": 0, "n-predict": 40}) == 0
+            assert nn.set_input(ctx, 0, PROMPTS[0]) == 0
+            assert nn.metadata(ctx)["draft_n"] == 0
+            text, _end = nn.stream(ctx)
+            meta = nn.metadata(ctx)
+    finally:
+        runtime.close()
+        registry.close()
+    assert text and meta["output_tokens"] == 40
+    # Drafting with the model itself, every drafted token is taken.
+    assert meta["draft_n"] == meta["draft_n_accepted"] > 0
+
+
+def test_metrics_count_drafted_and_accepted_tokens(tiny_model: Path) -> None:
+    from openai import OpenAI
+
+    from llamaedge.server import ServerState, default_app_path
+    from tests.test_metrics import scrape, value
+    from tests.test_server_http import config_for, running
+
+    config = config_for(tiny_model, default_app_path(), speculative=SpecOptions(ngram=True, draft_model=tiny_model))
+    with running(ServerState(config)) as url:
+        assert value(scrape(url), "llamaedge_draft_tokens_total", model="tiny-chat") == 0
+        with OpenAI(base_url=f"{url}/v1", api_key="unused") as client:
+            client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "hello"}],
+                                           max_tokens=48, temperature=0)
+        samples = scrape(url)
+    drafted = value(samples, "llamaedge_draft_tokens_total", model="tiny-chat")
+    assert 0 < value(samples, "llamaedge_draft_tokens_accepted_total", model="tiny-chat") <= drafted

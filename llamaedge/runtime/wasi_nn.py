@@ -556,9 +556,12 @@ def _log_stats(context: ExecutionContext) -> None:
     """`enable-log`: one line per generation, as WasmEdge's plugin prints its timings."""
     if context.flags.get("enable-log") or context.flags.get("enable-debug-log"):
         elapsed_s = max(time.monotonic() - context.started_s, 1e-9)
-        log.info("generation %s: prompt %d tokens (%d cached), %d tokens generated in %.2fs (%.1f tokens/s)",
-                 context.finish_reason, len(context.prompt or ()), context.sequence.n_cached if context.sequence else 0,
-                 context.n_output_tokens, elapsed_s, context.n_output_tokens / elapsed_s)
+        sequence = context.sequence
+        drafts = (f", {sequence.n_accepted} of {sequence.n_drafted} drafted tokens accepted"
+                  if sequence is not None and sequence.n_drafted else "")
+        log.info("generation %s: prompt %d tokens (%d cached), %d tokens generated in %.2fs (%.1f tokens/s)%s",
+                 context.finish_reason, len(context.prompt or ()), sequence.n_cached if sequence else 0,
+                 context.n_output_tokens, elapsed_s, context.n_output_tokens / elapsed_s, drafts)
 
 
 def _finished(context: ExecutionContext, sequence: Sequence) -> NNError:
@@ -738,6 +741,9 @@ class Functions:
             "input_tokens": len(context.prompt or ()),
             "output_tokens": context.n_output_tokens,
             "cached_tokens": sequence.n_cached if sequence else 0,
+            # Speculative decoding, named as llama-server's timings name them.
+            "draft_n": sequence.n_drafted if sequence else 0,
+            "draft_n_accepted": sequence.n_accepted if sequence else 0,
             "finish_reason": context.finish_reason,
             "llama_build_number": 0,
             "llama_commit": LLAMA_CPP_PYTHON_VERSION,
