@@ -37,9 +37,9 @@ EMBED_SEQ_MAX = 16
 # LOOKAHEAD_TOKENS_MAX - 1 tokens, so that a sequence still runs at most the lookahead ahead.
 DRAFT_TOKENS_MAX = LOOKAHEAD_TOKENS_MAX - 1
 # --draft-max. On a CPU a verified token is not free (SmolLM2-135M Q4_1 on 2 cores, from
-# llama-batched-bench in issue 15: a one-token decode 8.4 ms, four tokens 23 ms), so every
-# drafted token the model turns down costs about half a plain step: a sequence's drafts
-# start at this length and follow what it accepts (scheduler.Speculation).
+# llama-batched-bench in issue 15: a decode of one token 8.4 ms, of four sequences' tokens
+# 23 ms), so every drafted token the model turns down costs about half a plain step: a
+# sequence's drafts start at this length and follow what it accepts (speculative.DraftLength).
 DRAFT_MAX_DEFAULT = 8
 # Prompt lookup: the longest run of the text's last tokens (down to the shortest) that
 # occurred before is looked up, and what followed it drafted. One token matches too often
