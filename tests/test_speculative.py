@@ -346,6 +346,29 @@ def test_the_sequence_counts_its_drafts(tiny_model: Path) -> None:
         model.close()
 
 
+def test_a_draft_model_drafts_the_same_for_texts_that_start_alike_together_or_alone(tiny_model: Path) -> None:
+    # A slot's text may start from cells another slot holds: from cells already read, not
+    # from text that slot reads in the same batch.
+    texts = [array("i", tokens) for tokens in ([1, 2, 3, 40, 41, 42, 43], [1, 2, 3, 50, 51, 52], [1, 2, 3, 40, 41, 60])]
+
+    def drafts(model: Model, slots_texts: list[tuple[int, array[int]]]) -> list[list[int]]:
+        assert model.drafter is not None
+        drafter = model.drafter
+        return model._scheduler.run_job(lambda: drafter.draft([DraftWant(slot, text, 6) for slot, text in slots_texts]))
+
+    spec = SpecOptions(draft_model=tiny_model)
+    together = Model(tiny_model, LoadOptions(threads=2, ctx_size=512, parallel=3, speculative=spec))
+    alone = Model(tiny_model, LoadOptions(threads=2, ctx_size=512, parallel=3, speculative=spec))
+    try:
+        assert drafts(together, list(enumerate(texts))) == [drafts(alone, [(0, text)])[0] for text in texts]
+        # Again, one token on: each slot reads its new token only, the same drafts as afresh.
+        longer = [array("i", [*text, 7]) for text in texts]
+        assert drafts(together, list(enumerate(longer))) == [drafts(alone, [(0, text)])[0] for text in longer]
+    finally:
+        together.close()
+        alone.close()
+
+
 @pytest.mark.slow
 def test_greedy_output_of_smollm2_is_the_same_with_drafts(smollm2_model: Path) -> None:
     plain, _, _ = outputs(smollm2_model, SpecOptions(), [*PROMPTS, LONG_PROMPT], GREEDY_TOP2)

@@ -113,9 +113,10 @@ class LlamaDrafter:
         drafts: list[list[int]] = [[] for _ in wants]
         entries: list[tuple[int, int, int, bool]] = []  # slot, pos, token, logits
         outputs: list[tuple[int, int]] = []  # (want, batch index) of the logits to draft from
-        for i, want in enumerate(wants):
-            # At least the last token is read: its logits give the first drafted token.
-            start = self._reuse(want.slot, want.tokens, len(want.tokens) - 1)
+        # What each slot keeps, before any slot's new text is added (not decoded yet, it could
+        # not be shared). At least the last token is read: its logits give the first draft.
+        starts = [self._reuse(want.slot, want.tokens, len(want.tokens) - 1) for want in wants]
+        for i, (want, start) in enumerate(zip(wants, starts)):
             new = want.tokens[start:start + self.read_max]
             if len(entries) + len(new) > self.n_batch:
                 continue
