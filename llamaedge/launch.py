@@ -80,13 +80,27 @@ def server_config(model: ResolvedModel | None, args: argparse.Namespace, plan: O
         models_autoload=getattr(args, "models_autoload", True),
         library_n_gpu_layers=args.n_gpu_layers,
         **library,
+        speculative=speculative_options(args),
     )
+
+
+def speculative_options(args: argparse.Namespace) -> engine.SpecOptions:
+    """`serve`'s drafts (commands.serve makes them of its options); none for `run`."""
+    return getattr(args, "speculative", None) or engine.SpecOptions()
 
 
 def threads_text(model: engine.Model) -> str:
     if model.threads == model.threads_batch:
         return f"{model.threads} threads"
     return f"{model.threads_batch} threads ({model.threads} for a lone stream's steps)"
+
+
+def drafts_text(spec: engine.SpecOptions, model: engine.Model) -> str:
+    sources = ["prompt lookup"] if spec.ngram else []
+    if spec.draft_model is not None and model.drafter is not None:
+        sources.append(f"{spec.draft_model.name} ({model.drafter.size_bytes / 2**20:.0f} MiB)")
+    lengths = f"{spec.draft_min} to {spec.draft_max}" if spec.draft_min > 1 else f"up to {spec.draft_max}"
+    return f"{' and '.join(sources)}, {lengths} tokens a step"
 
 
 def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None:
@@ -102,6 +116,8 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
     console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {threads_text(model)}")
+    if config.speculative.enabled:
+        console.print(f"  drafts    {drafts_text(config.speculative, model)}")
     console.print(f"  queue     {state.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")
     console.print(f"  metrics   {url}/metrics  (Prometheus{', API key required' if config.metrics_auth else ''})")
     if state.embedding is not None and config.embedding_model is not None:
@@ -169,8 +185,8 @@ def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: R
     plan = offload_plan(model, args.ctx_size, args.n_gpu_layers)
     console.print(f"[dim]loading {model.path.name} ...[/]")
     # The weights load while the server's modules import and the apps compile.
-    models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel), embedding_model,
-                       loader=loader)
+    models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel,
+                                           speculative_options(args)), embedding_model, loader=loader)
     from llamaedge.server import serve
 
     config = server_config(model, args, plan, embedding_model)

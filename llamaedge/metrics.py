@@ -96,6 +96,19 @@ class _GaugeCollector(Collector):
             if m.tokens_decoded is not None:
                 decoded.add_metric([m.model_id], m.tokens_decoded)
         yield decoded
+        # Speculative decoding: the acceptance rate is accepted / drafted.
+        drafts = {
+            "draft_tokens": CounterMetricFamily("llamaedge_draft_tokens", "Drafted tokens the model checked "
+                                                "(speculative decoding).", labels=["model"]),
+            "draft_tokens_accepted": CounterMetricFamily("llamaedge_draft_tokens_accepted",
+                                                         "Drafted tokens the model took.", labels=["model"]),
+        }
+        for m in s.models:
+            for key, family in drafts.items():
+                count = getattr(m.stats, key, None)
+                if count is not None:
+                    family.add_metric([m.model_id], count)
+        yield from drafts.values()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from llamaedge.engine import EngineError, LoadOptions, Model, SamplingOptions
+from llamaedge.engine import EngineError, LoadOptions, Model, SamplingOptions, SpecOptions
 from llamaedge.errors import LlamaEdgeError
 from llamaedge.types import ResolvedModel
 
@@ -19,10 +19,10 @@ log = logging.getLogger("llamaedge.server")
 
 
 def load_options(ctx_size: int | None, n_gpu_layers: int | None, threads: int | None,
-                 parallel: int | None) -> LoadOptions:
+                 parallel: int | None, speculative: SpecOptions | None = None) -> LoadOptions:
     """The chat model's options from the server's: None layers means all of them."""
     return LoadOptions(ctx_size=ctx_size, n_gpu_layers=-1 if n_gpu_layers is None else n_gpu_layers,
-                       threads=threads, parallel=parallel)
+                       threads=threads, parallel=parallel, speculative=speculative or SpecOptions())
 
 
 class ModelLoad:
@@ -50,9 +50,10 @@ class ModelLoad:
             log.info("model %s ready in %.1fs (ctx %d)", self._resolved.model_id, self.model.load_s, self.model.n_ctx)
             warm_up(self.model)
             if self.embedding_model is not None:
-                # --parallel is for chat requests and --ctx-size for the chat model: the
-                # embedding model keeps the engine's defaults for both.
-                options = dataclasses.replace(self.options, ctx_size=None, parallel=LoadOptions().parallel)
+                # --parallel is for chat requests and --ctx-size and drafts for the chat
+                # model: the embedding model keeps the engine's defaults for them.
+                options = dataclasses.replace(self.options, ctx_size=None, parallel=LoadOptions().parallel,
+                                              speculative=SpecOptions())
                 self.embedding = self._loader(self.embedding_model.path, options)
                 log.info("embedding model %s ready in %.1fs (ctx %d)", self.embedding_model.model_id,
                          self.embedding.load_s, self.embedding.n_ctx)
@@ -68,5 +69,6 @@ def warm_up(model: Model) -> None:
         sequence = model.generate(model.tokenize(b"Hello"), SamplingOptions(temp=0.0, n_predict=1))
         while sequence.next_token() is not None:
             pass
+        model.warm_up_drafter()
     except EngineError as err:  # the first request will meet it too, and say so
         log.warning("warm-up decode failed: %s", err)

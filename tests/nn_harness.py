@@ -157,6 +157,8 @@ class _Ended:
     finish_reason = FinishReason.STOP
     error = None
     n_cached = 0
+    n_drafted = 0
+    n_accepted = 0
 
     def next_token(self, timeout_s: float | None = None) -> Token | None:
         return None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, SamplingOptions
+from llamaedge.engine import LOOKAHEAD_TOKENS_MAX, LoadOptions, Model, SamplingOptions, Token
 from tests.engine_events import EVENT_WAIT_MAX_S, HeldDecoder, wait_until
 
 GREEDY = SamplingOptions(temp=0, n_predict=LOOKAHEAD_TOKENS_MAX + 8, ignore_eos=True)
@@ -32,22 +32,27 @@ def generate_text(model: Model, prompt: bytes, sampling: SamplingOptions = GREED
     return b"".join(model.generate(model.tokenize(prompt), sampling))
 
 
-def concurrent_texts(model: Model, prompts: list[bytes]) -> list[bytes]:
-    """Generate all `prompts` at once, each read on its own thread, so that they share decodes."""
-    sequences = [model.generate(model.tokenize(p), GREEDY) for p in prompts]
-    # Nobody reads yet, and GREEDY asks for more than the lookahead: all stay running together.
+def concurrent_tokens(model: Model, prompts: list[bytes], sampling: SamplingOptions = GREEDY) -> list[list[Token]]:
+    """Generate all `prompts` at once, each read on its own thread, so that they share decodes
+    (`sampling` must ask for more tokens than the lookahead)."""
+    sequences = [model.generate(model.tokenize(p), sampling) for p in prompts]
+    # Nobody reads yet, and more than the lookahead is asked for: all stay running together.
     wait_until(lambda: model.stats().sequences_running == len(prompts), "the sequences to run together")
-    texts: list[bytes] = [b""] * len(prompts)
+    tokens: list[list[Token]] = [[] for _ in prompts]
 
     def read(i: int) -> None:
-        texts[i] = b"".join(sequences[i])
+        tokens[i] = list(iter(sequences[i].next_token, None))
 
     readers = [threading.Thread(target=read, args=(i,)) for i in range(len(prompts))]
     for reader in readers:
         reader.start()
     for reader in readers:
-        reader.join(timeout=120)
-    return texts
+        reader.join(timeout=600)
+    return tokens
+
+
+def concurrent_texts(model: Model, prompts: list[bytes]) -> list[bytes]:
+    return [b"".join(token.piece for token in tokens) for tokens in concurrent_tokens(model, prompts)]
 
 
 @pytest.fixture

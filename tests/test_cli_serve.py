@@ -240,3 +240,35 @@ def test_launch_turns_the_collector_back_on_once_loaded(monkeypatch: pytest.Monk
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_draft_options_out_of_range_are_one_line(tiny_model: Path) -> None:
+    assert "--draft-max must be 1 to 15" in one_line_error(serve("--model", str(tiny_model), "--spec-ngram",
+                                                                 "--draft-max", "16"))
+    assert "--draft-min must be 1 to --draft-max" in one_line_error(serve("--model", str(tiny_model), "--spec-ngram",
+                                                                          "--draft-max", "4", "--draft-min", "5"))
+    line = one_line_error(serve("--model", str(tiny_model), "--draft-max", "4"))
+    assert "none are made" in line and "--spec-ngram" in line
+
+
+def test_the_draft_help_states_the_engines_defaults() -> None:
+    from llamaedge.commands import serve as serve_command
+    from llamaedge.engine.types import DRAFT_MAX_DEFAULT, DRAFT_TOKENS_MAX
+
+    assert (serve_command.DRAFT_MAX_DEFAULT, serve_command.DRAFT_TOKENS_MAX) == (DRAFT_MAX_DEFAULT, DRAFT_TOKENS_MAX)
+    result = subprocess.run([sys.executable, "-m", "llamaedge", "serve", "--help"], capture_output=True, text=True,
+                            check=True, env={**os.environ, "COLUMNS": "400"})
+    assert f"(default {DRAFT_MAX_DEFAULT}, at most {DRAFT_TOKENS_MAX})" in result.stdout
+
+
+def test_a_draft_model_of_another_vocabulary_is_one_line(tiny_model: Path, smollm2_model: Path) -> None:
+    line = one_line_error(serve("--model", str(tiny_model), "--port", str(free_port()), "--threads", "2",
+                                "--ctx-size", "256", "--draft-model", str(smollm2_model)))
+    assert "does not have the model's vocabulary" in line and "same family" in line
+
+
+def test_the_banner_shows_the_drafts(start_server: Callable[..., ServerProcess], tiny_model: Path) -> None:
+    server = start_server("--model", str(tiny_model), "--threads", "2", "--ctx-size", "256", "--spec-ngram",
+                          "--draft-model", str(tiny_model), "--draft-max", "6")
+    drafts = next(line for line in server.log().splitlines() if line.strip().startswith("drafts"))
+    assert "prompt lookup and tiny-chat.gguf" in drafts and "up to 6 tokens a step" in drafts

@@ -16,6 +16,12 @@ from llamaedge.limits import DEFAULT_CTX_SIZE, DRAIN_S, IDLE_UNLOAD_S, MODELS_MA
 if TYPE_CHECKING:  # the engine loads with the model, not with the command line
     from llamaedge.engine import LoadOptions, Model
 
+# The engine's speculative-decoding defaults and bound (llamaedge.engine.types
+# DRAFT_MAX_DEFAULT, DRAFT_TOKENS_MAX), for the help and the checks: importing the engine to
+# read them would hold up the start of every command. tests/test_cli_serve.py holds them equal.
+DRAFT_MAX_DEFAULT = 8
+DRAFT_TOKENS_MAX = 15
+
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `serve` and `run` share."""
@@ -65,7 +71,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--app-policy", action="append", default=[], metavar="/ROUTE:KEY=VALUE",
                         help="set a mounted app's policy: memory, wall-time, max-tokens, models, env, dirs, authorization")
     add_server_arguments(parser)
+    add_speculative_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_speculative_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "speculative decoding", "Draft tokens that the model checks in the same step as its next one: the output is "
+        "what it would be without drafts; several tokens a step where the drafts are right (docs/speculative.md).")
+    group.add_argument("--spec-ngram", action="store_true",
+                       help="draft by prompt lookup: what followed the text's last tokens where they occurred before, "
+                            "in the prompt or the reply (for replies that repeat text: edits, code with a change)")
+    group.add_argument("--draft-model", metavar="MODEL",
+                       help="draft with this smaller model of the same vocabulary (named as --model is)")
+    group.add_argument("--draft-max", type=int, default=DRAFT_MAX_DEFAULT, metavar="N",
+                       help=f"tokens per draft at most (default {DRAFT_MAX_DEFAULT}, at most {DRAFT_TOKENS_MAX})")
+    group.add_argument("--draft-min", type=int, default=1, metavar="N",
+                       help="shorter drafts are not checked (default 1)")
 
 
 def check_server_arguments(args: argparse.Namespace) -> None:
@@ -90,6 +112,17 @@ def check_server_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--metrics-auth needs an API key", hint="add --api-key KEY (or set LLAMAEDGE_API_KEY)")
 
 
+def check_speculative_arguments(args: argparse.Namespace) -> None:
+    if not 1 <= args.draft_max <= DRAFT_TOKENS_MAX:
+        raise UsageError(f"--draft-max must be 1 to {DRAFT_TOKENS_MAX}",
+                         hint="a draft stays within the tokens a reply may run ahead of its reader")
+    if not 1 <= args.draft_min <= args.draft_max:
+        raise UsageError("--draft-min must be 1 to --draft-max")
+    if (args.draft_max != DRAFT_MAX_DEFAULT or args.draft_min != 1) and not (args.spec_ngram or args.draft_model):
+        raise UsageError("--draft-max and --draft-min shape drafts, and none are made",
+                         hint="add --spec-ngram or --draft-model MODEL")
+
+
 def pause_gc_for_startup() -> None:
     """Starting a server makes some hundred thousand lasting objects (modules, classes) and
     little garbage: the collector would walk them over and over, a tenth of the start.
@@ -103,6 +136,7 @@ def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model
     from llamaedge.catalog import check_chat_model, resolve_model
 
     check_server_arguments(args)
+    check_speculative_arguments(args)
     args.mounts = []
     if args.app or args.app_policy:  # (the modules that read them would hold up a plain start)
         from llamaedge.mount import load_mounts, reserved_paths
@@ -125,6 +159,14 @@ def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model
     embedding = None
     if args.embedding_model:
         embedding = resolve_model(args.embedding_model, models_dir=args.models_dir, pull=True)
+    draft = None
+    if args.draft_model:
+        check_chat_model(args.draft_model)
+        draft = resolve_model(args.draft_model, models_dir=args.models_dir, pull=True)
+    from llamaedge.engine import SpecOptions
+
+    args.speculative = SpecOptions(ngram=args.spec_ngram, draft_model=draft.path if draft else None,
+                                   draft_max=args.draft_max, draft_min=args.draft_min)
     pause_gc_for_startup()
     from llamaedge.engine import Model
     from llamaedge.launch import launch

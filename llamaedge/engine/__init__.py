@@ -13,7 +13,8 @@ imports llama_cpp.
     sampling        sampler chains, lazy grammars, log-probabilities
     chat_template   Jinja chat templates as llama.cpp renders them
     scheduler       continuous batching over slots, against a Decoder protocol
-    llama_decoder   the Decoder on a llama context
+    speculative     drafts (prompt lookup, a draft model's protocol) and their lengths
+    llama_decoder   the Decoder on a llama context, the Drafter on a draft model's
     embedding       the embedding context
     model           Model: all of the above for one GGUF
     contract        LoadedModel, Generation: what callers may use of a Model and its sequences
@@ -49,6 +50,7 @@ from llamaedge.engine.types import (
     FinishReason,
     LoadOptions,
     SamplingOptions,
+    SpecOptions,
     Token,
     context_size,
     default_parallel,
@@ -59,6 +61,6 @@ __all__ = [
     "BadInput", "DEFAULT_CTX_SIZE", "EMBED_CTX_MAX", "EMBED_SEQ_MAX", "EngineError", "EngineStats", "FinishReason",
     "Generation", "GrammarError", "LLAMA_CPP_PYTHON_VERSION", "LOOKAHEAD_TOKENS_MAX", "LoadError", "LoadOptions",
     "LoadedModel", "Model", "ModelClosed", "ModelLoader", "ModelShape", "NoChatTemplate", "PromptTooLong",
-    "SamplingOptions", "Sequence", "TOP_LOGPROBS_MAX", "TemplateError", "Token", "build_info", "context_size",
+    "SamplingOptions", "Sequence", "SpecOptions", "TOP_LOGPROBS_MAX", "TemplateError", "Token", "build_info", "context_size",
     "default_parallel", "default_threads", "inspect_model", "json_schema_grammar", "list_devices", "supports_gpu_offload",
 ]

@@ -33,6 +33,14 @@ class Generation(Protocol):
     def n_cached(self) -> int:
         """Prompt tokens found in the KV cache, not decoded again."""
 
+    @property
+    def n_drafted(self) -> int:
+        """Drafted tokens the model checked (speculative decoding)."""
+
+    @property
+    def n_accepted(self) -> int:
+        """Of those, the tokens it kept."""
+
     def next_token(self, timeout_s: float | None = None) -> Token | None:
         """The next token, waiting for it; None once the sequence has ended."""
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import logging
 import time
+from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,14 +24,17 @@ from llamaedge.engine.cpus import usable_cpus
 from llamaedge.engine.embedding import Embedder, check_inputs, decode_groups, normalize, rank_prompt
 from llamaedge.engine.errors import BadInput, LoadError, ModelClosed, PromptTooLong
 from llamaedge.engine.gguf import pooling_is_defined, pooling_is_rank, read_metadata
-from llamaedge.engine.llama_decoder import LlamaDecoder
+from llamaedge.engine.llama_decoder import LlamaDecoder, LlamaDrafter
 from llamaedge.engine.sampling import Sampler
 from llamaedge.engine.scheduler import Scheduler, Sequence
+from llamaedge.engine.speculative import DraftWant
 from llamaedge.engine.types import (EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions, context_size,
                                     default_parallel, default_threads)
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger("llamaedge.engine")
 
 # preserved_tokens strings remembered per model: apps send the same short list every time; an
 # app that sends ever new strings gets them resolved each time rather than growing the cache.
@@ -86,6 +91,15 @@ class Model:
         self.threads = threads
         self.threads_batch = threads_batch
         self.parallel = parallel
+        self.drafter: LlamaDrafter | None = None  # the draft model (SpecOptions.draft_model)
+        if options.speculative.draft_model is not None:
+            try:
+                self.drafter = LlamaDrafter(Path(options.speculative.draft_model), mparams, cparams, self._vocab,
+                                            read_max=options.prefill_chunk)
+            except LoadError:
+                lc.llama_free(self._ctx)
+                lc.llama_model_free(self._model)
+                raise
         self.load_s = time.monotonic() - started
 
         self.metadata = read_metadata(self._model)
@@ -104,7 +118,8 @@ class Model:
         self._ranker: Embedder | None = None  # a reranker's rank-pooling context, on first use
 
         self._decoder = LlamaDecoder(self._ctx, self._vocab, self.n_vocab, options.batch_size, self.token_piece)
-        self._scheduler = Scheduler(self._decoder, parallel, prefill_chunk=options.prefill_chunk)
+        self._scheduler = Scheduler(self._decoder, parallel, prefill_chunk=options.prefill_chunk,
+                                    speculative=options.speculative, drafter=self.drafter)
 
     # -- information -----------------------------------------------------------------------
 
@@ -208,6 +223,17 @@ class Model:
             raise
         return seq
 
+    def warm_up_drafter(self) -> None:
+        """Draft one token from a short text with the draft model, if there is one: its first
+        decode faults its weights in and starts its threads, here rather than in the first
+        request that drafts."""
+        if self.drafter is not None:
+            drafter, text = self.drafter, array("i", self.tokenize(b"Hello"))
+            try:
+                self._scheduler.run_job(lambda: drafter.draft([DraftWant(0, text, 1)]))
+            except RuntimeError as exc:  # a decode failed: the first draft will meet it too, and say so
+                log.warning("draft model warm-up failed: %s", exc)
+
     # -- embeddings ------------------------------------------------------------------------
 
     def check_embedding_inputs(self, inputs: list[list[int]]) -> None:
@@ -267,5 +293,7 @@ class Model:
             if embedder is not None:
                 embedder.close()
         self._decoder.close()
+        if self.drafter is not None:
+            self.drafter.close()
         lc.llama_free(self._ctx)
         lc.llama_model_free(self._model)

@@ -9,11 +9,17 @@ sequence runs in a slot (a sequence id of the context) whose KV cells are kept a
 conversation, one turn later) reuses that prefix instead of reading it again, and sequences
 that start alike at the same time (n > 1) share the cells of their common prefix.
 
-The scheduler speaks to the model through `Decoder`, so it can be tested without one.
+With speculative decoding (SpecOptions), a generating sequence's token may come with a draft,
+decoded in the same batch and kept as far as the model agrees with it (see speculative.py):
+several tokens for one step.
+
+The scheduler speaks to the model through `Decoder` (and to a draft model through
+`speculative.Drafter`), so it can be tested without one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -23,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from llamaedge.engine.errors import ModelClosed
-from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, PREFILL_CHUNK_TOKENS, EngineStats, FinishReason, SamplingOptions, Token
+from llamaedge.engine.speculative import Drafter, DraftWant, SpecState, ngram_draft
+from llamaedge.engine.types import (LOOKAHEAD_TOKENS_MAX, PREFILL_CHUNK_TOKENS, EngineStats, FinishReason,
+                                    SamplingOptions, SpecOptions, Token)
 
 log = logging.getLogger("llamaedge.engine")
 
@@ -76,6 +84,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     n_generated: int = 0
     n_cached: int = 0  # prompt tokens found in the KV cache
+    n_drafted: int = 0  # drafted tokens verified (speculative decoding)
+    n_accepted: int = 0  # of those, the tokens the model took
     error: str | None = None
     _cancelled: bool = False
     _drained: bool = False
@@ -83,6 +93,7 @@ class Sequence:
     _slot: int = -1
     _pending: list[int] = field(default_factory=list)  # tokens to feed to the next decode
     _n_past: int = 0
+    _spec: SpecState | None = None  # from its first generated token, when drafts are made
 
     def next_token(self, timeout_s: float | None = None) -> Token | None:
         """The next token, or None at the end (then `finish_reason` says why), and None
@@ -125,11 +136,17 @@ class Scheduler:
     by itself: the owner calls `run_once` (tests do)."""
 
     def __init__(self, decoder: Decoder, n_slots: int, *, thread: bool = True,
-                 prefill_chunk: int = PREFILL_CHUNK_TOKENS) -> None:
+                 prefill_chunk: int = PREFILL_CHUNK_TOKENS, speculative: SpecOptions = SpecOptions(),
+                 drafter: Drafter | None = None) -> None:
         self.decoder = decoder
         self.n_slots = n_slots
         self.prefill_chunk = max(1, prefill_chunk)
-        self.n_tokens_decoded = 0  # entries fed to decodes: prompts and generated tokens
+        # Every draft is verified whole or not at all: an empty one is no draft.
+        self.speculative = dataclasses.replace(speculative, draft_min=max(1, speculative.draft_min))
+        self.drafter = drafter  # the draft model, when SpecOptions.draft_model names one
+        self.n_tokens_decoded = 0  # entries fed to decodes: prompts, generated and drafted tokens
+        self.n_drafted = 0  # drafted tokens verified
+        self.n_accepted = 0  # of those, the tokens the model took
         # What the thread's loop did, so that a test can see it idle by events, not CPU time:
         # rounds it ran, and wakeups from its wait (each followed by a look for work).
         self.n_rounds = 0
@@ -180,6 +197,8 @@ class Scheduler:
                 sequences_waiting=len(self._incoming),
                 kv_cells_used=sum(len(tokens) for tokens in self._slot_tokens),
                 kv_cells_total=self.decoder.n_ctx,
+                draft_tokens=self.n_drafted,
+                draft_tokens_accepted=self.n_accepted,
             )
 
     def close(self) -> None:
@@ -296,34 +315,25 @@ class Scheduler:
 
     def _step(self) -> None:
         n_batch = self.decoder.n_batch
-        batch: list[BatchEntry] = []
-        outputs: list[tuple[Sequence, int]] = []
-        fed: list[tuple[Sequence, list[int]]] = []
         runnable = self._runnable()
         # Sequences that are generating add one token each first (keeps their latency low),
-        # then prompts, shortest first. A prompt alone is read a whole batch at a time
-        # (fastest); beside streams or other prompts, a chunk at a time.
-        generating = [s for s in runnable if len(s._pending) == 1]
+        # with their drafts, then prompts, shortest first. A prompt alone is read a whole
+        # batch at a time (fastest); beside streams or other prompts, a chunk at a time.
+        generating = [s for s in runnable if len(s._pending) == 1][:n_batch]
         prompts = sorted((s for s in runnable if len(s._pending) > 1), key=lambda s: len(s._pending))
         prompt_room = n_batch if not generating and len(prompts) == 1 else self.prefill_chunk
-        takes = [(seq, seq._pending) for seq in generating[:n_batch]]
-        room = min(n_batch - len(takes), prompt_room)
-        for seq in prompts:
-            if room <= 0:
-                break
-            takes.append((seq, seq._pending[:room]))
-            room -= len(takes[-1][1])
-        for seq, take in takes:
-            for i, token in enumerate(take):
-                last = i == len(take) - 1 and len(take) == len(seq._pending)
-                if last:
-                    outputs.append((seq, len(batch)))
-                batch.append(BatchEntry(seq._slot, seq._n_past + i, token, last))
-            fed.append((seq, list(take)))
+        prompt_room = min(prompt_room, n_batch - len(generating))
+        # Drafts take what room in the batch the prompts leave.
+        prompt_tokens = min(prompt_room, sum(len(s._pending) for s in prompts))
+        drafts = self._drafts(generating, n_batch - len(generating) - prompt_tokens)
+        takes, batch, outputs = self._plan(generating, prompts, prompt_room, drafts)
         if not batch:
             return
-        self.n_tokens_decoded += len(batch)
         ok = self.decoder.decode(batch)
+        if not ok and drafts:  # no room for the drafts: the tokens alone may fit
+            drafts = {}
+            takes, batch, outputs = self._plan(generating, prompts, prompt_room, drafts)
+            ok = self.decoder.decode(batch)
         if not ok and self._evict_idle_slots():
             ok = self.decoder.decode(batch)
         if not ok:
@@ -331,31 +341,127 @@ class Scheduler:
             victim = max(self._running, key=lambda s: s._n_past)
             self._finish(victim, FinishReason.CONTEXT_FULL)
             return
-        for seq, take in fed:
-            seq._n_past += len(take)
-            del seq._pending[: len(take)]
-            self._slot_tokens[seq._slot].extend(take)
-        for seq, index in outputs:
+        self.n_tokens_decoded += len(batch)
+        for seq, take in takes:
+            fed = take[:len(seq._pending)]  # a draft's tokens are kept as they are verified
+            seq._n_past += len(fed)
+            del seq._pending[: len(fed)]
+            self._slot_tokens[seq._slot].extend(fed)
+        for seq, indices in outputs:
             try:
-                self._sample(seq, index)
+                self._sample_outputs(seq, indices, drafts.get(seq, []))
             except Exception as exc:  # one sequence's sampler: fail that sequence alone
                 log.exception("sampling failed")
                 seq.error = str(exc)
                 self._finish(seq, FinishReason.ERROR)
 
-    def _sample(self, seq: Sequence, index: int) -> None:
+    def _plan(self, generating: list[Sequence], prompts: list[Sequence], prompt_room: int,
+              drafts: dict[Sequence, list[int]]) -> tuple[list[tuple[Sequence, list[int]]], list[BatchEntry],
+                                                          list[tuple[Sequence, list[int]]]]:
+        """The step's batch: what each sequence feeds, the entries, and each sequence's
+        output indices (one per drafted token too: every draft position is sampled)."""
+        takes = [(seq, seq._pending + drafts.get(seq, [])) for seq in generating]
+        room = prompt_room
+        for seq in prompts:
+            if room <= 0:
+                break
+            takes.append((seq, seq._pending[:room]))
+            room -= len(takes[-1][1])
+        batch: list[BatchEntry] = []
+        outputs: list[tuple[Sequence, list[int]]] = []
+        for seq, take in takes:
+            # Logits for a sequence's last prompt token, its generated token and every
+            # drafted token after it.
+            first_output = len(seq._pending) - 1 if len(take) >= len(seq._pending) else len(take)
+            for i, token in enumerate(take):
+                batch.append(BatchEntry(seq._slot, seq._n_past + i, token, i >= first_output))
+            if first_output < len(take):
+                outputs.append((seq, list(range(len(batch) - len(take) + first_output, len(batch)))))
+        return takes, batch, outputs
+
+    def _drafts(self, generating: list[Sequence], room: int) -> dict[Sequence, list[int]]:
+        """Drafts for the generating sequences that want one, `room` tokens in all at most:
+        prompt lookup first (it costs nothing), then the draft model for the rest."""
+        spec = self.speculative
+        if not spec.enabled or room < spec.draft_min:
+            return {}
+        wants: list[tuple[Sequence, DraftWant]] = []
+        for seq in generating:
+            n_max = self._draft_room(seq)
+            if n_max < spec.draft_min or seq._cancelled:
+                continue
+            if seq._spec is None:
+                seq._spec = SpecState.start(self._slot_tokens[seq._slot] + seq._pending, spec)
+            n_max = min(n_max, seq._spec.length.wanted())
+            if n_max >= spec.draft_min:
+                wants.append((seq, DraftWant(seq._slot, seq._spec.tokens, n_max)))
+        drafts: dict[Sequence, list[int]] = {}
+
+        def take(seq: Sequence, draft: list[int]) -> None:
+            nonlocal room
+            if spec.draft_min <= len(draft) <= room:
+                drafts[seq] = draft
+                room -= len(draft)
+
+        if spec.ngram:
+            for seq, want in wants:
+                take(seq, ngram_draft(want.tokens, min(want.n_max, room)))
+        rest = [(seq, want._replace(n_max=min(want.n_max, room))) for seq, want in wants if seq not in drafts]
+        if self.drafter is not None and rest and room >= spec.draft_min:
+            for (seq, _want), draft in zip(rest, self.drafter.draft([want for _seq, want in rest])):
+                take(seq, draft[:room])
+        return drafts
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """The most tokens `seq` may draft this step: its tokens stay within the lookahead,
+        n_predict and the context."""
+        n_max = min(self.speculative.draft_max, LOOKAHEAD_TOKENS_MAX - 1 - seq._pieces.qsize(),
+                    self.decoder.n_ctx - seq._n_past - 2)
+        if seq.sampling.n_predict >= 0:
+            n_max = min(n_max, seq.sampling.n_predict - seq.n_generated - 1)
+        return n_max
+
+    def _sample_outputs(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
+        """Sample `seq`'s outputs in turn, keeping drafted tokens while they equal what is
+        sampled; then forget the cells of the drafted tokens not kept."""
+        accepted = 0
+        try:
+            for i, index in enumerate(indices):
+                token = self._sample(seq, index)
+                if i == len(draft) or token != draft[i]:
+                    break
+                accepted += 1  # the draft was right (even where the sequence ends with it)
+                if seq.done:
+                    break
+                seq._n_past += 1  # its cells were filled by this decode: they are the sequence's now
+                self._slot_tokens[seq._slot].append(token)
+        finally:
+            if draft:
+                self.decoder.seq_rm(seq._slot, seq._n_past, -1)
+                seq.n_drafted += len(draft)
+                seq.n_accepted += accepted
+                self.n_drafted += len(draft)
+                self.n_accepted += accepted
+                if seq._spec is not None:
+                    seq._spec.length.verified(len(draft), accepted)
+
+    def _sample(self, seq: Sequence, index: int) -> int:
+        """Sample `seq`'s next token at output `index` (it may end the sequence)."""
         token, ends = self.decoder.sample(seq._sampler, index, seq.sampling)
         if ends and not seq.sampling.ignore_eos:
             self._finish(seq, FinishReason.STOP)
-            return
+            return token.id
         seq.n_generated += 1
         seq._pieces.put(token)
+        if seq._spec is not None:
+            seq._spec.tokens.append(token.id)
         if seq.sampling.n_predict >= 0 and seq.n_generated >= seq.sampling.n_predict:
             self._finish(seq, FinishReason.LENGTH)
         elif seq._n_past + 1 >= self.decoder.n_ctx:
             self._finish(seq, FinishReason.CONTEXT_FULL)
         else:
             seq._pending = [token.id]
+        return token.id
 
     def _evict_idle_slots(self) -> bool:
         evicted = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from llamaedge.limits import DEFAULT_CTX_SIZE
@@ -33,6 +34,41 @@ TOP_LOGPROBS_MAX = 20
 # if shorter), up to EMBED_SEQ_MAX of them decoded together.
 EMBED_CTX_MAX = 2048
 EMBED_SEQ_MAX = 16
+# Speculative decoding (SpecOptions). A draft is verified in the same decode as the token
+# before it, and its accepted tokens go to the reader's queue at once: a draft is at most
+# LOOKAHEAD_TOKENS_MAX - 1 tokens, so that a sequence still runs at most the lookahead ahead.
+DRAFT_TOKENS_MAX = LOOKAHEAD_TOKENS_MAX - 1
+# --draft-max. On a CPU a verified token is not free (SmolLM2-135M Q4_1 on 2 cores, from
+# llama-batched-bench in issue 15: a decode of one token 8.4 ms, of four sequences' tokens
+# 23 ms), so every drafted token the model turns down costs about half a plain step: a
+# sequence's drafts start at this length and follow what it accepts (speculative.DraftLength).
+DRAFT_MAX_DEFAULT = 8
+# Prompt lookup: the longest run of the text's last tokens (down to the shortest) that
+# occurred before is looked up, and what followed it drafted. One token matches too often
+# by chance to be worth a draft.
+NGRAM_MAX = 4
+NGRAM_MIN = 2
+# A sequence whose drafts of the shortest length keep failing stops drafting for a while:
+# 2 steps, then twice as many after every further failure, up to this many.
+DRAFT_PAUSE_STEPS_MAX = 64
+
+
+@dataclass(frozen=True)
+class SpecOptions:
+    """Speculative decoding: how drafts are made. Each step a generating sequence may add a
+    draft to its next token, which the model verifies in the same decode; the tokens the model
+    would have chosen itself are kept (for a sampled sequence, each position is sampled and
+    the draft kept while it equals the sample, which is exact for drafts made without
+    randomness), so the output is what it would have been without a draft."""
+
+    ngram: bool = False  # draft by prompt lookup: what followed the text's last tokens before
+    draft_model: Path | None = None  # draft with this model (the same vocabulary)
+    draft_max: int = DRAFT_MAX_DEFAULT  # tokens per draft, at most DRAFT_TOKENS_MAX
+    draft_min: int = 1  # shorter drafts are not verified
+
+    @property
+    def enabled(self) -> bool:
+        return self.ngram or self.draft_model is not None
 
 
 @dataclass
@@ -48,6 +84,7 @@ class LoadOptions:
     parallel: int | None = None  # sequences decoded together; None: default_parallel(the context)
     use_mmap: bool = True
     main_gpu: int = 0
+    speculative: SpecOptions = field(default_factory=SpecOptions)  # off unless asked for
 
 
 def context_size(asked: int | None, n_ctx_train: int) -> int:
@@ -130,3 +167,5 @@ class EngineStats:
     sequences_waiting: int
     kv_cells_used: int  # tokens held by the slots (a shared prefix counts once per slot)
     kv_cells_total: int
+    draft_tokens: int = 0  # drafted tokens verified so far (speculative decoding)
+    draft_tokens_accepted: int = 0  # of those, the tokens the model took

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from llamaedge.engine import SpecOptions
 from llamaedge.limits import DRAIN_S, IDLE_UNLOAD_S, MAX_BODY_BYTES, MODELS_MAX
 from llamaedge.mount import Mount
 from llamaedge.runtime import RunLimits
@@ -43,6 +44,7 @@ class ServeConfig:
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
     reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
+    speculative: SpecOptions = field(default_factory=SpecOptions)  # drafts: `serve --spec-ngram`, `--draft-model`
     # The library (docs/library.md): further --model specs, loaded on demand beside `model`.
     library_models: list[str] = field(default_factory=list)
     library_all: bool = False  # with `model`: also every model in the models folder (`llamaedge run`)

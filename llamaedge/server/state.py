@@ -117,7 +117,8 @@ class ServerState:
         way (`launch` starts it before importing this module). `on_loaded` is called when
         loading ends, well or not, before the status says so."""
         config = self.config
-        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel)
+        options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel,
+                               config.speculative)
         if models is None and config.model is not None:
             models = ModelLoad(config.model, options, config.embedding_model)
         assert models is None or (models.options == options and models.embedding_model == config.embedding_model)

@@ -336,6 +336,9 @@ class Functions:
             "input_tokens": len(context.prompt or ()),
             "output_tokens": context.n_output_tokens,
             "cached_tokens": sequence.n_cached if sequence else 0,
+            # Speculative decoding, named as llama-server's timings name them.
+            "draft_n": sequence.n_drafted if sequence else 0,
+            "draft_n_accepted": sequence.n_accepted if sequence else 0,
             "finish_reason": context.finish_reason,
             "llama_build_number": 0,
             "llama_commit": LLAMA_CPP_PYTHON_VERSION,
