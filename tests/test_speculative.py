@@ -17,7 +17,7 @@ from llamaedge.engine.llama_decoder import common_prefix
 from llamaedge.engine.scheduler import Scheduler, Sequence
 from llamaedge.engine.speculative import DraftLength, DraftWant, ngram_draft
 from llamaedge.engine.types import DRAFT_PAUSE_STEPS_MAX, LOOKAHEAD_TOKENS_MAX, FinishReason
-from llamaedge.errors import ModelError
+from llamaedge.engine.errors import LoadError
 from tests.test_batching import concurrent_tokens
 from tests.test_scheduler import END, FakeDecoder, drain, run, run_until, sequence
 from tests.tiny_gguf import write_tiny_gguf
@@ -331,7 +331,7 @@ def test_seeded_sampled_output_is_the_same_with_drafts(tiny_model: Path) -> None
 
 
 def test_a_draft_model_of_another_vocabulary_is_refused(tiny_model: Path, smollm2_model: Path) -> None:
-    with pytest.raises(ModelError, match="vocabulary"):
+    with pytest.raises(LoadError, match="vocabulary"):
         Model(tiny_model, LoadOptions(threads=2, ctx_size=512, speculative=SpecOptions(draft_model=smollm2_model)))
 
 
@@ -401,7 +401,7 @@ def test_the_generation_metadata_counts_drafted_and_accepted_tokens(tiny_model: 
     from tests.nn_harness import harness, harness_app, new_runtime
 
     options = LoadOptions(threads=2, ctx_size=512, speculative=SpecOptions(draft_model=tiny_model))
-    registry = GraphRegistry(options, [Preload("default", "GGML", "AUTO", tiny_model)])
+    registry = GraphRegistry(options, [Preload("default", "GGML", "AUTO", tiny_model)], loader=Model)
     runtime = new_runtime(registry)
     try:
         with harness(runtime, harness_app(runtime)) as nn:
