@@ -215,14 +215,18 @@ def test_old_turns_are_dropped_to_fit_and_the_system_message_kept(server: Server
 
 def test_a_client_that_disconnects_mid_stream_stops_generation(server: ServerProcess) -> None:
     body = {"messages": USER, "max_tokens": 400, "seed": 2, "stream": True}
-    before = server.log().count("sequence cancelled")
+    # The app says it stopped for the client that left. (The engine's "sequence cancelled"
+    # comes too when the sequence was still generating then: on a fast machine it may already
+    # have ended, its tokens waiting in the socket's buffers.)
+    stopped = "the client disconnected: stopped"
+    before = server.log().count(stopped)
     with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 break  # the first chunk arrived: leave
     deadline = time.monotonic() + 60  # bounds the wait only: the cancellation must come
-    while server.log().count("sequence cancelled") == before:
-        assert time.monotonic() < deadline, "generation was not cancelled:\n" + server.log()[-2000:]
+    while server.log().count(stopped) == before:
+        assert time.monotonic() < deadline, "the request did not stop:\n" + server.log()[-2000:]
         time.sleep(0.05)
     # The server carries on.
     assert httpx.post(f"{server.base_url}/v1/chat/completions", json={"messages": USER, "max_tokens": 4},
