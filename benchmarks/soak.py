@@ -40,6 +40,7 @@ RSS_SAMPLE_S = 1.0
 RSS_TIMELINE_S = 10.0  # the report keeps one sample per this many seconds, to see the curve
 RSS_WINDOW_MAX_S = 60.0  # the windows compared: the first and the last minute (less in short runs)
 REQUEST_TIMEOUT_S = 300.0
+IN_FLIGHT_WAIT_MAX_S = 60.0  # bounds the wait for the server to finish what the clients left
 
 # Scenario -> weight in the mix.
 MIX = {"short": 4, "long": 2, "multi_turn": 2, "stop": 2, "json_schema": 1, "disconnect": 1, "malformed": 1}
@@ -133,8 +134,10 @@ def stream_chat(client: httpx.Client, body: dict[str, object], *, leave_after_fi
 class Client:
     """One simulated user: its own connection and random stream."""
 
-    def __init__(self, base_url: str, model: str, seed: int, recorder: Recorder, first: int = 0) -> None:
+    def __init__(self, base_url: str, model: str, seed: int, recorder: Recorder, first: int = 0,
+                 share: int = 0) -> None:
         self.first = first  # the scenario this client starts its first pass at
+        self.share = share  # scenarios of that pass it runs whatever the deadline
         self.http = httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S)
         self.model = model
         self.rng = random.Random(seed)
@@ -205,12 +208,15 @@ class Client:
         return Outcome("", "malformed_4xx" if ok else "malformed_not_4xx", f"{response.status_code} for {content[:60]!r}")
 
     def run_until(self, deadline: float) -> None:
-        """One pass over every scenario (the clients start at different ones, so that
-        together they cover all soon), then the weighted mix."""
+        """One pass over every scenario (the clients start at different ones, and each runs
+        its share of the pass even past the deadline, so that together they cover all however
+        slow the machine), then the weighted mix until the deadline."""
         names = list(MIX)
         weights = [MIX[n] for n in names]
         first_pass = names[self.first:] + names[:self.first]
-        while time.monotonic() < deadline:
+        owed = self.share
+        while owed > 0 or time.monotonic() < deadline:
+            owed -= 1
             scenario = first_pass.pop(0) if first_pass else self.rng.choices(names, weights)[0]
             try:
                 outcome = self.scenarios[scenario]()
@@ -271,15 +277,21 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def server_requests(base_url: str) -> dict[str, float]:
-    """The server's own count of requests by status, from /metrics."""
+    """The server's own count of requests by status, from /metrics, once it has none in flight:
+    a request whose client left is counted when the server has seen it go."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    deadline = time.monotonic() + IN_FLIGHT_WAIT_MAX_S
+    while True:
+        samples = [sample for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics", timeout=30).text)
+                   for sample in family.samples]
+        if time.monotonic() > deadline or not any(s.name == "llamaedge_requests_in_flight" and s.value for s in samples):
+            break
+        time.sleep(0.05)
     counts: Counter[str] = Counter()
-    text = httpx.get(f"{base_url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "llamaedge_requests_total" and sample.labels.get("route") == "/v1/chat/completions":
-                counts[sample.labels["status"]] += sample.value
+    for sample in samples:
+        if sample.name == "llamaedge_requests_total" and sample.labels.get("route") == "/v1/chat/completions":
+            counts[sample.labels["status"]] += sample.value
     return dict(counts)
 
 
@@ -354,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         with RssSampler(server.proc.pid) as sampler:
             started = time.monotonic()
             deadline = started + args.duration_s
-            clients = [Client(server.base_url, model_id, args.seed * 1000 + i, recorder, first=i * len(MIX) // args.clients)
-                       for i in range(args.clients)]
+            starts = [i * len(MIX) // args.clients for i in range(args.clients)] + [len(MIX)]
+            clients = [Client(server.base_url, model_id, args.seed * 1000 + i, recorder, first=starts[i],
+                              share=starts[i + 1] - starts[i]) for i in range(args.clients)]
             threads = [threading.Thread(target=c.run_until, args=(deadline,)) for c in clients]
             for thread in threads:
                 thread.start()

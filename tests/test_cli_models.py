@@ -230,8 +230,10 @@ def test_ctrl_c_keeps_the_partial_and_the_next_pull_resumes(hub: FakeHub, tiny_m
     hub.hold_at_byte = held_at
     spec = f"hf:{REPO}/{FILE}"
     dest = settings.models_dir() / REPO / FILE
-    # Client chunks that divide `held_at`, so everything before the hold reaches the disk.
+    # Client chunks that divide `held_at`, so everything before the hold reaches the disk; and
+    # Ctrl-C as at a terminal, also where this run inherited SIGINT ignored (a script's `cmd &`).
     code = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
         f"import huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = {chunk_bytes};"
         "from llamaedge.cli import main; raise SystemExit(main())"
     )

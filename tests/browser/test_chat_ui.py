@@ -2,7 +2,10 @@
 
 The tiny model writes random printable ASCII, so tests that need particular reply text
 (Markdown rendering, sanitization) answer /v1/chat/completions with a canned SSE body through
-`page.route` (a fake at the network seam); every other test talks to the real server."""
+`page.route` (a fake at the network seam); every other test talks to the real server, some
+through a proxy that holds its reply where the test wants it (`HeldStream`). Tests decide by
+page states and requests, never by waiting a fixed time: what a timer would end is looked at
+with the page's clock paused."""
 
 from __future__ import annotations
 
@@ -64,12 +67,17 @@ def last_reply(page: Page) -> Locator:
     return page.locator(".message.assistant").last
 
 
+# Playwright pauses the page's clock at a given time, which must not have passed when the call
+# lands: this far ahead of the page's time. Timers due before it fire on the way.
+PAUSE_AHEAD_S = 60
+
+
 @contextmanager
 def timers_paused(page: Page) -> Iterator[None]:
     """The page's timers wait while inside (Playwright's clock, which the test installed): a
     state that a timer ends, a notice or a "Copied" label, stays for the test to see however
     slow the machine, until the test moves the clock on. Time flows again on leaving."""
-    page.clock.pause_at(page.evaluate("Date.now()") / 1000 + 0.1)
+    page.clock.pause_at(page.evaluate("Date.now()") / 1000 + PAUSE_AHEAD_S)
     try:
         yield
     finally:
