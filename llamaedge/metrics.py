@@ -21,6 +21,9 @@ disable_created_metrics()  # the `_created` series double every counter for no u
 
 # Distinct /v1 paths kept as route labels; later ones are counted as "other" (bounded series).
 ROUTE_LABELS_MAX = 32
+# Set in a request's scope by the server when it answered a request under the app's catch-all
+# route itself, before the app ran: its path is then no route label (a stranger's made-up path).
+ROUTE_UNCONFIRMED = "llamaedge.route_unconfirmed"
 # A non-streamed JSON body is parsed for its usage only up to this size.
 USAGE_BODY_MAX_BYTES = 1024 * 1024
 FIRST_BYTE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -262,8 +265,10 @@ class _Observation:
     @property
     def routed(self) -> bool:
         # Starlette's router puts the endpoint it chose into the scope, which the layers
-        # inside share with this one; a request a guard refused never reaches it.
-        return "endpoint" in self.scope
+        # inside share with this one; a request a guard refused never reaches it. A path the
+        # app's catch-all route took, which the server answered itself before the app ran
+        # (busy, loading, no such model), is not confirmed as a route by anyone.
+        return "endpoint" in self.scope and not self.scope.get(ROUTE_UNCONFIRMED)
 
     def on_message(self, message: Message) -> None:
         if message["type"] == "http.response.start":

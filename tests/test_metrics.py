@@ -260,3 +260,17 @@ def test_metrics_show_no_path_of_a_refused_or_unmatched_request(tiny_model: Path
     assert value(samples, "llamaedge_requests_total", route="unauthorized", status="403") == 3
     assert value(samples, "llamaedge_requests_total", route="unmatched") == 4
     assert value(samples, "llamaedge_requests_total", route="/v1/models", status="200") == 1
+
+
+def test_metrics_show_no_path_the_server_answered_before_the_app_ran(tiny_model: Path) -> None:
+    """Without a key, a made-up /v1 path answered by the server itself (503 while the model
+    loads, 404 for a model the library lacks) is no route label: only the app confirms one."""
+    state = ServerState(config_for(tiny_model, default_app_path()))
+    with running(state, load=False) as url:
+        assert httpx.get(f"{url}/v1/secret-while-loading").status_code == 503
+        state.load()
+        assert httpx.get(f"{url}/v1/models").status_code == 200
+        samples = scrape(url)
+    labels = {v for series in samples.values() for key_ in series for _, v in key_}
+    assert not [v for v in labels if "secret" in v]
+    assert value(samples, "llamaedge_requests_total", route="unmatched", status="503") == 1

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from llamaedge.errors import AppError
 from llamaedge.library import LibraryError
+from llamaedge.metrics import ROUTE_UNCONFIRMED
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
 from llamaedge.server import served
 from llamaedge.server.api_errors import host_error, stream_error_event
@@ -68,7 +69,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
     `path_as`: the PATH_INFO the app sees instead of the request's (an alias of a /v1 route)."""
     config = state.config
 
-    async def endpoint(request: Request) -> Response:
+    async def endpoint(request: Request, started: list[bool]) -> Response:
         path = request.url.path
         not_ready = not_ready_error(state, path)
         if not_ready is not None:
@@ -110,12 +111,20 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                 script_name=route,
             )
             admitted = False  # from here _run_app releases the place
+            started.append(True)
             return await _run_app(state, wasm_app, wagi_request, request.receive, member)
         finally:
             if admitted:
                 state.release()
 
-    return endpoint
+    async def answered(request: Request) -> Response:
+        started: list[bool] = []
+        response = await endpoint(request, started)
+        if not started:  # the host answered before the app ran: nobody confirmed the path is a route
+            request.scope[ROUTE_UNCONFIRMED] = True
+        return response
+
+    return answered
 
 
 async def _until_disconnect(receive: Receive) -> None:
