@@ -440,6 +440,14 @@ class BudgetedSequence:
     def n_cached(self) -> int:
         return self._sequence.n_cached
 
+    @property
+    def n_drafted(self) -> int:
+        return self._sequence.n_drafted
+
+    @property
+    def n_accepted(self) -> int:
+        return self._sequence.n_accepted
+
     def cancel(self) -> None:
         self._sequence.cancel()
 

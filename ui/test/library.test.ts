@@ -31,7 +31,7 @@ describe("readModel", () => {
     });
   });
 
-  it("reads llama-server's shape of a load that went wrong (unloaded, failed: true) and our reason", () => {
+  it("reads llama-server's shape of a load that went wrong, and our reason", () => {
     expect(readModel({ id: "m", status: { value: "unloaded", failed: true, exit_code: 1 } })?.state).toBe("failed");
     expect(readModel({ id: "m", status: { value: "failed", reason: "not a GGUF file" } })).toMatchObject({
       state: "failed",
