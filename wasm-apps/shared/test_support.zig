@@ -93,6 +93,11 @@ pub const FakeBackend = struct {
         return 0;
     }
 
+    /// The prompt counted as `info` counts it, read in 2 ms; the tokens so far in 8.
+    pub fn timings(self: *FakeBackend) ?nn.Timings {
+        return .{ .prompt_n = @intCast(self.prompt_tokens orelse self.prompt.items.len / 4), .prompt_ms = 2, .predicted_n = @intCast(self.next_index), .predicted_ms = 8 };
+    }
+
     pub fn next(self: *FakeBackend) Error!nn.Step {
         if (self.fail_at) |at| if (self.next_index == at) return error.BackendFailed;
         if (self.length_after) |n| if (self.next_index == n) return .{ .end = .length };
