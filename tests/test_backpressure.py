@@ -102,12 +102,15 @@ def test_a_client_that_does_not_read_slows_only_itself(server: object, no_end_bi
         assert "".join(e.choices[0].delta.content or "" for e in fast_events if e.choices)
         fast_cells = fast_events[-1].usage.prompt_tokens + FAST_MAX_TOKENS - 1
 
-        # The slow stream stops a bounded way ahead of its reader, and stays stopped for longer
-        # than the app may run between two host calls (its wait is not counted as its own time).
-        cells_stopped = wait_until_steady(base_url, steady_s=1.5)
+        # The slow stream stops a bounded way ahead of its reader: the app's write waits for the
+        # client and the engine's sequence for the app. It stays stopped for longer than the app
+        # may run between two host calls (its wait is not counted as its own time).
+        wait_until_stalled(base_url)
+        cells_stopped = kv_cells_used(base_url)
         rss_stopped = server_rss_bytes(pid)
         time.sleep(RunLimits().wasm_slice_max_s + 1)
         assert kv_cells_used(base_url) == cells_stopped
+        assert stalled(base_url)
         slow_cells = cells_stopped - cells_idle - fast_cells
         assert 0 < slow_cells < SLOW_AHEAD_MAX
         assert server_rss_bytes(pid) - rss_stopped < 8 * 1024 * 1024
@@ -130,17 +133,20 @@ def test_a_client_that_does_not_read_slows_only_itself(server: object, no_end_bi
     wait_for_idle(base_url)
 
 
-def wait_until_steady(base_url: str, *, steady_s: float, timeout_s: float = 30.0) -> float:
-    """kv_cells_used once it has not changed for `steady_s`."""
-    deadline = time.monotonic() + timeout_s
-    value, since = kv_cells_used(base_url), time.monotonic()
-    while time.monotonic() - since < steady_s:
+def stalled(base_url: str) -> bool:
+    """Whether one response waits for its client (the server's `llamaedge_responses_stalled`)
+    and one sequence for its reader (the engine's `llamaedge_sequences_paused`): then the
+    sequence cannot go on until the client reads."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return bool(re.search(r"^llamaedge_responses_stalled 1\.0$", text, re.M)) and \
+        bool(re.search(r"^llamaedge_sequences_paused\{[^}]*\} 1\.0$", text, re.M))
+
+
+def wait_until_stalled(base_url: str) -> None:
+    deadline = time.monotonic() + 30
+    while not stalled(base_url):
         assert time.monotonic() < deadline, "the slow stream never stopped"
-        time.sleep(0.1)
-        now = kv_cells_used(base_url)
-        if now != value:
-            value, since = now, time.monotonic()
-    return value
+        time.sleep(0.05)
 
 
 def wait_for_idle(base_url: str) -> None:
@@ -158,6 +164,6 @@ def wait_for_idle(base_url: str) -> None:
 def test_a_client_that_leaves_without_reading_frees_its_slot(server: object, no_end_bias: dict[str, int]) -> None:
     base_url, port = server.base_url, server.port  # type: ignore[attr-defined]
     slow = open_slow_stream(port, chat_body(SLOW_MAX_TOKENS, no_end_bias))
-    time.sleep(0.5)  # it fills the buffers and stops
+    wait_until_stalled(base_url)  # it fills the buffers and stops
     slow.close()
     wait_for_idle(base_url)

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from benchmarks import bench_library
-from benchmarks.bench_library import (OURS, ROWS, THEIRS, Config, llama_server_argv, llamaedge_argv, measured_env,
-                                      models_folder, ours_unavailable, summarize, theirs_unavailable)
+from benchmarks.bench_library import (OURS, ROWS, THEIRS, Config, llama_server_argv, llamaedge_argv, models_folder,
+                                      ours_unavailable, summarize, theirs_unavailable)
+from benchmarks.harness import ENV_WHITELIST, behaviour_env, measured_env
 from llamaedge.engine.gguf import file_metadata
 
 
@@ -39,11 +40,11 @@ def test_both_servers_get_the_same_knobs_and_none_of_this_environment(tmp_path: 
     # The test run's own settings (conftest sets OMP_WAIT_POLICY) stay out; only --env gets in.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("GGML_SOMETHING", "1")
-    env = measured_env(cfg.env, LLAMAEDGE_HOME="/home")
+    env = measured_env(cfg.env, home=Path("/home"))
     assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["LLAMAEDGE_HOME"] == "/home"
     assert not {k for k in env if k.startswith(("OMP_", "GGML_"))} - {"OMP_WAIT_POLICY"}
-    assert set(env) <= set(bench_library.ENV_WHITELIST) | {"LLAMAEDGE_HOME", "OMP_WAIT_POLICY"}
-    assert bench_library.behaviour_env(env) == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert set(env) <= set(ENV_WHITELIST) | {"LLAMAEDGE_HOME", "OMP_WAIT_POLICY"}
+    assert behaviour_env(env) == {"OMP_WAIT_POLICY": "ACTIVE"}
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ FAMILIES = [
     "llamaedge_time_to_first_byte_seconds_count", "llamaedge_time_to_first_token_seconds_count",
     "llamaedge_time_per_output_chunk_seconds_count", "llamaedge_request_duration_seconds_count",
     "llamaedge_requests_in_flight", "llamaedge_requests_running", "llamaedge_requests_waiting",
-    "llamaedge_queue_capacity", "llamaedge_draining", "llamaedge_model_load_seconds",
+    "llamaedge_queue_capacity", "llamaedge_draining", "llamaedge_responses_stalled", "llamaedge_model_load_seconds",
 ]
 
 
@@ -210,11 +210,12 @@ def test_engine_stats_become_gauges_per_model() -> None:
         sequences_waiting: int
         kv_cells_used: int
         kv_cells_total: int
+        sequences_paused: int
 
     snapshot = HostSnapshot(in_flight=6, parallel=4, queue_max=16, draining=True, models=[
-        ModelSnapshot("chat", "default", 1.5, EngineStats(4, 3, 3, 2, 300, 1200), tokens_decoded=4321),
+        ModelSnapshot("chat", "default", 1.5, EngineStats(4, 3, 3, 2, 300, 1200, 1), tokens_decoded=4321),
         ModelSnapshot("embed", "embedding", 0.25, None),
-    ])
+    ], responses_stalled=1)
     metrics = ServerMetrics(lambda: snapshot)
     text, content_type = metrics.exposition("")
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -226,6 +227,8 @@ def test_engine_stats_become_gauges_per_model() -> None:
     assert value(samples, "llamaedge_draining") == 1 and value(samples, "llamaedge_queue_capacity") == 16
     assert value(samples, "llamaedge_slots_busy", model="chat") == 3
     assert value(samples, "llamaedge_sequences_waiting", model="chat") == 2
+    assert value(samples, "llamaedge_sequences_paused", model="chat") == 1
+    assert value(samples, "llamaedge_responses_stalled") == 1
     assert value(samples, "llamaedge_kv_cache_usage_ratio", model="chat") == 0.25
     assert value(samples, "llamaedge_model_load_seconds", model="embed") == 0.25
     assert value(samples, "llamaedge_tokens_decoded_total", model="chat") == 4321

@@ -243,8 +243,10 @@ def test_a_sequence_whose_reader_is_behind_is_not_decoded_further(decoder: FakeD
     scheduler.submit(seq)
     run(scheduler, LOOKAHEAD_TOKENS_MAX + 10)
     assert seq.n_generated == LOOKAHEAD_TOKENS_MAX
+    assert scheduler.stats().sequences_paused == 1  # the seam that says so (/metrics)
     n_batches = len(decoder.batches)
     assert seq.next_token(timeout_s=0) is not None
+    assert scheduler.stats().sequences_paused == 0
     run(scheduler, 5)
     assert seq.n_generated == LOOKAHEAD_TOKENS_MAX + 1
     assert len(decoder.batches) == n_batches + 1

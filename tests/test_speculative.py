@@ -418,6 +418,8 @@ def test_the_generation_metadata_counts_drafted_and_accepted_tokens(tiny_model: 
     assert text and meta["output_tokens"] == 40
     # Drafting with the model itself, every drafted token is taken.
     assert meta["draft_n"] == meta["draft_n_accepted"] > 0
+    # And the times, as llama-server's timings name them (the chat app's `timings`).
+    assert meta["prompt_ms"] > 0 and meta["predicted_ms"] > 0
 
 
 def test_metrics_count_drafted_and_accepted_tokens(tiny_model: Path) -> None:
@@ -436,3 +438,34 @@ def test_metrics_count_drafted_and_accepted_tokens(tiny_model: Path) -> None:
         samples = scrape(url)
     drafted = value(samples, "llamaedge_draft_tokens_total", model="tiny-chat")
     assert 0 < value(samples, "llamaedge_draft_tokens_accepted_total", model="tiny-chat") <= drafted
+
+
+@pytest.mark.slow
+def test_a_chat_response_carries_llama_servers_timings_with_the_draft_counts(smollm2_model: Path) -> None:
+    import json
+
+    import httpx
+
+    from llamaedge.server import ServerState, default_app_path
+    from tests.test_server_http import config_for, running
+
+    # A prompt that repeats itself: prompt lookup (--spec-ngram) drafts its continuation.
+    text = "one two three four five six seven eight nine ten. " * 6
+    body = {"model": "tiny-chat", "messages": [{"role": "user", "content": f"Repeat this text: {text}"}],
+            "max_tokens": 64, "temperature": 0}
+    config = config_for(smollm2_model, default_app_path(), speculative=SpecOptions(ngram=True))
+    with running(ServerState(config)) as url:
+        whole = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120).json()
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=120) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+    for timings, completion_tokens in ((whole["timings"], whole["usage"]["completion_tokens"]),
+                                       (events[-1]["timings"], None)):
+        assert timings["prompt_n"] > 0 and timings["prompt_ms"] > 0 and timings["prompt_per_second"] > 0
+        assert timings["predicted_n"] > 0 and timings["predicted_ms"] >= 0
+        if completion_tokens is not None:
+            assert timings["predicted_n"] == completion_tokens
+        assert 0 < timings["draft_n_accepted"] <= timings["draft_n"]
+    # Only the stream's last chunk carries them (here its finish chunk: no usage chunk was asked for).
+    assert events[-1]["choices"][0]["finish_reason"] is not None
+    assert not any("timings" in e for e in events[:-1])

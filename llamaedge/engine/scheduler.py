@@ -195,6 +195,7 @@ class Scheduler:
                 slots_busy=sum(self._slot_busy),
                 sequences_running=len(self._running),
                 sequences_waiting=len(self._incoming),
+                sequences_paused=len(self._running) - len(self._runnable()),
                 kv_cells_used=sum(len(tokens) for tokens in self._slot_tokens),
                 kv_cells_total=self.decoder.n_ctx,
                 draft_tokens=self.n_drafted,

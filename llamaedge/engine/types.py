@@ -169,3 +169,6 @@ class EngineStats:
     kv_cells_total: int
     draft_tokens: int = 0  # drafted tokens verified so far (speculative decoding)
     draft_tokens_accepted: int = 0  # of those, the tokens the model took
+    # Running sequences not decoded now: LOOKAHEAD_TOKENS_MAX tokens ahead of their reader,
+    # they wait for it to read (a client that stopped reading stops here).
+    sequences_paused: int = 0

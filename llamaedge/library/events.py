@@ -40,6 +40,11 @@ class LibraryEvent:
         return body
 
 
+def status_change(model: str, data: dict[str, Any]) -> LibraryEvent:
+    """A member's new status: `data` holds "status" and what goes with it (see above)."""
+    return LibraryEvent(model, "status_change", data)
+
+
 class Subscription:
     """One reader's events, in order. Read with `get` from a thread or `next` on an event
     loop (the one that subscribed: it is woken through it)."""

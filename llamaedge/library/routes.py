@@ -27,7 +27,8 @@ from starlette.routing import BaseRoute, Route
 
 from llamaedge.library.errors import (LibraryClosed, LibraryError, LoadFailed, ModelDownloading, ModelStateError,
                                       ModelTooLarge, NoRoom, UnknownModel)
-from llamaedge.library.library import Library, MemberInfo
+from llamaedge.library.library import Library
+from llamaedge.library.state import MemberInfo
 from llamaedge.library.types import Status
 
 HTTP_STATUS: dict[type[LibraryError], int] = {

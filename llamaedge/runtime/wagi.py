@@ -81,9 +81,9 @@ def wagi_environ(request: WagiRequest, app_env: Mapping[str, str], *,
 class ResponseStream:
     """Parses what the app writes to stdout and hands it on: `on_head(status, headers)` once,
     then `on_chunk(bytes)` per write. The consumer calls `taken()` for each chunk it has sent
-    on; a write with `chunks_ahead_max` chunks not yet taken waits for room. After `close()`
-    (the client left) writes, waiting ones too, fail with EPIPE, which the app sees as an
-    error from fd_write."""
+    on; a write with `chunks_ahead_max` chunks not yet taken waits for room (`stalled` is true
+    meanwhile). After `close()` (the client left) writes, waiting ones too, fail with EPIPE,
+    which the app sees as an error from fd_write."""
 
     def __init__(self, on_head: Callable[[int, list[tuple[str, str]]], None],
                  on_chunk: Callable[[bytes], None], *, chunks_ahead_max: int = CHUNKS_AHEAD_MAX) -> None:
@@ -96,6 +96,7 @@ class ResponseStream:
         self._on_resume: Callable[[], None] = lambda: None  # after a wait for room (run_wagi sets it)
         self.head_done = False
         self.closed = False
+        self.stalled = False  # a write waits for the client to take what was sent
         self.error: str | None = None
 
     def write(self, data: bytes) -> int:
@@ -133,7 +134,9 @@ class ResponseStream:
         """Wait for room, then pass `data` on; False when the client left meanwhile."""
         with self._room:
             if self._ahead >= self._ahead_max:
+                self.stalled = True
                 self._room.wait_for(lambda: self.closed or self._ahead < self._ahead_max)
+                self.stalled = False
                 self._on_resume()
             if self.closed:
                 return False

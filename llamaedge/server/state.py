@@ -258,7 +258,10 @@ class ServerState:
         for name, model in self.library.loaded_models():
             if name not in started:
                 models.append(ModelSnapshot(name, name, model.load_s, model.stats(), model.n_tokens_decoded))
-        return HostSnapshot(self.in_flight, self.slots, self.queue_limit, self.draining, models)
+        with self._runs_lock:
+            stalled = sum(1 for _, stream in self._runs if stream.stalled)
+        return HostSnapshot(self.in_flight, self.slots, self.queue_limit, self.draining, models,
+                            responses_stalled=stalled)
 
     def admit(self) -> str | None:
         """Take a place for a new request, or say why there is none."""

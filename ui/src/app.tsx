@@ -1,51 +1,32 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { libraryAction, listModels, streamChat, type Connection, type LibraryAction } from "./api";
+import { libraryAction, streamChat, type Connection, type LibraryAction } from "./api";
 import { ChatSettingsDialog } from "./components/ChatSettingsDialog";
 import { Composer } from "./components/Composer";
-import { MenuIcon } from "./components/icons";
 import { MessageView } from "./components/MessageView";
 import { ModelsDialog } from "./components/ModelsDialog";
+import { ServerBanner } from "./components/ServerBanner";
 import { SettingsDialog } from "./components/SettingsDialog";
 import { Sidebar } from "./components/Sidebar";
-import { ApiError } from "./errors";
-import { busy as libraryBusy, canPick, grouped, type ModelInfo } from "./library";
+import { TopBar } from "./components/TopBar";
+import { isAbort, toMessageError } from "./errors";
+import { canPick, grouped } from "./library";
 import { chatRequest } from "./request";
 import { ReplyMeter } from "./stats";
 import { ReplyParts } from "./thinking";
 import { ConversationStore, newConversation, newId, StorageError, titleFrom } from "./storage";
 import { applyTheme } from "./theme";
 import type { Conversation, Message, MessageError, Settings, Theme } from "./types";
+import { useServerModels } from "./useServerModels";
 
 interface Props {
   store: ConversationStore;
 }
 
-type ServerState = { state: "checking" } | { state: "ready" } | { state: "error"; error: ApiError };
-
-const LOADING_POLL_MS = 2000;
-/** How often the model list is read while a model loads or downloads, or the Models dialog is open. */
-const LIBRARY_POLL_MS = 1000;
 const SAVE_DURING_STREAM_MS = 500;
 
 /** The conversation named in the URL fragment (`#<id>`), so a reload reopens it. */
 function idFromHash(): string {
   return decodeURIComponent(window.location.hash.replace(/^#/, ""));
-}
-
-function toMessageError(error: unknown): MessageError {
-  const apiError =
-    error instanceof ApiError ? error : new ApiError("server", error instanceof Error ? error.message : String(error));
-  return {
-    kind: apiError.kind,
-    title: apiError.title,
-    message: apiError.message,
-    hint: apiError.hint,
-    retryable: apiError.retryable,
-  };
-}
-
-function isAbort(error: unknown): boolean {
-  return error instanceof DOMException && error.name === "AbortError";
 }
 
 export function App({ store }: Props) {
@@ -55,8 +36,6 @@ export function App({ store }: Props) {
   const [conversation, setConversation] = useState<Conversation>(
     () => store.get(idFromHash()) ?? newConversation(),
   );
-  const [models, setModels] = useState<ModelInfo[]>([]);
-  const [server, setServer] = useState<ServerState>({ state: "checking" });
   const [streamingId, setStreamingId] = useState<string | null>(null);
   const [sidebarOpen, setSidebarOpen] = useState(false);
   const [dialog, setDialog] = useState<"settings" | "chat" | "models" | null>(null);
@@ -82,31 +61,7 @@ export function App({ store }: Props) {
   );
 
   // --- server and models -------------------------------------------------------------------
-  const [checkCount, setCheckCount] = useState(0);
-  const recheck = useCallback(() => setCheckCount((n) => n + 1), []);
-  useEffect(() => {
-    const controller = new AbortController();
-    let timer = 0;
-    setServer({ state: "checking" });
-    listModels(connection, controller.signal)
-      .then((list) => {
-        setModels(list);
-        setServer({ state: "ready" });
-      })
-      .catch((error: unknown) => {
-        if (isAbort(error)) return;
-        const apiError = error instanceof ApiError ? error : new ApiError("unreachable", String(error));
-        setServer({ state: "error", error: apiError });
-        // A list from another server, or one we can no longer reach, would offer wrong choices.
-        if (apiError.kind !== "loading") setModels([]);
-        // While the model loads the server answers 503: keep asking until it is ready.
-        if (apiError.kind === "loading") timer = window.setTimeout(recheck, LOADING_POLL_MS);
-      });
-    return () => {
-      controller.abort();
-      window.clearTimeout(timer);
-    };
-  }, [connection, checkCount, recheck]);
+  const { models, server, recheck, refreshModels } = useServerModels(connection, dialog === "models");
 
   // The chat can pick a chat model that is on this machine, loaded ones first.
   const pickable = useMemo(
@@ -116,28 +71,6 @@ export function App({ store }: Props) {
   const pickableIds = useMemo(() => pickable.map((m) => m.id), [pickable]);
   const model =
     conversation.model && pickableIds.includes(conversation.model) ? conversation.model : (pickableIds[0] ?? "");
-
-  // While a model loads or downloads, or the Models dialog is open, follow the library.
-  const watching = dialog === "models" || libraryBusy(models);
-  useEffect(() => {
-    if (!watching || server.state !== "ready") return;
-    const controller = new AbortController();
-    const timer = window.setInterval(() => {
-      listModels(connection, controller.signal)
-        .then(setModels)
-        .catch(() => undefined); // the next tick tries again; the banner is for the first check
-    }, LIBRARY_POLL_MS);
-    return () => {
-      controller.abort();
-      window.clearInterval(timer);
-    };
-  }, [watching, server.state, connection]);
-
-  const refreshModels = useCallback(() => {
-    listModels(connection)
-      .then(setModels)
-      .catch(() => undefined);
-  }, [connection]);
 
   const act = (action: LibraryAction, id: string) => {
     setLibraryError(null);
@@ -427,49 +360,16 @@ export function App({ store }: Props) {
         onClose={() => setSidebarOpen(false)}
       />
       <main class="chat" aria-label="Chat">
-        <header class="topbar">
-          <button
-            type="button"
-            class="icon-button menu"
-            aria-label="Open sidebar"
-            aria-expanded={sidebarOpen}
-            onClick={() => setSidebarOpen(true)}
-          >
-            <MenuIcon />
-          </button>
-          <label class="model-picker">
-            <span class="sr-only">Model</span>
-            <select
-              value={model}
-              disabled={pickable.length === 0}
-              onChange={(e) => updateConversation({ model: e.currentTarget.value })}
-            >
-              {pickable.length === 0 && <option value="">No model</option>}
-              {grouped(pickable).map(({ section, models: members }) => (
-                <optgroup key={section} label={section}>
-                  {members.map((m) => (
-                    <option key={m.id} value={m.id}>
-                      {m.id}
-                    </option>
-                  ))}
-                </optgroup>
-              ))}
-            </select>
-          </label>
-          <button
-            type="button"
-            class="button small library-button"
-            aria-label="Models"
-            title="The server's models: load, unload, download"
-            onClick={() => setDialog("models")}
-          >
-            Models
-          </button>
-          <h1 class="chat-title">{conversation.title}</h1>
-          <button type="button" class="button small" onClick={() => setDialog("chat")}>
-            Chat settings
-          </button>
-        </header>
+        <TopBar
+          sidebarOpen={sidebarOpen}
+          model={model}
+          pickable={pickable}
+          title={conversation.title}
+          onOpenSidebar={() => setSidebarOpen(true)}
+          onModel={(id) => updateConversation({ model: id })}
+          onModels={() => setDialog("models")}
+          onChatSettings={() => setDialog("chat")}
+        />
         <ServerBanner server={server} onRetry={recheck} />
         <div class="thread" ref={threadRef} onScroll={onScroll}>
           {conversation.messages.length === 0 ? (
@@ -539,21 +439,6 @@ export function App({ store }: Props) {
           }}
         />
       )}
-    </div>
-  );
-}
-
-function ServerBanner({ server, onRetry }: { server: ServerState; onRetry: () => void }) {
-  if (server.state !== "error") return null;
-  const { error } = server;
-  return (
-    <div class={`banner ${error.kind}`} role="alert">
-      <div>
-        <strong>{error.title}.</strong> {error.message} <span class="muted">{error.hint}</span>
-      </div>
-      <button type="button" class="button small" onClick={onRetry}>
-        Retry
-      </button>
     </div>
   );
 }

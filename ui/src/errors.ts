@@ -1,5 +1,7 @@
 /** Errors the page shows to a person: each says what happened and what to do about it. */
 
+import type { MessageError } from "./types";
+
 export type ApiErrorKind =
   | "unreachable" // no HTTP answer at all
   | "loading" // 503 or 429: the model is not loaded yet, or the server is busy
@@ -107,4 +109,22 @@ export function errorFrom(status: number | null, body: unknown): ApiError {
 function defaultMessage(status: number | null): string {
   if (status === null) return "The server reported an error.";
   return `The server answered HTTP ${status}.`;
+}
+
+/** An error as a message keeps it: what the conversation stores and shows. */
+export function toMessageError(error: unknown): MessageError {
+  const apiError =
+    error instanceof ApiError ? error : new ApiError("server", error instanceof Error ? error.message : String(error));
+  return {
+    kind: apiError.kind,
+    title: apiError.title,
+    message: apiError.message,
+    hint: apiError.hint,
+    retryable: apiError.retryable,
+  };
+}
+
+/** Whether `error` is a fetch or stream stopped by its AbortController. */
+export function isAbort(error: unknown): boolean {
+  return error instanceof DOMException && error.name === "AbortError";
 }

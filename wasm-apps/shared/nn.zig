@@ -132,6 +132,13 @@ pub const Info = struct {
     llama_build_number: ?i64 = null,
     n_embedding: ?i64 = null,
     input_tokens_each: ?[]const i64 = null,
+    /// Speculative decoding: drafted tokens the model checked, and those it kept.
+    draft_n: i64 = 0,
+    draft_n_accepted: i64 = 0,
+    /// Milliseconds from the prompt's submission to the first token, and from
+    /// the first token to the last (our host's; 0 from a host that does not say).
+    prompt_ms: f64 = 0,
+    predicted_ms: f64 = 0,
 
     /// The prompt's tokens; null when the host did not say.
     pub fn promptTokens(self: Info) ?u32 {
@@ -145,11 +152,40 @@ pub const Info = struct {
         return if (n >= 0 and n <= std.math.maxInt(u32)) @intCast(n) else 0;
     }
 
+    /// llama-server's `timings` of the sequence, from what the host says.
+    pub fn timings(self: Info) Timings {
+        return .{
+            .prompt_n = (self.promptTokens() orelse 0) -| self.cachedTokens(),
+            .prompt_ms = self.prompt_ms,
+            .predicted_n = count(self.output_tokens),
+            .predicted_ms = self.predicted_ms,
+            .draft_n = count(self.draft_n),
+            .draft_n_accepted = count(self.draft_n_accepted),
+        };
+    }
+
+    fn count(n: i64) u32 {
+        return @intCast(std.math.clamp(n, 0, std.math.maxInt(u32)));
+    }
+
     /// How the sequence ended: `length` when the host says so, else `stop`.
     pub fn end(self: Info) End {
         const reason = self.finish_reason orelse return .stop;
         return if (std.mem.eql(u8, reason, "length")) .length else .stop;
     }
+};
+
+/// What llama-server's responses carry as `timings`: the prompt tokens read
+/// (those found in the KV cache left out) and the milliseconds to the first
+/// token, the tokens generated and the milliseconds from the first to the
+/// last, and with speculative decoding the drafted tokens and those kept.
+pub const Timings = struct {
+    prompt_n: u32 = 0,
+    prompt_ms: f64 = 0,
+    predicted_n: u32 = 0,
+    predicted_ms: f64 = 0,
+    draft_n: u32 = 0,
+    draft_n_accepted: u32 = 0,
 };
 
 /// `get_output(ctx, 1)`'s JSON as `Info`; the strings are copied, so `json`
@@ -180,9 +216,11 @@ pub const Backend = struct {
     graph: u32,
     ctx: u32,
     token_buf: [1024]u8 = undefined,
-    /// The prompt tokens reused, as the host said at the end of the sequence
-    /// (read for its finish reason), so that `cachedTokens` need not ask again.
-    cached_at_end: ?u32 = null,
+    /// What the host said at the end of the sequence (read for its finish
+    /// reason), so that `cachedTokens` and `timings` need not ask again.
+    at_end: ?AtEnd = null,
+
+    const AtEnd = struct { end: End, cached_tokens: u32, timings: Timings };
 
     /// `load_by_name(name)` and a fresh execution context for this request.
     pub fn open(name: []const u8) Error!Backend {
@@ -224,7 +262,7 @@ pub const Backend = struct {
 
     /// Sets (and so tokenizes) the prompt.
     pub fn setPrompt(self: *Backend, prompt: []const u8) Error!void {
-        self.cached_at_end = null; // a new sequence
+        self.at_end = null; // a new sequence
         try check("set_input(prompt)", setBytes(self.ctx, 0, prompt));
     }
 
@@ -232,7 +270,7 @@ pub const Backend = struct {
     /// tokenization, no BOS added.
     pub fn setPromptTokens(self: *Backend, tokens: []const u32) Error!void {
         comptime std.debug.assert(builtin.target.cpu.arch.endian() == .little); // the ABI's byte order
-        self.cached_at_end = null; // a new sequence
+        self.at_end = null; // a new sequence
         try checkInput("set_input(prompt tokens)", setBytes(self.ctx, 2, std.mem.sliceAsBytes(tokens)));
     }
 
@@ -260,13 +298,13 @@ pub const Backend = struct {
 
     /// What `info` says at the end of a sequence, read without an allocator;
     /// null when the host does not answer.
-    fn infoAtEnd(self: *Backend) ?struct { end: End, cached_tokens: u32 } {
+    fn infoAtEnd(self: *Backend) ?AtEnd {
         // Room for the JSON of a generating context and its parse (the
         // fields are numbers and one short string), which live only here.
         var scratch: [16 << 10]u8 = undefined;
         var fba = std.heap.FixedBufferAllocator.init(&scratch);
         const parsed = self.info(fba.allocator()) catch return null;
-        return .{ .end = parsed.value.end(), .cached_tokens = parsed.value.cachedTokens() };
+        return .{ .end = parsed.value.end(), .cached_tokens = parsed.value.cachedTokens(), .timings = parsed.value.timings() };
     }
 
     /// `get_output(ctx, index)`, whatever its size (`size_hint`: the bytes
@@ -306,16 +344,22 @@ pub const Backend = struct {
     /// a limit was reached (length); "stop" when it does not say.
     fn reportedFinish(self: *Backend) End {
         const now = self.infoAtEnd() orelse return .stop;
-        self.cached_at_end = now.cached_tokens;
+        self.at_end = now;
         return now.end;
     }
 
     /// Prompt tokens the host reused from its KV cache (`cached_tokens` of
     /// get_output(1)); 0 when it does not say. Read before `finish`.
     pub fn cachedTokens(self: *Backend) u32 {
-        if (self.cached_at_end) |n| return n;
-        const now = self.infoAtEnd() orelse return 0;
+        const now = self.at_end orelse self.infoAtEnd() orelse return 0;
         return now.cached_tokens;
+    }
+
+    /// The sequence's timings (get_output(1)); null when the host does not
+    /// answer. Read before `finish`.
+    pub fn timings(self: *Backend) ?Timings {
+        const now = self.at_end orelse self.infoAtEnd() orelse return null;
+        return now.timings;
     }
 
     pub fn finish(self: *Backend) void {
@@ -421,6 +465,13 @@ test "cached and prompt tokens from the host's info" {
     const each = try parseInfo(std.testing.allocator, "{\"n_embedding\":4,\"input_tokens_each\":[1,2]}");
     defer each.deinit();
     try std.testing.expectEqualSlices(i64, &.{ 1, 2 }, each.value.input_tokens_each.?);
+}
+
+test "timings from the host's info: the prompt less the cache, the draft counts, the times" {
+    const t = (try testInfo("{\"input_tokens\":30,\"cached_tokens\":12,\"output_tokens\":9,\"draft_n\":6,\"draft_n_accepted\":4,\"prompt_ms\":12.5,\"predicted_ms\":80}")).timings();
+    try std.testing.expectEqual(Timings{ .prompt_n = 18, .prompt_ms = 12.5, .predicted_n = 9, .predicted_ms = 80, .draft_n = 6, .draft_n_accepted = 4 }, t);
+    // A host that says none of it (WasmEdge's): zeros.
+    try std.testing.expectEqual(Timings{ .prompt_n = 30 }, (try testInfo("{\"input_tokens\":30}")).timings());
 }
 
 test "the tensor has the 20-byte wasm32 layout" {

@@ -1,6 +1,7 @@
-//! What the apps' `test` blocks share: a scripted generation backend in
-//! place of the host (the `backend: anytype` of the app logic), a writer
-//! whose client has gone, and checks on WAGI responses and diagnostics.
+//! What the apps' `test` blocks share: scripted backends in place of the host
+//! (the `backend: anytype` of the app logic: generation, and embedding-mode
+//! batches), a writer whose client has gone, and checks on WAGI responses
+//! and diagnostics.
 //! Referenced from tests only, so it is never part of a built app.
 
 const std = @import("std");
@@ -92,6 +93,11 @@ pub const FakeBackend = struct {
         return 0;
     }
 
+    /// The prompt counted as `info` counts it, read in 2 ms; the tokens so far in 8.
+    pub fn timings(self: *FakeBackend) ?nn.Timings {
+        return .{ .prompt_n = @intCast(self.prompt_tokens orelse self.prompt.items.len / 4), .prompt_ms = 2, .predicted_n = @intCast(self.next_index), .predicted_ms = 8 };
+    }
+
     pub fn next(self: *FakeBackend) Error!nn.Step {
         if (self.fail_at) |at| if (self.next_index == at) return error.BackendFailed;
         if (self.length_after) |n| if (self.next_index == n) return .{ .end = .length };
@@ -105,6 +111,84 @@ pub const FakeBackend = struct {
         if (self.is_fork) self.deinit();
     }
 };
+
+/// A scripted embedding-mode backend (what the embeddings and rerank routes
+/// call): it records the metadata and the batch it was given, refuses the
+/// metadata with `metadata_error` and the batch (set_input 3) with
+/// `batch_error` when set, and leaves the numbers to `Model`: each batch item
+/// (as JSON) gives `model.valuesEach()` float32 values (`model.values(item,
+/// out)`, get_output 2) and `Model.tokens(item)` prompt tokens (`info`).
+pub fn BatchBackend(comptime Model: type) type {
+    return struct {
+        const Self = @This();
+
+        allocator: std.mem.Allocator,
+        model: Model = .{},
+        metadata_error: ?nn.Error = null,
+        batch_error: ?nn.Error = null,
+        metadata: std.ArrayListUnmanaged(u8) = .empty,
+        batch: std.ArrayListUnmanaged(u8) = .empty,
+        computed: bool = false,
+        /// What the app expected get_output(2) to need.
+        size_hint: usize = 0,
+
+        pub const Error = nn.Error || std.mem.Allocator.Error;
+
+        pub fn deinit(self: *Self) void {
+            self.metadata.deinit(self.allocator);
+            self.batch.deinit(self.allocator);
+        }
+
+        pub fn setMetadata(self: *Self, json: []const u8) Error!void {
+            if (self.metadata_error) |err| return err;
+            self.metadata.clearRetainingCapacity();
+            try self.metadata.appendSlice(self.allocator, json);
+        }
+
+        pub fn setBatch(self: *Self, json: []const u8) Error!void {
+            if (self.batch_error) |err| return err;
+            self.batch.clearRetainingCapacity();
+            try self.batch.appendSlice(self.allocator, json);
+        }
+
+        pub fn compute(self: *Self) Error!void {
+            self.computed = true;
+        }
+
+        fn items(self: *Self, allocator: std.mem.Allocator) !std.json.Parsed(std.json.Value) {
+            return std.json.parseFromSlice(std.json.Value, allocator, self.batch.items, .{});
+        }
+
+        pub fn output(self: *Self, allocator: std.mem.Allocator, index: u32, size_hint: usize) ![]u8 {
+            std.debug.assert(index == 2);
+            self.size_hint = size_hint;
+            const parsed = try self.items(allocator);
+            defer parsed.deinit();
+            const n = self.model.valuesEach();
+            const raw = try allocator.alloc(u8, parsed.value.array.items.len * n * 4);
+            errdefer allocator.free(raw);
+            const values = try allocator.alloc(f32, n);
+            defer allocator.free(values);
+            for (parsed.value.array.items, 0..) |item, i| {
+                self.model.values(item, values);
+                for (values, 0..) |x, j| std.mem.writeInt(u32, raw[(i * n + j) * 4 ..][0..4], @bitCast(x), .little);
+            }
+            return raw;
+        }
+
+        pub fn info(self: *Self, allocator: std.mem.Allocator) !std.json.Parsed(nn.Info) {
+            const parsed = try self.items(allocator);
+            defer parsed.deinit();
+            var each = std.ArrayList(u8).init(allocator);
+            defer each.deinit();
+            for (parsed.value.array.items, 0..) |item, i| {
+                if (i > 0) try each.append(',');
+                try each.writer().print("{d}", .{Model.tokens(item)});
+            }
+            return infoOf(allocator, "{{\"n_embedding\":{d},\"input_tokens_each\":[{s}]}}", .{ self.model.valuesEach(), each.items });
+        }
+    };
+}
 
 /// A fake's `info`: the host's JSON, formatted, parsed as nn.Backend parses it.
 pub fn infoOf(allocator: std.mem.Allocator, comptime fmt: []const u8, args: anytype) (nn.Error || std.mem.Allocator.Error)!std.json.Parsed(nn.Info) {

@@ -154,6 +154,17 @@ def _log_stats(context: ExecutionContext) -> None:
                  context.n_output_tokens, elapsed_s, context.n_output_tokens / elapsed_s)
 
 
+def _timings_ms(context: ExecutionContext) -> dict[str, float]:
+    """The generation's times, named as llama-server's `timings` name them: `prompt_ms` from
+    the prompt's submission to the first token (a wait for a free slot included), and
+    `predicted_ms` from the first token to the last; 0 before the first token."""
+    first = context.first_token_s
+    if first is None:
+        return {"prompt_ms": 0.0, "predicted_ms": 0.0}
+    return {"prompt_ms": round((first - context.started_s) * 1000, 3),
+            "predicted_ms": round((context.last_token_s - first) * 1000, 3)}
+
+
 def _finished(context: ExecutionContext, sequence: Generation) -> NNError:
     reason = sequence.finish_reason or FinishReason.ERROR
     context.finish_reason = "stop" if reason == FinishReason.STOP else "length"
@@ -318,6 +329,9 @@ class Functions:
         self._echo(session, context, token.piece)
 
     def _took(self, context: ExecutionContext, token: Token) -> None:
+        context.last_token_s = time.monotonic()
+        if context.first_token_s is None:
+            context.first_token_s = context.last_token_s
         context.last_piece = token.piece
         context.last_logprobs = token.logprobs
         if token.logprobs is not None:
@@ -339,6 +353,7 @@ class Functions:
             # Speculative decoding, named as llama-server's timings name them.
             "draft_n": sequence.n_drafted if sequence else 0,
             "draft_n_accepted": sequence.n_accepted if sequence else 0,
+            **_timings_ms(context),
             "finish_reason": context.finish_reason,
             "llama_build_number": 0,
             "llama_commit": LLAMA_CPP_PYTHON_VERSION,

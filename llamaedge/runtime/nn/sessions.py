@@ -67,7 +67,9 @@ class ExecutionContext:
     embeddings: Any = None  # float32 rows after an embedding compute
     n_output_tokens: int = 0
     finish_reason: str | None = None
-    started_s: float = 0.0
+    started_s: float = 0.0  # the generation (or embedding) began: its prompt submitted
+    first_token_s: float | None = None  # its first token came: the prompt was read
+    last_token_s: float = 0.0
 
     def reset_generation(self) -> None:
         if self.sequence is not None:
@@ -80,6 +82,7 @@ class ExecutionContext:
         self.embeddings = None
         self.n_output_tokens = 0
         self.finish_reason = None
+        self.first_token_s = None
 
     @property
     def embedding_mode(self) -> bool:

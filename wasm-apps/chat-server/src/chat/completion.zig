@@ -44,6 +44,9 @@ pub const Usage = struct {
     cached_tokens: u32 = 0,
     /// Completion tokens that released thinking text (the Responses API reports them).
     reasoning_tokens: u32 = 0,
+    /// llama-server's `timings` (the OpenAI shape writes them); of the first
+    /// choice when there are several.
+    timings: ?shared.nn.Timings = null,
 };
 
 /// One choice of a whole completion.
@@ -262,12 +265,16 @@ fn streamChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices:
                 const result = try calls.finish(arena, &sink);
                 if (result.calls.len > 0) finish = .tool_calls;
             }
+            // The stream's last chunk carries the timings (OpenAI's shape): read them now.
+            if (remaining == 0) if (comptime @hasDecl(@typeInfo(@TypeOf(output)).pointer.child, "lastTimings"))
+                output.lastTimings(choices[0].backend.timings());
             try output.choiceEnd(c.index, finish, c.gen.filter.matched, try c.takeLogprobs(arena));
         }
     }
     const cached_tokens = choices[0].backend.cachedTokens();
+    const timings = choices[0].backend.timings();
     for (choices) |*c| c.end();
-    try output.end(.{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens, .reasoning_tokens = reasoningTokens(choices) });
+    try output.end(.{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens, .reasoning_tokens = reasoningTokens(choices), .timings = timings });
 }
 
 fn completionTokens(choices: anytype) u32 {
@@ -298,6 +305,7 @@ fn wholeChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: 
         }
     }
     const cached_tokens = choices[0].backend.cachedTokens();
+    const timings = choices[0].backend.timings();
     for (choices) |*c| c.end();
 
     const results = try arena.alloc(Choice, choices.len);
@@ -312,7 +320,7 @@ fn wholeChoices(arena: std.mem.Allocator, output: anytype, info: Info, choices: 
         }
         if (c.want_logprobs) r.logprobs = try std.fmt.allocPrint(arena, "[{s}]", .{c.all_logprobs.items});
     }
-    try output.whole(info, results, .{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens, .reasoning_tokens = reasoningTokens(choices) });
+    try output.whole(info, results, .{ .prompt_tokens = info.prompt_tokens, .completion_tokens = completionTokens(choices), .cached_tokens = cached_tokens, .reasoning_tokens = reasoningTokens(choices), .timings = timings });
 }
 
 /// What went wrong during generation, as the API reports it.

@@ -45,6 +45,8 @@ pub fn OpenAIOutput(comptime Out: type) type {
         event: std.ArrayList(u8),
         fingerprint_buf: [40]u8 = undefined,
         env: response.Envelope = undefined,
+        /// The timings for the stream's last finish chunk, when no usage chunk comes after it.
+        last_timings: ?shared.nn.Timings = null,
 
         pub fn init(allocator: std.mem.Allocator, out: Out, cfg: Config, include_usage: bool) Self {
             return .{ .out = out, .cfg = cfg, .include_usage = include_usage, .event = std.ArrayList(u8).init(allocator) };
@@ -69,8 +71,15 @@ pub fn OpenAIOutput(comptime Out: type) type {
 
         fn chunk(self: *Self, choice: u32, delta: response.Delta, logprobs: ?[]const u8, finish: ?Finish) !void {
             self.event.clearRetainingCapacity();
-            try response.appendChoiceChunk(&self.event, self.env, choice, delta, logprobs, finish);
+            const timings = if (finish != null and !self.include_usage) self.last_timings else null;
+            try response.appendChoiceChunk(&self.event, self.env, choice, delta, logprobs, finish, timings);
             try write(self.out, self.event.items);
+        }
+
+        /// The timings, before the stream's last choice ends: llama-server
+        /// writes them in the last chunk (the usage chunk, when there is one).
+        pub fn lastTimings(self: *Self, timings: ?shared.nn.Timings) void {
+            self.last_timings = timings;
         }
 
         pub fn start(self: *Self, info: Info) !void {

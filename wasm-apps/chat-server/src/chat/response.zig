@@ -2,7 +2,8 @@
 //! `chat.completion.chunk` events of a stream, and the usage chunk.
 
 const std = @import("std");
-const template_request = @import("shared").template_request;
+const shared = @import("shared");
+const template_request = shared.template_request;
 const generation = @import("../generation.zig");
 const completion = @import("completion.zig");
 
@@ -51,14 +52,28 @@ fn appendUsage(w: anytype, usage: Usage) !void {
     });
 }
 
+/// `"timings":{...}` as llama-server writes them (the draft counts only when
+/// something was drafted).
+fn appendTimings(w: anytype, t: shared.nn.Timings) !void {
+    try w.print("\"timings\":{{\"prompt_n\":{d},\"prompt_ms\":{d:.3},\"prompt_per_second\":{d:.3},\"predicted_n\":{d},\"predicted_ms\":{d:.3},\"predicted_per_second\":{d:.3}", .{
+        t.prompt_n, t.prompt_ms, perSecond(t.prompt_n, t.prompt_ms), t.predicted_n, t.predicted_ms, perSecond(t.predicted_n, t.predicted_ms),
+    });
+    if (t.draft_n > 0) try w.print(",\"draft_n\":{d},\"draft_n_accepted\":{d}", .{ t.draft_n, t.draft_n_accepted });
+    try w.writeByte('}');
+}
+
+fn perSecond(n: u32, ms: f64) f64 {
+    return if (ms > 0) @as(f64, @floatFromInt(n)) * 1000 / ms else 0;
+}
+
 /// One SSE event `data: {chat.completion.chunk}\n\n` with a single choice.
 pub fn appendChunk(out: *std.ArrayList(u8), env: Envelope, delta: Delta, finish: ?Finish) !void {
-    return appendChoiceChunk(out, env, 0, delta, null, finish);
+    return appendChoiceChunk(out, env, 0, delta, null, finish, null);
 }
 
 /// A chunk of choice `index`; `logprobs` is a JSON array of the host's
 /// entries for the tokens behind this delta.
-pub fn appendChoiceChunk(out: *std.ArrayList(u8), env: Envelope, index: u32, delta: Delta, logprobs: ?[]const u8, finish: ?Finish) !void {
+pub fn appendChoiceChunk(out: *std.ArrayList(u8), env: Envelope, index: u32, delta: Delta, logprobs: ?[]const u8, finish: ?Finish, timings: ?shared.nn.Timings) !void {
     const w = out.writer();
     try w.writeAll("data: ");
     try appendEnvelope(w, env, "chat.completion.chunk");
@@ -94,7 +109,12 @@ pub fn appendChoiceChunk(out: *std.ArrayList(u8), env: Envelope, index: u32, del
     try appendLogprobs(out.allocator, w, logprobs);
     try w.writeAll(",\"finish_reason\":");
     if (finish) |f| try w.print("\"{s}\"", .{@tagName(f)}) else try w.writeAll("null");
-    try w.writeAll("}]}\n\n");
+    try w.writeAll("}]");
+    if (timings) |t| {
+        try w.writeByte(',');
+        try appendTimings(w, t);
+    }
+    try w.writeAll("}\n\n");
 }
 
 /// `{"content":[{token,logprob,bytes,top_logprobs}],"refusal":null}` from the
@@ -146,6 +166,10 @@ pub fn appendUsageChunk(out: *std.ArrayList(u8), env: Envelope, usage: Usage) !v
     try appendEnvelope(w, env, "chat.completion.chunk");
     try w.writeAll(",\"choices\":[],");
     try appendUsage(w, usage);
+    if (usage.timings) |t| {
+        try w.writeByte(',');
+        try appendTimings(w, t);
+    }
     try w.writeAll("}\n\n");
 }
 
@@ -179,6 +203,10 @@ pub fn appendCompletionChoices(out: *std.ArrayList(u8), env: Envelope, choices: 
     }
     try w.writeAll("],");
     try appendUsage(w, usage);
+    if (usage.timings) |t| {
+        try w.writeByte(',');
+        try appendTimings(w, t);
+    }
     try w.writeByte('}');
 }
 

@@ -99,6 +99,33 @@ test "a stream has a role chunk, content chunks, a finish chunk, usage, and DONE
     for (seen.items[0..5]) |e| try testing.expect(std.mem.indexOf(u8, e, "\"id\":\"chatcmpl-x\"") != null);
 }
 
+test "llama-server's timings: in the completion object, and in a stream's last chunk only" {
+    var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b" } };
+    defer backend.deinit();
+    var a = try runJson(&backend, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", test_cfg);
+    defer a.deinit();
+    const timings = a.json.value.object.get("timings").?.object;
+    try testing.expectEqual(@as(i64, 2), timings.get("predicted_n").?.integer);
+    try testing.expectEqual(@as(f64, 250), timings.get("predicted_per_second").?.float); // 2 tokens in 8 ms
+    try testing.expect(timings.get("prompt_n").?.integer > 0 and timings.get("draft_n") == null);
+
+    for ([_][]const u8{ "", ",\"stream_options\":{\"include_usage\":true}" }) |usage| {
+        var buf: [160]u8 = undefined;
+        const body = try std.fmt.bufPrint(&buf, "{{\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}],\"stream\":true{s}}}", .{usage});
+        var r = try runOk(&backend, body, test_cfg);
+        defer r.deinit();
+        var events = std.mem.splitSequence(u8, support.responseBody(r.out.items), "\n\n");
+        var seen = std.ArrayList([]const u8).init(testing.allocator);
+        defer seen.deinit();
+        while (events.next()) |e| if (e.len > 0) try seen.append(e);
+        // The last event before DONE: the finish chunk, or the usage chunk when asked for.
+        const last = seen.items[seen.items.len - 2];
+        try support.expectContains(last, if (usage.len > 0) "\"choices\":[],\"usage\"" else "\"finish_reason\":\"stop\"");
+        try support.expectContains(last, "\"timings\":{\"prompt_n\":");
+        for (seen.items[0 .. seen.items.len - 2]) |e| try testing.expect(!support.contains(e, "timings"));
+    }
+}
+
 test "max_tokens ends the completion with length" {
     var backend = FakeBackend{ .allocator = testing.allocator, .tokens = &.{ "a", "b", "c", "d" } };
     defer backend.deinit();

@@ -171,75 +171,32 @@ const testing = std.testing;
 
 const support = shared.test_support;
 
-/// A scripted embedding backend: every input embeds to a vector of `n_embd`
-/// values from its position and the input's length, normalized; it records
-/// the batch it was given.
-const FakeBackend = struct {
-    allocator: std.mem.Allocator,
+/// A scripted embedding model: every input embeds to a vector of `n_embd`
+/// values from its position and the input's length, normalized; its tokens
+/// are its length.
+const FakeEmbedder = struct {
     n_embd: usize = 4,
-    /// The host's answer to set_input(3).
-    batch_error: ?nn.Error = null,
-    metadata: std.ArrayListUnmanaged(u8) = .empty,
-    batch: std.ArrayListUnmanaged(u8) = .empty,
-    computed: bool = false,
-    size_hint: usize = 0,
 
-    fn deinit(self: *FakeBackend) void {
-        self.metadata.deinit(self.allocator);
-        self.batch.deinit(self.allocator);
+    fn length(item: Value) usize {
+        return if (item == .string) item.string.len else item.array.items.len;
     }
 
-    const Error = nn.Error || std.mem.Allocator.Error;
-
-    pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
-        self.metadata.clearRetainingCapacity();
-        try self.metadata.appendSlice(self.allocator, json);
+    pub fn valuesEach(self: FakeEmbedder) usize {
+        return self.n_embd;
     }
 
-    pub fn setBatch(self: *FakeBackend, json: []const u8) Error!void {
-        if (self.batch_error) |err| return err;
-        self.batch.clearRetainingCapacity();
-        try self.batch.appendSlice(self.allocator, json);
+    pub fn values(_: FakeEmbedder, item: Value, vector: []f32) void {
+        const len: f32 = @floatFromInt(length(item));
+        for (vector, 0..) |*x, j| x.* = len + @as(f32, @floatFromInt(j)) * 0.1;
+        vectors.normalize(vector);
     }
 
-    pub fn compute(self: *FakeBackend) Error!void {
-        self.computed = true;
-    }
-
-    fn inputs(self: *FakeBackend, allocator: std.mem.Allocator) !std.json.Parsed(Value) {
-        return std.json.parseFromSlice(Value, allocator, self.batch.items, .{});
-    }
-
-    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32, size_hint: usize) ![]u8 {
-        std.debug.assert(index == 2);
-        self.size_hint = size_hint;
-        const parsed = try self.inputs(allocator);
-        defer parsed.deinit();
-        const items = parsed.value.array.items;
-        const raw = try allocator.alloc(u8, items.len * self.n_embd * 4);
-        const vector = try allocator.alloc(f32, self.n_embd);
-        defer allocator.free(vector);
-        for (items, 0..) |item, i| {
-            const len: f32 = @floatFromInt(if (item == .string) item.string.len else item.array.items.len);
-            for (vector, 0..) |*x, j| x.* = len + @as(f32, @floatFromInt(j)) * 0.1;
-            vectors.normalize(vector);
-            for (vector, 0..) |x, j| std.mem.writeInt(u32, raw[(i * self.n_embd + j) * 4 ..][0..4], @bitCast(x), .little);
-        }
-        return raw;
-    }
-
-    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) !std.json.Parsed(nn.Info) {
-        const parsed = try self.inputs(allocator);
-        defer parsed.deinit();
-        var each = std.ArrayList(u8).init(allocator);
-        defer each.deinit();
-        for (parsed.value.array.items, 0..) |item, i| {
-            if (i > 0) try each.append(',');
-            try each.writer().print("{d}", .{if (item == .string) item.string.len else item.array.items.len});
-        }
-        return support.infoOf(allocator, "{{\"n_embedding\":{d},\"input_tokens_each\":[{s}]}}", .{ self.n_embd, each.items });
+    pub fn tokens(item: Value) usize {
+        return length(item);
     }
 };
+
+const FakeBackend = support.BatchBackend(FakeEmbedder);
 
 const Run = support.Run;
 
@@ -348,7 +305,7 @@ const CountingWriter = struct {
 };
 
 test "a large answer is written in pieces that join to one JSON body" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .n_embd = 1000 };
+    var backend = FakeBackend{ .allocator = testing.allocator, .model = .{ .n_embd = 1000 } };
     defer backend.deinit();
     var body = std.ArrayList(u8).init(testing.allocator);
     defer body.deinit();
@@ -378,7 +335,7 @@ test "token inputs go to the host as arrays of ids" {
 }
 
 test "float and base64 carry the same float32 values" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .n_embd = 7 };
+    var backend = FakeBackend{ .allocator = testing.allocator, .model = .{ .n_embd = 7 } };
     defer backend.deinit();
     var floats = try run(&backend, "{\"input\":\"hello\"}");
     defer floats.deinit();
@@ -406,7 +363,7 @@ test "float and base64 carry the same float32 values" {
 }
 
 test "dimensions truncates and normalizes again; more than the model has is refused" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .n_embd = 6 };
+    var backend = FakeBackend{ .allocator = testing.allocator, .model = .{ .n_embd = 6 } };
     defer backend.deinit();
     var r = try run(&backend, "{\"input\":\"abc\",\"dimensions\":2}");
     defer r.deinit();

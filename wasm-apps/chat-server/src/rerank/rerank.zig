@@ -15,7 +15,6 @@ const inputs = @import("../inputs.zig");
 const vectors = @import("../embeddings/vectors.zig");
 const backendError = @import("../embeddings/embed.zig").backendError;
 
-const nn = shared.nn;
 const Diagnostic = shared.api_error.Diagnostic;
 const Value = std.json.Value;
 
@@ -184,65 +183,23 @@ const testing = std.testing;
 const support = shared.test_support;
 
 /// A scripted reranker: a document's score is its length plus a half (so the
-/// longest ranks first) and its tokens are its bytes, unless the model cannot
-/// rerank; it records what it was given.
-const FakeBackend = struct {
-    allocator: std.mem.Allocator,
-    can_rank: bool = true,
-    batch_error: ?nn.Error = null,
-    metadata: std.ArrayListUnmanaged(u8) = .empty,
-    batch: std.ArrayListUnmanaged(u8) = .empty,
-
-    fn deinit(self: *FakeBackend) void {
-        self.metadata.deinit(self.allocator);
-        self.batch.deinit(self.allocator);
+/// longest ranks first) and its tokens are its bytes.
+const FakeReranker = struct {
+    pub fn valuesEach(_: FakeReranker) usize {
+        return 1;
     }
 
-    const Error = nn.Error || std.mem.Allocator.Error;
-
-    pub fn setMetadata(self: *FakeBackend, json: []const u8) Error!void {
-        if (!self.can_rank) return error.BackendFailed;
-        self.metadata.clearRetainingCapacity();
-        try self.metadata.appendSlice(self.allocator, json);
+    pub fn values(_: FakeReranker, pair: Value, score: []f32) void {
+        score[0] = @as(f32, @floatFromInt(pair.array.items[1].string.len)) + 0.5;
     }
 
-    pub fn setBatch(self: *FakeBackend, json: []const u8) Error!void {
-        if (self.batch_error) |err| return err;
-        self.batch.clearRetainingCapacity();
-        try self.batch.appendSlice(self.allocator, json);
-    }
-
-    pub fn compute(_: *FakeBackend) Error!void {}
-
-    fn pairs(self: *FakeBackend, allocator: std.mem.Allocator) !std.json.Parsed(Value) {
-        return std.json.parseFromSlice(Value, allocator, self.batch.items, .{});
-    }
-
-    pub fn output(self: *FakeBackend, allocator: std.mem.Allocator, index: u32, _: usize) ![]u8 {
-        std.debug.assert(index == 2);
-        const parsed = try self.pairs(allocator);
-        defer parsed.deinit();
-        const items = parsed.value.array.items;
-        const raw = try allocator.alloc(u8, items.len * 4);
-        for (items, 0..) |pair, i| {
-            const score = @as(f32, @floatFromInt(pair.array.items[1].string.len)) + 0.5;
-            std.mem.writeInt(u32, raw[i * 4 ..][0..4], @bitCast(score), .little);
-        }
-        return raw;
-    }
-
-    pub fn info(self: *FakeBackend, allocator: std.mem.Allocator) !std.json.Parsed(nn.Info) {
-        const parsed = try self.pairs(allocator);
-        defer parsed.deinit();
-        var each = std.ArrayList(u8).init(allocator);
-        defer each.deinit();
-        for (parsed.value.array.items, 0..) |pair, i| {
-            if (i > 0) try each.append(',');
-            try each.writer().print("{d}", .{pair.array.items[1].string.len});
-        }
-        return support.infoOf(allocator, "{{\"n_embedding\":1,\"input_tokens_each\":[{s}]}}", .{each.items});
+    pub fn tokens(pair: Value) usize {
+        return pair.array.items[1].string.len;
     }
 };
+
+/// A model that cannot rerank is refused at setMetadata (`metadata_error`), as the host refuses it.
+const FakeBackend = support.BatchBackend(FakeReranker);
 
 fn run(backend: *FakeBackend, body: []const u8) !support.Run {
     var r = support.Run.init();
@@ -319,14 +276,14 @@ test "without return_documents no document is written" {
 }
 
 test "a model that cannot rerank and a pair too long are 400s" {
-    var backend = FakeBackend{ .allocator = testing.allocator, .can_rank = false };
+    var backend = FakeBackend{ .allocator = testing.allocator, .metadata_error = error.BackendFailed };
     defer backend.deinit();
     var r = try run(&backend, "{\"query\":\"q\",\"documents\":[\"a\"]}");
     defer r.deinit();
     try testing.expectError(error.InvalidRequest, r.result);
     try testing.expectEqual(@as(u16, 400), r.diag.err.status);
     try support.expectContains(r.diag.err.message, "'tiny-reranker' cannot rerank");
-    backend.can_rank = true;
+    backend.metadata_error = null;
     backend.batch_error = error.PromptTooLong;
     var r2 = try run(&backend, "{\"query\":\"q\",\"documents\":[\"a\"]}");
     defer r2.deinit();
