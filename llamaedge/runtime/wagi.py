@@ -6,7 +6,6 @@ headers is one chunk to the client."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import threading
@@ -14,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import wasmtime
-from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
 
 from llamaedge.runtime import host
 from llamaedge.runtime.host import App, Runtime
@@ -175,33 +173,34 @@ def parse_cgi_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
     return status, headers
 
 
-class _LineLog:
-    """The app's stderr, line by line, into the server log."""
+class LineLog:
+    """The app's stderr, line by line, into the server log; the last line is kept (a tool's
+    error message)."""
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
         self._buf = b""
+        self.last = ""
 
     def write(self, data: bytes) -> int:
         self._buf += data
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
-            app_log.info("%s: %s", self._prefix, line.decode("utf-8", errors="replace").rstrip())
+            self._log(line)
         if len(self._buf) > 8192:
             self.flush()
         return len(data)
 
     def flush(self) -> None:
         if self._buf:
-            app_log.info("%s: %s", self._prefix, self._buf.decode("utf-8", errors="replace").rstrip())
+            self._log(self._buf)
             self._buf = b""
 
-
-def _set_stdin_bytes(config: wasmtime.WasiConfig, data: bytes) -> None:
-    vec = wasmtime_ffi.wasm_byte_vec_t()
-    buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data) if data else None
-    wasmtime_ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
-    wasmtime_ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))  # takes ownership
+    def _log(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip()
+        if text:
+            self.last = text
+        app_log.info("%s: %s", self._prefix, text)
 
 
 def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str],
@@ -215,13 +214,12 @@ def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[
     env = dict(app_env)
     if policy is not None:
         env.update(policy.env)
-        for grant in policy.dirs:
-            wasi.preopen_dir(str(grant.host), grant.guest, grant.writable)
+        host.grant_dirs(wasi, policy)
     wasi.env = wagi_environ(request, env, authorization=policy is not None and policy.authorization)
-    _set_stdin_bytes(wasi, request.body)
+    host.set_stdin_bytes(wasi, request.body)
     wasi.stdout_custom = response.write
     response._on_resume = lambda: host.restart_wasm_slice(session)
-    stderr = _LineLog(app.name)
+    stderr = LineLog(app.name)
     wasi.stderr_custom = stderr.write
     guard = RunGuard(app.name, policy, session, stop=response.close) if policy is not None else None
     try:
