@@ -410,7 +410,7 @@ def loop_server(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory, t
 
 
 LOOP_REQUEST: dict[str, Any] = {
-    "model": "smollm2", "max_tokens": 48, "temperature": 0,
+    "model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 48, "temperature": 0,
     "messages": [{"role": "user", "content": "What is 1234 * 5678? Use the calculator."}],
     "tools": [{"type": "llamaedge_tool", "name": "calc"}],
     "tool_choice": {"type": "function", "function": {"name": "calc"}},
