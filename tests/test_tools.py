@@ -395,15 +395,20 @@ def test_the_loop_offers_server_tools_as_functions_beside_the_clients(runtime: R
 REVIEW_APP = Path(__file__).resolve().parent.parent / "llamaedge" / "apps" / "review.wasm"
 
 
+def _loop_policies(tree: Path, web: int) -> list[str]:
+    return [f"files:dirs={tree / 'granted'}:/data", f"http_get:hosts=127.0.0.1:{web}"]
+
+
 @pytest.fixture(scope="module")
-def loop_server(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory, tree: Path
+def loop_server(smollm2_model: Path, tmp_path_factory: pytest.TempPathFactory, tree: Path, web: int
                 ) -> Iterator[ServerProcess]:
-    """SmolLM2 with calc and files, and the review app twice: at /review granted the
+    """SmolLM2 with the three examples, and the review app twice: at /review granted the
     directory the files tool reads, at /review-bare not."""
     granted = tree / "granted"
+    files_policy, http_policy = _loop_policies(tree, web)
     with serving(tmp_path_factory.mktemp("loop-home"), "--model", str(smollm2_model), "--threads", "2",
-                 "--ctx-size", "2048", "--tool", "calc", "--tool", "files",
-                 "--tool-policy", f"files:dirs={granted}:/data",
+                 "--ctx-size", "2048", "--tool", "calc", "--tool", "files", "--tool", "http_get",
+                 "--tool-policy", files_policy, "--tool-policy", http_policy,
                  "--app", f"/review={REVIEW_APP}", "--app-policy", f"/review:dirs={granted}:/data",
                  "--app", f"/review-bare={REVIEW_APP}") as server:
         yield server
@@ -418,10 +423,12 @@ LOOP_REQUEST: dict[str, Any] = {
 }
 
 
-def _same_as_a_direct_call(runtime: Runtime, record: dict[str, Any]) -> None:
-    """The loop's record of a call is what the tool answers to those arguments."""
-    direct = Toolbox(runtime, load_tools(["calc"], [])).call("calc", record["arguments"])
-    assert record["name"] == "calc" and record["ok"] == direct.ok
+def _same_as_a_direct_call(runtime: Runtime, record: dict[str, Any], name: str = "calc",
+                           policies: list[str] | None = None) -> None:
+    """The loop's record of a call is what the tool, under the server's policy, answers to
+    those arguments."""
+    direct = Toolbox(runtime, load_tools([name], policies or [])).call(name, record["arguments"])
+    assert record["name"] == name and record["ok"] == direct.ok
     assert record.get("output") == direct.output
     assert (record.get("error") or {}).get("code") == direct.code
 
@@ -542,3 +549,20 @@ def test_the_review_app_reads_the_changed_files_through_the_files_tool(loop_serv
     metrics = httpx.get(f"{loop_server.base_url}/metrics").text
     assert 'llamaedge_tool_calls_total{result="policy_widening",tool="files"} 1.0' in metrics
     assert 'llamaedge_tool_calls_total{result="ok",tool="files"} 1.0' in metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["files", "http_get"])
+def test_the_loop_runs_each_example_the_model_is_made_to_call(loop_server: ServerProcess, runtime: Runtime,
+                                                              tree: Path, web: int, tool: str) -> None:
+    import openai
+
+    request = {**LOOP_REQUEST, "tools": [{"type": "llamaedge_tool", "name": tool}],
+               "tool_choice": {"type": "llamaedge_tool", "name": tool},
+               "messages": [{"role": "user", "content": "Use the tool, then say what it gave you."}]}
+    with openai.OpenAI(base_url=f"{loop_server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        completion = client.chat.completions.create(**request)
+    (record,) = (completion.model_extra or {})["llamaedge_tool_calls"]
+    policy = [p for p in _loop_policies(tree, web) if p.startswith(tool + ":")]
+    _same_as_a_direct_call(runtime, record, tool, policy)
+    assert SECRET not in json.dumps(record)
