@@ -278,6 +278,25 @@ def test_flags_name_shipped_tools_and_set_policies(tmp_path: Path) -> None:
                                         "hosts": ["example.com", "127.0.0.1:8080"], "dirs": []}
 
 
+def test_cli_refuses_a_bad_tool_with_one_line_and_exit_1(tiny_model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT, free_port
+
+    bad_policy = tmp_path / "p.json"
+    bad_policy.write_text('{"models": ["default"]}')
+    for flags, message in [(["--tool", "nope"], "no such shipped tool"),
+                           (["--tool", "calc", "--tool-policy", "calc:hosts=not a host"], "hosts"),
+                           (["--tool", "calc", "--tool-policy", f"calc={bad_policy}"], "not a tool policy key")]:
+        result = subprocess.run([sys.executable, "-m", "llamaedge", "serve", "--model", str(tiny_model),
+                                 "--port", str(free_port()), *flags],
+                                capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # serve --tool: /tools and /mcp through the MCP SDK's client
 
