@@ -493,17 +493,21 @@ def test_a_streamed_loop_shows_each_call_and_result_as_sdk_chunks(loop_server: S
 # Calls inside calls: `llamaedge.call`
 
 
-def _caller_wat(target: str, arguments: dict[str, Any]) -> str:
+def _caller_wat(target: str, arguments: dict[str, Any], head: str = "") -> str:
     """A tool that calls `target` with `arguments` and writes what it got back as its own
-    result (whether the call succeeded or not)."""
+    result (whether the call succeeded or not); with `head`, a WAGI app that writes it first."""
     name, data = target.encode(), json.dumps(arguments).encode()
     escape = lambda raw: "".join(f"\\{b:02x}" for b in raw)  # noqa: E731
+    write_head = (f'(i32.store (i32.const 0) (i32.const 2048)) (i32.store (i32.const 4) (i32.const {len(head)})) '
+                  f'(drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))') if head else ""
     return f"""(module
   (import "llamaedge" "call" (func $call (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (data (i32.const 64) "{escape(name)}") (data (i32.const 512) "{escape(data)}")
+  (data (i32.const 2048) "{escape(head.encode())}")
   (func (export "_start")
+    {write_head}
     (drop (call $call (i32.const 64) (i32.const {len(name)}) (i32.const 512) (i32.const {len(data)})
                       (i32.const 4096) (i32.const 65536) (i32.const 16)))
     (i32.store (i32.const 0) (i32.const 4096)) (i32.store (i32.const 4) (i32.load (i32.const 16)))
@@ -585,3 +589,49 @@ def test_the_loop_runs_each_example_the_model_is_made_to_call(loop_server: Serve
     policy = [p for p in _loop_policies(tree, web) if p.startswith(tool + ":")]
     _same_as_a_direct_call(runtime, record, tool, policy)
     assert SECRET not in json.dumps(record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Apps that call apps (and tools), by route
+
+
+JSON_HEAD = "Content-Type: application/json\n\n"
+
+
+@pytest.fixture(scope="module")
+def apps_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, tree: Path) -> Iterator[ServerProcess]:
+    from tests.wat_apps import writes_app
+
+    apps = tmp_path_factory.mktemp("calling-apps")
+    granted = tree / "granted"
+    wat = {
+        "pong": writes_app([JSON_HEAD + '{"pong": true}']),
+        "caller": _caller_wat("/pong", {"x": 1}, JSON_HEAD),
+        "tool-caller": _caller_wat("calc", {"expression": "1+1"}, JSON_HEAD),
+        "ping": _caller_wat("/pong2", {}, JSON_HEAD),
+        "pong2": _caller_wat("/ping", {}, JSON_HEAD),
+        "reach": _caller_wat("/holder", {}, JSON_HEAD),
+        "holder": writes_app([JSON_HEAD + '{"held": true}']),
+    }
+    flags = []
+    for name, text in wat.items():
+        flags += ["--app", f"/{name}={write_app(apps, f'{name}.wasm', text)}"]
+    with serving(tmp_path_factory.mktemp("apps-home"), "--model", str(tiny_model), "--threads", "2",
+                 "--ctx-size", "512", *flags, "--app-policy", f"/holder:dirs={granted}:/data",
+                 "--tool", "calc") as server:
+        yield server
+
+
+def test_an_app_calls_an_app_and_a_tool_by_name(apps_server: ServerProcess) -> None:
+    assert httpx.post(f"{apps_server.base_url}/caller").json() == {"pong": True}
+    assert httpx.post(f"{apps_server.base_url}/tool-caller").json() == {"result": "2"}
+
+
+def test_an_app_may_not_reach_through_an_app_granted_more(apps_server: ServerProcess) -> None:
+    refused = httpx.post(f"{apps_server.base_url}/reach").json()
+    assert refused["code"] == "policy_widening" and "/data" in refused["error"]
+
+
+def test_a_cycle_of_apps_is_refused(apps_server: ServerProcess) -> None:
+    assert httpx.post(f"{apps_server.base_url}/ping").json() == {
+        "error": "a cycle of calls: /ping -> /pong2 -> /ping", "code": "call_cycle"}

@@ -204,10 +204,11 @@ class LineLog:
 
 
 def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str],
-             response: ResponseStream, session: NNSession) -> int:
+             response: ResponseStream, session: NNSession, chain: tuple[str, ...] = ()) -> int:
     """Run one instance of `app` for `request` on this thread. Returns the exit code;
     raises AppTrap when the app traps or runs away, PolicyBreach when a mounted app goes
-    beyond its policy (which also ends its output)."""
+    beyond its policy (which also ends its output). `chain`: the apps and tools running on
+    this thread for nested calls (`llamaedge.call`), this one last."""
     policy = app.policy
     wasi = wasmtime.WasiConfig()
     wasi.argv = [app.name]
@@ -223,8 +224,41 @@ def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[
     wasi.stderr_custom = stderr.write
     guard = RunGuard(app.name, policy, session, stop=response.close) if policy is not None else None
     try:
-        return runtime.run(app, wasi, session, guard)
+        return runtime.run(app, wasi, session, guard, chain)
     finally:
         if guard is not None:
             guard.close()
         stderr.flush()
+
+
+@dataclass
+class Collected:
+    """An app's whole response, read by the host itself (the tool loop's steps, an app
+    called by another)."""
+
+    status: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+
+def run_collected(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str], session: NNSession,
+                  *, sink: Callable[[bytes], None] | None = None, chain: tuple[str, ...] = ()) -> Collected:
+    """`run_wagi`, its response collected; a 200's body goes to `sink` as it is written
+    instead, when there is one. An app that exits without a head, or non-zero, is a 500."""
+    collected = Collected()
+
+    def on_head(status: int, headers: list[tuple[str, str]]) -> None:
+        collected.status, collected.headers = status, headers
+
+    def on_chunk(chunk: bytes) -> None:
+        if sink is not None and collected.status == 200:
+            sink(chunk)
+        else:
+            collected.body.extend(chunk)
+        stream.taken()  # nobody to wait for: the host reads it as it comes
+
+    stream = ResponseStream(on_head, on_chunk)
+    code = run_wagi(runtime, app, request, app_env, stream, session, chain)
+    if code != 0 or not collected.status:
+        collected.status = collected.status or 500
+    return collected

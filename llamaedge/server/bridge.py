@@ -206,7 +206,9 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
                     code = tool_loop.run(state.runtime, app, wagi_request, env, stream, session, loop_plan,
                                          state.toolbox, state.metrics)
                 else:
-                    code = run_wagi(state.runtime, app, wagi_request, env, stream, session)
+                    # A mounted app is the first of its chain of nested calls (cycles are refused).
+                    chain = (wagi_request.script_name,) if wagi_request.script_name else ()
+                    code = run_wagi(state.runtime, app, wagi_request, env, stream, session, chain)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
         except PolicyBreach as err:

@@ -138,6 +138,10 @@ class ServerState:
                 from llamaedge.tools import Toolbox
 
                 self.toolbox = Toolbox(self.runtime, config.tools, on_result=self._tool_result)
+            if config.tools or config.mounts:
+                from llamaedge.server.callees import ServerCallees
+
+                self.runtime.tool_host = ServerCallees(self)  # `llamaedge.call`: the tools and the apps
             self._check_prompt_template()
             if models is not None:
                 models.wait()

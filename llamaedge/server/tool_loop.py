@@ -22,12 +22,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llamaedge.limits import TOOL_LOOP_STEPS_MAX
 from llamaedge.metrics import ServerMetrics
-from llamaedge.runtime import App, NNSession, ResponseStream, Runtime, WagiRequest, run_wagi
+from llamaedge.runtime import App, NNSession, ResponseStream, Runtime, WagiRequest
+from llamaedge.runtime.wagi import Collected, run_collected
 
 if TYPE_CHECKING:  # tools.py brings jsonschema: a server without tools never imports it
     from llamaedge.tools import Toolbox, ToolResult
@@ -104,38 +105,14 @@ def plan(raw: bytes, toolbox: Toolbox | None) -> LoopPlan | None:
 # Running it (on the request's worker thread)
 
 
-@dataclass
-class _Step:
-    status: int = 0
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-
-
 def _run_step(runtime: Runtime, app: App, request: WagiRequest, env: Mapping[str, str], session: NNSession,
-              body: dict[str, Any], sink: Callable[[bytes], None] | None = None) -> _Step:
-    """One run of the app. A 200's body goes to `sink` as it is written, when there is one;
-    anything else (an error) is collected."""
-    step = _Step()
+              body: dict[str, Any], sink: Callable[[bytes], None] | None = None) -> Collected:
+    """One run of the app, with `body` as the request's."""
     data = json.dumps(body).encode()
-
-    def on_head(status: int, headers: list[tuple[str, str]]) -> None:
-        step.status, step.headers = status, headers
-
-    def on_chunk(chunk: bytes) -> None:
-        if sink is not None and step.status == 200:
-            sink(chunk)
-        else:
-            step.body.extend(chunk)
-        collector.taken()  # nobody to wait for: the host reads it as it comes
-
-    collector = ResponseStream(on_head, on_chunk)
     step_request = WagiRequest(request.method, request.path, request.query,
                                [(k, v) for k, v in request.headers if k.lower() != "content-length"],
                                data, len(data), request.server_name, request.server_port, request.script_name)
-    code = run_wagi(runtime, app, step_request, env, collector, session)
-    if code != 0 or not step.status:
-        step.status = step.status or 500
-    return step
+    return run_collected(runtime, app, step_request, env, session, sink=sink)
 
 
 class _Events:
@@ -258,7 +235,7 @@ class _Writer:
             self.out.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.out.write(b"data: [DONE]\n\n")
 
-    def failed(self, step: _Step) -> None:
+    def failed(self, step: Collected) -> None:
         """A step the app answered with an error: passed on as it is, or as a stream's last event."""
         if not self.started:
             self.started = True
