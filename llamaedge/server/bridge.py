@@ -17,8 +17,7 @@ from llamaedge.errors import AppError
 from llamaedge.library import LibraryError
 from llamaedge.metrics import ROUTE_UNCONFIRMED
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
-from llamaedge.server import served
-from llamaedge.server import tool_loop
+from llamaedge.server import served, tool_loop
 from llamaedge.server.api_errors import host_error, stream_error_event
 from llamaedge.server.state import ENDED, Flight, ServerState
 
