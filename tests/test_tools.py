@@ -6,6 +6,7 @@ through the MCP SDK's own client over streamable HTTP."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -540,6 +541,41 @@ def test_a_nested_call_that_would_widen_the_policy_is_refused(runtime: Runtime, 
         result = tools.call(caller, {})
         assert result.ok and result.output["code"] == "policy_widening", result
         assert "needle" not in result.text()
+
+
+def test_calls_nest_four_deep_at_most(runtime: Runtime, tmp_path: Path) -> None:
+    chain = [_wat_tool(tmp_path, f"t{i}", _caller_wat(f"t{i + 1}", {}), {}) for i in range(1, 6)]
+    tools = Toolbox(runtime, load_tools(chain + [_wat_tool(tmp_path, "t6", TRAP, {})], []))
+    assert tools.call("t1", {}).output == {"error": "calls nest at most 4 deep: t1 -> t2 -> t3 -> t4 -> t5",
+                                           "code": "call_too_deep"}
+
+
+def test_a_nested_call_has_at_most_its_callers_memory(runtime: Runtime, tmp_path: Path) -> None:
+    tools = Toolbox(runtime, load_tools([_wat_tool(tmp_path, "small", _caller_wat("hog", {}), {"memory": "4MiB"}),
+                                         _wat_tool(tmp_path, "hog", HOG, {"memory": "64MiB"})], []))
+    result = tools.call("small", {})
+    assert result.ok and result.output["code"] == "memory_limit_exceeded", result
+    assert "memory limit of 4 MiB" in result.output["error"]
+
+
+def test_capped_policies_take_the_smaller_limits_and_refuse_wider_grants(tree: Path) -> None:
+    from llamaedge.runtime.policy import DirGrant, PolicyWidening, capped
+    from llamaedge.tools import DEFAULT_TOOL_POLICY
+
+    granted = tree / "granted"
+    caller = dataclasses.replace(DEFAULT_TOOL_POLICY, memory_max_bytes=2**24, wall_time_s=30.0,
+                                 dirs=(DirGrant(granted, "/data"),), hosts=("example.com",))
+    callee = dataclasses.replace(DEFAULT_TOOL_POLICY, dirs=(DirGrant(granted / "src", "/src"),),
+                                 hosts=("example.com:443",))
+    narrowed = capped(callee, caller, 1.5, "callee")
+    assert (narrowed.memory_max_bytes, narrowed.wall_time_s) == (2**24, 1.5)
+    assert narrowed.dirs == callee.dirs and narrowed.hosts == callee.hosts
+    for wider in (dataclasses.replace(callee, dirs=(DirGrant(granted / "src", "/src", writable=True),)),
+                  dataclasses.replace(callee, dirs=(DirGrant(tree, "/tree"),)),
+                  dataclasses.replace(callee, hosts=("example.org",)),
+                  dataclasses.replace(callee, models=("default",))):
+        with pytest.raises(PolicyWidening):
+            capped(wider, caller, 1.5, "callee")
 
 
 def test_a_cycle_of_calls_is_refused(runtime: Runtime, tmp_path: Path) -> None:
