@@ -351,6 +351,23 @@ def test_mcp_clients_list_and_call_the_tools(tool_server: ServerProcess, web: in
     assert invalid.is_error and json.loads(invalid.content[0].text)["code"] == "invalid_arguments"
 
 
+def test_server_tools_elsewhere_than_chat_completions_are_refused(tool_server: ServerProcess) -> None:
+    keyed = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
+    tools = [{"type": "llamaedge_tool", "name": "calc"}]
+    responses = httpx.post(f"{tool_server.base_url}/v1/responses", headers=keyed,
+                           json={"model": "tiny-chat", "input": "hi", "tools": tools})
+    assert responses.status_code == 400 and responses.json()["error"]["code"] == "invalid_tools"
+    messages = httpx.post(f"{tool_server.base_url}/v1/messages", headers=keyed,
+                          json={"model": "tiny-chat", "max_tokens": 4, "tools": tools,
+                                "messages": [{"role": "user", "content": "hi"}]})
+    assert messages.status_code == 400 and messages.json()["type"] == "error"
+    assert "/v1/chat/completions only" in messages.json()["error"]["message"]
+    unknown = httpx.post(f"{tool_server.base_url}/v1/chat/completions", headers=keyed,
+                         json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],
+                               "tools": [{"type": "llamaedge_tool", "name": "rm"}]})
+    assert unknown.status_code == 400 and "no server tool named 'rm'" in unknown.json()["error"]["message"]
+
+
 def test_mcp_and_tools_need_the_api_key_and_a_good_host(tool_server: ServerProcess) -> None:
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
                   "params": {"protocolVersion": "2025-06-18", "capabilities": {},

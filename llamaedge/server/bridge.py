@@ -96,9 +96,12 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                 except LibraryError as err:
                     return served.refusal(path, err)
             loop_plan: tool_loop.LoopPlan | None = None
-            if not route and request.method == "POST" and path == tool_loop.CHAT_PATH:
+            if not route and request.method == "POST":
                 try:
-                    loop_plan = tool_loop.plan(body, state.toolbox)
+                    if path == tool_loop.CHAT_PATH:
+                        loop_plan = tool_loop.plan(body, state.toolbox)
+                    else:
+                        tool_loop.check_elsewhere(path, body)
                 except tool_loop.LoopRequestError as err:
                     return host_error(path, 400, str(err), kind="invalid_request", code=f"invalid_{err.param}")
             declared = request.headers.get("content-length", "")

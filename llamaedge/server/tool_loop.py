@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # tools.py brings jsonschema: a server without tools never im
 log = logging.getLogger("llamaedge.tools")
 
 CHAT_PATH = "/v1/chat/completions"
+# The other APIs with tools: they do not run the loop (yet), and say so rather than drop them.
+NO_LOOP_PATHS = ("/v1/responses", "/v1/messages")
 SERVER_TOOL = "llamaedge_tool"
 MAX_STEPS_PARAM = "llamaedge_max_steps"
 
@@ -57,9 +59,8 @@ class LoopPlan:
     max_steps: int
 
 
-def plan(raw: bytes, toolbox: Toolbox | None) -> LoopPlan | None:
-    """The loop a request asks for, or None when it names no server tool (the app answers it
-    as ever, client function tools and all)."""
+def _server_tool_request(raw: bytes) -> dict[str, Any] | None:
+    """The request's body when it names a server tool in `tools`."""
     if b'"' + SERVER_TOOL.encode() + b'"' not in raw:  # the usual request: not parsed twice
         return None
     try:
@@ -68,8 +69,22 @@ def plan(raw: bytes, toolbox: Toolbox | None) -> LoopPlan | None:
         return None  # the app says what is wrong with it
     if not isinstance(body, dict) or not isinstance(body.get("tools"), list):
         return None
-    server = [t for t in body["tools"] if isinstance(t, dict) and t.get("type") == SERVER_TOOL]
-    if not server:
+    if not any(isinstance(t, dict) and t.get("type") == SERVER_TOOL for t in body["tools"]):
+        return None
+    return body
+
+
+def check_elsewhere(path: str, raw: bytes) -> None:
+    """Server tools on an API that does not run the loop: a 400, not tools silently dropped."""
+    if path in NO_LOOP_PATHS and _server_tool_request(raw) is not None:
+        raise LoopRequestError(f"server tools ({SERVER_TOOL}) run on {CHAT_PATH} only", "tools")
+
+
+def plan(raw: bytes, toolbox: Toolbox | None) -> LoopPlan | None:
+    """The loop a request asks for, or None when it names no server tool (the app answers it
+    as ever, client function tools and all)."""
+    body = _server_tool_request(raw)
+    if body is None:
         return None
     tools: list[Any] = []
     names: set[str] = set()
