@@ -1,6 +1,7 @@
-//! A mounted tool, called by name (`llamaedge.call`, docs/tools.md): JSON in,
-//! the tool's JSON result out. The host runs it in its own sandbox, under its
-//! policy capped by the caller's; cycles and deep nesting are refused.
+//! A mounted tool by name, or a mounted app by route (`/review`), called
+//! through `llamaedge.call` (docs/tools.md): JSON in, its JSON result out. The
+//! host runs it in its own sandbox, under its policy capped by the caller's;
+//! cycles and deep nesting are refused.
 
 const std = @import("std");
 const builtin = @import("builtin");
@@ -24,7 +25,7 @@ const not_found = 8;
 pub const result_max_bytes = 1024 * 1024 + 64 * 1024;
 
 pub const Error = error{
-    /// No tool of that name is mounted.
+    /// No tool of that name (or app at that route) is mounted.
     NoSuchTool,
     Failed,
 } || std.mem.Allocator.Error;
@@ -35,7 +36,7 @@ pub const Result = struct {
     ok: bool,
 };
 
-/// Call the tool `name` with `input` (a JSON object). The caller owns `json`.
+/// Call the tool (or app) `name` with `input` (a JSON object). The caller owns `json`.
 pub fn callTool(allocator: std.mem.Allocator, name: []const u8, input: []const u8) Error!Result {
     const buffer = try allocator.alloc(u8, result_max_bytes);
     errdefer allocator.free(buffer);

@@ -15,7 +15,7 @@
 //! - `app`: what every app's `main` sets up;
 //! - `tool`: a tool's side of the contract (JSON in on stdin, JSON out);
 //! - `fetch`: the host's HTTP GET (`llamaedge_http`), for granted hosts only;
-//! - `call`: a mounted tool, called by name (`llamaedge.call`);
+//! - `call`: a mounted tool or app, called by name (`llamaedge.call`);
 //! - `test_support`: the scripted backend that apps' tests drive their logic with.
 
 pub const defaults = @import("defaults.zig");
