@@ -74,6 +74,7 @@ def server_config(model: ResolvedModel | None, args: argparse.Namespace, plan: O
         metrics_auth=args.metrics_auth,
         reasoning_format=args.reasoning_format,
         mounts=getattr(args, "mounts", []),
+        tools=getattr(args, "tools", []),
         library_models=getattr(args, "library_models", []),
         library_all=getattr(args, "library_all", False),
         models_dir=args.models_dir,
@@ -130,6 +131,8 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
 def print_mounts(state: ServerState, url: str) -> None:
     for mount in state.config.mounts:
         console.print(f"  app       {url}{mount.route}  ({mount.name}: {mount.policy.describe()})")
+    for tool in state.config.tools:
+        console.print(f"  tool      {tool.name}  ({tool.path.name}: {tool.describe()}; MCP at {url}/mcp)")
 
 
 def print_library_banner(state: ServerState, url: str) -> None:

@@ -34,3 +34,16 @@ def queue_limit(slots: int, queue_max: int | None) -> int:
 # The key-value store's quota of the host's own app (the chat server keeps stored responses
 # there); a mounted app has none unless its policy grants `kv`.
 APP_KV_MAX_BYTES = 256 * 1024 * 1024
+
+# A tool's call (docs/tools.md): its linear memory and wall time unless its manifest says
+# otherwise (small: a tool is one function call, not a server), and the most it may write
+# on stdout (its result goes into a prompt or an MCP message).
+TOOL_MEMORY_MAX_BYTES = 64 * 1024 * 1024
+TOOL_WALL_TIME_S = 10.0
+TOOL_OUTPUT_MAX_BYTES = 1024 * 1024
+# The server's tool loop (docs/tools.md): model steps per request at most, unless the request
+# asks for fewer (`llamaedge_max_steps`). The last step may not call tools, so it answers.
+TOOL_LOOP_STEPS_MAX = 8
+# Calls that run inside calls (`llamaedge.call`: an app calls a tool, which calls a tool...):
+# at most this many deep, so a chain of calls stays short and its time bounded.
+TOOL_CALL_DEPTH_MAX = 4

@@ -29,6 +29,7 @@ USAGE_BODY_MAX_BYTES = 1024 * 1024
 FIRST_BYTE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CHUNK_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+TOOL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 @dataclass
@@ -150,8 +151,21 @@ class ServerMetrics:
                                         ["route"], buckets=CHUNK_BUCKETS, registry=r)
         self.duration = Histogram("llamaedge_request_duration_seconds", "From the request to the response's end.",
                                   ["route", "app"], buckets=DURATION_BUCKETS, registry=r)
+        # Tools (docs/tools.md): every call, from the loop, /mcp or an app, by tool and outcome
+        # ("ok" or the error's code); the tool names are the server's own, a bounded set.
+        self.tool_calls = Counter("llamaedge_tool_calls", "Tool calls, by tool and result (ok or the error code).",
+                                  ["tool", "result"], registry=r)
+        self.tool_seconds = Histogram("llamaedge_tool_call_seconds", "One tool call: arguments checked, sandbox run.",
+                                      ["tool"], buckets=TOOL_BUCKETS, registry=r)
+        self.tool_loop_steps = Counter("llamaedge_tool_loop_steps",
+                                       "Model steps of the server's tool loop (a step: one generation).", registry=r)
         r.register(_GaugeCollector(snapshot))
         self._routes: set[str] = set()
+
+    def tool_result(self, name: str, ok: bool, code: str | None, duration_s: float) -> None:
+        """One tool call ended."""
+        self.tool_calls.labels(name, "ok" if ok else (code or "error")).inc()
+        self.tool_seconds.labels(name).observe(duration_s)
 
     def route_label(self, path: str, status: int, routed: bool = True) -> str:
         """A request's `route` label. Its path becomes one only when the request was

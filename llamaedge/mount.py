@@ -27,8 +27,10 @@ from llamaedge.runtime import AppPolicy
 from llamaedge.runtime import policy as policies
 
 APPS_ROUTE = "/apps"
+TOOLS_ROUTE = "/tools"  # the --tool tools' manifests (docs/tools.md)
+MCP_ROUTE = "/mcp"  # the tools over MCP (server/mcp_endpoint.py)
 # Paths the host answers itself; a mounted route may not be one of them, under one or above one.
-HOST_ROUTES = ("/v1", "/health", "/metrics", APPS_ROUTE)
+HOST_ROUTES = ("/v1", "/health", "/metrics", APPS_ROUTE, TOOLS_ROUTE, MCP_ROUTE)
 _ROUTE = re.compile(r"(/[A-Za-z0-9._~-]+)+\Z")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 Endpoint = Callable[[Request], Awaitable[Response]]

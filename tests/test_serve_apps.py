@@ -239,7 +239,7 @@ def test_apps_route_lists_each_app_with_its_policy_but_no_secrets(server: tuple[
     assert "inherited" not in json.dumps(listing) and "hello" not in json.dumps(listing)
     assert by_route["/env"]["policy"] == {"memory_mib": 256.0, "wall_time_s": 300.0, "max_tokens": None,
                                           "models": ["default"], "env": [], "dirs": [], "authorization": False,
-                                          "kv_bytes": 0}
+                                          "kv_bytes": 0, "hosts": []}
     assert by_route["/capped"]["policy"]["max_tokens"] == 3 and by_route["/capped"]["app"] == "chat-server.wasm"
 
 

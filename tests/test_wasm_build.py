@@ -326,11 +326,12 @@ def assert_error(result: AppResult, status: int, param: str | None = None, code:
 
 
 # Every app imports the shared module (wasm-apps/shared): a change there rebuilds them all.
-@pytest.mark.parametrize("app", sorted(build.APPS))
+@pytest.mark.parametrize("app", sorted(build.APPS) + sorted(build.TOOLS))
 def test_committed_wasm_is_rebuilt_byte_identical(app: str, tmp_path: Path) -> None:
     rebuilt = build.build(app, tmp_path)
-    committed = REPO_ROOT / "llamaedge" / "apps" / f"{app}.wasm"
-    assert rebuilt.read_bytes() == committed.read_bytes(), "run `python wasm-apps/build.py` and commit the result"
+    folder = REPO_ROOT / "llamaedge" / "apps" / (build.TOOLS_SUBDIR if app in build.TOOLS else "")
+    assert rebuilt.read_bytes() == (folder / f"{app}.wasm").read_bytes(), \
+        "run `python wasm-apps/build.py` and commit the result"
 
 
 # Each app's tests, and the shared module's (Zig runs the tests of the root module only).
@@ -343,6 +344,8 @@ def test_zig_unit_tests_pass(suite: str) -> None:
 
 def test_every_app_built_is_committed_in_the_package() -> None:
     assert {path.stem for path in (REPO_ROOT / "llamaedge" / "apps").glob("*.wasm")} == set(build.APPS)
+    tools = REPO_ROOT / "llamaedge" / "apps" / build.TOOLS_SUBDIR
+    assert {path.stem for path in tools.glob("*.wasm")} == {path.stem for path in tools.glob("*.json")} == set(build.TOOLS)
 
 
 def test_module_is_a_small_wasi_command_with_only_the_documented_imports(app_module: tuple[Engine, Module]) -> None:

@@ -1,6 +1,6 @@
 """Build the WebAssembly apps with the pinned Zig from PyPI (`ziglang`).
 
-    python wasm-apps/build.py              # rebuilds llamaedge/apps/*.wasm
+    python wasm-apps/build.py              # rebuilds llamaedge/apps/*.wasm and llamaedge/apps/tools/*.wasm
     python wasm-apps/build.py --out DIR    # builds into DIR instead
     python wasm-apps/build.py --test       # runs the Zig unit tests (every app's, and wasm-apps/shared's)
 
@@ -41,9 +41,15 @@ APPS = {
     "review": App(APPS_DIR / "review" / "src" / "main.zig", deps=(SHARED,)),
 }
 
+# The example tools (docs/tools.md), built into a `tools` folder beside the apps; their
+# manifests (NAME.json) are written by hand there.
+TOOLS_DIR = APPS_DIR / "tools"
+TOOLS = {name: App(TOOLS_DIR / name / "main.zig", deps=(SHARED,)) for name in ("calc", "files", "http_get")}
+TOOLS_SUBDIR = "tools"
+
 # What `--test` runs: Zig runs the tests of the root module only, so the shared module
 # is a suite of its own beside every app's.
-TEST_SUITES = {**APPS, "shared": App(SHARED[1])}
+TEST_SUITES = {**APPS, **{f"tools/{name}": app for name, app in TOOLS.items()}, "shared": App(SHARED[1])}
 
 
 class BuildError(Exception):
@@ -83,7 +89,8 @@ def module_args(app: App, *options: str) -> list[str]:
 
 
 def build(name: str, out_dir: Path) -> Path:
-    """Compiles one app to OUT_DIR/NAME.wasm and returns its path."""
+    """Compiles one app (or tool, a name of TOOLS) to OUT_DIR/NAME.wasm and returns its path."""
+    source = APPS[name] if name in APPS else TOOLS[name]
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.wasm"
     # Zig also leaves an object file next to its output: build in a scratch
@@ -92,7 +99,7 @@ def build(name: str, out_dir: Path) -> Path:
         scratch_dir = Path(scratch)
         result = zig(
             "build-exe",
-            *module_args(APPS[name], "-target", "wasm32-wasi", "-O", "ReleaseSmall", "-fstrip"),
+            *module_args(source, "-target", "wasm32-wasi", "-O", "ReleaseSmall", "-fstrip"),
             "--name", name,
             "--cache-dir", str(scratch_dir / "cache"),
             f"-femit-bin={scratch_dir / (name + '.wasm')}",
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name in APPS:
                 path = build(name, args.out)
+                print(f"built {path} ({path.stat().st_size} bytes)")
+            for name in TOOLS:
+                path = build(name, args.out / TOOLS_SUBDIR)
                 print(f"built {path} ({path.stat().st_size} bytes)")
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -69,7 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--app", action="append", default=[], metavar="/ROUTE=PATH.wasm",
                         help="also serve this WAGI app at ROUTE, on the same model (repeatable; docs/apps.md)")
     parser.add_argument("--app-policy", action="append", default=[], metavar="/ROUTE:KEY=VALUE",
-                        help="set a mounted app's policy: memory, wall-time, max-tokens, models, env, dirs, authorization")
+                        help="set a mounted app's policy: memory, wall-time, max-tokens, models, env, dirs, hosts, authorization")
+    parser.add_argument("--tool", action="append", default=[], metavar="NAME[=PATH.wasm]",
+                        help="serve a sandboxed tool: PATH.wasm with its manifest PATH.json beside it, or NAME alone "
+                             "for a shipped example (calc, files, http_get); at /mcp and to the tool loop "
+                             "(repeatable; docs/tools.md)")
+    parser.add_argument("--tool-policy", action="append", default=[], metavar="NAME=FILE|NAME:KEY=VALUE",
+                        help="a tool's policy: FILE (JSON or TOML) replaces its manifest's; KEY=VALUE sets memory, "
+                             "wall-time, env, dirs or hosts (env, dirs and hosts add)")
     add_server_arguments(parser)
     add_speculative_arguments(parser)
     parser.set_defaults(func=run)
@@ -143,6 +150,11 @@ def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model
         from llamaedge.server import webui_routes_or_none
 
         args.mounts = load_mounts(args.app, args.app_policy, reserved=reserved_paths(webui_routes_or_none()))
+    args.tools = []
+    if args.tool or args.tool_policy:
+        from llamaedge.tools import load_tools
+
+        args.tools = load_tools(args.tool, args.tool_policy)
     if len(args.model) != 1:  # none or several: the library, loaded on demand
         if args.embedding_model:
             raise UsageError("--embedding-model goes with one --model",

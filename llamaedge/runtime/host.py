@@ -1,5 +1,7 @@
 """The WebAssembly runtime: wasmtime with WASI preview 1, `wasi_ephemeral_nn`, the
-`llamaedge` import and the `llamaedge_kv` key-value import (kv.py).
+`llamaedge` import, the `llamaedge_kv` key-value import (kv.py) and the `llamaedge_http`
+import (http.py: a GET to the hosts a policy grants). `llamaedge.call` runs a mounted tool
+from inside an app or a tool (docs/tools.md), through the runtime's `tool_host`.
 
 Lifetimes: one wasmtime Engine and Linker per process (`Runtime`); one compiled Module and
 InstancePre per app (`App`, compiled code cached on disk); one Store per run, never shared
@@ -15,6 +17,7 @@ and once the guard records a breach every host call fails, so the app can only e
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -24,17 +27,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import wasmtime
+from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
 
 from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
-from llamaedge.limits import APP_KV_MAX_BYTES, APP_MEMORY_MAX_BYTES
-from llamaedge.runtime import nn
+from llamaedge.limits import APP_KV_MAX_BYTES, APP_MEMORY_MAX_BYTES, TOOL_CALL_DEPTH_MAX
+from llamaedge.runtime import http, nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
 from llamaedge.runtime.kv import KeyValueStore, QuotaExceeded
-from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
+from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, PolicyBreach, RunGuard, WallTimeExceeded
 from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
 from llamaedge.settings import cache_dir
 
@@ -43,6 +47,7 @@ log = logging.getLogger("llamaedge.runtime")
 EPOCH_TICK_S = 0.05
 HOST_MODULE = "llamaedge"
 KV_MODULE = "llamaedge_kv"
+HTTP_MODULE = "llamaedge_http"
 # A key names a value within the app's namespace: short text, not data.
 KV_KEY_MAX_BYTES = 1024
 
@@ -61,17 +66,31 @@ class RunLimits:
         return max(1, round(self.wasm_slice_max_s / EPOCH_TICK_S))
 
 
+class ToolHost(Protocol):
+    """What `llamaedge.call` calls (tools.py's Toolbox): run the tool `name` with `arguments`
+    (JSON) under its policy capped by `caller` (None: the host's own app, trusted), within
+    `seconds_left`; `chain`: the tools already running on this thread, outermost first.
+    Returns whether it succeeded and the result's JSON text (the error's when it failed);
+    None when there is no such tool."""
+
+    def call_nested(self, name: str, arguments: bytes, caller: AppPolicy | None, seconds_left: float | None,
+                    chain: tuple[str, ...]) -> tuple[bool, bytes] | None: ...
+
+
 class _Run:
     """What the host functions need to know about the run on this thread."""
 
     def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits, guard: RunGuard | None,
-                 app: App | None = None, kv: Callable[[], KeyValueStore] | None = None) -> None:
+                 app: App | None = None, kv: Callable[[], KeyValueStore] | None = None,
+                 chain: tuple[str, ...] = (), tools: ToolHost | None = None) -> None:
         self.store = store
         self.session = session
         self.limits = limits
         self.guard = guard
         self.app = app
         self.kv = kv
+        self.chain = chain  # the tools running on this thread, outermost first, this one last
+        self.tools = tools
 
     def deadline_ticks(self) -> int:
         """Epoch ticks until the wasm must next call the host: the slice, or less when the
@@ -125,6 +144,7 @@ class Runtime:
         self._kv_path = kv_path
         self._kv: KeyValueStore | None = None
         self._kv_lock = threading.Lock()
+        self.tool_host: ToolHost | None = None  # what `llamaedge.call` runs (the server's Toolbox)
         config = wasmtime.Config()
         config.epoch_interruption = True
         if cache:
@@ -148,9 +168,11 @@ class Runtime:
         for name, n_params in nn.SIGNATURES.items():
             self._define(nn.MODULE, name, n_params, getattr(functions, name))
         self._define(HOST_MODULE, "chat_template", 6, _chat_template)
+        self._define(HOST_MODULE, "call", 7, _call)
         self._define(KV_MODULE, "get", 5, _kv_get)
         self._define(KV_MODULE, "set", 4, _kv_set)
         self._define(KV_MODULE, "delete", 2, _kv_delete)
+        self._define(HTTP_MODULE, "get", 6, _http_get)
 
     def kv(self) -> KeyValueStore:
         """The key-value store, opened on first use."""
@@ -212,28 +234,33 @@ class Runtime:
                    kv_max_bytes=policy.kv_max_bytes if policy is not None else APP_KV_MAX_BYTES)
 
     @contextmanager
-    def instance(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession,
-                 guard: RunGuard | None = None) -> Iterator[tuple[wasmtime.Store, wasmtime.Instance]]:
-        """A fresh Store and instance of `app`, usable on this thread inside the block."""
+    def instance(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession, guard: RunGuard | None = None,
+                 chain: tuple[str, ...] = ()) -> Iterator[tuple[wasmtime.Store, wasmtime.Instance]]:
+        """A fresh Store and instance of `app`, usable on this thread inside the block. A run
+        may start inside another's host call (`llamaedge.call`): the outer one is this
+        thread's run again afterwards."""
         store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=guard.policy.memory_max_bytes if guard else self.limits.memory_max_bytes)
         store.set_wasi(wasi)
-        run = _Run(store, session, self.limits, guard, app, self.kv)
+        run = _Run(store, session, self.limits, guard, app, self.kv, chain, self.tool_host)
         store.set_epoch_deadline(run.deadline_ticks())
+        outer = getattr(_current, "run", None)
         _current.run = _runs[session] = run
         try:
             yield store, app.pre.instantiate(store)
         finally:
-            _current.run = None
+            _current.run = outer
             _runs.pop(session, None)
             session.close()
 
-    def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession, guard: RunGuard | None = None) -> int:
+    def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession, guard: RunGuard | None = None,
+            chain: tuple[str, ...] = ()) -> int:
         """Run the app's `_start` on this thread; return its exit code. Raises AppTrap, or
-        with a guard the PolicyBreach that ended the run."""
+        with a guard the PolicyBreach that ended the run. `chain`: a tool's, the tools
+        running on this thread (for nested calls), itself last."""
         memory: list[int] = [0]  # the instance's memory size when it ended
         try:
-            with self.instance(app, wasi, session, guard) as (store, instance):
+            with self.instance(app, wasi, session, guard, chain) as (store, instance):
                 try:
                     start = instance.exports(store).get("_start")
                     if not isinstance(start, wasmtime.Func):
@@ -281,6 +308,20 @@ class Runtime:
         if code != 0:
             raise AppError(f"{app.name} {' '.join(args)} exited with code {code}")
         return bytes(out)
+
+
+def grant_dirs(wasi: wasmtime.WasiConfig, policy: AppPolicy) -> None:
+    """Preopen the directories `policy` grants, read-only unless writable. wasmtime (cap-std)
+    then refuses any path that leaves them: `..`, an absolute path, a symlink out."""
+    for grant in policy.dirs:
+        wasi.preopen_dir(str(grant.host), grant.guest, grant.writable)
+
+
+def set_stdin_bytes(config: wasmtime.WasiConfig, data: bytes) -> None:
+    vec = wasmtime_ffi.wasm_byte_vec_t()
+    buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data) if data else None
+    wasmtime_ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
+    wasmtime_ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))  # takes ownership
 
 
 def _check_guard(app_name: str, guard: RunGuard, memory_bytes: int, *, failed: bool, out_of_time: bool = False) -> None:
@@ -400,3 +441,76 @@ def _kv_delete(mem: GuestMemory, key_ptr: int, key_len: int) -> None:
     key = _kv_key(mem, key_ptr, key_len)
     if not store.delete(namespace, key):
         raise NNError(Errno.NOT_FOUND, f"no key {key!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The `llamaedge_http` import (docs/tools.md): a GET to the hosts the run's policy grants
+
+
+def _http_get(mem: GuestMemory, url_ptr: int, url_len: int, out_ptr: int, out_max_len: int,
+              written_ptr: int, status_ptr: int) -> None:
+    """GET a URL: the body into the buffer, its length and the HTTP status written; TOO_LARGE
+    when the body was cut at the buffer's size (what fits is written). A host not granted is
+    a breach: the run fails."""
+    run = _run()
+    policy = run.guard.policy if run.guard is not None else None
+    name = run.app.name if run.app is not None else "the app"
+    mem.check(out_ptr, out_max_len)
+    mem.check(written_ptr, 4)
+    mem.check(status_ptr, 4)
+    try:
+        url = mem.read(url_ptr, url_len).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NNError(Errno.INVALID_ENCODING, "the URL must be UTF-8") from exc
+    try:
+        target = http.check_url(url, policy, name)
+    except PolicyBreach as breach:
+        if run.guard is not None:
+            run.guard.fail(breach)
+        raise NNError(Errno.UNSUPPORTED_OPERATION, str(breach)) from breach
+    timeout_s = max(0.1, run.guard.seconds_left()) if run.guard is not None else 30.0
+    status, body, cut = http.get(target, timeout_s=timeout_s, max_bytes=out_max_len & 0xFFFFFFFF)
+    mem.write(out_ptr, body)
+    mem.write_u32(written_ptr, len(body))
+    mem.write_u32(status_ptr, status)
+    if cut:
+        raise NNError(Errno.TOO_LARGE, f"the body of {url[:100]} is longer than the buffer of {len(body)} bytes")
+
+
+# ---------------------------------------------------------------------------------------------
+# `llamaedge.call`: a mounted tool, called from an app or a tool (docs/tools.md)
+
+
+def _call(mem: GuestMemory, name_ptr: int, name_len: int, input_ptr: int, input_len: int, out_ptr: int,
+          out_max_len: int, written_ptr: int) -> None:
+    """Run the tool `name` with the JSON input; its result's JSON into the buffer. 0: it
+    succeeded; RUNTIME_ERROR: it failed (or was refused), and `{"error", "code"}` is written;
+    NOT_FOUND: no such tool; TOO_LARGE: the buffer is too small (its size needed written: the
+    call ran, and asking again runs it again)."""
+    run = _run()
+    try:
+        name = mem.read(name_ptr, name_len).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NNError(Errno.INVALID_ENCODING, "a tool name must be UTF-8") from exc
+    arguments = mem.read(input_ptr, input_len)
+    mem.check(out_ptr, out_max_len)
+    mem.check(written_ptr, 4)
+    if run.tools is None:
+        raise NNError(Errno.NOT_FOUND, f"no tool {name!r}: this server mounts no tools")
+    chain = " -> ".join((*run.chain, name))
+    outcome: tuple[bool, bytes] | None
+    if name in run.chain:
+        outcome = (False, json.dumps({"error": f"a cycle of calls: {chain}", "code": "call_cycle"}).encode())
+    elif len(run.chain) >= TOOL_CALL_DEPTH_MAX:
+        outcome = (False, json.dumps({"error": f"calls nest at most {TOOL_CALL_DEPTH_MAX} deep: {chain}",
+                                      "code": "call_too_deep"}).encode())
+    else:
+        policy = run.guard.policy if run.guard is not None else None
+        seconds_left = run.guard.seconds_left() if run.guard is not None else None
+        outcome = run.tools.call_nested(name, arguments, policy, seconds_left, run.chain)
+    if outcome is None:
+        raise NNError(Errno.NOT_FOUND, f"no tool {name!r}")
+    ok, text = outcome
+    nn.write_output(mem, text, out_ptr, out_max_len, written_ptr)
+    if not ok:
+        raise NNError(Errno.RUNTIME_ERROR, f"the call of {name} failed: {text[:200].decode(errors='replace')}")

@@ -2,8 +2,9 @@
 enforces it.
 
     AppPolicy       memory, wall time and generated tokens per request; the graph names it
-                    may load; the environment variables, directories and the Authorization
-                    header it is granted (none by default)
+                    may load; the environment variables, directories, network hosts (the
+                    `llamaedge_http` import) and the Authorization header it is granted (none
+                    by default). A tool's policy is the same type (tools.py).
     RunGuard        one per request: the deadline, the token budget, the first breach
     PolicyBreach    a limit hit or a thing not granted: fails that request (403, 504, 500)
 
@@ -39,7 +40,7 @@ DEFAULT_WALL_TIME_S = 300.0
 DEFAULT_MODELS = ("default",)
 
 # The keys of a manifest (and of --app-policy ROUTE:KEY=VALUE), one spelling for both.
-KEYS = ("memory", "wall-time", "max-tokens", "models", "env", "dirs", "authorization", "kv")
+KEYS = ("memory", "wall-time", "max-tokens", "models", "env", "dirs", "hosts", "authorization", "kv")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
 _TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0}
@@ -48,6 +49,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HOST_ENV = re.compile(r"(HTTP_|LLAMAEDGE_|X_).*|REQUEST_METHOD|PATH_INFO|QUERY_STRING|SCRIPT_NAME|SERVER_\w+|"
                        r"GATEWAY_INTERFACE|CONTENT_LENGTH|CONTENT_TYPE\Z")
 _GRAPH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+# A host name or IP address, with a port or not: "example.com", "127.0.0.1:8123", "[::1]:80".
+_HOST = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?\Z")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,17 @@ class AppPolicy:
     dirs: tuple[DirGrant, ...] = ()
     authorization: bool = False
     kv_max_bytes: int = 0  # the key-value store's quota (kv.py); 0: not granted
+    # Where the `llamaedge_http` import may connect: "name" (any port) or "name:port".
+    hosts: tuple[str, ...] = ()
+
+    def allows_host(self, name: str, port: int) -> bool:
+        """Whether a URL's host and port are granted (names compared without case)."""
+        name = name.lower()
+        for entry in self.hosts:
+            match = _HOST.match(entry)
+            if match and match.group("name").lower() == name and match.group("port") in (None, str(port)):
+                return True
+        return False
 
     def summary(self) -> dict[str, Any]:
         """What /apps shows: limits and grants, never an environment value or a host path."""
@@ -79,6 +93,7 @@ class AppPolicy:
             "dirs": [{"guest": d.guest, "writable": d.writable} for d in self.dirs],
             "authorization": self.authorization,
             "kv_bytes": self.kv_max_bytes,
+            "hosts": list(self.hosts),
         }
 
     def describe(self) -> str:
@@ -90,6 +105,8 @@ class AppPolicy:
             parts.append("env " + ",".join(name for name, _ in self.env))
         if self.dirs:
             parts.append("dirs " + ",".join(d.guest + ("(rw)" if d.writable else "") for d in self.dirs))
+        if self.hosts:
+            parts.append("hosts " + ",".join(self.hosts))
         if self.authorization:
             parts.append("Authorization")
         if self.kv_max_bytes:
@@ -144,6 +161,15 @@ def parse_models(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and _GRAPH_NAME.match(n) for n in names):
         raise PolicyError(f"{where}: models {value!r} is not a list of graph names", hint='e.g. ["default"]')
     return tuple(dict.fromkeys(names))
+
+
+def parse_hosts(value: Any, where: str) -> tuple[str, ...]:
+    """A list of hosts (a flag: one, or several comma-separated)."""
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and _HOST.match(n) for n in names):
+        raise PolicyError(f"{where}: hosts {value!r} is not a list of host names (with a port or not)",
+                          hint='e.g. ["api.example.com", "127.0.0.1:8080"]')
+    return tuple(dict.fromkeys(n.lower() for n in names))
 
 
 def parse_bool(value: Any, key: str, where: str) -> bool:
@@ -221,8 +247,8 @@ def _dir_grant(host: str, guest: str, writable: bool, where: str, base: Path) ->
 
 def apply(policy: AppPolicy, key: str, value: Any, where: str, *, base: Path, environ: dict[str, str],
           from_flag: bool) -> AppPolicy:
-    """`policy` with `key` set from `value` (a flag's text or a manifest's value). env and
-    dirs from flags add to what the manifest granted; the other keys replace."""
+    """`policy` with `key` set from `value` (a flag's text or a manifest's value). env, dirs
+    and hosts from flags add to what the manifest granted; the other keys replace."""
     if key == "memory":
         return dataclasses.replace(policy, memory_max_bytes=parse_size(value, where))
     if key == "wall-time":
@@ -240,6 +266,9 @@ def apply(policy: AppPolicy, key: str, value: Any, where: str, *, base: Path, en
         merged = dict(policy.env)
         merged.update(added)
         return dataclasses.replace(policy, env=tuple(merged.items()))
+    if key == "hosts":
+        hosts = parse_hosts(value, where)
+        return dataclasses.replace(policy, hosts=tuple(dict.fromkeys(policy.hosts + hosts)) if from_flag else hosts)
     if key == "dirs":
         added_dirs = (parse_dir_flag(value, where, base),) if from_flag else parse_dirs_table(value, where, base)
         return dataclasses.replace(policy, dirs=policy.dirs + added_dirs)
@@ -264,6 +293,25 @@ class ModelNotAllowed(PolicyBreach):
     kind = "permission"
 
 
+class HostNotAllowed(PolicyBreach):
+    status = 403
+    code = "host_not_allowed"
+    kind = "permission"
+
+
+class OutputTooLarge(PolicyBreach):
+    status = 500
+    code = "output_too_large"
+
+
+class PolicyWidening(PolicyBreach):
+    """A nested call whose callee is granted what its caller is not."""
+
+    status = 403
+    code = "policy_widening"
+    kind = "permission"
+
+
 class WallTimeExceeded(PolicyBreach):
     status = 504
     code = "wall_time_exceeded"
@@ -272,6 +320,37 @@ class WallTimeExceeded(PolicyBreach):
 class MemoryLimitReached(PolicyBreach):
     status = 500
     code = "memory_limit_exceeded"
+
+
+def capped(callee: AppPolicy, caller: AppPolicy, seconds_left: float, callee_name: str) -> AppPolicy:
+    """The policy a nested call runs under: the callee's, within the caller's. A callee granted
+    a directory, host or model its caller lacks would widen what the caller can reach: that is
+    refused (PolicyWidening), never granted. Memory and wall time are the smaller of the two
+    (the caller's wall time: what is left of it). Environment values are the callee's own
+    settings, not reach, and stay."""
+    for grant in callee.dirs:
+        if not any(grant.host == own.host or own.host in grant.host.parents
+                   for own in caller.dirs if own.writable or not grant.writable):
+            raise PolicyWidening(f"{callee_name} is granted the directory {grant.guest}"
+                                 f"{' (writable)' if grant.writable else ''}, which its caller is not",
+                                 hint="grant the caller that directory too, or the callee less")
+    for entry in callee.hosts:
+        match = _HOST.match(entry)
+        assert match is not None  # parse_hosts checked it
+        name, port = match.group("name"), match.group("port")
+        covered = any((m := _HOST.match(own)) and m.group("name").lower() == name.lower()
+                      and m.group("port") in (None, port) for own in caller.hosts)
+        if not covered:
+            raise PolicyWidening(f"{callee_name} may fetch from {entry}, which its caller may not",
+                                 hint="grant the caller that host too, or the callee less")
+    extra_models = set(callee.models) - set(caller.models)
+    if extra_models:
+        raise PolicyWidening(f"{callee_name} may load {sorted(extra_models)[0]!r}, which its caller may not",
+                             hint="grant the caller that model too, or the callee less")
+    if seconds_left <= 0:
+        raise WallTimeExceeded(f"no time is left for a call of {callee_name}", hint="raise the caller's wall-time")
+    return dataclasses.replace(callee, memory_max_bytes=min(callee.memory_max_bytes, caller.memory_max_bytes),
+                               wall_time_s=min(callee.wall_time_s, seconds_left))
 
 
 # ---------------------------------------------------------------------------------------------

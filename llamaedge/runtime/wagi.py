@@ -6,7 +6,6 @@ headers is one chunk to the client."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import threading
@@ -14,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import wasmtime
-from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
 
 from llamaedge.runtime import host
 from llamaedge.runtime.host import App, Runtime
@@ -178,58 +176,92 @@ def parse_cgi_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
     return status, headers
 
 
-class _LineLog:
-    """The app's stderr, line by line, into the server log."""
+class LineLog:
+    """The app's stderr, line by line, into the server log; the last line is kept (a tool's
+    error message)."""
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
         self._buf = b""
+        self.last = ""
 
     def write(self, data: bytes) -> int:
         self._buf += data
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
-            app_log.info("%s: %s", self._prefix, line.decode("utf-8", errors="replace").rstrip())
+            self._log(line)
         if len(self._buf) > 8192:
             self.flush()
         return len(data)
 
     def flush(self) -> None:
         if self._buf:
-            app_log.info("%s: %s", self._prefix, self._buf.decode("utf-8", errors="replace").rstrip())
+            self._log(self._buf)
             self._buf = b""
 
-
-def _set_stdin_bytes(config: wasmtime.WasiConfig, data: bytes) -> None:
-    vec = wasmtime_ffi.wasm_byte_vec_t()
-    buffer = (ctypes.c_ubyte * len(data)).from_buffer_copy(data) if data else None
-    wasmtime_ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
-    wasmtime_ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))  # takes ownership
+    def _log(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip()
+        if text:
+            self.last = text
+        app_log.info("%s: %s", self._prefix, text)
 
 
 def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str],
-             response: ResponseStream, session: NNSession) -> int:
+             response: ResponseStream, session: NNSession, chain: tuple[str, ...] = ()) -> int:
     """Run one instance of `app` for `request` on this thread. Returns the exit code;
     raises AppTrap when the app traps or runs away, PolicyBreach when a mounted app goes
-    beyond its policy (which also ends its output)."""
+    beyond its policy (which also ends its output). `chain`: the apps and tools running on
+    this thread for nested calls (`llamaedge.call`), this one last."""
     policy = app.policy
     wasi = wasmtime.WasiConfig()
     wasi.argv = [app.name]
     env = dict(app_env)
     if policy is not None:
         env.update(policy.env)
-        for grant in policy.dirs:
-            wasi.preopen_dir(str(grant.host), grant.guest, grant.writable)
+        host.grant_dirs(wasi, policy)
     wasi.env = wagi_environ(request, env, authorization=policy is not None and policy.authorization)
-    _set_stdin_bytes(wasi, request.body)
+    host.set_stdin_bytes(wasi, request.body)
     wasi.stdout_custom = response.write
     response._on_resume = lambda: host.restart_wasm_slice(session)
-    stderr = _LineLog(app.name)
+    stderr = LineLog(app.name)
     wasi.stderr_custom = stderr.write
     guard = RunGuard(app.name, policy, session, stop=response.close) if policy is not None else None
     try:
-        return runtime.run(app, wasi, session, guard)
+        return runtime.run(app, wasi, session, guard, chain)
     finally:
         if guard is not None:
             guard.close()
         stderr.flush()
+
+
+@dataclass
+class Collected:
+    """An app's whole response, read by the host itself (the tool loop's steps, an app
+    called by another)."""
+
+    status: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+
+def run_collected(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[str, str], session: NNSession,
+                  *, sink: Callable[[bytes], None] | None = None, chain: tuple[str, ...] = ()) -> Collected:
+    """`run_wagi`, its response collected; a 200's body goes to `sink` as it is written
+    instead, when there is one. An app that exits without a head, or non-zero, is a 500."""
+    collected = Collected()
+
+    def on_head(status: int, headers: list[tuple[str, str]]) -> None:
+        collected.status, collected.headers = status, headers
+
+    def on_chunk(chunk: bytes) -> None:
+        if sink is not None and collected.status == 200:
+            sink(chunk)
+        else:
+            collected.body.extend(chunk)
+        stream.taken()  # nobody to wait for: the host reads it as it comes
+
+    stream = ResponseStream(on_head, on_chunk)
+    code = run_wagi(runtime, app, request, app_env, stream, session, chain)
+    if code != 0 or not collected.status:
+        collected.status = collected.status or 500
+    return collected

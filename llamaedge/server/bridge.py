@@ -17,7 +17,7 @@ from llamaedge.errors import AppError
 from llamaedge.library import LibraryError
 from llamaedge.metrics import ROUTE_UNCONFIRMED
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
-from llamaedge.server import served
+from llamaedge.server import served, tool_loop
 from llamaedge.server.api_errors import host_error, stream_error_event
 from llamaedge.server.state import ENDED, Flight, ServerState
 
@@ -95,6 +95,15 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                         state.library.check(member)
                 except LibraryError as err:
                     return served.refusal(path, err)
+            loop_plan: tool_loop.LoopPlan | None = None
+            if not route and request.method == "POST":
+                try:
+                    if path == tool_loop.CHAT_PATH:
+                        loop_plan = tool_loop.plan(body, state.toolbox)
+                    else:
+                        tool_loop.check_elsewhere(path, body)
+                except tool_loop.LoopRequestError as err:
+                    return host_error(path, 400, str(err), kind="invalid_request", code=f"invalid_{err.param}")
             declared = request.headers.get("content-length", "")
             content_length = int(declared) if declared.isdigit() else len(body)
             server = request.scope.get("server") or ("127.0.0.1", config.port)
@@ -112,7 +121,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
             )
             admitted = False  # from here _run_app releases the place
             started.append(True)
-            return await _run_app(state, wasm_app, wagi_request, request.receive, member)
+            return await _run_app(state, wasm_app, wagi_request, request.receive, member, loop_plan)
         finally:
             if admitted:
                 state.release()
@@ -148,10 +157,11 @@ class _AppResponse(StreamingResponse):
 
 
 async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, receive: Receive,
-                   member: str | None = None) -> Response:
+                   member: str | None = None, loop_plan: tool_loop.LoopPlan | None = None) -> Response:
     """Run the app on a worker thread. The place `admit` took is released when the response
     ends, however it ends. `member`: the library model the request runs on, held (and loaded
-    if need be) on the worker thread before the app starts, and let go when it ends."""
+    if need be) on the worker thread before the app starts, and let go when it ends.
+    `loop_plan`: the request names server tools: the tool loop runs the app, step by step."""
     loop = asyncio.get_running_loop()
     flight = Flight(loop)
     chunks = flight.chunks
@@ -193,7 +203,14 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
                 graphs.hold(member, lease)
                 env = state.member_env(member, lease.model)
             with state.app_run(session, stream):
-                code = run_wagi(state.runtime, app, wagi_request, env, stream, session)
+                if loop_plan is not None:
+                    assert state.toolbox is not None
+                    code = tool_loop.run(state.runtime, app, wagi_request, env, stream, session, loop_plan,
+                                         state.toolbox, state.metrics)
+                else:
+                    # A mounted app is the first of its chain of nested calls (cycles are refused).
+                    chain = (wagi_request.script_name,) if wagi_request.script_name else ()
+                    code = run_wagi(state.runtime, app, wagi_request, env, stream, session, chain)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
         except PolicyBreach as err:

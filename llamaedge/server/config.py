@@ -6,12 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamaedge.engine import SpecOptions
 from llamaedge.limits import DRAIN_S, IDLE_UNLOAD_S, MAX_BODY_BYTES, MODELS_MAX
 from llamaedge.mount import Mount
 from llamaedge.runtime import RunLimits
 from llamaedge.types import ResolvedModel
+
+if TYPE_CHECKING:  # tools.py brings jsonschema: only a server with tools imports it
+    from llamaedge.tools import ToolManifest
 
 MODEL_GRAPH = "default"
 EMBEDDING_GRAPH = "embedding"  # the graph name of a separate --embedding-model
@@ -40,6 +44,7 @@ class ServeConfig:
     limits: RunLimits = field(default_factory=RunLimits)
     embedding_model: ResolvedModel | None = None  # loaded beside the chat model as EMBEDDING_GRAPH
     mounts: list[Mount] = field(default_factory=list)  # `--app` apps, on the same engine (mount.py)
+    tools: list[ToolManifest] = field(default_factory=list)  # `--tool` tools: /mcp, the tool loop (tools.py)
     queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per slot
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too

@@ -4,7 +4,8 @@ the Host and Origin guard, CORS, the API key)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from llamaedge.hostguard import HostGuard, allowed_hosts
 from llamaedge.library import library_routes
 from llamaedge.metrics import MetricsMiddleware
-from llamaedge.mount import APPS_ROUTE, mount_routes
+from llamaedge.mount import APPS_ROUTE, MCP_ROUTE, TOOLS_ROUTE, mount_routes
 from llamaedge.server.api_errors import host_error
 from llamaedge.server.auth import APIKeyMiddleware, has_api_key
 from llamaedge.server.bridge import not_ready_error, wagi_endpoint
@@ -60,6 +61,10 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         Route(RERANK_ROUTE, wagi_endpoint(state, lambda: state.app, path_as="/v1/rerank"), methods=["POST"]),
     ]
     routes += extra_routes or []
+    lifespan = None
+    if config.tools:
+        tool_routes, lifespan = _tool_routes(state)
+        routes += tool_routes
     app_name = config.app_path.stem
 
     def refuse(path: str, message: str, code: str) -> Response:
@@ -70,12 +75,33 @@ def create_app(state: ServerState, *, extra_routes: list[BaseRoute] | None = Non
         Middleware(HostGuard, hosts=allowed_hosts(config.host, config.allowed_hosts),
                    cors_origins=config.cors_origins, refuse=refuse),
         Middleware(APIKeyMiddleware, api_key=config.api_key, metrics_auth=config.metrics_auth,
-                   routes=(APPS_ROUTE, MODELS_ROUTE, RERANK_ROUTE, *(m.route for m in config.mounts))),
+                   routes=(APPS_ROUTE, MODELS_ROUTE, RERANK_ROUTE, TOOLS_ROUTE, MCP_ROUTE,
+                           *(m.route for m in config.mounts))),
     ]
     if config.cors_origins:
         middleware.insert(2, Middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]))
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def _tool_routes(state: ServerState) -> tuple[list[BaseRoute], Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]]:
+    """`GET /tools` (the manifests) and `/mcp` (the MCP SDK's streamable HTTP app), with the
+    lifespan the MCP session manager runs in."""
+    from llamaedge.server.mcp_endpoint import mcp_app  # the SDK loads only for a server with tools
+
+    manifests = state.config.tools
+    endpoint, running = mcp_app(manifests, lambda: state.toolbox)
+
+    async def tools(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [m.summary() for m in manifests]})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with running():
+            yield
+
+    return [Route(TOOLS_ROUTE, tools, methods=["GET"]),
+            Route(MCP_ROUTE, endpoint, methods=["GET", "POST", "DELETE"])], lifespan
 
 
 def _once_ready(state: ServerState, routes: list[BaseRoute]) -> list[BaseRoute]:

@@ -9,6 +9,7 @@ shutdown. One `ServerState` per server; its surface:
     route_model()             which library member a request's `model` runs on, if not a start model
     member_env()              the app settings of a request on a library member
     registry, runtime, app    what the app runs on: the graphs, wasmtime, the compiled apps
+    toolbox                   the --tool tools, compiled (tools.py; None without tools)
     app_env()                 the settings every app run gets (LLAMAEDGE_*)
     admit(), release()        a place for a request, or the reason there is none
     begin_drain(), drained()  shutdown: no new requests, then wait for those in flight
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from llamaedge import catalog
 from llamaedge.engine import Model, default_parallel
@@ -37,6 +39,9 @@ from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Run
 from llamaedge.server import served
 from llamaedge.server.config import EMBEDDING_GRAPH, MODEL_GRAPH, ServeConfig
 from llamaedge.types import ResolvedModel
+
+if TYPE_CHECKING:
+    from llamaedge.tools import Toolbox, ToolResult
 
 log = logging.getLogger("llamaedge.server")
 
@@ -77,6 +82,7 @@ class ServerState:
         self.runtime: Runtime | None = None
         self.app: App | None = None
         self.mounted: dict[str, App] = {}  # by route
+        self.toolbox: Toolbox | None = None  # the --tool tools, compiled (tools.py)
         self.model: Model | None = None
         self.embedding: Model | None = None
         self.error: LlamaEdgeError | None = None
@@ -128,6 +134,14 @@ class ServerState:
             # Each mount has its own key-value namespace, even two of the same file.
             self.mounted = {m.route: self.runtime.load_app(m.path, m.policy, kv_namespace="app:" + m.route)
                             for m in config.mounts}
+            if config.tools:
+                from llamaedge.tools import Toolbox
+
+                self.toolbox = Toolbox(self.runtime, config.tools, on_result=self._tool_result)
+            if config.tools or config.mounts:
+                from llamaedge.server.callees import ServerCallees
+
+                self.runtime.tool_host = ServerCallees(self)  # `llamaedge.call`: the tools and the apps
             self._check_prompt_template()
             if models is not None:
                 models.wait()
@@ -155,6 +169,11 @@ class ServerState:
         self.loaded_at = int(time.time())
         self._app_env = self._make_app_env()
         self._loaded(on_loaded)
+
+    def _tool_result(self, result: ToolResult) -> None:
+        # A name no tool has is a caller's: it is no label.
+        name = result.name if result.code != "unknown_tool" else "(unknown)"
+        self.metrics.tool_result(name, result.ok, result.code, result.duration_s)
 
     def _loaded(self, on_loaded: Callable[[ServerState], None] | None) -> None:
         try:

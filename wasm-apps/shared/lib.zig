@@ -13,6 +13,9 @@
 //!   `template_request`, the host's chat_template request;
 //! - `stream`: the token text filter; `reasoning`: the thinking/answer splitter;
 //! - `app`: what every app's `main` sets up;
+//! - `tool`: a tool's side of the contract (JSON in on stdin, JSON out);
+//! - `fetch`: the host's HTTP GET (`llamaedge_http`), for granted hosts only;
+//! - `call`: a mounted tool or app, called by name (`llamaedge.call`);
 //! - `test_support`: the scripted backend that apps' tests drive their logic with.
 
 pub const defaults = @import("defaults.zig");
@@ -26,6 +29,9 @@ pub const template_request = @import("template_request.zig");
 pub const stream = @import("stream.zig");
 pub const reasoning = @import("reasoning.zig");
 pub const app = @import("app.zig");
+pub const tool = @import("tool.zig");
+pub const fetch = @import("fetch.zig");
+pub const call = @import("call.zig");
 pub const test_support = @import("test_support.zig");
 
 // Zig runs the tests of the module under test only: `build.py --test` tests

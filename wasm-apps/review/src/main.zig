@@ -55,7 +55,13 @@ fn serve(allocator: std.mem.Allocator, env: *const std.process.EnvMap) !void {
         error.ModelNotFound => return sendError(allocator, .{ .status = 500, .message = "The server has no model for the review app.", .kind = "server_error" }),
         else => return sendError(allocator, .{ .status = 500, .message = "The model could not be opened.", .kind = "server_error" }),
     };
-    const answer = review.review(allocator, &backend, diff, envNumber(env, "LLAMAEDGE_CTX_SIZE", defaults.ctx_size)) catch |err| switch (err) {
+    // The files the diff touches, read through the `files` tool when the server mounts it
+    // and this app's policy covers its directory (docs/tools.md); else the diff alone.
+    const ctx_size = envNumber(env, "LLAMAEDGE_CTX_SIZE", defaults.ctx_size);
+    var caller = shared.call.Caller{};
+    const message = try review.withFiles(allocator, &caller, diff, ctx_size);
+    defer allocator.free(message);
+    const answer = review.review(allocator, &backend, message, ctx_size) catch |err| switch (err) {
         error.TooLong => return sendError(allocator, .{ .status = 413, .message = "The diff is too long for the model's context.", .code = "context_length_exceeded" }),
         error.Incomplete => return sendError(allocator, .{ .status = 500, .message = "The review was cut short (the token limit) before it was complete.", .kind = "server_error", .code = "review_incomplete" }),
         else => return sendError(allocator, .{ .status = 500, .message = "The model failed while reviewing.", .kind = "server_error" }),

@@ -44,6 +44,64 @@ pub fn isUnifiedDiff(body: []const u8) bool {
     return false;
 }
 
+/// The files a diff touches, at most this many, and this many bytes of them in
+/// all (and no more bytes than the context has tokens: about a quarter of it):
+/// they give the model the code around the change, and leave room for the diff.
+pub const context_files_max = 8;
+pub const context_bytes_max = 12 * 1024;
+
+/// The paths of the files the diff changes (its `+++ b/PATH` lines; not a
+/// deleted file's `/dev/null`), slices of `diff`, at most `context_files_max`.
+pub fn changedFiles(allocator: std.mem.Allocator, diff: []const u8) ![][]const u8 {
+    var paths = std.ArrayList([]const u8).init(allocator);
+    errdefer paths.deinit();
+    var lines = std.mem.splitScalar(u8, diff, '\n');
+    while (lines.next()) |raw| {
+        const line = std.mem.trimRight(u8, raw, "\r");
+        if (!std.mem.startsWith(u8, line, "+++ ")) continue;
+        var path = line[4..];
+        if (std.mem.indexOfScalar(u8, path, '\t')) |tab| path = path[0..tab]; // diff -u adds a date
+        if (std.mem.eql(u8, path, "/dev/null")) continue;
+        if (std.mem.startsWith(u8, path, "b/")) path = path[2..];
+        if (path.len == 0) continue;
+        try paths.append(path);
+        if (paths.items.len == context_files_max) break;
+    }
+    return paths.toOwnedSlice();
+}
+
+/// The user message: the files the diff touches, read through the `files`
+/// tool (`caller.call`: shared.call.Caller, or a fake in the tests), then the
+/// diff. A file the tool cannot give (no such tool, not granted, not found,
+/// not text) is left out: the review goes on with the diff alone.
+pub fn withFiles(allocator: std.mem.Allocator, caller: anytype, diff: []const u8, ctx_size: u32) ![]u8 {
+    const paths = try changedFiles(allocator, diff);
+    defer allocator.free(paths);
+    var message = std.ArrayList(u8).init(allocator);
+    errdefer message.deinit();
+    var budget: usize = @min(context_bytes_max, ctx_size);
+    for (paths) |path| {
+        const input = try std.json.stringifyAlloc(allocator, .{ .op = "read", .path = path }, .{});
+        defer allocator.free(input);
+        const result = caller.call(allocator, "files", input) catch |err| switch (err) {
+            error.OutOfMemory => return error.OutOfMemory,
+            else => break, // no files tool: none of the files can be read
+        };
+        defer allocator.free(result.json);
+        if (!result.ok) continue;
+        const parsed = std.json.parseFromSlice(struct { content: []const u8 }, allocator, result.json, .{ .ignore_unknown_fields = true }) catch continue;
+        defer parsed.deinit();
+        const content = parsed.value.content;
+        if (content.len > budget) continue;
+        budget -= content.len;
+        if (message.items.len == 0) try message.appendSlice("The files the diff changes, as they are now:\n\n");
+        try message.writer().print("### {s}\n```\n{s}{s}```\n\n", .{ path, content, @as([]const u8, if (std.mem.endsWith(u8, content, "\n")) "" else "\n") });
+    }
+    if (message.items.len > 0) try message.appendSlice("The diff:\n");
+    try message.appendSlice(diff);
+    return message.toOwnedSlice();
+}
+
 /// The prompt: the model's own chat template, or ChatML when it has none.
 fn prompt(allocator: std.mem.Allocator, backend: anytype, diff: []const u8) ![]u8 {
     const messages = [_]templates.Message{
@@ -159,4 +217,50 @@ test "n-predict leaves room in a small context" {
     const answer = try review(testing.allocator, &backend, sample_diff, 512);
     defer testing.allocator.free(answer);
     try testing.expect(std.mem.indexOf(u8, backend.metadata.items, "\"n-predict\":212") != null);
+}
+
+const FakeCaller = struct {
+    /// The result of a read of each path (none: not found); `mounted` false: no files tool.
+    files: []const struct { []const u8, []const u8 } = &.{},
+    mounted: bool = true,
+    calls: usize = 0,
+
+    pub fn call(self: *FakeCaller, allocator: std.mem.Allocator, name: []const u8, input: []const u8) shared.call.Error!shared.call.Result {
+        self.calls += 1;
+        if (!self.mounted or !std.mem.eql(u8, name, "files")) return error.NoSuchTool;
+        for (self.files) |entry| {
+            if (std.mem.indexOf(u8, input, entry[0]) != null) {
+                return .{ .ok = true, .json = try std.json.stringifyAlloc(allocator, .{ .path = entry[0], .content = entry[1], .truncated = false }, .{}) };
+            }
+        }
+        return .{ .ok = false, .json = try allocator.dupe(u8, "{\"error\":\"no such file\",\"code\":\"tool_failed\"}") };
+    }
+};
+
+test "the files a diff changes are its +++ paths" {
+    const paths = try changedFiles(testing.allocator, "--- a/x.py\n+++ b/x.py\n@@\n--- a/old\n+++ /dev/null\n--- /dev/null\n+++ b/src/new.zig\t2026-01-01\n");
+    defer testing.allocator.free(paths);
+    try testing.expectEqual(@as(usize, 2), paths.len);
+    try testing.expectEqualStrings("x.py", paths[0]);
+    try testing.expectEqualStrings("src/new.zig", paths[1]);
+}
+
+test "the files read through the files tool come before the diff" {
+    var caller = FakeCaller{ .files = &.{.{ "calc.py", "def mean(xs):\n    return sum(xs) / (len(xs) - 1)\n" }} };
+    const message = try withFiles(testing.allocator, &caller, sample_diff, 2048);
+    defer testing.allocator.free(message);
+    try testing.expect(std.mem.startsWith(u8, message, "The files the diff changes, as they are now:\n\n### calc.py\n```\ndef mean(xs):\n"));
+    try testing.expect(std.mem.endsWith(u8, message, "```\n\nThe diff:\n" ++ sample_diff));
+}
+
+test "without the files tool, or a file it cannot read, the message is the diff" {
+    var none = FakeCaller{ .mounted = false };
+    const alone = try withFiles(testing.allocator, &none, sample_diff, 2048);
+    defer testing.allocator.free(alone);
+    try testing.expectEqualStrings(sample_diff, alone);
+    var missing = FakeCaller{};
+    const still = try withFiles(testing.allocator, &missing, sample_diff, 2048);
+    defer testing.allocator.free(still);
+    try testing.expectEqualStrings(sample_diff, still);
+    try testing.expectEqual(@as(usize, 1), missing.calls);
 }
