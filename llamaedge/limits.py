@@ -34,3 +34,11 @@ def queue_limit(slots: int, queue_max: int | None) -> int:
 # The key-value store's quota of the host's own app (the chat server keeps stored responses
 # there); a mounted app has none unless its policy grants `kv`.
 APP_KV_MAX_BYTES = 256 * 1024 * 1024
+
+# An image in a prompt (WASI-NN's `<img src="data:...">` tags and `image` option; the API's
+# image parts): at most this many bytes once decoded from base64, and at most this many
+# pixels (width x height), checked before the projector resizes it. A phone photo (12 MP,
+# 3-5 MB as JPEG) passes; the pixel bound keeps a small file that decodes to a huge bitmap
+# (a decompression bomb) from taking gigabytes: 3 bytes a pixel, 100 MB at most.
+IMAGE_BYTES_MAX = 5 * 1024 * 1024  # below MAX_BODY_BYTES: base64 makes 4 bytes of 3
+IMAGE_PIXELS_MAX = 33_554_432  # 32 Mi pixels: 8192 x 4096
