@@ -470,6 +470,12 @@ class Library(Generic[M]):
         return bool({"embedding", "rerank"} & set(self._capabilities(member)))
 
     def _capabilities(self, member: _Member[M]) -> list[str]:
+        # `vision` only while loaded with a projector (the start model, `serve --mmproj`).
+        if getattr(member.model, "vision", False):
+            return [*[c for c in self._catalog_capabilities(member) if c != "vision"], "vision"]
+        return self._catalog_capabilities(member)
+
+    def _catalog_capabilities(self, member: _Member[M]) -> list[str]:
         entry = member.source.entry
         if entry is not None:
             return catalog.capabilities_of(entry)
