@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -96,3 +97,27 @@ def test_an_image_to_a_model_without_vision_names_the_model(text_server: ServerP
             client.chat.completions.create(model="tiny-chat", messages=_message(_data_url(png_bytes(4, 4))), max_tokens=4)
     message = caught.value.message
     assert "tiny-chat" in message and "does not read images" in message and "chat" in message
+
+
+def _anthropic_message(source: dict[str, Any]) -> list[Any]:
+    return [{"role": "user", "content": [{"type": "image", "source": source},
+                                         {"type": "text", "text": "What is in the picture?"}]}]
+
+
+def test_anthropic_image_blocks(server: ServerProcess) -> None:
+    data = base64.b64encode(png_bytes(24, 24, seed=31)).decode()
+    with anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        text_only = client.messages.create(model="tiny-chat", max_tokens=4,
+                                           messages=[{"role": "user", "content": "What is in the picture?"}])
+        seen = client.messages.create(model="tiny-chat", max_tokens=4, messages=_anthropic_message(
+            {"type": "base64", "media_type": "image/png", "data": data}))
+        assert seen.usage.input_tokens - text_only.usage.input_tokens >= MMPROJ_IMAGE_TOKENS
+        counted = client.messages.count_tokens(model="tiny-chat", messages=_anthropic_message(
+            {"type": "base64", "media_type": "image/png", "data": data}))
+        assert counted.input_tokens == seen.usage.input_tokens
+        for source, says in [({"type": "url", "url": "https://example.com/cat.png"}, "not fetched"),
+                             ({"type": "base64", "media_type": "image/png", "data": base64.b64encode(b"hi!").decode()},
+                              "not an image")]:
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                client.messages.create(model="tiny-chat", max_tokens=4, messages=_anthropic_message(source))
+            assert says in caught.value.message and "messages.0.content.0.source" in caught.value.message

@@ -147,13 +147,18 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer allocator.free(body);
 
     var diag = Diagnostic{};
-    var parsed = anthropic_request.parseRequest(allocator, body, route, &diag) catch |err| switch (err) {
+    const image_limits = images.Limits{ .bytes_max = settings.image_bytes_max, .pixels_max = settings.image_pixels_max };
+    var parsed = anthropic_request.parseRequestWith(allocator, body, route, image_limits, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };
     defer parsed.deinit();
     const req = &parsed.chat;
     if (models.textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
+    if (req.n_images > 0 and !images.hasVision(settings.capabilities)) {
+        noVision(&diag, settings) catch {};
+        return sendAnthropicError(allocator, out, diag.err);
+    }
     const template = promptTemplate(settings) catch return sendAnthropicError(allocator, out, misconfigured_template);
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .anthropic, settings.graph, err);
 

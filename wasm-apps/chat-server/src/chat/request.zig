@@ -132,7 +132,7 @@ pub fn parseChatRequestWith(allocator: std.mem.Allocator, body: []const u8, imag
 }
 
 /// The images met while parsing the messages, and their limits.
-const ImageParts = struct {
+pub const ImageParts = struct {
     limits: images.Limits,
     count: u32 = 0,
 };
