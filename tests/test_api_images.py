@@ -121,3 +121,19 @@ def test_anthropic_image_blocks(server: ServerProcess) -> None:
             with pytest.raises(anthropic.BadRequestError) as caught:
                 client.messages.create(model="tiny-chat", max_tokens=4, messages=_anthropic_message(source))
             assert says in caught.value.message and "messages.0.content.0.source" in caught.value.message
+
+
+def test_responses_input_image(client: openai.OpenAI) -> None:
+    url = _data_url(png_bytes(16, 16, seed=41))
+    question = {"type": "input_text", "text": "What is in the picture?"}
+    text_only = client.responses.create(model="tiny-chat", max_output_tokens=4, temperature=0,
+                                        input=[{"role": "user", "content": [question]}])
+    seen = client.responses.create(model="tiny-chat", max_output_tokens=4, temperature=0, input=[
+        {"role": "user", "content": [question, {"type": "input_image", "image_url": url, "detail": "auto"}]}])
+    assert seen.usage is not None and text_only.usage is not None
+    assert seen.usage.input_tokens - text_only.usage.input_tokens >= MMPROJ_IMAGE_TOKENS
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="tiny-chat", max_output_tokens=4, input=[
+            {"role": "user", "content": [question, {"type": "input_image", "image_url": "https://example.com/a.png",
+                                                    "detail": "auto"}]}])
+    assert "not fetched" in caught.value.message and caught.value.param == "input[0].content[1].image_url"

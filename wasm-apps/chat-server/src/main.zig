@@ -190,13 +190,18 @@ fn responses(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: 
     defer allocator.free(body);
 
     var diag = Diagnostic{};
-    var parsed = responses_request.parseRequest(allocator, body, responses_store.History{}, &diag) catch |err| switch (err) {
+    const image_limits = images.Limits{ .bytes_max = settings.image_bytes_max, .pixels_max = settings.image_pixels_max };
+    var parsed = responses_request.parseRequestWith(allocator, body, responses_store.History{}, image_limits, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
     defer parsed.deinit();
     const req = &parsed.chat;
     if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+    if (req.n_images > 0 and !images.hasVision(settings.capabilities)) {
+        noVision(&diag, settings) catch {};
+        return sendError(allocator, out, diag.err, "");
+    }
     const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
 

@@ -282,22 +282,14 @@ fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), thoughts
 fn imageBlock(arena: std.mem.Allocator, o: std.json.ObjectMap, field: []const u8, j: usize, seen: *chat_request.ImageParts, diag: *Diagnostic) ![]const u8 {
     const source = o.get("source") orelse Value.null;
     const source_type = blockType(source) orelse return diag.set(400, field, null, "{s}.content.{d}.source: Field required", .{ field, j });
-    var problem: images.Problem = .not_image;
-    const checked = (if (std.mem.eql(u8, source_type, "base64")) switch (source.object.get("data") orelse Value.null) {
-        .string => |data| images.fromBase64(arena, data, seen.limits, &problem),
-        else => return diag.set(400, field, null, "{s}.content.{d}.source.data: Field required", .{ field, j }),
-    } else if (std.mem.eql(u8, source_type, "url")) switch (source.object.get("url") orelse Value.null) {
-        .string => |url| images.fromUrl(arena, url, seen.limits, &problem),
-        else => return diag.set(400, field, null, "{s}.content.{d}.source.url: Field required", .{ field, j }),
-    } else return diag.set(400, field, null, "{s}.content.{d}.source.type: Input should be 'base64' or 'url'", .{ field, j })) catch |err| switch (err) {
-        error.BadImage => {
-            var buf: [200]u8 = undefined;
-            return diag.set(400, field, null, "{s}.content.{d}.source: {s}", .{ field, j, images.describe(&buf, problem, seen.limits) });
-        },
-        else => |e| return e,
-    };
-    seen.count += 1;
-    return checked.tag;
+    const form: chat_request.ImageParts.Form = if (std.mem.eql(u8, source_type, "base64")) .base64 else if (std.mem.eql(u8, source_type, "url")) .url else
+        return diag.set(400, field, null, "{s}.content.{d}.source.type: Input should be 'base64' or 'url'", .{ field, j });
+    const key = if (form == .base64) "data" else "url";
+    const data = source.object.get(key) orelse Value.null;
+    if (data != .string) return diag.set(400, field, null, "{s}.content.{d}.source.{s}: Field required", .{ field, j, key });
+    var prefix_buf: [96]u8 = undefined;
+    const prefix = std.fmt.bufPrint(&prefix_buf, "{s}.content.{d}.source: ", .{ field, j }) catch "";
+    return seen.tag(arena, data.string, form, field, prefix, diag);
 }
 
 fn hasCall(messages: []const Message, id: []const u8) bool {

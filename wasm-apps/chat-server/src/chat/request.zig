@@ -131,10 +131,32 @@ pub fn parseChatRequestWith(allocator: std.mem.Allocator, body: []const u8, imag
     return req;
 }
 
-/// The images met while parsing the messages, and their limits.
+/// The images met while parsing the messages, and their limits. Every
+/// route's parser (this one, Anthropic's, the Responses API's) turns its
+/// images into tags here.
 pub const ImageParts = struct {
     limits: images.Limits,
     count: u32 = 0,
+
+    pub const Form = enum { url, base64 };
+
+    /// The tag of an image given as a data URL or a bare base64 payload,
+    /// counted. A bad one is a 400 on `param`, its message after `prefix`.
+    pub fn tag(self: *ImageParts, arena: std.mem.Allocator, data: []const u8, form: Form, param: []const u8, prefix: []const u8, diag: *Diagnostic) ![]const u8 {
+        var problem: images.Problem = .not_image;
+        const checked = (switch (form) {
+            .url => images.fromUrl(arena, data, self.limits, &problem),
+            .base64 => images.fromBase64(arena, data, self.limits, &problem),
+        }) catch |err| switch (err) {
+            error.BadImage => {
+                var buf: [200]u8 = undefined;
+                return diag.set(400, param, null, "{s}{s}", .{ prefix, images.describe(&buf, problem, self.limits) });
+            },
+            else => |e| return e,
+        };
+        self.count += 1;
+        return checked.tag;
+    }
 };
 
 fn parseMessages(arena: std.mem.Allocator, value: ?Value, parts: *ImageParts, diag: *Diagnostic) ![]Message {
@@ -273,16 +295,7 @@ fn imagePart(arena: std.mem.Allocator, part: std.json.ObjectMap, param: []const 
         },
         else => return typeError(diag, param, "an 'image_url' object with a 'url'", image_url),
     };
-    var problem: images.Problem = .not_image;
-    const checked = images.fromUrl(arena, url, seen.limits, &problem) catch |err| switch (err) {
-        error.BadImage => {
-            var buf: [200]u8 = undefined;
-            return diag.set(400, param, null, "{s}", .{images.describe(&buf, problem, seen.limits)});
-        },
-        else => |e| return e,
-    };
-    seen.count += 1;
-    return checked.tag;
+    return seen.tag(arena, url, .url, param, "", diag);
 }
 
 pub fn parseStop(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const []const u8 {

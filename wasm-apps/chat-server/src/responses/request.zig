@@ -17,6 +17,7 @@ const chat_request = @import("../chat/request.zig");
 const request_tools = @import("../chat/request_tools.zig");
 const reasoning_fields = @import("../chat/request_reasoning.zig");
 const fields = @import("../fields.zig");
+const images = @import("../images.zig");
 
 const templates = shared.templates;
 const Diagnostic = shared.api_error.Diagnostic;
@@ -60,6 +61,11 @@ const max_metadata_keys = 16;
 /// conversation a `previous_response_id` continues: anything with
 /// `load(arena, id) !?[]const Value` giving its items (store.zig's, or a fake).
 pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, history: anytype, diag: *Diagnostic) !Request {
+    return parseRequestWith(allocator, body, history, chat_request.default_image_limits, diag);
+}
+
+/// parseRequest with the host's image limits (`input_image` parts: images.zig).
+pub fn parseRequestWith(allocator: std.mem.Allocator, body: []const u8, history: anytype, image_limits: images.Limits, diag: *Diagnostic) !Request {
     var parsed = Request{ .chat = .{ .arena = std.heap.ArenaAllocator.init(allocator) } };
     errdefer parsed.deinit();
     const req = &parsed.chat;
@@ -91,15 +97,17 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, history: any
         parsed.instructions = try std.json.stringifyAlloc(arena, instructions, .{});
     }
     var items = std.ArrayList(Value).init(arena);
+    var image_parts = chat_request.ImageParts{ .limits = image_limits };
     if (parsed.previous_response_id) |previous| {
         const earlier = (try history.load(arena, previous)) orelse
             return diag.set(400, "previous_response_id", null, "Previous response with id '{s}' not found. Only responses created with 'store' true (the default) are kept.", .{previous});
-        try parseItems(arena, earlier, "previous_response_id", &messages, &thoughts, diag);
+        try parseItems(arena, earlier, "previous_response_id", &messages, &thoughts, &image_parts, diag);
         try items.appendSlice(earlier);
     }
     const input = try inputItems(arena, obj.get("input"), diag);
-    try parseItems(arena, input, "input", &messages, &thoughts, diag);
+    try parseItems(arena, input, "input", &messages, &thoughts, &image_parts, diag);
     try items.appendSlice(input);
+    req.n_images = image_parts.count;
     parsed.items = items.items;
     req.messages = messages.items;
     try thoughts.appendNTimes(null, messages.items.len - thoughts.items.len);
@@ -195,7 +203,7 @@ fn inputItems(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]con
 /// as its reasoning (`thoughts`, by message index), as `reasoning_content`
 /// does on the chat path. Consecutive function calls join the assistant turn
 /// before them, as one assistant message with tool calls.
-fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), diag: *Diagnostic) !void {
+fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), image_parts: *chat_request.ImageParts, diag: *Diagnostic) !void {
     var at_buf: [48]u8 = undefined;
     var param_buf: [96]u8 = undefined;
     var pending_thought: ?[]const u8 = null;
@@ -215,7 +223,7 @@ fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, 
                 return diag.set(400, role_param, null, "Missing required parameter: '{s}'.", .{role_param});
             const role: templates.Role = if (std.mem.eql(u8, role_text, "user")) .user else if (std.mem.eql(u8, role_text, "assistant")) .assistant else if (std.mem.eql(u8, role_text, "system") or std.mem.eql(u8, role_text, "developer")) .system else
                 return diag.set(400, role_param, null, "Invalid value for '{s}': '{s}'. Supported values are: 'user', 'assistant', 'system' and 'developer'.", .{ role_param, role_text });
-            const content = try contentText(arena, o.get("content"), at, role, diag);
+            const content = try contentText(arena, o.get("content"), at, role, image_parts, diag);
             try out.append(.{ .role = role, .content = content });
             open_turn = if (role == .assistant) out.items.len - 1 else null;
             if (role == .assistant) try attachThought(thoughts, out.items.len - 1, &pending_thought);
@@ -248,7 +256,7 @@ fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, 
             const result = o.get("output") orelse return diag.set(400, output_param, null, "Missing required parameter: '{s}'.", .{output_param});
             const text = switch (result) {
                 .string => |s| s,
-                .array => try contentText(arena, result, output_param, .tool, diag),
+                .array => try contentText(arena, result, output_param, .tool, image_parts, diag),
                 else => return typeError(diag, output_param, "a string or an array of content parts", result),
             };
             try out.append(.{ .role = .tool, .content = text, .tool_call_id = id });
@@ -315,8 +323,10 @@ fn hasCall(messages: []const Message, id: []const u8) bool {
 }
 
 /// A message's content: a string, or parts of text (`input_text`, and on
-/// assistant turns `output_text` and `refusal`) joined with newlines.
-fn contentText(arena: std.mem.Allocator, value: ?Value, at: []const u8, role: templates.Role, diag: *Diagnostic) ![]const u8 {
+/// assistant turns `output_text` and `refusal`) and, in user turns,
+/// `input_image` parts with a data URL (each as its tag: images.zig), joined
+/// with newlines.
+fn contentText(arena: std.mem.Allocator, value: ?Value, at: []const u8, role: templates.Role, image_parts: *chat_request.ImageParts, diag: *Diagnostic) ![]const u8 {
     var param_buf: [96]u8 = undefined;
     const param = if (role == .tool) at else std.fmt.bufPrint(&param_buf, "{s}.content", .{at}) catch at;
     const v = value orelse return diag.set(400, param, null, "Missing required parameter: '{s}'.", .{param});
@@ -333,15 +343,30 @@ fn contentText(arena: std.mem.Allocator, value: ?Value, at: []const u8, role: te
         const kind_value = part.object.get("type") orelse Value.null;
         if (kind_value != .string) return diag.set(400, part_at, null, "Missing required parameter: '{s}.type'.", .{part_at});
         const kind = kind_value.string;
+        if (role == .user and std.mem.eql(u8, kind, "input_image")) {
+            if (text.items.len > 0) try text.append('\n');
+            try text.appendSlice(try inputImage(arena, part.object, part_at, image_parts, diag));
+            continue;
+        }
         const key = if (std.mem.eql(u8, kind, "refusal")) "refusal" else "text";
         const textual = std.mem.eql(u8, kind, "input_text") or std.mem.eql(u8, kind, "output_text") or std.mem.eql(u8, kind, "refusal");
-        if (!textual) return diag.set(400, part_at, null, "Invalid value for '{s}.type': '{s}'. This model takes text only: 'input_text' (and 'output_text' in assistant turns).", .{ part_at, kind });
+        if (!textual) return diag.set(400, part_at, null, "Invalid value for '{s}.type': '{s}'. This server takes 'input_text' and, in user messages, 'input_image' (and 'output_text' in assistant turns).", .{ part_at, kind });
         const t = part.object.get(key) orelse Value.null;
         if (t != .string) return diag.set(400, part_at, null, "Missing required parameter: '{s}.{s}'.", .{ part_at, key });
         if (text.items.len > 0) try text.append('\n');
         try text.appendSlice(t.string);
     }
     return text.items;
+}
+
+/// An `input_image` part's `image_url` (a data URL; `file_id` is refused: this
+/// server keeps no files) as its tag.
+fn inputImage(arena: std.mem.Allocator, part: std.json.ObjectMap, at: []const u8, seen: *chat_request.ImageParts, diag: *Diagnostic) ![]const u8 {
+    var param_buf: [160]u8 = undefined;
+    const param = std.fmt.bufPrint(&param_buf, "{s}.image_url", .{at}) catch at;
+    const url = (try fields.optStringAt(part, "image_url", param, diag)) orelse
+        return diag.set(400, param, null, "Missing required parameter: '{s}'. This server takes images as data URLs, not file ids.", .{param});
+    return seen.tag(arena, url, .url, param, "", diag);
 }
 
 /// `tools`: function tools `{type:"function", name, description, parameters,
@@ -552,7 +577,9 @@ test "Responses requests refused, each naming its path" {
     try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":\"x\"},{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{}\"}]}", "input[1].call_id", "Missing required");
     try expectInvalid("{\"input\":[{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"f\",\"arguments\":\"{oops\"}]}", "input[0].arguments", "JSON object");
     try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":\"x\"},{\"type\":\"function_call_output\",\"call_id\":\"c9\",\"output\":\"r\"}]}", "input[1].call_id", "'c9'");
-    try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}", "input[0].content[0]", "text only");
+    try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}", "input[0].content[0].image_url", "data URL");
+    try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"file_id\":\"f\"}]}]}", "input[0].content[0].image_url", "not file ids");
+    try expectInvalid("{\"input\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}", "input[0].content[0]", "in user messages");
     try expectInvalid("{\"input\":[{\"type\":\"item_reference\",\"id\":\"x\"}]}", "input[0].type", "'item_reference'");
     try expectInvalid("{\"input\":\"x\",\"tools\":[{\"type\":\"function\"}]}", "tools[0].name", "Missing required");
     try expectInvalid("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "declares no functions");
