@@ -302,10 +302,13 @@ def _write(path: Path, arch: str, name: str, tensors: dict[str, np.ndarray],
         writer.add_chat_template(chat_template)
     for key, value in (extra or {}).items():
         writer.add_string(key, value)
+    return _finish(writer, tensors, path)
 
+
+def _finish(writer: GGUFWriter, tensors: dict[str, np.ndarray], path: Path) -> Path:
+    """The tensors, then the file written and closed."""
     for tensor_name, array in tensors.items():
         writer.add_tensor(tensor_name, array)
-
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -416,13 +419,7 @@ def write_tiny_mmproj(path: Path, *, seed: int = 2, n_embd_out: int = N_EMBD) ->
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    for tensor_name, array in tensors.items():
-        writer.add_tensor(tensor_name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return _finish(writer, tensors, path)
 
 
 def png_bytes(width: int, height: int, *, seed: int = 0) -> bytes:
