@@ -31,7 +31,7 @@ from llamaedge.types import Device, ResolvedModel
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from llamaedge.download import ProgressSink
+    from llamaedge.download import ProgressSink, RemoteFile
 
 EMBEDDED_NAME = "smollm2-135m"
 GGUF_MAGIC = b"GGUF"
@@ -41,8 +41,8 @@ CPU_DEFAULT_PARAMS_MAX_B = 4.5
 MEMORY_SHARE = 0.8
 # What a catalog entry can say a model does, in the order they are listed.
 CAPABILITIES = ("chat", "tools", "thinking", "vision", "code", "embedding", "rerank")
-# What a model can do but this server does not offer yet, so /v1/models leaves it out: the
-# chat app refuses image input, and the catalog's projector (`mmproj`) is never loaded.
+# What a model can do but the catalog alone does not make so: /v1/models says `vision` only
+# of a model loaded with its projector (server/state.model_capabilities).
 UNSERVED_CAPABILITIES = frozenset({"vision"})
 # A model with any of these is never the unasked-for default, which is a plain chat model:
 # code models are specialists, embedding models and rerankers do not chat at all. Nor is a
@@ -345,7 +345,34 @@ def resolve_model(
         if not pull:
             raise ModelError(f"{parsed.text} is not downloaded", hint=f"llamaedge pull {parsed.text}")
         _pull(parsed, dest, on_progress, cancel)
-    return ResolvedModel(path=dest, model_id=model_id, prompt_template=template)
+    mmproj = None
+    if entry is not None and entry.mmproj is not None:
+        # A vision model's projector beside it, fetched and verified with it; without one
+        # (not pulled, and `pull` not set) the model serves text alone.
+        mmproj = dest.with_name(entry.mmproj.file)
+        if not mmproj.is_file() and pull:
+            _pull_projector(entry, mmproj, on_progress, cancel)
+        mmproj = mmproj if mmproj.is_file() else None
+    return ResolvedModel(path=dest, model_id=model_id, prompt_template=template, mmproj=mmproj)
+
+
+def _pull_projector(entry: CatalogEntry, dest: Path, on_progress: ProgressSink | None,
+                    cancel: threading.Event | None) -> None:
+    from llamaedge import download
+
+    assert entry.mmproj is not None
+    _fetch(download.RemoteFile(filename=entry.mmproj.file, repo=entry.repo, revision=entry.revision,
+                               sha256=entry.mmproj.sha256), dest, on_progress, cancel)
+
+
+def _fetch(remote: RemoteFile, dest: Path, on_progress: ProgressSink | None, cancel: threading.Event | None) -> None:
+    from llamaedge import download
+
+    if on_progress is not None:
+        download.download(remote, dest, on_progress=on_progress, cancel=cancel)
+        return
+    with _terminal_progress() as sink:
+        download.download(remote, dest, on_progress=sink)
 
 
 def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None,
@@ -363,11 +390,7 @@ def _pull(parsed: ModelSpec, dest: Path, on_progress: ProgressSink | None,
         remote = download.RemoteFile(filename=parsed.filename or "", repo=parsed.repo, revision=parsed.revision)
     else:
         remote = download.RemoteFile(filename=parsed.filename or "", url=parsed.url)
-    if on_progress is not None:
-        download.download(remote, dest, on_progress=on_progress, cancel=cancel)
-        return
-    with _terminal_progress() as sink:
-        download.download(remote, dest, on_progress=sink)
+    _fetch(remote, dest, on_progress, cancel)
 
 
 # ---- choosing a model for this machine -------------------------------------------------

@@ -111,6 +111,8 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
     console.print(f"  API       {url}/v1  (OpenAI-compatible{', API key required' if config.api_key else ''})")
     console.print(f"  model     {config.model.path.name}  ({model.description}, {model.size_bytes / 2**20:.0f} MiB)")
     console.print(f"  context   {model.n_ctx} tokens, {model.parallel} parallel, {model.threads} threads")
+    if model.projector is not None:
+        console.print(f"  vision    {model.projector.path.name}  (images in the chat and the API)")
     if config.speculative.enabled:
         console.print(f"  drafts    {drafts_text(config.speculative, model)}")
     console.print(f"  queue     {state.queue_limit} waiting at most, then 503; {config.drain_s:g}s to drain on SIGTERM")
@@ -183,7 +185,7 @@ def launch(model: ResolvedModel, args: argparse.Namespace, *, embedding_model: R
     console.print(f"[dim]loading {model.path.name} ...[/]")
     # The weights load while the server's modules import and the apps compile.
     models = ModelLoad(model, load_options(args.ctx_size, plan.n_gpu_layers, args.threads, args.parallel,
-                                           speculative_options(args)), embedding_model, loader=loader)
+                                           speculative_options(args), model.mmproj), embedding_model, loader=loader)
     from llamaedge.server import serve
 
     config = server_config(model, args, plan, embedding_model)

@@ -47,3 +47,10 @@ TOOL_LOOP_STEPS_MAX = 8
 # Calls that run inside calls (`llamaedge.call`: an app calls a tool, which calls a tool...):
 # at most this many deep, so a chain of calls stays short and its time bounded.
 TOOL_CALL_DEPTH_MAX = 4
+# An image in a prompt (WASI-NN's `<img src="data:...">` tags and `image` option; the API's
+# image parts): at most this many bytes once decoded from base64, and at most this many
+# pixels (width x height), checked before the projector resizes it. A phone photo (12 MP,
+# 3-5 MB as JPEG) passes; the pixel bound keeps a small file that decodes to a huge bitmap
+# (a decompression bomb) from taking gigabytes: 3 bytes a pixel, 100 MB at most.
+IMAGE_BYTES_MAX = 5 * 1024 * 1024  # below MAX_BODY_BYTES: base64 makes 4 bytes of 3
+IMAGE_PIXELS_MAX = 33_554_432  # 32 Mi pixels: 8192 x 4096

@@ -19,10 +19,10 @@ log = logging.getLogger("llamaedge.server")
 
 
 def load_options(ctx_size: int | None, n_gpu_layers: int | None, threads: int | None,
-                 parallel: int | None, speculative: SpecOptions | None = None) -> LoadOptions:
+                 parallel: int | None, speculative: SpecOptions | None = None, mmproj: Path | None = None) -> LoadOptions:
     """The chat model's options from the server's: None layers means all of them."""
     return LoadOptions(ctx_size=ctx_size, n_gpu_layers=-1 if n_gpu_layers is None else n_gpu_layers,
-                       threads=threads, parallel=parallel, speculative=speculative or SpecOptions())
+                       threads=threads, parallel=parallel, speculative=speculative or SpecOptions(), mmproj=mmproj)
 
 
 class ModelLoad:
@@ -53,7 +53,7 @@ class ModelLoad:
                 # --parallel is for chat requests and --ctx-size and drafts for the chat
                 # model: the embedding model keeps the engine's defaults for them.
                 options = dataclasses.replace(self.options, ctx_size=None, parallel=LoadOptions().parallel,
-                                              speculative=SpecOptions())
+                                              speculative=SpecOptions(), mmproj=None)
                 self.embedding = self._loader(self.embedding_model.path, options)
                 log.info("embedding model %s ready in %.1fs (ctx %d)", self.embedding_model.model_id,
                          self.embedding.load_s, self.embedding.n_ctx)

@@ -22,7 +22,7 @@ from anthropic.types import RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from tests.tiny_gguf import write_tiny_gguf
+from tests.tiny_gguf import write_tiny_gguf, write_tiny_mmproj
 
 # The tests run llama.cpp in this process and in server subprocesses at once, on few cores:
 # OpenMP threads that spin while they wait would starve each other. libgomp reads this when
@@ -50,6 +50,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny-chat.gguf"
     write_tiny_gguf(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vision projector (llava's mlp type, random weights) for the tiny model."""
+    return write_tiny_mmproj(tmp_path_factory.mktemp("models") / "tiny-chat.mmproj.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -157,7 +157,7 @@ def test_hosted_tools_are_left_out_and_named_in_a_header(server: ServerProcess) 
     ({"input": 7}, "input"),
     ({"input": [{"role": "user", "content": "hi"}, {"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[1].call_id"),
     ({"input": [{"role": "user", "content": "hi"}, {"type": "function_call_output", "call_id": "nope", "output": "x"}]}, "input[1].call_id"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]}]}, "input[0].content[0]"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]}]}, "input[0].content[0].image_url"),
     ({"input": [{"role": "narrator", "content": "hi"}]}, "input[0].role"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ({"input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),

@@ -53,6 +53,18 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
     assert "junk.gguf" in line
 
 
+def test_mmproj_errors(tiny_model: Path, tmp_path: Path) -> None:
+    line = one_line_error(serve("--model", str(tiny_model), "--mmproj", str(tmp_path / "absent.gguf"),
+                                "--port", str(free_port())))
+    assert "--mmproj" in line and "absent.gguf" in line
+    line = one_line_error(serve("--model", str(tiny_model), "--model", str(tiny_model), "--mmproj", str(tiny_model),
+                                "--port", str(free_port())))
+    assert "--mmproj goes with one --model" in line
+    # A projector that is no projector of this model: the load fails, one line.
+    line = one_line_error(serve("--model", str(tiny_model), "--mmproj", str(tiny_model), "--port", str(free_port())))
+    assert "projector" in line
+
+
 def test_port_in_use(tiny_model: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

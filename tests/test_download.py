@@ -209,3 +209,39 @@ def test_human_bytes() -> None:
     assert download.human_bytes(999) == "999 B"
     assert download.human_bytes(1_500_000) == "1.5 MB"
     assert download.human_bytes(4_920_000_000) == "4.9 GB"
+
+
+def test_a_vision_entry_brings_its_projector_verified(hub: FakeHub, gguf_bytes: bytes, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tiny_gguf import write_tiny_mmproj
+
+    projector = write_tiny_mmproj(tmp_path / "mmproj-tiny.gguf").read_bytes()
+    hub.add(REPO, FILE, gguf_bytes)
+    hub.add(REPO, "mmproj-tiny.gguf", projector)
+    entry = {"name": "tiny-vision", "description": "a tiny vision model", "kind": "chat",
+             "capabilities": ["chat", "vision"], "source": "huggingface", "repo": REPO, "file": FILE,
+             "revision": "main", "quantization": "Q8_0", "size_bytes": len(gguf_bytes),
+             "sha256": hashlib.sha256(gguf_bytes).hexdigest(), "parameters": "1M", "context_length": 2048,
+             "license": "apache-2.0", "prompt_template": "auto", "memory_bytes": 10_000_000,
+             "mmproj": {"file": "mmproj-tiny.gguf", "size_bytes": len(projector), "sha256": "0" * 64}}
+    own = tmp_path / "catalog.json"
+    monkeypatch.setenv("LLAMAEDGE_CATALOG", str(own))
+
+    def use(entry: dict) -> None:
+        own.write_text(json.dumps({"models": [entry]}))
+        catalog.load_catalog.cache_clear()  # (read once per process)
+
+    try:
+        use(entry)
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            catalog.resolve_model("tiny-vision", on_progress=lambda event: None)
+        use({**entry, "mmproj": {**entry["mmproj"], "sha256": hashlib.sha256(projector).hexdigest()}})
+        model = catalog.resolve_model("tiny-vision", on_progress=lambda event: None)
+        assert model.mmproj is not None and model.mmproj.read_bytes() == projector
+        assert model.mmproj.parent == model.path.parent
+        # Without pull, a projector not downloaded leaves the model text-only.
+        model.mmproj.unlink()
+        assert catalog.resolve_model("tiny-vision", pull=False).mmproj is None
+    finally:
+        monkeypatch.delenv("LLAMAEDGE_CATALOG")
+        catalog.load_catalog.cache_clear()

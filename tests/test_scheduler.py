@@ -18,6 +18,14 @@ from tests.engine_events import assert_asleep, wait_until
 END = 0  # the scripted end-of-generation token
 
 
+@dataclass(frozen=True)
+class FakeImage:
+    """An image chunk (vision.ImageChunk's shape): its positions and embeddings."""
+
+    n_pos: int
+    n_tokens: int
+
+
 @dataclass
 class FakeDecoder:
     """A KV cache of `n_ctx` cells, each at a position and shared by a set of slots, as
@@ -30,6 +38,7 @@ class FakeDecoder:
     copies: list[tuple[int, int, int, int]] = field(default_factory=list)
     freed: list[object] = field(default_factory=list)
     fail_with: Exception | None = None
+    images: list[tuple[int, int, FakeImage]] = field(default_factory=list)  # (slot, pos, image) read
 
     def decode(self, batch: list[BatchEntry]) -> bool:
         if self.fail_with is not None:
@@ -63,6 +72,15 @@ class FakeDecoder:
         for pos, slots in self.cells:
             if src in slots and max(p0, 0) <= pos < (p1 if p1 >= 0 else 1 << 30):
                 slots.add(dst)
+
+    def decode_image(self, slot: int, pos: int, image: FakeImage) -> bool:
+        if len(self.cells) + image.n_pos > self.n_ctx:
+            return False
+        for p in range(pos, pos + image.n_pos):
+            assert p not in self.positions(slot), "a position decoded twice in one slot"
+            self.cells.append((p, {slot}))
+        self.images.append((slot, pos, image))
+        return True
 
     def positions(self, slot: int) -> list[int]:
         return sorted(pos for pos, slots in self.cells if slot in slots)
@@ -426,3 +444,60 @@ def test_a_prompt_alone_is_read_a_whole_batch_at_a_time(decoder: FakeDecoder) ->
     scheduler.submit(seq)
     run(scheduler)
     assert len(decoder.batches[0]) == 16
+
+
+# -- images (see vision.py: an image is a run of one negative placeholder id) -------------------
+
+def image_sequence(prompt: list[int], images: dict[int, FakeImage], n_predict: int = 2) -> Sequence:
+    seq = sequence(prompt, n_predict=n_predict)
+    seq.images = images
+    return seq
+
+
+def test_an_image_is_read_alone_and_text_never_holds_a_placeholder(decoder: FakeDecoder) -> None:
+    scheduler = Scheduler(decoder, 2, thread=False)
+    image = FakeImage(n_pos=3, n_tokens=3)
+    prompt = [1, 2, -7, -7, -7, 3, 4]
+    seq = image_sequence(prompt, {-7: image})
+    scheduler.submit(seq)
+    run_until(scheduler, lambda: seq.done)
+    assert decoder.images == [(seq._slot, 2, image)]
+    assert all(entry.token >= 0 for batch in decoder.batches for entry in batch)
+    assert decoder.positions(seq._slot)[:len(prompt)] == list(range(len(prompt)))
+    assert scheduler.n_tokens_decoded >= len(prompt)
+
+
+def test_the_same_image_again_is_reused_and_another_is_read(decoder: FakeDecoder) -> None:
+    scheduler = Scheduler(decoder, 1, thread=False)
+    image = FakeImage(n_pos=3, n_tokens=3)
+    first = image_sequence([1, 2, -7, -7, -7, 3, 4], {-7: image})
+    scheduler.submit(first)
+    run_until(scheduler, lambda: first.done)
+    again = image_sequence([1, 2, -7, -7, -7, 3, 4], {-7: image})
+    scheduler.submit(again)
+    run_until(scheduler, lambda: again.done)
+    assert again.n_cached == 6 and len(decoder.images) == 1
+    other = image_sequence([1, 2, -9, -9, -9, 3, 4], {-9: image})
+    scheduler.submit(other)
+    run_until(scheduler, lambda: other.done)
+    assert other.n_cached == 2 and decoder.images[-1][1:] == (2, image)
+
+
+def test_a_prefix_is_never_reused_from_inside_an_image() -> None:
+    from llamaedge.engine.scheduler import _image_start
+
+    prompt = [1, -5, -5, -5, 2]
+    assert [_image_start(prompt, n) for n in range(6)] == [0, 1, 1, 1, 4, 5]
+    assert _image_start([1, 2, 3], 2) == 2
+
+
+def test_an_image_that_does_not_fit_ends_its_sequence_alone(decoder: FakeDecoder) -> None:
+    decoder.n_ctx = 8
+    scheduler = Scheduler(decoder, 2, thread=False)
+    text = sequence([1, 2], n_predict=3)
+    big = image_sequence([3, -5, -5, -5, -5, -5, -5, -5, 4], {-5: FakeImage(n_pos=7, n_tokens=7)})
+    scheduler.submit(text)
+    scheduler.submit(big)
+    run_until(scheduler, lambda: big.done and text.done)
+    assert big.finish_reason == FinishReason.CONTEXT_FULL
+    assert text.finish_reason == FinishReason.LENGTH

@@ -156,11 +156,13 @@ def test_set_input_errors(nn: Harness, caplog: pytest.LogCaptureFixture) -> None
     assert "unknown metadata key 'no-such-key' ignored" in caplog.text
 
 
-@pytest.mark.parametrize("mode", [{"mmproj": "/m.gguf"}, {"image": "/i.png"}])
-def test_modes_this_host_lacks_are_unsupported_not_ignored(nn: Harness, mode: dict) -> None:
-    ctx = ready_context(nn, mode)
-    assert nn.call("compute_single", ctx) == Errno.UNSUPPORTED_OPERATION
-    assert nn.call("compute", ctx) == Errno.UNSUPPORTED_OPERATION
+def test_an_image_for_a_model_without_a_projector_is_an_invalid_argument(nn: Harness) -> None:
+    rc, graph = nn.load_by_name("default")
+    rc, ctx = nn.init_context(graph)
+    assert nn.set_input(ctx, 1, {"image": "/i.png", "mmproj": "/m.gguf"}) == Errno.SUCCESS  # mmproj: a load key
+    assert nn.set_input(ctx, 0, PROMPT) == Errno.INVALID_ARGUMENT
+    assert nn.set_input(ctx, 1, {"image": None}) == Errno.SUCCESS
+    assert nn.set_input(ctx, 0, PROMPT) == Errno.SUCCESS
 
 
 def test_prompt_longer_than_the_context(nn: Harness) -> None:

@@ -26,12 +26,15 @@ Two options make variants (the default file does not change):
 Usage: `write_tiny_gguf(tmp_path / "tiny.gguf")`. The same arguments give a byte-identical file.
 
 `write_tiny_reranker` writes a reranker on the same vocabulary: qwen3 with a classification
-head and pooling type RANK (see the function).
+head and pooling type RANK (see the function). `write_tiny_mmproj` writes a vision projector
+for the chat model (llava's `mlp` type), and `png_bytes` an image to show it.
 """
 
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -299,10 +302,13 @@ def _write(path: Path, arch: str, name: str, tensors: dict[str, np.ndarray],
         writer.add_chat_template(chat_template)
     for key, value in (extra or {}).items():
         writer.add_string(key, value)
+    return _finish(writer, tensors, path)
 
+
+def _finish(writer: GGUFWriter, tensors: dict[str, np.ndarray], path: Path) -> Path:
+    """The tensors, then the file written and closed."""
     for tensor_name, array in tensors.items():
         writer.add_tensor(tensor_name, array)
-
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -338,3 +344,91 @@ def write_tiny_reranker(path: Path, *, rerank_template: str | None = RERANK_TEMP
                                               size=(len(RERANK_LABELS), N_EMBD)).astype(np.float32)
     extra = {"tokenizer.chat_template.rerank": rerank_template} if rerank_template is not None else None
     return _write(path, "qwen3", "tiny-reranker", tensors, (tokens, types, merges, ids), 2048, None, extra)
+
+
+# The projector: llava's "mlp" type (a ViT, then two linear layers with a GELU between), tiny.
+# An image is resized to MMPROJ_IMAGE_SIZE square and cut into patches of MMPROJ_PATCH_SIZE:
+# (56 / 14)^2 = 16 image tokens, each an embedding of the chat model's width.
+MMPROJ_IMAGE_SIZE = 56
+MMPROJ_PATCH_SIZE = 14
+MMPROJ_IMAGE_TOKENS = (MMPROJ_IMAGE_SIZE // MMPROJ_PATCH_SIZE) ** 2
+_V_EMBD = 32
+_V_HEAD = 2
+_V_FF = 64
+_V_LAYER = 2  # llava reads the features of the last layer but one: the first
+_MM_HIDDEN = 64
+
+
+def write_tiny_mmproj(path: Path, *, seed: int = 2, n_embd_out: int = N_EMBD) -> Path:
+    """Write a tiny vision projector for the tiny chat model to `path` and return `path`:
+    random (seeded) weights in llava's `mlp` layout, which mtmd loads. What it makes of an
+    image means nothing, but it differs from image to image. Its embeddings keep the chat
+    model's hidden dimension 0 at the constant the model's output biases read (see the
+    module), so a reply after an image is printable ASCII as any other. `n_embd_out` other
+    than the chat model's width makes a projector that does not fit it (mtmd refuses it)."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape: int, std: float) -> np.ndarray:
+        return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+    unit = 1.0 / np.sqrt(_V_EMBD)
+    tensors: dict[str, np.ndarray] = {
+        # numpy's (outputs, ...) layout; ggml's conv kernel is [patch, patch, 3, n_embd].
+        "v.patch_embd.weight": normal(_V_EMBD, 3, MMPROJ_PATCH_SIZE, MMPROJ_PATCH_SIZE,
+                                      std=1.0 / np.sqrt(3 * MMPROJ_PATCH_SIZE**2)),
+        "v.patch_embd.bias": np.zeros(_V_EMBD, dtype=np.float32),
+        "v.position_embd.weight": normal(MMPROJ_IMAGE_TOKENS, _V_EMBD, std=0.1),
+        "v.pre_ln.weight": np.ones(_V_EMBD, dtype=np.float32),
+        "v.pre_ln.bias": np.zeros(_V_EMBD, dtype=np.float32),
+    }
+    for layer in range(_V_LAYER):
+        prefix = f"v.blk.{layer}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensors[f"{prefix}.{name}.weight"] = normal(_V_EMBD, _V_EMBD, std=unit)
+            tensors[f"{prefix}.{name}.bias"] = np.zeros(_V_EMBD, dtype=np.float32)
+        for name in ("ln1", "ln2"):
+            tensors[f"{prefix}.{name}.weight"] = np.ones(_V_EMBD, dtype=np.float32)
+            tensors[f"{prefix}.{name}.bias"] = np.zeros(_V_EMBD, dtype=np.float32)
+        tensors[f"{prefix}.ffn_up.weight"] = normal(_V_FF, _V_EMBD, std=unit)
+        tensors[f"{prefix}.ffn_up.bias"] = np.zeros(_V_FF, dtype=np.float32)
+        tensors[f"{prefix}.ffn_down.weight"] = normal(_V_EMBD, _V_FF, std=1.0 / np.sqrt(_V_FF))
+        tensors[f"{prefix}.ffn_down.bias"] = np.zeros(_V_EMBD, dtype=np.float32)
+    tensors["mm.0.weight"] = normal(_MM_HIDDEN, _V_EMBD, std=unit)
+    tensors["mm.0.bias"] = np.zeros(_MM_HIDDEN, dtype=np.float32)
+    mm2 = normal(n_embd_out, _MM_HIDDEN, std=1.0 / np.sqrt(_MM_HIDDEN))
+    mm2_bias = np.zeros(n_embd_out, dtype=np.float32)
+    mm2[0, :] = 0.0  # the constant dimension: what every token embedding holds there
+    mm2_bias[0] = _CONST_DIM_VALUE
+    tensors["mm.2.weight"] = mm2
+    tensors["mm.2.bias"] = mm2_bias
+
+    writer = GGUFWriter(str(path), "clip")
+    writer.add_name("tiny-mmproj")
+    writer.add_file_type(LlamaFileType.ALL_F32)
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_uint32("clip.vision.image_size", MMPROJ_IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", MMPROJ_PATCH_SIZE)
+    writer.add_uint32("clip.vision.embedding_length", _V_EMBD)
+    writer.add_uint32("clip.vision.feed_forward_length", _V_FF)
+    writer.add_uint32("clip.vision.projection_dim", n_embd_out)
+    writer.add_uint32("clip.vision.block_count", _V_LAYER)
+    writer.add_uint32("clip.vision.attention.head_count", _V_HEAD)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    return _finish(writer, tensors, path)
+
+
+def png_bytes(width: int, height: int, *, seed: int = 0) -> bytes:
+    """A PNG of random RGB pixels (the standard library's zlib, no imaging package)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from llamaedge.errors import UsageError
 from llamaedge.hostguard import parse_allowed_host
 from llamaedge.limits import DEFAULT_CTX_SIZE, DRAIN_S, IDLE_UNLOAD_S, MODELS_MAX, QUEUE_MAX_PER_SLOT
+from llamaedge.types import ResolvedModel
 
 if TYPE_CHECKING:  # the engine loads with the model, not with the command line
     from llamaedge.engine import LoadOptions, Model
@@ -64,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="catalog name, path to a .gguf, hf:REPO/FILE or an https URL; once: serve it, loaded "
                              "at start; several times: serve that set, loaded on demand; none: every model in "
                              "--models-dir, loaded on demand (docs/library.md)")
+    parser.add_argument("--mmproj", metavar="FILE",
+                        help="the vision projector (mmproj GGUF) of the --model given by path: images in the chat and "
+                             "the API (a catalog vision model brings its own)")
     parser.add_argument("--embedding-model", metavar="MODEL",
                         help="also load this model for /v1/embeddings (named as --model is; default: embed with the chat model)")
     parser.add_argument("--app", action="append", default=[], metavar="/ROUTE=PATH.wasm",
@@ -130,6 +135,13 @@ def check_speculative_arguments(args: argparse.Namespace) -> None:
                          hint="add --spec-ngram or --draft-model MODEL")
 
 
+def with_projector(model: ResolvedModel, mmproj: Path) -> ResolvedModel:
+    """`model` with the projector `serve --mmproj` names, checked to be a file."""
+    if not mmproj.is_file():
+        raise UsageError(f"--mmproj {mmproj}: no such file", hint="give the path of the model's mmproj GGUF")
+    return dataclasses.replace(model, mmproj=mmproj)
+
+
 def pause_gc_for_startup() -> None:
     """Starting a server makes some hundred thousand lasting objects (modules, classes) and
     little garbage: the collector would walk them over and over, a tenth of the start.
@@ -156,6 +168,8 @@ def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model
 
         args.tools = load_tools(args.tool, args.tool_policy)
     if len(args.model) != 1:  # none or several: the library, loaded on demand
+        if args.mmproj:
+            raise UsageError("--mmproj goes with one --model", hint="give the vision model with --model PATH.gguf")
         if args.embedding_model:
             raise UsageError("--embedding-model goes with one --model",
                              hint="without --model (or with several), every model is served by name, embedding models too")
@@ -168,6 +182,8 @@ def run(args: argparse.Namespace, *, loader: Callable[[Path, LoadOptions], Model
         return launch_library(args, first=None)
     check_chat_model(args.model[0])
     model = resolve_model(args.model[0], models_dir=args.models_dir, pull=True)
+    if args.mmproj:
+        model = with_projector(model, Path(args.mmproj))
     embedding = None
     if args.embedding_model:
         embedding = resolve_model(args.embedding_model, models_dir=args.models_dir, pull=True)

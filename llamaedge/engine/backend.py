@@ -15,7 +15,7 @@ _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level; the rest
 
 
 @lc.llama_log_callback
-def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+def forward_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     message = text.decode("utf-8", errors="replace").rstrip()
     if message:
         log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
@@ -33,6 +33,6 @@ def init_backend() -> None:
             # would install its own callback, which prints every debug line to stderr: import
             # its logger now so that ours is the one that stays.
             importlib.import_module("llama_cpp._logger")
-            lc.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))
+            lc.llama_log_set(forward_log, ctypes.c_void_p(0))
             lc.llama_backend_init()
             _backend_ready = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llamaedge.engine.types import FinishReason, LoadOptions, SamplingOptions, Token
 
@@ -72,8 +72,26 @@ class LoadedModel(Protocol):
     def check_sampling(self, sampling: SamplingOptions) -> None:
         """BadInput or GrammarError when a sequence could not be sampled with `sampling`."""
 
-    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> Generation:
-        """Start a sequence. BadInput, PromptTooLong, GrammarError."""
+    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None,
+                 images: dict[int, Any] | None = None) -> Generation:
+        """Start a sequence (`images`: a MediaPrompt's, for its tokens; a caller with none
+        passes none, so that text-only stand-ins need not take it). BadInput, PromptTooLong,
+        GrammarError."""
+
+    @property
+    def vision(self) -> bool:
+        """Whether the model reads images (it was loaded with a projector)."""
+
+    @property
+    def media_marker(self) -> bytes:
+        """What stands for an image in the text given to `tokenize_media`."""
+
+    def read_image(self, data: bytes) -> Any:
+        """An image decoded (a vision.Image: `width`, `height`). BadInput."""
+
+    def tokenize_media(self, text: bytes, images: list[Any]) -> Any:
+        """A vision.MediaPrompt: `tokens`, `images` (for `generate`), `n_tokens` (what the
+        model reads, the images' embeddings included). BadInput."""
 
     def check_embedding_inputs(self, inputs: list[list[int]]) -> None:
         """BadInput or PromptTooLong for inputs `embed` would refuse."""

@@ -7,6 +7,7 @@ import ctypes
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp as lc
 
@@ -16,11 +17,15 @@ from llamaedge.engine.speculative import DraftWant
 from llamaedge.engine.types import SamplingOptions, Token
 from llamaedge.engine.errors import LoadError
 
+if TYPE_CHECKING:
+    from llamaedge.engine.vision import ImageChunk, Projector
+
 
 class LlamaDecoder:
     def __init__(self, ctx: ctypes.c_void_p, vocab: ctypes.c_void_p, n_vocab: int, n_batch: int,
-                 piece_of: Callable[..., bytes]) -> None:
+                 piece_of: Callable[..., bytes], projector: Projector | None = None) -> None:
         self._ctx = ctx
+        self._projector = projector
         self._vocab = vocab
         self._mem = lc.llama_get_memory(ctx)
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
@@ -68,6 +73,17 @@ class LlamaDecoder:
 
     def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
         lc.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+
+    def decode_image(self, slot: int, pos: int, image: ImageChunk) -> bool:
+        if self._projector is None:  # only a model with a projector makes prompts with images
+            raise RuntimeError("this model has no projector to read images with")
+        rc = self._projector.decode(self._ctx, image, pos, slot, self.n_batch)
+        if rc == 0:
+            return True
+        self.seq_rm(slot, pos, -1)  # the part of the image that was decoded, if any
+        if rc == 1:
+            return False
+        raise RuntimeError(f"the image could not be read (mtmd returned {rc})")
 
     def close(self) -> None:
         lc.llama_batch_free(self._batch)

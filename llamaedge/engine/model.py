@@ -34,6 +34,8 @@ from llamaedge.engine.types import (EMBED_CTX_MAX, EngineStats, LoadOptions, Sam
 if TYPE_CHECKING:
     import numpy as np
 
+    from llamaedge.engine.vision import Image, MediaPrompt, Projector
+
 log = logging.getLogger("llamaedge.engine")
 
 # preserved_tokens strings remembered per model: apps send the same short list every time; an
@@ -100,6 +102,19 @@ class Model:
                 lc.llama_free(self._ctx)
                 lc.llama_model_free(self._model)
                 raise
+        self.projector: Projector | None = None
+        if options.mmproj is not None:
+            from llamaedge.engine.vision import Projector  # loads libmtmd: only for a model that reads images
+
+            try:
+                self.projector = Projector(Path(options.mmproj), self._model, use_gpu=options.n_gpu_layers != 0,
+                                           threads=threads_batch)
+            except LoadError:
+                if self.drafter is not None:
+                    self.drafter.close()
+                lc.llama_free(self._ctx)
+                lc.llama_model_free(self._model)
+                raise
         self.load_s = time.monotonic() - started
 
         self.metadata = read_metadata(self._model)
@@ -117,7 +132,8 @@ class Model:
         self.can_rank = pooling_is_rank(self.metadata)
         self._ranker: Embedder | None = None  # a reranker's rank-pooling context, on first use
 
-        self._decoder = LlamaDecoder(self._ctx, self._vocab, self.n_vocab, options.batch_size, self.token_piece)
+        self._decoder = LlamaDecoder(self._ctx, self._vocab, self.n_vocab, options.batch_size, self.token_piece,
+                                     self.projector)
         self._scheduler = Scheduler(self._decoder, parallel, prefill_chunk=options.prefill_chunk,
                                     speculative=options.speculative, drafter=self.drafter)
 
@@ -180,9 +196,12 @@ class Model:
         return frozenset(ids)
 
     def detokenize(self, tokens: list[int]) -> bytes:
-        """The text of `tokens` as the model writes it, special tokens included."""
+        """The text of `tokens` as the model writes it, special tokens included; an image's
+        placeholders (see vision.py) as one media marker."""
         if not tokens:
             return b""
+        if any(token < 0 for token in tokens):
+            return self._detokenize_media(tokens)
         array = (lc.llama_token * len(tokens))(*tokens)
         size = max(64, len(tokens) * 8)
         for _ in range(2):
@@ -192,6 +211,44 @@ class Model:
                 return buf.raw[:n]
             size = -n
         raise RuntimeError("llama_detokenize did not fit its buffer")
+
+    def _detokenize_media(self, tokens: list[int]) -> bytes:
+        marker = self.projector.marker if self.projector is not None else b"<__media__>"
+        out, text = bytearray(), []
+        for i, token in enumerate(tokens):
+            if token >= 0:
+                text.append(token)
+            elif i == 0 or tokens[i - 1] != token:
+                out += self.detokenize(text) + marker
+                text = []
+        return bytes(out + self.detokenize(text))
+
+    # -- images ----------------------------------------------------------------------------
+
+    @property
+    def vision(self) -> bool:
+        """Whether the model reads images (it was loaded with a projector)."""
+        return self.projector is not None
+
+    @property
+    def media_marker(self) -> bytes:
+        """What stands for an image in a prompt's text (mtmd's marker)."""
+        return self.projector.marker if self.projector is not None else b""
+
+    def read_image(self, data: bytes) -> Image:
+        """An image decoded (its `width` and `height` in pixels). BadInput when the model
+        reads no images, or `data` is not an image it can decode."""
+        return self._vision().image(data)
+
+    def tokenize_media(self, text: bytes, images: list[Image]) -> MediaPrompt:
+        """`text` with each media marker standing for the next of `images`, as the model
+        reads it (for `generate(prompt.tokens, images=prompt.images)`). BadInput."""
+        return self._vision().tokenize(text, images, self._bos)
+
+    def _vision(self) -> Projector:
+        if self.projector is None:
+            raise BadInput(f"{self.path.name} reads no images: it was loaded without a projector (mmproj)")
+        return self.projector
 
     def check_tokens(self, tokens: list[int]) -> None:
         """BadInput unless every token is in the vocabulary."""
@@ -205,16 +262,19 @@ class Model:
         """BadInput or GrammarError when a sequence could not be sampled with `sampling`."""
         Sampler(self._vocab, self.n_vocab, sampling).free()
 
-    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> Sequence:
+    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None,
+                 images: dict[int, object] | None = None) -> Sequence:
         """Queue a sequence; read it with `Sequence.next_token`, `next_piece` or by
-        iterating. `group`: sequences one reader reads in turn (see `Sequence.group`).
-        BadInput, PromptTooLong, GrammarError."""
+        iterating. `group`: sequences one reader reads in turn (see `Sequence.group`);
+        `images`: a MediaPrompt's, for its tokens. BadInput, PromptTooLong, GrammarError."""
         if not prompt:
             raise BadInput("empty prompt")
+        if images and (prompt[-1] < 0 or any(token < 0 and token not in images for token in prompt)):
+            raise BadInput("a prompt with images must end with text, and each image must come with it")
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(f"prompt of {len(prompt)} tokens does not fit a context of {self.n_ctx}")
         sampling = dataclasses.replace(sampling)  # the caller may change its own meanwhile
-        seq = Sequence(prompt=list(prompt), sampling=sampling, group=group)
+        seq = Sequence(prompt=list(prompt), sampling=sampling, group=group, images=dict(images or {}))
         seq._sampler = Sampler(self._vocab, self.n_vocab, sampling)
         try:
             self._scheduler.submit(seq)
@@ -295,5 +355,7 @@ class Model:
         self._decoder.close()
         if self.drafter is not None:
             self.drafter.close()
+        if self.projector is not None:
+            self.projector.close()
         lc.llama_free(self._ctx)
         lc.llama_model_free(self._model)

@@ -9,6 +9,10 @@ sequence runs in a slot (a sequence id of the context) whose KV cells are kept a
 conversation, one turn later) reuses that prefix instead of reading it again, and sequences
 that start alike at the same time (n > 1) share the cells of their common prefix.
 
+A prompt may hold images (see vision.py): each is a run of placeholder ids (negative), read
+whole by `Decoder.decode_image` in a step of its own, alone (the streams wait for it, as in
+llama-server); its cells are shared and reused like text's, never from the middle of a run.
+
 With speculative decoding (SpecOptions), a generating sequence's token may come with a draft,
 decoded in the same batch and kept as far as the model agrees with it (see speculative.py):
 several tokens for one step.
@@ -69,6 +73,11 @@ class Decoder(Protocol):
     def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
         """Give `dst` the cells of `src` at positions [p0, p1) (shared, not copied)."""
 
+    def decode_image(self, slot: int, pos: int, image: Any) -> bool:
+        """Read `image` (a vision.ImageChunk: `n_pos` positions) into `slot`'s cells from
+        `pos`; False when the KV cache has no room for it (nothing kept). Raises RuntimeError
+        on any other failure."""
+
 
 @dataclass(eq=False)
 class Sequence:
@@ -78,6 +87,8 @@ class Sequence:
     sampling: SamplingOptions
     # Sequences one reader reads in turn (an app's choices for n > 1); None: on its own.
     group: object = None
+    # The images of the prompt: placeholder id -> its image (see vision.py); empty for text.
+    images: dict[int, Any] = field(default_factory=dict)
     _sampler: Any = None
     _wake: Callable[[], None] = lambda: None
     _pieces: queue.SimpleQueue[Token | None] = field(default_factory=queue.SimpleQueue)
@@ -299,12 +310,12 @@ class Scheduler:
             self._incoming.remove(seq)
             # At least one token must be decoded to get logits for the first sample.
             if source >= 0:
-                reuse = min(source_len, len(seq.prompt) - 1)
+                reuse = _image_start(seq.prompt, min(source_len, len(seq.prompt) - 1))
                 self.decoder.seq_rm(best, -1, -1)
                 self.decoder.seq_cp(source, best, 0, reuse)
                 self._slot_tokens[best] = self._slot_tokens[source][:reuse]
             else:
-                reuse = min(best_len, len(seq.prompt) - 1)
+                reuse = _image_start(seq.prompt, min(best_len, len(seq.prompt) - 1))
                 self.decoder.seq_rm(best, reuse, -1)
                 del self._slot_tokens[best][reuse:]
             self._slot_busy[best] = True
@@ -317,6 +328,11 @@ class Scheduler:
     def _step(self) -> None:
         n_batch = self.decoder.n_batch
         runnable = self._runnable()
+        # An image first, alone (one a step, so that the streams go on between images).
+        imaging = next((s for s in runnable if s._pending and s._pending[0] < 0 and not s._cancelled), None)
+        if imaging is not None:
+            self._read_image(imaging)
+            runnable = self._runnable()
         # Sequences that are generating add one token each first (keeps their latency low),
         # with their drafts, then prompts, shortest first. A prompt alone is read a whole
         # batch at a time (fastest); beside streams or other prompts, a chunk at a time.
@@ -366,8 +382,12 @@ class Scheduler:
         for seq in prompts:
             if room <= 0:
                 break
-            takes.append((seq, seq._pending[:room]))
-            room -= len(takes[-1][1])
+            take = seq._pending[:room]
+            if seq.images:  # text up to the next image (read by _read_image)
+                take = take[:next((i for i, token in enumerate(take) if token < 0), len(take))]
+            if take:
+                takes.append((seq, take))
+                room -= len(take)
         batch: list[BatchEntry] = []
         outputs: list[tuple[Sequence, list[int]]] = []
         for seq, take in takes:
@@ -389,8 +409,8 @@ class Scheduler:
         wants: list[tuple[Sequence, DraftWant]] = []
         for seq in generating:
             n_max = self._draft_room(seq)
-            if n_max < spec.draft_min or seq._cancelled:
-                continue
+            if n_max < spec.draft_min or seq._cancelled or seq.images:
+                continue  # (a draft of a prompt with images could hold placeholders)
             if seq._spec is None:
                 seq._spec = SpecState.start(self._slot_tokens[seq._slot] + seq._pending, spec)
             n_max = min(n_max, seq._spec.length.wanted())
@@ -464,6 +484,28 @@ class Scheduler:
             seq._pending = [token.id]
         return token.id
 
+    def _read_image(self, seq: Sequence) -> None:
+        """Read the image at the head of `seq`'s pending prompt into its slot's cells; when
+        the context has no room for it even without the idle slots' cells, `seq` ends."""
+        image = seq.images[seq._pending[0]]
+        try:
+            ok = self.decoder.decode_image(seq._slot, seq._n_past, image)
+            if not ok and self._evict_idle_slots():
+                ok = self.decoder.decode_image(seq._slot, seq._n_past, image)
+        except Exception as exc:  # this image's failure: fail its sequence alone
+            log.exception("image decode failed")
+            seq.error = str(exc)
+            self._finish(seq, FinishReason.ERROR)
+            return
+        if not ok:
+            self._finish(seq, FinishReason.CONTEXT_FULL)
+            return
+        run = seq._pending[:image.n_pos]
+        del seq._pending[:image.n_pos]
+        seq._n_past += len(run)
+        self._slot_tokens[seq._slot].extend(run)
+        self.n_tokens_decoded += image.n_tokens
+
     def _evict_idle_slots(self) -> bool:
         evicted = False
         for slot, busy in enumerate(self._slot_busy):
@@ -485,6 +527,13 @@ class Scheduler:
         seq._pieces.put(None)
         if reason in (FinishReason.CANCELLED, FinishReason.ERROR):
             log.info("sequence %s after %d tokens; slot %d is free", reason.value, seq.n_generated, seq._slot)
+
+
+def _image_start(prompt: list[int], n: int) -> int:
+    """`n`, or the start of the image run it falls inside: an image's cells are read whole."""
+    while 0 < n < len(prompt) and prompt[n] < 0 and prompt[n - 1] == prompt[n]:
+        n -= 1
+    return n
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

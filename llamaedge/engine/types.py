@@ -85,6 +85,7 @@ class LoadOptions:
     use_mmap: bool = True
     main_gpu: int = 0
     speculative: SpecOptions = field(default_factory=SpecOptions)  # off unless asked for
+    mmproj: Path | None = None  # the vision projector, loaded beside the model (see vision.py)
 
 
 def context_size(asked: int | None, n_ctx_train: int) -> int:

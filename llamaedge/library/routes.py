@@ -95,7 +95,8 @@ def model_object(info: MemberInfo) -> dict[str, Any]:
     if info.context_length is not None:
         body["context_length"] = info.context_length
     body.update(status=status, source=info.source, downloaded=info.downloaded,
-                architecture={"input_modalities": ["text"], "output_modalities": ["text"]})
+                architecture={"input_modalities": ["text", "image"] if "vision" in info.capabilities else ["text"],
+                              "output_modalities": ["text"]})
     if info.size_bytes is not None:
         body["size"] = info.size_bytes
     if info.need is not None:

@@ -89,6 +89,14 @@ class Member(Generic[M]):
 
 
 def capabilities(member: Member[M]) -> list[str]:
+    """Its catalog entry's capabilities, or for another file those its header shows; `vision`
+    while it is loaded with a projector (the start model, `serve --mmproj`)."""
+    if getattr(member.model, "vision", False):
+        return [*[c for c in catalog_capabilities(member) if c != "vision"], "vision"]
+    return catalog_capabilities(member)
+
+
+def catalog_capabilities(member: Member[M]) -> list[str]:
     """Its catalog entry's capabilities, or for another file those its header shows."""
     entry = member.source.entry
     if entry is not None:

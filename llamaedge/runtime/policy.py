@@ -454,11 +454,27 @@ class BudgetedModel:
         self._model = model
         self._guard = guard
 
-    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None) -> BudgetedSequence:
+    def generate(self, prompt: list[int], sampling: SamplingOptions, *, group: object = None,
+                 images: dict[int, Any] | None = None) -> BudgetedSequence:
         left = self._guard.tokens_left
         if left is not None and (sampling.n_predict < 0 or sampling.n_predict > left):
             sampling = dataclasses.replace(sampling, n_predict=left)  # ends the engine's work there too
-        return BudgetedSequence(self._model.generate(prompt, sampling, group=group), self._guard)
+        extra = {"images": images} if images else {}  # (text-only stand-ins take no images)
+        return BudgetedSequence(self._model.generate(prompt, sampling, group=group, **extra), self._guard)
+
+    @property
+    def vision(self) -> bool:
+        return getattr(self._model, "vision", False)
+
+    @property
+    def media_marker(self) -> bytes:
+        return self._model.media_marker
+
+    def read_image(self, data: bytes) -> Any:
+        return self._model.read_image(data)
+
+    def tokenize_media(self, text: bytes, images: list[Any]) -> Any:
+        return self._model.tokenize_media(text, images)
 
     @property
     def n_ctx(self) -> int:

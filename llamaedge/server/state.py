@@ -32,7 +32,7 @@ from llamaedge import catalog
 from llamaedge.engine import Model, default_parallel
 from llamaedge.errors import LlamaEdgeError, UsageError
 from llamaedge.library import Library, ModelStateError, UnknownModel
-from llamaedge.limits import DEFAULT_CTX_SIZE, queue_limit
+from llamaedge.limits import DEFAULT_CTX_SIZE, IMAGE_BYTES_MAX, IMAGE_PIXELS_MAX, queue_limit
 from llamaedge.metrics import HostSnapshot, ModelSnapshot, ServerMetrics
 from llamaedge.model_load import ModelLoad, load_options
 from llamaedge.runtime import App, GraphRegistry, NNSession, ResponseStream, Runtime, SessionGraphs
@@ -67,8 +67,10 @@ class Flight:
 
 def model_capabilities(resolved: ResolvedModel, model: Model) -> list[str]:
     """What /v1/models says the model can do: its catalog entry's capabilities (by name, or
-    by the catalog file it was loaded from), else what its GGUF metadata shows."""
-    return catalog.capabilities_of(resolved.model_id) or catalog.capabilities_of(str(resolved.path), model.metadata)
+    by the catalog file it was loaded from), else what its GGUF metadata shows; and `vision`
+    when it was loaded with its projector (and only then: it reads images only then)."""
+    found = catalog.capabilities_of(resolved.model_id) or catalog.capabilities_of(str(resolved.path), model.metadata)
+    return [*found, "vision"] if getattr(model, "vision", False) and "vision" not in found else found
 
 
 class ServerState:
@@ -124,7 +126,7 @@ class ServerState:
         loading ends, well or not, before the status says so."""
         config = self.config
         options = load_options(config.ctx_size, config.n_gpu_layers, config.threads, config.parallel,
-                               config.speculative)
+                               config.speculative, config.model.mmproj if config.model is not None else None)
         if models is None and config.model is not None:
             models = ModelLoad(config.model, options, config.embedding_model)
         assert models is None or (models.options == options and models.embedding_model == config.embedding_model)
@@ -246,6 +248,8 @@ class ServerState:
         capabilities are a catalog lookup, or a reading of the model's metadata)."""
         env = {
             "LLAMAEDGE_MAX_BODY_BYTES": str(self.config.max_body_bytes),
+            "LLAMAEDGE_IMAGE_BYTES_MAX": str(IMAGE_BYTES_MAX),
+            "LLAMAEDGE_IMAGE_PIXELS_MAX": str(IMAGE_PIXELS_MAX),
             "LLAMAEDGE_REASONING_FORMAT": self.config.reasoning_format,
         }
         if self.model is None or self.config.model is None:

@@ -218,9 +218,10 @@ export function App({ store }: Props) {
 
   const busy = streamingId !== null;
 
-  const send = (text: string) => {
+  const send = (text: string, images: string[]) => {
     if (busy) return;
     const message: Message = { id: newId(), role: "user", content: text, createdAt: Date.now() };
+    if (images.length > 0) message.images = images;
     const isFirst = !conversation.messages.some((m) => m.role === "user");
     void generate({
       ...conversation,
@@ -402,7 +403,14 @@ export function App({ store }: Props) {
           {announcement}
         </div>
         <div class="composer-wrap">
-          <Composer streaming={streamingHere} disabled={busy && !streamingHere} onSend={send} onStop={stop} />
+          <Composer
+            streaming={streamingHere}
+            disabled={busy && !streamingHere}
+            vision={models.find((m) => m.id === model)?.capabilities.includes("vision") ?? false}
+            imagesHeld={conversation.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0)}
+            onSend={send}
+            onStop={stop}
+          />
           <p class="footnote muted">
             Replies are generated locally and can be wrong.
             <span class="keys"> Enter sends, Shift+Enter starts a new line.</span>

@@ -25,6 +25,8 @@ export interface Message {
   role: "user" | "assistant";
   /** The answer alone: what is shown as the reply and sent back in later requests. */
   content: string;
+  /** A user message's images, as data URLs (for a model with `vision`; see request.ts). */
+  images?: string[];
   /** A thinking model's reasoning: shown apart, kept here, never sent back. */
   reasoning?: string;
   /** How long the model thought, first token to first answer token. */

@@ -18,3 +18,8 @@ pub const max_body_bytes: u64 = 8 << 20;
 /// The host's decoding slots (`serve --parallel`): how many choices of one
 /// request generate at once.
 pub const parallel: u32 = 8;
+
+/// The largest image in a request, decoded, and its most pixels (llamaedge's
+/// `IMAGE_BYTES_MAX`, `IMAGE_PIXELS_MAX`).
+pub const image_bytes_max: u64 = 5 << 20;
+pub const image_pixels_max: u64 = 32 << 20;

@@ -4,8 +4,11 @@ the guest as its error code."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import re
 import struct
 import tempfile
 import time
@@ -23,6 +26,7 @@ from llamaedge.engine import (
     PromptTooLong,
     Token,
 )
+from llamaedge.images import ImageError, check_image
 from llamaedge.runtime.nn.errors import Errno, NNError
 from llamaedge.runtime.nn.metadata import parse_metadata
 from llamaedge.runtime.nn.sessions import ExecutionContext, NNSession
@@ -32,6 +36,11 @@ log = logging.getLogger("llamaedge.wasi_nn")
 MODULE = "wasi_ephemeral_nn"
 ENCODING_AUTODETECT = 5
 ENCODING_GGML = 6
+# An image inside a prompt, as WasmEdge's GGML plugin finds it (its llava-base64-stream
+# example), and the marker that stands for an image in a prompt's text (the plugin's mtmd
+# media marker: the `image` option's file, or a tag once its bytes are taken out).
+IMG_TAG = re.compile(rb'<img src="data:image/[A-Za-z0-9.+-]*;base64,([A-Za-z0-9+/=\s]*)">')
+IMAGE_MARKER = b"<image>"
 
 
 def write_output(mem: Any, data: bytes, out_ptr: int, out_max_len: int, written_ptr: int) -> None:
@@ -56,7 +65,8 @@ def _start(context: ExecutionContext, session: NNSession) -> Generation:
     context.started_s = time.monotonic()
     try:
         # One session's sequences are a group: an app reads them in turn (n > 1).
-        context.sequence = context.model.generate(context.prompt, context.sampling, group=session)
+        extra = {"images": context.images} if context.images else {}  # text-only stand-ins take none
+        context.sequence = context.model.generate(context.prompt, context.sampling, group=session, **extra)
     except PromptTooLong as exc:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
     except (BadInput, GrammarError) as exc:
@@ -125,6 +135,47 @@ def _rank_pairs(model: LoadedModel, data: bytes) -> list[list[int]]:
     inputs = [model.rank_input(query.encode(), document.encode()) for query, document in items]
     _check_embedding_inputs(model, inputs)
     return inputs
+
+
+def _media_prompt(context: ExecutionContext, data: bytes) -> Any:
+    """The prompt `data` with its images (a MediaPrompt), as WasmEdge's GGML plugin reads
+    them: each `<img src="data:image/...;base64,...">` tag becomes an image at its place;
+    without a tag, the `image` option's file is the image at the prompt's `<image>`. None for
+    a prompt with neither. Each image is checked against llamaedge/limits.py first."""
+    path = context.flags.get("image")
+    tags = list(IMG_TAG.finditer(data))
+    if not tags and not path:
+        return None
+    if context.tokenized_media is not None and context.tokenized_media[:2] == (data, path):
+        return context.tokenized_media[2]
+    model = context.model
+    if not getattr(model, "vision", False):
+        raise NNError(Errno.INVALID_ARGUMENT, "the prompt shows an image, but this model reads none: "
+                      "load it with its projector (the 'mmproj' option)")
+    if tags:
+        try:
+            blobs = [base64.b64decode(tag.group(1)) for tag in tags]
+        except (binascii.Error, ValueError) as exc:
+            raise NNError(Errno.INVALID_ARGUMENT, f"an image tag's base64 does not decode: {exc}") from exc
+        text = IMG_TAG.sub(IMAGE_MARKER, data)
+    else:
+        try:
+            blobs = [Path(path).read_bytes()]
+        except OSError as exc:
+            raise NNError(Errno.INVALID_ARGUMENT, f"the image {path!r} cannot be read: {exc.strerror}") from exc
+        text = data
+    if text.count(IMAGE_MARKER) != len(blobs):
+        raise NNError(Errno.INVALID_ARGUMENT, f"the prompt has {text.count(IMAGE_MARKER)} image markers "
+                      f"({IMAGE_MARKER.decode()}) for {len(blobs)} images")
+    try:
+        for blob in blobs:
+            check_image(blob)
+        images = [model.read_image(blob) for blob in blobs]
+        media = model.tokenize_media(text.replace(IMAGE_MARKER, model.media_marker), images)
+    except (ImageError, BadInput) as exc:
+        raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+    context.tokenized_media = (data, path, media)
+    return media
 
 
 def _token_ids(model: LoadedModel, ids: list[Any], what: str) -> list[int]:
@@ -244,7 +295,13 @@ class Functions:
             raise NNError(Errno.INVALID_ARGUMENT, "rank pooling scores (query, document) pairs: set them with index 3")
         context.reset_generation()
         context.prompt = context.embed_inputs = None
-        if index == 0:
+        context.images, context.n_prompt_tokens = {}, None
+        media = _media_prompt(context, data) if index == 0 else None
+        if media is not None:
+            if context.embedding_mode:
+                raise NNError(Errno.INVALID_ARGUMENT, "a prompt with images cannot be embedded")
+            context.prompt, context.images, context.n_prompt_tokens = list(media.tokens), media.images, media.n_tokens
+        elif index == 0:
             if context.tokenized is None or context.tokenized[0] != data:
                 context.tokenized = (data, tuple(model.tokenize(data)))
             context.prompt = list(context.tokenized[1])
@@ -347,7 +404,8 @@ class Functions:
     def _metadata_output(self, context: ExecutionContext) -> bytes:
         sequence = context.sequence
         info = {
-            "input_tokens": len(context.prompt or ()),
+            # The images' embeddings count as the tokens the model reads.
+            "input_tokens": context.n_prompt_tokens if context.n_prompt_tokens is not None else len(context.prompt or ()),
             "output_tokens": context.n_output_tokens,
             "cached_tokens": sequence.n_cached if sequence else 0,
             # Speculative decoding, named as llama-server's timings name them.

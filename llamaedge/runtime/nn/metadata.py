@@ -5,6 +5,7 @@ value is checked."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from llamaedge.engine import LoadOptions
@@ -20,6 +21,8 @@ LOAD_KEYS: dict[str, tuple[str, type]] = {
     "n-parallel": ("parallel", int),
     "use-mmap": ("use_mmap", bool),
     "main-gpu": ("main_gpu", int),
+    # The vision projector's path, as WasmEdge's llava and Qwen2-VL examples give it.
+    "mmproj": ("mmproj", str),
 }
 # Keys that shape one generation: they apply to the execution context that receives them.
 SAMPLING_KEYS: dict[str, tuple[str, type]] = {
@@ -36,6 +39,9 @@ SAMPLING_KEYS: dict[str, tuple[str, type]] = {
     "ignore-eos": ("ignore_eos", bool),
 }
 CONTEXT_FLAGS = {"enable-log", "enable-debug-log", "stream-stdout", "embedding"}
+# WasmEdge's `image`: the path of an image file the next prompt shows (at its `<image>`), as
+# WasmEdge's llava example gives it.
+IMAGE_KEY = "image"
 # Our extension `pooling` (embedding mode): "model" pools as the model says (the default),
 # "rank" scores (query, document) pairs with a reranker's classification head.
 POOLING_MODES = {"model", "rank"}
@@ -45,7 +51,7 @@ GRAMMAR_KEYS = {"grammar", "json-schema", "grammar-prefix", "grammar-suffix", "g
 ACCEPTED_NOOP = {"tensor-split", "flash-attn", "n-keep"}
 # Modes this host does not offer: asking for one makes the next compute fail with
 # "unsupported operation" rather than silently generating text instead.
-UNSUPPORTED_MODES = {"mmproj": "multimodal projectors", "image": "image input"}
+UNSUPPORTED_MODES: dict[str, str] = {}
 
 
 def convert(key: str, value: Any, kind: type) -> Any:
@@ -82,6 +88,8 @@ def load_options_from(metadata: dict[str, Any], base: LoadOptions) -> LoadOption
         if key in LOAD_KEYS:
             attr, kind = LOAD_KEYS[key]
             setattr(options, attr, convert(key, value, kind))
+    if isinstance(options.mmproj, str):
+        options.mmproj = Path(options.mmproj) if options.mmproj else None
     if options.n_gpu_layers < -1:
         options.n_gpu_layers = -1
     return options

@@ -16,6 +16,7 @@ from llamaedge.runtime.nn.metadata import (
     ACCEPTED_NOOP,
     CONTEXT_FLAGS,
     GRAMMAR_KEYS,
+    IMAGE_KEY,
     LOAD_KEYS,
     POOLING_MODES,
     SAMPLING_KEYS,
@@ -59,6 +60,13 @@ class ExecutionContext:
     # its tokens (the chat app does, to size n-predict), and tokenizing is ~3 us a token.
     tokenized: tuple[bytes, tuple[int, ...]] | None = None
     embed_inputs: list[list[int]] | None = None  # set_input(3): a batch to embed
+    # A prompt with images (see functions._media_prompt): its images by placeholder, and
+    # what the model reads (text tokens and image embeddings); text alone: {} and None.
+    images: dict[int, Any] = field(default_factory=dict)
+    n_prompt_tokens: int | None = None
+    # The last prompt with images set, with the image option then, and what it made: the
+    # chat app sets each prompt twice, and reading an image again costs a decode.
+    tokenized_media: tuple[bytes, str | None, Any] | None = None
     sequence: Generation | None = None
     last_piece: bytes = b""
     last_logprobs: dict[str, Any] | None = None
@@ -128,6 +136,10 @@ class ExecutionContext:
                 self.flags[key] = pooling
             elif key in CONTEXT_FLAGS:
                 self.flags[key] = bool(value)
+            elif key == IMAGE_KEY:
+                if value is not None and not isinstance(value, str):
+                    raise NNError(Errno.INVALID_ARGUMENT, "metadata 'image' must be the path of an image file")
+                self.flags[key] = value or None
             elif key in UNSUPPORTED_MODES:
                 if value:
                     self.flags["unsupported"] = UNSUPPORTED_MODES[key]

@@ -78,7 +78,18 @@ export function MessageView({
               }}
             />
           ) : message.role === "user" ? (
-            <div class="user-text">{message.content}</div>
+            <>
+              {message.images && message.images.length > 0 && (
+                <ul class="attachments" aria-label="Images">
+                  {message.images.map((url, i) => (
+                    <li key={i}>
+                      <img src={url} alt={`Image ${i + 1}`} class="thumbnail" />
+                    </li>
+                  ))}
+                </ul>
+              )}
+              <div class="user-text">{message.content}</div>
+            </>
           ) : (
             <>
               {showThinking && message.reasoning && (

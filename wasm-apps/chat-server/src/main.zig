@@ -22,6 +22,7 @@ const completions = @import("completions/completion.zig");
 const embeddings = @import("embeddings/embed.zig");
 const rerank_mod = @import("rerank/rerank.zig");
 const command = @import("command.zig");
+const images = @import("images.zig");
 
 const app = shared.app;
 const http = shared.http;
@@ -116,12 +117,17 @@ fn chatCompletions(allocator: std.mem.Allocator, env: *const std.process.EnvMap,
     defer allocator.free(body);
 
     var diag = Diagnostic{};
-    var req = chat_request.parseChatRequest(allocator, body, &diag) catch |err| switch (err) {
+    const image_limits = images.Limits{ .bytes_max = settings.image_bytes_max, .pixels_max = settings.image_pixels_max };
+    var req = chat_request.parseChatRequestWith(allocator, body, image_limits, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
     defer req.deinit();
     if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+    if (req.n_images > 0 and !images.hasVision(settings.capabilities)) {
+        noVision(&diag, settings) catch {};
+        return sendError(allocator, out, diag.err, "");
+    }
     const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
 
@@ -140,13 +146,18 @@ fn anthropicMessages(allocator: std.mem.Allocator, env: *const std.process.EnvMa
     defer allocator.free(body);
 
     var diag = Diagnostic{};
-    var parsed = anthropic_request.parseRequest(allocator, body, route, &diag) catch |err| switch (err) {
+    const image_limits = images.Limits{ .bytes_max = settings.image_bytes_max, .pixels_max = settings.image_pixels_max };
+    var parsed = anthropic_request.parseRequestWith(allocator, body, route, image_limits, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendAnthropicError(allocator, out, diag.err),
         else => |e| return e,
     };
     defer parsed.deinit();
     const req = &parsed.chat;
     if (models.textModelError(req.model, settings)) |err| return sendAnthropicError(allocator, out, err);
+    if (req.n_images > 0 and !images.hasVision(settings.capabilities)) {
+        noVision(&diag, settings) catch {};
+        return sendAnthropicError(allocator, out, diag.err);
+    }
     const template = promptTemplate(settings) catch return sendAnthropicError(allocator, out, misconfigured_template);
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .anthropic, settings.graph, err);
 
@@ -178,13 +189,18 @@ fn responses(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out: 
     defer allocator.free(body);
 
     var diag = Diagnostic{};
-    var parsed = responses_request.parseRequest(allocator, body, responses_store.History{}, &diag) catch |err| switch (err) {
+    const image_limits = images.Limits{ .bytes_max = settings.image_bytes_max, .pixels_max = settings.image_pixels_max };
+    var parsed = responses_request.parseRequestWith(allocator, body, responses_store.History{}, image_limits, &diag) catch |err| switch (err) {
         error.InvalidRequest => return sendError(allocator, out, diag.err, ""),
         else => |e| return e,
     };
     defer parsed.deinit();
     const req = &parsed.chat;
     if (models.textModelError(req.model, settings)) |err| return sendError(allocator, out, err, "");
+    if (req.n_images > 0 and !images.hasVision(settings.capabilities)) {
+        noVision(&diag, settings) catch {};
+        return sendError(allocator, out, diag.err, "");
+    }
     const template = promptTemplate(settings) catch return sendError(allocator, out, misconfigured_template, "");
     var backend = nn.Backend.open(settings.graph) catch |err| return modelUnavailable(allocator, out, .openai, settings.graph, err);
 
@@ -276,6 +292,12 @@ fn requestBody(allocator: std.mem.Allocator, env: *const std.process.EnvMap, out
 fn modelUnavailable(allocator: std.mem.Allocator, out: Stdout, api: Api, graph: []const u8, err: anyerror) !void {
     log.err("cannot open model '{s}': {s}", .{ graph, @errorName(err) });
     return sendApiError(allocator, out, api, .{ .status = 500, .message = "The model is not available; the server log has the details.", .kind = "server_error" });
+}
+
+/// A 400 for images sent to a model that reads none, naming it and what it can do.
+fn noVision(diag: *Diagnostic, settings: Settings) error{InvalidRequest}!void {
+    const capabilities = if (settings.capabilities.len > 0) settings.capabilities else "none listed";
+    return diag.set(400, "messages", "model_not_vision", "The model '{s}' does not read images: its capabilities are {s}. Send text only, or serve a vision model with its projector.", .{ settings.model_id, capabilities });
 }
 
 const misconfigured_template = ApiError{ .status = 500, .message = "The server is misconfigured: unknown prompt template.", .kind = "server_error" };
@@ -419,6 +441,7 @@ test {
     _ = @import("inputs.zig");
     _ = @import("generation.zig");
     _ = @import("chat/request.zig");
+    _ = @import("images.zig");
     _ = @import("chat/request_tools.zig");
     _ = @import("chat/request_reasoning.zig");
     _ = @import("chat/metadata.zig");

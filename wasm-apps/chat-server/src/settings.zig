@@ -13,6 +13,9 @@ pub const Settings = struct {
     template: []const u8 = "auto",
     ctx_size: u32 = defaults.ctx_size,
     max_body_bytes: u64 = defaults.max_body_bytes,
+    /// The limits of an image in a request (images.zig).
+    image_bytes_max: u64 = defaults.image_bytes_max,
+    image_pixels_max: u64 = defaults.image_pixels_max,
     /// The host's decoding slots (`serve --parallel`), which bound the choices
     /// of a completion that generate at once.
     parallel: u32 = defaults.parallel,
@@ -21,7 +24,7 @@ pub const Settings = struct {
     embedding_model_id: ?[]const u8 = null,
     embedding_graph: ?[]const u8 = null,
     /// What each model can do, as /v1/models reports it: comma-separated
-    /// names (chat, tools, thinking, code, embedding), from the host.
+    /// names (chat, tools, thinking, vision, code, embedding), from the host.
     capabilities: []const u8 = "",
     embedding_capabilities: []const u8 = "",
     /// The embedding model's context; 0 when the host does not say.
@@ -46,6 +49,8 @@ pub fn settingsFromEnv(env: *const std.process.EnvMap, bad_var: *[]const u8) err
     s.created = try intVar(i64, env, "LLAMAEDGE_MODEL_CREATED", s.created, bad_var);
     s.ctx_size = try intVar(u32, env, "LLAMAEDGE_CTX_SIZE", s.ctx_size, bad_var);
     s.max_body_bytes = try intVar(u64, env, "LLAMAEDGE_MAX_BODY_BYTES", s.max_body_bytes, bad_var);
+    s.image_bytes_max = try intVar(u64, env, "LLAMAEDGE_IMAGE_BYTES_MAX", s.image_bytes_max, bad_var);
+    s.image_pixels_max = try intVar(u64, env, "LLAMAEDGE_IMAGE_PIXELS_MAX", s.image_pixels_max, bad_var);
     s.parallel = @max(1, try intVar(u32, env, "LLAMAEDGE_PARALLEL", s.parallel, bad_var));
     if (s.ctx_size == 0) {
         bad_var.* = "LLAMAEDGE_CTX_SIZE";

@@ -8,6 +8,7 @@ const shared = @import("shared");
 const chat_request = @import("../chat/request.zig");
 const request_tools = @import("../chat/request_tools.zig");
 const fields = @import("../fields.zig");
+const images = @import("../images.zig");
 
 const templates = shared.templates;
 const Diagnostic = shared.api_error.Diagnostic;
@@ -42,10 +43,15 @@ pub const Request = struct {
 /// Which route the body is for: count_tokens takes no `max_tokens`.
 pub const Route = enum { messages, count_tokens };
 
+/// parseRequestWith the default image limits.
+pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, route: Route, diag: *Diagnostic) !Request {
+    return parseRequestWith(allocator, body, route, chat_request.default_image_limits, diag);
+}
+
 /// Parses and checks a Messages request. On error.InvalidRequest `diag.err`
 /// says what is wrong; its message names the field as Anthropic's do
 /// (`messages.1.content.0.type: ...`).
-pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, route: Route, diag: *Diagnostic) !Request {
+pub fn parseRequestWith(allocator: std.mem.Allocator, body: []const u8, route: Route, image_limits: images.Limits, diag: *Diagnostic) !Request {
     var parsed = Request{ .chat = .{ .arena = std.heap.ArenaAllocator.init(allocator) } };
     errdefer parsed.deinit();
     const req = &parsed.chat;
@@ -77,8 +83,10 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, route: Route
     if (obj.get("system")) |system| if (system != .null) {
         try messages.append(.{ .role = .system, .content = try textOf(arena, system, "system", diag) });
     };
-    try parseMessages(arena, obj.get("messages"), &messages, &thoughts, diag);
+    var image_parts = chat_request.ImageParts{ .limits = image_limits };
+    try parseMessages(arena, obj.get("messages"), &messages, &thoughts, &image_parts, diag);
     req.messages = messages.items;
+    req.n_images = image_parts.count;
     try thoughts.appendNTimes(null, messages.items.len - thoughts.items.len);
     req.reasoning = thoughts.items;
     req.tools = try parseTools(arena, obj.get("tools"), diag);
@@ -182,7 +190,7 @@ fn blockType(block: Value) ?[]const u8 {
 /// llama.cpp maps it, so templates see the calls and results as in OpenAI's API.
 /// An assistant turn's `thinking` blocks become its reasoning (`thoughts`, by
 /// message index), as `reasoning_content` is on the chat path.
-fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), diag: *Diagnostic) !void {
+fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), image_parts: *chat_request.ImageParts, diag: *Diagnostic) !void {
     const v = value orelse return diag.set(400, "messages", null, "messages: Field required", .{});
     if (v != .array) return diag.set(400, "messages", null, "messages: Input should be a valid list", .{});
     if (v.array.items.len == 0) return diag.set(400, "messages", null, "messages: at least one message is required", .{});
@@ -197,13 +205,13 @@ fn parseMessages(arena: std.mem.Allocator, value: ?Value, out: *std.ArrayList(Me
         const content = item.object.get("content") orelse return diag.set(400, field, null, "{s}.content: Field required", .{field});
         switch (content) {
             .string => |s| try out.append(.{ .role = role, .content = s }),
-            .array => |blocks| try appendBlocks(arena, out, thoughts, role, blocks.items, field, diag),
+            .array => |blocks| try appendBlocks(arena, out, thoughts, role, blocks.items, field, image_parts, diag),
             else => return diag.set(400, field, null, "{s}.content: Input should be a string or a list of content blocks", .{field}),
         }
     }
 }
 
-fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), role: templates.Role, blocks: []const Value, field: []const u8, diag: *Diagnostic) !void {
+fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), role: templates.Role, blocks: []const Value, field: []const u8, image_parts: *chat_request.ImageParts, diag: *Diagnostic) !void {
     var text = std.ArrayList(u8).init(arena);
     var calls = std.ArrayList(templates.ToolCall).init(arena);
     var thought = std.ArrayList(u8).init(arena);
@@ -216,6 +224,10 @@ fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), thoughts
             if (t != .string) return diag.set(400, field, null, "{s}.content.{d}.text: Field required", .{ field, j });
             if (text.items.len > 0) try text.append('\n');
             try text.appendSlice(t.string);
+        } else if (std.mem.eql(u8, kind, "image")) {
+            if (role != .user) return diag.set(400, field, null, "{s}.content.{d}: image blocks belong in user messages", .{ field, j });
+            if (text.items.len > 0) try text.append('\n');
+            try text.appendSlice(try imageBlock(arena, o, field, j, image_parts, diag));
         } else if (std.mem.eql(u8, kind, "tool_use")) {
             if (role != .assistant) return diag.set(400, field, null, "{s}.content.{d}: tool_use blocks belong in assistant messages", .{ field, j });
             const id = o.get("id") orelse Value.null;
@@ -263,6 +275,21 @@ fn appendBlocks(arena: std.mem.Allocator, out: *std.ArrayList(Message), thoughts
             try thoughts.append(thought.items);
         }
     }
+}
+
+/// An `image` block's source (`{type:"base64", media_type, data}`; a `url`
+/// source is refused as the chat path refuses http URLs) as its tag.
+fn imageBlock(arena: std.mem.Allocator, o: std.json.ObjectMap, field: []const u8, j: usize, seen: *chat_request.ImageParts, diag: *Diagnostic) ![]const u8 {
+    const source = o.get("source") orelse Value.null;
+    const source_type = blockType(source) orelse return diag.set(400, field, null, "{s}.content.{d}.source: Field required", .{ field, j });
+    const form: chat_request.ImageParts.Form = if (std.mem.eql(u8, source_type, "base64")) .base64 else if (std.mem.eql(u8, source_type, "url")) .url else
+        return diag.set(400, field, null, "{s}.content.{d}.source.type: Input should be 'base64' or 'url'", .{ field, j });
+    const key = if (form == .base64) "data" else "url";
+    const data = source.object.get(key) orelse Value.null;
+    if (data != .string) return diag.set(400, field, null, "{s}.content.{d}.source.{s}: Field required", .{ field, j, key });
+    var prefix_buf: [96]u8 = undefined;
+    const prefix = std.fmt.bufPrint(&prefix_buf, "{s}.content.{d}.source: ", .{ field, j }) catch "";
+    return seen.tag(arena, data.string, form, field, prefix, diag);
 }
 
 fn hasCall(messages: []const Message, id: []const u8) bool {
@@ -384,7 +411,9 @@ test "Messages requests Anthropic refuses" {
     try expectInvalid("{\"max_tokens\":5," ++ ok ++ "}", "model: Field required");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5}", "messages: Field required");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}", "messages.0.role");
-    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\"}]}]}", "messages.0.content.0.type");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\"}]}]}", "messages.0.content.0.source");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://x/y.png\"}}]}]}", "not fetched");
+    try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\"}]}]}", "messages.0.content.0.type");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"x\"}]}]}", "answers no tool_use");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"tools\":[{\"name\":\"f\"}]}", "tools.0.input_schema");
     try expectInvalid("{\"model\":\"m\",\"max_tokens\":5," ++ ok ++ ",\"tools\":[{\"name\":\"f\",\"input_schema\":{}}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"g\"}}", "no tool named 'g'");

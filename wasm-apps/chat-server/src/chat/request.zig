@@ -7,6 +7,7 @@ const shared = @import("shared");
 const fields = @import("../fields.zig");
 const tools = @import("request_tools.zig");
 const thinking = @import("request_reasoning.zig");
+const images = @import("../images.zig");
 
 const templates = shared.templates;
 const Diagnostic = shared.api_error.Diagnostic;
@@ -55,6 +56,9 @@ pub const ChatRequest = struct {
     template_kwargs: ?[]const u8 = null,
     /// Each message's reasoning_content, by index (null for most).
     reasoning: []const ?[]const u8 = &.{},
+    /// The images in the messages, each already a tag in its message's text
+    /// (images.zig); the caller refuses them for a model without vision.
+    n_images: u32 = 0,
 
     pub fn deinit(self: *ChatRequest) void {
         self.arena.deinit();
@@ -63,10 +67,18 @@ pub const ChatRequest = struct {
 
 pub const max_stop_strings = 4;
 
+/// The image limits of a host that passes none (shared/defaults.zig).
+pub const default_image_limits = images.Limits{ .bytes_max = shared.defaults.image_bytes_max, .pixels_max = shared.defaults.image_pixels_max };
+
+/// parseChatRequestWith the default image limits.
+pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !ChatRequest {
+    return parseChatRequestWith(allocator, body, default_image_limits, diag);
+}
+
 /// Parses and checks a chat completions request body. On error.InvalidRequest
 /// `diag.err` says what is wrong. Fields this server does not know are ignored;
 /// fields it knows but cannot honour are refused rather than dropped.
-pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *Diagnostic) !ChatRequest {
+pub fn parseChatRequestWith(allocator: std.mem.Allocator, body: []const u8, image_limits: images.Limits, diag: *Diagnostic) !ChatRequest {
     var req = ChatRequest{ .arena = std.heap.ArenaAllocator.init(allocator) };
     errdefer req.deinit();
     const arena = req.arena.allocator();
@@ -74,7 +86,9 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
     const obj = try fields.parseObject(arena, body, diag);
 
     req.model = try fields.optString(obj, "model", diag);
-    req.messages = try parseMessages(arena, obj.get("messages"), diag);
+    var parts = ImageParts{ .limits = image_limits };
+    req.messages = try parseMessages(arena, obj.get("messages"), &parts, diag);
+    req.n_images = parts.count;
     req.stream = (try fields.optBool(obj, "stream", diag)) orelse false;
     if (obj.get("stream_options")) |options| switch (options) {
         .null => {},
@@ -117,7 +131,35 @@ pub fn parseChatRequest(allocator: std.mem.Allocator, body: []const u8, diag: *D
     return req;
 }
 
-fn parseMessages(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]Message {
+/// The images met while parsing the messages, and their limits. Every
+/// route's parser (this one, Anthropic's, the Responses API's) turns its
+/// images into tags here.
+pub const ImageParts = struct {
+    limits: images.Limits,
+    count: u32 = 0,
+
+    pub const Form = enum { url, base64 };
+
+    /// The tag of an image given as a data URL or a bare base64 payload,
+    /// counted. A bad one is a 400 on `param`, its message after `prefix`.
+    pub fn tag(self: *ImageParts, arena: std.mem.Allocator, data: []const u8, form: Form, param: []const u8, prefix: []const u8, diag: *Diagnostic) ![]const u8 {
+        var problem: images.Problem = .not_image;
+        const checked = (switch (form) {
+            .url => images.fromUrl(arena, data, self.limits, &problem),
+            .base64 => images.fromBase64(arena, data, self.limits, &problem),
+        }) catch |err| switch (err) {
+            error.BadImage => {
+                var buf: [200]u8 = undefined;
+                return diag.set(400, param, null, "{s}{s}", .{ prefix, images.describe(&buf, problem, self.limits) });
+            },
+            else => |e| return e,
+        };
+        self.count += 1;
+        return checked.tag;
+    }
+};
+
+fn parseMessages(arena: std.mem.Allocator, value: ?Value, parts: *ImageParts, diag: *Diagnostic) ![]Message {
     const v = value orelse return diag.set(400, "messages", null, "Missing required parameter: 'messages'.", .{});
     if (v != .array) return typeError(diag, "messages", "an array", v);
     const items = v.array.items;
@@ -141,7 +183,7 @@ fn parseMessages(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]
         var m = Message{ .role = role, .content = "" };
         if (role == .assistant) m.tool_calls = try tools.parseToolCalls(arena, o.get("tool_calls"), i, diag);
         const content_param = std.fmt.bufPrint(&param_buf, "messages[{d}].content", .{i}) catch "messages";
-        m.content = try parseContent(arena, o.get("content"), role, content_param, diag);
+        m.content = try parseContent(arena, o.get("content"), role, content_param, parts, diag);
         const name_param = std.fmt.bufPrint(&param_buf, "messages[{d}].name", .{i}) catch "messages";
         m.name = try fields.optStringAt(o, "name", name_param, diag);
         if (role == .tool) {
@@ -208,8 +250,9 @@ fn parseLogitBias(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) !?
     return out.items;
 }
 
-/// A string, or an array of `{type:"text",text}` parts joined with newlines.
-fn parseContent(arena: std.mem.Allocator, value: ?Value, role: templates.Role, param: []const u8, diag: *Diagnostic) ![]const u8 {
+/// A string, or an array of `{type:"text",text}` and `{type:"image_url",image_url}`
+/// parts joined with newlines, each image as its tag (images.zig).
+fn parseContent(arena: std.mem.Allocator, value: ?Value, role: templates.Role, param: []const u8, images_seen: *ImageParts, diag: *Diagnostic) ![]const u8 {
     const v = value orelse Value.null;
     switch (v) {
         .string => |s| return s,
@@ -223,8 +266,13 @@ fn parseContent(arena: std.mem.Allocator, value: ?Value, role: templates.Role, p
                 if (part != .object) return typeError(diag, part_param, "an object", part);
                 const kind = part.object.get("type") orelse Value.null;
                 if (kind != .string) return typeError(diag, part_param, "a content part with a string 'type'", kind);
+                if (std.mem.eql(u8, kind.string, "image_url")) {
+                    if (j > 0) try text.append('\n');
+                    try text.appendSlice(try imagePart(arena, part.object, part_param, images_seen, diag));
+                    continue;
+                }
                 if (!std.mem.eql(u8, kind.string, "text"))
-                    return diag.set(400, part_param, null, "Content parts of type '{s}' are not supported: this model takes text only.", .{kind.string});
+                    return diag.set(400, part_param, null, "Content parts of type '{s}' are not supported: send 'text' or 'image_url' parts.", .{kind.string});
                 const part_text = part.object.get("text") orelse Value.null;
                 if (part_text != .string) return typeError(diag, part_param, "a text part with a string 'text'", part_text);
                 if (j > 0) try text.append('\n');
@@ -234,6 +282,20 @@ fn parseContent(arena: std.mem.Allocator, value: ?Value, role: templates.Role, p
         },
         else => return typeError(diag, param, "a string or an array of content parts", v),
     }
+}
+
+/// An `image_url` part (`{"url": ..., "detail": ...}`, or the URL alone) as its tag.
+fn imagePart(arena: std.mem.Allocator, part: std.json.ObjectMap, param: []const u8, seen: *ImageParts, diag: *Diagnostic) ![]const u8 {
+    const image_url = part.get("image_url") orelse Value.null;
+    const url = switch (image_url) {
+        .string => |s| s,
+        .object => |o| switch (o.get("url") orelse Value.null) {
+            .string => |s| s,
+            else => |v| return typeError(diag, param, "an image_url with a string 'url'", v),
+        },
+        else => return typeError(diag, param, "an 'image_url' object with a 'url'", image_url),
+    };
+    return seen.tag(arena, url, .url, param, "", diag);
 }
 
 pub fn parseStop(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![]const []const u8 {
@@ -335,7 +397,9 @@ test "requests the API refuses" {
     try expectInvalid("{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role", "Missing");
     try expectInvalid("{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content", "Missing");
     try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages[0].content", "got a number");
-    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}", 400, "messages[0].content[0]", "'image_url' are not supported");
+    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}", 400, "messages[0].content[0]", "string 'url'");
+    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}]}]}", 400, "messages[0].content[0]", "not fetched");
+    try expectInvalid("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\"}]}]}", 400, "messages[0].content[0]", "'input_audio' are not supported");
     const ok_messages = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
     try expectInvalid("{" ++ ok_messages ++ ",\"temperature\":\"hot\"}", 400, "temperature", "expected a number");
     try expectInvalid("{" ++ ok_messages ++ ",\"temperature\":3}", 400, "temperature", "between 0 and 2");

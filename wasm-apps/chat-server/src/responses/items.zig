@@ -6,6 +6,7 @@
 const std = @import("std");
 const shared = @import("shared");
 const fields = @import("../fields.zig");
+const chat_request = @import("../chat/request.zig");
 
 const templates = shared.templates;
 const Diagnostic = shared.api_error.Diagnostic;
@@ -43,7 +44,7 @@ pub fn inputItems(arena: std.mem.Allocator, value: ?Value, diag: *Diagnostic) ![
 /// as its reasoning (`thoughts`, by message index), as `reasoning_content`
 /// does on the chat path. Consecutive function calls join the assistant turn
 /// before them, as one assistant message with tool calls.
-pub fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), diag: *Diagnostic) !void {
+pub fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const u8, out: *std.ArrayList(Message), thoughts: *std.ArrayList(?[]const u8), image_parts: *chat_request.ImageParts, diag: *Diagnostic) !void {
     var at_buf: [48]u8 = undefined;
     var param_buf: [96]u8 = undefined;
     var pending_thought: ?[]const u8 = null;
@@ -63,7 +64,7 @@ pub fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const 
                 return diag.set(400, role_param, null, "Missing required parameter: '{s}'.", .{role_param});
             const role: templates.Role = if (std.mem.eql(u8, role_text, "user")) .user else if (std.mem.eql(u8, role_text, "assistant")) .assistant else if (std.mem.eql(u8, role_text, "system") or std.mem.eql(u8, role_text, "developer")) .system else
                 return diag.set(400, role_param, null, "Invalid value for '{s}': '{s}'. Supported values are: 'user', 'assistant', 'system' and 'developer'.", .{ role_param, role_text });
-            const content = try contentText(arena, o.get("content"), at, role, diag);
+            const content = try contentText(arena, o.get("content"), at, role, image_parts, diag);
             try out.append(.{ .role = role, .content = content });
             open_turn = if (role == .assistant) out.items.len - 1 else null;
             if (role == .assistant) try attachThought(thoughts, out.items.len - 1, &pending_thought);
@@ -96,7 +97,7 @@ pub fn parseItems(arena: std.mem.Allocator, items: []const Value, name: []const 
             const result = o.get("output") orelse return diag.set(400, output_param, null, "Missing required parameter: '{s}'.", .{output_param});
             const text = switch (result) {
                 .string => |s| s,
-                .array => try contentText(arena, result, output_param, .tool, diag),
+                .array => try contentText(arena, result, output_param, .tool, image_parts, diag),
                 else => return typeError(diag, output_param, "a string or an array of content parts", result),
             };
             try out.append(.{ .role = .tool, .content = text, .tool_call_id = id });
@@ -163,8 +164,10 @@ fn hasCall(messages: []const Message, id: []const u8) bool {
 }
 
 /// A message's content: a string, or parts of text (`input_text`, and on
-/// assistant turns `output_text` and `refusal`) joined with newlines.
-fn contentText(arena: std.mem.Allocator, value: ?Value, at: []const u8, role: templates.Role, diag: *Diagnostic) ![]const u8 {
+/// assistant turns `output_text` and `refusal`) and, in user turns,
+/// `input_image` parts with a data URL (each as its tag: images.zig), joined
+/// with newlines.
+fn contentText(arena: std.mem.Allocator, value: ?Value, at: []const u8, role: templates.Role, image_parts: *chat_request.ImageParts, diag: *Diagnostic) ![]const u8 {
     var param_buf: [96]u8 = undefined;
     const param = if (role == .tool) at else std.fmt.bufPrint(&param_buf, "{s}.content", .{at}) catch at;
     const v = value orelse return diag.set(400, param, null, "Missing required parameter: '{s}'.", .{param});
@@ -181,13 +184,28 @@ fn contentText(arena: std.mem.Allocator, value: ?Value, at: []const u8, role: te
         const kind_value = part.object.get("type") orelse Value.null;
         if (kind_value != .string) return diag.set(400, part_at, null, "Missing required parameter: '{s}.type'.", .{part_at});
         const kind = kind_value.string;
+        if (role == .user and std.mem.eql(u8, kind, "input_image")) {
+            if (text.items.len > 0) try text.append('\n');
+            try text.appendSlice(try inputImage(arena, part.object, part_at, image_parts, diag));
+            continue;
+        }
         const key = if (std.mem.eql(u8, kind, "refusal")) "refusal" else "text";
         const textual = std.mem.eql(u8, kind, "input_text") or std.mem.eql(u8, kind, "output_text") or std.mem.eql(u8, kind, "refusal");
-        if (!textual) return diag.set(400, part_at, null, "Invalid value for '{s}.type': '{s}'. This model takes text only: 'input_text' (and 'output_text' in assistant turns).", .{ part_at, kind });
+        if (!textual) return diag.set(400, part_at, null, "Invalid value for '{s}.type': '{s}'. This server takes 'input_text' and, in user messages, 'input_image' (and 'output_text' in assistant turns).", .{ part_at, kind });
         const t = part.object.get(key) orelse Value.null;
         if (t != .string) return diag.set(400, part_at, null, "Missing required parameter: '{s}.{s}'.", .{ part_at, key });
         if (text.items.len > 0) try text.append('\n');
         try text.appendSlice(t.string);
     }
     return text.items;
+}
+
+/// An `input_image` part's `image_url` (a data URL; `file_id` is refused: this
+/// server keeps no files) as its tag.
+fn inputImage(arena: std.mem.Allocator, part: std.json.ObjectMap, at: []const u8, seen: *chat_request.ImageParts, diag: *Diagnostic) ![]const u8 {
+    var param_buf: [160]u8 = undefined;
+    const param = std.fmt.bufPrint(&param_buf, "{s}.image_url", .{at}) catch at;
+    const url = (try fields.optStringAt(part, "image_url", param, diag)) orelse
+        return diag.set(400, param, null, "Missing required parameter: '{s}'. This server takes images as data URLs, not file ids.", .{param});
+    return seen.tag(arena, url, .url, param, "", diag);
 }

@@ -18,6 +18,7 @@ const request_tools = @import("../chat/request_tools.zig");
 const reasoning_fields = @import("../chat/request_reasoning.zig");
 const fields = @import("../fields.zig");
 const items_mod = @import("items.zig");
+const images = @import("../images.zig");
 
 const templates = shared.templates;
 const Diagnostic = shared.api_error.Diagnostic;
@@ -61,6 +62,11 @@ const max_metadata_keys = 16;
 /// conversation a `previous_response_id` continues: anything with
 /// `load(arena, id) !?[]const Value` giving its items (store.zig's, or a fake).
 pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, history: anytype, diag: *Diagnostic) !Request {
+    return parseRequestWith(allocator, body, history, chat_request.default_image_limits, diag);
+}
+
+/// parseRequest with the host's image limits (`input_image` parts: images.zig).
+pub fn parseRequestWith(allocator: std.mem.Allocator, body: []const u8, history: anytype, image_limits: images.Limits, diag: *Diagnostic) !Request {
     var parsed = Request{ .chat = .{ .arena = std.heap.ArenaAllocator.init(allocator) } };
     errdefer parsed.deinit();
     const req = &parsed.chat;
@@ -92,15 +98,17 @@ pub fn parseRequest(allocator: std.mem.Allocator, body: []const u8, history: any
         parsed.instructions = try std.json.stringifyAlloc(arena, instructions, .{});
     }
     var items = std.ArrayList(Value).init(arena);
+    var image_parts = chat_request.ImageParts{ .limits = image_limits };
     if (parsed.previous_response_id) |previous| {
         const earlier = (try history.load(arena, previous)) orelse
             return diag.set(400, "previous_response_id", null, "Previous response with id '{s}' not found. Only responses created with 'store' true (the default) are kept.", .{previous});
-        try items_mod.parseItems(arena, earlier, "previous_response_id", &messages, &thoughts, diag);
+        try items_mod.parseItems(arena, earlier, "previous_response_id", &messages, &thoughts, &image_parts, diag);
         try items.appendSlice(earlier);
     }
     const input = try items_mod.inputItems(arena, obj.get("input"), diag);
-    try items_mod.parseItems(arena, input, "input", &messages, &thoughts, diag);
+    try items_mod.parseItems(arena, input, "input", &messages, &thoughts, &image_parts, diag);
     try items.appendSlice(input);
+    req.n_images = image_parts.count;
     parsed.items = items.items;
     req.messages = messages.items;
     try thoughts.appendNTimes(null, messages.items.len - thoughts.items.len);
@@ -374,7 +382,9 @@ test "Responses requests refused, each naming its path" {
     try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":\"x\"},{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{}\"}]}", "input[1].call_id", "Missing required");
     try expectInvalid("{\"input\":[{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"f\",\"arguments\":\"{oops\"}]}", "input[0].arguments", "JSON object");
     try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":\"x\"},{\"type\":\"function_call_output\",\"call_id\":\"c9\",\"output\":\"r\"}]}", "input[1].call_id", "'c9'");
-    try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}", "input[0].content[0]", "text only");
+    try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}", "input[0].content[0].image_url", "data URL");
+    try expectInvalid("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"file_id\":\"f\"}]}]}", "input[0].content[0].image_url", "not file ids");
+    try expectInvalid("{\"input\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}", "input[0].content[0]", "in user messages");
     try expectInvalid("{\"input\":[{\"type\":\"item_reference\",\"id\":\"x\"}]}", "input[0].type", "'item_reference'");
     try expectInvalid("{\"input\":\"x\",\"tools\":[{\"type\":\"function\"}]}", "tools[0].name", "Missing required");
     try expectInvalid("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "declares no functions");

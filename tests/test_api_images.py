@@ -1,0 +1,139 @@
+"""Images through the OpenAI chat API: `serve --model tiny.gguf --mmproj tiny.mmproj.gguf`,
+the openai SDK sending `image_url` parts with data URLs, usage counting the image's tokens,
+the prompt cache reusing an image, and every bad image a 400 that says why."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from llamaedge.limits import IMAGE_PIXELS_MAX
+from tests.conftest import ServerProcess, serving
+from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes
+
+
+def _data_url(data: bytes, kind: str = "png") -> str:
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _message(url: str, text: str = "What is in the picture?") -> list[Any]:
+    return [{"role": "user", "content": [{"type": "text", "text": text},
+                                         {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tiny_mmproj: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with serving(tmp_path_factory.mktemp("serve-home"), "--model", str(tiny_model), "--mmproj", str(tiny_mmproj),
+                 "--threads", "2", "--ctx-size", "512") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def text_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with serving(tmp_path_factory.mktemp("serve-home"), "--model", str(tiny_model), "--threads", "2",
+                 "--ctx-size", "512") as server:
+        yield server
+
+
+def test_vision_is_a_capability_of_a_model_served_with_its_projector(server: ServerProcess,
+                                                                   text_server: ServerProcess) -> None:
+    seeing = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]
+    blind = httpx.get(f"{text_server.base_url}/v1/models").json()["data"][0]
+    assert "vision" in seeing["capabilities"] and "vision" not in blind["capabilities"]
+    assert seeing["architecture"]["input_modalities"] == ["text", "image"]
+    assert blind["architecture"]["input_modalities"] == ["text"]
+
+
+def test_an_image_is_read_and_counted_and_reused(client: openai.OpenAI) -> None:
+    url = _data_url(png_bytes(40, 24, seed=21))
+    text_only = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "What is in the picture?"}],
+                                               max_tokens=4, temperature=0)
+    first = client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=6, temperature=0)
+    assert first.usage is not None and text_only.usage is not None
+    assert first.usage.prompt_tokens - text_only.usage.prompt_tokens >= MMPROJ_IMAGE_TOKENS
+    again = client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=6, temperature=0)
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens - 1
+    # Streamed, with usage: the same answer.
+    chunks = list(client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=6, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == first.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == first.usage.prompt_tokens
+
+
+def _huge_png() -> bytes:
+    data = bytearray(png_bytes(2, 2))
+    data[16:24] = struct.pack(">II", 10_000, 10_000)
+    assert 10_000 * 10_000 > IMAGE_PIXELS_MAX
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("https://example.com/cat.png", "not fetched"),
+    ("data:image/png;base64,@@@", "does not decode"),
+    (_data_url(b"plain text, not an image", "png"), "not an image"),
+    (_data_url(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16), "webp"), "WebP"),
+    (_data_url(_huge_png()), "image_pixels_max"),
+], ids=["http", "base64", "not-image", "webp", "pixels"])
+def test_bad_images_are_400s_that_say_why(client: openai.OpenAI, url: str, says: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=4)
+    assert says in caught.value.message
+    assert caught.value.param == "messages[0].content[1]"
+
+
+def test_an_image_to_a_model_without_vision_names_the_model(text_server: ServerProcess) -> None:
+    with openai.OpenAI(base_url=f"{text_server.base_url}/v1", api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny-chat", messages=_message(_data_url(png_bytes(4, 4))), max_tokens=4)
+    message = caught.value.message
+    assert "tiny-chat" in message and "does not read images" in message and "chat" in message
+
+
+def _anthropic_message(source: dict[str, Any]) -> list[Any]:
+    return [{"role": "user", "content": [{"type": "image", "source": source},
+                                         {"type": "text", "text": "What is in the picture?"}]}]
+
+
+def test_anthropic_image_blocks(server: ServerProcess) -> None:
+    data = base64.b64encode(png_bytes(24, 24, seed=31)).decode()
+    with anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        text_only = client.messages.create(model="tiny-chat", max_tokens=4,
+                                           messages=[{"role": "user", "content": "What is in the picture?"}])
+        seen = client.messages.create(model="tiny-chat", max_tokens=4, messages=_anthropic_message(
+            {"type": "base64", "media_type": "image/png", "data": data}))
+        assert seen.usage.input_tokens - text_only.usage.input_tokens >= MMPROJ_IMAGE_TOKENS
+        counted = client.messages.count_tokens(model="tiny-chat", messages=_anthropic_message(
+            {"type": "base64", "media_type": "image/png", "data": data}))
+        assert counted.input_tokens == seen.usage.input_tokens
+        for source, says in [({"type": "url", "url": "https://example.com/cat.png"}, "not fetched"),
+                             ({"type": "base64", "media_type": "image/png", "data": base64.b64encode(b"hi!").decode()},
+                              "not an image")]:
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                client.messages.create(model="tiny-chat", max_tokens=4, messages=_anthropic_message(source))
+            assert says in caught.value.message and "messages.0.content.0.source" in caught.value.message
+
+
+def test_responses_input_image(client: openai.OpenAI) -> None:
+    url = _data_url(png_bytes(16, 16, seed=41))
+    question = {"type": "input_text", "text": "What is in the picture?"}
+    text_only = client.responses.create(model="tiny-chat", max_output_tokens=4, temperature=0,
+                                        input=[{"role": "user", "content": [question]}])
+    seen = client.responses.create(model="tiny-chat", max_output_tokens=4, temperature=0, input=[
+        {"role": "user", "content": [question, {"type": "input_image", "image_url": url, "detail": "auto"}]}])
+    assert seen.usage is not None and text_only.usage is not None
+    assert seen.usage.input_tokens - text_only.usage.input_tokens >= MMPROJ_IMAGE_TOKENS
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="tiny-chat", max_output_tokens=4, input=[
+            {"role": "user", "content": [question, {"type": "input_image", "image_url": "https://example.com/a.png",
+                                                    "detail": "auto"}]}])
+    assert "not fetched" in caught.value.message and caught.value.param == "input[0].content[1].image_url"
