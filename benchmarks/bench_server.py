@@ -222,25 +222,45 @@ def row_cold_start(make: Callable[[], ServerProcess], cfg: Config) -> dict[str, 
     return {"ready_ms": ready_s * 1000, "first_chat_ms": first_chat_s * 1000, "rss_bytes_after_load": rss_after_load}
 
 
-def batched_bench_argv(binary: Path, cfg: Config, prompt_tokens: int) -> list[str]:
-    """llama.cpp decoding 1, 4, 8... sequences with nothing around it, at the same threads and
-    context as the same-settings columns: `prompt_tokens` each (not shared), then
-    cfg.stream_tokens generated each."""
+def batched_bench_argv(binary: Path, cfg: Config, prompt_tokens: int,
+                       sequences: tuple[int, ...] | None = None) -> list[str]:
+    """llama.cpp decoding 1, 4, 8... sequences (`sequences`, else cfg.concurrency) with nothing
+    around it, at the same threads and context as the same-settings columns: `prompt_tokens`
+    each (not shared), then cfg.stream_tokens generated each."""
+    counts = sequences or cfg.concurrency
     return [str(binary), "-m", str(cfg.model), "-c", str(cfg.ctx), "-t", str(cfg.threads), "-tb", str(cfg.threads), "--kv-unified",
             "-npp", str(prompt_tokens), "-ntg", str(cfg.stream_tokens),
-            "-npl", ",".join(str(c) for c in cfg.concurrency), "--output-format", "jsonl"]
+            "-npl", ",".join(str(c) for c in counts), "--output-format", "jsonl"]
+
+
+# llama-batched-bench prints its records through llama.cpp's asynchronous logger, which can
+# lose the last lines when the process exits (seen on a busy machine: the last sequence
+# count's record missing, exit status 0). The counts whose record is missing run again, this
+# many times at most; the result says how many runs it took.
+LIMIT_RUNS_MAX = 3
 
 
 def row_limit(binary: Path, cfg: Config, prompt_tokens: int, work: Path) -> dict[str, Any]:
-    """One llama-batched-bench run: its generation speed (S_TG, tokens/s) per sequence count."""
-    argv = batched_bench_argv(binary, cfg, prompt_tokens)
-    with open(work / "batched-bench.log", "ab") as log:
-        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env=measured_env(cfg.env), cwd=work, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{LIMIT} exited with {out.returncode}:\n{(work / 'batched-bench.log').read_text()[-4000:]}")
-    records = [json.loads(line) for line in out.stdout.decode().splitlines() if line.startswith("{")]
-    return {"argv": argv, "prompt_tokens": prompt_tokens, "by_sequences": {str(r["pl"]): r for r in records},
-            "speed_tg": {str(r["pl"]): r["speed_tg"] for r in records}}
+    """llama-batched-bench: its generation speed (S_TG, tokens/s) per sequence count."""
+    records: dict[str, dict[str, Any]] = {}
+    argvs: list[list[str]] = []
+    missing = tuple(cfg.concurrency)
+    while missing and len(argvs) < LIMIT_RUNS_MAX:
+        argv = batched_bench_argv(binary, cfg, prompt_tokens, missing)
+        argvs.append(argv)
+        with open(work / "batched-bench.log", "ab") as log:
+            out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env=measured_env(cfg.env), cwd=work, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{LIMIT} exited with {out.returncode}:\n{(work / 'batched-bench.log').read_text()[-4000:]}")
+        for line in out.stdout.decode().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                records[str(record["pl"])] = record
+        missing = tuple(c for c in cfg.concurrency if str(c) not in records)
+    if missing:
+        raise RuntimeError(f"{LIMIT} printed no record for {missing} sequences in {LIMIT_RUNS_MAX} runs")
+    return {"argv": argvs[0], "runs": len(argvs), "prompt_tokens": prompt_tokens, "by_sequences": records,
+            "speed_tg": {pl: r["speed_tg"] for pl, r in records.items()}}
 
 
 # The limit's prompt length when no client row ran to measure it: about the clients' prompts.

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import llama_server_build, readme_speed
-from benchmarks.bench_server import main, percentile
+from benchmarks.bench_server import main, percentile, row_limit
 from benchmarks.columns import LIMIT, OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS, Config, llama_server_argv, ours_argv
 from benchmarks.server_table import metric_rows, render_markdown, table_keys
 from tests.tiny_gguf import write_tiny_gguf
@@ -219,6 +220,31 @@ def test_the_table_has_four_columns_and_the_limit(tiny: Path, tmp_path: Path) ->
     markdown = output.with_suffix(".md").read_text()
     assert markdown.count("\n| tokens/s,") == 2 and "median TTFT, 3 clients" in markdown
     assert LIMIT in markdown and "llama-server defaults" in markdown and "same settings" in markdown
+
+
+FAKE_BATCHED_BENCH = """#!{python}
+import json, sys
+from pathlib import Path
+counts = sys.argv[sys.argv.index("-npl") + 1].split(",")
+calls = Path(__file__).with_suffix(".calls")
+first = not calls.exists()
+with calls.open("a") as log:
+    log.write(" ".join(counts) + "\\n")
+# The first run loses its last record, as llama.cpp's asynchronous logger can at exit.
+for pl in counts[:-1] if first else counts:
+    print(json.dumps({{"pl": int(pl), "speed_tg": 10.0 * int(pl)}}))
+"""
+
+
+def test_a_record_the_limit_did_not_print_is_measured_again(tmp_path: Path) -> None:
+    binary = tmp_path / "llama-batched-bench"
+    binary.write_text(FAKE_BATCHED_BENCH.format(python=sys.executable))
+    binary.chmod(0o755)
+    cfg = Config(model=tmp_path / "m.gguf", concurrency=(1, 4, 8))
+    row = row_limit(binary, cfg, 40, tmp_path)
+    assert row["speed_tg"] == {"1": 10.0, "4": 40.0, "8": 80.0} and row["runs"] == 2
+    # The second run asks only for what the first did not print.
+    assert binary.with_suffix(".calls").read_text().splitlines() == ["1 4 8", "8"]
 
 
 def _as_table_run(result: dict[str, Any]) -> dict[str, Any]:
