@@ -351,21 +351,19 @@ def test_mcp_clients_list_and_call_the_tools(tool_server: ServerProcess, web: in
     assert invalid.is_error and json.loads(invalid.content[0].text)["code"] == "invalid_arguments"
 
 
-def test_server_tools_elsewhere_than_chat_completions_are_refused(tool_server: ServerProcess) -> None:
+@pytest.mark.parametrize(("api", "body"), [
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("responses", {"input": "hi"}),
+    ("messages", {"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+])
+def test_an_unknown_server_tool_is_a_400_on_each_api(tool_server: ServerProcess, api: str,
+                                                      body: dict[str, Any]) -> None:
     keyed = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
-    tools = [{"type": "llamaedge_tool", "name": "calc"}]
-    responses = httpx.post(f"{tool_server.base_url}/v1/responses", headers=keyed,
-                           json={"model": "tiny-chat", "input": "hi", "tools": tools})
-    assert responses.status_code == 400 and responses.json()["error"]["code"] == "invalid_tools"
-    messages = httpx.post(f"{tool_server.base_url}/v1/messages", headers=keyed,
-                          json={"model": "tiny-chat", "max_tokens": 4, "tools": tools,
-                                "messages": [{"role": "user", "content": "hi"}]})
-    assert messages.status_code == 400 and messages.json()["type"] == "error"
-    assert "/v1/chat/completions only" in messages.json()["error"]["message"]
-    unknown = httpx.post(f"{tool_server.base_url}/v1/chat/completions", headers=keyed,
-                         json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],
-                               "tools": [{"type": "llamaedge_tool", "name": "rm"}]})
-    assert unknown.status_code == 400 and "no server tool named 'rm'" in unknown.json()["error"]["message"]
+    unknown = httpx.post(f"{tool_server.base_url}/v1/{api}", headers=keyed,
+                         json={"model": "tiny-chat", **body, "tools": [{"type": "llamaedge_tool", "name": "rm"}]})
+    assert unknown.status_code == 400
+    assert "no server tool named 'rm'" in unknown.json()["error"]["message"]
+    assert (unknown.json().get("type") == "error") == (api == "messages")  # each API's own error shape
 
 
 def test_mcp_and_tools_need_the_api_key_and_a_good_host(tool_server: ServerProcess) -> None:
@@ -505,6 +503,131 @@ def test_a_streamed_loop_shows_each_call_and_result_as_sdk_chunks(loop_server: S
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish in (["stop"], ["length"])
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+RESPONSES_REQUEST: dict[str, Any] = {
+    "model": "SmolLM2-135M-Instruct.Q4_1", "max_output_tokens": 48, "temperature": 0,
+    "input": "What is 1234 * 5678? Use the calculator.",
+    "tools": [{"type": "llamaedge_tool", "name": "calc"}],
+    "tool_choice": {"type": "llamaedge_tool", "name": "calc"},
+    "extra_body": {"llamaedge_max_steps": 2},
+}
+MESSAGES_REQUEST: dict[str, Any] = {
+    "model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 48,
+    "messages": [{"role": "user", "content": "What is 1234 * 5678? Use the calculator."}],
+    "tools": [{"type": "llamaedge_tool", "name": "calc"}],
+    "tool_choice": {"type": "llamaedge_tool", "name": "calc"},
+    "extra_body": {"llamaedge_max_steps": 2, "temperature": 0},  # anthropic's stream() takes no temperature
+}
+
+
+def _check_response(runtime: Runtime, response: Any, records: list[dict[str, Any]] | None) -> None:
+    """A Responses loop, as the openai SDK parsed it: each call the server ran an `mcp_call`
+    item (what a server-run tool is in the Responses API) whose result is the tool's under
+    the server's policy, then the answer."""
+    from openai.types.responses.response_output_item import McpCall
+
+    calls = [item for item in response.output if isinstance(item, McpCall)]
+    assert calls and response.output[-1].type == "message"
+    call = calls[0]
+    assert call.server_label == "llamaedge" and call.name == "calc"
+    record: dict[str, Any] = {"name": call.name, "arguments": call.arguments, "ok": call.status == "completed"}
+    if call.status == "completed":
+        record["output"] = json.loads(call.output or "null")
+    else:
+        assert call.status == "failed" and call.error is not None and call.error.type == "mcp_tool_execution_error"
+        record["error"] = call.error.content
+    _same_as_a_direct_call(runtime, record)
+    if records is not None:
+        assert records[0]["arguments"] == call.arguments and records[0]["ok"] == record["ok"]
+    assert response.usage is not None and response.usage.output_tokens > 0
+
+
+@pytest.mark.slow
+def test_the_loop_runs_on_responses_as_the_openai_sdk_parses_it(loop_server: ServerProcess,
+                                                                 runtime: Runtime) -> None:
+    import openai
+
+    with openai.OpenAI(base_url=f"{loop_server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        response = client.responses.create(**RESPONSES_REQUEST)
+        _check_response(runtime, response, (response.model_extra or {})["llamaedge_tool_calls"])
+        # The output sent back as input (the SDK's own objects) continues the conversation.
+        follow_up = client.responses.create(**{**RESPONSES_REQUEST, "tool_choice": "auto", "input": [
+            {"role": "user", "content": RESPONSES_REQUEST["input"]},
+            *[item.model_dump(exclude_none=True) for item in response.output],
+            {"role": "user", "content": "Thanks. And 2 + 2?"}]})
+        assert follow_up.status in ("completed", "incomplete") and follow_up.output[-1].type == "message"
+        with client.responses.stream(**RESPONSES_REQUEST) as stream:
+            events = [event.type for event in stream]
+            streamed = stream.get_final_response()  # the SDK's own accumulation of the events
+    _check_response(runtime, streamed, None)
+    assert events[:2] == ["response.created", "response.in_progress"] and events[-1] == "response.completed"
+    call_at = events.index("response.mcp_call.in_progress")
+    assert events[call_at + 1] in ("response.mcp_call.completed", "response.mcp_call.failed")
+    assert "response.output_text.delta" in events[call_at:]  # the answer after the call
+
+
+def _check_message(runtime: Runtime, message: Any) -> None:
+    """A Messages loop, as the anthropic SDK parsed it: each call a `server_tool_use` block
+    (what a server-run tool is in the Messages API) and its `tool_result` block, then the answer."""
+    from anthropic.types import ServerToolUseBlock
+
+    use, result = message.content[0], message.content[1]
+    assert isinstance(use, ServerToolUseBlock) and use.name == "calc"
+    assert result.type == "tool_result" and result.tool_use_id == use.id
+    outcome = json.loads(result.content)
+    record = {"name": "calc", "arguments": json.dumps(use.input), "ok": not result.is_error}
+    record["error" if result.is_error else "output"] = outcome
+    _same_as_a_direct_call(runtime, record)
+    assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
+
+
+@pytest.mark.slow
+def test_the_loop_runs_on_messages_as_the_anthropic_sdk_parses_it(loop_server: ServerProcess,
+                                                                  runtime: Runtime) -> None:
+    import anthropic
+
+    with anthropic.Anthropic(base_url=loop_server.base_url, api_key="unused", max_retries=0) as client:
+        message = client.messages.create(**MESSAGES_REQUEST)
+        _check_message(runtime, message)
+        (record,) = (message.model_extra or {})["llamaedge_tool_calls"]
+        assert json.loads(record["arguments"]) == message.content[0].input
+        # The content sent back (the SDK's own blocks) continues the conversation.
+        follow_up = client.messages.create(**{**MESSAGES_REQUEST, "tool_choice": {"type": "auto"}, "messages": [
+            *MESSAGES_REQUEST["messages"],
+            {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]},
+            {"role": "user", "content": "Thanks. And 2 + 2?"}]})
+        assert follow_up.stop_reason in ("end_turn", "max_tokens", "tool_use")
+        with client.messages.stream(**MESSAGES_REQUEST) as stream:
+            kinds = [event.type for event in stream]
+            streamed = stream.get_final_message()  # the SDK's own accumulation of the events
+    _check_message(runtime, streamed)
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+
+
+def test_sent_back_server_calls_become_what_the_app_takes() -> None:
+    from llamaedge.server.loop_apis import MESSAGES, RESPONSES
+
+    body: dict[str, Any] = {"input": [
+        {"role": "user", "content": "?"},
+        {"id": "mcp_1", "type": "mcp_call", "server_label": "llamaedge", "name": "calc", "arguments": "{}",
+         "error": {"type": "mcp_tool_execution_error", "content": {"error": "e", "code": "tool_failed"}}},
+        {"id": "mcp_2", "type": "mcp_call", "server_label": "elsewhere", "name": "x", "arguments": "{}"}]}
+    RESPONSES.prepare(body)
+    assert body["input"][1:] == [
+        {"type": "function_call", "call_id": "call_1", "name": "calc", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": '{"error": "e", "code": "tool_failed"}'},
+        {"id": "mcp_2", "type": "mcp_call", "server_label": "elsewhere", "name": "x", "arguments": "{}"}]
+    assert body["store"] is False
+    use = {"type": "server_tool_use", "id": "t1", "name": "calc", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "{}", "is_error": False}
+    text = {"type": "text", "text": "done"}
+    messages: dict[str, Any] = {"messages": [{"role": "user", "content": "?"},
+                                             {"role": "assistant", "content": [use, result, text]}]}
+    MESSAGES.prepare(messages)
+    assert messages["messages"][1:] == [{"role": "assistant", "content": [{**use, "type": "tool_use"}]},
+                                        {"role": "user", "content": [result]},
+                                        {"role": "assistant", "content": [text]}]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from llamaedge.errors import AppError
 from llamaedge.library import LibraryError
 from llamaedge.metrics import ROUTE_UNCONFIRMED
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
-from llamaedge.server import served, tool_loop
+from llamaedge.server import loop_apis, served, tool_loop
 from llamaedge.server.api_errors import host_error, stream_error_event
 from llamaedge.server.state import ENDED, Flight, ServerState
 
@@ -96,12 +96,10 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                 except LibraryError as err:
                     return served.refusal(path, err)
             loop_plan: tool_loop.LoopPlan | None = None
-            if not route and request.method == "POST":
+            loop_api = loop_apis.APIS.get(path) if not route and request.method == "POST" else None
+            if loop_api is not None:
                 try:
-                    if path == tool_loop.CHAT_PATH:
-                        loop_plan = tool_loop.plan(body, state.toolbox)
-                    else:
-                        tool_loop.check_elsewhere(path, body)
+                    loop_plan = tool_loop.plan(body, state.toolbox, loop_api)
                 except tool_loop.LoopRequestError as err:
                     return host_error(path, 400, str(err), kind="invalid_request", code=f"invalid_{err.param}")
             declared = request.headers.get("content-length", "")
