@@ -36,8 +36,19 @@ def runtime() -> Iterator[Runtime]:
     runtime.close()
 
 
+class _Hold:
+    """`GET /hold` on the local web server answers once the test lets it go: a tool call that
+    stays in flight for as long as a test needs, with no clock involved."""
+
+    arrived = threading.Event()
+    release = threading.Event()
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/hold":
+            _Hold.arrived.set()
+            _Hold.release.wait(timeout=120)  # a bound, so that a failed test does not hang the server
         if self.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "http://example.com/")
@@ -380,6 +391,52 @@ def test_mcp_and_tools_need_the_api_key_and_a_good_host(tool_server: ServerProce
     listing = httpx.get(f"{tool_server.base_url}/tools", headers=keyed).json()
     assert [t["name"] for t in listing["data"]] == ["calc", "files", "http_get"]
     assert listing["data"][1]["policy"]["dirs"] == [{"guest": "/data", "writable": False}]
+
+
+def test_mcp_calls_are_admitted_as_app_requests_are(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                     web: int) -> None:
+    """One place (a slot, no queue): while an MCP call holds it, a flood of MCP calls and a
+    chat request each get the 503 of a full server, and the call after it is served."""
+    url = f"http://127.0.0.1:{web}/hold"
+    _Hold.arrived.clear()
+    _Hold.release.clear()
+    with serving(tmp_path_factory.mktemp("admission-home"), "--model", str(tiny_model), "--threads", "2",
+                 "--ctx-size", "512", "--parallel", "1", "--queue-max", "0", "--api-key", API_KEY,
+                 "--tool", "http_get", "--tool-policy", f"http_get:hosts=127.0.0.1:{web}",
+                 "--tool-policy", "http_get:wall-time=120s") as server:
+        held: list[Any] = []
+        holder = threading.Thread(target=lambda: held.append(asyncio.run(_mcp(f"{server.base_url}/mcp",
+                                                                                [("http_get", {"url": url})]))))
+        holder.start()
+        try:
+            assert _Hold.arrived.wait(timeout=120)
+            call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "http_get", "arguments": {"url": url}}}
+            headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {API_KEY}"}
+
+            async def flood() -> list[httpx.Response]:
+                async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+                    return list(await asyncio.gather(*[client.post(f"{server.base_url}/mcp", json=call)
+                                                       for _ in range(8)]))
+
+            refused = asyncio.run(flood())
+            chat = httpx.post(f"{server.base_url}/v1/chat/completions", headers=headers,
+                              json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        finally:
+            _Hold.release.set()
+            holder.join(timeout=120)
+        assert [r.status_code for r in refused] == [503] * 8
+        assert {r.json()["error"]["code"] for r in refused} == {"server_overloaded"}
+        assert all(r.headers["retry-after"] for r in refused)
+        assert chat.status_code == 503
+        ((result,),) = [results for _, _, results in held]
+        assert not result.is_error and result.structured_content["body"] == "hello from /hold"
+        _, _, (after,) = asyncio.run(_mcp(f"{server.base_url}/mcp",
+                                          [("http_get", {"url": f"http://127.0.0.1:{web}/after"})]))
+        assert not after.is_error
+        metrics = httpx.get(f"{server.base_url}/metrics", headers=headers).text
+        assert 'llamaedge_requests_rejected_total{reason="queue_full"} 9.0' in metrics
+        assert "llamaedge_requests_in_flight 0.0" in metrics
 
 
 def test_tool_calls_are_in_metrics_by_tool_and_result(tool_server: ServerProcess) -> None:
