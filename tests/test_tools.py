@@ -829,6 +829,7 @@ def test_the_loop_runs_each_example_the_model_is_made_to_call(loop_server: Serve
 
 
 JSON_HEAD = "Content-Type: application/json\n\n"
+TYPED_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
 
 @pytest.fixture(scope="module")
@@ -845,7 +846,11 @@ def apps_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, tree
         "pong2": _caller_wat("/ping", {}, JSON_HEAD),
         "reach": _caller_wat("/holder", {}, JSON_HEAD),
         "holder": writes_app([JSON_HEAD + '{"held": true}']),
+        "typed": writes_app([JSON_HEAD + '{"typed": true}']),
+        "typed-good": _caller_wat("/typed", {"n": 1}, JSON_HEAD),
+        "typed-bad": _caller_wat("/typed", {"n": "one"}, JSON_HEAD),
     }
+    (apps / "typed.json").write_text(json.dumps({"input-schema": TYPED_SCHEMA, "memory": "32MiB"}))
     flags = []
     for name, text in wat.items():
         flags += ["--app", f"/{name}={write_app(apps, f'{name}.wasm', text)}"]
@@ -868,3 +873,23 @@ def test_an_app_may_not_reach_through_an_app_granted_more(apps_server: ServerPro
 def test_a_cycle_of_apps_is_refused(apps_server: ServerProcess) -> None:
     assert httpx.post(f"{apps_server.base_url}/ping").json() == {
         "error": "a cycle of calls: /ping -> /pong2 -> /ping", "code": "call_cycle"}
+
+
+def test_an_app_that_declares_an_input_schema_is_called_with_matching_input_only(apps_server: ServerProcess) -> None:
+    assert httpx.post(f"{apps_server.base_url}/typed-good").json() == {"typed": True}
+    assert httpx.post(f"{apps_server.base_url}/typed-bad").json() == {
+        "error": "invalid arguments at n: 'one' is not of type 'integer'", "code": "invalid_arguments"}
+    listing = {a["route"]: a for a in httpx.get(f"{apps_server.base_url}/apps").json()["data"]}
+    assert listing["/typed"]["input_schema"] == TYPED_SCHEMA and listing["/pong"]["input_schema"] is None
+    assert listing["/typed"]["policy"]["memory_mib"] == 32  # the manifest's policy keys still apply
+
+
+def test_an_apps_input_schema_must_be_a_json_schema(tmp_path: Path) -> None:
+    from llamaedge.mount import load_mounts
+
+    wasm = write_app(tmp_path, "app.wasm", TRAP)
+    for schema, message in [({"type": "array"}, "input_schema must be"),
+                            ({"type": "object", "properties": 3}, "not a valid JSON Schema")]:
+        wasm.with_suffix(".json").write_text(json.dumps({"input-schema": schema}))
+        with pytest.raises(UsageError, match=message):
+            load_mounts([f"/app={wasm}"], [])
