@@ -203,6 +203,42 @@ def test_a_host_not_granted_fails_the_call(toolbox: Toolbox, web: int, url: str)
     assert toolbox.call("http_get", {"url": f"http://127.0.0.1:{web}/"}).ok
 
 
+def test_a_granted_name_that_resolves_to_loopback_needs_the_address_granted(runtime: Runtime, web: int) -> None:
+    by_name = Toolbox(runtime, load_tools(["http_get"], [f"http_get:hosts=localhost:{web}"]))
+    refused = by_name.call("http_get", {"url": f"http://localhost:{web}/"})
+    _failed(refused, "host_not_allowed")
+    assert "not a public address" in (refused.error or "") and f"127.0.0.1:{web}" in (refused.error or "")
+    both = Toolbox(runtime, load_tools(["http_get"], [f"http_get:hosts=localhost:{web},127.0.0.1:{web}"]))
+    assert both.call("http_get", {"url": f"http://localhost:{web}/x"}).output == {
+        "status": 200, "body": "hello from /x", "truncated": False}
+
+
+@pytest.mark.parametrize(("addresses", "reached"), [
+    (["10.0.0.7"], None), (["169.254.169.254"], None), (["::1"], None), (["::ffff:127.0.0.1"], None),
+    (["192.168.1.2", "93.184.215.14"], "93.184.215.14"), (["10.0.0.7", "10.0.0.8"], "10.0.0.8"),
+], ids=["private", "link-local", "loopback-v6", "mapped-loopback", "public-after-private", "granted-address"])
+def test_a_name_is_checked_at_the_address_it_resolves_to(monkeypatch: pytest.MonkeyPatch, addresses: list[str],
+                                                         reached: str | None) -> None:
+    import socket
+
+    from llamaedge.runtime import http
+    from llamaedge.runtime.policy import HostNotAllowed
+    from llamaedge.tools import DEFAULT_TOOL_POLICY
+
+    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        assert host == "api.example.com"
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    policy = dataclasses.replace(DEFAULT_TOOL_POLICY, hosts=("api.example.com", "10.0.0.8"))
+    if reached is None:
+        with pytest.raises(HostNotAllowed, match="not a public address"):
+            http.check_url("https://api.example.com/v1", policy, "t")
+    else:
+        target = http.check_url("https://api.example.com/v1", policy, "t")
+        assert (target.host, target.address, target.port) == ("api.example.com", reached, 443)
+
+
 # ---------------------------------------------------------------------------------------------
 # Tools that misbehave: each fails its own call
 
