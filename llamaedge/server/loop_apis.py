@@ -41,6 +41,23 @@ class _EventWriter(LoopWriter):
         self.out.write(json.dumps(final, ensure_ascii=False).encode())
 
 
+class _WholeStepApi(LoopApi):
+    """What the two APIs share: a step's output is a list (`output_key`) of items or blocks,
+    among them the calls (`call_type`); the loop's response is the last step's with the
+    earlier steps' shown before its own, under the first step's id."""
+
+    output_key: str
+    call_type: str
+
+    def not_calls(self, step: dict[str, Any]) -> list[dict[str, Any]]:
+        return [item for item in step.get(self.output_key) or [] if item.get("type") != self.call_type]
+
+    def final(self, first: dict[str, Any], last: dict[str, Any], shown: list[Any], usage: dict[str, int],
+              records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**last, "id": first.get("id"), self.output_key: shown + (last.get(self.output_key) or []),
+                "usage": {**(last.get("usage") or {}), **usage}, "llamaedge_tool_calls": records}
+
+
 # ---------------------------------------------------------------------------------------------
 # Responses
 
@@ -128,9 +145,11 @@ class _ResponsesWriter(_EventWriter):
                             "param": error.get("param")})
 
 
-class ResponsesApi(LoopApi):
+class ResponsesApi(_WholeStepApi):
     path = RESPONSES_PATH
     conversation_key = "input"
+    output_key = "output"
+    call_type = "function_call"
     usage_keys = ("input_tokens", "output_tokens", "total_tokens")
     auto_choice = "auto"
     none_choice = "none"
@@ -161,9 +180,6 @@ class ResponsesApi(LoopApi):
         return [Call(item.get("call_id") or "", item.get("name") or "", item.get("arguments") or "", item)
                 for item in step.get("output") or [] if item.get("type") == "function_call"]
 
-    def not_calls(self, step: dict[str, Any]) -> list[dict[str, Any]]:
-        return [item for item in step.get("output") or [] if item.get("type") != "function_call"]
-
     def wants_tools(self, step: dict[str, Any]) -> bool:
         return step.get("status") == "completed"  # a step cut short (`incomplete`) is the answer
 
@@ -180,11 +196,6 @@ class ResponsesApi(LoopApi):
 
     def shown(self, step: dict[str, Any], calls: list[Call], results: list[ToolResult]) -> list[Any]:
         return self.not_calls(step) + [_mcp_item(c, r) for c, r in zip(calls, results)]
-
-    def final(self, first: dict[str, Any], last: dict[str, Any], shown: list[Any], usage: dict[str, int],
-              records: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**last, "id": first.get("id"), "output": shown + (last.get("output") or []),
-                "usage": {**(last.get("usage") or {}), **usage}, "llamaedge_tool_calls": records}
 
     def writer(self, out: ResponseStream, plan: LoopPlan) -> LoopWriter:
         return _ResponsesWriter(out, plan)
@@ -277,9 +288,11 @@ class _MessagesWriter(_EventWriter):
         self.out.write(b"event: error\ndata: " + body + b"\n\n")
 
 
-class MessagesApi(LoopApi):
+class MessagesApi(_WholeStepApi):
     path = MESSAGES_PATH
     conversation_key = "messages"
+    output_key = "content"
+    call_type = "tool_use"
     usage_keys = ("input_tokens", "output_tokens")
     auto_choice = {"type": "auto"}
     none_choice = {"type": "none"}
@@ -304,9 +317,6 @@ class MessagesApi(LoopApi):
         return [Call(block.get("id") or "", block.get("name") or "", json.dumps(block.get("input") or {}), block)
                 for block in step.get("content") or [] if block.get("type") == "tool_use"]
 
-    def not_calls(self, step: dict[str, Any]) -> list[dict[str, Any]]:
-        return [block for block in step.get("content") or [] if block.get("type") != "tool_use"]
-
     def wants_tools(self, step: dict[str, Any]) -> bool:
         return step.get("stop_reason") == "tool_use"
 
@@ -320,11 +330,6 @@ class MessagesApi(LoopApi):
         for call, result in zip(calls, results):
             blocks += [_server_use_block(call), _result_block(call, result)]
         return blocks
-
-    def final(self, first: dict[str, Any], last: dict[str, Any], shown: list[Any], usage: dict[str, int],
-              records: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**last, "id": first.get("id"), "content": shown + (last.get("content") or []),
-                "usage": {**(last.get("usage") or {}), **usage}, "llamaedge_tool_calls": records}
 
     def writer(self, out: ResponseStream, plan: LoopPlan) -> LoopWriter:
         return _MessagesWriter(out, plan)
