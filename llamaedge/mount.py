@@ -9,6 +9,7 @@ lists the mounted apps at `GET /apps`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -42,6 +43,9 @@ class Mount:
     path: Path
     policy: AppPolicy
     manifest: Path | None = None
+    # What a `llamaedge.call` of the app must send (the manifest's `input-schema`): checked
+    # before the app runs, as a tool's arguments are (docs/tools.md). None: any JSON.
+    input_schema: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -91,7 +95,11 @@ def manifest_of(wasm: Path) -> Path | None:
     return found[0] if found else None
 
 
-def read_manifest(path: Path, environ: dict[str, str]) -> AppPolicy:
+INPUT_SCHEMA_KEY = "input-schema"  # a manifest's key beside the policy keys
+
+
+def read_manifest(path: Path, environ: dict[str, str]) -> tuple[AppPolicy, dict[str, Any] | None]:
+    """The manifest's policy, and its input schema if it declares one."""
     try:
         text = path.read_text(encoding="utf-8")
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
@@ -104,11 +112,16 @@ def read_manifest(path: Path, environ: dict[str, str]) -> AppPolicy:
     if not isinstance(data, dict):
         raise UsageError(f"manifest {path.name} must be a table (an object) of policy keys",
                          hint="see docs/apps.md for the format")
+    schema = None
+    if INPUT_SCHEMA_KEY in data:
+        from llamaedge.tools import check_schema  # jsonschema, only for an app that declares a schema
+
+        schema = check_schema(data.pop(INPUT_SCHEMA_KEY), f"manifest {path.name} ({INPUT_SCHEMA_KEY})")
     policy = AppPolicy()
     for key, value in data.items():
         policy = policies.apply(policy, key, value, f"manifest {path.name}", base=path.parent,
                                 environ=environ, from_flag=False)
-    return policy
+    return policy, schema
 
 
 def parse_policy_flag(spec: str) -> tuple[str, str, str]:
@@ -130,8 +143,8 @@ def load_mounts(app_specs: list[str], policy_specs: list[str], *,
         route, wasm = parse_app_spec(spec)
         check_route(route, list(mounts), reserved or [])
         manifest = manifest_of(wasm)
-        policy = read_manifest(manifest, environ) if manifest else AppPolicy()
-        mounts[route] = Mount(route, wasm, policy, manifest)
+        policy, schema = read_manifest(manifest, environ) if manifest else (AppPolicy(), None)
+        mounts[route] = Mount(route, wasm, policy, manifest, schema)
     for spec in policy_specs:
         route, key, value = parse_policy_flag(spec)
         if route not in mounts:
@@ -140,7 +153,7 @@ def load_mounts(app_specs: list[str], policy_specs: list[str], *,
         mount = mounts[route]
         policy = policies.apply(mount.policy, key, value, f"--app-policy {spec!r}", base=Path.cwd(),
                                 environ=environ, from_flag=True)
-        mounts[route] = Mount(mount.route, mount.path, policy, mount.manifest)
+        mounts[route] = dataclasses.replace(mount, policy=policy)
     return list(mounts.values())
 
 
@@ -168,7 +181,7 @@ def mount_routes(mounts: list[Mount], endpoint_for: Callable[[str], Endpoint]) -
 
     async def apps(request: Request) -> Response:
         data = [{"route": m.route, "app": m.name, "manifest": m.manifest.name if m.manifest else None,
-                 "policy": m.policy.summary()} for m in mounts]
+                 "policy": m.policy.summary(), "input_schema": m.input_schema} for m in mounts]
         return JSONResponse({"object": "list", "data": data})
 
     routes: list[BaseRoute] = [Route(APPS_ROUTE, apps, methods=["GET"])]

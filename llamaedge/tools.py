@@ -226,6 +226,26 @@ class ToolResult:
         return json.dumps({"error": self.error, "code": self.code}, ensure_ascii=False)
 
 
+def input_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """The validator of an input schema (checked by check_schema)."""
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def checked_arguments(validator: jsonschema.protocols.Validator, arguments: Any) -> tuple[Any, str | None]:
+    """`arguments` (JSON, or its text as a model writes it) checked against an input schema:
+    (the value, None), or (None, why not) for an `invalid_arguments` error."""
+    if isinstance(arguments, (str, bytes)):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return None, f"the arguments are not JSON: {exc}"
+    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path)
+        return None, f"invalid arguments{' at ' + where if where else ''}: {error.message}"
+    return arguments, None
+
+
 @dataclass(frozen=True)
 class _Tool:
     manifest: ToolManifest
@@ -248,8 +268,7 @@ class Toolbox:
         self._tools: dict[str, _Tool] = {}
         for manifest in manifests:
             app = runtime.load_app(manifest.path, manifest.policy, kv_namespace="tool:" + manifest.name)
-            validator = jsonschema.validators.validator_for(manifest.input_schema)(manifest.input_schema)
-            self._tools[manifest.name] = _Tool(manifest, app, validator)
+            self._tools[manifest.name] = _Tool(manifest, app, input_validator(manifest.input_schema))
         runtime.tool_host = self
 
     @property
@@ -300,16 +319,9 @@ class Toolbox:
         if tool is None:
             return ToolResult(name, False, error=f"no tool named {name!r} (tools: {', '.join(self._tools)})",
                               code="unknown_tool")
-        if isinstance(arguments, (str, bytes)):
-            try:
-                arguments = json.loads(arguments or "{}")
-            except json.JSONDecodeError as exc:
-                return ToolResult(name, False, error=f"the arguments are not JSON: {exc}", code="invalid_arguments")
-        error = jsonschema.exceptions.best_match(tool.validator.iter_errors(arguments))
-        if error is not None:
-            where = "/".join(str(part) for part in error.absolute_path)
-            return ToolResult(name, False, error=f"invalid arguments{' at ' + where if where else ''}: {error.message}",
-                              code="invalid_arguments")
+        arguments, invalid = checked_arguments(tool.validator, arguments)
+        if invalid is not None:
+            return ToolResult(name, False, error=invalid, code="invalid_arguments")
         try:
             run = run_tool(self.runtime, tool.app, json.dumps(arguments).encode(),
                            output_max_bytes=self.output_max_bytes, policy=policy, chain=chain)

@@ -36,8 +36,19 @@ def runtime() -> Iterator[Runtime]:
     runtime.close()
 
 
+class _Hold:
+    """`GET /hold` on the local web server answers once the test lets it go: a tool call that
+    stays in flight for as long as a test needs, with no clock involved."""
+
+    arrived = threading.Event()
+    release = threading.Event()
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/hold":
+            _Hold.arrived.set()
+            _Hold.release.wait(timeout=120)  # a bound, so that a failed test does not hang the server
         if self.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "http://example.com/")
@@ -190,6 +201,42 @@ def test_a_host_not_granted_fails_the_call(toolbox: Toolbox, web: int, url: str)
     result = toolbox.call("http_get", {"url": url.format(port=web)})
     _failed(result, "host_not_allowed")
     assert toolbox.call("http_get", {"url": f"http://127.0.0.1:{web}/"}).ok
+
+
+def test_a_granted_name_that_resolves_to_loopback_needs_the_address_granted(runtime: Runtime, web: int) -> None:
+    by_name = Toolbox(runtime, load_tools(["http_get"], [f"http_get:hosts=localhost:{web}"]))
+    refused = by_name.call("http_get", {"url": f"http://localhost:{web}/"})
+    _failed(refused, "host_not_allowed")
+    assert "not a public address" in (refused.error or "") and f"127.0.0.1:{web}" in (refused.error or "")
+    both = Toolbox(runtime, load_tools(["http_get"], [f"http_get:hosts=localhost:{web},127.0.0.1:{web}"]))
+    assert both.call("http_get", {"url": f"http://localhost:{web}/x"}).output == {
+        "status": 200, "body": "hello from /x", "truncated": False}
+
+
+@pytest.mark.parametrize(("addresses", "reached"), [
+    (["10.0.0.7"], None), (["169.254.169.254"], None), (["::1"], None), (["::ffff:127.0.0.1"], None),
+    (["192.168.1.2", "93.184.215.14"], "93.184.215.14"), (["10.0.0.7", "10.0.0.8"], "10.0.0.8"),
+], ids=["private", "link-local", "loopback-v6", "mapped-loopback", "public-after-private", "granted-address"])
+def test_a_name_is_checked_at_the_address_it_resolves_to(monkeypatch: pytest.MonkeyPatch, addresses: list[str],
+                                                         reached: str | None) -> None:
+    import socket
+
+    from llamaedge.runtime import http
+    from llamaedge.runtime.policy import HostNotAllowed
+    from llamaedge.tools import DEFAULT_TOOL_POLICY
+
+    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        assert host == "api.example.com"
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    policy = dataclasses.replace(DEFAULT_TOOL_POLICY, hosts=("api.example.com", "10.0.0.8"))
+    if reached is None:
+        with pytest.raises(HostNotAllowed, match="not a public address"):
+            http.check_url("https://api.example.com/v1", policy, "t")
+    else:
+        target = http.check_url("https://api.example.com/v1", policy, "t")
+        assert (target.host, target.address, target.port) == ("api.example.com", reached, 443)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,21 +398,19 @@ def test_mcp_clients_list_and_call_the_tools(tool_server: ServerProcess, web: in
     assert invalid.is_error and json.loads(invalid.content[0].text)["code"] == "invalid_arguments"
 
 
-def test_server_tools_elsewhere_than_chat_completions_are_refused(tool_server: ServerProcess) -> None:
+@pytest.mark.parametrize(("api", "body"), [
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("responses", {"input": "hi"}),
+    ("messages", {"max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+])
+def test_an_unknown_server_tool_is_a_400_on_each_api(tool_server: ServerProcess, api: str,
+                                                      body: dict[str, Any]) -> None:
     keyed = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
-    tools = [{"type": "llamaedge_tool", "name": "calc"}]
-    responses = httpx.post(f"{tool_server.base_url}/v1/responses", headers=keyed,
-                           json={"model": "tiny-chat", "input": "hi", "tools": tools})
-    assert responses.status_code == 400 and responses.json()["error"]["code"] == "invalid_tools"
-    messages = httpx.post(f"{tool_server.base_url}/v1/messages", headers=keyed,
-                          json={"model": "tiny-chat", "max_tokens": 4, "tools": tools,
-                                "messages": [{"role": "user", "content": "hi"}]})
-    assert messages.status_code == 400 and messages.json()["type"] == "error"
-    assert "/v1/chat/completions only" in messages.json()["error"]["message"]
-    unknown = httpx.post(f"{tool_server.base_url}/v1/chat/completions", headers=keyed,
-                         json={"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}],
-                               "tools": [{"type": "llamaedge_tool", "name": "rm"}]})
-    assert unknown.status_code == 400 and "no server tool named 'rm'" in unknown.json()["error"]["message"]
+    unknown = httpx.post(f"{tool_server.base_url}/v1/{api}", headers=keyed,
+                         json={"model": "tiny-chat", **body, "tools": [{"type": "llamaedge_tool", "name": "rm"}]})
+    assert unknown.status_code == 400
+    assert "no server tool named 'rm'" in unknown.json()["error"]["message"]
+    assert (unknown.json().get("type") == "error") == (api == "messages")  # each API's own error shape
 
 
 def test_mcp_and_tools_need_the_api_key_and_a_good_host(tool_server: ServerProcess) -> None:
@@ -382,6 +427,52 @@ def test_mcp_and_tools_need_the_api_key_and_a_good_host(tool_server: ServerProce
     listing = httpx.get(f"{tool_server.base_url}/tools", headers=keyed).json()
     assert [t["name"] for t in listing["data"]] == ["calc", "files", "http_get"]
     assert listing["data"][1]["policy"]["dirs"] == [{"guest": "/data", "writable": False}]
+
+
+def test_mcp_calls_are_admitted_as_app_requests_are(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                     web: int) -> None:
+    """One place (a slot, no queue): while an MCP call holds it, a flood of MCP calls and a
+    chat request each get the 503 of a full server, and the call after it is served."""
+    url = f"http://127.0.0.1:{web}/hold"
+    _Hold.arrived.clear()
+    _Hold.release.clear()
+    with serving(tmp_path_factory.mktemp("admission-home"), "--model", str(tiny_model), "--threads", "2",
+                 "--ctx-size", "512", "--parallel", "1", "--queue-max", "0", "--api-key", API_KEY,
+                 "--tool", "http_get", "--tool-policy", f"http_get:hosts=127.0.0.1:{web}",
+                 "--tool-policy", "http_get:wall-time=120s") as server:
+        held: list[Any] = []
+        holder = threading.Thread(target=lambda: held.append(asyncio.run(_mcp(f"{server.base_url}/mcp",
+                                                                                [("http_get", {"url": url})]))))
+        holder.start()
+        try:
+            assert _Hold.arrived.wait(timeout=120)
+            call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "http_get", "arguments": {"url": url}}}
+            headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {API_KEY}"}
+
+            async def flood() -> list[httpx.Response]:
+                async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+                    return list(await asyncio.gather(*[client.post(f"{server.base_url}/mcp", json=call)
+                                                       for _ in range(8)]))
+
+            refused = asyncio.run(flood())
+            chat = httpx.post(f"{server.base_url}/v1/chat/completions", headers=headers,
+                              json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        finally:
+            _Hold.release.set()
+            holder.join(timeout=120)
+        assert [r.status_code for r in refused] == [503] * 8
+        assert {r.json()["error"]["code"] for r in refused} == {"server_overloaded"}
+        assert all(r.headers["retry-after"] for r in refused)
+        assert chat.status_code == 503
+        ((result,),) = [results for _, _, results in held]
+        assert not result.is_error and result.structured_content["body"] == "hello from /hold"
+        _, _, (after,) = asyncio.run(_mcp(f"{server.base_url}/mcp",
+                                          [("http_get", {"url": f"http://127.0.0.1:{web}/after"})]))
+        assert not after.is_error
+        metrics = httpx.get(f"{server.base_url}/metrics", headers=headers).text
+        assert 'llamaedge_requests_rejected_total{reason="queue_full"} 9.0' in metrics
+        assert "llamaedge_requests_in_flight 0.0" in metrics
 
 
 def test_tool_calls_are_in_metrics_by_tool_and_result(tool_server: ServerProcess) -> None:
@@ -505,6 +596,131 @@ def test_a_streamed_loop_shows_each_call_and_result_as_sdk_chunks(loop_server: S
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish in (["stop"], ["length"])
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+RESPONSES_REQUEST: dict[str, Any] = {
+    "model": "SmolLM2-135M-Instruct.Q4_1", "max_output_tokens": 48, "temperature": 0,
+    "input": "What is 1234 * 5678? Use the calculator.",
+    "tools": [{"type": "llamaedge_tool", "name": "calc"}],
+    "tool_choice": {"type": "llamaedge_tool", "name": "calc"},
+    "extra_body": {"llamaedge_max_steps": 2},
+}
+MESSAGES_REQUEST: dict[str, Any] = {
+    "model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 48,
+    "messages": [{"role": "user", "content": "What is 1234 * 5678? Use the calculator."}],
+    "tools": [{"type": "llamaedge_tool", "name": "calc"}],
+    "tool_choice": {"type": "llamaedge_tool", "name": "calc"},
+    "extra_body": {"llamaedge_max_steps": 2, "temperature": 0},  # anthropic's stream() takes no temperature
+}
+
+
+def _check_response(runtime: Runtime, response: Any, records: list[dict[str, Any]] | None) -> None:
+    """A Responses loop, as the openai SDK parsed it: each call the server ran an `mcp_call`
+    item (what a server-run tool is in the Responses API) whose result is the tool's under
+    the server's policy, then the answer."""
+    from openai.types.responses.response_output_item import McpCall
+
+    calls = [item for item in response.output if isinstance(item, McpCall)]
+    assert calls and response.output[-1].type == "message"
+    call = calls[0]
+    assert call.server_label == "llamaedge" and call.name == "calc"
+    record: dict[str, Any] = {"name": call.name, "arguments": call.arguments, "ok": call.status == "completed"}
+    if call.status == "completed":
+        record["output"] = json.loads(call.output or "null")
+    else:
+        assert call.status == "failed" and call.error is not None and call.error.type == "mcp_tool_execution_error"
+        record["error"] = call.error.content
+    _same_as_a_direct_call(runtime, record)
+    if records is not None:
+        assert records[0]["arguments"] == call.arguments and records[0]["ok"] == record["ok"]
+    assert response.usage is not None and response.usage.output_tokens > 0
+
+
+@pytest.mark.slow
+def test_the_loop_runs_on_responses_as_the_openai_sdk_parses_it(loop_server: ServerProcess,
+                                                                 runtime: Runtime) -> None:
+    import openai
+
+    with openai.OpenAI(base_url=f"{loop_server.base_url}/v1", api_key="unused", max_retries=0) as client:
+        response = client.responses.create(**RESPONSES_REQUEST)
+        _check_response(runtime, response, (response.model_extra or {})["llamaedge_tool_calls"])
+        # The output sent back as input (the SDK's own objects) continues the conversation.
+        follow_up = client.responses.create(**{**RESPONSES_REQUEST, "tool_choice": "auto", "input": [
+            {"role": "user", "content": RESPONSES_REQUEST["input"]},
+            *[item.model_dump(exclude_none=True) for item in response.output],
+            {"role": "user", "content": "Thanks. And 2 + 2?"}]})
+        assert follow_up.status in ("completed", "incomplete") and follow_up.output[-1].type == "message"
+        with client.responses.stream(**RESPONSES_REQUEST) as stream:
+            events = [event.type for event in stream]
+            streamed = stream.get_final_response()  # the SDK's own accumulation of the events
+    _check_response(runtime, streamed, None)
+    assert events[:2] == ["response.created", "response.in_progress"] and events[-1] == "response.completed"
+    call_at = events.index("response.mcp_call.in_progress")
+    assert events[call_at + 1] in ("response.mcp_call.completed", "response.mcp_call.failed")
+    assert "response.output_text.delta" in events[call_at:]  # the answer after the call
+
+
+def _check_message(runtime: Runtime, message: Any) -> None:
+    """A Messages loop, as the anthropic SDK parsed it: each call a `server_tool_use` block
+    (what a server-run tool is in the Messages API) and its `tool_result` block, then the answer."""
+    from anthropic.types import ServerToolUseBlock
+
+    use, result = message.content[0], message.content[1]
+    assert isinstance(use, ServerToolUseBlock) and use.name == "calc"
+    assert result.type == "tool_result" and result.tool_use_id == use.id
+    outcome = json.loads(result.content)
+    record = {"name": "calc", "arguments": json.dumps(use.input), "ok": not result.is_error}
+    record["error" if result.is_error else "output"] = outcome
+    _same_as_a_direct_call(runtime, record)
+    assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
+
+
+@pytest.mark.slow
+def test_the_loop_runs_on_messages_as_the_anthropic_sdk_parses_it(loop_server: ServerProcess,
+                                                                  runtime: Runtime) -> None:
+    import anthropic
+
+    with anthropic.Anthropic(base_url=loop_server.base_url, api_key="unused", max_retries=0) as client:
+        message = client.messages.create(**MESSAGES_REQUEST)
+        _check_message(runtime, message)
+        (record,) = (message.model_extra or {})["llamaedge_tool_calls"]
+        assert json.loads(record["arguments"]) == message.content[0].input
+        # The content sent back (the SDK's own blocks) continues the conversation.
+        follow_up = client.messages.create(**{**MESSAGES_REQUEST, "tool_choice": {"type": "auto"}, "messages": [
+            *MESSAGES_REQUEST["messages"],
+            {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]},
+            {"role": "user", "content": "Thanks. And 2 + 2?"}]})
+        assert follow_up.stop_reason in ("end_turn", "max_tokens", "tool_use")
+        with client.messages.stream(**MESSAGES_REQUEST) as stream:
+            kinds = [event.type for event in stream]
+            streamed = stream.get_final_message()  # the SDK's own accumulation of the events
+    _check_message(runtime, streamed)
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+
+
+def test_sent_back_server_calls_become_what_the_app_takes() -> None:
+    from llamaedge.server.loop_apis import MESSAGES, RESPONSES
+
+    body: dict[str, Any] = {"input": [
+        {"role": "user", "content": "?"},
+        {"id": "mcp_1", "type": "mcp_call", "server_label": "llamaedge", "name": "calc", "arguments": "{}",
+         "error": {"type": "mcp_tool_execution_error", "content": {"error": "e", "code": "tool_failed"}}},
+        {"id": "mcp_2", "type": "mcp_call", "server_label": "elsewhere", "name": "x", "arguments": "{}"}]}
+    RESPONSES.prepare(body)
+    assert body["input"][1:] == [
+        {"type": "function_call", "call_id": "call_1", "name": "calc", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": '{"error": "e", "code": "tool_failed"}'},
+        {"id": "mcp_2", "type": "mcp_call", "server_label": "elsewhere", "name": "x", "arguments": "{}"}]
+    assert body["store"] is False
+    use = {"type": "server_tool_use", "id": "t1", "name": "calc", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "{}", "is_error": False}
+    text = {"type": "text", "text": "done"}
+    messages: dict[str, Any] = {"messages": [{"role": "user", "content": "?"},
+                                             {"role": "assistant", "content": [use, result, text]}]}
+    MESSAGES.prepare(messages)
+    assert messages["messages"][1:] == [{"role": "assistant", "content": [{**use, "type": "tool_use"}]},
+                                        {"role": "user", "content": [result]},
+                                        {"role": "assistant", "content": [text]}]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,6 +865,7 @@ def test_the_loop_runs_each_example_the_model_is_made_to_call(loop_server: Serve
 
 
 JSON_HEAD = "Content-Type: application/json\n\n"
+TYPED_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
 
 @pytest.fixture(scope="module")
@@ -665,7 +882,11 @@ def apps_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, tree
         "pong2": _caller_wat("/ping", {}, JSON_HEAD),
         "reach": _caller_wat("/holder", {}, JSON_HEAD),
         "holder": writes_app([JSON_HEAD + '{"held": true}']),
+        "typed": writes_app([JSON_HEAD + '{"typed": true}']),
+        "typed-good": _caller_wat("/typed", {"n": 1}, JSON_HEAD),
+        "typed-bad": _caller_wat("/typed", {"n": "one"}, JSON_HEAD),
     }
+    (apps / "typed.json").write_text(json.dumps({"input-schema": TYPED_SCHEMA, "memory": "32MiB"}))
     flags = []
     for name, text in wat.items():
         flags += ["--app", f"/{name}={write_app(apps, f'{name}.wasm', text)}"]
@@ -688,3 +909,23 @@ def test_an_app_may_not_reach_through_an_app_granted_more(apps_server: ServerPro
 def test_a_cycle_of_apps_is_refused(apps_server: ServerProcess) -> None:
     assert httpx.post(f"{apps_server.base_url}/ping").json() == {
         "error": "a cycle of calls: /ping -> /pong2 -> /ping", "code": "call_cycle"}
+
+
+def test_an_app_that_declares_an_input_schema_is_called_with_matching_input_only(apps_server: ServerProcess) -> None:
+    assert httpx.post(f"{apps_server.base_url}/typed-good").json() == {"typed": True}
+    assert httpx.post(f"{apps_server.base_url}/typed-bad").json() == {
+        "error": "invalid arguments at n: 'one' is not of type 'integer'", "code": "invalid_arguments"}
+    listing = {a["route"]: a for a in httpx.get(f"{apps_server.base_url}/apps").json()["data"]}
+    assert listing["/typed"]["input_schema"] == TYPED_SCHEMA and listing["/pong"]["input_schema"] is None
+    assert listing["/typed"]["policy"]["memory_mib"] == 32  # the manifest's policy keys still apply
+
+
+def test_an_apps_input_schema_must_be_a_json_schema(tmp_path: Path) -> None:
+    from llamaedge.mount import load_mounts
+
+    wasm = write_app(tmp_path, "app.wasm", TRAP)
+    for schema, message in [({"type": "array"}, "input_schema must be"),
+                            ({"type": "object", "properties": 3}, "not a valid JSON Schema")]:
+        wasm.with_suffix(".json").write_text(json.dumps({"input-schema": schema}))
+        with pytest.raises(UsageError, match=message):
+            load_mounts([f"/app={wasm}"], [])

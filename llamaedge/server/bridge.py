@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llamaedge.errors import AppError
 from llamaedge.library import LibraryError
 from llamaedge.metrics import ROUTE_UNCONFIRMED
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
-from llamaedge.server import served, tool_loop
+from llamaedge.server import loop_apis, served, tool_loop
 from llamaedge.server.api_errors import host_error, stream_error_event
 from llamaedge.server.state import ENDED, Flight, ServerState
 
@@ -38,7 +38,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _refusal(state: ServerState, path: str, reason: str) -> Response:
+def capacity_refusal(state: ServerState, path: str, reason: str) -> Response:
+    """The 503 of a request `admit` found no place for (`reason`: draining or queue_full)."""
     state.metrics.rejected.labels(reason).inc()
     retry = {"Retry-After": str(RETRY_AFTER_S)}
     if reason == "draining":
@@ -76,7 +77,7 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
             return not_ready
         refused = state.admit()
         if refused:
-            return _refusal(state, path, refused)
+            return capacity_refusal(state, path, refused)
         admitted = True
         try:
             wasm_app = app()
@@ -96,12 +97,10 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                 except LibraryError as err:
                     return served.refusal(path, err)
             loop_plan: tool_loop.LoopPlan | None = None
-            if not route and request.method == "POST":
+            loop_api = loop_apis.APIS.get(path) if not route and request.method == "POST" else None
+            if loop_api is not None:
                 try:
-                    if path == tool_loop.CHAT_PATH:
-                        loop_plan = tool_loop.plan(body, state.toolbox)
-                    else:
-                        tool_loop.check_elsewhere(path, body)
+                    loop_plan = tool_loop.plan(body, state.toolbox, loop_api)
                 except tool_loop.LoopRequestError as err:
                     return host_error(path, 400, str(err), kind="invalid_request", code=f"invalid_{err.param}")
             declared = request.headers.get("content-length", "")
@@ -134,6 +133,33 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
         return response
 
     return answered
+
+
+class Admitted:
+    """An ASGI app (the MCP SDK's, whose POSTs run tools) behind the admission the wasm apps
+    have: each POST takes a place among the slots and the queue for as long as it runs, and is
+    a 503 when there is none, so a flood of calls is refused rather than given threads without
+    bound. Its other methods (a stateless server answers them at once) are let through.
+    A class, not a function: Starlette's Route takes a function for a request handler."""
+
+    def __init__(self, state: ServerState, app: ASGIApp) -> None:
+        self.state = state
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        not_ready = not_ready_error(state, path)
+        refused = state.admit() if not_ready is None else None
+        if not_ready is not None or refused is not None:
+            answer = not_ready or capacity_refusal(state, path, refused or "")
+            return await answer(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state.release()
 
 
 async def _until_disconnect(receive: Receive) -> None:

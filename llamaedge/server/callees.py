@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import Any
 
 from llamaedge.runtime import AppPolicy, AppTrap, NNSession, PolicyBreach, WagiRequest
 from llamaedge.runtime.policy import capped
@@ -22,10 +23,17 @@ def _error(message: str, code: str) -> tuple[bool, bytes]:
 
 
 class ServerCallees:
-    """The runtime's `tool_host` in a server with tools or mounted apps."""
+    """The runtime's `tool_host` in a server with tools or mounted apps. An app whose
+    manifest declares an `input-schema` is called only with input that matches it."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        self.validators: dict[str, Any] = {}  # by route, of the apps that declare a schema
+        schemas = {m.route: m.input_schema for m in state.config.mounts if m.input_schema is not None}
+        if schemas:
+            from llamaedge.tools import input_validator  # jsonschema, only when an app declares a schema
+
+            self.validators = {route: input_validator(schema) for route, schema in schemas.items()}
 
     def call_nested(self, name: str, arguments: bytes, caller: AppPolicy | None, seconds_left: float | None,
                     chain: tuple[str, ...]) -> tuple[bool, bytes] | None:
@@ -36,6 +44,13 @@ class ServerCallees:
         runtime = self.state.runtime
         if app is None or app.policy is None or runtime is None:
             return None
+        validator = self.validators.get(name)
+        if validator is not None:
+            from llamaedge.tools import checked_arguments
+
+            _, invalid = checked_arguments(validator, arguments)
+            if invalid is not None:
+                return _error(invalid, "invalid_arguments")  # the app does not run
         policy = app.policy
         try:
             if caller is not None:

@@ -9,11 +9,12 @@ outside this route, as for `/v1`; the SDK's own DNS-rebinding check is not used 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from typing import Any
 
-import anyio
 import mcp_types as types
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -28,20 +29,23 @@ def _tool(manifest: ToolManifest) -> types.Tool:
     return types.Tool(name=manifest.name, description=manifest.description, input_schema=manifest.input_schema)
 
 
-def mcp_app(manifests: list[ToolManifest], toolbox: Callable[[], Toolbox | None]
+def mcp_app(manifests: list[ToolManifest], toolbox: Callable[[], Toolbox | None],
+            executor: Callable[[], Executor | None]
             ) -> tuple[ASGIApp, Callable[[], contextlib.AbstractAsyncContextManager[None]]]:
     """The ASGI app of `/mcp` and the context it must run in (the server's lifespan).
-    `toolbox()`: the compiled tools, None while the server is still starting."""
+    `toolbox()`: the compiled tools, and `executor()` the worker threads the calls run on,
+    None while the server is still starting."""
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[_tool(m) for m in manifests])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        tools = toolbox()
-        if tools is None:
+        tools, threads = toolbox(), executor()
+        if tools is None or threads is None:
             return types.CallToolResult(content=[types.TextContent(text="the server is still starting: try again")],
                                         is_error=True)
-        result = await anyio.to_thread.run_sync(tools.call, params.name, params.arguments or {})
+        result = await asyncio.get_running_loop().run_in_executor(threads, tools.call, params.name,
+                                                                  params.arguments or {})
         structured = result.output if result.ok and isinstance(result.output, dict) else None
         return types.CallToolResult(content=[types.TextContent(text=result.text())], structured_content=structured,
                                     is_error=not result.ok)

@@ -20,7 +20,7 @@ from llamaedge.metrics import MetricsMiddleware
 from llamaedge.mount import APPS_ROUTE, MCP_ROUTE, TOOLS_ROUTE, mount_routes
 from llamaedge.server.api_errors import host_error
 from llamaedge.server.auth import APIKeyMiddleware, has_api_key
-from llamaedge.server.bridge import not_ready_error, wagi_endpoint
+from llamaedge.server.bridge import Admitted, not_ready_error, wagi_endpoint
 from llamaedge.server.state import ServerState
 
 RERANK_ROUTE = "/rerank"  # the app's /v1/rerank, guarded too
@@ -90,7 +90,7 @@ def _tool_routes(state: ServerState) -> tuple[list[BaseRoute], Callable[[Starlet
     from llamaedge.server.mcp_endpoint import mcp_app  # the SDK loads only for a server with tools
 
     manifests = state.config.tools
-    endpoint, running = mcp_app(manifests, lambda: state.toolbox)
+    endpoint, running = mcp_app(manifests, lambda: state.toolbox, lambda: state.executor)
 
     async def tools(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [m.summary() for m in manifests]})
@@ -101,7 +101,7 @@ def _tool_routes(state: ServerState) -> tuple[list[BaseRoute], Callable[[Starlet
             yield
 
     return [Route(TOOLS_ROUTE, tools, methods=["GET"]),
-            Route(MCP_ROUTE, endpoint, methods=["GET", "POST", "DELETE"])], lifespan
+            Route(MCP_ROUTE, Admitted(state, endpoint), methods=["GET", "POST", "DELETE"])], lifespan
 
 
 def _once_ready(state: ServerState, routes: list[BaseRoute]) -> list[BaseRoute]:
