@@ -1,10 +1,12 @@
 """Images through the OpenAI chat API: `serve --model tiny.gguf --mmproj tiny.mmproj.gguf`,
 the openai SDK sending `image_url` parts with data URLs, usage counting the image's tokens,
-the prompt cache reusing an image, and every bad image a 400 that says why."""
+the prompt cache reusing an image, and every bad image a 400 that says why; and library
+members loaded on demand with the projector of their folder in the models folder."""
 
 from __future__ import annotations
 
 import base64
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +139,37 @@ def test_responses_input_image(client: openai.OpenAI) -> None:
             {"role": "user", "content": [question, {"type": "input_image", "image_url": "https://example.com/a.png",
                                                     "detail": "auto"}]}])
     assert "not fetched" in caught.value.message and caught.value.param == "input[0].content[1].image_url"
+
+
+@pytest.fixture(scope="module")
+def library(tiny_model: Path, tiny_mmproj: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`serve --models-dir`: `seeing` in a folder with a projector, `blind` in one without."""
+    models = tmp_path_factory.mktemp("library")
+    for folder, name in (("seeing", "seeing"), ("blind", "blind")):
+        (models / folder).mkdir()
+        shutil.copy(tiny_model, models / folder / f"{name}.gguf")
+    shutil.copy(tiny_mmproj, models / "seeing" / "mmproj-seeing-f16.gguf")
+    with serving(tmp_path_factory.mktemp("serve-home"), "--models-dir", str(models), "--threads", "2",
+                 "--ctx-size", "512") as server:
+        yield server
+
+
+def test_a_library_member_loads_with_its_folders_projector(library: ServerProcess) -> None:
+    listed = {m["id"]: m for m in httpx.get(f"{library.base_url}/v1/models").json()["data"]}
+    assert "vision" in listed["seeing"]["capabilities"] and "vision" not in listed["blind"]["capabilities"]
+    assert listed["seeing"]["status"]["value"] == "unloaded"
+    url = _data_url(png_bytes(32, 20, seed=51))
+    with openai.OpenAI(base_url=f"{library.base_url}/v1", api_key="x", max_retries=0) as client:
+        text_only = client.chat.completions.create(model="seeing", max_tokens=4, temperature=0,
+                                                   messages=[{"role": "user", "content": "What is in the picture?"}])
+        seen = client.chat.completions.create(model="seeing", messages=_message(url), max_tokens=4, temperature=0)
+        assert seen.model == "seeing" and seen.usage is not None and text_only.usage is not None
+        assert seen.usage.prompt_tokens - text_only.usage.prompt_tokens >= MMPROJ_IMAGE_TOKENS
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="blind", messages=_message(url), max_tokens=4)
+    message = caught.value.message
+    assert "blind" in message and "does not read images" in message and "chat" in message
+    assert caught.value.code == "model_not_vision"
+    loaded = {m["id"]: m for m in httpx.get(f"{library.base_url}/models").json()["data"]}
+    assert "vision" in loaded["seeing"]["capabilities"] and loaded["seeing"]["status"]["value"] == "loaded"
+    assert loaded["seeing"]["architecture"]["input_modalities"] == ["text", "image"]

@@ -89,11 +89,15 @@ class Member(Generic[M]):
 
 
 def capabilities(member: Member[M]) -> list[str]:
-    """Its catalog entry's capabilities, or for another file those its header shows; `vision`
-    while it is loaded with a projector (the start model, `serve --mmproj`)."""
-    if getattr(member.model, "vision", False):
-        return [*[c for c in catalog_capabilities(member) if c != "vision"], "vision"]
-    return catalog_capabilities(member)
+    """Its catalog entry's capabilities, or for another file those its header shows; and
+    `vision` when it loads with a projector (one found on disk, members.py, or `serve
+    --mmproj`), or a catalog vision model is not downloaded yet (pull fetches its projector)."""
+    found = catalog_capabilities(member)
+    entry = member.source.entry
+    pulled_with_projector = member.source.path is None and entry is not None and entry.mmproj is not None
+    if member.source.mmproj is not None or pulled_with_projector or getattr(member.model, "vision", False):
+        return [*found, "vision"]
+    return found
 
 
 def catalog_capabilities(member: Member[M]) -> list[str]:

@@ -31,7 +31,8 @@ MODEL_FIELD = "model"
 def member_of(resolved: ResolvedModel) -> MemberSource:
     """A model the server was started with, as a member under its id."""
     entry = catalog.find_entry(resolved.model_id)
-    return MemberSource(resolved.model_id, Source.EXPLICIT, resolved.path, entry, None, resolved.prompt_template)
+    return MemberSource(resolved.model_id, Source.EXPLICIT, resolved.path, entry, None, resolved.prompt_template,
+                        resolved.mmproj)
 
 
 def members(config: ServeConfig) -> Callable[[], list[MemberSource]]:
