@@ -19,7 +19,7 @@ import pytest
 
 from llamaedge.limits import IMAGE_PIXELS_MAX
 from tests.conftest import ServerProcess, serving
-from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes
+from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes, webp_bytes
 
 
 def _data_url(data: bytes, kind: str = "png") -> str:
@@ -83,14 +83,29 @@ def _huge_png() -> bytes:
     ("https://example.com/cat.png", "not fetched"),
     ("data:image/png;base64,@@@", "does not decode"),
     (_data_url(b"plain text, not an image", "png"), "not an image"),
-    (_data_url(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16), "webp"), "WebP"),
+    (_data_url(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16), "webp"), "header cannot be read"),
     (_data_url(_huge_png()), "image_pixels_max"),
-], ids=["http", "base64", "not-image", "webp", "pixels"])
+], ids=["http", "base64", "not-image", "webp-header", "pixels"])
 def test_bad_images_are_400s_that_say_why(client: openai.OpenAI, url: str, says: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=4)
     assert says in caught.value.message
     assert caught.value.param == "messages[0].content[1]"
+
+
+def test_a_webp_reads_as_the_same_pixels_in_a_png(client: openai.OpenAI) -> None:
+    """WebP, decoded by the host (mtmd reads it only through ffmpeg): a lossless one gives the
+    answer and the count the PNG of its pixels gives; a lossy one and an animation are read."""
+    answers = [client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=6, temperature=0)
+               for url in (_data_url(webp_bytes(36, 28, seed=61), "webp"), _data_url(png_bytes(36, 28, seed=61)))]
+    webp, png = answers
+    assert webp.usage is not None and png.usage is not None
+    assert (webp.choices[0].message.content, webp.usage.prompt_tokens) == (png.choices[0].message.content,
+                                                                          png.usage.prompt_tokens)
+    for data in (webp_bytes(36, 28, seed=62, lossless=False), webp_bytes(36, 28, seed=63, frames=2)):
+        seen = client.chat.completions.create(model="tiny-chat", messages=_message(_data_url(data, "webp")),
+                                              max_tokens=2, temperature=0)
+        assert seen.usage is not None and seen.usage.prompt_tokens == png.usage.prompt_tokens
 
 
 def test_an_image_to_a_model_without_vision_names_the_model(text_server: ServerProcess) -> None:
