@@ -72,6 +72,7 @@ def server_config(model: ResolvedModel | None, args: argparse.Namespace, plan: O
         queue_max=args.queue_max,
         drain_s=args.drain_s,
         metrics_auth=args.metrics_auth,
+        allow_image_urls=args.allow_image_urls,
         reasoning_format=args.reasoning_format,
         mounts=getattr(args, "mounts", []),
         tools=getattr(args, "tools", []),
