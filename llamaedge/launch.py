@@ -132,6 +132,10 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
 
 
 def print_mounts(state: ServerState, url: str) -> None:
+    """The lines both banners show: the mounted apps and tools, and image URLs if fetched."""
+    if state.config.allow_image_urls:
+        console.print("  [yellow]image URLs are fetched (--allow-image-urls): any client can make this server "
+                      "fetch any address it reaches[/]")
     for mount in state.config.mounts:
         console.print(f"  app       {url}{mount.route}  ({mount.name}: {mount.policy.describe()})")
     for tool in state.config.tools:

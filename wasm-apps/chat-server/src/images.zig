@@ -110,7 +110,7 @@ pub fn fromUrl(arena: std.mem.Allocator, url: []const u8, limits: Limits, proble
 /// The sentence a 400 says for `problem`.
 pub fn describe(buf: []u8, problem: Problem, limits: Limits) []const u8 {
     return switch (problem) {
-        .remote_url => "Image URLs are not fetched: fetching them would let any client make this server fetch any address. Send the image inline as a data URL (data:image/png;base64,...).",
+        .remote_url => "Image URLs are not fetched: fetching them would let any client make this server fetch any address. Send the image inline as a data URL (data:image/png;base64,...), or start the server with --allow-image-urls.",
         .not_data_url => "An image must be a data URL with base64 content (data:image/png;base64,...).",
         .not_base64 => "The image's base64 content does not decode.",
         .not_image => "The data is not an image of a supported format: send " ++ supported ++ ".",
