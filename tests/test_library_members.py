@@ -20,7 +20,7 @@ from llamaedge.library import (Library, LibraryConfig, LibraryEvent, MemberSourc
 from llamaedge.library.gguf_header import read_facts
 from tests.fakehub import FakeHub, hub  # noqa: F401 - the fixture
 from tests.library_fakes import FakeLoader, bytes_arrived, cpu_probe, next_event
-from tests.tiny_gguf import N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER, write_tiny_gguf
+from tests.tiny_gguf import N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER, write_tiny_gguf, write_tiny_reranker
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,9 @@ def test_a_member_with_a_projector_reads_images_loads_it_and_counts_it(gguf_byte
     projector = _place(models / "seeing" / "mmproj-f16.gguf", bytes(3 * 2**20))
     _place(models / "seeing" / "seeing.gguf", gguf_bytes)
     _place(models / "blind" / "blind.gguf", gguf_bytes)
+    # A reranker beside a projector: a text encoder, loaded without it.
+    write_tiny_reranker(_place(models / "rank" / "ranker.gguf", b""))
+    _place(models / "rank" / "mmproj-f16.gguf", b"projector")
     loader = FakeLoader()
     loader.inspect = read_facts  # type: ignore[method-assign]
     library = Library(loader, LibraryConfig(idle_unload_s=0), members=lambda: discover(models), probe=cpu_probe())
@@ -138,11 +141,12 @@ def test_a_member_with_a_projector_reads_images_loads_it_and_counts_it(gguf_byte
         members = {m.name: m for m in library.members()}
         seeing, blind = members["seeing"], members["blind"]
         assert seeing.capabilities == ["chat", "vision"] and blind.capabilities == ["chat"]
+        assert members["ranker"].capabilities == ["rerank"]
         assert seeing.need is not None and blind.need is not None
         assert seeing.need.ram_bytes - blind.need.ram_bytes == projector.stat().st_size
-        with library.acquire("seeing"), library.acquire("blind"):
+        with library.acquire("seeing"), library.acquire("blind"), library.acquire("ranker"):
             pass
-        assert [o.mmproj for o in loader.options] == [projector, None]
+        assert [o.mmproj for o in loader.options] == [projector, None, None]
         # A projector put beside a member later is taken at the next rescan.
         later = _place(models / "blind" / "mmproj-later.gguf", b"projector")
         events = library.subscribe()

@@ -11,7 +11,7 @@ from llamaedge.engine import LoadOptions
 from llamaedge.library.errors import LoadFailed, ModelTooLarge, NoRoom
 from llamaedge.library.loader import M
 from llamaedge.library.memory import MemoryBudget, describe, estimate_need
-from llamaedge.library.state import Member, embeds
+from llamaedge.library.state import Member, embeds, projector_of
 from llamaedge.library.types import NO_MEMORY, LibraryConfig, MemoryNeed, ModelFacts, Status
 from llamaedge.projectors import projector_bytes
 
@@ -19,7 +19,7 @@ from llamaedge.projectors import projector_bytes
 def load_options(config: LibraryConfig, budget: MemoryBudget, member: Member[M], facts: ModelFacts) -> LoadOptions:
     """The options every member loads with, the layers this one offloads, and its projector."""
     options = LoadOptions(ctx_size=config.ctx_size, threads=config.threads, parallel=config.parallel,
-                          mmproj=member.source.mmproj)
+                          mmproj=projector_of(member))
     options.n_gpu_layers = budget.gpu_layers(facts, options, config.n_gpu_layers)
     return options
 
