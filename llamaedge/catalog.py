@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from llamaedge import settings
+from llamaedge import projectors, settings
 from llamaedge.errors import ModelError, UsageError
 from llamaedge.types import Device, ResolvedModel
 
@@ -142,7 +142,7 @@ def find_entry(name: str) -> CatalogEntry | None:
     return next((entry for entry in load_catalog() if entry.name == wanted), None)
 
 
-def _entry_for_spec(spec: str) -> CatalogEntry | None:
+def entry_for_spec(spec: str) -> CatalogEntry | None:
     """The catalog entry a spec names, or whose file it points at (a downloaded catalog file
     given by path, or the same hub file given as hf:), without touching the disk or network."""
     entry = find_entry(spec)
@@ -192,7 +192,7 @@ def capabilities_of(model: str | CatalogEntry, metadata: Mapping[str, str] | Non
     `model` is an entry or a spec (a catalog name, or a path or hf: spec of a catalog file).
     For a model the catalog does not know, pass its GGUF metadata (`engine.Model.metadata`,
     read when it was loaded) to infer them from it; without metadata the answer is []."""
-    entry = model if isinstance(model, CatalogEntry) else _entry_for_spec(model)
+    entry = model if isinstance(model, CatalogEntry) else entry_for_spec(model)
     if entry is not None:
         return [c for c in entry.capabilities if c not in UNSERVED_CAPABILITIES]
     return capabilities_from_metadata(metadata) if metadata is not None else []
@@ -323,10 +323,13 @@ def resolve_model(
     Progress goes to `on_progress` (a `download.ProgressSink`); when None and a download is
     needed, a progress bar is drawn on the terminal."""
     parsed = parse_spec(spec)
+    folder = settings.models_dir(models_dir)
     if parsed.kind == "path":
         assert parsed.path is not None
         check_gguf(parsed.path)
-        return ResolvedModel(path=parsed.path.resolve(), model_id=parsed.path.stem)
+        path = parsed.path.resolve()
+        return ResolvedModel(path=path, model_id=parsed.path.stem,
+                             mmproj=projector_for(path, entry_for_spec(str(path)), folder))
     if parsed.kind == "catalog" and parsed.entry is not None and parsed.entry.embedded:
         entry = parsed.entry
         path = embedded_path(entry)
@@ -337,7 +340,7 @@ def resolve_model(
             )
         return ResolvedModel(path=path, model_id=entry.name, prompt_template=entry.prompt_template)
 
-    dest = local_path(parsed, settings.models_dir(models_dir))
+    dest = local_path(parsed, folder)
     entry = parsed.entry
     model_id = entry.name if entry else Path(parsed.filename or dest.name).stem
     template = entry.prompt_template if entry else "auto"
@@ -345,15 +348,26 @@ def resolve_model(
         if not pull:
             raise ModelError(f"{parsed.text} is not downloaded", hint=f"llamaedge pull {parsed.text}")
         _pull(parsed, dest, on_progress, cancel)
-    mmproj = None
     if entry is not None and entry.mmproj is not None:
         # A vision model's projector beside it, fetched and verified with it; without one
         # (not pulled, and `pull` not set) the model serves text alone.
-        mmproj = dest.with_name(entry.mmproj.file)
-        if not mmproj.is_file() and pull:
-            _pull_projector(entry, mmproj, on_progress, cancel)
-        mmproj = mmproj if mmproj.is_file() else None
-    return ResolvedModel(path=dest, model_id=model_id, prompt_template=template, mmproj=mmproj)
+        wanted = dest.with_name(entry.mmproj.file)
+        if not wanted.is_file() and pull:
+            _pull_projector(entry, wanted, on_progress, cancel)
+    return ResolvedModel(path=dest, model_id=model_id, prompt_template=template,
+                         mmproj=projector_for(dest, entry, folder))
+
+
+def projector_for(model: Path, entry: CatalogEntry | None, models_dir: Path) -> Path | None:
+    """The vision projector a model file loads with, if it is on disk: a catalog entry's
+    `mmproj` beside the model (an entry without one has none); for another file, the
+    projector of its folder in the models folder (projectors.py, after llama-server's router)."""
+    if entry is not None:
+        if entry.mmproj is None:
+            return None
+        path = model.with_name(entry.mmproj.file)
+        return path if path.is_file() else None
+    return projectors.projector_in_folder(model, models_dir)
 
 
 def _pull_projector(entry: CatalogEntry, dest: Path, on_progress: ProgressSink | None,

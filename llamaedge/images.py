@@ -1,19 +1,28 @@
 """Image bytes before any decoder sees them: the format by magic bytes, the dimensions from
 the header, and the limits of llamaedge/limits.py checked on both. Pure Python: the runtime
 checks an image here before the engine's projector (mtmd's stb_image) decodes it, so that a
-small file that would decode to a huge bitmap is refused unread."""
+small file that would decode to a huge bitmap is refused unread.
+
+WebP is the exception: mtmd decodes it only through ffmpeg, which llama-cpp-python's wheel is
+built without, so the host decodes it here with Pillow (`decode_webp`, the one module that
+imports Pillow) and gives mtmd the bitmap."""
 
 from __future__ import annotations
 
+import io
 import struct
 
 from llamaedge.limits import IMAGE_BYTES_MAX, IMAGE_PIXELS_MAX
 
-# What mtmd decodes without ffmpeg (stb_image), by first bytes. WebP needs ffmpeg in mtmd's
-# helper, which llama-cpp-python's wheel is built without.
+# The formats read, by first bytes: what mtmd decodes without ffmpeg (stb_image), and WebP
+# (RIFF....WEBP, `is_webp`), which decode_webp decodes.
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
           (b"BM", "bmp"))
-SUPPORTED = "PNG, JPEG, GIF (its first frame) or BMP"
+SUPPORTED = "PNG, JPEG, WebP, GIF (its first frame; a WebP's too) or BMP"
+# The start code of a lossy WebP's key frame (VP8, RFC 6386 9.1), and a lossless one's
+# signature byte (VP8L).
+_VP8_START = b"\x9d\x01\x2a"
+_VP8L_SIGNATURE = 0x2F
 
 
 class ImageError(ValueError):
@@ -22,11 +31,11 @@ class ImageError(ValueError):
 
 
 def image_format(data: bytes) -> str | None:
-    """The format of an image mtmd can decode, by its magic bytes; None for anything else."""
+    """The format of an image this host reads, by its magic bytes; None for anything else."""
     for magic, name in _MAGIC:
         if data.startswith(magic):
             return name
-    return None
+    return "webp" if is_webp(data) else None
 
 
 def is_webp(data: bytes) -> bool:
@@ -46,6 +55,8 @@ def dimensions(data: bytes) -> tuple[int, int] | None:
             return abs(width), abs(height)
         if kind == "jpeg":
             return _jpeg_dimensions(data)
+        if kind == "webp":
+            return _webp_dimensions(data)
     except struct.error:
         return None
     return None
@@ -72,6 +83,54 @@ def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
+    """From the first chunk (the WebP container spec): a lossy frame's header (VP8), a lossless
+    one's (VP8L), or the extended format's canvas (VP8X: animations, alpha, metadata)."""
+    if len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == _VP8_START:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF  # the top two bits are the scaling
+    if chunk == b"VP8L" and data[20] == _VP8L_SIGNATURE:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def decode_webp(data: bytes, *, pixels_max: int = IMAGE_PIXELS_MAX) -> tuple[int, int, bytes]:
+    """A WebP (its first frame, if animated) as (width, height, RGB bytes, row by row), as
+    mtmd_bitmap_init takes a bitmap. ImageError when Pillow cannot decode it, or when the size
+    Pillow reads from it is over `pixels_max` (checked before the pixels are decoded)."""
+    from PIL import Image  # (only when a WebP comes, not at every start)
+
+    # What Pillow raises for a file it cannot read (UnidentifiedImageError is an OSError;
+    # some decoders raise SyntaxError or EOFError on a broken stream).
+    failures = (OSError, ValueError, EOFError, SyntaxError)
+    try:
+        image = Image.open(io.BytesIO(data), formats=["WEBP"])  # reads the header only
+    except failures as exc:
+        raise _undecodable(exc) from exc
+    with image:
+        width, height = image.size
+        if width * height > pixels_max:
+            raise _over_pixels(width, height, pixels_max)
+        try:
+            return width, height, image.convert("RGB").tobytes()  # the first frame: Image.open's
+        except failures as exc:
+            raise _undecodable(exc) from exc
+
+
+def _over_pixels(width: int, height: int, pixels_max: int) -> ImageError:
+    return ImageError(f"the image is {width}x{height} pixels, over the limit of {pixels_max} pixels (image_pixels_max)")
+
+
+def _undecodable(exc: BaseException) -> ImageError:
+    return ImageError(f"the WebP image could not be decoded (corrupt or truncated): {exc}")
+
+
 def check_image(data: bytes, *, bytes_max: int = IMAGE_BYTES_MAX, pixels_max: int = IMAGE_PIXELS_MAX) -> str:
     """The format of `data`; ImageError when it is not an image this host reads or is over
     a limit."""
@@ -79,13 +138,11 @@ def check_image(data: bytes, *, bytes_max: int = IMAGE_BYTES_MAX, pixels_max: in
         raise ImageError(f"the image is {len(data)} bytes, over the limit of {bytes_max} (image_bytes_max)")
     kind = image_format(data)
     if kind is None:
-        if is_webp(data):
-            raise ImageError(f"WebP images are not supported by this llama.cpp build; send {SUPPORTED}")
         raise ImageError(f"the data is not an image of a supported format ({SUPPORTED})")
     size = dimensions(data)
     if size is None:
         raise ImageError(f"the {kind.upper()} image's header cannot be read (corrupt or truncated)")
     width, height = size
     if width * height > pixels_max:
-        raise ImageError(f"the image is {width}x{height} pixels, over the limit of {pixels_max} pixels (image_pixels_max)")
+        raise _over_pixels(width, height, pixels_max)
     return kind

@@ -72,6 +72,7 @@ def server_config(model: ResolvedModel | None, args: argparse.Namespace, plan: O
         queue_max=args.queue_max,
         drain_s=args.drain_s,
         metrics_auth=args.metrics_auth,
+        allow_image_urls=args.allow_image_urls,
         reasoning_format=args.reasoning_format,
         mounts=getattr(args, "mounts", []),
         tools=getattr(args, "tools", []),
@@ -131,6 +132,10 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
 
 
 def print_mounts(state: ServerState, url: str) -> None:
+    """The lines both banners show: the mounted apps and tools, and image URLs if fetched."""
+    if state.config.allow_image_urls:
+        console.print("  [yellow]image URLs are fetched (--allow-image-urls): any client can make this server "
+                      "fetch any address it reaches[/]")
     for mount in state.config.mounts:
         console.print(f"  app       {url}{mount.route}  ({mount.name}: {mount.policy.describe()})")
     for tool in state.config.tools:

@@ -54,3 +54,6 @@ TOOL_CALL_DEPTH_MAX = 4
 # (a decompression bomb) from taking gigabytes: 3 bytes a pixel, 100 MB at most.
 IMAGE_BYTES_MAX = 5 * 1024 * 1024  # below MAX_BODY_BYTES: base64 makes 4 bytes of 3
 IMAGE_PIXELS_MAX = 33_554_432  # 32 Mi pixels: 8192 x 4096
+# `serve --allow-image-urls`: the whole fetch of one image URL (connect, redirects, body), as
+# a request's wait on it; IMAGE_BYTES_MAX bounds what it may bring.
+IMAGE_URL_TIMEOUT_S = 10.0

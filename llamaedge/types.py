@@ -24,4 +24,4 @@ class ResolvedModel:
     path: Path
     model_id: str  # the id under /v1/models: catalog name or file stem, never a path
     prompt_template: str = "auto"
-    mmproj: Path | None = None  # the vision projector loaded beside it (`serve --mmproj`)
+    mmproj: Path | None = None  # the vision projector loaded beside it (catalog.projector_for, `serve --mmproj`)

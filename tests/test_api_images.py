@@ -1,10 +1,12 @@
 """Images through the OpenAI chat API: `serve --model tiny.gguf --mmproj tiny.mmproj.gguf`,
 the openai SDK sending `image_url` parts with data URLs, usage counting the image's tokens,
-the prompt cache reusing an image, and every bad image a 400 that says why."""
+the prompt cache reusing an image, and every bad image a 400 that says why; and library
+members loaded on demand with the projector of their folder in the models folder."""
 
 from __future__ import annotations
 
 import base64
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 
 from llamaedge.limits import IMAGE_PIXELS_MAX
 from tests.conftest import ServerProcess, serving
-from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes
+from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes, webp_bytes
 
 
 def _data_url(data: bytes, kind: str = "png") -> str:
@@ -81,14 +83,29 @@ def _huge_png() -> bytes:
     ("https://example.com/cat.png", "not fetched"),
     ("data:image/png;base64,@@@", "does not decode"),
     (_data_url(b"plain text, not an image", "png"), "not an image"),
-    (_data_url(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16), "webp"), "WebP"),
+    (_data_url(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16), "webp"), "header cannot be read"),
     (_data_url(_huge_png()), "image_pixels_max"),
-], ids=["http", "base64", "not-image", "webp", "pixels"])
+], ids=["http", "base64", "not-image", "webp-header", "pixels"])
 def test_bad_images_are_400s_that_say_why(client: openai.OpenAI, url: str, says: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=4)
     assert says in caught.value.message
     assert caught.value.param == "messages[0].content[1]"
+
+
+def test_a_webp_reads_as_the_same_pixels_in_a_png(client: openai.OpenAI) -> None:
+    """WebP, decoded by the host (mtmd reads it only through ffmpeg): a lossless one gives the
+    answer and the count the PNG of its pixels gives; a lossy one and an animation are read."""
+    answers = [client.chat.completions.create(model="tiny-chat", messages=_message(url), max_tokens=6, temperature=0)
+               for url in (_data_url(webp_bytes(36, 28, seed=61), "webp"), _data_url(png_bytes(36, 28, seed=61)))]
+    webp, png = answers
+    assert webp.usage is not None and png.usage is not None
+    assert (webp.choices[0].message.content, webp.usage.prompt_tokens) == (png.choices[0].message.content,
+                                                                          png.usage.prompt_tokens)
+    for data in (webp_bytes(36, 28, seed=62, lossless=False), webp_bytes(36, 28, seed=63, frames=2)):
+        seen = client.chat.completions.create(model="tiny-chat", messages=_message(_data_url(data, "webp")),
+                                              max_tokens=2, temperature=0)
+        assert seen.usage is not None and seen.usage.prompt_tokens == png.usage.prompt_tokens
 
 
 def test_an_image_to_a_model_without_vision_names_the_model(text_server: ServerProcess) -> None:
@@ -137,3 +154,37 @@ def test_responses_input_image(client: openai.OpenAI) -> None:
             {"role": "user", "content": [question, {"type": "input_image", "image_url": "https://example.com/a.png",
                                                     "detail": "auto"}]}])
     assert "not fetched" in caught.value.message and caught.value.param == "input[0].content[1].image_url"
+
+
+@pytest.fixture(scope="module")
+def library(tiny_model: Path, tiny_mmproj: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`serve --models-dir`: `seeing` in a folder with a projector, `blind` in one without."""
+    models = tmp_path_factory.mktemp("library")
+    for folder, name in (("seeing", "seeing"), ("blind", "blind")):
+        (models / folder).mkdir()
+        shutil.copy(tiny_model, models / folder / f"{name}.gguf")
+    shutil.copy(tiny_mmproj, models / "seeing" / "mmproj-seeing-f16.gguf")
+    with serving(tmp_path_factory.mktemp("serve-home"), "--models-dir", str(models), "--threads", "2",
+                 "--ctx-size", "512") as server:
+        yield server
+
+
+def test_a_library_member_loads_with_its_folders_projector(library: ServerProcess) -> None:
+    listed = {m["id"]: m for m in httpx.get(f"{library.base_url}/v1/models").json()["data"]}
+    assert "vision" in listed["seeing"]["capabilities"] and "vision" not in listed["blind"]["capabilities"]
+    assert listed["seeing"]["status"]["value"] == "unloaded"
+    url = _data_url(png_bytes(32, 20, seed=51))
+    with openai.OpenAI(base_url=f"{library.base_url}/v1", api_key="x", max_retries=0) as client:
+        text_only = client.chat.completions.create(model="seeing", max_tokens=4, temperature=0,
+                                                   messages=[{"role": "user", "content": "What is in the picture?"}])
+        seen = client.chat.completions.create(model="seeing", messages=_message(url), max_tokens=4, temperature=0)
+        assert seen.model == "seeing" and seen.usage is not None and text_only.usage is not None
+        assert seen.usage.prompt_tokens - text_only.usage.prompt_tokens >= MMPROJ_IMAGE_TOKENS
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="blind", messages=_message(url), max_tokens=4)
+    message = caught.value.message
+    assert "blind" in message and "does not read images" in message and "chat" in message
+    assert caught.value.code == "model_not_vision"
+    loaded = {m["id"]: m for m in httpx.get(f"{library.base_url}/models").json()["data"]}
+    assert "vision" in loaded["seeing"]["capabilities"] and loaded["seeing"]["status"]["value"] == "loaded"
+    assert loaded["seeing"]["architecture"]["input_modalities"] == ["text", "image"]

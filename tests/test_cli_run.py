@@ -43,8 +43,11 @@ def test_no_name_uses_the_picked_model_when_it_is_already_here(
     dest = settings.models_dir() / picked.repo / picked.file
     dest.parent.mkdir(parents=True)
     dest.write_bytes(tiny_model.read_bytes())
+    if picked.mmproj is not None:  # a vision model is here when its projector is too (else run fetches it)
+        dest.with_name(picked.mmproj.file).write_bytes(b"projector")
     model = run_command.choose_model(None, None)
     assert (model.model_id, model.path) == (picked.name, dest)
+    assert model.mmproj == (dest.with_name(picked.mmproj.file) if picked.mmproj is not None else None)
     assert reason in " ".join(capsys.readouterr().out.split())
 
 

@@ -403,6 +403,12 @@ def test_the_estimate_puts_offloaded_layers_on_the_gpu() -> None:
     assert 0 < half.vram_bytes < full.vram_bytes
     embedding = estimate_need(SMOLLM2, LoadOptions(ctx_size=4096), embedding=True)
     assert embedding.ram_bytes > cpu.ram_bytes + COMPUTE_OVERHEAD_BYTES // 8
+    # A projector goes where the layers go: to the GPU when any layer does.
+    projector = 300 * MiB
+    assert estimate_need(SMOLLM2, LoadOptions(ctx_size=4096, n_gpu_layers=0), projector_bytes=projector) - cpu == (
+        MemoryNeed(projector, 0))
+    assert estimate_need(SMOLLM2, LoadOptions(ctx_size=4096, n_gpu_layers=15), projector_bytes=projector) - half == (
+        MemoryNeed(0, projector))
 
 
 def test_gpu_layers_are_planned_per_model_as_if_it_had_the_gpus_alone() -> None:

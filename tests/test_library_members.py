@@ -4,6 +4,7 @@ events, cancelled by unload and resumed, against the fake hub."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from llamaedge.library import (Library, LibraryConfig, LibraryEvent, MemberSourc
 from llamaedge.library.gguf_header import read_facts
 from tests.fakehub import FakeHub, hub  # noqa: F401 - the fixture
 from tests.library_fakes import FakeLoader, bytes_arrived, cpu_probe, next_event
-from tests.tiny_gguf import N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER, write_tiny_gguf
+from tests.tiny_gguf import N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER, write_tiny_gguf, write_tiny_reranker
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,78 @@ def test_the_models_folder_and_the_catalog_make_the_library(gguf_bytes: bytes) -
     assert len(found) == 4 + 1 + len(others)
 
 
+def test_a_model_in_a_folder_of_its_own_gets_the_folders_projector(gguf_bytes: bytes) -> None:
+    """The models folder's layout, after llama-server's router: a projector (a name containing
+    `mmproj`) pairs with the models of its subfolder; files in the folder itself get none; a
+    catalog entry gets the projector it names, and none when it names none."""
+    models = settings.models_dir()
+    vision = _place(models / "vision" / "mmproj-model-f16.gguf", b"projector")
+    _place(models / "vision" / "seeing-q4.gguf", gguf_bytes)
+    _place(models / "vision" / "seeing-q8.gguf", gguf_bytes)
+    _place(models / "vision" / "Seeing-MMPROJ-q8.gguf", b"projector")  # contains the mark: not a model either
+    _place(models / "top.gguf", gguf_bytes)
+    _place(models / "mmproj-top.gguf", b"projector")  # at the top: pairs with nothing
+    _place(models / "plain" / "blind.gguf", gguf_bytes)
+    qwen, minilm = catalog.find_entry("qwen3.5-0.8b"), catalog.find_entry("all-minilm-l6-v2")
+    assert qwen is not None and qwen.mmproj is not None and minilm is not None and minilm.mmproj is None
+    qwen_file = _place(models.joinpath(*qwen.repo.split("/"), qwen.file), gguf_bytes)
+    qwen_projector = _place(qwen_file.with_name(qwen.mmproj.file), b"projector")
+    _place(qwen_file.with_name("mmproj-other.gguf"), b"projector")  # not the one the entry names
+    minilm_file = _place(models.joinpath(*minilm.repo.split("/"), minilm.file), gguf_bytes)
+    _place(minilm_file.with_name("mmproj-stray.gguf"), b"projector")  # the entry says it has none
+
+    found = {m.name: m for m in discover(models)}
+    assert not any("mmproj" in name.lower() for name in found)
+    # Several projectors in one folder: the first by name ("Seeing-..." sorts before "mmproj-...").
+    assert found["seeing-q4"].mmproj == found["seeing-q8"].mmproj == models / "vision" / "Seeing-MMPROJ-q8.gguf"
+    assert vision.is_file() and found["top"].mmproj is None and found["blind"].mmproj is None
+    assert found["qwen3.5-0.8b"].mmproj == qwen_projector and found["all-minilm-l6-v2"].mmproj is None
+    # --model names: the same rule for the files it names in the models folder.
+    named = {m.name: m for m in from_specs([str(models / "vision" / "seeing-q4.gguf"), str(models / "top.gguf"),
+                                             "qwen3.5-0.8b"], models)}
+    assert named["seeing-q4"].mmproj == found["seeing-q4"].mmproj and named["top"].mmproj is None
+    assert named["qwen3.5-0.8b"].mmproj == qwen_projector
+    # A start model by path is paired the same way (catalog.resolve_model).
+    assert catalog.resolve_model(str(models / "vision" / "seeing-q8.gguf")).mmproj == found["seeing-q8"].mmproj
+    assert catalog.resolve_model(str(qwen_file)).mmproj == qwen_projector
+    assert catalog.resolve_model(str(models / "top.gguf")).mmproj is None
+
+
+def test_a_member_with_a_projector_reads_images_loads_it_and_counts_it(gguf_bytes: bytes) -> None:
+    models = settings.models_dir()
+    projector = _place(models / "seeing" / "mmproj-f16.gguf", bytes(3 * 2**20))
+    _place(models / "seeing" / "seeing.gguf", gguf_bytes)
+    _place(models / "blind" / "blind.gguf", gguf_bytes)
+    # A reranker beside a projector: a text encoder, loaded without it.
+    write_tiny_reranker(_place(models / "rank" / "ranker.gguf", b""))
+    _place(models / "rank" / "mmproj-f16.gguf", b"projector")
+    loader = FakeLoader()
+    loader.inspect = read_facts  # type: ignore[method-assign]
+    library = Library(loader, LibraryConfig(idle_unload_s=0), members=lambda: discover(models), probe=cpu_probe())
+    try:
+        members = {m.name: m for m in library.members()}
+        seeing, blind = members["seeing"], members["blind"]
+        assert seeing.capabilities == ["chat", "vision"] and blind.capabilities == ["chat"]
+        assert members["ranker"].capabilities == ["rerank"]
+        assert seeing.need is not None and blind.need is not None
+        assert seeing.need.ram_bytes - blind.need.ram_bytes == projector.stat().st_size
+        with library.acquire("seeing"), library.acquire("blind"), library.acquire("ranker"):
+            pass
+        assert [o.mmproj for o in loader.options] == [projector, None, None]
+        # A projector put beside a member later is taken at the next rescan.
+        later = _place(models / "blind" / "mmproj-later.gguf", b"projector")
+        events = library.subscribe()
+        library.unload("blind")
+        next_event(events, "blind", status="unloaded")
+        library.rescan()
+        assert library.info("blind").capabilities == ["chat", "vision"]
+        later.unlink()
+        library.rescan()
+        assert library.info("blind").capabilities == ["chat"]
+    finally:
+        library.close()
+
+
 def test_model_specs_name_the_members(tiny_model: Path, gguf_bytes: bytes) -> None:
     models = settings.models_dir()
     hf = "hf:acme/Tiny-GGUF/tiny-q8_0.gguf"
@@ -118,8 +191,9 @@ def test_members_list_what_their_headers_and_the_catalog_say(tiny_model: Path, g
         qwen = members["qwen3.5-0.8b"]
         entry = catalog.find_entry("qwen3.5-0.8b")
         assert entry is not None
+        # A vision model not downloaded: pull brings its projector, so it reads images once pulled.
         assert (qwen.capabilities, qwen.size_bytes, qwen.context_length, qwen.downloaded) == (
-            ["chat", "tools", "thinking"], entry.size_bytes, 4096, False)
+            ["chat", "tools", "thinking", "vision"], entry.size_bytes, 4096, False)
         assert qwen.need is not None and qwen.need.ram_bytes == entry.memory_bytes
         with pytest.raises(ModelStateError, match="'qwen3.5-0.8b' is not downloaded") as err:
             library.acquire("qwen3.5-0.8b")
@@ -239,3 +313,27 @@ def test_a_failed_download_is_a_failed_status_with_the_reason(hub_catalog: FakeH
     finally:
         library.close()
 
+
+
+def test_pull_of_a_vision_model_brings_its_projector(hub_catalog: FakeHub, gguf_bytes: bytes,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    projector = b"GGUF projector bytes"
+    hub_catalog.add(REPO, "mmproj-F16.gguf", projector)
+    (entry, embedded) = catalog.load_catalog()
+    seeing = dataclasses.replace(entry, capabilities=("chat", "vision"), mmproj=catalog.Projector(
+        "mmproj-F16.gguf", len(projector), hashlib.sha256(projector).hexdigest()))
+    monkeypatch.setattr(catalog, "load_catalog", lambda: (seeing, embedded))
+    loader = FakeLoader()
+    library = _library(loader)
+    try:
+        assert "vision" in library.info("tiny-hub").capabilities  # pull will bring the projector
+        events = library.subscribe()
+        library.pull("tiny-hub")
+        next_event(events, "tiny-hub", "download_finished")
+        dest = settings.models_dir() / REPO / "mmproj-F16.gguf"
+        assert dest.read_bytes() == projector and "vision" in library.info("tiny-hub").capabilities
+        with library.acquire("tiny-hub"):
+            pass
+        assert loader.options[-1].mmproj == dest
+    finally:
+        library.close()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from llamaedge.engine import BadInput, LoadError, LoadOptions, Model, SamplingOptions
-from llamaedge.images import image_format
-from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes, write_tiny_mmproj
+from llamaedge.images import ImageError, check_image, decode_webp, dimensions, image_format
+from llamaedge.limits import IMAGE_PIXELS_MAX
+from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes, webp_bytes, write_tiny_mmproj
 
 GREEDY = SamplingOptions(temp=0, n_predict=8)
 
@@ -75,11 +76,47 @@ def test_a_follow_up_turn_reuses_the_image(vision_model: Model) -> None:
     assert second.n_cached >= len(tokens)
 
 
+def test_webp_is_decoded_by_the_host_into_the_same_bitmap(vision_model: Model) -> None:
+    """mtmd reads WebP only through ffmpeg, which this build lacks: the host decodes it
+    (Pillow) and gives mtmd the bitmap. A lossless WebP of a PNG's pixels reads as the PNG."""
+    text = _prompt(vision_model, "What is this?")
+    png, webp = png_bytes(40, 24, seed=13), webp_bytes(40, 24, seed=13)
+    assert check_image(webp) == "webp" and dimensions(webp) == (40, 24)
+    image = vision_model.read_image(webp)
+    assert (image.width, image.height) == (40, 24)
+    webp_tokens, (_seq, webp_out) = _run(vision_model, text, webp)
+    assert sum(1 for token in webp_tokens if token < 0) == MMPROJ_IMAGE_TOKENS
+    # The same WebP again reuses its cells (its bitmap has an id, as mtmd's helper gives).
+    _tokens, (again, again_out) = _run(vision_model, text, webp)
+    assert again.n_cached == len(webp_tokens) - 1 and again_out == webp_out
+    _tokens, (_seq, png_out) = _run(vision_model, text, png)
+    assert webp_out == png_out  # greedy on the same embeddings
+    # Lossy and animated ones too: an animation's first frame.
+    for lossy_or_animated in (webp_bytes(40, 24, seed=13, lossless=False), webp_bytes(40, 24, seed=13, frames=2)):
+        assert dimensions(lossy_or_animated) == (40, 24)
+        _run(vision_model, text, lossy_or_animated)
+    width, height, rgb = decode_webp(webp_bytes(40, 24, seed=13, frames=2))
+    assert (width, height, rgb) == decode_webp(webp)
+
+
+def test_a_webp_over_the_pixel_limit_is_refused_before_it_is_decoded() -> None:
+    """The size comes from the header (VP8X's canvas here), checked before Pillow decodes."""
+    data = bytearray(webp_bytes(8, 8, frames=2))
+    assert data[12:16] == b"VP8X"
+    data[24:30] = (9999).to_bytes(3, "little") + (9999).to_bytes(3, "little")  # 10000 x 10000
+    assert 10_000 * 10_000 > IMAGE_PIXELS_MAX
+    with pytest.raises(ImageError, match=r"10000x10000 pixels, over the limit .*\(image_pixels_max\)"):
+        check_image(bytes(data))
+    # Pillow's reading is checked too, before the pixels are: a limit under the true size.
+    with pytest.raises(ImageError, match="8x8 pixels, over the limit of 63"):
+        decode_webp(webp_bytes(8, 8), pixels_max=63)
+
+
 def test_images_are_checked(vision_model: Model, tiny_model: Path, tmp_path: Path) -> None:
-    with pytest.raises(BadInput, match="not a PNG, JPEG, GIF"):
+    with pytest.raises(BadInput, match="not a PNG, JPEG, WebP, GIF"):
         vision_model.read_image(b"hello, not an image")
-    with pytest.raises(BadInput, match="WebP"):
-        vision_model.read_image(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16))
+    with pytest.raises(BadInput, match="WebP image could not be decoded"):
+        vision_model.read_image(webp_bytes(16, 16)[:60])
     with pytest.raises(BadInput, match="could not be decoded"):
         vision_model.read_image(png_bytes(8, 8)[:40])
     image = vision_model.read_image(png_bytes(8, 8))

@@ -20,7 +20,7 @@ from llamaedge.limits import IMAGE_PIXELS_MAX
 from llamaedge.runtime import Runtime
 from llamaedge.runtime.nn.errors import Errno
 from tests.nn_harness import Harness, harness, harness_app, preloaded
-from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes
+from tests.tiny_gguf import MMPROJ_IMAGE_TOKENS, png_bytes, webp_bytes
 from tests.wat_apps import nn_compute_app, write_app
 
 GREEDY = {"temp": 0, "seed": 1, "n-predict": 6}
@@ -75,6 +75,16 @@ def test_an_image_tag_in_the_prompt_is_read_and_counted(nn: Harness, tiny_mmproj
     assert nn.get_output(ctx, 0) == (0, out)
 
 
+def test_a_webp_tag_reads_as_the_same_pixels_in_a_png(nn: Harness, tiny_mmproj: Path) -> None:
+    outputs = []
+    for tag in (_tag(webp_bytes(20, 20, seed=4), "webp"), _tag(png_bytes(20, 20, seed=4))):
+        ctx = _context(nn, tiny_mmproj)
+        assert nn.set_input(ctx, 0, _prompt(tag)) == Errno.SUCCESS
+        assert nn.call("compute", ctx) == Errno.SUCCESS
+        outputs.append((nn.get_output(ctx, 0), nn.metadata(ctx)["input_tokens"]))
+    assert outputs[0] == outputs[1] and outputs[0][0][1]
+
+
 def test_the_image_option_shows_a_file_at_the_prompts_marker(nn: Harness, tiny_mmproj: Path, tmp_path: Path) -> None:
     picture = tmp_path / "picture.png"
     picture.write_bytes(png_bytes(30, 20, seed=3))
@@ -95,7 +105,7 @@ def test_bad_images_are_invalid_arguments(nn: Harness, tiny_mmproj: Path, caplog
     caplog.set_level(logging.INFO)
     for bad, why in [
         (_tag(b"plain text, not an image"), "not an image"),
-        (_tag(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(16), "webp"), "WebP"),
+        (_tag(webp_bytes(16, 16)[:60], "webp"), "WebP image could not be decoded"),
         (_tag(bytes(huge)), "image_pixels_max"),
         ('<img src="data:image/png;base64,abc">', "does not decode"),
         (_tag(png_bytes(4, 4)) + "<image>", "2 image markers"),

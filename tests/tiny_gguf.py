@@ -32,6 +32,7 @@ for the chat model (llava's `mlp` type), and `png_bytes` an image to show it.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import zlib
@@ -422,9 +423,27 @@ def write_tiny_mmproj(path: Path, *, seed: int = 2, n_embd_out: int = N_EMBD) ->
     return _finish(writer, tensors, path)
 
 
+def _pixels(width: int, height: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def webp_bytes(width: int, height: int, *, seed: int = 0, lossless: bool = True, frames: int = 1) -> bytes:
+    """A WebP made by Pillow: the pixels png_bytes makes of the same arguments (lossless: the
+    same bitmap), or lossy; with `frames` > 1 an animation whose later frames are the first's
+    negative."""
+    from PIL import Image
+
+    pixels = _pixels(width, height, seed)
+    images = [Image.fromarray(pixels if i % 2 == 0 else 255 - pixels, "RGB") for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "WEBP", lossless=lossless, quality=80, save_all=frames > 1, append_images=images[1:],
+                   duration=100)
+    return out.getvalue()
+
+
 def png_bytes(width: int, height: int, *, seed: int = 0) -> bytes:
     """A PNG of random RGB pixels (the standard library's zlib, no imaging package)."""
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    pixels = _pixels(width, height, seed)
     raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -58,7 +58,7 @@ def catalog_rows(models_dir: Path, budget: catalog.MemoryBudget) -> list[dict[st
             "downloaded": path is not None,
             "embedded": entry.embedded,
             "package": entry.package,
-            # The vision projector, for tools that read images; `pull` fetches the model file only.
+            # The vision projector: `pull`, `run` and `serve` fetch it beside the model file.
             "mmproj": dataclasses.asdict(entry.mmproj) if entry.mmproj else None,
             "partial_bytes": download.partial_bytes(dest) if dest is not None else 0,
             "fits": catalog.fit(entry, budget),

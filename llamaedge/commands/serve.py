@@ -43,6 +43,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-s", type=float, default=DRAIN_S, metavar="SECONDS",
                         help=f"on SIGTERM or Ctrl-C, how long requests in flight may take to finish (default {DRAIN_S:g})")
     parser.add_argument("--metrics-auth", action="store_true", help="/metrics needs the API key too (default: public, as /health)")
+    parser.add_argument("--allow-image-urls", action="store_true",
+                        help="fetch http(s) image URLs of requests (default: refused; with it any client can make the "
+                             "server fetch any address it reaches; size and time limited, redirects to the same host "
+                             "only: docs/images.md)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="let pages from ORIGIN call the API: read answers (CORS) and send POST/PUT/PATCH/DELETE, which other sites may not (repeatable; * for any)")
     parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="also answer requests whose Host is NAME, any port (repeatable; .example.com: it and "

@@ -25,7 +25,7 @@ from llama_cpp import mtmd_cpp as mtmd
 
 from llamaedge.engine.backend import forward_log
 from llamaedge.engine.errors import BadInput, LoadError
-from llamaedge.images import SUPPORTED, image_format, is_webp
+from llamaedge.images import SUPPORTED, ImageError, decode_webp, image_format
 
 log = logging.getLogger("llamaedge.engine")
 
@@ -92,10 +92,12 @@ class Projector:
         self.marker = mtmd.mtmd_default_marker()
 
     def image(self, data: bytes) -> Image:
-        """`data` decoded. BadInput when it is not an image of a format mtmd reads."""
-        if image_format(data) is None:
-            what = "WebP, which this llama.cpp build cannot decode" if is_webp(data) else f"not a {SUPPORTED} image"
-            raise BadInput(f"the image is {what}")
+        """`data` decoded. BadInput when it is not an image of a format this host reads."""
+        kind = image_format(data)
+        if kind is None:
+            raise BadInput(f"the image is not a {SUPPORTED} image")
+        if kind == "webp":
+            return self._webp(data)
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         wrapper = mtmd.mtmd_helper_bitmap_init_from_buf_wrapper(self._ctx, buf, len(data), False,
                                                                 mtmd.mtmd_helper_init_opt_default())
@@ -104,6 +106,22 @@ class Projector:
         if not wrapper.bitmap:
             raise BadInput("the image could not be decoded (corrupt or truncated)")
         return Image(wrapper.bitmap)
+
+    @staticmethod
+    def _webp(data: bytes) -> Image:
+        """A WebP, decoded by the host (mtmd decodes it only through ffmpeg, which this build
+        lacks: images.decode_webp) and given to mtmd as a bitmap, with the id mtmd's helper
+        gives the other formats (the SHA-256 of the file's bytes), so that the prompt cache
+        knows it again."""
+        try:
+            width, height, rgb = decode_webp(data)
+        except ImageError as err:
+            raise BadInput(str(err)) from err
+        bitmap = mtmd.mtmd_bitmap_init(width, height, (ctypes.c_uint8 * len(rgb)).from_buffer_copy(rgb))
+        if not bitmap:
+            raise BadInput("the image could not be decoded")
+        mtmd.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest().encode())
+        return Image(bitmap)
 
     def tokenize(self, text: bytes, images: list[Image], bos: int) -> MediaPrompt:
         """`text`, where each marker (`self.marker`) stands for the next of `images`, as the

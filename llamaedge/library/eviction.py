@@ -11,20 +11,26 @@ from llamaedge.engine import LoadOptions
 from llamaedge.library.errors import LoadFailed, ModelTooLarge, NoRoom
 from llamaedge.library.loader import M
 from llamaedge.library.memory import MemoryBudget, describe, estimate_need
-from llamaedge.library.state import Member, embeds
+from llamaedge.library.state import Member, embeds, projector_of
 from llamaedge.library.types import NO_MEMORY, LibraryConfig, MemoryNeed, ModelFacts, Status
+from llamaedge.projectors import projector_bytes
 
 
-def load_options(config: LibraryConfig, budget: MemoryBudget, facts: ModelFacts) -> LoadOptions:
-    """The options every member loads with, and the layers this one offloads."""
-    options = LoadOptions(ctx_size=config.ctx_size, threads=config.threads, parallel=config.parallel)
+def load_options(config: LibraryConfig, budget: MemoryBudget, member: Member[M], facts: ModelFacts) -> LoadOptions:
+    """The options every member loads with, the layers this one offloads, and its projector."""
+    options = LoadOptions(ctx_size=config.ctx_size, threads=config.threads, parallel=config.parallel,
+                          mmproj=projector_of(member))
     options.n_gpu_layers = budget.gpu_layers(facts, options, config.n_gpu_layers)
     return options
 
 
 def need_of(member: Member[M], facts: ModelFacts, config: LibraryConfig, budget: MemoryBudget) -> MemoryNeed:
     """What `member` (whose header says `facts`) takes once loaded."""
-    return estimate_need(facts, load_options(config, budget, facts), embedding=embeds(member))
+    return _need(member, facts, load_options(config, budget, member, facts))
+
+
+def _need(member: Member[M], facts: ModelFacts, options: LoadOptions) -> MemoryNeed:
+    return estimate_need(facts, options, embedding=embeds(member), projector_bytes=projector_bytes(options.mmproj))
 
 
 def estimate(member: Member[M], config: LibraryConfig, budget: MemoryBudget) -> tuple[LoadOptions, MemoryNeed]:
@@ -33,8 +39,8 @@ def estimate(member: Member[M], config: LibraryConfig, budget: MemoryBudget) -> 
     facts = member.facts
     if facts is None:
         raise LoadFailed(f"the model '{member.name}' cannot be loaded: {member.facts_error}", model=member.name)
-    options = load_options(config, budget, facts)
-    need = estimate_need(facts, options, embedding=embeds(member))
+    options = load_options(config, budget, member, facts)
+    need = _need(member, facts, options)
     if not need.fits(budget.capacity):
         raise ModelTooLarge(
             f"the model '{member.name}' needs about {describe(need)}, and this server's models may take "

@@ -284,14 +284,16 @@ class Library(Generic[M]):
 
     def rescan(self) -> None:
         """List the members again (GET /models?reload=1): files added since are added, those
-        gone are dropped unless loaded (or downloading)."""
+        gone are dropped unless loaded (or downloading); a member not loaded takes a projector
+        added or removed beside it since."""
         found = {s.name: s for s in self._discover()}
         with self._cond:
             for name, source in found.items():
                 member = self._members.get(name)
                 if member is None:
                     self._members[name] = Member(source)
-                elif member.status is not Status.DOWNLOADING and member.source.path != source.path:
+                elif member.status is not Status.DOWNLOADING and (member.source.path, member.source.mmproj) != (
+                        source.path, source.mmproj):
                     if not member.holds_memory:
                         member.source, member.facts, member.facts_error = source, None, None
             for name in [n for n, m in self._members.items() if n not in found]:
@@ -465,10 +467,10 @@ class Library(Generic[M]):
                     member.progress = progress
                 self.events.publish(LibraryEvent(member.name, "download_progress", progress))
 
-        path, failure = pulls.fetch(member.name, spec, self.config.models_dir or settings.models_dir(), cancel,
-                                    on_progress)
+        resolved, failure = pulls.fetch(member.name, spec, self.config.models_dir or settings.models_dir(), cancel,
+                                        on_progress)
         with self._cond:
-            pulls.settle(member, path, failure, self.events)
+            pulls.settle(member, resolved, failure, self.events)
             self._cond.notify_all()
 
     def _reap_idle(self) -> None:

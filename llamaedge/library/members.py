@@ -3,9 +3,10 @@
 
 Names: a catalog download is listed under its catalog name, any other file under its file
 name without `.gguf`; two files of the same name in different folders are listed under their
-paths in the models folder (without `.gguf`) instead. Projector files (`mmproj*`, the vision
-half of a multimodal model, which this host does not run) and partial downloads (`.part`)
-are not members.
+paths in the models folder (without `.gguf`) instead. Projector files (a name containing
+`mmproj`: the vision half of a multimodal model) and partial downloads (`.part`) are not
+members; a member loads with its projector (`MemberSource.mmproj`): a catalog entry's own, or
+for another file the one in its folder (catalog.projector_for, projectors.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from pathlib import Path
 from llamaedge import catalog
 from llamaedge.errors import ModelError, UsageError
 from llamaedge.library.types import MemberSource, Source
-
-GGUF_SUFFIX = ".gguf"
-PROJECTOR_PREFIX = "mmproj"
+from llamaedge.projectors import GGUF_SUFFIX, is_projector_file
 
 
 def _catalog_files(models_dir: Path) -> dict[Path, catalog.CatalogEntry]:
@@ -31,7 +30,7 @@ def _gguf_files(models_dir: Path) -> list[Path]:
     if not models_dir.is_dir():
         return []
     return sorted(p for p in models_dir.rglob("*" + GGUF_SUFFIX)
-                  if p.is_file() and not p.name.lower().startswith(PROJECTOR_PREFIX))
+                  if p.is_file() and not is_projector_file(p.name))
 
 
 def discover(models_dir: Path) -> list[MemberSource]:
@@ -43,13 +42,14 @@ def discover(models_dir: Path) -> list[MemberSource]:
     for path in _gguf_files(models_dir):
         entry = by_path.get(path.resolve())
         if entry is not None:
-            found.append(MemberSource(entry.name, Source.MODELS_DIR, path, entry, entry.name, entry.prompt_template))
+            found.append(MemberSource(entry.name, Source.MODELS_DIR, path, entry, entry.name, entry.prompt_template,
+                                      catalog.projector_for(path, entry, models_dir)))
         else:
             others.append(path)
     stems = Counter(p.stem for p in others)
     for path in others:
         name = path.stem if stems[path.stem] == 1 else path.relative_to(models_dir).with_suffix("").as_posix()
-        found.append(MemberSource(name, Source.MODELS_DIR, path))
+        found.append(MemberSource(name, Source.MODELS_DIR, path, mmproj=catalog.projector_for(path, None, models_dir)))
     present = {m.name for m in found}
     for entry in catalog.load_catalog():
         if entry.name in present:
@@ -74,7 +74,9 @@ def from_specs(specs: list[str], models_dir: Path) -> list[MemberSource]:
         if parsed.kind == "path":
             assert parsed.path is not None
             catalog.check_gguf(parsed.path)
-            found.append(MemberSource(parsed.path.stem, Source.EXPLICIT, parsed.path.resolve()))
+            path = parsed.path.resolve()
+            found.append(MemberSource(parsed.path.stem, Source.EXPLICIT, path, mmproj=catalog.projector_for(
+                path, catalog.entry_for_spec(str(path)), models_dir)))
             continue
         if entry is not None and entry.embedded:
             path = catalog.embedded_path(entry)
@@ -85,8 +87,10 @@ def from_specs(specs: list[str], models_dir: Path) -> list[MemberSource]:
             continue
         dest = catalog.local_path(parsed, models_dir)
         name = entry.name if entry is not None else Path(parsed.filename or dest.name).stem
-        found.append(MemberSource(name, Source.EXPLICIT, dest if dest.is_file() else None, entry, text,
-                                  entry.prompt_template if entry is not None else "auto"))
+        present = dest.is_file()
+        found.append(MemberSource(name, Source.EXPLICIT, dest if present else None, entry, text,
+                                  entry.prompt_template if entry is not None else "auto",
+                                  catalog.projector_for(dest, entry, models_dir) if present else None))
     names = Counter(m.name for m in found)
     twice = sorted(n for n, count in names.items() if count > 1)
     if twice:

@@ -8,7 +8,10 @@ The estimate (`estimate_need`), for a model of W bytes of weights in a context o
 - compute: on the host 4 bytes x ubatch x (4 x n_embd + n_ff) for the graph's intermediate
   tensors, plus the logits of one token per slot, plus COMPUTE_OVERHEAD_BYTES; on a GPU, the
   logits of a whole ubatch, as llama.cpp reserves them there;
-- an embedding model also gets the embedding context (engine.EMBED_CTX_MAX cells).
+- an embedding model also gets the embedding context (engine.EMBED_CTX_MAX cells);
+- a vision model's projector: its file's size, on the GPU when any layer is (the engine puts
+  the projector there then), else in RAM. The image encoder's compute buffer, allocated when
+  the projector loads, is not counted: it depends on the projector's type and image size.
 Measured on SmolLM2-135M on the CPU (RSS after load and one warm-up token): 193 MiB for
 4096 cells against an estimate of 201 MiB, 113 MiB for 512 cells against 121 MiB.
 
@@ -67,8 +70,10 @@ def _context_need(facts: ModelFacts, ctx_tokens: int, slots: int, ubatch: int) -
     return kv, host, device
 
 
-def estimate_need(facts: ModelFacts, options: LoadOptions, *, embedding: bool = False) -> MemoryNeed:
-    """What `facts`' model takes once loaded with `options` (see the module's docstring)."""
+def estimate_need(facts: ModelFacts, options: LoadOptions, *, embedding: bool = False,
+                  projector_bytes: int = 0) -> MemoryNeed:
+    """What `facts`' model takes once loaded with `options` (see the module's docstring), with
+    a projector of `projector_bytes` beside it."""
     ctx = context_size(options.ctx_size, facts.n_ctx_train)
     slots = max(1, options.parallel) if options.parallel is not None else default_parallel(ctx)
     ubatch = min(options.ubatch_size, options.batch_size)
@@ -82,10 +87,10 @@ def estimate_need(facts: ModelFacts, options: LoadOptions, *, embedding: bool = 
     layers = options.n_gpu_layers
     on_gpu = n_layers if layers < 0 or layers >= n_layers else layers
     if on_gpu == 0:
-        return MemoryNeed(facts.size_bytes + kv + host, 0)
+        return MemoryNeed(facts.size_bytes + kv + host + projector_bytes, 0)
     # Layers are about equal in size, and each offloaded layer takes its part of the KV cache along.
     gpu_part = (facts.size_bytes + kv) * on_gpu // n_layers
-    return MemoryNeed(facts.size_bytes + kv - gpu_part + host, gpu_part + device)
+    return MemoryNeed(facts.size_bytes + kv - gpu_part + host, gpu_part + device + projector_bytes)
 
 
 def human(n_bytes: int) -> str:

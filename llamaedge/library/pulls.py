@@ -17,6 +17,7 @@ from llamaedge.library.events import EventHub, LibraryEvent, status_change
 from llamaedge.library.loader import M
 from llamaedge.library.state import Member
 from llamaedge.library.types import Source, Status
+from llamaedge.types import ResolvedModel
 
 log = logging.getLogger("llamaedge.library")
 
@@ -49,12 +50,12 @@ def progress_of(event: ProgressEvent) -> Progress | None:
 
 
 def fetch(name: str, spec: str, models_dir: Path, cancel: threading.Event,
-          on_progress: Callable[[ProgressEvent], None]) -> tuple[Path | None, str | None]:
-    """Download `spec` into `models_dir`: its path, or None and why (CANCELLED when `cancel`
-    was set)."""
+          on_progress: Callable[[ProgressEvent], None]) -> tuple[ResolvedModel | None, str | None]:
+    """Download `spec` into `models_dir` (a catalog entry's projector with it): the model's
+    file and projector, or None and why (CANCELLED when `cancel` was set)."""
     try:
         return catalog.resolve_model(spec, models_dir=models_dir, pull=True, on_progress=on_progress,
-                                     cancel=cancel).path, None
+                                     cancel=cancel), None
     except DownloadCancelled:
         return None, CANCELLED
     except LlamaEdgeError as err:
@@ -64,13 +65,13 @@ def fetch(name: str, spec: str, models_dir: Path, cancel: threading.Event,
         return None, f"internal error: {exc}"
 
 
-def settle(member: Member[M], path: Path | None, failure: str | None, events: EventHub) -> None:
-    """The member's state once its download ended (under the library's condition): a file,
-    unloaded; cancelled, unloaded as before; else failed."""
+def settle(member: Member[M], resolved: ResolvedModel | None, failure: str | None, events: EventHub) -> None:
+    """The member's state once its download ended (under the library's condition): a file
+    (and its projector), unloaded; cancelled, unloaded as before; else failed."""
     member.progress, member.cancel = None, None
-    if path is not None:
+    if resolved is not None:
         kind = Source.MODELS_DIR if member.source.source is Source.CATALOG else member.source.source
-        member.source = replace(member.source, path=path, source=kind)
+        member.source = replace(member.source, path=resolved.path, source=kind, mmproj=resolved.mmproj)
         member.facts, member.facts_error = None, None
         member.status = Status.UNLOADED
         events.publish(LibraryEvent(member.name, "download_finished"))

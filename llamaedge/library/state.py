@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic
 
 from llamaedge import catalog
@@ -16,6 +17,8 @@ from llamaedge.library.types import NO_MEMORY, MemberSource, MemoryNeed, ModelFa
 
 # llama.cpp's pooling type RANK: a reranker.
 _POOLING_RANK = "4"
+# What a member that gets an embedding context can do (and it reads no images).
+_EMBEDS = frozenset({"embedding", "rerank"})
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,25 @@ class Member(Generic[M]):
 
 
 def capabilities(member: Member[M]) -> list[str]:
-    """Its catalog entry's capabilities, or for another file those its header shows; `vision`
-    while it is loaded with a projector (the start model, `serve --mmproj`)."""
-    if getattr(member.model, "vision", False):
-        return [*[c for c in catalog_capabilities(member) if c != "vision"], "vision"]
-    return catalog_capabilities(member)
+    """Its catalog entry's capabilities, or for another file those its header shows; and
+    `vision` when it loads with a projector (one found on disk, members.py, or `serve
+    --mmproj`), or a catalog vision model is not downloaded yet (pull fetches its projector)."""
+    found = catalog_capabilities(member)
+    entry = member.source.entry
+    pull_brings_projector = member.source.path is None and entry is not None and entry.mmproj is not None
+    if _projector(member, found) is not None or pull_brings_projector or getattr(member.model, "vision", False):
+        return [*found, "vision"]
+    return found
+
+
+def projector_of(member: Member[M]) -> Path | None:
+    """The projector `member` loads with (`MemberSource.mmproj`), unless it embeds or ranks:
+    a text encoder beside a projector (one folder holding both) reads no images."""
+    return _projector(member, catalog_capabilities(member))
+
+
+def _projector(member: Member[M], found: list[str]) -> Path | None:
+    return None if _EMBEDS.intersection(found) else member.source.mmproj
 
 
 def catalog_capabilities(member: Member[M]) -> list[str]:
@@ -105,7 +122,7 @@ def catalog_capabilities(member: Member[M]) -> list[str]:
     if facts is None:
         return []
     found = catalog.capabilities_from_metadata(facts.metadata)
-    if facts.metadata.get(f"{facts.architecture}.pooling_type") == _POOLING_RANK:
+    if facts.metadata.get(f"{facts.architecture}.pooling_type") == _POOLING_RANK and "rerank" not in found:
         found.append("rerank")
     return found
 
@@ -113,7 +130,7 @@ def catalog_capabilities(member: Member[M]) -> list[str]:
 def embeds(member: Member[M]) -> bool:
     """Whether the member gets an embedding context: embedding models, and rerankers
     (rank pooling runs on one of the same size)."""
-    return bool({"embedding", "rerank"} & set(capabilities(member)))
+    return bool(_EMBEDS.intersection(capabilities(member)))
 
 
 def info_of(member: Member[M], *, estimate: Callable[[ModelFacts], MemoryNeed], ctx_size: int | None,

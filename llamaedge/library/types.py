@@ -46,6 +46,7 @@ class MemberSource:
     entry: CatalogEntry | None = None
     spec: str | None = None  # what catalog.resolve_model downloads it by (None: not downloadable)
     prompt_template: str = "auto"
+    mmproj: Path | None = None  # the vision projector it loads with (catalog.projector_for), when on disk
 
 
 @dataclass(frozen=True)

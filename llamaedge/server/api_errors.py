@@ -25,18 +25,18 @@ _ERROR_TYPES = {
 }
 
 
-def _error_body(path: str, message: str, kind: str, code: str | None) -> dict[str, object]:
+def _error_body(path: str, message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, object]:
     openai_type, anthropic_type = _ERROR_TYPES[kind]
     if is_anthropic_route(path):
         return {"type": "error", "error": {"type": anthropic_type, "message": message}}
-    return {"error": {"message": message, "type": openai_type, "param": None, "code": code}}
+    return {"error": {"message": message, "type": openai_type, "param": param, "code": code}}
 
 
 def host_error(path: str, status: int, message: str, *, kind: str, code: str | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:
+               headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
     """An error the host answers itself (not the app), in the shape the route's clients
-    read: Anthropic's on /v1/messages, OpenAI's elsewhere."""
-    return JSONResponse(_error_body(path, message, kind, code), status_code=status, headers=headers)
+    read: Anthropic's on /v1/messages, OpenAI's elsewhere (with `param`, the field at fault)."""
+    return JSONResponse(_error_body(path, message, kind, code, param), status_code=status, headers=headers)
 
 
 def stream_error_event(path: str, message: str, *, kind: str = "server") -> bytes:

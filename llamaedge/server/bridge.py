@@ -17,7 +17,7 @@ from llamaedge.errors import AppError
 from llamaedge.library import LibraryError
 from llamaedge.metrics import ROUTE_UNCONFIRMED
 from llamaedge.runtime import App, NNSession, PolicyBreach, ResponseStream, WagiRequest, run_wagi
-from llamaedge.server import loop_apis, served, tool_loop
+from llamaedge.server import image_urls, loop_apis, served, tool_loop
 from llamaedge.server.api_errors import host_error, stream_error_event
 from llamaedge.server.state import ENDED, Flight, ServerState
 
@@ -96,6 +96,15 @@ def wagi_endpoint(state: ServerState, app: Callable[[], App | None], *,
                         state.library.check(member)
                 except LibraryError as err:
                     return served.refusal(path, err)
+            # --allow-image-urls: the images fetched into the body, within the body limit
+            # (a body over it already is the app's 413).
+            if (not route and request.method == "POST" and config.allow_image_urls
+                    and len(body) <= config.max_body_bytes and image_urls.has_image_urls(body)):
+                try:
+                    body = await image_urls.inline_image_urls(body)
+                except image_urls.ImageUrlError as err:
+                    return host_error(path, 400, f"{err.param}: {err}", kind="invalid_request",
+                                      code="image_url_not_fetched", param=err.param)
             loop_plan: tool_loop.LoopPlan | None = None
             loop_api = loop_apis.APIS.get(path) if not route and request.method == "POST" else None
             if loop_api is not None:

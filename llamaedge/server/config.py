@@ -48,6 +48,7 @@ class ServeConfig:
     queue_max: int | None = None  # None: QUEUE_MAX_PER_SLOT per slot
     drain_s: float = DRAIN_S
     metrics_auth: bool = False  # /metrics needs the API key too
+    allow_image_urls: bool = False  # http(s) image URLs fetched by the host (server/image_urls.py)
     reasoning_format: str = "auto"  # "none": the app leaves <think> text inline in content
     speculative: SpecOptions = field(default_factory=SpecOptions)  # drafts: `serve --spec-ngram`, `--draft-model`
     # The library (docs/library.md): further --model specs, loaded on demand beside `model`.

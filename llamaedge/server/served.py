@@ -5,6 +5,7 @@ as the graph source WASI-NN apps load names from."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -31,7 +32,8 @@ MODEL_FIELD = "model"
 def member_of(resolved: ResolvedModel) -> MemberSource:
     """A model the server was started with, as a member under its id."""
     entry = catalog.find_entry(resolved.model_id)
-    return MemberSource(resolved.model_id, Source.EXPLICIT, resolved.path, entry, None, resolved.prompt_template)
+    return MemberSource(resolved.model_id, Source.EXPLICIT, resolved.path, entry, None, resolved.prompt_template,
+                        resolved.mmproj)
 
 
 def members(config: ServeConfig) -> Callable[[], list[MemberSource]]:
@@ -40,7 +42,9 @@ def members(config: ServeConfig) -> Callable[[], list[MemberSource]]:
     beside its model), every GGUF in the models folder and the catalog's other entries
     (discovery, again on each rescan)."""
     models_dir = settings.models_dir(config.models_dir)
-    started = [member_of(m) for m in (config.model, config.embedding_model) if m is not None]
+    started = [member_of(config.model)] if config.model is not None else []
+    if config.embedding_model is not None:  # loaded without a projector, whatever lies beside it
+        started.append(member_of(dataclasses.replace(config.embedding_model, mmproj=None)))
     named = {m.name for m in started}
     if config.library_models:
         more = [m for m in from_specs(config.library_models, models_dir) if m.name not in named]

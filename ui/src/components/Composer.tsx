@@ -14,8 +14,8 @@ interface Props {
 }
 
 const ROWS_HEIGHT_MAX_PX = 240;
-// What the server's projector decodes (docs/images.md); WebP is refused there.
-const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/bmp"];
+// What the server reads (docs/images.md): what mtmd decodes, and WebP, which the host decodes.
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"];
 
 function readAsDataUrl(file: File): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -48,7 +48,7 @@ export function Composer({ streaming, disabled, vision, imagesHeld, onSend, onSt
   const attach = async (files: File[]) => {
     if (!vision) return;
     const wanted = files.filter((f) => IMAGE_TYPES.includes(f.type));
-    setNotice(wanted.length < files.length ? "Only PNG, JPEG, GIF and BMP images can be attached." : "");
+    setNotice(wanted.length < files.length ? "Only PNG, JPEG, WebP, GIF and BMP images can be attached." : "");
     const urls = await Promise.all(wanted.map(readAsDataUrl));
     setImages((held) => {
       const all = [...held, ...urls];

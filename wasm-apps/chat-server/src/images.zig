@@ -14,6 +14,8 @@ pub const Kind = enum {
     jpeg,
     gif,
     bmp,
+    /// Decoded by the host (Pillow), not by mtmd, which reads WebP only through ffmpeg.
+    webp,
 
     pub fn mime(self: Kind) []const u8 {
         return switch (self) {
@@ -21,12 +23,13 @@ pub const Kind = enum {
             .jpeg => "image/jpeg",
             .gif => "image/gif",
             .bmp => "image/bmp",
+            .webp => "image/webp",
         };
     }
 };
 
-/// What the formats are, for messages.
-pub const supported = "PNG, JPEG, GIF (its first frame) or BMP";
+/// What the formats are, for messages (llamaedge/images.py SUPPORTED says the same).
+pub const supported = "PNG, JPEG, WebP, GIF (its first frame; a WebP's too) or BMP";
 
 /// The limits an image must keep (the host's; llamaedge/limits.py).
 pub const Limits = struct {
@@ -41,7 +44,6 @@ pub const Problem = union(enum) {
     /// Not a `data:...;base64,` URL.
     not_data_url,
     not_base64,
-    webp,
     not_image,
     bad_header,
     too_many_bytes: u64,
@@ -72,7 +74,7 @@ pub fn fromBase64(arena: std.mem.Allocator, payload: []const u8, limits: Limits,
         return error.BadImage;
     };
     const kind = formatOf(bytes) orelse {
-        problem.* = if (isWebp(bytes)) .webp else .not_image;
+        problem.* = .not_image;
         return error.BadImage;
     };
     const size_px = dimensions(kind, bytes) orelse {
@@ -108,10 +110,9 @@ pub fn fromUrl(arena: std.mem.Allocator, url: []const u8, limits: Limits, proble
 /// The sentence a 400 says for `problem`.
 pub fn describe(buf: []u8, problem: Problem, limits: Limits) []const u8 {
     return switch (problem) {
-        .remote_url => "Image URLs are not fetched: fetching them would let any client make this server fetch any address. Send the image inline as a data URL (data:image/png;base64,...).",
+        .remote_url => "Image URLs are not fetched: fetching them would let any client make this server fetch any address. Send the image inline as a data URL (data:image/png;base64,...), or start the server with --allow-image-urls.",
         .not_data_url => "An image must be a data URL with base64 content (data:image/png;base64,...).",
         .not_base64 => "The image's base64 content does not decode.",
-        .webp => "WebP images are not supported by this server's llama.cpp build: send " ++ supported ++ ".",
         .not_image => "The data is not an image of a supported format: send " ++ supported ++ ".",
         .bad_header => "The image's header cannot be read (corrupt or truncated).",
         .too_many_bytes => |n| std.fmt.bufPrint(buf, "The image is {d} bytes, over the limit of {d} (image_bytes_max).", .{ n, limits.bytes_max }) catch "The image is over the byte limit (image_bytes_max).",
@@ -133,11 +134,8 @@ fn formatOf(bytes: []const u8) ?Kind {
     if (std.mem.startsWith(u8, bytes, "\xff\xd8\xff")) return .jpeg;
     if (std.mem.startsWith(u8, bytes, "GIF87a") or std.mem.startsWith(u8, bytes, "GIF89a")) return .gif;
     if (std.mem.startsWith(u8, bytes, "BM")) return .bmp;
+    if (bytes.len >= 12 and std.mem.eql(u8, bytes[0..4], "RIFF") and std.mem.eql(u8, bytes[8..12], "WEBP")) return .webp;
     return null;
-}
-
-fn isWebp(bytes: []const u8) bool {
-    return bytes.len >= 12 and std.mem.eql(u8, bytes[0..4], "RIFF") and std.mem.eql(u8, bytes[8..12], "WEBP");
 }
 
 /// (width, height) from the header; null when it cannot be read.
@@ -158,7 +156,30 @@ fn dimensions(kind: Kind, b: []const u8) ?[2]u32 {
             return .{ @abs(w), @abs(h) };
         },
         .jpeg => return jpegDimensions(b),
+        .webp => return webpDimensions(b),
     }
+}
+
+/// From the first chunk (the WebP container spec): a lossy frame's header (VP8),
+/// a lossless one's (VP8L), or the extended format's canvas (VP8X).
+fn webpDimensions(b: []const u8) ?[2]u32 {
+    if (b.len < 30) return null;
+    const chunk = b[12..16];
+    if (std.mem.eql(u8, chunk, "VP8 ")) {
+        if (!std.mem.eql(u8, b[23..26], "\x9d\x01\x2a")) return null; // a key frame's start code
+        const w = std.mem.readInt(u16, b[26..28], .little) & 0x3FFF; // the top two bits are the scaling
+        const h = std.mem.readInt(u16, b[28..30], .little) & 0x3FFF;
+        return .{ w, h };
+    }
+    if (std.mem.eql(u8, chunk, "VP8L")) {
+        if (b[20] != 0x2F) return null; // the lossless signature
+        const bits = std.mem.readInt(u32, b[21..25], .little);
+        return .{ (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1 };
+    }
+    if (std.mem.eql(u8, chunk, "VP8X")) {
+        return .{ std.mem.readInt(u24, b[24..27], .little) + 1, std.mem.readInt(u24, b[27..30], .little) + 1 };
+    }
+    return null;
 }
 
 /// From the first start-of-frame segment (SOF0..SOF15 but DHT, JPG and DAC).
@@ -214,11 +235,30 @@ test "images are refused with the reason" {
     try expectProblem("file:///etc/passwd", test_limits, .not_data_url);
     try expectProblem("data:image/png;base64,@@@@", test_limits, .not_base64);
     try expectProblem("data:text/plain;base64,aGVsbG8gd29ybGQ=", test_limits, .not_image);
-    try expectProblem("data:image/webp;base64,UklGRhAAAABXRUJQVlA4IAAAAAA=", test_limits, .webp);
+    // A WebP too short to hold its frame header.
+    try expectProblem("data:image/webp;base64,UklGRhAAAABXRUJQVlA4IAAAAAA=", test_limits, .bad_header);
     // A PNG whose header claims 1000x1000 pixels; and one over the byte limit.
     try expectProblem("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAA+gAAAPo", test_limits, .too_many_pixels);
     try expectProblem("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAA+gAAAPo", .{ .bytes_max = 10, .pixels_max = 1 << 30 }, .too_many_bytes);
     try expectProblem("data:image/png;base64,iVBORw0KGgo=", test_limits, .bad_header);
+}
+
+test "WebP sizes come from the first chunk" {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    var problem: Problem = .not_image;
+    // The first 30 bytes of WebPs Pillow made of a 40x24 picture: lossy (VP8),
+    // lossless (VP8L), and an animation of two frames (VP8X); base64.
+    const lossy = "UklGRtADAABXRUJQVlA4IMQDAACwEwCdASooABgA";
+    const lossless = "UklGRqILAABXRUJQVlA4TJYLAAAvJ8AFAAUFAQAI";
+    const animated = "UklGRpIXAABXRUJQVlA4WAoAAAACAAAAJwAAFwAA";
+    // 40x24 is 960 pixels: each fits a limit of 960, and none one of 959.
+    inline for (.{ lossy, lossless, animated }) |payload| {
+        const checked = try fromBase64(arena.allocator(), payload, .{ .bytes_max = 1000, .pixels_max = 960 }, &problem);
+        try testing.expectEqual(Kind.webp, checked.kind);
+        try testing.expect(std.mem.startsWith(u8, checked.tag, "<img src=\"data:image/webp;base64,"));
+        try expectProblem("data:image/webp;base64," ++ payload, .{ .bytes_max = 1000, .pixels_max = 959 }, .too_many_pixels);
+    }
 }
 
 test "the messages name the limits" {
