@@ -17,6 +17,7 @@ import functools
 import importlib.resources
 import importlib.util
 import json
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,13 +26,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from llamaedge import projectors, settings
-from llamaedge.errors import ModelError, UsageError
+from llamaedge.errors import ModelError, OfflineError, UsageError
 from llamaedge.types import Device, ResolvedModel
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from llamaedge.download import ProgressSink, RemoteFile
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "smollm2-135m"
 GGUF_MAGIC = b"GGUF"
@@ -353,7 +356,14 @@ def resolve_model(
         # (not pulled, and `pull` not set) the model serves text alone.
         wanted = dest.with_name(entry.mmproj.file)
         if not wanted.is_file() and pull:
-            _pull_projector(entry, wanted, on_progress, cancel)
+            try:
+                _pull_projector(entry, wanted, on_progress, cancel)
+            except OfflineError as err:
+                # The model is here but the hub is not: it serves text rather than not at all
+                # (a model pulled before projectors came with it, on a machine offline now).
+                # A projector that fails its checksum is still an error.
+                log.warning("%s serves text only: its projector %s could not be fetched (%s); "
+                            "`llamaedge pull %s` fetches it", model_id, entry.mmproj.file, err, parsed.text)
     return ResolvedModel(path=dest, model_id=model_id, prompt_template=template,
                          mmproj=projector_for(dest, entry, folder))
 

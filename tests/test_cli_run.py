@@ -51,6 +51,22 @@ def test_no_name_uses_the_picked_model_when_it_is_already_here(
     assert reason in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_vision_model_here_without_its_projector_serves_text_when_offline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tiny_model: Path
+) -> None:
+    """A model pulled before projectors came with it, on a machine that is offline now: run
+    serves it, text only, and says how to get images, rather than falling back or failing."""
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    entry = next(e for e in catalog.load_catalog() if e.mmproj is not None and e.repo)
+    dest = settings.models_dir() / entry.repo / entry.file
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(tiny_model.read_bytes())
+    with caplog.at_level("WARNING", logger="llamaedge.catalog"):
+        model = run_command.choose_model(entry.name, None)
+    assert (model.model_id, model.path, model.mmproj) == (entry.name, dest, None)
+    assert f"llamaedge pull {entry.name}" in caplog.text and "text only" in caplog.text
+
+
 def test_named_model_that_cannot_be_downloaded_is_an_error_not_a_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     from llamaedge.errors import OfflineError
 
