@@ -6,7 +6,6 @@ checked is that the client gets through its protocol to an answer, not the answe
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -89,10 +88,7 @@ def test_an_agents_sdk_agent_calls_its_function_tool_and_finishes(server: Server
             return await agents.Runner.run(agent, "What is the weather in Paris?")
 
     agents.set_tracing_disabled(True)
-    # On a thread of its own: a session's browser tests (Playwright's sync API) leave an event
-    # loop running on this one, where asyncio.run() refuses to start another.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        result = pool.submit(asyncio.run, run()).result()
+    result = asyncio.run(run())
     assert len(calls) == 1
     assert result.final_output == f"18 degrees and sunny in {calls[0]}"
     assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item"]

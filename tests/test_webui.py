@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from concurrent.futures import ThreadPoolExecutor
 import warnings
 from pathlib import Path
 
@@ -144,10 +143,7 @@ def _raw_get(app: Starlette, path: str) -> int:
         "server": ("testserver", 80),
         "client": ("127.0.0.1", 1234),
     }
-    # A thread of its own: an event loop may already run in this one (Playwright's sync API
-    # keeps one when the browser tests ran first), and asyncio.run refuses to nest.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, app(scope, receive, send)).result()
+    asyncio.run(app(scope, receive, send))
     return statuses[0]
 
 

@@ -38,7 +38,10 @@ TIMEOUT_MS = 30_000
 playwright_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it is open, and asyncio.run() refuses to start inside one, so it must be closed
+# before the tests outside this folder (MCP and Agents SDK clients) run.
+@pytest.fixture(scope="package")
 def ui_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("browser-home")
     env = {**os.environ, "LLAMAEDGE_HOME": str(home), "HF_HOME": str(home / "hf")}
@@ -51,7 +54,7 @@ def ui_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[playwright_api.Browser]:
     if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium, or set LLAMAEDGE_TEST_CHROMIUM")
