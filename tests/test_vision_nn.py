@@ -93,6 +93,10 @@ def test_the_image_option_shows_a_file_at_the_prompts_marker(nn: Harness, tiny_m
     out, end = nn.stream(ctx)
     assert end == Errno.END_OF_SEQUENCE and out
     assert nn.set_input(ctx, 0, _prompt("no marker")) == Errno.INVALID_ARGUMENT
+    # The placeholder of the plugin's first llava support marks the place as well.
+    assert nn.set_input(ctx, 0, _prompt("{WASMEDGE_IMAGE}")) == Errno.SUCCESS
+    again, end = nn.stream(ctx)
+    assert end == Errno.END_OF_SEQUENCE and again == out
     assert nn.set_input(ctx, 1, {"image": str(tmp_path / "missing.png")}) == Errno.SUCCESS
     assert nn.set_input(ctx, 0, _prompt("<image>")) == Errno.INVALID_ARGUMENT
 

@@ -41,6 +41,9 @@ ENCODING_GGML = 6
 # media marker: the `image` option's file, or a tag once its bytes are taken out).
 IMG_TAG = re.compile(rb'<img src="data:image/[A-Za-z0-9.+-]*;base64,([A-Za-z0-9+/=\s]*)">')
 IMAGE_MARKER = b"<image>"
+# The placeholder the plugin's first llava support split a prompt on, where the `image`
+# option's file goes: taken as the marker too, so apps written for it run unchanged.
+WASMEDGE_IMAGE_PLACEHOLDER = b"{WASMEDGE_IMAGE}"
 
 
 def write_output(mem: Any, data: bytes, out_ptr: int, out_max_len: int, written_ptr: int) -> None:
@@ -140,7 +143,8 @@ def _rank_pairs(model: LoadedModel, data: bytes) -> list[list[int]]:
 def _media_prompt(context: ExecutionContext, data: bytes) -> Any:
     """The prompt `data` with its images (a MediaPrompt), as WasmEdge's GGML plugin reads
     them: each `<img src="data:image/...;base64,...">` tag becomes an image at its place;
-    without a tag, the `image` option's file is the image at the prompt's `<image>`. None for
+    without a tag, the `image` option's file is the image at the prompt's `<image>` (or
+    `{WASMEDGE_IMAGE}`). None for
     a prompt with neither. Each image is checked against llamaedge/limits.py first."""
     path = context.flags.get("image")
     tags = list(IMG_TAG.finditer(data))
@@ -163,7 +167,7 @@ def _media_prompt(context: ExecutionContext, data: bytes) -> Any:
             blobs = [Path(path).read_bytes()]
         except OSError as exc:
             raise NNError(Errno.INVALID_ARGUMENT, f"the image {path!r} cannot be read: {exc.strerror}") from exc
-        text = data
+        text = data.replace(WASMEDGE_IMAGE_PLACEHOLDER, IMAGE_MARKER)
     if text.count(IMAGE_MARKER) != len(blobs):
         raise NNError(Errno.INVALID_ARGUMENT, f"the prompt has {text.count(IMAGE_MARKER)} image markers "
                       f"({IMAGE_MARKER.decode()}) for {len(blobs)} images")
