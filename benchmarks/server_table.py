@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.columns import LIMIT, OURS, OURS_DEFAULTS, PAIRS, Config
+from benchmarks.columns import LIMIT, OURS, OURS_DEFAULTS, OURS_TREE, PAIRS, Config
 
 
 def _med(values: list[float | None]) -> float:
@@ -174,6 +174,8 @@ def render_markdown(result: Mapping[str, Any], keys: list[str] | None = None) ->
     for v in names:
         column = columns[v]
         line = f"- {column['label']}: `{command_text(column['argv'])}`"
+        if v == OURS_TREE:
+            line += f", run in {column['cwd']}"
         if column.get("defaults"):
             line += f"; its defaults: {column['defaults']}"
         if column["behaviour_env"]:

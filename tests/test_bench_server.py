@@ -21,7 +21,8 @@ import pytest
 
 from benchmarks import llama_server_build, readme_speed
 from benchmarks.bench_server import main, percentile, row_limit
-from benchmarks.columns import LIMIT, OURS, OURS_DEFAULTS, THEIRS, THEIRS_DEFAULTS, Config, llama_server_argv, ours_argv
+from benchmarks.columns import (LIMIT, OURS, OURS_DEFAULTS, OURS_TREE, THEIRS, THEIRS_DEFAULTS, Config, llama_server_argv,
+                               ours_argv)
 from benchmarks.server_table import metric_rows, render_markdown, table_keys
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -298,3 +299,36 @@ def test_a_busy_run_is_flagged(ours_only: dict[str, Any]) -> None:
     assert readme_speed.busy_warning(quiet) is None
     quiet["reps"][0]["load_average_after"][0] = 7.5
     assert "7.5" in (readme_speed.busy_warning(quiet) or "")
+
+
+def test_another_checkout_runs_as_its_own_column(tiny: Path, tmp_path: Path) -> None:
+    """--ours-tree: llamaedge from another checkout (here a tree whose package is this one's)
+    beside this one, at the same settings, with the ratio between the two trees."""
+    tree = tmp_path / "before"
+    tree.mkdir()
+    (tree / "llamaedge").symlink_to(Path(__file__).resolve().parent.parent / "llamaedge")
+    output = tmp_path / "server.json"
+    assert main(["--model", str(tiny), "--sides", f"{OURS},{OURS_TREE}", "--ours-tree", str(tree),
+                 "--rows", "concurrency", "--concurrency", "1", "--stream-tokens", "4", "--reps", "2",
+                 "--ctx", "1024", "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    column = result["columns"][OURS_TREE]
+    assert column["cwd"] == str(tree.resolve()) and column["argv"] == result["columns"][OURS]["argv"]
+    assert column["log_facts"]["banner"].startswith("1024 tokens")
+    assert [rep["order"] for rep in result["reps"]] == [[OURS, OURS_TREE], [OURS_TREE, OURS]]
+    (row,) = [row for row in result["table"] if row["key"] == "tokens_per_s/1"]
+    assert row[OURS_TREE] > 0 and row["ratios"]["this tree / other tree"] > 0
+    assert f"run in {tree.resolve()}" in render_markdown(result)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sides", OURS_TREE], "--ours-tree and the side"),
+    (["--ours-tree", "."], "--ours-tree and the side"),
+    (["--sides", OURS_TREE, "--ours-tree", "/"], "no llamaedge checkout there"),
+    (["--sides", OURS_TREE, "--ours-tree", ".", "--ours-tune", "n_batch=64"], "cannot take it"),
+])
+def test_ours_tree_is_refused_where_it_cannot_work(args: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "x.gguf", *args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
