@@ -39,8 +39,8 @@ import wasmtime
 
 from benchmarks import llama_server_build
 from benchmarks.columns import OURS, SLEEP_BETWEEN_SIDES_S, THEIRS, Config, llama_server_argv, ours_argv
-from benchmarks.harness import (REPO_ROOT, RESULTS_DIR, ServerProcess, load_average, measured_env, parse_env,
-                                result_head, smollm2_path, uptime, write_json)
+from benchmarks.harness import (REPO_ROOT, RESULTS_DIR, ServerProcess, add_side_by_side_arguments, load_average,
+                                measured_env, parse_env, result_head, smollm2_path, uptime, write_json)
 from llamaedge.runtime import GraphRegistry, NNSession, Runtime
 
 APPS = REPO_ROOT / "llamaedge" / "apps"
@@ -137,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per row (default 200)")
     parser.add_argument("--clients", type=int, default=4, help="clients at once in the concurrent rows, and slots (default 4)")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the chat rows (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for both servers (default 2)")
-    parser.add_argument("--ctx", type=int, default=2048, help="context size for both servers (default 2048)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for both servers (repeatable); none by default")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "apps-latest.json", help="JSON results")
+    add_side_by_side_arguments(parser, ctx=2048, output=RESULTS_DIR / "apps-latest.json")
     args = parser.parse_args(argv)
 
     binary = llama_server_build.built_server()

@@ -30,8 +30,8 @@ from typing import Any
 
 from benchmarks import llama_server_build
 from benchmarks.columns import OURS, SLEEP_BETWEEN_SIDES_S, THEIRS, Config, llama_server_argv, ours_argv
-from benchmarks.harness import (RESULTS_DIR, ServerProcess, alternate, load_average, measured_env, parse_env,
-                                result_head, write_json)
+from benchmarks.harness import (RESULTS_DIR, ServerProcess, add_side_by_side_arguments, alternate, load_average,
+                                measured_env, parse_env, result_head, write_json)
 from benchmarks.server_client import stream_chat
 from llamaedge.images import check_image
 
@@ -57,12 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mmproj", type=Path, required=True, help="its projector's GGUF")
     parser.add_argument("--image", type=Path, action="append", required=True, help="an image file (repeatable)")
     parser.add_argument("--reps", type=int, default=3, help="measured rounds per image and side (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for both servers (default 2)")
-    parser.add_argument("--ctx", type=int, default=4096, help="context size for both servers (default 4096)")
     parser.add_argument("--parallel", type=int, default=4, help="slots for both servers (default 4)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for both servers (repeatable); none by default")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "images-latest.json", help="JSON results")
+    add_side_by_side_arguments(parser, ctx=4096, output=RESULTS_DIR / "images-latest.json")
     args = parser.parse_args(argv)
 
     images = [(path, path.read_bytes()) for path in args.image]

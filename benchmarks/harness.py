@@ -10,6 +10,7 @@ the command line asks for, and the result records it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.metadata
 import importlib.util
@@ -79,6 +80,16 @@ def dropped_env() -> dict[str, str]:
     """What this shell sets that would change llama.cpp and that the measured processes do not
     get (pass it with --env to measure it)."""
     return behaviour_env(os.environ)
+
+
+def add_side_by_side_arguments(parser: argparse.ArgumentParser, *, ctx: int, output: Path) -> None:
+    """The knobs a llamaedge-against-llama-server benchmark gives both servers alike, and where
+    its results go."""
+    parser.add_argument("--threads", type=int, default=2, help="threads for both servers (default 2)")
+    parser.add_argument("--ctx", type=int, default=ctx, help=f"context size for both servers (default {ctx})")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for both servers (repeatable); none by default")
+    parser.add_argument("--output", type=Path, default=output, help="JSON results")
 
 
 def parse_env(pairs: Iterable[str]) -> dict[str, str]:
