@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from llamaedge.engine.errors import ModelClosed
-from llamaedge.engine.scheduler import BatchEntry, Scheduler, Sequence
+from llamaedge.engine.scheduler import BatchEntry, Scheduler
+from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.types import LOOKAHEAD_TOKENS_MAX, FinishReason, SamplingOptions, Token
 from tests.engine_events import assert_asleep, wait_until
 

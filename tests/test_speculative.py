@@ -14,7 +14,8 @@ import pytest
 
 from llamaedge.engine import LoadOptions, Model, SamplingOptions, SpecOptions, Token
 from llamaedge.engine.llama_decoder import common_prefix
-from llamaedge.engine.scheduler import Scheduler, Sequence
+from llamaedge.engine.scheduler import Scheduler
+from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.speculative import DraftLength, DraftWant, ngram_draft
 from llamaedge.engine.types import DRAFT_PAUSE_STEPS_MAX, LOOKAHEAD_TOKENS_MAX, FinishReason
 from llamaedge.engine.errors import LoadError

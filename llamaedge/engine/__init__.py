@@ -12,6 +12,7 @@ imports llama_cpp.
     vocab           tokenizing and detokenizing
     sampling        sampler chains, lazy grammars, log-probabilities
     chat_template   Jinja chat templates as llama.cpp renders them
+    sequence        a generation: its reader's queue of tokens and its scheduling state
     scheduler       continuous batching over slots, against a Decoder protocol
     speculative     drafts (prompt lookup, a draft model's protocol) and their lengths
     llama_decoder   the Decoder on a llama context, the Drafter on a draft model's
@@ -39,7 +40,7 @@ from llamaedge.engine.errors import (
 from llamaedge.engine.gguf import ModelShape, inspect_model
 from llamaedge.engine.grammar import json_schema_grammar
 from llamaedge.engine.model import Model
-from llamaedge.engine.scheduler import Sequence
+from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.types import (
     DEFAULT_CTX_SIZE,
     EMBED_CTX_MAX,

@@ -26,7 +26,8 @@ from llamaedge.engine.errors import BadInput, LoadError, ModelClosed, PromptTooL
 from llamaedge.engine.gguf import pooling_is_defined, pooling_is_rank, read_metadata
 from llamaedge.engine.llama_decoder import LlamaDecoder, LlamaDrafter
 from llamaedge.engine.sampling import Sampler
-from llamaedge.engine.scheduler import Scheduler, Sequence
+from llamaedge.engine.scheduler import Scheduler
+from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.speculative import DraftWant
 from llamaedge.engine.types import (EMBED_CTX_MAX, EngineStats, LoadOptions, SamplingOptions, context_size,
                                     default_parallel, default_threads)

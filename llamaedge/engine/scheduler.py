@@ -1,13 +1,14 @@
 """Continuous batching over slots of one context.
 
-A single scheduler thread alone decodes and samples: callers submit sequences and read their
-tokens from a queue. Every step decodes one batch holding the next token of every running
-sequence plus a chunk of the prompts still being read (generating sequences first, so a long
-prompt never stalls them; then prompts, shortest first, so short ones answer first; a prompt alone is read a whole
-batch at a time). Each
-sequence runs in a slot (a sequence id of the context) whose KV cells are kept after it ends: the next sequence that starts with the same tokens (the same
-conversation, one turn later) reuses that prefix instead of reading it again, and sequences
-that start alike at the same time (n > 1) share the cells of their common prefix.
+A single scheduler thread alone decodes and samples: callers submit sequences (see sequence.py)
+and read their tokens from each one's queue. Every step decodes one batch holding the next
+token of every running sequence plus a chunk of the prompts still being read (generating
+sequences first, so a long prompt never stalls them; then prompts, shortest first, so short
+ones answer first; a prompt alone is read a whole batch at a time). Each sequence runs in a
+slot (a sequence id of the context) whose KV cells are kept after it ends: the next sequence
+that starts with the same tokens (the same conversation, one turn later) reuses that prefix
+instead of reading it again, and sequences that start alike at the same time (n > 1) share the
+cells of their common prefix.
 
 A prompt may hold images (see vision.py): each is a run of placeholder ids (negative), read
 whole by `Decoder.decode_image` in a step of its own, alone (the streams wait for it, as in
@@ -25,14 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from llamaedge.engine.errors import ModelClosed
+from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.speculative import Drafter, DraftWant, SpecState, ngram_draft
 from llamaedge.engine.types import (LOOKAHEAD_TOKENS_MAX, PREFILL_CHUNK_TOKENS, EngineStats, FinishReason,
                                     SamplingOptions, SpecOptions, Token)
@@ -77,69 +77,6 @@ class Decoder(Protocol):
         """Read `image` (a vision.ImageChunk: `n_pos` positions) into `slot`'s cells from
         `pos`; False when the KV cache has no room for it (nothing kept). Raises RuntimeError
         on any other failure."""
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One generation. The scheduler puts tokens on `_pieces`, then None."""
-
-    prompt: list[int]
-    sampling: SamplingOptions
-    # Sequences one reader reads in turn (an app's choices for n > 1); None: on its own.
-    group: object = None
-    # The images of the prompt: placeholder id -> its image (see vision.py); empty for text.
-    images: dict[int, Any] = field(default_factory=dict)
-    _sampler: Any = None
-    _wake: Callable[[], None] = lambda: None
-    _pieces: queue.SimpleQueue[Token | None] = field(default_factory=queue.SimpleQueue)
-    finish_reason: FinishReason | None = None
-    n_generated: int = 0
-    n_cached: int = 0  # prompt tokens found in the KV cache
-    n_drafted: int = 0  # drafted tokens verified (speculative decoding)
-    n_accepted: int = 0  # of those, the tokens the model took
-    error: str | None = None
-    _cancelled: bool = False
-    _drained: bool = False
-    # Scheduler state
-    _slot: int = -1
-    _pending: list[int] = field(default_factory=list)  # tokens to feed to the next decode
-    _n_past: int = 0
-    _spec: SpecState | None = None  # from its first generated token, when drafts are made
-
-    def next_token(self, timeout_s: float | None = None) -> Token | None:
-        """The next token, or None at the end (then `finish_reason` says why), and None
-        again on every later call. Raises queue.Empty after `timeout_s`."""
-        if self._drained:
-            return None
-        token = self._pieces.get(timeout=timeout_s)
-        self._drained = token is None
-        if self._pieces.qsize() == LOOKAHEAD_TOKENS_MAX - 1:
-            self._wake()  # the scheduler may be waiting for room in this queue
-        return token
-
-    def next_piece(self, timeout_s: float | None = None) -> bytes | None:
-        """The bytes of the next token (maybe part of a UTF-8 character); see `next_token`."""
-        token = self.next_token(timeout_s)
-        return None if token is None else token.piece
-
-    def __iter__(self) -> Iterator[bytes]:
-        while (piece := self.next_piece()) is not None:
-            yield piece
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def prefilling(self) -> bool:
-        """Still reading its prompt (more than the one token every step feeds)."""
-        return self.n_generated == 0 and len(self._pending) > 1
-
-    def cancel(self) -> None:
-        """Stop generating; the slot is freed at the scheduler's next step."""
-        if not self.done:
-            self._cancelled = True
-            self._wake()
 
 
 class Scheduler:
