@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llamaedge.engine import LoadOptions, Model, SamplingOptions, SpecOptions, Token
-from llamaedge.engine.llama_decoder import common_prefix
+from llamaedge.engine.prefix import common_prefix
 from llamaedge.engine.scheduler import Scheduler
 from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.speculative import DraftLength, DraftWant, ngram_draft

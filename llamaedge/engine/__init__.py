@@ -13,6 +13,7 @@ imports llama_cpp.
     sampling        sampler chains, lazy grammars, log-probabilities
     chat_template   Jinja chat templates as llama.cpp renders them
     sequence        a generation: its reader's queue of tokens and its scheduling state
+    prefix          the common prefix of two token sequences: what a slot's cache reuses
     scheduler       continuous batching over slots, against a Decoder protocol
     speculative     drafts (prompt lookup, a draft model's protocol) and their lengths
     llama_decoder   the Decoder on a llama context, the Drafter on a draft model's

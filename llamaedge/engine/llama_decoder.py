@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import llama_cpp as lc
 
+from llamaedge.engine.prefix import common_prefix
 from llamaedge.engine.sampling import Sampler, logprob_record
 from llamaedge.engine.scheduler import BatchEntry
 from llamaedge.engine.speculative import DraftWant
@@ -217,19 +218,3 @@ def same_vocabulary(a: ctypes.c_void_p, b: ctypes.c_void_p) -> bool:
             or lc.llama_vocab_bos(a) != lc.llama_vocab_bos(b) or lc.llama_vocab_eos(a) != lc.llama_vocab_eos(b)):
         return False
     return all(lc.llama_vocab_get_text(a, t) == lc.llama_vocab_get_text(b, t) for t in range(lc.llama_vocab_n_tokens(a)))
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the common prefix of two token sequences, by halving: slices of arrays
-    compare in C, so long texts that differ near their ends cost little."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo

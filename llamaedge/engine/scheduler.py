@@ -32,6 +32,7 @@ from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol
 
 from llamaedge.engine.errors import ModelClosed
+from llamaedge.engine.prefix import common_prefix
 from llamaedge.engine.sequence import Sequence
 from llamaedge.engine.speculative import Drafter, DraftWant, SpecState, ngram_draft
 from llamaedge.engine.types import (LOOKAHEAD_TOKENS_MAX, PREFILL_CHUNK_TOKENS, EngineStats, FinishReason,
@@ -233,16 +234,16 @@ class Scheduler:
                 break
             free = [slot for slot, busy in enumerate(self._slot_busy) if not busy]
             # The longest prefix; on a tie, the slot holding least (keep others' caches).
-            best = max(free, key=lambda slot: (_common_prefix(self._slot_tokens[slot], seq.prompt),
+            best = max(free, key=lambda slot: (common_prefix(self._slot_tokens[slot], seq.prompt),
                                                -len(self._slot_tokens[slot])))
-            best_len = _common_prefix(self._slot_tokens[best], seq.prompt)
+            best_len = common_prefix(self._slot_tokens[best], seq.prompt)
             source, source_len = -1, best_len
             for slot, busy in enumerate(self._slot_busy):
-                common = _common_prefix(self._slot_tokens[slot], seq.prompt) if busy else 0
+                common = common_prefix(self._slot_tokens[slot], seq.prompt) if busy else 0
                 if common > source_len:
                     source, source_len = slot, common
             held = max(best_len, source_len)
-            if any(other.prefilling and _common_prefix(other.prompt, seq.prompt) > held for other in self._running):
+            if any(other.prefilling and common_prefix(other.prompt, seq.prompt) > held for other in self._running):
                 continue  # reading those tokens twice would be waste: take them once read
             self._incoming.remove(seq)
             # At least one token must be decoded to get logits for the first sample.
@@ -471,11 +472,3 @@ def _image_start(prompt: list[int], n: int) -> int:
     while 0 < n < len(prompt) and prompt[n] < 0 and prompt[n - 1] == prompt[n]:
         n -= 1
     return n
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
