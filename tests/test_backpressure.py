@@ -16,7 +16,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from llamaedge.engine import LoadOptions, Model
-from llamaedge.runtime.host import RunLimits
+from llamaedge.runtime import RunLimits
 from tests.conftest import serving
 
 SLOW_MAX_TOKENS = 3000

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llamaedge.runtime.host import RunLimits
+from llamaedge.runtime import RunLimits
 from tests.wat_apps import ENV_COUNT, PREOPEN_PROBE, TRAPS, computes_for_app, nn_compute_app, write_app, writes_app
 
 PROMPT = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"

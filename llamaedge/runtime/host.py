@@ -1,12 +1,12 @@
-"""The WebAssembly runtime: wasmtime with WASI preview 1, `wasi_ephemeral_nn`, the
-`llamaedge` import, the `llamaedge_kv` key-value import (kv.py) and the `llamaedge_http`
-import (http.py: a GET to the hosts a policy grants). `llamaedge.call` runs a mounted tool
-from inside an app or a tool (docs/tools.md), through the runtime's `tool_host`.
+"""The WebAssembly runtime: wasmtime with WASI preview 1, `wasi_ephemeral_nn` (nn/) and the
+host's own imports (imports.py: `llamaedge.chat_template`, `llamaedge.call`, `llamaedge_kv`,
+`llamaedge_http`). `llamaedge.call` runs a mounted tool from inside an app or a tool
+(docs/tools.md), through the runtime's `tool_host`.
 
 Lifetimes: one wasmtime Engine and Linker per process (`Runtime`); one compiled Module and
 InstancePre per app (`App`, compiled code cached on disk); one Store per run, never shared
-between threads. Host functions find the run they serve through a thread-local, since a run
-executes on one thread from `_start` to exit.
+between threads. The host functions find the run they serve (run.py) through a thread-local,
+since a run executes on one thread from `_start` to exit.
 
 Limits: a Store may use `memory_max_bytes` of linear memory, and wasm may execute for at
 most `wasm_slice_max_s` between two host calls (an epoch deadline that every host call
@@ -20,119 +20,29 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import math
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrapper in wasmtime-py 50
 
-from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.errors import AppError
-from llamaedge.limits import APP_KV_MAX_BYTES, APP_MEMORY_MAX_BYTES, TOOL_CALL_DEPTH_MAX
-from llamaedge.runtime import http, nn
+from llamaedge.limits import APP_KV_MAX_BYTES
+from llamaedge.runtime import imports, nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
-from llamaedge.runtime.kv import KeyValueStore, QuotaExceeded
-from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, PolicyBreach, RunGuard, WallTimeExceeded
+from llamaedge.runtime.kv import KeyValueStore
+from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
 from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
+from llamaedge.runtime.run import EPOCH_TICK_S, App, Run, RunLimits, ToolHost, current_run, entered, running
 from llamaedge.settings import cache_dir
 
 log = logging.getLogger("llamaedge.runtime")
 
-EPOCH_TICK_S = 0.05
-HOST_MODULE = "llamaedge"
-KV_MODULE = "llamaedge_kv"
-HTTP_MODULE = "llamaedge_http"
-# A key names a value within the app's namespace: short text, not data.
-KV_KEY_MAX_BYTES = 1024
-
 
 class AppTrap(AppError):
     """The app trapped (or was interrupted) while running."""
-
-
-@dataclass
-class RunLimits:
-    memory_max_bytes: int = APP_MEMORY_MAX_BYTES
-    wasm_slice_max_s: float = 5.0  # wasm time between two host calls
-
-    @property
-    def deadline_ticks(self) -> int:
-        return max(1, round(self.wasm_slice_max_s / EPOCH_TICK_S))
-
-
-class ToolHost(Protocol):
-    """What `llamaedge.call` calls (tools.py's Toolbox): run the tool `name` with `arguments`
-    (JSON) under its policy capped by `caller` (None: the host's own app, trusted), within
-    `seconds_left`; `chain`: the tools already running on this thread, outermost first.
-    Returns whether it succeeded and the result's JSON text (the error's when it failed);
-    None when there is no such tool."""
-
-    def call_nested(self, name: str, arguments: bytes, caller: AppPolicy | None, seconds_left: float | None,
-                    chain: tuple[str, ...]) -> tuple[bool, bytes] | None: ...
-
-
-class _Run:
-    """What the host functions need to know about the run on this thread."""
-
-    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits, guard: RunGuard | None,
-                 app: App | None = None, kv: Callable[[], KeyValueStore] | None = None,
-                 chain: tuple[str, ...] = (), tools: ToolHost | None = None) -> None:
-        self.store = store
-        self.session = session
-        self.limits = limits
-        self.guard = guard
-        self.app = app
-        self.kv = kv
-        self.chain = chain  # the tools running on this thread, outermost first, this one last
-        self.tools = tools
-
-    def deadline_ticks(self) -> int:
-        """Epoch ticks until the wasm must next call the host: the slice, or less when the
-        wall-time deadline comes first."""
-        if self.guard is None:
-            return self.limits.deadline_ticks
-        # One tick more than the time left, so that the interrupt comes after the deadline.
-        return max(1, min(self.limits.deadline_ticks, math.ceil(self.guard.seconds_left() / EPOCH_TICK_S) + 1))
-
-
-_current = threading.local()
-# The same runs by session, for host work done on other threads (wasmtime writes the app's
-# stdout from a thread of its own).
-_runs: weakref.WeakKeyDictionary[NNSession, _Run] = weakref.WeakKeyDictionary()
-
-
-def restart_wasm_slice(session: NNSession) -> None:
-    """The host waited on `session`'s app outside a host call (a write to a client that does
-    not read): that time is not the app's."""
-    run = _runs.get(session)
-    if run is not None:
-        run.store.set_epoch_deadline(run.deadline_ticks())
-
-
-def _run() -> _Run:
-    run = getattr(_current, "run", None)
-    if run is None:  # only reachable if a module is run outside Runtime.run
-        raise NNError(Errno.RUNTIME_ERROR, "host call outside a run")
-    return run
-
-
-@dataclass(frozen=True)
-class App:
-    """A compiled app, ready to instantiate."""
-
-    name: str
-    pre: wasmtime.InstancePre
-    policy: AppPolicy | None = None  # a mounted app's; None: the host's own app, trusted with its limits
-    # Its keys in the key-value store: the namespace, and the bytes it may hold there (0: no
-    # access). The host's own app has APP_KV_MAX_BYTES; a mounted app what its policy grants.
-    kv_namespace: str = ""
-    kv_max_bytes: int = 0
 
 
 class Runtime:
@@ -164,15 +74,11 @@ class Runtime:
             self.engine.increment_epoch()
 
     def _define_imports(self) -> None:
-        functions = nn.Functions(lambda: _run().session)
+        functions = nn.Functions(lambda: current_run().session)
         for name, n_params in nn.SIGNATURES.items():
             self._define(nn.MODULE, name, n_params, getattr(functions, name))
-        self._define(HOST_MODULE, "chat_template", 6, _chat_template)
-        self._define(HOST_MODULE, "call", 7, _call)
-        self._define(KV_MODULE, "get", 5, _kv_get)
-        self._define(KV_MODULE, "set", 4, _kv_set)
-        self._define(KV_MODULE, "delete", 2, _kv_delete)
-        self._define(HTTP_MODULE, "get", 6, _http_get)
+        for module, name, n_params, body in imports.FUNCTIONS:
+            self._define(module, name, n_params, body)
 
     def kv(self) -> KeyValueStore:
         """The key-value store, opened on first use."""
@@ -186,7 +92,7 @@ class Runtime:
         ty = wasmtime.FuncType([i32] * n_params, [i32])
 
         def host_call(caller: wasmtime.Caller, *args: int) -> int:
-            run = getattr(_current, "run", None)
+            run = running()
             if run is not None and run.guard is not None and run.guard.breach is not None:
                 return Errno.RUNTIME_ERROR  # the request failed its policy: nothing more for it
             try:
@@ -242,15 +148,12 @@ class Runtime:
         store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=guard.policy.memory_max_bytes if guard else self.limits.memory_max_bytes)
         store.set_wasi(wasi)
-        run = _Run(store, session, self.limits, guard, app, self.kv, chain, self.tool_host)
+        run = Run(store, session, self.limits, guard, app, self.kv, chain, self.tool_host)
         store.set_epoch_deadline(run.deadline_ticks())
-        outer = getattr(_current, "run", None)
-        _current.run = _runs[session] = run
         try:
-            yield store, app.pre.instantiate(store)
+            with entered(run):
+                yield store, app.pre.instantiate(store)
         finally:
-            _current.run = outer
-            _runs.pop(session, None)
             session.close()
 
     def run(self, app: App, wasi: wasmtime.WasiConfig, session: NNSession, guard: RunGuard | None = None,
@@ -359,158 +262,3 @@ def _cache_config() -> Path:
     if not config.exists() or config.read_text() != text:
         config.write_text(text)
     return config
-
-
-# ---------------------------------------------------------------------------------------------
-# The `llamaedge` import
-
-
-def _chat_template(mem: GuestMemory, graph: int, messages_ptr: int, messages_len: int,
-                   out_ptr: int, out_max_len: int, written_ptr: int) -> None:
-    """Render the graph's embedded chat template (see docs/host-interface.md)."""
-    session = _run().session
-    model = session.registry.get(graph)
-    try:
-        request: Any = json.loads(mem.read(messages_ptr, messages_len).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NNError(Errno.INVALID_ARGUMENT, f"chat_template input is not JSON: {exc}") from exc
-    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
-        raise NNError(Errno.INVALID_ARGUMENT, 'chat_template input must be {"messages": [...]}')
-    tools, kwargs = request.get("tools"), request.get("chat_template_kwargs")
-    if tools is not None and not isinstance(tools, list):
-        raise NNError(Errno.INVALID_ARGUMENT, "chat_template: tools must be an array")
-    if kwargs is not None and not isinstance(kwargs, dict):
-        raise NNError(Errno.INVALID_ARGUMENT, "chat_template: chat_template_kwargs must be an object")
-    try:
-        prompt = model.render_chat(request["messages"],
-                                   add_generation_prompt=bool(request.get("add_generation_prompt", True)),
-                                   tools=tools, template_kwargs=kwargs)
-    except NoChatTemplate as exc:
-        raise NNError(Errno.NOT_FOUND, str(exc)) from exc
-    except TemplateError as exc:
-        raise NNError(Errno.RUNTIME_ERROR, str(exc)) from exc
-    nn.write_output(mem, prompt.encode(), out_ptr, out_max_len, written_ptr)
-
-
-# ---------------------------------------------------------------------------------------------
-# The `llamaedge_kv` import (docs/host-interface.md): the run's app's namespace only
-
-
-def _kv_grant() -> tuple[KeyValueStore, str, int]:
-    run = _run()
-    app = run.app
-    if app is None or run.kv is None or app.kv_max_bytes <= 0:
-        name = app.name if app is not None else "this app"
-        raise NNError(Errno.UNSUPPORTED_OPERATION, f"{name} is not granted the key-value store (policy key kv)")
-    return run.kv(), app.kv_namespace, app.kv_max_bytes
-
-
-def _kv_key(mem: GuestMemory, ptr: int, length: int) -> str:
-    if not 0 < length <= KV_KEY_MAX_BYTES:
-        raise NNError(Errno.INVALID_ARGUMENT, f"a key has 1 to {KV_KEY_MAX_BYTES} bytes, not {length}")
-    try:
-        return mem.read(ptr, length).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NNError(Errno.INVALID_ENCODING, "a key must be UTF-8") from exc
-
-
-def _kv_get(mem: GuestMemory, key_ptr: int, key_len: int, out_ptr: int, out_max_len: int, written_ptr: int) -> None:
-    """The value of a key: NOT_FOUND without one; TOO_LARGE (and its size written) when it
-    does not fit the buffer."""
-    store, namespace, _ = _kv_grant()
-    key = _kv_key(mem, key_ptr, key_len)
-    value = store.get(namespace, key)
-    if value is None:
-        raise NNError(Errno.NOT_FOUND, f"no key {key!r}")
-    nn.write_output(mem, value, out_ptr, out_max_len, written_ptr)
-
-
-def _kv_set(mem: GuestMemory, key_ptr: int, key_len: int, value_ptr: int, value_len: int) -> None:
-    """Set a key; TOO_LARGE when the app's keys and values would exceed its quota."""
-    store, namespace, quota = _kv_grant()
-    key = _kv_key(mem, key_ptr, key_len)
-    try:
-        store.set(namespace, key, mem.read(value_ptr, value_len), quota)
-    except QuotaExceeded as exc:
-        raise NNError(Errno.TOO_LARGE, f"{namespace}: {exc}") from exc
-
-
-def _kv_delete(mem: GuestMemory, key_ptr: int, key_len: int) -> None:
-    """Delete a key: NOT_FOUND when there was none."""
-    store, namespace, _ = _kv_grant()
-    key = _kv_key(mem, key_ptr, key_len)
-    if not store.delete(namespace, key):
-        raise NNError(Errno.NOT_FOUND, f"no key {key!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The `llamaedge_http` import (docs/tools.md): a GET to the hosts the run's policy grants
-
-
-def _http_get(mem: GuestMemory, url_ptr: int, url_len: int, out_ptr: int, out_max_len: int,
-              written_ptr: int, status_ptr: int) -> None:
-    """GET a URL: the body into the buffer, its length and the HTTP status written; TOO_LARGE
-    when the body was cut at the buffer's size (what fits is written). A host not granted is
-    a breach: the run fails."""
-    run = _run()
-    policy = run.guard.policy if run.guard is not None else None
-    name = run.app.name if run.app is not None else "the app"
-    mem.check(out_ptr, out_max_len)
-    mem.check(written_ptr, 4)
-    mem.check(status_ptr, 4)
-    try:
-        url = mem.read(url_ptr, url_len).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NNError(Errno.INVALID_ENCODING, "the URL must be UTF-8") from exc
-    try:
-        target = http.check_url(url, policy, name)
-    except PolicyBreach as breach:
-        if run.guard is not None:
-            run.guard.fail(breach)
-        raise NNError(Errno.UNSUPPORTED_OPERATION, str(breach)) from breach
-    timeout_s = max(0.1, run.guard.seconds_left()) if run.guard is not None else 30.0
-    status, body, cut = http.get(target, timeout_s=timeout_s, max_bytes=out_max_len & 0xFFFFFFFF)
-    mem.write(out_ptr, body)
-    mem.write_u32(written_ptr, len(body))
-    mem.write_u32(status_ptr, status)
-    if cut:
-        raise NNError(Errno.TOO_LARGE, f"the body of {url[:100]} is longer than the buffer of {len(body)} bytes")
-
-
-# ---------------------------------------------------------------------------------------------
-# `llamaedge.call`: a mounted tool, called from an app or a tool (docs/tools.md)
-
-
-def _call(mem: GuestMemory, name_ptr: int, name_len: int, input_ptr: int, input_len: int, out_ptr: int,
-          out_max_len: int, written_ptr: int) -> None:
-    """Run the tool `name` with the JSON input; its result's JSON into the buffer. 0: it
-    succeeded; RUNTIME_ERROR: it failed (or was refused), and `{"error", "code"}` is written;
-    NOT_FOUND: no such tool; TOO_LARGE: the buffer is too small (its size needed written: the
-    call ran, and asking again runs it again)."""
-    run = _run()
-    try:
-        name = mem.read(name_ptr, name_len).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NNError(Errno.INVALID_ENCODING, "a tool name must be UTF-8") from exc
-    arguments = mem.read(input_ptr, input_len)
-    mem.check(out_ptr, out_max_len)
-    mem.check(written_ptr, 4)
-    if run.tools is None:
-        raise NNError(Errno.NOT_FOUND, f"no tool {name!r}: this server mounts no tools")
-    chain = " -> ".join((*run.chain, name))
-    outcome: tuple[bool, bytes] | None
-    if name in run.chain:
-        outcome = (False, json.dumps({"error": f"a cycle of calls: {chain}", "code": "call_cycle"}).encode())
-    elif len(run.chain) >= TOOL_CALL_DEPTH_MAX:
-        outcome = (False, json.dumps({"error": f"calls nest at most {TOOL_CALL_DEPTH_MAX} deep: {chain}",
-                                      "code": "call_too_deep"}).encode())
-    else:
-        policy = run.guard.policy if run.guard is not None else None
-        seconds_left = run.guard.seconds_left() if run.guard is not None else None
-        outcome = run.tools.call_nested(name, arguments, policy, seconds_left, run.chain)
-    if outcome is None:
-        raise NNError(Errno.NOT_FOUND, f"no tool {name!r}")
-    ok, text = outcome
-    nn.write_output(mem, text, out_ptr, out_max_len, written_ptr)
-    if not ok:
-        raise NNError(Errno.RUNTIME_ERROR, f"the call of {name} failed: {text[:200].decode(errors='replace')}")

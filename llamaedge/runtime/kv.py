@@ -5,7 +5,7 @@ factor: one SQLite file under the data directory (`LLAMAEDGE_HOME`), a namespace
     KeyValueStore   the SQLite file; get / set / delete / used_bytes within a namespace
     QuotaExceeded   a set that would take a namespace over its quota (nothing is written)
 
-Host functions (host.py) translate the ABI and check the run's grant, then call this.
+Host functions (imports.py) translate the ABI and check the run's grant, then call this.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import wasmtime
 
 from llamaedge.runtime import host
-from llamaedge.runtime.host import App, Runtime
+from llamaedge.runtime.host import Runtime
 from llamaedge.runtime.nn import NNSession
 from llamaedge.runtime.policy import AppPolicy, OutputTooLarge, RunGuard
+from llamaedge.runtime.run import App
 from llamaedge.runtime.wagi import LineLog
 
 

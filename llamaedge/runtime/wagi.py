@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import wasmtime
 
 from llamaedge.runtime import host
-from llamaedge.runtime.host import App, Runtime
+from llamaedge.runtime.host import Runtime
 from llamaedge.runtime.policy import RunGuard
 from llamaedge.runtime.nn import NNSession
+from llamaedge.runtime.run import App, restart_wasm_slice
 
 app_log = logging.getLogger("llamaedge.app")
 
@@ -222,7 +223,7 @@ def run_wagi(runtime: Runtime, app: App, request: WagiRequest, app_env: Mapping[
     wasi.env = wagi_environ(request, env, authorization=policy is not None and policy.authorization)
     host.set_stdin_bytes(wasi, request.body)
     wasi.stdout_custom = response.write
-    response._on_resume = lambda: host.restart_wasm_slice(session)
+    response._on_resume = lambda: restart_wasm_slice(session)
     stderr = LineLog(app.name)
     wasi.stderr_custom = stderr.write
     guard = RunGuard(app.name, policy, session, stop=response.close) if policy is not None else None
