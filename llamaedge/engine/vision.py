@@ -29,9 +29,6 @@ from llamaedge.images import SUPPORTED, ImageError, decode_webp, image_format
 
 log = logging.getLogger("llamaedge.engine")
 
-def is_placeholder(token: int) -> bool:
-    return token < 0
-
 
 def _placeholder(image_id: bytes, index: int) -> int:
     """The placeholder of the `index`-th chunk of the image `image_id`: a negative int32."""

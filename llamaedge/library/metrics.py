@@ -10,7 +10,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
-UNLOAD_REASONS = ("idle", "evicted", "asked")
 
 
 class _LoadedCollector(Collector):
