@@ -2,7 +2,8 @@
 engine. The only package that imports wasmtime."""
 
 from llamaedge.runtime.host import App, AppTrap, RunLimits, Runtime
-from llamaedge.runtime.policy import AppPolicy, PolicyBreach
+from llamaedge.runtime.breaches import PolicyBreach
+from llamaedge.runtime.policy import AppPolicy
 from llamaedge.runtime.wagi import ResponseStream, WagiRequest, run_wagi
 from llamaedge.runtime.nn import GraphLease, GraphRegistry, GraphSource, NNSession, Preload, SessionGraphs, parse_preload
 

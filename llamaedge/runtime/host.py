@@ -11,7 +11,7 @@ executes on one thread from `_start` to exit.
 Limits: a Store may use `memory_max_bytes` of linear memory, and wasm may execute for at
 most `wasm_slice_max_s` between two host calls (an epoch deadline that every host call
 renews), so a trapping or runaway app fails its own run and nothing else. A mounted app
-also has a policy (policy.py): its run's guard sets its memory limit and wall-time deadline,
+also has a policy (policy.py): its run's guard (guard.py) sets its memory limit and wall-time deadline,
 and once the guard records a breach every host call fails, so the app can only exit.
 """
 
@@ -38,7 +38,9 @@ from llamaedge.limits import APP_KV_MAX_BYTES, APP_MEMORY_MAX_BYTES, TOOL_CALL_D
 from llamaedge.runtime import http, nn
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
 from llamaedge.runtime.kv import KeyValueStore, QuotaExceeded
-from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, PolicyBreach, RunGuard, WallTimeExceeded
+from llamaedge.runtime.breaches import MemoryLimitReached, PolicyBreach, WallTimeExceeded
+from llamaedge.runtime.guard import RunGuard
+from llamaedge.runtime.policy import AppPolicy
 from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
 from llamaedge.settings import cache_dir
 

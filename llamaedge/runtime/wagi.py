@@ -16,7 +16,7 @@ import wasmtime
 
 from llamaedge.runtime import host
 from llamaedge.runtime.host import App, Runtime
-from llamaedge.runtime.policy import RunGuard
+from llamaedge.runtime.guard import RunGuard
 from llamaedge.runtime.nn import NNSession
 
 app_log = logging.getLogger("llamaedge.app")
