@@ -18,7 +18,7 @@
     │   └── TemplateError         the chat template failed on the messages it was given
     ├── AppError                  the runtime's family: a WebAssembly app that cannot be loaded or run
     │   ├── AppTrap               the app trapped, or ran too long without calling the host (runtime/host.py)
-    │   └── PolicyBreach          a mounted app or a tool went beyond its policy: fails that request or call (runtime/policy.py)
+    │   └── PolicyBreach          a mounted app or a tool went beyond its policy: fails that request or call (runtime/breaches.py)
     │       ├── ModelNotAllowed   it asked for a model not granted (403)
     │       ├── HostNotAllowed    it fetched from a host not granted (403; runtime/http.py)
     │       ├── PolicyWidening    a nested call whose callee is granted what its caller is not (403)

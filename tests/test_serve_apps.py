@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from llamaedge.errors import UsageError
 from llamaedge.mount import Mount, load_mounts, reserved_paths
-from llamaedge.runtime.policy import RunGuard
+from llamaedge.runtime.guard import RunGuard
 from llamaedge.server import ServeConfig, ServerState, default_app_path, mounted_app_routes, webui_routes_or_none
 from llamaedge.types import ResolvedModel
 from tests.conftest import REPO_ROOT, free_port, serving

@@ -222,7 +222,7 @@ def test_a_name_is_checked_at_the_address_it_resolves_to(monkeypatch: pytest.Mon
     import socket
 
     from llamaedge.runtime import http
-    from llamaedge.runtime.policy import HostNotAllowed
+    from llamaedge.runtime.breaches import HostNotAllowed
     from llamaedge.tools import DEFAULT_TOOL_POLICY
 
     def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
@@ -792,7 +792,8 @@ def test_a_nested_call_has_at_most_its_callers_memory(runtime: Runtime, tmp_path
 
 
 def test_capped_policies_take_the_smaller_limits_and_refuse_wider_grants(tree: Path) -> None:
-    from llamaedge.runtime.policy import DirGrant, PolicyWidening, capped
+    from llamaedge.runtime.breaches import PolicyWidening
+    from llamaedge.runtime.policy import DirGrant, capped
     from llamaedge.tools import DEFAULT_TOOL_POLICY
 
     granted = tree / "granted"

@@ -1,7 +1,7 @@
 """What the runtime may use of a loaded model: the engine's contract with its callers.
 
 `Model` is its one implementation on llama.cpp. The runtime (runtime/nn, runtime/imports), the
-policy wrappers (runtime/policy.py), tests and benchmarks type against these protocols, so a
+policy wrappers (runtime/guard.py), tests and benchmarks type against these protocols, so a
 stand-in or a wrapper implements exactly this much, and a loader (`ModelLoader`) is passed in
 wherever models are made.
 """

@@ -11,7 +11,7 @@ since a run executes on one thread from `_start` to exit.
 Limits: a Store may use `memory_max_bytes` of linear memory, and wasm may execute for at
 most `wasm_slice_max_s` between two host calls (an epoch deadline that every host call
 renews), so a trapping or runaway app fails its own run and nothing else. A mounted app
-also has a policy (policy.py): its run's guard sets its memory limit and wall-time deadline,
+also has a policy (policy.py): its run's guard (guard.py) sets its memory limit and wall-time deadline,
 and once the guard records a breach every host call fails, so the app can only exit.
 """
 
@@ -31,10 +31,12 @@ from wasmtime import _ffi as wasmtime_ffi  # stdin from bytes has no public wrap
 from llamaedge.errors import AppError
 from llamaedge.limits import APP_KV_MAX_BYTES
 from llamaedge.runtime import imports, nn
+from llamaedge.runtime.breaches import MemoryLimitReached, WallTimeExceeded
+from llamaedge.runtime.guard import RunGuard
 from llamaedge.runtime.guest import GuestMemory, GuestMemoryError
 from llamaedge.runtime.kv import KeyValueStore
-from llamaedge.runtime.policy import AppPolicy, MemoryLimitReached, RunGuard, WallTimeExceeded
 from llamaedge.runtime.nn import Errno, GraphRegistry, NNError, NNSession
+from llamaedge.runtime.policy import AppPolicy
 from llamaedge.runtime.run import EPOCH_TICK_S, App, Run, RunLimits, ToolHost, current_run, entered, running
 from llamaedge.settings import cache_dir
 

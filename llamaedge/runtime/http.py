@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from llamaedge.runtime.nn import Errno, NNError
-from llamaedge.runtime.policy import AppPolicy, HostNotAllowed
+from llamaedge.runtime.breaches import HostNotAllowed
+from llamaedge.runtime.policy import AppPolicy
 
 USER_AGENT = "llamaedge-http"
 

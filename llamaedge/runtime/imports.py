@@ -19,10 +19,10 @@ from typing import Any
 from llamaedge.engine import NoChatTemplate, TemplateError
 from llamaedge.limits import TOOL_CALL_DEPTH_MAX
 from llamaedge.runtime import http, nn
+from llamaedge.runtime.breaches import PolicyBreach
 from llamaedge.runtime.guest import GuestMemory
 from llamaedge.runtime.kv import KeyValueStore, QuotaExceeded
 from llamaedge.runtime.nn import Errno, NNError
-from llamaedge.runtime.policy import PolicyBreach
 from llamaedge.runtime.run import current_run
 
 HOST_MODULE = "llamaedge"

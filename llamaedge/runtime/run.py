@@ -25,7 +25,8 @@ import wasmtime
 from llamaedge.limits import APP_MEMORY_MAX_BYTES
 from llamaedge.runtime.kv import KeyValueStore
 from llamaedge.runtime.nn import Errno, NNError, NNSession
-from llamaedge.runtime.policy import AppPolicy, RunGuard
+from llamaedge.runtime.guard import RunGuard
+from llamaedge.runtime.policy import AppPolicy
 
 EPOCH_TICK_S = 0.05
 

@@ -18,7 +18,9 @@ import wasmtime
 from llamaedge.runtime import host
 from llamaedge.runtime.host import Runtime
 from llamaedge.runtime.nn import NNSession
-from llamaedge.runtime.policy import AppPolicy, OutputTooLarge, RunGuard
+from llamaedge.runtime.breaches import OutputTooLarge
+from llamaedge.runtime.guard import RunGuard
+from llamaedge.runtime.policy import AppPolicy
 from llamaedge.runtime.run import App
 from llamaedge.runtime.wagi import LineLog
 

@@ -16,7 +16,7 @@ import wasmtime
 
 from llamaedge.runtime import host
 from llamaedge.runtime.host import Runtime
-from llamaedge.runtime.policy import RunGuard
+from llamaedge.runtime.guard import RunGuard
 from llamaedge.runtime.nn import NNSession
 from llamaedge.runtime.run import App, restart_wasm_slice
 

@@ -43,7 +43,7 @@ def parse_preload(spec: str) -> Preload:
 
 class Graphs(Protocol):
     """The graphs as an app instance sees them: the GraphRegistry, or a mounted app's view
-    of it that its policy narrows (policy.PolicyRegistry)."""
+    of it that its policy narrows (guard.PolicyRegistry)."""
 
     def load_by_name(self, name: str, metadata: dict[str, Any]) -> int: ...
 
