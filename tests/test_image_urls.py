@@ -97,6 +97,9 @@ def test_fetch_within_the_limits(images: ImageHost) -> None:
                        ("/missing.png", "answered HTTP 404")]:
         with pytest.raises(ImageUrlError, match=says):
             fetch(images.url + path, bytes_max=1000)
+    # The socket's own timeout (no event loop's clock here) says what the loop's says.
+    with pytest.raises(ImageUrlError, match="did not answer within 0.2s"):
+        fetch(f"{images.url}/stalled", timeout_s=0.2)
 
 
 def test_the_body_gets_data_urls_and_a_stalled_fetch_ends_at_the_time_limit(images: ImageHost) -> None:

@@ -111,9 +111,8 @@ async def inline_image_urls(body: bytes, *, bytes_max: int = IMAGE_BYTES_MAX,
         try:
             data, media_type = await asyncio.wait_for(asyncio.to_thread(fetch, slot.url, bytes_max, timeout_s),
                                                       timeout_s)
-        except TimeoutError as exc:
-            raise ImageUrlError(f"the image URL {slot.url} did not answer within {timeout_s:g}s "
-                                "(image_url_timeout_s)", slot.param) from exc
+        except TimeoutError as exc:  # the whole fetch took too long (each read has the same limit in fetch)
+            raise ImageUrlError(_too_slow(slot.url, timeout_s), slot.param) from exc
         except ImageUrlError as err:
             raise ImageUrlError(str(err), slot.param) from err
         slot.put(data, media_type)
@@ -156,4 +155,11 @@ def fetch(url: str, bytes_max: int = IMAGE_BYTES_MAX, timeout_s: float = IMAGE_U
         raise ImageUrlError(f"the image URL {url} answered HTTP {exc.code}", "") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):  # a connect or read that waited out the limit
+            raise ImageUrlError(_too_slow(url, timeout_s), "") from exc
         raise ImageUrlError(f"the image URL {url} could not be fetched: {reason}", "") from exc
+
+
+def _too_slow(url: str, timeout_s: float) -> str:
+    """One message for a fetch that ran out of time, whichever of its two clocks ran out first."""
+    return f"the image URL {url} did not answer within {timeout_s:g}s (image_url_timeout_s)"
