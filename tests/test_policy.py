@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from llamaedge.engine.contract import Generation, LoadedModel
 from llamaedge.errors import AppError
 from llamaedge.runtime import PolicyBreach
 from llamaedge.runtime.breaches import (
@@ -16,6 +17,7 @@ from llamaedge.runtime.breaches import (
     PolicyWidening,
     WallTimeExceeded,
 )
+from llamaedge.runtime.guard import BudgetedModel, BudgetedSequence
 from llamaedge.server.api_errors import host_error
 
 
@@ -36,3 +38,11 @@ def test_each_breach_fails_its_request_with_its_own_status_code_and_kind(
     assert (str(err), err.hint) == ("app may not do that", "grant it")
     # The kind is one the server's error shapes know (an unknown one would fail the response).
     assert host_error("/v1/chat/completions", err.status, str(err), kind=err.kind, code=err.code).status_code == status
+
+
+@pytest.mark.parametrize(("wrapper", "protocol"), [(BudgetedModel, LoadedModel), (BudgetedSequence, Generation)])
+def test_the_policy_wrappers_offer_all_the_engine_contract_offers(wrapper: type, protocol: type) -> None:
+    """An app under a policy sees the model through these wrappers: a member they lack is an
+    AttributeError in the middle of its request (rerank once failed so)."""
+    members = {name for name in vars(protocol) if not name.startswith("_")}
+    assert members and members <= set(dir(wrapper))

@@ -177,3 +177,15 @@ def test_the_api_key_guards_both_routes(models_dir: Path, tmp_path: Path) -> Non
             assert httpx.post(f"{server.base_url}{route}", json=body, timeout=60).status_code == 401, route
             ok = httpx.post(f"{server.base_url}{route}", json=body, timeout=120, headers={"x-api-key": "s3cret"})
             assert ok.status_code == 200 and len(ok.json()["results"]) == 2, ok.text
+
+
+def test_a_mounted_app_with_a_policy_reranks_as_the_api_does(models_dir: Path, tmp_path: Path) -> None:
+    """A mounted chat-server under a policy sees the model through the policy's wrapper, which
+    must pass rerank through as it passes embeddings."""
+    app = Path(__file__).resolve().parent.parent / "llamaedge" / "apps" / "chat-server.wasm"
+    with serving(tmp_path, "--model", str(models_dir / "tiny-reranker.gguf"), "--ctx-size", "512",
+                 "--app", f"/mine={app}", "--app-policy", "/mine:max-tokens=100") as server:
+        body = {"query": QUERY, "documents": DOCUMENTS}
+        direct = rerank(server, {"model": "tiny-reranker", **body})
+        mounted = rerank(server, body, route="/mine/v1/rerank")
+        assert mounted["results"] == direct["results"] and mounted["usage"] == direct["usage"]

@@ -180,6 +180,16 @@ class BudgetedModel:
     def embed(self, inputs: list[list[int]], *, norm: int = 2) -> np.ndarray:
         return self._model.embed(inputs, norm=norm)
 
+    @property
+    def can_rank(self) -> bool:
+        return self._model.can_rank
+
+    def rank_input(self, query: bytes, document: bytes) -> list[int]:
+        return self._model.rank_input(query, document)
+
+    def rank(self, inputs: list[list[int]]) -> list[float]:
+        return self._model.rank(inputs)
+
     def render_chat(self, messages: list[dict[str, object]], *, add_generation_prompt: bool = True,
                     tools: list[object] | None = None, template_kwargs: dict[str, object] | None = None) -> str:
         return self._model.render_chat(messages, add_generation_prompt=add_generation_prompt, tools=tools,

@@ -154,7 +154,8 @@ class GraphLease(Protocol):
     """A hold on a model someone else owns (the server's model library): it stays loaded
     until the lease is released."""
 
-    model: LoadedModel
+    @property
+    def model(self) -> LoadedModel: ...  # read-only: a lease of a Model (or a fake) is one
 
     def release(self) -> None: ...
 
