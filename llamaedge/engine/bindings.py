@@ -30,7 +30,7 @@ def install() -> None:
         del sys.modules["llama_cpp"]
         raise
     package.__dict__.update((k, v) for k, v in vars(low_level).items() if not k.startswith("_"))
-    package.__version__ = importlib.metadata.version("llama_cpp_python")
+    package.__dict__["__version__"] = importlib.metadata.version("llama_cpp_python")
 
     def high_level(name: str) -> Any:
         # The rest of what the package's __init__ would give: `from .llama import *`.

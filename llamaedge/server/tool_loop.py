@@ -438,7 +438,7 @@ class _ChatWriter(LoopWriter):
             self.event({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
         self.event({}, choice.get("finish_reason"))
         if self.plan.include_usage:
-            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                      "model": self.model, "choices": [], "usage": final.get("usage")}
             self.out.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.out.write(b"data: [DONE]\n\n")

@@ -163,6 +163,7 @@ def _media_prompt(context: ExecutionContext, data: bytes) -> Any:
             raise NNError(Errno.INVALID_ARGUMENT, f"an image tag's base64 does not decode: {exc}") from exc
         text = IMG_TAG.sub(IMAGE_MARKER, data)
     else:
+        assert path is not None  # no tags: the return above leaves only a prompt with a path
         try:
             blobs = [Path(path).read_bytes()]
         except OSError as exc:
@@ -407,9 +408,10 @@ class Functions:
 
     def _metadata_output(self, context: ExecutionContext) -> bytes:
         sequence = context.sequence
-        info = {
-            # The images' embeddings count as the tokens the model reads.
-            "input_tokens": context.n_prompt_tokens if context.n_prompt_tokens is not None else len(context.prompt or ()),
+        # The images' embeddings count as the tokens the model reads.
+        input_tokens = context.n_prompt_tokens if context.n_prompt_tokens is not None else len(context.prompt or ())
+        info: dict[str, Any] = {  # a JSON object
+            "input_tokens": input_tokens,
             "output_tokens": context.n_output_tokens,
             "cached_tokens": sequence.n_cached if sequence else 0,
             # Speculative decoding, named as llama-server's timings name them.
@@ -421,7 +423,7 @@ class Functions:
             "llama_commit": LLAMA_CPP_PYTHON_VERSION,
         }
         if context.embedding_mode:
-            each = [len(t) for t in context.embed_inputs] if context.embed_inputs is not None else [info["input_tokens"]]
+            each = [len(t) for t in context.embed_inputs] if context.embed_inputs is not None else [input_tokens]
             # Rank pooling gives one value (the score) per input.
             n_embedding = 1 if context.rank_mode else context.model.n_embd
             info.update(input_tokens=sum(each), n_embedding=n_embedding, input_tokens_each=each)
