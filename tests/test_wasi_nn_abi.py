@@ -11,6 +11,7 @@ import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -296,6 +297,35 @@ def test_cancelled_session_fails_the_next_call_and_stops_generating(tiny_model: 
         assert isinstance(sequence, Sequence)  # the engine's own: read its counters
         h.session.cancel()
         assert h.call("compute_single", ctx) == Errno.RUNTIME_ERROR
+        list(sequence)  # drains at once: the scheduler dropped it
+        assert sequence.finish_reason == "cancelled"
+        assert sequence.n_generated < 2048 - 30
+
+
+class _CancelledWhileStarting:
+    """The model, but the request is cancelled as a sequence starts: after the host call's
+    check, before the sequence exists (a wall time running out, or the client leaving, on
+    another thread)."""
+
+    def __init__(self, model: Any, session: NNSession) -> None:
+        self._model, self._session = model, session
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self._session.cancel()
+        return self._model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def test_a_cancel_while_the_sequence_starts_still_stops_it(tiny_model: Path) -> None:
+    with preloaded(tiny_model, ctx_size=2048) as (_, runtime), harness(runtime, harness_app(runtime)) as h:
+        ctx = ready_context(h, {"ignore-eos": True})
+        context = h.session.contexts[ctx]
+        context.model = _CancelledWhileStarting(context.model, h.session)  # stands in at the model seam
+        assert h.call("compute_single", ctx) == Errno.RUNTIME_ERROR
+        sequence = context.sequence
+        assert isinstance(sequence, Sequence)
         list(sequence)  # drains at once: the scheduler dropped it
         assert sequence.finish_reason == "cancelled"
         assert sequence.n_generated < 2048 - 30

@@ -74,6 +74,10 @@ def _start(context: ExecutionContext, session: NNSession) -> Generation:
         raise NNError(Errno.PROMPT_TOO_LONG, str(exc)) from exc
     except (BadInput, GrammarError) as exc:
         raise NNError(Errno.INVALID_ARGUMENT, str(exc)) from exc
+    if session.cancelled.is_set():
+        # cancel() ran after the caller's check but before this sequence existed, so it could
+        # not cancel it: cancel it here, or it would wait for a slot nobody gives it.
+        context.sequence.cancel()
     return context.sequence
 
 
