@@ -23,9 +23,9 @@ from typing import Protocol
 import wasmtime
 
 from llamaedge.limits import APP_MEMORY_MAX_BYTES
+from llamaedge.runtime.guard import RunGuard
 from llamaedge.runtime.kv import KeyValueStore
 from llamaedge.runtime.nn import Errno, NNError, NNSession
-from llamaedge.runtime.guard import RunGuard
 from llamaedge.runtime.policy import AppPolicy
 
 EPOCH_TICK_S = 0.05
@@ -65,20 +65,18 @@ class ToolHost(Protocol):
                     chain: tuple[str, ...]) -> tuple[bool, bytes] | None: ...
 
 
+@dataclass(eq=False)  # a run is itself, not its fields
 class Run:
     """What the host functions need to know about the run on this thread."""
 
-    def __init__(self, store: wasmtime.Store, session: NNSession, limits: RunLimits, guard: RunGuard | None,
-                 app: App | None = None, kv: Callable[[], KeyValueStore] | None = None,
-                 chain: tuple[str, ...] = (), tools: ToolHost | None = None) -> None:
-        self.store = store
-        self.session = session
-        self.limits = limits
-        self.guard = guard
-        self.app = app
-        self.kv = kv
-        self.chain = chain  # the tools running on this thread, outermost first, this one last
-        self.tools = tools
+    store: wasmtime.Store
+    session: NNSession
+    limits: RunLimits
+    guard: RunGuard | None
+    app: App | None = None
+    kv: Callable[[], KeyValueStore] | None = None
+    chain: tuple[str, ...] = ()  # the tools running on this thread, outermost first, this one last
+    tools: ToolHost | None = None
 
     def deadline_ticks(self) -> int:
         """Epoch ticks until the wasm must next call the host: the slice, or less when the
